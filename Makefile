@@ -1,0 +1,63 @@
+# pumprig: `make demo` runs the main job on a virtual rig, `make test` runs every test.
+# Both create the virtual environment they need (.venv) on first use.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+BIN    := $(VENV)/bin
+MPY    := $(BIN)/micropython
+STAMP  := $(VENV)/.installed
+PORT   ?= $(PUMPRIG_PORT)
+RIGS   ?= 1
+OUT    ?= out
+
+.PHONY: all venv test test-host test-board lint demo flash hil bench campaign clean help
+
+all: help
+
+help:
+	@echo "make demo      start a virtual rig, flash it, program P1, simulate 90 days, plot"
+	@echo "make test      every test: lint, host, board (CPython + MicroPython), HIL on virtual rigs"
+	@echo "make lint      ruff over everything, mypy over board/ against rp2 and esp32 stubs"
+	@echo "make flash PORT=/dev/ttyACM0   flash the firmware to a board"
+	@echo "make hil [RIGS=4]              HIL suite against virtual rigs"
+	@echo "make bench     benchmarks, written to docs/benchmarks.md"
+	@echo "make campaign  the long power-loss and fuzz campaigns"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[sim,dev]'
+	touch $@
+
+test: venv lint test-host test-board hil
+
+test-host: venv
+	$(BIN)/pytest -q tests
+
+test-board: venv
+	$(MPY) -X heapsize=384k tests/mpy_runner.py tests/board
+
+lint: venv
+	$(BIN)/ruff check board host tests hil bench
+
+demo: venv
+	$(BIN)/pumprig demo --out $(OUT)
+
+flash: venv
+	@test -n "$(PORT)" || { echo "pumprig: give PORT=/dev/ttyACM0 (or set PUMPRIG_PORT)"; exit 2; }
+	$(BIN)/pumprig --port $(PORT) flash
+
+hil: venv
+	$(BIN)/pytest -q hil -n $(RIGS) --rig sim
+
+bench: venv
+	$(PY) bench/run_all.py
+
+campaign: venv
+	$(PY) bench/campaign.py
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache .mypy_cache
