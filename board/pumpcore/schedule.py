@@ -1,0 +1,334 @@
+"""The plan as a piecewise-constant volume rate over board time.
+
+`Schedule.rate_nl_day(t_ms)` is the plan's ideal rate at t and `next_change_ms(t_ms)` the next
+instant it may change. The delivery engine integrates it exactly; the host's simulation oracle
+integrates the same function independently of the firmware's account.
+
+Time of day comes from `Clock`: board ms -> UTC epoch ms -> local time with a UTC offset. The
+pump follows its clock: a flex segment or a periodic bolus starts when the *local* clock shows
+its time. At a daylight-saving change (a new offset at a given UTC instant, set by
+`clock.set`), local time jumps: spring forward skips that hour of the flex schedule, fall back
+repeats it. Delivery never jumps: the rate simply follows the clock.
+"""
+
+from . import plan as planmod
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+DAY_MS = const(86_400_000)
+RAMP_STAGES = const(4)
+RAMP_STAGE_MS = const(100)
+
+
+class Clock:
+    """Board ms -> wall clock. `set` records which epoch ms a board ms corresponds to."""
+
+    def __init__(self, epoch_ms=0, base_ms=0, offset_s=0, next_change_epoch_s=0, next_offset_s=0,
+                 valid=False):
+        self.epoch_ms = epoch_ms
+        self.base_ms = base_ms
+        self.offset_s = offset_s
+        self.next_change_epoch_s = next_change_epoch_s
+        self.next_offset_s = next_offset_s
+        self.valid = valid
+
+    def set(self, now_ms, epoch_s, offset_s, next_change_epoch_s=0, next_offset_s=0):
+        self.epoch_ms = epoch_s * 1000
+        self.base_ms = now_ms
+        self.offset_s = offset_s
+        self.next_change_epoch_s = next_change_epoch_s or 0
+        self.next_offset_s = next_offset_s or 0
+        self.valid = True
+
+    def rebase(self, now_ms, epoch_s=None):
+        """After a reset: board ms restarted. Keep the wall clock (from an RTC if given)."""
+        if epoch_s is not None:
+            self.epoch_ms = epoch_s * 1000
+        self.base_ms = now_ms
+
+    def epoch_ms_at(self, t_ms):
+        return self.epoch_ms + (t_ms - self.base_ms)
+
+    def epoch_s(self, t_ms):
+        return self.epoch_ms_at(t_ms) // 1000
+
+    def offset_ms_at(self, epoch_ms):
+        if self.next_change_epoch_s and epoch_ms >= self.next_change_epoch_s * 1000:
+            return self.next_offset_s * 1000
+        return self.offset_s * 1000
+
+    def local_ms(self, t_ms):
+        e = self.epoch_ms_at(t_ms)
+        return e + self.offset_ms_at(e)
+
+    def next_offset_change_ms(self, t_ms):
+        """Board ms of the pending offset change, if it is after t."""
+        if not self.next_change_epoch_s:
+            return None
+        t = self.base_ms + (self.next_change_epoch_s * 1000 - self.epoch_ms)
+        return t if t > t_ms else None
+
+    def to_dict(self):
+        return {"epoch_ms": self.epoch_ms, "base_ms": self.base_ms, "offset_s": self.offset_s,
+                "next_change_epoch_s": self.next_change_epoch_s,
+                "next_offset_s": self.next_offset_s, "valid": self.valid}
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(d["epoch_ms"], d["base_ms"], d["offset_s"], d["next_change_epoch_s"],
+                   d["next_offset_s"], d["valid"])
+
+
+def bolus_rate_nl_day(nl, dur_ms):
+    return (nl * DAY_MS + dur_ms // 2) // dur_ms
+
+
+def bolus_windows(start_ms, nl, rate_nl_day, pullin_nl_day=0):
+    """Windows [(start_ms, end_ms, rate_nl_day)] delivering `nl` at `rate_nl_day`.
+
+    A rate above the motor's pull-in rate starts with a ramp of RAMP_STAGES stages of
+    RAMP_STAGE_MS each (acceleration); the full-rate window is then shortened so the bolus
+    volume is unchanged (to within rate x 1 ms).
+    """
+    out = []
+    t = start_ms
+    left = nl * DAY_MS  # nL x ms/day still to deliver
+    if pullin_nl_day and rate_nl_day > pullin_nl_day:
+        for k in range(RAMP_STAGES):
+            r = pullin_nl_day + (rate_nl_day - pullin_nl_day) * k // RAMP_STAGES
+            if r * RAMP_STAGE_MS >= left:
+                break
+            out.append((t, t + RAMP_STAGE_MS, r))
+            left -= r * RAMP_STAGE_MS
+            t += RAMP_STAGE_MS
+    if left > 0 and rate_nl_day > 0:
+        dur = (left + rate_nl_day // 2) // rate_nl_day
+        if dur < 1:
+            dur = 1
+        out.append((t, t + dur, rate_nl_day))
+    return out
+
+
+def windows_volume_nl(windows):
+    acc = 0
+    for s, e, r in windows:
+        acc += r * (e - s)
+    return acc // DAY_MS
+
+
+class Schedule:
+    """The ideal rate of a plan programmed at `program_ms`.
+
+    overlays: patient-bolus windows [(start_ms, end_ms, rate_nl_day)] added on top of basal.
+    bridge: (old_conc_ng_ml, until_ms) after a refill with a new concentration.
+    """
+
+    def __init__(self, plan, clock, program_ms, pullin_nl_day=0):
+        self.plan = plan
+        self.clock = clock
+        self.program_ms = program_ms
+        self.pullin_nl_day = pullin_nl_day
+        self.start_windows = []
+        self.overlays = []
+        self.bridge_conc = 0
+        self.bridge_until_ms = 0
+        st = plan["start"] if plan else None
+        if st is not None:
+            conc = plan["conc_ng_ml"]
+            if st["kind"] == "bolus":
+                nl = planmod.ng_to_nl(st["ng"], conc)
+                rate = bolus_rate_nl_day(nl, st["dur_s"] * 1000)
+            else:
+                nl = st["pump_nl"] + st["catheter_nl"]
+                rate = st["nl_min"] * 1440
+            self.start_windows = bolus_windows(program_ms, nl, rate, pullin_nl_day)
+        self.basal_start_ms = self.start_windows[-1][1] if self.start_windows else program_ms
+
+    # --- pieces -------------------------------------------------------------------------
+    def conc_at(self, t_ms):
+        if self.bridge_conc and t_ms < self.bridge_until_ms:
+            return self.bridge_conc
+        return self.plan["conc_ng_ml"]
+
+    def in_start(self, t_ms):
+        return t_ms < self.basal_start_ms
+
+    def activity(self, t_ms):
+        p = self.plan
+        if p is None:
+            return "none"
+        if self.in_start(t_ms):
+            return p["start"]["kind"]
+        if self.bridge_conc and t_ms < self.bridge_until_ms:
+            return "bridge"
+        return p["basal"]["kind"]
+
+    def basal_ng_day(self, t_ms):
+        b = self.plan["basal"]
+        kind = b["kind"]
+        if kind == "continuous":
+            return b["ng_day"]
+        if kind == "flex":
+            minute = (self.clock.local_ms(t_ms) % DAY_MS) // 60_000
+            rate = 0
+            for seg in b["segments"]:
+                if seg[0] <= minute:
+                    rate = seg[1]
+                else:
+                    break
+            return rate
+        if kind == "step":
+            idx = (t_ms - self.basal_start_ms) // (b["every_days"] * DAY_MS)
+            return planmod.step_dose_ng_day(b, idx)
+        return 0
+
+    def basal_nl_day(self, t_ms):
+        p = self.plan
+        if p["basal"]["kind"] == "stopped":
+            return p["min_nl_day"]
+        return planmod.ng_to_nl(self.basal_ng_day(t_ms), self.conc_at(t_ms))
+
+    def _periodic(self, t_ms):
+        """(rate_nl_day active at t, ms until the next periodic start/end)."""
+        per = self.plan["periodic"]
+        if per is None:
+            return 0, None
+        dur = per["dur_s"] * 1000
+        day_ms = self.clock.local_ms(t_ms) % DAY_MS
+        rate = 0
+        nxt = None
+        for tm in per["times_min"]:
+            T = tm * 60_000
+            since = (day_ms - T) % DAY_MS
+            if since < dur and t_ms - since >= self.basal_start_ms:
+                nl = planmod.ng_to_nl(per["ng"], self.conc_at(t_ms - since))
+                rate += bolus_rate_nl_day(nl, dur)
+                to_end = dur - since
+                if nxt is None or to_end < nxt:
+                    nxt = to_end
+            to_start = (T - day_ms) % DAY_MS or DAY_MS
+            if nxt is None or to_start < nxt:
+                nxt = to_start
+        return rate, nxt
+
+    def rate_nl_day(self, t_ms):
+        if self.plan is None:
+            return 0
+        if t_ms < self.program_ms:
+            return 0
+        if self.in_start(t_ms):
+            for s, e, r in self.start_windows:
+                if s <= t_ms < e:
+                    return r
+            return 0
+        rate = self.basal_nl_day(t_ms)
+        rate += self._periodic(t_ms)[0]
+        for s, e, r in self.overlays:
+            if s <= t_ms < e:
+                rate += r
+        return rate
+
+    def next_change_ms(self, t_ms):
+        """The first instant after t at which the rate may change (None: never)."""
+        if self.plan is None:
+            return None
+        cands = []
+        if t_ms < self.program_ms:
+            return self.program_ms
+        if self.in_start(t_ms):
+            for s, e, _ in self.start_windows:
+                if e > t_ms:
+                    return e
+        b = self.plan["basal"]
+        if b["kind"] == "flex":
+            local = self.clock.local_ms(t_ms)
+            day_ms = local % DAY_MS
+            best = DAY_MS - day_ms
+            for seg in b["segments"]:
+                d = seg[0] * 60_000 - day_ms
+                if 0 < d < best:
+                    best = d
+            cands.append(t_ms + best)
+        elif b["kind"] == "step":
+            period = b["every_days"] * DAY_MS
+            idx = (t_ms - self.basal_start_ms) // period
+            if idx < b["steps"]:
+                cands.append(self.basal_start_ms + (idx + 1) * period)
+        _, nxt = self._periodic(t_ms)
+        if nxt is not None:
+            cands.append(t_ms + nxt)
+        for s, e, _ in self.overlays:
+            if s > t_ms:
+                cands.append(s)
+            if e > t_ms:
+                cands.append(e)
+        if self.bridge_conc and self.bridge_until_ms > t_ms:
+            cands.append(self.bridge_until_ms)
+        if b["kind"] == "flex" or self.plan["periodic"] is not None:
+            c = self.clock.next_offset_change_ms(t_ms)
+            if c is not None:
+                cands.append(c)
+        best = None
+        for c in cands:
+            if c > t_ms and (best is None or c < best):
+                best = c
+        return best
+
+    # --- state that changes after programming ---------------------------------------------
+    def prune(self, t_ms):
+        if self.overlays and self.overlays[0][1] <= t_ms:
+            self.overlays = [w for w in self.overlays if w[1] > t_ms]
+
+    def add_bolus(self, t_ms, nl, dur_ms):
+        wins = bolus_windows(t_ms, nl, bolus_rate_nl_day(nl, dur_ms), self.pullin_nl_day)
+        self.overlays.extend(wins)
+        return wins
+
+    def start_bridge(self, t_ms, old_conc, dead_nl):
+        """Keep dosing at the old concentration until `dead_nl` has been pushed out."""
+        self.bridge_conc = old_conc
+        self.bridge_until_ms = 1 << 62
+        need = dead_nl * DAY_MS
+        t = t_ms
+        for _ in range(10_000):
+            r = self.rate_nl_day(t)
+            nxt = self.next_change_ms(t)
+            span = (nxt - t) if nxt is not None else DAY_MS * 400
+            if r > 0 and r * span >= need:
+                self.bridge_until_ms = t + (need + r - 1) // r
+                return self.bridge_until_ms
+            need -= r * span
+            t += span
+        self.bridge_until_ms = t
+        return t
+
+    def shift(self, delta_ms):
+        """Board time restarted (reset): move every board-ms instant by delta."""
+        self.program_ms += delta_ms
+        self.basal_start_ms += delta_ms
+        self.start_windows = [(s + delta_ms, e + delta_ms, r) for s, e, r in self.start_windows]
+        self.overlays = [(s + delta_ms, e + delta_ms, r) for s, e, r in self.overlays]
+        if self.bridge_conc:
+            self.bridge_until_ms += delta_ms
+
+    def to_dict(self):
+        return {
+            "program_ms": self.program_ms, "basal_start_ms": self.basal_start_ms,
+            "start_windows": [list(w) for w in self.start_windows],
+            "overlays": [list(w) for w in self.overlays],
+            "bridge_conc": self.bridge_conc, "bridge_until_ms": self.bridge_until_ms,
+        }
+
+    def load_dict(self, d):
+        self.program_ms = d["program_ms"]
+        self.basal_start_ms = d["basal_start_ms"]
+        self.start_windows = [tuple(w) for w in d["start_windows"]]
+        self.overlays = [tuple(w) for w in d["overlays"]]
+        self.bridge_conc = d["bridge_conc"]
+        self.bridge_until_ms = d["bridge_until_ms"]
