@@ -1,0 +1,484 @@
+"""Dose plans as TOML files in human units -> the canonical plan the firmware runs.
+
+The rules live in `pumpcore.plan` (the same module the firmware imports); this module only
+parses units ("400 mcg/day", "2000 mcg/mL", "0.1 mg over 10 min", "06:00") into the integers
+of the canonical form and reports errors by TOML field. See docs/plans.md.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+import tomllib
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+from pumpcore import plan as core
+from pumpcore.schedule import DAY_MS, Clock, Schedule
+
+from .errors import PlanFileError
+
+MASS_NG = {"ng": 1, "mcg": 1_000, "ug": 1_000, "µg": 1_000, "μg": 1_000, "mg": 1_000_000,
+           "g": 1_000_000_000}
+VOLUME_NL = {"nl": 1, "ul": 1_000, "µl": 1_000, "μl": 1_000, "ml": 1_000_000}
+TIME_S = {"s": 1, "sec": 1, "second": 1, "seconds": 1, "min": 60, "minute": 60, "minutes": 60,
+          "h": 3600, "hr": 3600, "hour": 3600, "hours": 3600, "d": 86_400, "day": 86_400,
+          "days": 86_400}
+PER_DAY = {"day": 1, "d": 1, "24h": 1, "h": 24, "hour": 24, "hr": 24, "min": 1440}
+
+_NUM = r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
+
+
+class _Field:
+    """Reads one TOML table, remembering which keys were used so unknown keys are errors."""
+
+    def __init__(self, table, path):
+        if not isinstance(table, dict):
+            raise PlanFileError(f"{path}: must be a table")
+        self.t = table
+        self.path = path
+        self.used = set()
+
+    def get(self, key, default=None):
+        self.used.add(key)
+        return self.t.get(key, default)
+
+    def name(self, key):
+        return f"{self.path}.{key}" if self.path else key
+
+    def done(self):
+        for k in self.t:
+            if k not in self.used:
+                raise PlanFileError(f"{self.name(k)}: unknown key")
+
+
+def _scaled(num: str, scale: int, field: str, what: str) -> int:
+    try:
+        v = Decimal(num) * scale
+    except InvalidOperation:
+        raise PlanFileError(f"{field}: {num!r} is not a number") from None
+    iv = int(v.to_integral_value())
+    if v != iv and abs(v - iv) * 1000 > abs(v):  # more than 0.1 % lost to rounding
+        raise PlanFileError(f"{field}: {what} below the resolution of the pump")
+    return iv
+
+
+def _match(text, field, pattern, example):
+    if isinstance(text, bool) or not isinstance(text, (str, int, float)):
+        raise PlanFileError(f"{field}: expected text like {example!r}")
+    s = str(text).strip().lower().replace("per ", "/").replace(" / ", "/")
+    m = re.fullmatch(pattern, s)
+    if not m:
+        raise PlanFileError(f"{field}: cannot read {text!r}; write it like {example!r}")
+    return m
+
+
+def parse_mass_ng(text, field="mass") -> int:
+    m = _match(text, field, _NUM + r"\s*([a-zµμ]+)", "50 mcg")
+    unit = m.group(2)
+    if unit not in MASS_NG:
+        raise PlanFileError(f"{field}: unknown mass unit {unit!r} (use ng, mcg, mg)")
+    return _scaled(m.group(1), MASS_NG[unit], field, "mass")
+
+
+def parse_volume_nl(text, field="volume") -> int:
+    m = _match(text, field, _NUM + r"\s*([a-zµμ]+)", "20 mL")
+    unit = m.group(2)
+    if unit not in VOLUME_NL:
+        raise PlanFileError(f"{field}: unknown volume unit {unit!r} (use nL, uL, mL)")
+    return _scaled(m.group(1), VOLUME_NL[unit], field, "volume")
+
+
+def parse_duration_s(text, field="duration") -> int:
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
+    m = _match(text, field, _NUM + r"\s*([a-z]+)", "15 min")
+    unit = m.group(2)
+    if unit not in TIME_S:
+        raise PlanFileError(f"{field}: unknown time unit {unit!r} (use s, min, h, day)")
+    return _scaled(m.group(1), TIME_S[unit], field, "duration")
+
+
+def parse_conc(text, field="concentration") -> int:
+    """'2000 mcg/mL' -> ng/mL."""
+    m = _match(text, field, _NUM + r"\s*([a-zµμ]+)\s*/\s*ml", "2000 mcg/mL")
+    unit = m.group(2)
+    if unit not in MASS_NG:
+        raise PlanFileError(f"{field}: unknown mass unit {unit!r}")
+    return _scaled(m.group(1), MASS_NG[unit], field, "concentration")
+
+
+def parse_dose_rate_ng_day(text, field="dose") -> int:
+    m = _match(text, field, _NUM + r"\s*([a-zµμ]+)\s*/\s*([0-9a-z]+)", "400 mcg/day")
+    unit, per = m.group(2), m.group(3)
+    if unit not in MASS_NG:
+        raise PlanFileError(f"{field}: {unit!r} is not a mass unit (a dose is mcg/day or mg/day)")
+    if per not in PER_DAY:
+        raise PlanFileError(f"{field}: rate per {per!r}? use /day or /h")
+    return _scaled(m.group(1), MASS_NG[unit] * PER_DAY[per], field, "dose rate")
+
+
+def parse_volume_rate_nl_day(text, field="rate") -> int:
+    m = _match(text, field, _NUM + r"\s*([a-zµμ]+)\s*/\s*([0-9a-z]+)", "0.2 mL/day")
+    unit, per = m.group(2), m.group(3)
+    if unit not in VOLUME_NL or per not in PER_DAY:
+        raise PlanFileError(f"{field}: write a volume rate like '0.2 mL/day' or '1 mL/min'")
+    return _scaled(m.group(1), VOLUME_NL[unit] * PER_DAY[per], field, "rate")
+
+
+def parse_dose_over(text, field="bolus") -> tuple[int, int]:
+    """'0.1 mg over 10 min' -> (ng, seconds)."""
+    if not isinstance(text, str) or " over " not in text:
+        raise PlanFileError(f"{field}: write a bolus like '0.1 mg over 10 min'")
+    dose, dur = text.split(" over ", 1)
+    return parse_mass_ng(dose, field), parse_duration_s(dur, field)
+
+
+def parse_clock_min(text, field="time") -> int:
+    m = _match(text, field, r"([0-9]{1,2}):([0-9]{2})", "06:00")
+    h, mi = int(m.group(1)), int(m.group(2))
+    if h > 23 or mi > 59:
+        raise PlanFileError(f"{field}: {text!r} is not a time of day")
+    return h * 60 + mi
+
+
+def parse_percent(text, field="percent") -> int:
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
+    m = _match(text, field, r"\+?([0-9]+)\s*%?", "20 %")
+    return int(m.group(1))
+
+
+def parse_date(text, field="date") -> int:
+    """'2027-03-01' or '2027-03-01T08:00' (UTC) -> epoch seconds."""
+    if isinstance(text, _dt.datetime):
+        d = text
+    elif isinstance(text, _dt.date):
+        d = _dt.datetime(text.year, text.month, text.day)
+    else:
+        try:
+            d = _dt.datetime.fromisoformat(str(text))
+        except ValueError:
+            raise PlanFileError(f"{field}: {text!r} is not a date like 2027-03-01") from None
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=_dt.timezone.utc)
+    return int(d.timestamp())
+
+
+def _basal(t: _Field) -> dict:
+    mode = t.get("mode")
+    if mode == "stopped":
+        return {"kind": "stopped"}
+    if mode == "continuous":
+        return {"kind": "continuous", "ng_day": parse_dose_rate_ng_day(t.get("dose"), t.name("dose"))}
+    if mode == "flex":
+        segs = t.get("segments")
+        if not isinstance(segs, list) or not segs:
+            raise PlanFileError(f"{t.name('segments')}: list the segments as [\"HH:MM\", \"dose/day\"]")
+        out = []
+        for i, s in enumerate(segs):
+            name = f"{t.name('segments')}[{i}]"
+            if not isinstance(s, list) or len(s) != 2:
+                raise PlanFileError(f"{name}: write [\"06:00\", \"400 mcg/day\"]")
+            out.append([parse_clock_min(s[0], name), parse_dose_rate_ng_day(s[1], name)])
+        return {"kind": "flex", "segments": out}
+    if mode == "step":
+        return {
+            "kind": "step",
+            "ng_day": parse_dose_rate_ng_day(t.get("dose"), t.name("dose")),
+            "pct": parse_percent(t.get("increase"), t.name("increase")),
+            "every_days": parse_duration_s(t.get("every", "1 day"), t.name("every")) // 86_400,
+            "steps": t.get("steps"),
+        }
+    raise PlanFileError(f"{t.name('mode')}: must be stopped, continuous, flex or step")
+
+
+def parse_plan(doc: dict) -> tuple[dict, dict]:
+    """TOML document -> (raw canonical plan, host-side metadata such as the fill volume)."""
+    top = _Field(doc, "")
+    plan: dict = {"v": core.PLAN_VERSION}
+    meta: dict = {}
+    title = top.get("title")
+    if title is not None:
+        meta["title"] = str(title)
+    drug = _Field(top.get("drug") or {}, "drug")
+    plan["drug"] = drug.get("name")
+    plan["conc_ng_ml"] = parse_conc(drug.get("concentration"), "drug.concentration")
+    drug.done()
+    if top.get("basal") is None:
+        raise PlanFileError("basal: is required (mode = stopped | continuous | flex | step)")
+    basal = _Field(top.get("basal"), "basal")
+    plan["basal"] = _basal(basal)
+    if basal.get("minimum_rate") is not None:
+        plan["min_nl_day"] = parse_volume_rate_nl_day(basal.get("minimum_rate"), "basal.minimum_rate")
+    basal.done()
+    if top.get("catheter_volume") is not None:
+        plan["catheter_nl"] = parse_volume_nl(top.get("catheter_volume"), "catheter_volume")
+
+    if top.get("start") is not None:
+        st = _Field(top.get("start"), "start")
+        if st.get("bolus") is not None:
+            ng, dur = parse_dose_over(st.get("bolus"), "start.bolus")
+            plan["start"] = {"kind": "bolus", "ng": ng, "dur_s": dur}
+        elif st.get("prime") is not None:
+            pr = _Field(st.get("prime"), "start.prime")
+            plan["start"] = {
+                "kind": "prime",
+                "pump_nl": parse_volume_nl(pr.get("pump", "0 mL"), "start.prime.pump"),
+                "catheter_nl": parse_volume_nl(pr.get("catheter", "0 mL"), "start.prime.catheter"),
+                "nl_min": parse_volume_rate_nl_day(pr.get("rate"), "start.prime.rate") // 1440,
+            }
+            pr.done()
+        else:
+            raise PlanFileError("start: give bolus = \"dose over time\" or a prime table")
+        st.done()
+
+    if top.get("periodic") is not None:
+        pe = _Field(top.get("periodic"), "periodic")
+        times = pe.get("times")
+        if not isinstance(times, list):
+            raise PlanFileError("periodic.times: list clock times like [\"06:00\", \"14:00\"]")
+        ng, dur = parse_dose_over(pe.get("bolus"), "periodic.bolus")
+        plan["periodic"] = {"times_min": [parse_clock_min(x, f"periodic.times[{i}]")
+                                          for i, x in enumerate(times)], "ng": ng, "dur_s": dur}
+        pe.done()
+
+    if top.get("patient") is not None:
+        pa = _Field(top.get("patient"), "patient")
+        ng, dur = parse_dose_over(pa.get("bolus"), "patient.bolus")
+        plan["patient"] = {"ng": ng, "dur_s": dur,
+                           "lockout_s": parse_duration_s(pa.get("lockout"), "patient.lockout"),
+                           "max_24h": pa.get("max_per_day")}
+        pa.done()
+
+    if top.get("reservoir") is not None:
+        rs = _Field(top.get("reservoir"), "reservoir")
+        res: dict = {}
+        if rs.get("low") is not None:
+            res["low_nl"] = parse_volume_nl(rs.get("low"), "reservoir.low")
+        if rs.get("empty") is not None:
+            res["empty_nl"] = parse_volume_nl(rs.get("empty"), "reservoir.empty")
+        if rs.get("refill_by") is not None:
+            res["refill_by_days"] = parse_duration_s(rs.get("refill_by"), "reservoir.refill_by") // 86_400
+        if rs.get("on_empty") is not None:
+            res["on_empty"] = rs.get("on_empty")
+        if rs.get("fill") is not None:
+            meta["fill_nl"] = parse_volume_nl(rs.get("fill"), "reservoir.fill")
+        rs.done()
+        plan["reservoir"] = res
+
+    if top.get("caps") is not None:
+        cp = _Field(top.get("caps"), "caps")
+        caps = {}
+        if cp.get("per_day") is not None:
+            caps["ng_24h"] = parse_mass_ng(cp.get("per_day"), "caps.per_day")
+        if cp.get("per_hour") is not None:
+            caps["ng_1h"] = parse_mass_ng(cp.get("per_hour"), "caps.per_hour")
+        cp.done()
+        plan["caps"] = caps
+
+    if top.get("scenario") is not None:
+        meta["scenario"] = _scenario(top.get("scenario"))
+    top.done()
+    return plan, meta
+
+
+def _scenario(sc) -> dict:
+    """[scenario] for `pumprig simulate`: refills and patient bolus requests at given times."""
+    t = _Field(sc, "scenario")
+    out = {"events": []}
+    evs = t.get("events") or []
+    if not isinstance(evs, list):
+        raise PlanFileError("scenario.events: must be a list of tables")
+    for i, e in enumerate(evs):
+        f = _Field(e, f"scenario.events[{i}]")
+        ev = {"at_s": parse_duration_s(f.get("at"), f.name("at"))}
+        if f.get("refill") is not None:
+            ev["refill_nl"] = parse_volume_nl(f.get("refill"), f.name("refill"))
+            if f.get("concentration") is not None:
+                ev["conc_ng_ml"] = parse_conc(f.get("concentration"), f.name("concentration"))
+        elif f.get("bolus") is not None:
+            ev["bolus"] = True
+        else:
+            raise PlanFileError(f"{f.path}: give refill = \"20 mL\" or bolus = true")
+        f.done()
+        out["events"].append(ev)
+    t.done()
+    return out
+
+
+def load_plan_file(path) -> tuple[dict, dict]:
+    """Read and validate a plan file -> (canonical plan, metadata). Raises PlanFileError."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PlanFileError(f"{path}: no such plan file") from None
+    except OSError as e:
+        raise PlanFileError(f"{path}: cannot read it ({e.strerror})") from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise PlanFileError(f"{path}: not valid TOML ({e})") from None
+    raw, meta = parse_plan(doc)
+    try:
+        plan = core.validate(raw)
+    except core.PlanError as e:
+        raise PlanFileError(f"{path}: {e.field}: {e.reason}") from None
+    return plan, meta
+
+
+def load_plan(path) -> dict:
+    return load_plan_file(path)[0]
+
+
+def validate_for_rig(plan: dict, limits: dict) -> dict:
+    try:
+        return core.validate(plan, limits)
+    except core.PlanError as e:
+        raise PlanFileError(f"{e.field}: {e.reason}") from None
+
+
+# --- summaries -----------------------------------------------------------------------------
+
+def _fmt_mass(ng: int) -> str:
+    if ng >= 1_000_000:
+        return f"{ng / 1_000_000:g} mg"
+    if ng >= 1_000:
+        return f"{ng / 1_000:g} mcg"
+    return f"{ng} ng"
+
+
+def _fmt_vol(nl: int) -> str:
+    return f"{nl / 1_000_000:.3f} mL"
+
+
+def _fmt_clock(m: int) -> str:
+    return f"{m // 60:02d}:{m % 60:02d}"
+
+
+def ideal_volume_nl(plan: dict, seconds: int, start_epoch_s: int = 0) -> int:
+    """Ideal volume over the first `seconds` of the plan (no patient boluses)."""
+    clock = Clock()
+    clock.set(0, start_epoch_s, 0)
+    sched = Schedule(plan, clock, 0)
+    end = seconds * 1000
+    t, acc = 0, 0
+    while t < end:
+        nxt = sched.next_change_ms(t)
+        e = end if nxt is None or nxt > end else nxt
+        acc += sched.rate_nl_day(t) * (e - t)
+        t = e
+    return acc // DAY_MS
+
+
+def summarize(plan: dict, fill_nl: int | None = None, start_epoch_s: int | None = None) -> dict:
+    start = int(start_epoch_s if start_epoch_s is not None else _dt.datetime.now(_dt.timezone.utc).timestamp())
+    day_nl = ideal_volume_nl(plan, 86_400, start)
+    conc = plan["conc_ng_ml"]
+    out = {
+        "drug": plan["drug"], "conc_ng_ml": conc, "mode": plan["basal"]["kind"],
+        "volume_nl_day": day_nl, "dose_ng_day": core.nl_to_ng(day_nl, conc),
+        "plan_crc": core.crc(plan), "violations": [],
+    }
+    if plan["patient"]:
+        p = plan["patient"]
+        n = min(p["max_24h"], 86_400 // p["lockout_s"] or 1)
+        out["patient_max_nl_day"] = core.ng_to_nl(p["ng"] * n, conc)
+    if fill_nl is not None:
+        res = plan["reservoir"]
+        out["fill_nl"] = fill_nl
+        # walk day by day (step dosing and start boluses change the daily volume)
+        for key, target in (("days_to_low", res["low_nl"]), ("days_to_empty", res["empty_nl"])):
+            out[key] = _days_until(plan, fill_nl - target, start)
+        if out["days_to_low"] is not None:
+            out["projected_refill_epoch_s"] = start + int(out["days_to_low"] * 86_400)
+        if res["refill_by_days"]:
+            out["refill_by_epoch_s"] = start + res["refill_by_days"] * 86_400
+            if out["days_to_low"] is not None and out["days_to_low"] > res["refill_by_days"]:
+                out["violations"].append(
+                    f"refill-by date (day {res['refill_by_days']}) comes before LOW "
+                    f"(day {out['days_to_low']:.1f}): the refill-by alarm will sound first")
+        if fill_nl <= res["low_nl"]:
+            out["violations"].append("the fill is at or below the LOW level")
+    if plan["basal"]["kind"] == "flex":
+        out["flex_total_ng_day"] = core.flex_total_ng(plan["basal"])
+    return out
+
+
+def _days_until(plan, volume_nl, start_epoch_s, max_days=730):
+    if volume_nl <= 0:
+        return 0.0
+    clock = Clock()
+    clock.set(0, start_epoch_s, 0)
+    sched = Schedule(plan, clock, 0)
+    need = volume_nl * DAY_MS
+    t, end = 0, max_days * DAY_MS
+    while t < end:
+        nxt = sched.next_change_ms(t)
+        e = end if nxt is None or nxt > end else nxt
+        r = sched.rate_nl_day(t)
+        if r and r * (e - t) >= need:
+            return (t + need / r) / DAY_MS
+        need -= r * (e - t)
+        t = e
+    return None
+
+
+def describe(plan: dict) -> list[str]:
+    conc = plan["conc_ng_ml"]
+    lines = [f"drug            {plan['drug']} at {_fmt_mass(conc)}/mL"]
+    b = plan["basal"]
+    if b["kind"] == "continuous":
+        lines.append(f"basal           continuous {_fmt_mass(b['ng_day'])}/day "
+                     f"({_fmt_vol(core.ng_to_nl(b['ng_day'], conc))}/day)")
+    elif b["kind"] == "flex":
+        lines.append(f"basal           flex, {len(b['segments'])} segments, "
+                     f"{_fmt_mass(core.flex_total_ng(b))}/24 h")
+        for start, ng in b["segments"]:
+            lines.append(f"                  from {_fmt_clock(start)}  {_fmt_mass(ng)}/day")
+    elif b["kind"] == "step":
+        lines.append(f"basal           step dosing from {_fmt_mass(b['ng_day'])}/day, "
+                     f"+{b['pct']} % every {b['every_days']} day(s), {b['steps']} steps")
+    else:
+        lines.append("basal           stopped"
+                     + (f" (minimum {plan['min_nl_day']} nL/day)" if plan["min_nl_day"] else ""))
+    st = plan["start"]
+    if st and st["kind"] == "bolus":
+        lines.append(f"start           bolus {_fmt_mass(st['ng'])} over {st['dur_s'] // 60} min")
+    elif st:
+        lines.append(f"start           prime pump {_fmt_vol(st['pump_nl'])} + catheter "
+                     f"{_fmt_vol(st['catheter_nl'])} at {st['nl_min'] / 1000:g} uL/min")
+    if plan["periodic"]:
+        pe = plan["periodic"]
+        lines.append(f"periodic        {_fmt_mass(pe['ng'])} over {pe['dur_s'] // 60} min at "
+                     + ", ".join(_fmt_clock(t) for t in pe["times_min"]))
+    if plan["patient"]:
+        pa = plan["patient"]
+        lines.append(f"patient bolus   {_fmt_mass(pa['ng'])} over {pa['dur_s'] // 60} min, "
+                     f"lockout {pa['lockout_s'] / 3600:g} h, max {pa['max_24h']}/24 h")
+    r = plan["reservoir"]
+    lines.append(f"reservoir       LOW {_fmt_vol(r['low_nl'])}, EMPTY {_fmt_vol(r['empty_nl'])}"
+                 f" (then {r['on_empty']})"
+                 + (f", refill by day {r['refill_by_days']}" if r["refill_by_days"] else ""))
+    lines.append(f"caps            {_fmt_mass(plan['caps']['ng_24h'])}/24 h, "
+                 f"{_fmt_mass(plan['caps']['ng_1h'])}/h")
+    return lines
+
+
+def diff(old: dict | None, new: dict) -> list[str]:
+    """Human lines of what changes from the running plan to the new one."""
+    if old is None:
+        return ["(no plan running) new plan:"] + ["  + " + s for s in describe(new)]
+    a, b = describe(old), describe(new)
+    if a == b and core.crc(old) == core.crc(new):
+        return ["no change: the rig already runs this plan (CRC %s)" % core.crc(new)]
+    out = []
+    for line in a:
+        if line not in b:
+            out.append("  - " + line)
+    for line in b:
+        if line not in a:
+            out.append("  + " + line)
+    return out or ["  (same description, different details: CRC %s -> %s)"
+                   % (core.crc(old), core.crc(new))]
