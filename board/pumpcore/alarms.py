@@ -1,0 +1,352 @@
+"""Alarm kinds, the latched alarm list, and the buzzer/LED pattern.
+
+Latching: an alarm is listed from raise_() until it is both acknowledged and its condition
+has cleared (in either order). Re-raising an alarm whose condition is still present does
+nothing. Acknowledging silences it.
+
+Output: the highest severity among unacknowledged alarms selects the pattern.
+- critical: two tones, hi/lo alternating (4 x (250 ms hi, 250 ms lo)), repeated every 10 min;
+  LED blinking at 1 Hz.
+- non-critical: one tone (3 x 500 ms on / 500 ms off), repeated every 60 min; LED on.
+- all acknowledged (or none): silence, LED off.
+A pattern starts at once when the severity changes or an alarm is (re)raised. output(now_ms)
+returns what to drive now and the next time that changes, so the app sleeps until then.
+"""
+
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):
+        return x
+
+
+EMPTY = "EMPTY"
+EOS = "EOS"
+STALL = "STALL"
+OCCLUSION = "OCCLUSION"
+MEMORY = "MEMORY"
+BATTERY_FAULT = "BATTERY_FAULT"
+LOW = "LOW"
+REFILL_BY = "REFILL_BY"
+ERI = "ERI"
+RESET = "RESET"
+CLOCK = "CLOCK"
+
+CRITICAL_KINDS = (EMPTY, EOS, STALL, OCCLUSION, MEMORY, BATTERY_FAULT)
+NONCRITICAL_KINDS = (LOW, REFILL_BY, ERI, RESET, CLOCK)
+KINDS = CRITICAL_KINDS + NONCRITICAL_KINDS
+
+# severities (higher is worse)
+NONE = const(0)
+NONCRITICAL = const(1)
+CRITICAL = const(2)
+
+# entry fields
+_SINCE = const(0)
+_ACTIVE = const(1)
+_ACKED = const(2)
+_CLEARED = const(3)
+
+
+class AlarmError(ValueError):
+    pass
+
+
+def is_critical(kind):
+    if kind in CRITICAL_KINDS:
+        return True
+    if kind in NONCRITICAL_KINDS:
+        return False
+    raise AlarmError("unknown alarm kind %r" % (kind,))
+
+
+def severity(kind):
+    return CRITICAL if is_critical(kind) else NONCRITICAL
+
+
+# --- tone and LED pattern -------------------------------------------------------------------
+
+
+def _pos_int(name, v, lo=1):
+    if not isinstance(v, int) or v < lo:
+        raise AlarmError("%s must be an integer >= %d" % (name, lo))
+    return v
+
+
+def _segment(pattern, rel_ms, repeat_ms):
+    """(freq_hz, end_rel_ms) of the pattern at rel_ms after its start. The pattern is a tuple
+    of (freq_hz, dur_ms), silent after its end; it restarts every repeat_ms (None: once)."""
+    base = 0
+    if repeat_ms is not None:
+        base = rel_ms - rel_ms % repeat_ms
+        rel_ms -= base
+    acc = 0
+    for f, d in pattern:
+        acc += d
+        if rel_ms < acc:
+            return f, base + acc
+    if repeat_ms is None:
+        return 0, None
+    return 0, base + repeat_ms
+
+
+def _total(pattern):
+    t = 0
+    for _f, d in pattern:
+        t += d
+    return t
+
+
+class TonePlayer:
+    """Buzzer frequency and LED state over time for a severity level (NONE/NONCRITICAL/
+    CRITICAL). Pure: feed it the level and now_ms; output(now_ms) tells what to drive and
+    when that next changes. All durations in ms."""
+
+    def __init__(
+        self,
+        hi_hz=880,
+        lo_hz=660,
+        critical_pairs=4,
+        critical_tone_ms=250,
+        critical_repeat_ms=600_000,
+        single_beeps=3,
+        single_on_ms=500,
+        single_off_ms=500,
+        single_repeat_ms=3_600_000,
+        blink_ms=500,
+        test_gap_ms=1000,
+    ):
+        _pos_int("hi_hz", hi_hz)
+        _pos_int("lo_hz", lo_hz)
+        _pos_int("critical_pairs", critical_pairs)
+        _pos_int("critical_tone_ms", critical_tone_ms)
+        _pos_int("single_beeps", single_beeps)
+        _pos_int("single_on_ms", single_on_ms)
+        _pos_int("single_off_ms", single_off_ms)
+        _pos_int("blink_ms", blink_ms)
+        _pos_int("test_gap_ms", test_gap_ms, 0)
+        crit = ((hi_hz, critical_tone_ms), (lo_hz, critical_tone_ms)) * critical_pairs
+        single = ((hi_hz, single_on_ms), (0, single_off_ms)) * (single_beeps - 1) + (
+            (hi_hz, single_on_ms),
+        )
+        if _pos_int("critical_repeat_ms", critical_repeat_ms) < _total(crit):
+            raise AlarmError("critical_repeat_ms is shorter than the pattern")
+        if _pos_int("single_repeat_ms", single_repeat_ms) < _total(single) + single_off_ms:
+            raise AlarmError("single_repeat_ms is shorter than the pattern")
+        self.critical_pattern = crit
+        self.single_pattern = single
+        self.critical_repeat_ms = critical_repeat_ms
+        self.single_repeat_ms = single_repeat_ms
+        self.blink_ms = blink_ms
+        self.test_pattern = crit + ((0, test_gap_ms),) + single if test_gap_ms else crit + single
+        self.test_ms = _total(self.test_pattern)
+        self.level = NONE
+        self._t0 = 0
+        self._test_t0 = None
+
+    def set_level(self, level, now_ms, restart=False):
+        """Select the pattern; it (re)starts at now_ms if the level changed or restart."""
+        if level != self.level or restart:
+            self.level = level
+            self._t0 = now_ms
+
+    def alarm_test(self, now_ms):
+        """Play the critical then the non-critical pattern once, from now_ms (LED on)."""
+        self._test_t0 = now_ms
+
+    def testing(self, now_ms):
+        t = self._test_t0
+        return t is not None and 0 <= now_ms - t < self.test_ms
+
+    def output(self, now_ms):
+        """(freq_hz, led_on, next_ms): drive these now; nothing changes before next_ms
+        (None: nothing changes until the level does)."""
+        if self._test_t0 is not None:
+            rel = now_ms - self._test_t0
+            if 0 <= rel < self.test_ms:
+                f, end = _segment(self.test_pattern, rel, None)
+                return f, True, self._test_t0 + end
+            self._test_t0 = None
+        level = self.level
+        if level == NONE:
+            return 0, False, None
+        rel = now_ms - self._t0
+        if rel < 0:
+            rel = 0
+        if level == CRITICAL:
+            f, end = _segment(self.critical_pattern, rel, self.critical_repeat_ms)
+            phase = rel // self.blink_ms
+            led = not (phase & 1)
+            blink_next = (phase + 1) * self.blink_ms
+            if blink_next < end:
+                end = blink_next
+            return f, led, self._t0 + end
+        f, end = _segment(self.single_pattern, rel, self.single_repeat_ms)
+        return f, True, self._t0 + end
+
+
+# --- the alarm list -------------------------------------------------------------------------
+
+
+class Alarms:
+    """The latched alarm list. Times: epoch_s wall clock (may be None if unknown) for the
+    record, now_ms for the tone pattern."""
+
+    def __init__(self, player=None):
+        self.player = player if player is not None else TonePlayer()
+        self._items = {}  # kind -> [since_epoch_s, active, acked, cleared_epoch_s]
+        self._gen = 0  # bumped when an alarm is (re)raised: restarts the tone pattern
+        self._played_gen = 0
+
+    def __contains__(self, kind):
+        return kind in self._items
+
+    def __len__(self):
+        return len(self._items)
+
+    def raise_(self, kind, epoch_s):
+        """Raise (or re-raise) an alarm. Returns True if it became active now, False if its
+        condition was already active (nothing changes)."""
+        is_critical(kind)
+        e = self._items.get(kind)
+        if e is None:
+            self._items[kind] = [epoch_s, True, False, None]
+        elif e[_ACTIVE]:
+            return False
+        else:
+            # latched (unacknowledged, condition had cleared): the condition is back
+            e[_ACTIVE] = True
+            e[_ACKED] = False
+            e[_CLEARED] = None
+        self._gen += 1
+        return True
+
+    def condition_cleared(self, kind, epoch_s):
+        """The condition behind an alarm has gone. An acknowledged alarm is removed; an
+        unacknowledged one stays listed (latched) until ack. Returns True if it changed."""
+        is_critical(kind)
+        e = self._items.get(kind)
+        if e is None or not e[_ACTIVE]:
+            return False
+        if e[_ACKED]:
+            del self._items[kind]
+        else:
+            e[_ACTIVE] = False
+            e[_CLEARED] = epoch_s
+        return True
+
+    def ack(self, kind=None):
+        """Acknowledge one kind (or all when None): silences it; one whose condition has
+        cleared is removed. Returns the kinds acknowledged by this call."""
+        if kind is not None:
+            is_critical(kind)
+            kinds = (kind,) if kind in self._items else ()
+        else:
+            kinds = self._sorted()
+        done = []
+        for k in kinds:
+            e = self._items[k]
+            if e[_ACKED]:
+                continue
+            done.append(k)
+            if e[_ACTIVE]:
+                e[_ACKED] = True
+            else:
+                del self._items[k]
+        return done
+
+    # --- queries ----------------------------------------------------------------------------
+
+    def _sorted(self):
+        def key(k):
+            since = self._items[k][_SINCE]
+            return (0 if k in CRITICAL_KINDS else 1, -1 if since is None else since, k)
+
+        return sorted(self._items, key=key)
+
+    def active(self):
+        """Every listed kind (condition present or latched), critical first, oldest first."""
+        return self._sorted()
+
+    def unacked(self):
+        return [k for k in self._sorted() if not self._items[k][_ACKED]]
+
+    def condition_active(self, kind):
+        e = self._items.get(kind)
+        return e is not None and e[_ACTIVE]
+
+    def critical(self):
+        """True if any critical alarm is listed."""
+        for k in self._items:
+            if k in CRITICAL_KINDS:
+                return True
+        return False
+
+    def level(self):
+        """Highest severity among unacknowledged alarms (NONE, NONCRITICAL, CRITICAL)."""
+        lv = NONE
+        for k, e in self._items.items():
+            if not e[_ACKED]:
+                if k in CRITICAL_KINDS:
+                    return CRITICAL
+                lv = NONCRITICAL
+        return lv
+
+    def to_list(self):
+        """The protocol view: [{kind, critical, active, acked, since_epoch_s}]."""
+        out = []
+        for k in self._sorted():
+            e = self._items[k]
+            out.append(
+                {
+                    "kind": k,
+                    "critical": k in CRITICAL_KINDS,
+                    "active": e[_ACTIVE],
+                    "acked": e[_ACKED],
+                    "since_epoch_s": e[_SINCE],
+                }
+            )
+        return out
+
+    # --- buzzer and LED ---------------------------------------------------------------------
+
+    def output(self, now_ms):
+        """(freq_hz, led_on, next_ms) for now; next_ms is when that next changes (None: not
+        until an alarm changes). Call after every raise/ack/clear and at next_ms."""
+        restart = self._gen != self._played_gen
+        self._played_gen = self._gen
+        self.player.set_level(self.level(), now_ms, restart)
+        return self.player.output(now_ms)
+
+    def next_tone(self, now_ms):
+        """(freq_hz, until_ms): the buzzer frequency now (0 = silent) and the next time the
+        output may change (None: not until an alarm changes)."""
+        f, _led, nxt = self.output(now_ms)
+        return f, nxt
+
+    def alarm_test(self, now_ms):
+        self.player.alarm_test(now_ms)
+
+    # --- persistence ------------------------------------------------------------------------
+
+    def to_dict(self):
+        items = []
+        for k in self._sorted():
+            e = self._items[k]
+            items.append([k, e[_SINCE], e[_ACTIVE], e[_ACKED], e[_CLEARED]])
+        return {"alarms": items}
+
+    def restore(self, d):
+        """Load what to_dict() saved; unknown kinds (a newer firmware's) are skipped."""
+        self._items = {}
+        for it in d.get("alarms", ()):
+            k = it[0]
+            if k in KINDS:
+                self._items[k] = [it[1], bool(it[2]), bool(it[3]), it[4]]
+        self._gen += 1
+        return self
+
+    @classmethod
+    def from_dict(cls, d, player=None):
+        return cls(player).restore(d)

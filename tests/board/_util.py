@@ -1,0 +1,79 @@
+"""Helpers for board tests that run under pytest (CPython) and tests/mpy_runner.py."""
+
+import os
+
+try:
+    import tempfile
+except ImportError:  # MicroPython has no tempfile
+    tempfile = None
+
+
+try:  # pytest treats unittest.SkipTest as a skip
+    from unittest import SkipTest as _SkipBase
+except ImportError:  # MicroPython
+    _SkipBase = Exception
+
+
+class SkipTest(_SkipBase):
+    """Raise SkipTest(reason) to skip a test under pytest and under tests/mpy_runner.py."""
+
+
+def raises(exc_type, fn, *args, **kw):
+    """Call fn(*args, **kw); assert it raises exc_type and return the exception."""
+    try:
+        fn(*args, **kw)
+    except exc_type as e:
+        return e
+    raise AssertionError("%s did not raise %s" % (getattr(fn, "__name__", fn), exc_type.__name__))
+
+
+_counter = [0]
+
+
+def tmpdir():
+    """A fresh, empty directory (absolute path, no trailing slash)."""
+    if tempfile is not None:
+        return tempfile.mkdtemp(prefix="pumprig-test-")
+    while True:
+        _counter[0] += 1
+        tag = "".join("%02x" % b for b in os.urandom(4))
+        path = "/tmp/pumprig-test-%d-%s" % (_counter[0], tag)
+        try:
+            os.mkdir(path)
+            return path
+        except OSError:
+            pass  # exists: try another name
+
+
+def rmtree(path):
+    """Remove a directory tree made by tmpdir() (best effort, no os.path needed)."""
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return
+    for n in names:
+        p = path + "/" + n
+        try:
+            os.remove(p)
+        except OSError:
+            rmtree(p)
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
+def read_bytes(path):
+    f = open(path, "rb")
+    try:
+        return f.read()
+    finally:
+        f.close()
+
+
+def write_bytes(path, data):
+    f = open(path, "wb")
+    try:
+        f.write(data)
+    finally:
+        f.close()

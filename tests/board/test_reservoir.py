@@ -1,0 +1,110 @@
+from _util import raises
+from pumpcore.reservoir import Reservoir, ReservoirError
+
+DAY_S = 86400
+EPOCH = 1_700_000_000
+
+
+def full20():
+    r = Reservoir(20_000_000)
+    r.refill(20_000_000, EPOCH)
+    return r
+
+
+def test_p1_worked_example_low_after_exactly_90_days():
+    # baclofen 400 mcg/day at 2000 mcg/mL = 200_000 nL/day; 20 mL fill; LOW at 2.0 mL
+    r = full20()
+    assert r.seconds_to(2_000_000, 200_000) == 90 * DAY_S
+    assert r.days_to(2_000_000, 200_000) == 90
+    assert r.projected_refill_epoch_s(EPOCH, 200_000) == EPOCH + 90 * DAY_S
+    for _day in range(89):
+        r.on_delivered(200_000)
+    assert r.volume_nl == 2_200_000
+    assert r.level() == "ok"
+    r.on_delivered(200_000)  # day 90
+    assert r.volume_nl == 2_000_000
+    assert r.level() == "low"
+
+
+def test_levels_at_the_thresholds():
+    r = Reservoir(20_000_000, low_nl=2_000_000, empty_nl=1_000_000, volume_nl=2_000_001)
+    assert r.level() == "ok"
+    r.on_delivered(1)
+    assert r.level() == "low"
+    r.on_delivered(999_999)
+    assert r.volume_nl == 1_000_001
+    assert r.level() == "low"
+    r.on_delivered(1)
+    assert r.level() == "empty"
+
+
+def test_delivery_clamps_at_zero_and_rejects_negative():
+    r = Reservoir(1_000_000, low_nl=100, empty_nl=10, volume_nl=500)
+    assert r.on_delivered(600) == 0
+    assert r.volume_nl == 0
+    assert r.level() == "empty"
+    raises(ReservoirError, r.on_delivered, -1)
+
+
+def test_refill_limits_and_returns_the_computed_remainder():
+    r = full20()
+    r.on_delivered(5_000_000)
+    raises(ReservoirError, r.refill, 20_000_001, EPOCH)
+    raises(ReservoirError, r.refill, -5, EPOCH)
+    assert r.volume_nl == 15_000_000  # a refused refill changes nothing
+    assert r.refill(20_000_000, EPOCH + 10) == 15_000_000
+    assert r.volume_nl == 20_000_000
+    assert r.refilled_epoch_s == EPOCH + 10
+
+
+def test_bad_thresholds():
+    raises(ReservoirError, Reservoir, 0)
+    raises(ReservoirError, Reservoir, 20_000_000, 1_000_000, 2_000_000)  # empty above low
+    raises(ReservoirError, Reservoir, 1_000_000, 2_000_000, 500_000)  # low above capacity
+    raises(ReservoirError, Reservoir, 20_000_000, volume_nl=20_000_001)
+
+
+def test_seconds_to_rounds_up_and_handles_zero_rate():
+    r = Reservoir(20_000_000, volume_nl=3)
+    # 3 nL above 0 at 2 nL/day: 1.5 days -> 129600 s exactly; 3 nL at 7 nL/day is not whole
+    assert r.seconds_to(0, 2) == 129_600
+    assert r.seconds_to(0, 7) == (3 * DAY_S + 6) // 7
+    assert r.days_to(0, 2) == 2
+    assert r.seconds_to(0, 0) is None
+    assert r.days_to(0, 0) is None
+    assert r.seconds_to(3, 0) == 0  # already there
+    assert r.seconds_to(5, 1) == 0
+    assert r.projected_refill_epoch_s(EPOCH, 0) == EPOCH  # already below LOW
+
+
+def test_projection_counts_patient_boluses():
+    r = full20()
+    # basal 200_000 nL/day plus boluses worth 100_000 nL/day: LOW after 60 days
+    assert r.projected_refill_epoch_s(EPOCH, 200_000, 100_000) == EPOCH + 60 * DAY_S
+    # one vendor projects to 3.0 mL
+    assert r.projected_refill_epoch_s(EPOCH, 200_000, 0, target_nl=3_000_000) == EPOCH + 85 * DAY_S
+    r2 = full20()
+    assert r2.projected_refill_epoch_s(EPOCH, 0, 0) is None
+
+
+def test_refill_by_date():
+    r = Reservoir(20_000_000)
+    assert not r.refill_due(EPOCH)
+    r.refill(20_000_000, EPOCH, refill_by_epoch_s=EPOCH + 40 * DAY_S)
+    assert not r.refill_due(EPOCH + 40 * DAY_S - 1)
+    assert r.refill_due(EPOCH + 40 * DAY_S)
+    raises(ReservoirError, r.refill, 20_000_000, EPOCH, EPOCH)  # not in the future
+    r.refill(20_000_000, EPOCH + 41 * DAY_S)  # a refill without a date clears it
+    assert r.refill_by_epoch_s is None
+    assert not r.refill_due(EPOCH + 100 * DAY_S)
+
+
+def test_round_trip():
+    r = Reservoir(40_000_000, low_nl=3_000_000, empty_nl=500_000)
+    r.refill(30_000_000, EPOCH, EPOCH + 84 * DAY_S)
+    r.on_delivered(123_457)
+    r2 = Reservoir.from_dict(r.to_dict())
+    assert r2.to_dict() == r.to_dict()
+    assert r2.volume_nl == 29_876_543
+    assert r2.level() == "ok"
+    raises(ReservoirError, Reservoir.from_dict, {"capacity_nl": 1})
