@@ -48,7 +48,7 @@ class PlanError(ValueError):
     """An invalid plan: `field` names where, `reason` says why."""
 
     def __init__(self, field, reason):
-        ValueError.__init__(self, "%s: %s" % (field, reason))
+        super().__init__("%s: %s" % (field, reason))
         self.field = field
         self.reason = reason
 

@@ -1,0 +1,765 @@
+"""The pump application: state, commands, and one loop iteration. Pure: the board is passed in.
+
+    app = App(board)
+    while True:
+        app.step(board.now_ms())
+        board.wait(app.deadline_ms)
+
+Records (pumpcore.store, each with a CRC, written atomically):
+  calib   the µL-per-step calibration (protected separately from therapy data)
+  plan    the running plan
+  state   schedule windows, clock, reservoir, alarms, battery, bolus history
+  count   delivered steps, volume owed, the in-flight segment: rewritten before every segment,
+          so after a power cut the account is never below what was pulsed and above it by at
+          most one segment (max_segment_nl, 10 µL by default)
+A record that fails its CRC raises the critical MEMORY alarm and puts the pump in its safe state
+(motor stopped) until a clinician programs a plan (therapy data) or a calibration (calib).
+"""
+
+from . import alarms as al
+from . import plan as planmod
+from . import proto
+from .battery import BatteryMonitor
+from .delivery import Delivery
+from .events import EventLog
+from .reservoir import Reservoir
+from .schedule import DAY_MS, Clock, Schedule
+from .server import Server
+from .store import CorruptRecord, Store
+
+FIRMWARE = "0.1.0"
+MAX_SLEEP_MS = 6 * 3_600_000  # re-check calendar alarms at least this often
+STALL_RETRIES = 3
+OCCLUSION_HYST_KPA = 20
+
+
+class ConstRate:
+    """A constant rate source (minimum-rate fallback, bench runs)."""
+
+    def __init__(self, nl_day):
+        self.nl_day = nl_day
+
+    def rate_nl_day(self, t_ms):
+        return self.nl_day
+
+    def next_change_ms(self, t_ms):
+        return None
+
+
+class App:
+    def __init__(self, board, keys=None, rand=None):
+        self.board = board
+        cfg = board.config
+        self.cfg = cfg
+        now = board.now_ms()
+        self.store = Store(root=getattr(board, "fs_prefix", "") + "data")
+        bc = cfg.get("battery", {})
+        self.battery = BatteryMonitor(bc.get("eri_mv", 3300), bc.get("eos_mv", 3000),
+                                      bc.get("brownout_mv", 2800), bc.get("hyst_mv", 50),
+                                      bc.get("debounce", 8))
+        self.battery_every_ms = bc.get("sample_ms", 600_000)
+        tones = cfg.get("tones", {})
+        self.alarms = al.Alarms(al.TonePlayer(hi_hz=tones.get("hi_hz", 880),
+                                              lo_hz=tones.get("lo_hz", 660)))
+        self.events = EventLog(200)
+        self.reservoir = Reservoir(cfg["reservoir_nl"])
+        self.clock = Clock()
+        self.step_pl = cfg["step_pl"]
+        self.delivery = Delivery(self.step_pl, now)
+        self.max_hz = cfg.get("max_step_hz", 200)
+        self.pullin_hz = cfg.get("pullin_step_hz", 50)
+        self.plan = None
+        self.sched = None
+        self.therapy = "stopped"  # running | stopped | safe
+        self.safe_reason = None
+        self.steps = 0  # committed steps, lifetime
+        self.pl_left = 0  # pL committed but not yet taken from the reservoir view (< 1 nL)
+        self.seg = None  # [start_ms, count, first_us, interval_us, end_ms]
+        self.bench = None  # [ConstRate, steps_left] for motor.run
+        self.boluses = []  # board ms of accepted patient boluses (last 24 h)
+        self.lockout_until_ms = 0
+        self.last_bolus = None  # [req_id, result] survives resets: a retry never doses twice
+        self.fallback = False
+        self.stall_count = 0
+        self.occluded = False
+        self.next_battery_ms = now
+        self.next_tone_ms = None
+        self.tone_hz = -1
+        self.led_on = None
+        self.deadline_ms = now
+        self._dirty = False
+        self._rand = rand or _urandom
+        self._load(now)
+        self.server = Server(self, keys if keys is not None else self._load_keys(),
+                             self._info, self._rand)
+        self._event("reset", {"therapy": self.therapy}, now)
+        self.save_state(now)
+
+    # ------------------------------------------------------------------ persistence
+    def _load_keys(self):
+        try:
+            import json
+
+            f = open(self.store.path("keys.json"))
+            try:
+                return json.loads(f.read())
+            finally:
+                f.close()
+        except (OSError, ValueError):
+            return {}
+
+    def _load(self, now):
+        st = self.store
+        try:
+            cal = st.load("calib")
+            if cal is not None:
+                self.step_pl = cal["step_pl"]
+                self.delivery.set_step_pl(self.step_pl)
+        except (CorruptRecord, KeyError, TypeError):
+            self._safe(now, "calibration record corrupt", al.MEMORY)
+        try:
+            evs, _ = st.load_events(keep=self.events.capacity)
+            self.events.restore(evs)
+        except (CorruptRecord, OSError):
+            pass
+        try:
+            rec = st.load("plan")
+            state = st.load("state")
+            count = st.load("count")
+        except CorruptRecord as e:
+            self._safe(now, "therapy record corrupt (%s)" % e.name, al.MEMORY)
+            return
+        try:
+            if count is not None:
+                self.steps = count["steps"]
+                self.delivery.owed = count["owed"]
+                self.reservoir.volume_nl = count["volume_nl"]
+                self.pl_left = count["pl_left"]
+            if state is not None:
+                delta = now - state["saved_ms"]
+                self.clock = Clock.from_dict(state["clock"])
+                self.clock.base_ms += delta
+                rtc = self.board.wall_epoch_s()
+                if rtc is not None and self.clock.valid:
+                    self.clock.rebase(now, rtc)
+                self.reservoir.low_nl = state["res"]["low_nl"]
+                self.reservoir.empty_nl = state["res"]["empty_nl"]
+                self.reservoir.refill_by_epoch_s = state["res"]["refill_by_epoch_s"]
+                self.reservoir.refilled_epoch_s = state["res"]["refilled_epoch_s"]
+                self.alarms.restore(state["alarms"])
+                self.battery.restore(state["battery"])
+                self.boluses = [t + delta for t in state["boluses"]]
+                self.lockout_until_ms = state["lockout_until_ms"] + delta
+                self.last_bolus = state["last_bolus"]
+                self.fallback = state["fallback"]
+                was = state["therapy"]
+                if rec is not None and rec.get("plan") is not None:
+                    self.plan = planmod.validate(rec["plan"], self.limits())
+                    self.sched = Schedule(self.plan, self.clock, 0, self._pullin_nl_day())
+                    self.sched.load_dict(state["sched"])
+                    self.sched.shift(delta)
+                if was == "running" and self.plan is not None:
+                    self.therapy = "running"
+                    self.alarms.raise_(al.RESET, self.clock.epoch_s(now))
+                elif was == "safe":
+                    self.therapy = "safe"
+                    self.safe_reason = state.get("safe_reason")
+        except (KeyError, TypeError, ValueError, planmod.PlanError):
+            self._safe(now, "therapy record unreadable", al.MEMORY)
+            return
+        self.delivery.rebase(now)
+
+    def save_count(self):
+        self.store.save("count", {"steps": self.steps, "owed": self.delivery.owed,
+                                  "volume_nl": self._committed_volume_nl(),
+                                  "pl_left": self.pl_left})
+
+    def _committed_volume_nl(self):
+        """The reservoir as it will be once the in-flight segment is done (the conservative
+        view a power cut leaves behind)."""
+        v = self.reservoir.volume_nl
+        if self.seg is not None:
+            v -= (self.seg[1] * self.step_pl + self.pl_left) // 1000
+        return v if v > 0 else 0
+
+    def save_state(self, now):
+        r = self.reservoir
+        self.store.save("state", {
+            "saved_ms": now, "therapy": self.therapy, "safe_reason": self.safe_reason,
+            "clock": self.clock.to_dict(),
+            "sched": self.sched.to_dict() if self.sched else None,
+            "res": {"low_nl": r.low_nl, "empty_nl": r.empty_nl,
+                    "refill_by_epoch_s": r.refill_by_epoch_s,
+                    "refilled_epoch_s": r.refilled_epoch_s},
+            "alarms": self.alarms.to_dict(), "battery": self.battery.to_dict(),
+            "boluses": self.boluses, "lockout_until_ms": self.lockout_until_ms,
+            "last_bolus": self.last_bolus, "fallback": self.fallback,
+        })
+        self.save_count()
+        self._dirty = False
+
+    # ------------------------------------------------------------------ helpers
+    def limits(self):
+        return {"max_nl_day": self.max_hz * 86_400 * self.step_pl // 1000,
+                "reservoir_nl": self.cfg["reservoir_nl"]}
+
+    def _pullin_nl_day(self):
+        return self.pullin_hz * 86_400 * self.step_pl // 1000
+
+    def _info(self):
+        return {"firmware": FIRMWARE, "board": self.cfg.get("board", "?"),
+                "uid": getattr(self.board, "uid", "0"), "step_pl": self.step_pl,
+                "limits": self.limits()}
+
+    def plan_crc(self):
+        return planmod.crc(self.plan)
+
+    def epoch(self, now):
+        return self.clock.epoch_s(now) if self.clock.valid else None
+
+    def _event(self, kind, data, now):
+        ev = self.events.add(kind, data, self.epoch(now), now)
+        try:
+            if self.store.append_event(ev):
+                self.store.compact_events(self.events.events())
+        except OSError:
+            pass
+        d = dict(data)
+        d["epoch_s"] = ev["epoch_s"]
+        d["ms"] = now
+        self.server_event(kind, d)
+
+    def server_event(self, kind, data):
+        srv = getattr(self, "server", None)
+        if srv is not None:
+            srv.event(kind, data)
+
+    def _alarm(self, kind, now):
+        if self.alarms.raise_(kind, self.epoch(now)):
+            self._event("alarm.raised", {"kind": kind, "critical": al.is_critical(kind)}, now)
+            self._dirty = True
+            self.next_tone_ms = now
+
+    def _clear(self, kind, now):
+        if self.alarms.condition_cleared(kind, self.epoch(now)):
+            self._event("alarm.cleared", {"kind": kind}, now)
+            self._dirty = True
+            self.next_tone_ms = now
+
+    def _safe(self, now, reason, alarm):
+        self._stop_motor(now)
+        self.therapy = "safe"
+        self.safe_reason = reason
+        self.alarms.raise_(alarm, None)
+        self._dirty = True
+
+    # ------------------------------------------------------------------ motor
+    def _pulses_done(self, now):
+        s = self.seg
+        if s is None:
+            return 0
+        el = (now - s[0]) * 1000 - s[2]
+        if el < 0:
+            return 0
+        n = el // s[3] + 1 if s[3] else s[1]
+        return n if n < s[1] else s[1]
+
+    def _settle(self, pulses):
+        """`pulses` of the current segment happened: take them from the reservoir view."""
+        pl = pulses * self.step_pl + self.pl_left
+        self.reservoir.on_delivered(pl // 1000)
+        self.pl_left = pl % 1000
+        self.seg = None
+
+    def _stop_motor(self, now):
+        """Abort the segment; uncommit the pulses that were not made."""
+        if self.seg is None:
+            return
+        made = self.board.motor_stop()
+        count = self.seg[1]
+        if made > count:
+            made = count
+        self.delivery.commit(made - count)
+        self.steps -= count - made
+        if self.bench is not None:
+            self.bench[1] += count - made
+        self._settle(made)
+        self.save_count()
+
+    def _source(self, now):
+        """What drives delivery now, or None (no delivery: owed is not accumulated)."""
+        if self.bench is not None:
+            return self.bench[0]
+        if self.therapy != "running" or self.plan is None or self.occluded:
+            return None
+        if self.battery.eos or self.alarms.condition_active(al.STALL):
+            return None
+        lvl = self.reservoir.level()
+        minimum = ConstRate(self.plan["min_nl_day"]) if self.plan["min_nl_day"] else None
+        if lvl == "empty":
+            return minimum if self.plan["reservoir"]["on_empty"] == "min" else None
+        if self.fallback:
+            return minimum
+        return self.sched
+
+    def _max_steps(self):
+        seg_nl = self.cfg.get("max_segment_nl", 10_000)
+        n = seg_nl * 1000 // self.step_pl
+        if n < 1:
+            n = 1
+        # stop at the next reservoir threshold so its alarm sounds at the step that crosses it
+        vol = self.reservoir.volume_nl
+        for thr in (self.reservoir.low_nl, self.reservoir.empty_nl, 0):
+            if vol > thr:
+                need = ((vol - thr) * 1000 - self.pl_left + self.step_pl - 1) // self.step_pl
+                if need < n:
+                    n = need
+                break
+        if self.bench is not None and self.bench[1] < n:
+            n = self.bench[1]
+        return n if n > 0 else 0
+
+    def _drive(self, now):
+        """Start the next segment if the motor is idle. Returns the wake time without one."""
+        src = self._source(now)
+        if src is None:
+            self.delivery.rebase(now)
+            if self.delivery.owed > self.delivery.q:
+                self.delivery.owed = self.delivery.q
+            return None
+        self.delivery.advance(now, src)
+        seg, wake = self.delivery.plan_segment(now, src, self._max_steps(),
+                                               1_000_000 // self.pullin_hz)
+        if seg is None:
+            if self.bench is not None and self.bench[1] <= 0:
+                self.bench = None
+                self.delivery.rebase(now)
+                self.delivery.owed = 0
+            return wake
+        count, first_us, interval_us = seg
+        if interval_us < 1_000_000 // self.max_hz and count > 1:
+            interval_us = 1_000_000 // self.max_hz
+        end_us = now * 1000 + first_us + (count - 1) * interval_us
+        self.seg = [now, count, first_us, interval_us, (end_us + 999) // 1000]
+        self.delivery.commit(count)
+        self.steps += count
+        if self.bench is not None:
+            self.bench[1] -= count
+        self.save_count()  # before the first pulse: a power cut can only over-count
+        self.board.motor_start(count, first_us, interval_us, True)
+        return None
+
+    # ------------------------------------------------------------------ the loop
+    def step(self, now):
+        data = self.board.read_serial()
+        if data:
+            self.server.feed(data, now)
+        self.tick(now)
+        out = self.server.take_output()
+        if out:
+            self.board.write_serial(out)
+
+    def tick(self, now):
+        b = self.board
+        if self.seg is not None and now >= self.seg[4] and not b.motor_busy():
+            self._settle(self.seg[1])
+            if b.stalled():
+                self.stall_count += 1
+                self._event("stall", {"episode": self.stall_count}, now)
+                if self.stall_count >= STALL_RETRIES:
+                    self._alarm(al.STALL, now)
+            elif self.stall_count:
+                self.stall_count = 0
+                self._clear(al.STALL, now)
+        if now >= self.next_battery_ms:
+            self._battery(now)
+        self._pressure(now)
+        self._levels(now)
+        wake = None
+        if self.seg is None:
+            wake = self._drive(now)
+        if self.seg is not None:
+            wake = self.seg[4]
+        if self._dirty:
+            self.save_state(now)
+        dl = now + MAX_SLEEP_MS
+        if wake is not None and wake < dl:
+            dl = wake
+        if self.next_battery_ms < dl:
+            dl = self.next_battery_ms
+        tone_next = self._tones(now)
+        if tone_next is not None and tone_next < dl:
+            dl = tone_next
+        rb = self.reservoir.refill_by_epoch_s
+        if rb is not None and self.clock.valid and not self.alarms.condition_active(al.REFILL_BY):
+            t = self.clock.base_ms + rb * 1000 - self.clock.epoch_ms
+            if now < t < dl:
+                dl = t
+        self.deadline_ms = dl if dl > now else now + 1
+
+    def _battery(self, now):
+        self.next_battery_ms = now + self.battery_every_ms
+        for what, on in self.battery.sample(self.board.battery_mv(), now, self.epoch(now)):
+            self._dirty = True
+            if what == "eri":
+                (self._alarm if on else self._clear)(al.ERI, now)
+            elif what == "eos":
+                if on:
+                    self._stop_motor(now)
+                (self._alarm if on else self._clear)(al.EOS, now)
+            elif what == "fault" and on:
+                self.fallback = True
+                self._stop_motor(now)
+                self._alarm(al.BATTERY_FAULT, now)
+
+    def _pressure(self, now):
+        limit = self.cfg.get("pressure", {}).get("occlusion_kpa", 100)
+        kpa = self.board.line_kpa()
+        if not self.occluded and kpa >= limit:
+            self.occluded = True
+            self._stop_motor(now)
+            self._alarm(al.OCCLUSION, now)
+        elif self.occluded and kpa < limit - OCCLUSION_HYST_KPA:
+            self.occluded = False
+            self.delivery.rebase(now)
+            self._clear(al.OCCLUSION, now)
+
+    def _levels(self, now):
+        lvl = self.reservoir.level()
+        if self.plan is None:
+            return
+        if lvl == "empty":
+            self._alarm(al.EMPTY, now)
+        elif al.EMPTY in self.alarms and self.alarms.condition_active(al.EMPTY):
+            self._clear(al.EMPTY, now)
+        if lvl in ("low", "empty"):
+            self._alarm(al.LOW, now)
+        elif self.alarms.condition_active(al.LOW):
+            self._clear(al.LOW, now)
+        ep = self.epoch(now)
+        if self.reservoir.refill_due(ep):
+            self._alarm(al.REFILL_BY, now)
+        needs_clock = self.plan["basal"]["kind"] == "flex" or self.plan["periodic"] is not None
+        if needs_clock and not self.clock.valid:
+            self._alarm(al.CLOCK, now)
+
+    def _tones(self, now):
+        if self.next_tone_ms is not None and now < self.next_tone_ms:
+            return self.next_tone_ms
+        f, led, nxt = self.alarms.output(now)
+        if f != self.tone_hz:
+            self.board.tone(f)
+            self.tone_hz = f
+        if led != self.led_on:
+            self.board.led(led)
+            self.led_on = led
+        self.next_tone_ms = nxt
+        return nxt
+
+    def shutdown(self, now):
+        """Interrupted (Ctrl-C for flashing): stop pulses, keep an exact account."""
+        self._stop_motor(now)
+        self.board.tone(0)
+        self.board.led(False)
+
+    # ------------------------------------------------------------------ commands
+    def call(self, cmd, args, role, req_id, now):
+        fn = getattr(self, "cmd_" + cmd.replace(".", "_"), None)
+        if fn is None:
+            raise proto.CommandError(proto.UNKNOWN_CMD, "unknown command " + cmd)
+        return fn(args, now, req_id)
+
+    def _live_volume_nl(self, now):
+        v = self.reservoir.volume_nl
+        if self.seg is not None:
+            v -= (self._pulses_done(now) * self.step_pl + self.pl_left) // 1000
+        return v if v > 0 else 0
+
+    def _live_steps(self, now):
+        if self.seg is None:
+            return self.steps
+        return self.steps - self.seg[1] + self._pulses_done(now)
+
+    def _rate_now(self, now):
+        src = self._source(now)
+        return src.rate_nl_day(now) if src is not None else 0
+
+    def cmd_status(self, args, now, req_id):
+        ep = self.epoch(now)
+        rate = self._rate_now(now)
+        vol = self._live_volume_nl(now)
+        low_ep = None
+        if ep is not None and rate > 0:
+            s = self.reservoir.seconds_to(self.reservoir.low_nl, rate)
+            low_ep = ep + s if s is not None else None
+        mode = "none"
+        if self.bench is not None:
+            mode = "bench"
+        elif self.sched is not None:
+            mode = self.sched.activity(now)
+        return {
+            "firmware": FIRMWARE, "protocol": proto.PROTOCOL_VERSION,
+            "board": self.cfg.get("board", "?"), "mode": mode, "therapy": self.therapy,
+            "safe_reason": self.safe_reason, "rate_nl_day": rate, "reservoir_nl": vol,
+            "delivered_steps": self._live_steps(now),
+            "delivered_nl": self._live_steps(now) * self.step_pl // 1000,
+            "step_pl": self.step_pl, "battery_mv": self.battery.avg_mv,
+            "battery_state": self.battery.state, "fallback": self.fallback,
+            "alarms": self.alarms.active(), "plan_crc": self.plan_crc(),
+            "drug": self.plan["drug"] if self.plan else None,
+            "conc_ng_ml": self.plan["conc_ng_ml"] if self.plan else None,
+            "epoch_s": ep, "ms": now, "low_epoch_s": low_ep,
+            "refill_by_epoch_s": self.reservoir.refill_by_epoch_s,
+            "lockout_until_epoch_s": self.clock.epoch_s(self.lockout_until_ms)
+            if self.clock.valid and self.lockout_until_ms > now else None,
+            "boluses_24h": self._boluses_24h(now),
+            "eri_days_left": self.battery.eri_days_left(ep),
+        }
+
+    def cmd_plan_get(self, args, now, req_id):
+        return {"plan": self.plan, "plan_crc": self.plan_crc()}
+
+    def cmd_plan_set(self, args, now, req_id):
+        try:
+            new = planmod.validate(args["plan"], self.limits())
+        except planmod.PlanError as e:
+            raise proto.CommandError(proto.PLAN_INVALID, "%s: %s" % (e.field, e.reason))
+        # everything checked: from here on the new plan is applied whole
+        self._stop_motor(now)
+        src = self._source(now)
+        if src is not None:
+            self.delivery.advance(now, src)
+        self.delivery.drop_fraction()
+        self.delivery.rebase(now)
+        self.plan = new
+        self.sched = Schedule(new, self.clock, now, self._pullin_nl_day())
+        self.reservoir.set_thresholds(new["reservoir"]["low_nl"], new["reservoir"]["empty_nl"])
+        self.bench = None
+        if self.therapy == "safe" and self.alarms.condition_active(al.MEMORY):
+            self._clear(al.MEMORY, now)
+        self.therapy = "running"
+        self.safe_reason = None
+        p = new["patient"]
+        self.lockout_until_ms = now + p["lockout_s"] * 1000 if p else 0
+        self.store.save("plan", {"plan": new})
+        self._event("plan.changed", {"plan_crc": self.plan_crc(), "mode": new["basal"]["kind"]},
+                    now)
+        self.save_state(now)
+        return {"plan": new, "plan_crc": self.plan_crc()}
+
+    def _boluses_24h(self, now):
+        cut = now - DAY_MS
+        if self.boluses and self.boluses[0] <= cut:
+            self.boluses = [t for t in self.boluses if t > cut]
+        return len(self.boluses)
+
+    def cmd_bolus(self, args, now, req_id):
+        lb = self.last_bolus
+        if lb is not None and lb[0] == req_id:
+            return lb[1]  # a retry, possibly across a reset: answered, never dosed again
+        p = self.plan["patient"] if self.plan else None
+        if p is None:
+            self._refuse(now, "no patient bolus in this plan")
+            raise proto.CommandError(proto.BOLUS_NOT_ALLOWED, "the plan has no patient bolus")
+        if self.therapy != "running" or self._source(now) is not self.sched:
+            self._refuse(now, "therapy not running")
+            raise proto.CommandError(proto.THERAPY_STOPPED, "therapy is not running")
+        if now < self.lockout_until_ms:
+            left = (self.lockout_until_ms - now + 59_999) // 60_000
+            self._refuse(now, "lockout")
+            raise proto.CommandError(proto.LOCKOUT, "in lockout for %d more min" % left)
+        if self._boluses_24h(now) >= p["max_24h"]:
+            self._refuse(now, "max per 24 h")
+            raise proto.CommandError(proto.MAX_24H, "%d boluses in the last 24 h: the maximum"
+                                     % p["max_24h"])
+        self._stop_motor(now)
+        self.delivery.advance(now, self.sched)
+        nl = planmod.ng_to_nl(p["ng"], self.sched.conc_at(now))
+        self.sched.prune(now)
+        self.sched.add_bolus(now, nl, p["dur_s"] * 1000)
+        self.boluses.append(now)
+        self.lockout_until_ms = now + p["lockout_s"] * 1000
+        res = {"dose_ng": p["ng"], "volume_nl": nl, "dur_s": p["dur_s"],
+               "started_epoch_s": self.epoch(now)}
+        self.last_bolus = [req_id, res]
+        self._event("bolus.started", {"dose_ng": p["ng"], "volume_nl": nl}, now)
+        self.save_state(now)
+        return res
+
+    def _refuse(self, now, why):
+        self._event("bolus.refused", {"reason": why}, now)
+
+    def cmd_refill(self, args, now, req_id):
+        vol = args["volume_nl"]
+        conc = args.get("conc_ng_ml")
+        if not isinstance(vol, int) or vol <= 0 or vol > self.cfg["reservoir_nl"]:
+            raise proto.CommandError(proto.BAD_ARGS, "volume_nl must be 1..%d"
+                                     % self.cfg["reservoir_nl"])
+        if conc is not None and (not isinstance(conc, int) or conc <= 0):
+            raise proto.CommandError(proto.BAD_ARGS, "conc_ng_ml must be a positive integer")
+        self._stop_motor(now)
+        src = self._source(now)
+        if src is not None:
+            self.delivery.advance(now, src)
+        ep = self.epoch(now)
+        rb = args.get("refill_by_epoch_s")
+        if rb is None and self.plan and self.plan["reservoir"]["refill_by_days"] and ep is not None:
+            rb = ep + self.plan["reservoir"]["refill_by_days"] * 86_400
+        self.reservoir.refill(vol, ep, rb)
+        self.pl_left = 0
+        bridge_nl = 0
+        if conc is not None and self.plan is not None and conc != self.plan["conc_ng_ml"]:
+            old = self.plan["conc_ng_ml"]
+            new = dict(self.plan)
+            new["conc_ng_ml"] = conc
+            try:
+                new = planmod.validate(new, self.limits())
+            except planmod.PlanError as e:
+                raise proto.CommandError(proto.PLAN_INVALID, "%s: %s" % (e.field, e.reason))
+            sd = self.sched.to_dict()
+            self.plan = new
+            self.sched = Schedule(new, self.clock, now, self._pullin_nl_day())
+            self.sched.load_dict(sd)
+            bridge_nl = self.cfg.get("pump_path_nl", 0) + new["catheter_nl"]
+            if bridge_nl:
+                self.sched.start_bridge(now, old, bridge_nl)
+            self.store.save("plan", {"plan": new})
+        if self.plan and self.plan["patient"]:
+            self.lockout_until_ms = now + self.plan["patient"]["lockout_s"] * 1000
+        for k in (al.LOW, al.EMPTY, al.REFILL_BY):
+            self._clear(k, now)
+        self._event("refill", {"volume_nl": vol, "conc_ng_ml": conc, "bridge_nl": bridge_nl}, now)
+        self.save_state(now)
+        return {"reservoir_nl": vol, "bridge_nl": bridge_nl}
+
+    def cmd_calib_get(self, args, now, req_id):
+        return {"step_pl": self.step_pl}
+
+    def cmd_calib_set(self, args, now, req_id):
+        v = args["step_pl"]
+        if not isinstance(v, int) or v < 1_000 or v > 100_000_000:
+            raise proto.CommandError(proto.BAD_ARGS, "step_pl must be 1000..100000000 pL")
+        if self.plan is not None:
+            lim = {"max_nl_day": self.max_hz * 86_400 * v // 1000,
+                   "reservoir_nl": self.cfg["reservoir_nl"]}
+            try:
+                planmod.validate(self.plan, lim)
+            except planmod.PlanError as e:
+                raise proto.CommandError(proto.PLAN_INVALID, "the running plan would break: %s: %s"
+                                         % (e.field, e.reason))
+        self._stop_motor(now)
+        src = self._source(now)
+        if src is not None:
+            self.delivery.advance(now, src)
+        self.step_pl = v
+        self.delivery.set_step_pl(v)
+        if self.sched is not None:
+            self.sched.pullin_nl_day = self._pullin_nl_day()
+        self.store.save("calib", {"step_pl": v})
+        if self.therapy == "safe" and self.safe_reason and "calibration" in self.safe_reason:
+            self.therapy = "stopped"
+            self.safe_reason = None
+            self._clear(al.MEMORY, now)
+        self._event("calibrated", {"step_pl": v}, now)
+        self.save_state(now)
+        return {"step_pl": v}
+
+    def cmd_alarms(self, args, now, req_id):
+        return {"alarms": self.alarms.to_list()}
+
+    def cmd_ack(self, args, now, req_id):
+        kind = args.get("kind")
+        if kind is not None and kind not in al.KINDS:
+            raise proto.CommandError(proto.BAD_ARGS, "unknown alarm kind %s" % kind)
+        done = self.alarms.ack(kind)
+        if al.BATTERY_FAULT in done and not self.battery.fault:
+            pass
+        if al.BATTERY_FAULT in done or kind is None:
+            if self.fallback and self.battery.avg_mv is not None and \
+                    self.battery.avg_mv > self.battery.brownout_mv:
+                self.battery.clear_fault()
+                self.fallback = False
+                self.delivery.rebase(now)
+        self.next_tone_ms = now
+        self._dirty = True
+        return {"acked": done}
+
+    def cmd_alarm_test(self, args, now, req_id):
+        self.alarms.alarm_test(now)
+        self.next_tone_ms = now
+        self._event("alarm.test", {}, now)
+        return {}
+
+    def cmd_log(self, args, now, req_id):
+        since = args.get("since", 0)
+        limit = args.get("limit", 20)
+        if not isinstance(since, int) or not isinstance(limit, int) or limit < 1 or limit > 50:
+            raise proto.CommandError(proto.BAD_ARGS, "since >= 0 and limit 1..50")
+        evs, nxt = self.events.since(since, limit)
+        return {"events": evs, "next": nxt}
+
+    def cmd_clock_get(self, args, now, req_id):
+        return {"epoch_s": self.epoch(now), "offset_s": self.clock.offset_s,
+                "set": self.clock.valid}
+
+    def cmd_clock_set(self, args, now, req_id):
+        for k in ("epoch_s", "offset_s", "next_change_epoch_s", "next_offset_s"):
+            v = args.get(k)
+            if v is not None and (not isinstance(v, int) or abs(v) > 1 << 40):
+                raise proto.CommandError(proto.BAD_ARGS, "%s must be an integer" % k)
+        if abs(args["offset_s"]) > 14 * 3600:
+            raise proto.CommandError(proto.BAD_ARGS, "offset_s must be within +-14 h")
+        self._stop_motor(now)
+        src = self._source(now)
+        if src is not None:
+            self.delivery.advance(now, src)
+        self.clock.set(now, args["epoch_s"], args["offset_s"], args.get("next_change_epoch_s"),
+                       args.get("next_offset_s"))
+        self._clear(al.CLOCK, now)
+        self._event("clock.set", {"epoch_s": args["epoch_s"], "offset_s": args["offset_s"]}, now)
+        self.save_state(now)
+        return self.cmd_clock_get(args, now, req_id)
+
+    def cmd_therapy_stop(self, args, now, req_id):
+        self._stop_motor(now)
+        self.bench = None
+        if self.therapy == "running":
+            self.therapy = "stopped"
+            self._event("therapy.stopped", {}, now)
+        self.save_state(now)
+        return {"therapy": self.therapy}
+
+    def cmd_therapy_resume(self, args, now, req_id):
+        if self.therapy == "safe":
+            raise proto.CommandError(proto.SAFE_STATE, "in the safe state (%s): program a plan"
+                                     % self.safe_reason)
+        if self.plan is None:
+            raise proto.CommandError(proto.THERAPY_STOPPED, "no plan: program one first")
+        self.bench = None
+        self.delivery.rebase(now)
+        self.therapy = "running"
+        self._event("therapy.resumed", {}, now)
+        self.save_state(now)
+        return {"therapy": self.therapy}
+
+    def cmd_motor_run(self, args, now, req_id):
+        steps = args["steps"]
+        rate = args.get("rate_nl_day") or self._pullin_nl_day()
+        if self.therapy == "running":
+            raise proto.CommandError(proto.BUSY, "stop therapy first (therapy.stop)")
+        if not isinstance(steps, int) or steps < 1 or steps > 10_000_000:
+            raise proto.CommandError(proto.BAD_ARGS, "steps must be 1..10000000")
+        if not isinstance(rate, int) or rate < 1 or rate > self.limits()["max_nl_day"]:
+            raise proto.CommandError(proto.BAD_ARGS, "rate_nl_day must be 1..%d"
+                                     % self.limits()["max_nl_day"])
+        self._stop_motor(now)
+        self.delivery.rebase(now)
+        self.delivery.owed = 0
+        self.bench = [ConstRate(rate), steps]
+        return {"steps": steps, "rate_nl_day": rate}
+
+
+def _urandom(n):
+    import os
+
+    return os.urandom(n)

@@ -1,0 +1,153 @@
+"""The pump application on a fake board: plans, reservoir alarms, boluses, resets.
+
+Runs under CPython and MicroPython. Delivery is counted by the fake board's pulse timing, not
+by the app's own account.
+"""
+
+from _util import raises, rmtree, tmpdir
+from fakeboard import FakeBoard
+from pumpcore import plan as planmod
+from pumpcore import proto
+from pumpcore.app import App
+
+DAY = 86_400_000
+
+P1 = {"drug": "baclofen", "conc_ng_ml": 2_000_000,
+      "basal": {"kind": "continuous", "ng_day": 400_000}}
+P5 = {"drug": "morphine", "conc_ng_ml": 10_000_000,
+      "basal": {"kind": "continuous", "ng_day": 2_000_000},
+      "patient": {"ng": 100_000, "dur_s": 600, "lockout_s": 7200, "max_24h": 6},
+      "caps": {"ng_24h": 3_000_000}}
+
+
+def _app(root=None):
+    root = root or tmpdir()
+    b = FakeBoard(root=root + "/")
+    return App(b, keys={}), b, root
+
+
+def _run_until(app, b, t_end):
+    while True:
+        nxt = app.deadline_ms
+        if nxt > t_end:
+            b.t_ms = t_end
+            app.step(t_end)
+            return
+        b.t_ms = nxt
+        app.step(nxt)
+
+
+def _call(app, cmd, args=None, req="r1"):
+    return app.call(cmd, args or {}, "clinician", req, app.board.t_ms)
+
+
+def test_p1_low_at_day_90_exactly():
+    app, b, root = _app()
+    try:
+        _call(app, "clock.set", {"epoch_s": 1_767_225_600, "offset_s": 0})
+        _call(app, "refill", {"volume_nl": 20_000_000})
+        _call(app, "plan.set", {"plan": P1})
+        _run_until(app, b, 90 * DAY - 60_000)
+        assert "LOW" not in app.alarms.active()
+        _run_until(app, b, 90 * DAY + 1)
+        assert "LOW" in app.alarms.active()
+        assert b.pulses_at(90 * DAY) == 72_000  # 18 mL at 0.25 µL/step, counted by the board
+        low = [e for e in app.events.events() if e["kind"] == "alarm.raised"
+               and e["data"]["kind"] == "LOW"]
+        assert low and abs(low[0]["ms"] - 90 * DAY) <= 1, low
+        st = app.cmd_status({}, b.t_ms, "s")
+        assert st["reservoir_nl"] == 2_000_000
+        # EMPTY at 1.0 mL five days later, then delivery stops (on_empty = stop)
+        _run_until(app, b, 96 * DAY)
+        assert "EMPTY" in app.alarms.active()
+        assert b.pulses_at(96 * DAY) == 76_000
+    finally:
+        rmtree(root)
+
+
+def test_invalid_plan_refused_running_plan_untouched():
+    app, b, root = _app()
+    try:
+        _call(app, "plan.set", {"plan": P1})
+        crc = app.plan_crc()
+        bad = dict(P1)
+        bad["basal"] = {"kind": "continuous", "ng_day": -5}
+        e = raises(proto.CommandError, _call, app, "plan.set", {"plan": bad})
+        assert e.code == proto.PLAN_INVALID and "basal.ng_day" in e.message
+        assert app.plan_crc() == crc
+        e = raises(proto.CommandError, _call, app, "plan.set", {"plan": dict(P1, extra=1)})
+        assert "unknown key" in e.message
+        assert app.plan_crc() == crc
+    finally:
+        rmtree(root)
+
+
+def test_patient_bolus_lockout_max_and_retry():
+    app, b, root = _app()
+    try:
+        _call(app, "refill", {"volume_nl": 20_000_000})
+        _call(app, "plan.set", {"plan": P5})
+        # a lockout starts right after programming
+        e = raises(proto.CommandError, app.call, "bolus", {}, "patient", "b1", 0)
+        assert e.code == proto.LOCKOUT
+        _run_until(app, b, 2 * 3_600_000)
+        r1 = app.call("bolus", {}, "patient", "b2", b.t_ms)
+        assert r1["volume_nl"] == 10_000  # 0.1 mg at 10 mg/mL
+        again = app.call("bolus", {}, "patient", "b2", b.t_ms + 5)  # a retry: same answer
+        assert again == r1 and len(app.boluses) == 1
+        _run_until(app, b, 3 * 3_600_000)
+        e = raises(proto.CommandError, app.call, "bolus", {}, "patient", "b3", b.t_ms)
+        assert e.code == proto.LOCKOUT
+        for i in range(5):
+            _run_until(app, b, (4 + 2 * i) * 3_600_000)
+            app.call("bolus", {}, "patient", "c%d" % i, b.t_ms)
+        _run_until(app, b, 16 * 3_600_000)
+        e = raises(proto.CommandError, app.call, "bolus", {}, "patient", "c9", b.t_ms)
+        assert e.code == proto.MAX_24H
+        # 16 h of 2 mg/day basal (0.2 mL/day) + 6 boluses of 10 µL, within one step
+        ideal_pl = 200_000 * 1000 * 16 // 24 + 6 * 10_000_000
+        assert abs(b.pulses_at(b.t_ms) * 250_000 - ideal_pl) <= 250_000
+    finally:
+        rmtree(root)
+
+
+def test_reset_resumes_plan_and_never_undercounts():
+    app, b, root = _app()
+    try:
+        _call(app, "refill", {"volume_nl": 20_000_000})
+        _call(app, "plan.set", {"plan": P1})
+        _run_until(app, b, DAY + 12_345)
+        pulsed = b.pulses_at(b.t_ms)
+        # power cut: a new app on the same files, board time restarted at 0
+        b2 = FakeBoard(root=root + "/")
+        app2 = App(b2, keys={})
+        assert app2.therapy == "running" and app2.plan_crc() == planmod.crc(planmod.validate(P1))
+        assert app2.steps >= pulsed
+        assert app2.steps - pulsed <= 40  # one segment of at most 10 µL
+        assert "RESET" in app2.alarms.active()
+    finally:
+        rmtree(root)
+
+
+def test_corrupt_therapy_record_goes_to_safe_state():
+    app, b, root = _app()
+    try:
+        _call(app, "refill", {"volume_nl": 20_000_000})
+        _call(app, "plan.set", {"plan": P1})
+        path = root + "/data/plan"
+        f = open(path, "rb")
+        data = bytearray(f.read())
+        f.close()
+        data[10] ^= 0x04
+        f = open(path, "wb")
+        f.write(data)
+        f.close()
+        b2 = FakeBoard(root=root + "/")
+        app2 = App(b2, keys={})
+        assert app2.therapy == "safe" and "MEMORY" in app2.alarms.active()
+        app2.step(0)
+        assert b2.seg is None  # the motor never runs on garbage
+        _run_until(app2, b2, DAY)
+        assert b2.pulses_at(DAY) == 0
+    finally:
+        rmtree(root)
