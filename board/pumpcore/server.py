@@ -1,0 +1,216 @@
+"""Request dispatch: bytes in, frames out; roles, retries and errors (pure, both runtimes).
+
+    srv = Server(app, keys, info, rand)
+    srv.feed(data, now_ms)        # whatever arrived on the serial line
+    out = srv.take_output()       # frames to write back
+    srv.event("alarm.raised", {"kind": "LOW"})
+
+app.call(cmd, args, role, req_id, now_ms) -> dict (raises proto.CommandError) and
+app.plan_crc() -> str. keys: {"patient": key, "clinician": key} (bytes or hex). info: dict (or
+a callable returning one) merged into the hello result: firmware, board, uid, step_pl, limits.
+rand(n) -> n random bytes.
+"""
+
+from pumpcore import auth, proto
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+_CACHE_SIZE = const(16)
+_OUT_MAX = const(8192)  # queued bytes beyond which events are dropped (responses never)
+_ID_PREFIX = const(40)  # bytes kept of an over-long line, to read its id
+# Answers that may change on a retry: never replayed from the cache.
+_TRANSIENT = (proto.BAD_CRC, proto.TOO_LONG, proto.BAD_FRAME, proto.THROTTLED, proto.BUSY)
+
+
+class Server:
+    def __init__(self, app, keys, info, rand):
+        self.app = app
+        self._keys = {}
+        for role in (proto.ROLE_PATIENT, proto.ROLE_CLINICIAN):
+            k = keys.get(role) if keys else None
+            if k is not None:
+                try:
+                    self._keys[role] = auth.key_bytes(k)
+                except auth.AuthKeyError:
+                    pass  # an unusable key is a missing key: that role cannot log in
+        self._info = info
+        self._rand = rand
+        self.role = proto.ROLE_NONE
+        self._nonce = None
+        self._throttle = auth.Throttle()
+        self._buf = bytearray()
+        self._discard = None  # prefix of an over-long line being discarded, or None
+        self._out = []
+        self._out_bytes = 0
+        self._cache = []  # [(id, crc, response line)], oldest first
+        self._seq = 0
+        self.dropped_events = 0
+
+    # ------------------------------------------------------------------ I/O
+
+    def feed(self, data, now_ms):
+        """Take bytes from the line; answer every complete line."""
+        if not isinstance(data, (bytes, bytearray)):
+            data = bytes(data)
+        start = 0
+        n = len(data)
+        while start < n:
+            nl = data.find(b"\n", start)
+            end = n if nl < 0 else nl
+            if self._discard is not None:
+                if len(self._discard) < _ID_PREFIX:
+                    self._discard += data[start : min(end, start + _ID_PREFIX)]
+            else:
+                self._buf += data[start:end]
+                if len(self._buf) >= proto.MAX_LINE:
+                    self._discard = bytes(self._buf[:_ID_PREFIX])
+                    self._buf = bytearray()
+            if nl < 0:
+                return
+            start = nl + 1
+            if self._discard is not None:
+                fid = proto.read_id(self._discard)
+                self._discard = None
+                if fid is not None:
+                    self._reply_err(fid, proto.TOO_LONG, "line longer than %d bytes" % proto.MAX_LINE)
+                continue
+            line = bytes(self._buf)
+            self._buf = bytearray()
+            self._line(line, now_ms)
+
+    def take_output(self):
+        """Frames queued since the last call, as bytes."""
+        if not self._out:
+            return b""
+        out = b"".join(self._out)
+        self._out = []
+        self._out_bytes = 0
+        return out
+
+    def event(self, name, data=None):
+        """Queue an unsolicited event frame; returns its sequence number (0 if dropped)."""
+        self._seq = self._seq + 1 if self._seq < 999999999 else 1
+        try:
+            line = proto.encode_event(self._seq, name, data)
+        except proto.CommandError:
+            line = proto.encode_event(self._seq, name, {"truncated": True})
+        if self._out_bytes + len(line) > _OUT_MAX:
+            self.dropped_events += 1
+            return 0
+        self._queue(line)
+        return self._seq
+
+    # ------------------------------------------------------------ internals
+
+    def _queue(self, line):
+        self._out.append(line)
+        self._out_bytes += len(line)
+
+    def _reply_err(self, fid, code, message):
+        self._queue(proto.encode_err(fid, code, message))
+
+    def _line(self, line, now_ms):
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if not line:
+            return
+        f = proto.decode(line)
+        if f.error is not None:
+            self._reply_err(f.id if f.id is not None else proto.NO_ID, f.error, f.message)
+            return
+        if f.kind != proto.REQUEST:
+            self._reply_err(f.id if f.kind == proto.RESPONSE else proto.NO_ID, proto.BAD_FRAME,
+                            "only requests are accepted")  # fmt: skip
+            return
+        for fid, crc, resp in self._cache:
+            if fid == f.id:
+                if crc == f.crc:
+                    self._queue(resp)  # a retry: answer again, do not execute again
+                else:
+                    self._reply_err(f.id, proto.BAD_FRAME, "id reused for a different request")
+                return
+        if f.name == "hello":
+            self._cache = []  # a new session: ids of the old one mean nothing now
+        code = None
+        try:
+            result = self._dispatch(f.id, f.name, f.body, now_ms)
+            resp = proto.encode_ok(f.id, result)
+        except proto.CommandError as e:
+            code = e.code
+            resp = proto.encode_err(f.id, e.code, e.message)
+        except MemoryError:
+            code = proto.INTERNAL
+            resp = proto.encode_err(f.id, proto.INTERNAL, "out of memory")
+        except Exception as e:  # the app failed: report it, keep serving
+            code = proto.INTERNAL
+            resp = proto.encode_err(f.id, proto.INTERNAL, "internal error (%s)" % type(e).__name__)
+        if code not in _TRANSIENT:
+            if len(self._cache) >= _CACHE_SIZE:
+                self._cache.pop(0)
+            self._cache.append((f.id, f.crc, resp))
+        self._queue(resp)
+
+    def _dispatch(self, req_id, cmd, args, now_ms):
+        entry = proto.COMMANDS.get(cmd)
+        if entry is None:
+            raise proto.CommandError(proto.UNKNOWN_CMD, "unknown command " + cmd)
+        need = proto.role_rank(entry[0])
+        have = proto.role_rank(self.role)
+        if need > have:
+            if have <= 0:
+                raise proto.CommandError(proto.AUTH_REQUIRED, "%s needs the %s role" % (cmd, entry[0]))
+            raise proto.CommandError(proto.FORBIDDEN, "%s needs the %s role" % (cmd, entry[0]))
+        proto.check_args(cmd, args)
+        if cmd == "hello":
+            return self._hello()
+        if cmd == "auth":
+            return self._auth(args, now_ms)
+        result = self.app.call(cmd, args, self.role, req_id, now_ms)
+        return {} if result is None else result
+
+    def _hello(self):
+        info = self._info() if callable(self._info) else self._info
+        res = dict(info) if info else {}
+        self.role = proto.ROLE_NONE
+        self._nonce = auth.new_nonce(self._rand)
+        res["protocol"] = proto.PROTOCOL_VERSION
+        res["nonce"] = self._nonce
+        res["plan_crc"] = self.app.plan_crc()
+        limits = dict(res.get("limits") or {})
+        limits["max_line"] = proto.MAX_LINE
+        limits["max_id"] = proto.MAX_ID
+        res["limits"] = limits
+        return res
+
+    def _auth(self, args, now_ms):
+        role = args.get("role")
+        mac = args.get("mac")
+        if role != proto.ROLE_PATIENT and role != proto.ROLE_CLINICIAN:
+            raise proto.CommandError(proto.BAD_ARGS, "role must be patient or clinician")
+        if not isinstance(mac, str):
+            raise proto.CommandError(proto.BAD_ARGS, "mac must be hex text")
+        wait_ms = self._throttle.wait_ms(now_ms)
+        if wait_ms:
+            raise proto.CommandError(proto.THROTTLED, "too many failures: retry in %d ms" % wait_ms)
+        nonce = self._nonce
+        self._nonce = None  # one attempt per challenge
+        if nonce is None:
+            raise proto.CommandError(proto.AUTH_FAILED, "no challenge: send hello first")
+        key = self._keys.get(role)
+        info = self._info() if callable(self._info) else self._info
+        uid = (info or {}).get("uid", "")
+        if key is None or not auth.verify(key, nonce, role, uid, mac):
+            self._throttle.failed(now_ms)
+            self.role = proto.ROLE_NONE
+            if key is None:
+                raise proto.CommandError(proto.AUTH_FAILED, "no %s key provisioned" % role)
+            raise proto.CommandError(proto.AUTH_FAILED, "wrong key for %s" % role)
+        self._throttle.succeeded()
+        self.role = role
+        return {"role": role}
