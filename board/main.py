@@ -22,7 +22,14 @@ def make_board():
         from hw import sim as hw
     with open("boards/%s.json" % name) as f:
         cfg = json.load(f)
-    return hw.make_board(cfg)
+    board = hw.make_board(cfg)
+    if not getattr(board, "uid", None):
+        import binascii
+
+        import machine
+
+        board.uid = binascii.hexlify(machine.unique_id()).decode()
+    return board
 
 
 def run():

@@ -176,6 +176,9 @@ class TonePlayer:
             rel = 0
         if level == CRITICAL:
             f, end = _segment(self.critical_pattern, rel, self.critical_repeat_ms)
+            if f == 0:
+                # between bursts the LED stays on: a blink costs a wake-up every blink_ms
+                return 0, True, self._t0 + end
             phase = rel // self.blink_ms
             led = not (phase & 1)
             blink_next = (phase + 1) * self.blink_ms

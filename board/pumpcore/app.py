@@ -270,6 +270,7 @@ class App:
         self.reservoir.on_delivered(pl // 1000)
         self.pl_left = pl % 1000
         self.seg = None
+        self.board.motor_enable(False)  # the driver draws no current between segments
 
     def _stop_motor(self, now):
         """Abort the segment; uncommit the pulses that were not made."""
@@ -346,6 +347,7 @@ class App:
         if self.bench is not None:
             self.bench[1] -= count
         self.save_count()  # before the first pulse: a power cut can only over-count
+        self.board.motor_enable(True)
         self.board.motor_start(count, first_us, interval_us, True)
         return None
 
@@ -361,8 +363,10 @@ class App:
 
     def tick(self, now):
         b = self.board
+        moved = False
         if self.seg is not None and now >= self.seg[4] and not b.motor_busy():
             self._settle(self.seg[1])
+            moved = True
             if b.stalled():
                 self.stall_count += 1
                 self._event("stall", {"episode": self.stall_count}, now)
@@ -373,7 +377,10 @@ class App:
                 self._clear(al.STALL, now)
         if now >= self.next_battery_ms:
             self._battery(now)
-        self._pressure(now)
+            if self.occluded:
+                self._pressure(now)  # waiting for the line to clear
+        if moved:
+            self._pressure(now)  # pressure only builds while the motor moves
         self._levels(now)
         wake = None
         if self.seg is None:

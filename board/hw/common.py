@@ -1,0 +1,387 @@
+"""Hardware shared by every board: ADCs, buzzer, LED, driver pins, watchdog, clocks, serial.
+
+``CommonBoard`` implements the whole ``Board`` interface (docs/architecture.md) except the
+making of step pulses: a board module subclasses it and adds ``_hw_start``, ``_hw_busy`` and
+``_hw_stop`` for one hardware segment (PIO on rp2, RMT/Timer on esp32, the world on sim).
+
+The constructor is *given* its pins and peripherals (``parts``) and its I/O (``io``), so tests
+pass fakes; ``build_parts(config, machine)`` makes the real ones from boards/<name>.json.
+
+A motor segment whose first delay or interval is longer than one hardware segment can time
+(``_HW_MAX_US``) is split here into hardware sub-segments; the next one is started from
+``motor_busy()``/``wait()``, which the app calls far more often than once per hardware span.
+"""
+
+import sys
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+TICKS_PERIOD_MS = const(1 << 30)  # time.ticks_ms() wraps here on rp2, esp32 and unix
+_ADC_FULL = const(65535)
+_ADC_SAMPLES = const(4)
+_DIR_SETUP_US = const(5)  # TMC2209 needs 20 ns DIR-to-STEP setup
+_SERIAL_CHUNK = const(512)
+_POLLIN = const(1)
+_WAIT_CAP_MS = const(1000)  # longest single poll when there is no watchdog
+_DS3231_ADDR = const(0x68)
+_DS3231_STATUS = const(0x0F)
+_DS3231_OSF = const(0x80)
+
+# TMC2209 standalone microstep selection: (MS1, MS2) per microsteps (datasheet, table MS1/MS2)
+MICROSTEP_PINS = {8: (0, 0), 16: (1, 1), 32: (1, 0), 64: (0, 1)}
+
+
+class BoardError(Exception):
+    """A hardware-layer request that cannot be carried out (e.g. a segment while busy)."""
+
+
+def days_from_civil(y, m, d):
+    """Days since 1970-01-01 of a proleptic Gregorian date (integer only)."""
+    if m <= 2:
+        y -= 1
+    era = (y if y >= 0 else y - 399) // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+def _bcd(b):
+    return (b >> 4) * 10 + (b & 0x0F)
+
+
+def ds3231_epoch_s(regs):
+    """Seconds since 1970 from DS3231 registers 0x00..0x06 (UTC, 24 h or 12 h mode)."""
+    sec = _bcd(regs[0] & 0x7F)
+    minute = _bcd(regs[1] & 0x7F)
+    h = regs[2]
+    if h & 0x40:  # 12-hour mode: bit 5 = PM
+        hour = _bcd(h & 0x1F) % 12 + (12 if h & 0x20 else 0)
+    else:
+        hour = _bcd(h & 0x3F)
+    day = _bcd(regs[4] & 0x3F)
+    month = _bcd(regs[5] & 0x1F)
+    year = 2000 + _bcd(regs[6]) + (100 if regs[5] & 0x80 else 0)
+    return days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + sec
+
+
+def battery_mv_from_raw(raw_u16, config):
+    """Cell voltage in mV from a read_u16 value at the divider tap."""
+    return pin_mv_to_cell_mv((raw_u16 * config["adc_ref_mv"] + _ADC_FULL // 2) // _ADC_FULL, config)
+
+
+def pin_mv_to_cell_mv(pin_mv, config):
+    """Undo the divider: cell = pin * num / den, rounded to the nearest mV."""
+    den = config["vbat_div_den"]
+    return (pin_mv * config["vbat_div_num"] + den // 2) // den
+
+
+def pressure_kpa_from_mv(mv, config):
+    """Gauge pressure in kPa from the sensor output in mV (ratiometric, linear, can be < 0)."""
+    p = config["pressure"]
+    num = (mv - p["zero_mv"]) * p["kpa_per_mv_num"]
+    den = p["kpa_per_mv_den"]
+    if num >= 0:
+        return (num + den // 2) // den
+    return -((-num + den // 2) // den)
+
+
+def build_parts(config, machine, adc_factory=None):
+    """The pins and peripherals of ``config["pins"]`` as machine objects.
+
+    ``adc_factory(pin_no)`` makes an ADC (esp32 passes one that sets the attenuation).
+    A ``watchdog_ms`` of 0 leaves the watchdog off (bench only). An optional ``rtc`` entry
+    ``{"i2c": id, "sda": pin, "scl": pin}`` adds a DS3231.
+    """
+    pins = config["pins"]
+    Pin = machine.Pin
+    if adc_factory is None:
+
+        def adc_factory(n):
+            return machine.ADC(Pin(n))
+
+    parts = {
+        "dir": Pin(pins["dir"], Pin.OUT, value=0),
+        "en": Pin(pins["en"], Pin.OUT, value=1),  # TMC2209 EN is active low: start disabled
+        "ms1": Pin(pins["ms1"], Pin.OUT, value=0),
+        "ms2": Pin(pins["ms2"], Pin.OUT, value=0),
+        "diag": Pin(pins["diag"], Pin.IN, Pin.PULL_DOWN),
+        "led": Pin(pins["led"], Pin.OUT, value=0),
+        "buzzer": machine.PWM(Pin(pins["buzzer"], Pin.OUT, value=0)),
+        "vbat": adc_factory(pins["vbat_adc"]),
+        "pressure": adc_factory(pins["pressure_adc"]),
+    }
+    parts["buzzer"].duty_u16(0)
+    wdt_ms = config.get("watchdog_ms", 0)
+    if wdt_ms:
+        parts["wdt"] = machine.WDT(timeout=wdt_ms)
+    rtc = config.get("rtc")
+    if rtc:
+        parts["i2c"] = machine.I2C(rtc["i2c"], sda=Pin(rtc["sda"]), scl=Pin(rtc["scl"]))
+    return parts
+
+
+def default_io():
+    """(stdin, stdout, poller) on the USB/UART REPL stream."""
+    import select
+
+    poller = select.poll()
+    poller.register(sys.stdin, select.POLLIN)
+    return sys.stdin.buffer, sys.stdout.buffer, poller
+
+
+class CommonBoard:
+    """Everything of ``Board`` but the step generator. Subclasses set ``_HW_MAX_US``."""
+
+    _HW_MAX_US = 1_000_000_000  # longest first delay / interval of one hardware segment
+
+    def __init__(self, config, machine, parts, io=None, clock=None):
+        self.name = config["board"]
+        self.config = config
+        self.fs_prefix = ""
+        self._machine = machine
+        self._parts = parts
+        self._dir = parts.get("dir")
+        self._en = parts.get("en")
+        self._diag = parts.get("diag")
+        self._led = parts.get("led")
+        self._buzzer = parts.get("buzzer")
+        self._vbat = parts.get("vbat")
+        self._pressure = parts.get("pressure")
+        self._wdt = parts.get("wdt")
+        self._i2c = parts.get("i2c")
+        rtc = config.get("rtc") or {}
+        self._rtc_addr = rtc.get("addr", _DS3231_ADDR)
+        self._rtc_buf = bytearray(7)
+        self._rtc_status = bytearray(1)
+        if clock is None:
+            import time as clock
+        self._clock = clock
+        self._last_ticks = clock.ticks_ms()
+        self._now_ms = self._last_ticks  # ms since boot (ticks_ms starts at boot)
+        wdt_ms = config.get("watchdog_ms", 0)
+        self._wait_cap_ms = wdt_ms // 4 if (wdt_ms and self._wdt is not None) else _WAIT_CAP_MS
+        if io is None:
+            io = default_io()
+        self._in, self._out, self._poller = io
+        self._rx = bytearray(_SERIAL_CHUNK)
+        self._rx_mv = memoryview(self._rx)
+        self._freq_hz = 0
+        self._seg_count = 0
+        self._seg_first_us = 0
+        self._seg_interval_us = 0
+        self._seg_start_ms = 0
+        self._made_before = 0
+        self._hw_count = 0
+        self._hw_on = False
+        self.set_microstep(config.get("microstep", 8))
+        self.motor_enable(False)
+
+    # --- time -----------------------------------------------------------------------------
+    def now_ms(self) -> int:
+        """Monotonic ms since boot: ticks_ms extended past its 2**30 wrap (call < 6 days apart)."""
+        t = self._clock.ticks_ms()
+        self._now_ms += self._clock.ticks_diff(t, self._last_ticks)
+        self._last_ticks = t
+        return self._now_ms
+
+    def wall_epoch_s(self):
+        """DS3231 time in s since 1970 (UTC), or None: no RTC, no answer, or oscillator stopped."""
+        if self._i2c is None:
+            return None
+        try:
+            self._i2c.readfrom_mem_into(self._rtc_addr, _DS3231_STATUS, self._rtc_status)
+            if self._rtc_status[0] & _DS3231_OSF:
+                return None
+            self._i2c.readfrom_mem_into(self._rtc_addr, 0, self._rtc_buf)
+        except OSError:
+            return None
+        return ds3231_epoch_s(self._rtc_buf)
+
+    def wait(self, deadline_ms: int) -> None:
+        """Sleep until deadline_ms or serial input, feeding the watchdog; may return early."""
+        while True:
+            self.feed()
+            self._service()
+            now = self.now_ms()
+            left = deadline_ms - now
+            if left <= 0:
+                return
+            launch = self._launch_in_ms(now)
+            if launch is not None and launch < left:
+                left = launch if launch > 0 else 0
+            if left > self._wait_cap_ms:
+                left = self._wait_cap_ms
+            if self._poller.poll(left):
+                return
+
+    # --- serial ---------------------------------------------------------------------------
+    def read_serial(self) -> bytes:
+        """What is readable now, without blocking (b"" if nothing)."""
+        n = 0
+        rx = self._rx
+        while n < _SERIAL_CHUNK and self._poller.poll(0):
+            got = self._in.read(1)
+            if not got:
+                break
+            rx[n] = got[0]
+            n += 1
+        return bytes(self._rx_mv[:n])
+
+    def write_serial(self, data: bytes) -> None:
+        mv = memoryview(data)
+        while len(mv):
+            n = self._out.write(mv)
+            if n is None:  # a stream that takes all or nothing
+                break
+            mv = mv[n:]
+
+    # --- motor ----------------------------------------------------------------------------
+    def set_microstep(self, microstep: int) -> None:
+        """Drive MS1/MS2 for the TMC2209 (standalone mode: 8, 16, 32 or 64 microsteps)."""
+        if microstep not in MICROSTEP_PINS:
+            raise ValueError("TMC2209 microstep must be 8, 16, 32 or 64")
+        ms1, ms2 = MICROSTEP_PINS[microstep]
+        p1 = self._parts.get("ms1")
+        p2 = self._parts.get("ms2")
+        if p1 is not None:
+            p1.value(ms1)
+        if p2 is not None:
+            p2.value(ms2)
+
+    def motor_enable(self, on: bool) -> None:
+        if self._en is not None:
+            self._en.value(0 if on else 1)  # EN (ENN) low = driver on
+
+    def stalled(self) -> bool:
+        return self._diag is not None and self._diag.value() == 1
+
+    def motor_start(self, count: int, first_us: int, interval_us: int, forward: bool) -> None:
+        """One segment from now: a pulse after first_us, then count-1 more every interval_us."""
+        if self.motor_busy():
+            raise BoardError("motor busy")
+        if count < 1:
+            raise ValueError("count must be >= 1")
+        if first_us < 0 or interval_us < 0:
+            raise ValueError("negative time")
+        if self._dir is not None:
+            self._dir.value(1 if forward else 0)
+            self._clock.sleep_us(_DIR_SETUP_US)
+        self._seg_count = count
+        self._seg_first_us = first_us
+        self._seg_interval_us = interval_us
+        self._seg_start_ms = self.now_ms()
+        self._made_before = 0
+        self._hw_on = False
+        self._launch(0)
+
+    def motor_busy(self) -> bool:
+        """True while the segment runs. Once it has said False the segment is over and
+        ``motor_stop`` returns 0 for it (the caller accounts the full count then)."""
+        self._service()
+        if self._made_before < self._seg_count:
+            return True
+        self._seg_count = 0
+        self._made_before = 0
+        return False
+
+    def motor_stop(self) -> int:
+        """Abort the segment; return the pulses it made (0 if motor_busy already said False)."""
+        made = self._made_before
+        if self._hw_on:
+            made += self._hw_stop()
+            self._hw_on = False
+        self._seg_count = 0
+        self._made_before = 0
+        return made
+
+    def _launch(self, elapsed_us):
+        """Start the hardware for the next pulses if the next one is within _HW_MAX_US."""
+        k = self._made_before
+        until_us = self._seg_first_us + k * self._seg_interval_us - elapsed_us
+        if until_us > self._HW_MAX_US:
+            return False
+        if until_us < 0:
+            until_us = 0
+        n = self._seg_count - k
+        if self._seg_interval_us > self._HW_MAX_US:
+            n = 1
+        self._hw_count = n
+        self._hw_on = True
+        self._hw_start(n, until_us, self._seg_interval_us)
+        return True
+
+    def _service(self):
+        """Account a finished hardware segment and start the next part of a long one."""
+        if self._hw_on:
+            if self._hw_busy():
+                return
+            self._made_before += self._hw_count
+            self._hw_on = False
+        if self._made_before < self._seg_count:
+            # +1 ms: the ms clock reads up to 1 ms short, so a pulse is early, never late
+            elapsed_us = (self.now_ms() - self._seg_start_ms + 1) * 1000
+            self._launch(elapsed_us)
+
+    def _launch_in_ms(self, now):
+        """ms until a pending sub-segment must be started, or None."""
+        if self._hw_on or self._made_before >= self._seg_count:
+            return None
+        due_us = self._seg_first_us + self._made_before * self._seg_interval_us - self._HW_MAX_US
+        return (due_us // 1000) - (now - self._seg_start_ms)
+
+    def _hw_start(self, count, first_us, interval_us):
+        raise NotImplementedError
+
+    def _hw_busy(self):
+        raise NotImplementedError
+
+    def _hw_stop(self):
+        raise NotImplementedError
+
+    # --- sensors and outputs ----------------------------------------------------------------
+    def _adc_mv(self, adc):
+        """mV at an ADC pin, mean of a few samples (esp32 overrides with read_uv)."""
+        total = 0
+        for _ in range(_ADC_SAMPLES):
+            total += adc.read_u16()
+        raw = (total + _ADC_SAMPLES // 2) // _ADC_SAMPLES
+        return (raw * self.config["adc_ref_mv"] + _ADC_FULL // 2) // _ADC_FULL
+
+    def battery_mv(self) -> int:
+        if self._vbat is None:
+            return 0
+        return pin_mv_to_cell_mv(self._adc_mv(self._vbat), self.config)
+
+    def line_kpa(self) -> int:
+        if self._pressure is None:
+            return 0
+        return pressure_kpa_from_mv(self._adc_mv(self._pressure), self.config)
+
+    def tone(self, freq_hz: int) -> None:
+        if self._buzzer is None or freq_hz == self._freq_hz:
+            return
+        if freq_hz <= 0:
+            self._buzzer.duty_u16(0)
+            freq_hz = 0
+        else:
+            self._buzzer.freq(freq_hz)
+            self._buzzer.duty_u16(32768)  # 50 %
+        self._freq_hz = freq_hz
+
+    def led(self, on: bool) -> None:
+        if self._led is not None:
+            self._led.value(1 if on else 0)
+
+    def feed(self) -> None:
+        if self._wdt is not None:
+            self._wdt.feed()
+
+    def reset(self) -> None:
+        self._machine.reset()

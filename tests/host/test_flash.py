@@ -1,0 +1,68 @@
+"""`pumprig flash` against a blank virtual rig: the right files, only what changed, data/ kept."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from pumprig.errors import PortError
+from pumprig.flash import MANIFEST, flash, mpy_compatible, select_files
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BOARD = os.path.join(ROOT, "board")
+HAVE_MPY = os.path.exists(os.path.join(os.path.dirname(sys.executable), "micropython"))
+
+
+@pytest.fixture(autouse=True)
+def _home(tmp_path, monkeypatch):
+    monkeypatch.setenv("PUMPRIG_HOME", str(tmp_path / "home"))
+
+
+def test_select_files_picks_the_boards_hw_and_config():
+    sim = dict((r, p) for p, r in select_files(BOARD, "linux"))
+    assert "main.py" in sim and "hw/sim.py" in sim and "boards/sim.json" in sim
+    assert "hw/rp2.py" not in sim and "boards/pico.json" not in sim
+    rp2 = dict((r, p) for p, r in select_files(BOARD, "rp2"))
+    assert "hw/rp2.py" in rp2 and "boards/pico.json" in rp2 and "hw/sim.py" not in rp2
+    assert not any(r.startswith("data/") for r in sim)
+
+
+def test_mpy_version_check():
+    assert mpy_compatible(2822, (6, 3))         # the unix port 1.29 and mpy-cross 1.29
+    assert not mpy_compatible(2822, (6, 1))
+    assert not mpy_compatible(0, (6, 3))
+
+
+def test_no_such_port():
+    with pytest.raises(PortError):
+        flash("/nonexistent/ttyACM9")
+
+
+@pytest.mark.skipif(not HAVE_MPY, reason="MicroPython unix port not installed")
+def test_flash_a_blank_rig_then_nothing_changes(tmp_path):
+    from pumprig.virtual.rig import VirtualRig
+    with VirtualRig(blank=True, warp=True) as rig:
+        keys = open(os.path.join(rig.fs, "data", "keys.json")).read()
+        seen = []
+        rep = flash(rig.link, progress=seen.append)
+        assert rep["platform"] == "linux" and seen
+        assert "main.py" in rep["copied"] and "hw/sim.mpy" in rep["copied"]   # compiled
+        assert rep["unchanged"] == 0
+        with open(os.path.join(rig.fs, MANIFEST)) as f:
+            manifest = json.load(f)
+        assert sorted(manifest) == sorted(rep["copied"])
+        for remote in rep["copied"]:
+            assert os.path.exists(os.path.join(rig.fs, remote)), remote
+        assert open(os.path.join(rig.fs, "data", "keys.json")).read() == keys
+        assert not os.path.exists(os.path.join(rig.fs, "hw", "rp2.py"))
+
+        rep2 = flash(rig.link)
+        assert rep2["copied"] == [] and rep2["removed"] == []
+        assert rep2["unchanged"] == len(rep["copied"])
+
+        out = subprocess.run([sys.executable, "-m", "mpremote", "connect", rig.link, "fs", "ls"],
+                             capture_output=True, text=True, timeout=30).stdout
+        for name in ("main.py", "pumpcore/", "hw/", "boards/", "data/"):
+            assert name in out
+        assert open(os.path.join(rig.fs, "data", "keys.json")).read() == keys
