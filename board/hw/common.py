@@ -173,6 +173,8 @@ class CommonBoard:
         self._rx = bytearray(_SERIAL_CHUNK)
         self._rx_mv = memoryview(self._rx)
         self._freq_hz = 0
+        # samples averaged per ADC reading: 4 on the boards' noisy ADCs, 1 on the virtual rig
+        self._adc_n = config.get("adc_samples", _ADC_SAMPLES)
         self._seg_count = 0
         self._seg_first_us = 0
         self._seg_interval_us = 0
@@ -349,9 +351,10 @@ class CommonBoard:
     def _adc_mv(self, adc):
         """mV at an ADC pin, mean of a few samples (esp32 overrides with read_uv)."""
         total = 0
-        for _ in range(_ADC_SAMPLES):
+        n = self._adc_n
+        for _ in range(n):
             total += adc.read_u16()
-        raw = (total + _ADC_SAMPLES // 2) // _ADC_SAMPLES
+        raw = (total + n // 2) // n
         return (raw * self.config["adc_ref_mv"] + _ADC_FULL // 2) // _ADC_FULL
 
     def battery_mv(self) -> int:

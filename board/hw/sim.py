@@ -53,9 +53,12 @@ class SimBoard(common.CommonBoard):
 
     def _hw_start(self, count, first_us, interval_us):
         _world.motor(count, first_us, interval_us, self._dir is None or self._dir.value() == 1)
+        # when the last pulse is due, in world µs: like a PIO program's known duration, so
+        # "busy?" needs no round trip to the world (which still counts every pulse itself)
+        self._hw_end_us = (_world.now_ms() * 1000 + first_us + (count - 1) * interval_us)
 
     def _hw_busy(self):
-        return _world.motor_busy()
+        return _world.now_ms() * 1000 < self._hw_end_us
 
     def _hw_stop(self):
         return _world.motor_stop()

@@ -242,7 +242,7 @@ class Schedule:
         if t_ms < self.program_ms:
             return self.program_ms
         if self.in_start(t_ms):
-            for s, e, _ in self.start_windows:
+            for _s, e, _r in self.start_windows:
                 if e > t_ms:
                     return e
         b = self.plan["basal"]

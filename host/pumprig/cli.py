@@ -26,8 +26,8 @@ EXTENSIONS = [
     "pumprig.virtual.command",  # sim
     "pumprig.flash",  # flash
     "pumprig.simulate",  # simulate
-    "pumprig.bench",  # bench
-    "pumprig.trumpet",
+    "pumprig.bench",  # bench, calibrate
+    "pumprig.demo",  # demo
 ]
 # ---------------------------------------------------------------------------------------------
 

@@ -153,16 +153,31 @@ class StepError:
                 if t > until_us:
                     self.pending[0][1] = i
                     return
-                a = self.o.acc_us(t)
-                lag = a - self.steps * self.q  # just before the pulse
-                lead = (self.steps + 1) * self.q - a  # just after it
-                if lag > self.worst:
-                    self.worst, self.worst_at_us = lag, t
-                if lead > self.worst:
-                    self.worst, self.worst_at_us = lead, t
+                # pulses i..j-1 (up to the horizon) at one constant ideal rate: the error is
+                # linear in the pulse index, so its extremes are at the first and last pulse
+                j = n if iv == 0 else min(n, (until_us - base) // iv + 1)
+                last_t = base + (j - 1) * iv
+                nxt = self.o.sched.next_change_ms(t // 1000)
+                if j - i > 2 and (nxt is None or nxt * 1000 > last_t + 1000):
+                    self._check(t, self.steps)
+                    self._check(last_t, self.steps + (j - 1 - i))
+                    self.steps += j - i
+                    i = j
+                    continue
+                self._check(t, self.steps)
                 self.steps += 1
                 i += 1
             self.pending.pop(0)
+
+    def _check(self, t, k):
+        """The k-th pulse (0-based count before it) happens at t µs."""
+        a = self.o.acc_us(t)
+        lag = a - k * self.q  # just before the pulse
+        lead = (k + 1) * self.q - a  # just after it
+        if lag > self.worst:
+            self.worst, self.worst_at_us = lag, t
+        if lead > self.worst:
+            self.worst, self.worst_at_us = lead, t
 
     def check_lag(self, t_us: int):
         """No pulse at t: the count must still be within a step of the ideal."""

@@ -10,6 +10,7 @@ power on. Standard library only.
 """
 
 import argparse
+import faulthandler
 import errno
 import fcntl
 import json
@@ -567,6 +568,7 @@ def main(argv=None):
     signal.signal(signal.SIGINT, rig.stop)
     signal.signal(signal.SIGTERM, rig.stop)
     signal.signal(signal.SIGHUP, rig.stop)
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` prints where the rig is stuck
     try:
         rig.run()
     except _Stop:

@@ -200,6 +200,9 @@ class World:
         """A new interpreter started (power on or any reset)."""
         self.to_board = to_board
         self.from_board = from_board
+        if from_board is not None:
+            # non-blocking: a warp burst may already have read what select() reported
+            os.set_blocking(from_board, False)
         self._rbuf = b""
         self.pending_w_us = None
         self.keep_fed = False
@@ -254,6 +257,8 @@ class World:
         """Read and handle what the board sent. Returns False on EOF."""
         try:
             data = os.read(self.from_board, 65536)
+        except BlockingIOError:
+            return True  # already consumed by a warp burst: nothing new
         except (OSError, TypeError):
             return False
         if not data:
