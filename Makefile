@@ -35,13 +35,14 @@ $(STAMP): pyproject.toml
 test: venv lint test-host test-board hil
 
 test-host: venv
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q -n 2 tests
 
 test-board: venv
 	$(MPY) -X heapsize=384k tests/mpy_runner.py tests/board
 
 lint: venv
-	$(BIN)/ruff check board host tests hil bench
+	$(BIN)/ruff check board host tests hil bench tools
+	$(PY) tools/typecheck_board.py
 
 demo: venv
 	$(BIN)/pumprig demo --out $(OUT)
