@@ -50,6 +50,10 @@ class SimBoard(common.CommonBoard):
             return
         boot = self._world_clock._boot_ms
         _world.sleep_fed(deadline_ms + boot)
+        if _world.woke_by_serial:
+            # the world wakes us as it relays the host's bytes; the pty may take a moment
+            # to deliver them (wall time: virtual time stands still meanwhile)
+            self._poller.poll(50)
 
     def _hw_start(self, count, first_us, interval_us):
         _world.motor(count, first_us, interval_us, self._dir is None or self._dir.value() == 1)

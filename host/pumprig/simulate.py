@@ -132,6 +132,7 @@ class StepError:
         self.worst = 0  # in nL/day x µs
         self.worst_at_us = None
         self.pending = []  # [segment, next pulse index], in start order
+        self.done_index = -1  # segments up to this index are fully checked
 
     def add(self, seg: dict):
         """A segment from the world's log; a newer copy of a pending one (it was aborted
@@ -140,6 +141,8 @@ class StepError:
             if p[0]["index"] == seg["index"]:
                 p[0] = seg
                 return
+        if seg["index"] <= self.done_index:
+            return  # fetched again but already checked to its end
         self.pending.append([seg, 0])
 
     def run_until(self, until_us: int):
@@ -167,7 +170,7 @@ class StepError:
                 self._check(t, self.steps)
                 self.steps += 1
                 i += 1
-            self.pending.pop(0)
+            self.done_index = self.pending.pop(0)[0]["index"]
 
     def _check(self, t, k):
         """The k-th pulse (0-based count before it) happens at t µs."""
@@ -421,11 +424,11 @@ def _run(cli, world, plan, days, fill_nl, start_epoch_s, tz, scenario, boluses_s
             elif kind == "unfault":
                 _apply_fault(world, data, False)
             elif kind == "dst":
+                oracle.advance(now_ms)  # integrate up to now on the clock as it was
                 ep = clock.epoch_s(now_ms)
                 off, nxt_change, nxt_off = _tz_offsets(tz, ep + 1)
                 cli.clock_set(ep, off, nxt_change or None, nxt_off if nxt_change else None)
                 clock.set(now_ms, ep, off, nxt_change, nxt_off)
-                oracle.advance(now_ms)
                 if nxt_change:
                     actions.append((now_ms + (nxt_change - ep) * 1000, "dst", None))
                     actions.sort(key=lambda a: a[0])

@@ -342,10 +342,16 @@ class Rig:
         for b in data:
             if b in (0x01, 0x02):
                 self.last_ctrl = b
-        # the world's answer goes out before a Ctrl-C can interrupt the firmware
-        self.world.serial_from_host()
-        self.to_inner += data
-        self._flush_inner()
+        if 0x03 in data:
+            # the world's answer goes out before a Ctrl-C can interrupt the firmware
+            self.world.serial_from_host()
+            self.to_inner += data
+            self._flush_inner()
+        else:
+            # the bytes first, then the wake-up: the firmware finds them when it looks
+            self.to_inner += data
+            self._flush_inner()
+            self.world.serial_from_host()
 
     def _on_inner(self):
         try:

@@ -234,22 +234,26 @@ class World:
         except OSError:
             pass
 
-    def _t_line(self):
-        return b"T %d %d\n" % (self.now_us() // US_PER_MS, 1 if self.warp else 0)
+    def _t_line(self, serial=False):
+        """'T <now_ms> <frozen> <serial>': serial=1 when host bytes woke the board (they may
+        still be on their way through the pty: the board waits briefly for them)."""
+        return b"T %d %d %d\n" % (self.now_us() // US_PER_MS, 1 if self.warp else 0,
+                                   1 if serial else 0)
 
-    def _answer_w(self):
+    def _answer_w(self, serial=False):
         if self.keep_fed:
             self.wdt_feed_us = self.now_us()
             self.wdt_contact_ns = time.monotonic_ns()
             self.keep_fed = False
+        serial = serial or self.serial_pending
         self.pending_w_us = None
         self.serial_pending = False
-        self._send(self._t_line())
+        self._send(self._t_line(serial))
 
     def serial_from_host(self):
         """The relay forwarded host bytes to the board: wake a waiting firmware now."""
         if self.pending_w_us is not None:
-            self._answer_w()
+            self._answer_w(serial=True)
         else:
             self.serial_pending = True
 

@@ -56,12 +56,16 @@ def ask(line, letter):
     return int(_ask(line, letter)[2:])
 
 
+woke_by_serial = False  # the last wait ended because the host sent bytes
+
+
 def _time(line):
-    global _frozen, _now_ms
-    ans = _ask(line, 84)                        # 'T <now_ms> <frozen>'
+    global _frozen, _now_ms, woke_by_serial
+    ans = _ask(line, 84)                        # 'T <now_ms> <frozen> <serial>'
     i = ans.find(b" ", 2)
     _now_ms = int(ans[2:i])
     _frozen = ans[i + 1] == 49
+    woke_by_serial = len(ans) > i + 3 and ans[i + 3] == 49
     return _now_ms
 
 
