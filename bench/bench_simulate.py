@@ -39,7 +39,7 @@ from fakeboard import FakeBoard
 from pumpcore.app import App
 from _util import tmpdir
 import json
-plan = json.loads(sys.argv[1])
+plan = json.loads(open(sys.argv[-1]).read())
 b = FakeBoard(root=tmpdir() + '/')
 app = App(b, keys={})
 app.call('clock.set', {'epoch_s': 1798761600, 'offset_s': 0}, 'clinician', 'a', 0)
@@ -97,8 +97,12 @@ def firmware_only(plan):
     import json
 
     mpy = ROOT / ".venv" / "bin" / "micropython"
-    out = subprocess.run([str(mpy), "-X", "heapsize=384k", "-c", FIRMWARE_ONLY, json.dumps(plan)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    with tempfile.TemporaryDirectory() as d:
+        script, pj = Path(d) / "fw.py", Path(d) / "plan.json"
+        script.write_text(FIRMWARE_ONLY)
+        pj.write_text(json.dumps(plan))
+        out = subprocess.run([str(mpy), "-X", "heapsize=384k", str(script), str(pj)],
+                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     n, us = (int(x) for x in out.stdout.split())
     return n, us / 1e6
 

@@ -12,7 +12,7 @@ class FakeBoard:
             "pump_path_nl": 200_000, "max_step_hz": 200, "pullin_step_hz": 50,
             "max_segment_nl": 10_000,
             "battery": {"eri_mv": 3300, "eos_mv": 3000, "brownout_mv": 2800, "hyst_mv": 50,
-                        "debounce": 8, "sample_ms": 600_000},
+                        "debounce": 8, "sample_ms": 3_600_000},
             "pressure": {"occlusion_kpa": 100}, "tones": {"hi_hz": 880, "lo_hz": 660},
         }
         self.fs_prefix = root
