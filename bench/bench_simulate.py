@@ -22,7 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from _report import write_section  # noqa: E402
-
 from pumprig import simulate as S  # noqa: E402
 from pumprig.client import Client  # noqa: E402
 from pumprig.plans import load_plan_file  # noqa: E402

@@ -60,6 +60,10 @@ class SimBoard(common.CommonBoard):
         # when the last pulse is due, in world µs: like a PIO program's known duration, so
         # "busy?" needs no round trip to the world (which still counts every pulse itself)
         self._hw_end_us = (_world.now_ms() * 1000 + first_us + (count - 1) * interval_us)
+        if not _world._frozen:
+            # real time: our ms clock may lag the world's µs clock by up to 1 ms; never call
+            # a segment done before the world has made its last pulse
+            self._hw_end_us += 1000
 
     def _hw_busy(self):
         return _world.now_ms() * 1000 < self._hw_end_us

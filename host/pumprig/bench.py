@@ -10,6 +10,7 @@ Volumes from masses: ``volume_nl = mass_ug / density_g_ml`` (1 ug of liquid of d
 is 1/d nL).
 """
 
+import argparse
 import base64
 import csv
 import html
@@ -65,6 +66,13 @@ class BenchRig:
     def set_step_pl(self, step_pl):
         """Store a new calibration (int pL per step) on the rig."""
         raise NotImplementedError
+
+    def expect_run_s(self, seconds):
+        """Optional hint before :meth:`start_rate`: the run should last about ``seconds`` (a
+        rig may bound its delivery with it). The default ignores it."""
+
+    def close(self):
+        """Release the rig (connections, a throwaway virtual rig). The default does nothing."""
 
 
 def _wait(rig, seconds):
@@ -185,6 +193,9 @@ def bench_run(rig, balance, rate_nl_day, duration_s, sample_s=30, progress=None,
         balance.tare()
     t0 = rig.now_s()
     samples = [[0.0, balance.weigh_now()]]
+    expect = getattr(rig, "expect_run_s", None)
+    if expect is not None:
+        expect(n * sample_s)
     rig.start_rate(rate_nl_day)
     try:
         for k in range(1, n + 1):
@@ -281,8 +292,8 @@ def _plot_trumpet(results, path):
     fig = Figure(figsize=(8, 4.5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    pts = [(r["window_min"], r["ep_max"], r["ep_min"]) for r in results["trumpet"]
-           if r["ep_max"] is not None]
+    pts = sorted((r["window_min"], r["ep_max"], r["ep_min"]) for r in results["trumpet"]
+                 if r["ep_max"] is not None)  # added windows come after the standard ones
     if pts:
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label="Ep(max)")
         ax.plot([p[0] for p in pts], [p[2] for p in pts], "s-", label="Ep(min)")
@@ -467,9 +478,34 @@ def parse_analysis(text):
                        "after-first-hour or START-END like 1h-25h)" % text)
 
 
+def parse_pump_error(text):
+    """``"-3%"`` or ``"-3"`` -> -0.03 (a fraction; the number is in percent)."""
+    t = text.strip().rstrip("%").strip()
+    try:
+        value = float(t) / 100.0
+    except ValueError:
+        raise PumprigError("cannot read the pump error %r (percent, e.g. -3%%)" % text) from None
+    if not -0.5 < value < 0.5:
+        raise PumprigError("the pump error must be within +-50 %%, got %r" % text)
+    return value
+
+
+def _allow_negative_values(parser):
+    """Let ``--pump-error -3%`` parse as a value, not an option (argparse only takes plain
+    negative numbers as values). ``--pump-error=-3%`` works in any case."""
+    matcher = getattr(parser, "_negative_number_matcher", None)
+    if matcher is not None:
+        parser._negative_number_matcher = re.compile(r"^-\d+%?$|^-\d*\.\d+%?$")
+
+
 def _common(p):
-    p.add_argument("--port", help="the rig's serial port (URL or device)")
-    p.add_argument("--balance", required=True, help="the balance's serial port (URL or device)")
+    # no default: the global `pumprig --port P` (or $PUMPRIG_PORT) must not be overwritten
+    p.add_argument("--port", default=argparse.SUPPRESS,
+                   help='the rig: a serial port, a running virtual rig\'s link, or "sim" for a '
+                        "throwaway virtual rig with its virtual balance (virtual time)")
+    p.add_argument("--balance", default=None,
+                   help="the balance's serial port (URL or device); default for a virtual rig: "
+                        "its virtual balance")
     p.add_argument("--balance-baud", type=int, default=9600, help="balance baud rate (9600)")
     p.add_argument("--balance-timeout", type=float, default=10.0,
                    help="seconds to wait for a balance answer (10)")
@@ -477,7 +513,14 @@ def _common(p):
                    help="liquid density in g/mL (0.998, water at 20 C)")
     p.add_argument("--settle", type=parse_duration, default=10.0,
                    help="wait after a step move before a stable weighing (10s)")
+    p.add_argument("--pump-error", type=parse_pump_error, default=None, metavar="PCT",
+                   help="virtual rig only: make its mechanism deliver PCT %% off the nominal "
+                        "step (e.g. -3%% for a slow pump); stays set on a running rig")
+    p.add_argument("--sim-state", default=None, metavar="DIR",
+                   help="with --port sim: keep the throwaway rig's board files (calibration) "
+                        "and keys in DIR, so a later --port sim run continues from them")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    _allow_negative_values(p)
 
 
 def add_parser(subparsers):
@@ -486,7 +529,7 @@ def add_parser(subparsers):
         "bench", help="gravimetric flow test: start-up and trumpet curves, bolus series",
         description="Deliver at a rate into a vessel on a balance, sample the mass, and compute "
                     "the start-up curve, the trumpet curve (Ep(max)/Ep(min) per window) and the "
-                    "overall error, IEC 60601-2-24 style.")
+                    "overall error, IEC 60601-2-24 style. See docs/bench.md.")
     _common(p)
     p.add_argument("--rate", type=parse_rate, required=True,
                    help='rate, e.g. "0.5 mL/day" or "500000 nL/day"')
@@ -507,7 +550,7 @@ def add_parser(subparsers):
     c = subparsers.add_parser(
         "calibrate", help="weigh runs of motor steps and store the pL-per-step calibration",
         description="Run a known number of steps into a vessel on a balance, repeat, and store "
-                    "the mean volume per step on the rig.")
+                    "the mean volume per step on the rig (calib.set). See docs/bench.md.")
     _common(c)
     c.add_argument("--steps", type=int, default=400, help="steps per run (400)")
     c.add_argument("--repeats", type=int, default=5, help="runs (5)")
@@ -519,57 +562,125 @@ def add_parser(subparsers):
 
 
 def make_bench_rig(args):
-    """Build the :class:`BenchRig` for ``args.port`` (protocol client on a board, or the virtual
-    rig with its world clock). Left to the rig adapter."""
-    raise NotImplementedError(
-        "make_bench_rig: the BenchRig adapter over the protocol client / virtual world is not "
-        "written yet (to be provided by the lead in pumprig/bench.py)")
+    """Open the :class:`BenchRig` for ``args.port`` (see :mod:`pumprig.benchrig`): ``"sim"``
+    starts a throwaway virtual rig, a running virtual rig's link drives it in virtual time,
+    anything else is a board over the protocol. Applies ``--pump-error`` (virtual rigs only).
+    The caller closes the rig."""
+    from pumprig import benchrig
+
+    port = getattr(args, "port", None)
+    sim_state = getattr(args, "sim_state", None)
+    if sim_state and port != "sim":
+        raise PumprigError("--sim-state goes with --port sim")
+    if port == "sim":
+        rig = benchrig.start_sim(state_dir=sim_state)
+    else:
+        rig = benchrig.open_bench_rig(port, timeout=getattr(args, "timeout", 2.0))
+    try:
+        err = getattr(args, "pump_error", None)
+        if err is not None:
+            if not isinstance(rig, benchrig.VirtualBenchRig):
+                raise PumprigError("--pump-error works on a virtual rig only (it sets the "
+                                   "simulated mechanism); %s is a board" % port)
+            rig.set_true_step_pl(int(round(rig.nominal_step_pl * (1.0 + err))))
+    except BaseException:
+        rig.close()
+        raise
+    return rig
+
+
+def _progress_writer(err, enabled):
+    """A progress bar on ``err``: redrawn in place on a terminal; on a pipe or file, one line
+    per tenth of the phase."""
+    tty = hasattr(err, "isatty") and err.isatty()
+    last = {}
+
+    def progress(phase, done, total):
+        if not enabled:
+            return
+        width = 30
+        full = width * done // total if total else width
+        bar = "%-9s [%s%s] %d/%d" % (phase, "#" * full, "." * (width - full), done, total)
+        if tty:
+            err.write("\r" + bar + ("\n" if done >= total else ""))
+        else:
+            tenth = 10 * done // total if total else 10
+            if last.get(phase) == tenth:
+                return
+            last[phase] = tenth
+            err.write(bar + "\n")
+        err.flush()
+
+    return progress
 
 
 def run(args, out=None, err=None):
-    """Run ``pumprig bench`` or ``pumprig calibrate``; returns the exit status."""
+    """Run ``pumprig bench`` or ``pumprig calibrate``; returns the exit status. Failures are
+    PumprigError (the CLI prints ``pumprig: message`` and exits 1)."""
     from pumprig.balance import Balance
 
     out = out or sys.stdout
     err = err or sys.stderr
-
-    def progress(phase, done, total):
-        if not args.json:
-            err.write("\r%s %d/%d" % (phase, done, total))
-            if done == total:
-                err.write("\n")
-            err.flush()
+    show = not args.json or (hasattr(err, "isatty") and err.isatty())
+    progress = _progress_writer(err, show)
+    if args.bench_command == "bench" and args.boluses and not args.bolus_volume:
+        raise PumprigError("--boluses needs --bolus-volume")
 
     rig = make_bench_rig(args)
-    with Balance(args.balance, timeout=args.balance_timeout, baudrate=args.balance_baud) as bal:
-        if args.bench_command == "calibrate":
-            res = calibrate(rig, bal, steps=args.steps, repeats=args.repeats,
-                            density=args.density, settle_s=args.settle, apply=not args.dry_run,
-                            max_sd_pct=args.max_sd, progress=progress)
-            if args.json:
-                out.write(json.dumps(res, sort_keys=True) + "\n")
+    try:
+        ready = getattr(rig, "ready_for_bench", None)
+        if args.bench_command == "bench" and ready is not None:
+            ready()
+        balance_port = args.balance or getattr(rig, "balance_link", None)
+        if not balance_port:
+            raise PumprigError("no balance: give --balance PORT (the balance's serial port)")
+        with Balance(balance_port, timeout=args.balance_timeout,
+                     baudrate=args.balance_baud) as bal:
+            if args.bench_command == "calibrate":
+                res = calibrate(rig, bal, steps=args.steps, repeats=args.repeats,
+                                density=args.density, settle_s=args.settle,
+                                apply=not args.dry_run, max_sd_pct=args.max_sd,
+                                progress=progress)
             else:
-                out.write("calibration %d pL/step (was %d, %+.2f %%), SD %.3f %%, range %.3f %%,"
-                          " %s\n" % (res["step_pl"], res["previous_step_pl"],
-                                     res["change_pct"] or 0.0, res["sd_pct"], res["range_pct"],
-                                     "stored" if res["applied"] else "not stored"))
+                extra = list(args.windows or [])
+                if args.windows_scale:
+                    extra += trumpet.scaled_windows_min(args.windows_scale)
+                res = bench_run(rig, bal, args.rate, args.duration, sample_s=args.sample,
+                                progress=progress, boluses=args.boluses,
+                                bolus_volume_nl=args.bolus_volume, density=args.density,
+                                extra_windows_min=extra or None, analysis=args.analysis,
+                                settle_s=args.settle)
+    finally:
+        rig.close()
+
+    if args.bench_command == "calibrate":
+        if args.json:
+            out.write(json.dumps(res, sort_keys=True) + "\n")
             return 0
-        if args.boluses and not args.bolus_volume:
-            raise PumprigError("--boluses needs --bolus-volume")
-        extra = list(args.windows or [])
-        if args.windows_scale:
-            extra += trumpet.scaled_windows_min(args.windows_scale)
-        res = bench_run(rig, bal, args.rate, args.duration, sample_s=args.sample,
-                        progress=progress, boluses=args.boluses,
-                        bolus_volume_nl=args.bolus_volume, density=args.density,
-                        extra_windows_min=extra or None, analysis=args.analysis,
-                        settle_s=args.settle)
+        for k, r in enumerate(res["runs"]):
+            out.write("  run %d: %d steps, %d ug, %.3f nL, %.1f pL/step\n"
+                      % (k + 1, res["steps"], r["mass_ug"], r["volume_nl"], r["step_pl"]))
+        out.write("calibration %d pL/step (was %d, %+.2f %%), SD %.3f %%, range %.3f %%, %s\n"
+                  % (res["step_pl"], res["previous_step_pl"], res["change_pct"] or 0.0,
+                     res["sd_pct"], res["range_pct"],
+                     "stored" if res["applied"] else "not stored"))
+        return 0
+
     paths = write_report(res, args.out) if args.out else None
     if args.json:
         out.write(json.dumps({"results": res, "files": paths}, sort_keys=True) + "\n")
         return 0
-    out.write("overall error A %+.3f %% over %s (%d samples)\n"
-              % (res["overall_error_pct"], res["analysis"]["rule"], res["n_samples"]))
+    cyc = res["cycle"]
+    out.write("rate %d nL/day (%.6g mL/h), %d pL/step: one step every %.2f s; %d samples every"
+              " %g s\n" % (res["rate_nl_day"], res["rate_ml_h"], res["step_pl"],
+                           res["pulse_period_s"], res["n_samples"], res["sample_s"]))
+    if cyc["applied"]:
+        out.write("whole-cycle averaging over %d samples = %s pulse cycles (residual %.3f)\n"
+                  % (cyc["span_samples"], cyc["span_cycles"], cyc["residual_cycles"]))
+    out.write("overall error A %+.3f %% over %s (%g-%g min, %d samples)\n"
+              % (res["overall_error_pct"], res["analysis"]["rule"],
+                 res["analysis"]["start_s"] / 60.0, res["analysis"]["end_s"] / 60.0,
+                 res["n_samples"]))
     for r in res["trumpet"]:
         out.write("  P = %6s min  Ep(max) %8s %%  Ep(min) %8s %%\n"
                   % (r["window_min"], _fmt(r["ep_max"], "%+.3f"), _fmt(r["ep_min"], "%+.3f")))
@@ -580,4 +691,3 @@ def run(args, out=None, err=None):
     if paths:
         out.write("report: %s\n" % paths["html"])
     return 0
-

@@ -10,7 +10,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from pumprig import cli
 from pumprig.plans import load_plan_file
 from pumprig.simulate import simulate

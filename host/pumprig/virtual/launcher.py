@@ -10,8 +10,8 @@ power on. Standard library only.
 """
 
 import argparse
-import faulthandler
 import errno
+import faulthandler
 import fcntl
 import json
 import os
