@@ -66,3 +66,27 @@ def test_flash_a_blank_rig_then_nothing_changes(tmp_path):
         for name in ("main.py", "pumpcore/", "hw/", "boards/", "data/"):
             assert name in out
         assert open(os.path.join(rig.fs, "data", "keys.json")).read() == keys
+
+
+@pytest.mark.skipif(not HAVE_MPY, reason="MicroPython unix port not installed")
+def test_flashed_firmware_comes_up_and_stock_mpremote_sees_it():
+    """The issue's must-show: `pumprig sim --link L --blank`, `pumprig flash --port L`, then
+    stock mpremote runs code on it and lists the firmware, and the firmware answers."""
+    from pumprig.client import Client
+    from pumprig.virtual.rig import VirtualRig
+
+    with VirtualRig(blank=True) as rig:
+        assert not os.path.exists(os.path.join(rig.fs, "main.py"))  # a blank board
+        from pumprig import cli
+
+        assert cli.main(["--port", rig.link, "flash"]) == 0
+        with Client(rig.link, role="patient", timeout=5.0) as c:
+            st = c.status()
+        assert st["firmware"] and st["board"] == "sim" and st["protocol"] == 1
+        out = subprocess.run([sys.executable, "-m", "mpremote", "connect", rig.link, "exec",
+                              "import sys; print(sys.implementation.name)"],
+                             capture_output=True, text=True, timeout=30).stdout
+        assert out.strip().splitlines()[-1] == "micropython"
+        ls = subprocess.run([sys.executable, "-m", "mpremote", "connect", rig.link, "fs", "ls",
+                             ":pumpcore"], capture_output=True, text=True, timeout=30).stdout
+        assert "app.mpy" in ls and "plan.mpy" in ls
