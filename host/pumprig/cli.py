@@ -191,8 +191,13 @@ def cmd_plan_check(args):
             rows.append(("fill", _fmt_ml(fill)))
             for key, label in (("days_to_low", "days to LOW"), ("days_to_empty", "days to EMPTY")):
                 v = summary.get(key)
-                rows.append((label, "-" if v is None else "%.1f" % v))
-            rows.append(("refill by", _fmt_epoch(summary.get("projected_refill_epoch_s"))))
+                rows.append((label, "over 2 years" if v is None else "%.1f" % v))
+            proj = summary.get("projected_refill_epoch_s")
+            rows.append(("projected refill",
+                         _fmt_epoch(proj) + " (LOW, from today)" if proj else "-"))
+            if summary.get("refill_by_epoch_s"):
+                rows.append(("refill by", _fmt_epoch(summary["refill_by_epoch_s"])
+                             + " (drug stability)"))
         _table(rows)
         for v in summary.get("violations") or []:
             _out("problem: " + v)
