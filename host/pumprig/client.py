@@ -74,6 +74,8 @@ class Client:
         return False
 
     def open(self):
+        if self.ser is not None:
+            return self  # already open (e.g. `with Client(...).open() as c`)
         self._open_port()
         try:
             self.handshake()
@@ -127,7 +129,9 @@ class Client:
             uid = hello.get("uid")
             key = self._key_for(uid, self.role)
             mac = auth.mac_hex(key, hello.get("nonce", ""), self.role, uid)
-            self.request("auth", {"role": self.role, "mac": mac}, retries=0)
+            # Retrying auth is safe: the resent frame has the same id, so a rig that already
+            # ran it replays its verdict instead of spending a second nonce.
+            self.request("auth", {"role": self.role, "mac": mac})
         return hello
 
     def _key_for(self, uid, role):
@@ -187,14 +191,14 @@ class Client:
             raise PortError("lost the link to %s: %s" % (self.port, e)) from None
 
     def _read_some(self, deadline):
-        """Block until some bytes arrive or the deadline passes (no fixed sleeps)."""
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return b""
+        """What is waiting now, else block until some bytes arrive or the deadline passes
+        (no fixed sleeps). b"" only once the deadline has passed."""
         try:
             n = self.ser.in_waiting
             if n:
                 return self.ser.read(n)
+            if deadline - time.monotonic() <= 0:
+                return b""
             data = self.ser.read(1)  # returns as soon as a byte arrives, or after _POLL_S
             if data:
                 n = self.ser.in_waiting
@@ -217,7 +221,9 @@ class Client:
                 continue
             data = self._read_some(deadline)
             if not data:
-                return
+                if time.monotonic() >= deadline:
+                    return
+                continue  # a quiet _POLL_S: keep waiting until the deadline
             self._rx += data
             if len(self._rx) > _RX_MAX and b"\n" not in self._rx:
                 del self._rx[:]
@@ -239,10 +245,15 @@ class Client:
         """Events pushed by the rig since the last call (reads what is waiting, or up to
         wait_s for more); each {seq, name, data}."""
         if self.ser is not None:
-            for f in self._frames(time.monotonic() + wait_s):
-                if f.kind == proto.EVENT:
-                    self._push_event(f)
-                    wait_s = 0
+            end = time.monotonic() + wait_s
+            while True:
+                for f in self._frames(end):
+                    if f.kind == proto.EVENT:
+                        self._push_event(f)
+                        break
+                else:
+                    break  # the deadline passed with nothing more waiting
+                end = time.monotonic()  # got one: take what is already waiting, then return
         out, self._events = self._events, []
         return out
 

@@ -1,0 +1,178 @@
+"""How long does it take to ask a running rig for its status?
+
+Side by side, on one virtual rig (real time) whose firmware is running plan P1:
+
+- protocol: `Client.status()` round trips on an open, logged-in session (the median of N after
+  a warm-up);
+- mpremote exec: what people do without a protocol, `mpremote connect PORT exec "<code>"`,
+  the code reading the firmware's `data/count` and `data/plan` records, the plan CRC and the
+  battery ADC, and printing them (as close to `status` as the REPL gets). mpremote interrupts
+  the firmware, so the rig is reset before each run (not timed) and again at the end.
+
+    .venv/bin/python bench/bench_protocol.py [--n 200] [--runs 15] [--no-write]
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from _report import write_section  # noqa: E402
+
+COMMAND = ".venv/bin/python bench/bench_protocol.py"
+
+# The REPL's "status": the firmware's own records and the battery ADC (pin 26, 2:1 divider).
+STATUS_CODE = (
+    "import json,machine\n"
+    "from pumpcore import plan as P\n"
+    "def rec(n):\n"
+    " f=open('data/'+n);r=f.read();f.close();return json.loads(r[:r.rindex('*')])\n"
+    "c=rec('count');p=rec('plan')['plan']\n"
+    "mv=machine.ADC(26).read_u16()*3300*2//65535\n"
+    "print(json.dumps({'delivered_steps':c['steps'],'reservoir_nl':c['volume_nl'],"
+    "'plan_crc':P.crc(p),'mode':p['basal']['kind'],'battery_mv':mv}))\n"
+)
+
+
+def _ms(s):
+    return s * 1000.0
+
+
+def _wait_firmware(Client, link, home, timeout_s=20.0):
+    from pumprig.errors import PumprigError
+
+    end = time.monotonic() + timeout_s
+    while True:
+        try:
+            with Client(link, role=None, home=home, timeout=0.5) as c:
+                return c.info
+        except PumprigError:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.01)
+
+
+def _mpremote_argv(link):
+    exe = Path(sys.executable).with_name("mpremote")
+    head = [str(exe)] if exe.exists() else [sys.executable, "-m", "mpremote"]
+    return head + ["connect", link, "exec", STATUS_CODE]
+
+
+def run(n=200, warmup=20, runs=15):
+    home = tempfile.mkdtemp(prefix="pumprig-bench-home-")
+    os.environ["PUMPRIG_HOME"] = home
+    from pumpcore import plan as core
+    from pumprig.client import Client
+    from pumprig.plans import load_plan
+    from pumprig.simulate import install_firmware
+    from pumprig.virtual.rig import VirtualRig
+
+    plan = load_plan(ROOT / "examples" / "p1-baclofen-continuous.toml")
+    want_crc = core.crc(plan)
+    rig = VirtualRig(blank=True, warp=False).start()
+    try:
+        install_firmware(rig.fs)
+        rig.world.reset()
+        _wait_firmware(Client, rig.link, home)
+        with Client(rig.link, role="clinician", home=home) as c:
+            c.refill(20_000_000)
+            c.plan_set(plan)
+
+        # --- the protocol
+        with Client(rig.link, role="patient", home=home) as c:
+            for _ in range(warmup):
+                c.status()
+            proto_s = []
+            for _ in range(n):
+                t = time.perf_counter()
+                st = c.status()
+                proto_s.append(time.perf_counter() - t)
+        assert st["plan_crc"] == want_crc and st["therapy"] == "running", st
+
+        # --- mpremote exec, a process per query, each interrupting the running firmware
+        argv = _mpremote_argv(rig.link)
+        mp_s = []
+        for _ in range(runs):
+            rig.world.reset()
+            _wait_firmware(Client, rig.link, home)
+            # A pump that has been running a while (the launcher also takes an interpreter
+            # that exits within 0.3 s of its start for a crash loop, soft resets included).
+            time.sleep(0.4)
+            t = time.perf_counter()
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+            mp_s.append(time.perf_counter() - t)
+            if r.returncode != 0:
+                raise SystemExit("mpremote failed: %s" % (r.stdout + r.stderr)[-500:])
+            got = json.loads(r.stdout.strip().splitlines()[-1])
+            assert got["plan_crc"] == want_crc and got["mode"] == "continuous", got
+
+        # the firmware runs again afterwards, plan intact
+        rig.world.reset()
+        info = _wait_firmware(Client, rig.link, home)
+        assert info["plan_crc"] == want_crc
+    finally:
+        rig.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+    proto_med = statistics.median(proto_s)
+    q = statistics.quantiles(proto_s, n=20)
+    mp_med = statistics.median(mp_s)
+    return {
+        "n": n, "runs": runs,
+        "protocol_median_ms": _ms(proto_med), "protocol_p95_ms": _ms(q[18]),
+        "protocol_min_ms": _ms(min(proto_s)), "protocol_max_ms": _ms(max(proto_s)),
+        "mpremote_median_ms": _ms(mp_med), "mpremote_min_ms": _ms(min(mp_s)),
+        "mpremote_max_ms": _ms(max(mp_s)),
+        "ratio": mp_med / proto_med,
+    }  # fmt: skip
+
+
+def body(r):
+    return f"""
+Asking a running virtual rig (real time, firmware running plan P1) for its status: through the
+protocol (`Client.status()` on an open, logged-in session; {r['n']} requests after a warm-up)
+and the way it is done without one, `mpremote connect PORT exec "..."` with code that reads the
+firmware's `data/count` and `data/plan` records, computes the plan CRC and reads the battery
+ADC ({r['runs']} runs; the rig is reset before each run, since mpremote interrupts the
+firmware, and is checked to run the plan again at the end).
+
+| query | median | spread |
+|---|---|---|
+| protocol `status` round trip | {r['protocol_median_ms']:.2f} ms | p95 {r['protocol_p95_ms']:.2f} ms, max {r['protocol_max_ms']:.2f} ms |
+| `mpremote connect PORT exec` | {r['mpremote_median_ms']:.0f} ms | {r['mpremote_min_ms']:.0f}–{r['mpremote_max_ms']:.0f} ms |
+
+The protocol is **{r['ratio']:.0f}×** faster than `mpremote exec` (target: at least 50×); its
+median round trip is {r['protocol_median_ms']:.2f} ms (target: under 5 ms). mpremote also stops
+therapy while it holds the REPL; the protocol does not.
+"""  # noqa: E501
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=200, help="protocol requests timed")
+    ap.add_argument("--runs", type=int, default=15, help="mpremote runs timed")
+    ap.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
+    args = ap.parse_args(argv)
+    r = run(n=args.n, runs=args.runs)
+    print("protocol status round trip: median %.2f ms (p95 %.2f ms, n=%d)"
+          % (r["protocol_median_ms"], r["protocol_p95_ms"], r["n"]))  # fmt: skip
+    print("mpremote exec:              median %.0f ms (n=%d)" % (r["mpremote_median_ms"], r["runs"]))
+    print("ratio: %.0fx" % r["ratio"])
+    if not args.no_write:
+        path = write_section("protocol", "Protocol round trip vs mpremote exec", COMMAND, body(r))
+        print("written to %s" % path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
