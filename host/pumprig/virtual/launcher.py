@@ -139,6 +139,7 @@ class Rig:
         self.started_at = 0.0
         self.quick_exits = 0
         self.last_ctrl = 0
+        self.ctrl_d_at = 0.0
         self.want_raw = False
         self.watch = b""
         self.to_inner = bytearray()
@@ -296,7 +297,9 @@ class Rig:
         self.pid = None
         self._close_fds()
         self.world.detach("soft")
-        quick = time.monotonic() - self.started_at < 0.3
+        now = time.monotonic()
+        asked = now - self.ctrl_d_at < 1.0  # mpremote's Ctrl-D: not a crash loop
+        quick = now - self.started_at < 0.3 and not asked
         self.quick_exits = self.quick_exits + 1 if quick else 0
         if self.quick_exits > 5:
             sys.stderr.write("pumprig sim: the interpreter keeps exiting; powered off\n")
@@ -342,6 +345,8 @@ class Rig:
         for b in data:
             if b in (0x01, 0x02):
                 self.last_ctrl = b
+            elif b == 0x04:
+                self.ctrl_d_at = time.monotonic()  # a soft reset the host asked for
         if 0x03 in data:
             # the world's answer goes out before a Ctrl-C can interrupt the firmware
             self.world.serial_from_host()
@@ -492,6 +497,7 @@ class Rig:
             self.power_on()
             return w.measure()
         if op == "reset":
+            self.quick_exits = 0
             self.restart("power", req.get("cause") or "external")
             return w.measure()
         if op == "segments":
