@@ -38,16 +38,18 @@ class SimBoard(common.CommonBoard):
         """Sleep until deadline_ms or serial input. The world keeps the watchdog fed while we
         sleep (a board's wake-feed-sleep idle loop, done in O(1)); a firmware that stops
         coming back here is still reset by it."""
-        self.feed()
         self._service()
         if self._poller.poll(0):
+            self.feed()
             return
         now = self.now_ms()
         launch = self._launch_in_ms(now)
         if launch is not None and now + launch < deadline_ms:
             deadline_ms = now + (launch if launch > 0 else 0)
         if deadline_ms <= now:
+            self.feed()
             return
+        # sleep_fed feeds the watchdog as the wait starts and ends: no separate feed message
         boot = self._world_clock._boot_ms
         _world.sleep_fed(deadline_ms + boot)
         if _world.woke_by_serial:
