@@ -1,0 +1,1 @@
+"""pumprig HIL: a pytest plugin that runs the suites in hil/ against virtual or bench rigs."""
