@@ -33,17 +33,35 @@ def make_board():
 
 
 def run():
+    import gc
+
     from pumpcore.app import App
 
     board = make_board()
     app = App(board)
     try:
         while True:
-            app.step(board.now_ms())
-            board.wait(app.deadline_ms)
+            try:
+                app.step(board.now_ms())
+                board.wait(app.deadline_ms)
+            except MemoryError as e:
+                # never stop silently: stop the motor with an exact account, then reset; the
+                # records are atomic and the plan resumes where it was (RESET alarm)
+                gc.collect()
+                sys.print_exception(e)  # the console shows why the board restarted
+                try:
+                    with open("data/crash.txt", "w") as f:  # and so does the filesystem
+                        sys.print_exception(e, f)
+                except OSError:
+                    pass
+                app.shutdown(board.now_ms())
+                board.reset()
     finally:
         # Ctrl-C (mpremote, flashing) or a crash: no pulse keeps running unaccounted.
         app.shutdown(board.now_ms())
+        feed = getattr(board, "feed_from_timer", None)
+        if feed is not None:
+            feed()
 
 
 run()

@@ -46,11 +46,6 @@ def test_flex_follows_a_clock_change(rig, change):
         assert rig.client.clock_get()["offset_s"] == 3600
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "firmware bug: clock.get (App.cmd_clock_get) returns clock.offset_s, the offset given to "
-    "clock.set, even after next_change_epoch_s has passed; the schedule itself uses the new "
-    "offset (Clock.offset_ms_at), so delivery is right but the reported local time is an hour "
-    "off until the next clock.set"))
 def test_clock_get_reports_the_offset_in_force(rig):
     ep0 = EPOCH0 + 12 * 3600
     rig.set_clock(ep0, 0, ep0 + 60, 3600)

@@ -104,11 +104,6 @@ def test_balance_weighs_what_was_counted(rig):
 STOP_TOLERANCE = {"sim": 1, "bench": 2}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "firmware bug: cmd_therapy_stop aborts the segment without integrating the schedule up to "
-    "now (no delivery.advance), so `owed` keeps minus the pulses already made; plan.set's "
-    "drop_fraction only caps it from above and the next plan (or therapy.resume) under-delivers "
-    "by up to one segment (40 steps = 10 uL)"))
 def test_stop_mid_segment_then_new_plan_delivers_in_full(rig):
     tol = for_target(rig, STOP_TOLERANCE)
     warm = {"sim": (example("p1")[0], 3 * H + 54 * 20), "bench": (dye_plan(21_600_000), 20.5)}

@@ -68,10 +68,6 @@ def test_occlusion_alarm_stops_the_motor_and_clears(rig):
 
 
 @pytest.mark.needs_stall_injection
-@pytest.mark.xfail(strict=True, reason=(
-    "firmware bug: STALL only clears at the end of a segment without DIAG, but while STALL is "
-    "active _source() returns None so no segment ever runs; ack, therapy.resume and plan.set "
-    "do not clear it either, and it is restored after a reset: the pump stays stopped for good"))
 def test_stall_clears_once_the_motor_turns_again(rig):
     start(rig, dye_plan(21_600_000))
     rig.inst.stall(True)

@@ -173,6 +173,7 @@ class CommonBoard:
         self._rx = bytearray(_SERIAL_CHUNK)
         self._rx_mv = memoryview(self._rx)
         self._freq_hz = 0
+        self._feed_timer = None
         # samples averaged per ADC reading: 4 on the boards' noisy ADCs, 1 on the virtual rig
         self._adc_n = config.get("adc_samples", _ADC_SAMPLES)
         self._seg_count = 0
@@ -388,3 +389,19 @@ class CommonBoard:
 
     def reset(self) -> None:
         self._machine.reset()
+
+    def feed_from_timer(self) -> None:
+        """The main loop was left on purpose (Ctrl-C from mpremote, to flash or inspect):
+        the RP2040 and ESP32 watchdogs cannot be stopped, so a timer keeps feeding it while
+        the REPL is in use. A hang of the main loop never gets here and is still reset."""
+        if self._wdt is None or self._feed_timer is not None:
+            return
+        try:
+            t = self._machine.Timer(-1)
+            t.init(period=1000, mode=self._machine.Timer.PERIODIC, callback=self._feed_tick)
+            self._feed_timer = t
+        except (AttributeError, ValueError, OSError):
+            pass  # no timer on this port: the watchdog resets the board, as before
+
+    def _feed_tick(self, _t):
+        self._wdt.feed()  # interrupt context: allocates nothing

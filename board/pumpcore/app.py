@@ -17,8 +17,8 @@ A record that fails its CRC raises the critical MEMORY alarm and puts the pump i
 """
 
 from . import alarms as al
+from . import canon, proto
 from . import plan as planmod
-from . import proto
 from .battery import BatteryMonitor
 from .delivery import Delivery
 from .events import EventLog
@@ -30,7 +30,9 @@ from .store import CorruptRecord, Store
 FIRMWARE = "0.1.0"
 MAX_SLEEP_MS = 6 * 3_600_000  # re-check calendar alarms at least this often
 STALL_RETRIES = 3
+_LOG_BUDGET = 800  # bytes of events in one `log` answer (a frame is at most 1024 bytes)
 OCCLUSION_HYST_KPA = 20
+BATTERY_SETTLE_MS = 300_000
 
 
 class ConstRate:
@@ -57,7 +59,7 @@ class App:
         self.battery = BatteryMonitor(bc.get("eri_mv", 3300), bc.get("eos_mv", 3000),
                                       bc.get("brownout_mv", 2800), bc.get("hyst_mv", 50),
                                       bc.get("debounce", 8))
-        self.battery_every_ms = bc.get("sample_ms", 600_000)
+        self.battery_every_ms = bc.get("sample_ms", 3_600_000)
         tones = cfg.get("tones", {})
         self.alarms = al.Alarms(al.TonePlayer(hi_hz=tones.get("hi_hz", 880),
                                               lo_hz=tones.get("lo_hz", 660)))
@@ -75,6 +77,7 @@ class App:
         self.steps = 0  # committed steps, lifetime
         self.pl_left = 0  # pL committed but not yet taken from the reservoir view (< 1 nL)
         self.seg = None  # [start_ms, count, first_us, interval_us, end_ms]
+        self.seg_src = None  # the rate source the segment was planned from
         self.bench = None  # [ConstRate, steps_left] for motor.run
         self.boluses = []  # board ms of accepted patient boluses (last 24 h)
         self.lockout_until_ms = 0
@@ -83,6 +86,7 @@ class App:
         self.stall_count = 0
         self.occluded = False
         self.next_battery_ms = now
+        self.last_battery_ms = now
         self.next_tone_ms = None
         self.tone_hz = -1
         self.led_on = None
@@ -110,18 +114,29 @@ class App:
 
     def _load(self, now):
         st = self.store
+        cal_bad = False
         try:
             cal = st.load("calib")
             if cal is not None:
                 self.step_pl = cal["step_pl"]
                 self.delivery.set_step_pl(self.step_pl)
         except (CorruptRecord, KeyError, TypeError):
-            self._safe(now, "calibration record corrupt", al.MEMORY)
+            cal_bad = True
         try:
             evs, _ = st.load_events(keep=self.events.capacity)
             self.events.restore(evs)
         except (CorruptRecord, OSError):
             pass
+        try:
+            self._load_therapy(now)
+        finally:
+            # after the therapy records: restoring them must not bring back "running" (or
+            # drop the MEMORY alarm) when the calibration failed its check
+            if cal_bad:
+                self._safe(now, "calibration record corrupt", al.MEMORY)
+
+    def _load_therapy(self, now):
+        st = self.store
         try:
             rec = st.load("plan")
             state = st.load("state")
@@ -136,7 +151,15 @@ class App:
                 self.reservoir.volume_nl = count["volume_nl"]
                 self.pl_left = count["pl_left"]
             if state is not None:
-                delta = now - state["saved_ms"]
+                # The plan is paused while the power is off: every board-ms instant moves by
+                # the downtime. The last instant known for sure is where the count record left
+                # the account (owed is integrated up to count["t_ms"]): resuming the schedule
+                # there neither replays (doubles) nor skips any part of it, e.g. a bolus in
+                # progress continues where its account stopped.
+                ref = state["saved_ms"]
+                if count is not None and count.get("t_ms") is not None:
+                    ref = count["t_ms"]
+                delta = now - ref
                 self.clock = Clock.from_dict(state["clock"])
                 self.clock.base_ms += delta
                 rtc = self.board.wall_epoch_s()
@@ -171,6 +194,7 @@ class App:
 
     def save_count(self):
         self.store.save("count", {"steps": self.steps, "owed": self.delivery.owed,
+                                  "t_ms": self.delivery.t_ms,
                                   "volume_nl": self._committed_volume_nl(),
                                   "pl_left": self.pl_left})
 
@@ -222,7 +246,10 @@ class App:
         try:
             if self.store.append_event(ev):
                 self.store.compact_events(self.events.events())
-        except OSError:
+        except (OSError, MemoryError):
+            # the log is best effort: compaction joins the whole log in RAM and a fragmented
+            # heap may not have the block (seen at boot); it is tried again at the next event,
+            # and a failed log write must never stop the pump or crash its boot
             pass
         d = dict(data)
         d["epoch_s"] = ev["epoch_s"]
@@ -276,6 +303,11 @@ class App:
         """Abort the segment; uncommit the pulses that were not made."""
         if self.seg is None:
             return
+        # account the ideal up to now with the source that drove this segment, before any
+        # rebase: its pulses are owed against that ideal, not dropped with it
+        src = self.seg_src
+        if src is not None and now > self.delivery.t_ms:
+            self.delivery.advance(now, src)
         made = self.board.motor_stop()
         count = self.seg[1]
         if made > count:
@@ -329,6 +361,8 @@ class App:
                 self.delivery.owed = self.delivery.q
             return None
         self.delivery.advance(now, src)
+        if self.sched is not None and self.sched.overlays:
+            self.sched.prune(now)
         seg, wake = self.delivery.plan_segment(now, src, self._max_steps(),
                                                1_000_000 // self.pullin_hz)
         if seg is None:
@@ -342,6 +376,7 @@ class App:
             interval_us = 1_000_000 // self.max_hz
         end_us = now * 1000 + first_us + (count - 1) * interval_us
         self.seg = [now, count, first_us, interval_us, (end_us + 999) // 1000]
+        self.seg_src = src
         self.delivery.commit(count)
         self.steps += count
         if self.bench is not None:
@@ -357,9 +392,7 @@ class App:
         if data:
             self.server.feed(data, now)
         self.tick(now)
-        out = self.server.take_output()
-        if out:
-            self.board.write_serial(out)
+        self.server.write_output(self.board.write_serial)
 
     def tick(self, now):
         b = self.board
@@ -375,7 +408,8 @@ class App:
             elif self.stall_count:
                 self.stall_count = 0
                 self._clear(al.STALL, now)
-        if now >= self.next_battery_ms:
+        # a wake-up that happens anyway within half a period early takes the battery sample
+        if now >= self.next_battery_ms - (self.next_battery_ms - self.last_battery_ms) // 2:
             self._battery(now)
             if self.occluded:
                 self._pressure(now)  # waiting for the line to clear
@@ -405,8 +439,12 @@ class App:
         self.deadline_ms = dl if dl > now else now + 1
 
     def _battery(self, now):
-        self.next_battery_ms = now + self.battery_every_ms
-        for what, on in self.battery.sample(self.board.battery_mv(), now, self.epoch(now)):
+        self.last_battery_ms = now
+        changes = self.battery.sample(self.board.battery_mv(), now, self.epoch(now))
+        # hourly, but every 5 minutes while a reading is settling (debounce under way)
+        self.next_battery_ms = now + (BATTERY_SETTLE_MS if self.battery.settling()
+                                      else self.battery_every_ms)
+        for what, on in changes:
             self._dirty = True
             if what == "eri":
                 (self._alarm if on else self._clear)(al.ERI, now)
@@ -544,6 +582,8 @@ class App:
         self.bench = None
         if self.therapy == "safe" and self.alarms.condition_active(al.MEMORY):
             self._clear(al.MEMORY, now)
+        if self.alarms.condition_active(al.STALL):
+            self._retry_after_stall(now)
         self.therapy = "running"
         self.safe_reason = None
         p = new["patient"]
@@ -569,8 +609,9 @@ class App:
             self._refuse(now, "no patient bolus in this plan")
             raise proto.CommandError(proto.BOLUS_NOT_ALLOWED, "the plan has no patient bolus")
         if self.therapy != "running" or self._source(now) is not self.sched:
-            self._refuse(now, "therapy not running")
-            raise proto.CommandError(proto.THERAPY_STOPPED, "therapy is not running")
+            why = self._halted_reason()
+            self._refuse(now, why)
+            raise proto.CommandError(proto.THERAPY_STOPPED, "no bolus now: " + why)
         if now < self.lockout_until_ms:
             left = (self.lockout_until_ms - now + 59_999) // 60_000
             self._refuse(now, "lockout")
@@ -592,6 +633,26 @@ class App:
         self._event("bolus.started", {"dose_ng": p["ng"], "volume_nl": nl}, now)
         self.save_state(now)
         return res
+
+    def _halted_reason(self):
+        """Why the schedule is not what drives the motor now (for refusals)."""
+        if self.therapy == "safe":
+            return "safe state (%s)" % self.safe_reason
+        if self.therapy != "running":
+            return "therapy is stopped"
+        if self.bench is not None:
+            return "a bench run is in progress"
+        if self.occluded:
+            return "occlusion: delivery is halted"
+        if self.battery.eos:
+            return "battery at end of service"
+        if self.alarms.condition_active(al.STALL):
+            return "motor stall: acknowledge to retry"
+        if self.reservoir.level() == "empty":
+            return "reservoir empty: refill first"
+        if self.fallback:
+            return "battery fault: running at the minimum rate"
+        return "delivery is halted"
 
     def _refuse(self, now, why):
         self._event("bolus.refused", {"reason": why}, now)
@@ -678,9 +739,12 @@ class App:
         kind = args.get("kind")
         if kind is not None and kind not in al.KINDS:
             raise proto.CommandError(proto.BAD_ARGS, "unknown alarm kind %s" % kind)
+        stalled = self.alarms.condition_active(al.STALL)
         done = self.alarms.ack(kind)
-        if al.BATTERY_FAULT in done and not self.battery.fault:
-            pass
+        if stalled and (al.STALL in done or kind is None):
+            # acknowledging a stall is the clinician's "retry": the motor runs again, and
+            # STALL_RETRIES more stalled segments raise it again
+            self._retry_after_stall(now)
         if al.BATTERY_FAULT in done or kind is None:
             if self.fallback and self.battery.avg_mv is not None and \
                     self.battery.avg_mv > self.battery.brownout_mv:
@@ -690,6 +754,11 @@ class App:
         self.next_tone_ms = now
         self._dirty = True
         return {"acked": done}
+
+    def _retry_after_stall(self, now):
+        self.stall_count = 0
+        self._clear(al.STALL, now)
+        self.delivery.rebase(now)
 
     def cmd_alarm_test(self, args, now, req_id):
         self.alarms.alarm_test(now)
@@ -703,11 +772,20 @@ class App:
         if not isinstance(since, int) or not isinstance(limit, int) or limit < 1 or limit > 50:
             raise proto.CommandError(proto.BAD_ARGS, "since >= 0 and limit 1..50")
         evs, nxt = self.events.since(since, limit)
+        # the answer must fit one frame (proto.MAX_LINE): stop early, `next` says where
+        size = 0
+        for i in range(len(evs)):
+            size += len(canon.dumps(evs[i])) + 1
+            if size > _LOG_BUDGET and i > 0:
+                nxt = evs[i]["seq"]
+                evs = evs[:i]
+                break
         return {"events": evs, "next": nxt}
 
     def cmd_clock_get(self, args, now, req_id):
-        return {"epoch_s": self.epoch(now), "offset_s": self.clock.offset_s,
-                "set": self.clock.valid}
+        c = self.clock
+        return {"epoch_s": self.epoch(now),
+                "offset_s": c.offset_ms_at(c.epoch_ms_at(now)) // 1000, "set": c.valid}
 
     def cmd_clock_set(self, args, now, req_id):
         for k in ("epoch_s", "offset_s", "next_change_epoch_s", "next_offset_s"):

@@ -162,6 +162,19 @@ class BatteryMonitor:
             self.eri_epoch_s = epoch_s  # ERI began while the wall clock was unknown
         return changes
 
+    def settling(self):
+        """True while a reading is on its way somewhere: the average still moving towards the
+        last sample, or a debounce count started. The app then samples more often."""
+        if self.last_mv is None or self._acc is None:
+            return False
+        if abs(self.last_mv - self.avg_mv) > self.hyst_mv:
+            return True
+        n = self.debounce
+        for c in (self._n_below_eri, self._n_below_eos, self._n_above_eri, self._n_above_eos):
+            if 0 < c < n:
+                return True
+        return False
+
     def clear_fault(self):
         """Reset the brown-out latch. Returns True if it was set."""
         was = self.fault

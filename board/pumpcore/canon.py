@@ -12,8 +12,14 @@ class CanonError(ValueError):
     pass
 
 
-def _str(s, out):
-    out.append('"')
+def _str(s):
+    for ch in s:
+        o = ord(ch)
+        if o < 0x20 or o > 0x7E or ch == '"' or ch == "\\":
+            break
+    else:
+        return '"' + s + '"'  # the common case: no escaping, one allocation
+    out = ['"']
     for ch in s:
         o = ord(ch)
         if ch == '"' or ch == "\\":
@@ -25,52 +31,40 @@ def _str(s, out):
         else:
             out.append(ch)
     out.append('"')
+    return "".join(out)
 
 
-def _enc(v, out, depth):
+def _enc(v, depth):
+    """The canonical text of v. Builds each container from its members' texts, so the
+    largest temporary is about the size of the result (a board heap has no room for a list
+    of one entry per character)."""
     if depth > 8:
         raise CanonError("nested too deeply")
     if v is None:
-        out.append("null")
-    elif v is True:
-        out.append("true")
-    elif v is False:
-        out.append("false")
-    elif isinstance(v, int):
-        out.append(str(v))
-    elif isinstance(v, str):
-        _str(v, out)
-    elif isinstance(v, (list, tuple)):
-        out.append("[")
-        first = True
-        for x in v:
-            if not first:
-                out.append(",")
-            first = False
-            _enc(x, out, depth + 1)
-        out.append("]")
-    elif isinstance(v, dict):
-        out.append("{")
-        first = True
+        return "null"
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, str):
+        return _str(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join([_enc(x, depth + 1) for x in v]) + "]"
+    if isinstance(v, dict):
+        parts = []
         for k in sorted(v):
             if not isinstance(k, str):
                 raise CanonError("object keys must be strings")
-            if not first:
-                out.append(",")
-            first = False
-            _str(k, out)
-            out.append(":")
-            _enc(v[k], out, depth + 1)
-        out.append("}")
-    else:
-        raise CanonError("cannot encode %s" % type(v).__name__)
+            parts.append(_str(k) + ":" + _enc(v[k], depth + 1))
+        return "{" + ",".join(parts) + "}"
+    raise CanonError("cannot encode %s" % type(v).__name__)
 
 
 def dumps(v):
     """Canonical JSON text of v (str)."""
-    out = []
-    _enc(v, out, 0)
-    return "".join(out)
+    return _enc(v, 0)
 
 
 def crc_of(data):

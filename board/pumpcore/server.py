@@ -93,6 +93,18 @@ class Server:
         self._out_bytes = 0
         return out
 
+    def write_output(self, write):
+        """Hand each queued frame to write(bytes), without joining them first (on a board
+        heap a large join may find no contiguous block)."""
+        out = self._out
+        if not out:
+            return 0
+        self._out = []
+        self._out_bytes = 0
+        for line in out:
+            write(line)
+        return len(out)
+
     def event(self, name, data=None):
         """Queue an unsolicited event frame; returns its sequence number (0 if dropped)."""
         self._seq = self._seq + 1 if self._seq < 999999999 else 1

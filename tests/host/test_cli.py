@@ -2,6 +2,7 @@
 commands against a Server on a pty print what they should."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -71,7 +72,8 @@ def test_invalid_plan_files(capsys, home, tmp_path):
 def test_plan_check(capsys, home):
     rc, out, err = run(capsys, "plan", "check", str(P1), "--fill", "20 mL")
     assert rc == 0, err
-    assert "days to LOW    90.0" in out
+    assert re.search(r"days to LOW\s+90\.0\n", out)
+    assert re.search(r"projected refill\s+\d{4}-\d\d-\d\d", out)
     rc, out, err = run(capsys, "plan", "check", str(P1), "--fill", "20 mL", "--json")
     doc = json.loads(out)
     assert doc["summary"]["volume_nl_day"] == 200000
