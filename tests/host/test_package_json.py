@@ -19,6 +19,6 @@ def test_package_json_lists_every_firmware_file():
             if name.endswith((".py", ".json")) and name != "package.json":
                 actual.add(os.path.relpath(os.path.join(root, name), BOARD))
     assert listed == actual, (sorted(actual - listed), sorted(listed - actual))
-    for dest, src in pkg["urls"]:
+    for _dest, src in pkg["urls"]:
         assert os.path.exists(os.path.join(BOARD, src)), src
     assert pkg["version"]
