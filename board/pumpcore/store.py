@@ -97,6 +97,8 @@ class Store:
         self._dir_ok = True
 
     def _write_atomic(self, name, data):
+        """Write bytes (or a list of byte chunks, written one by one) to name.tmp, then
+        rename it over name."""
         path = self.path(name)
         tmp = path + ".tmp"
         try:
@@ -106,7 +108,11 @@ class Store:
             self._mkdirs()
             f = open(tmp, "wb")
         try:
-            f.write(data)
+            if isinstance(data, list):
+                for chunk in data:
+                    f.write(chunk)
+            else:
+                f.write(data)
         finally:
             f.close()
         try:
@@ -199,8 +205,9 @@ class Store:
         """Replace the event log by these events, atomically."""
         if not self._dir_ok:
             self._mkdirs()
+        # line by line: joining the whole log (tens of KB) needs a block a board heap lacks
         parts = [encode(ev) for ev in events]
-        self._write_atomic(self.events_name, b"".join(parts))
+        self._write_atomic(self.events_name, parts)
         self._event_lines = len(parts)
 
     def _count_lines(self):
