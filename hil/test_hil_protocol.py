@@ -73,7 +73,11 @@ def test_wrong_key_is_refused_then_throttled(running):
     finally:
         c.keys = good
     running.connect()                             # waits the throttle out
-    assert _state(running) == before
+    after = _state(running)
+    # the wait lets time run: the slow plan may make one step meanwhile, nothing else changes
+    keep = ("therapy", "plan_crc", "rate_nl_day", "alarms")
+    assert {k: after[0][k] for k in keep} == {k: before[0][k] for k in keep}
+    assert 0 <= after[0]["delivered_steps"] - before[0]["delivered_steps"] <= 1
 
 
 def test_roles_are_enforced(running):

@@ -103,3 +103,15 @@ class FakeBoard:
 
     def reset(self):
         pass
+
+
+def run_until(app, b, t_end):
+    """Drive the app like board/main.py does, with the fake board's clock, up to t_end."""
+    while True:
+        nxt = app.deadline_ms
+        if nxt > t_end:
+            b.t_ms = t_end
+            app.step(t_end)
+            return
+        b.t_ms = nxt
+        app.step(nxt)

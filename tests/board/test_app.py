@@ -5,7 +5,7 @@ by the app's own account.
 """
 
 from _util import raises, rmtree, tmpdir
-from fakeboard import FakeBoard
+from fakeboard import FakeBoard, run_until
 from pumpcore import plan as planmod
 from pumpcore import proto
 from pumpcore.app import App
@@ -26,17 +26,6 @@ def _app(root=None):
     return App(b, keys={}), b, root
 
 
-def _run_until(app, b, t_end):
-    while True:
-        nxt = app.deadline_ms
-        if nxt > t_end:
-            b.t_ms = t_end
-            app.step(t_end)
-            return
-        b.t_ms = nxt
-        app.step(nxt)
-
-
 def _call(app, cmd, args=None, req="r1"):
     return app.call(cmd, args or {}, "clinician", req, app.board.t_ms)
 
@@ -47,9 +36,9 @@ def test_p1_low_at_day_90_exactly():
         _call(app, "clock.set", {"epoch_s": 1_767_225_600, "offset_s": 0})
         _call(app, "refill", {"volume_nl": 20_000_000})
         _call(app, "plan.set", {"plan": P1})
-        _run_until(app, b, 90 * DAY - 60_000)
+        run_until(app, b, 90 * DAY - 60_000)
         assert "LOW" not in app.alarms.active()
-        _run_until(app, b, 90 * DAY + 1)
+        run_until(app, b, 90 * DAY + 1)
         assert "LOW" in app.alarms.active()
         assert b.pulses_at(90 * DAY) == 72_000  # 18 mL at 0.25 µL/step, counted by the board
         low = [e for e in app.events.events() if e["kind"] == "alarm.raised"
@@ -58,7 +47,7 @@ def test_p1_low_at_day_90_exactly():
         st = app.cmd_status({}, b.t_ms, "s")
         assert st["reservoir_nl"] == 2_000_000
         # EMPTY at 1.0 mL five days later, then delivery stops (on_empty = stop)
-        _run_until(app, b, 96 * DAY)
+        run_until(app, b, 96 * DAY)
         assert "EMPTY" in app.alarms.active()
         assert b.pulses_at(96 * DAY) == 76_000
     finally:
@@ -90,18 +79,18 @@ def test_patient_bolus_lockout_max_and_retry():
         # a lockout starts right after programming
         e = raises(proto.CommandError, app.call, "bolus", {}, "patient", "b1", 0)
         assert e.code == proto.LOCKOUT
-        _run_until(app, b, 2 * 3_600_000)
+        run_until(app, b, 2 * 3_600_000)
         r1 = app.call("bolus", {}, "patient", "b2", b.t_ms)
         assert r1["volume_nl"] == 10_000  # 0.1 mg at 10 mg/mL
         again = app.call("bolus", {}, "patient", "b2", b.t_ms + 5)  # a retry: same answer
         assert again == r1 and len(app.boluses) == 1
-        _run_until(app, b, 3 * 3_600_000)
+        run_until(app, b, 3 * 3_600_000)
         e = raises(proto.CommandError, app.call, "bolus", {}, "patient", "b3", b.t_ms)
         assert e.code == proto.LOCKOUT
         for i in range(5):
-            _run_until(app, b, (4 + 2 * i) * 3_600_000)
+            run_until(app, b, (4 + 2 * i) * 3_600_000)
             app.call("bolus", {}, "patient", "c%d" % i, b.t_ms)
-        _run_until(app, b, 16 * 3_600_000)
+        run_until(app, b, 16 * 3_600_000)
         e = raises(proto.CommandError, app.call, "bolus", {}, "patient", "c9", b.t_ms)
         assert e.code == proto.MAX_24H
         # 16 h of 2 mg/day basal (0.2 mL/day) + 6 boluses of 10 µL, within one step
@@ -116,7 +105,7 @@ def test_reset_resumes_plan_and_never_undercounts():
     try:
         _call(app, "refill", {"volume_nl": 20_000_000})
         _call(app, "plan.set", {"plan": P1})
-        _run_until(app, b, DAY + 12_345)
+        run_until(app, b, DAY + 12_345)
         pulsed = b.pulses_at(b.t_ms)
         # power cut: a new app on the same files, board time restarted at 0
         b2 = FakeBoard(root=root + "/")
@@ -147,7 +136,7 @@ def test_corrupt_therapy_record_goes_to_safe_state():
         assert app2.therapy == "safe" and "MEMORY" in app2.alarms.active()
         app2.step(0)
         assert b2.seg is None  # the motor never runs on garbage
-        _run_until(app2, b2, DAY)
+        run_until(app2, b2, DAY)
         assert b2.pulses_at(DAY) == 0
     finally:
         rmtree(root)

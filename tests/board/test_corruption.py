@@ -8,7 +8,7 @@ no pulse in a day; and a clinician's fix (a plan, or a calibration) brings it ba
 """
 
 from _util import raises, read_bytes, rmtree, tmpdir, write_bytes
-from fakeboard import FakeBoard
+from fakeboard import FakeBoard, run_until
 from pumpcore import proto
 from pumpcore.app import App
 
@@ -18,24 +18,13 @@ P1 = {"drug": "baclofen", "conc_ng_ml": 2_000_000,
 RECORDS = ("plan", "state", "count", "calib")
 
 
-def _run_until(app, b, t_end):
-    while True:
-        nxt = app.deadline_ms
-        if nxt > t_end:
-            b.t_ms = t_end
-            app.step(t_end)
-            return
-        b.t_ms = nxt
-        app.step(nxt)
-
-
 def _running_pump(root):
     b = FakeBoard(root=root + "/")
     app = App(b, keys={})
     app.call("calib.set", {"step_pl": 250_000}, "clinician", "c", 0)
     app.call("refill", {"volume_nl": 20_000_000}, "clinician", "f", 0)
     app.call("plan.set", {"plan": P1}, "clinician", "p", 0)
-    _run_until(app, b, DAY // 2)
+    run_until(app, b, DAY // 2)
     assert b.pulses_at(b.t_ms) > 0 and app.therapy == "running"
     return app
 
@@ -82,7 +71,7 @@ def test_each_damaged_record_goes_to_the_safe_state():
                 assert e.code == proto.SAFE_STATE, what
                 e = raises(proto.CommandError, app.call, "bolus", {}, "patient", "b", 0)
                 assert e.code in (proto.BOLUS_NOT_ALLOWED, proto.THERAPY_STOPPED), what
-                _run_until(app, b, DAY)
+                run_until(app, b, DAY)
                 assert b.pulses_at(DAY) == 0 and b.seg is None, what
                 assert app.therapy == "safe", what
                 checked += 1
@@ -104,7 +93,7 @@ def test_the_alarm_survives_another_reset():
         b2 = FakeBoard(root=root + "/")
         app2 = App(b2, keys={})
         assert app2.therapy == "safe" and "MEMORY" in app2.alarms.active()
-        _run_until(app2, b2, DAY)
+        run_until(app2, b2, DAY)
         assert b2.pulses_at(DAY) == 0
     finally:
         rmtree(root)
@@ -125,7 +114,7 @@ def test_a_clinician_plan_or_calibration_clears_it():
         assert app.therapy == "running" and not app.alarms.condition_active("MEMORY")
         app.call("ack", {}, "clinician", "a", 0)  # latched until acknowledged
         assert "MEMORY" not in app.alarms.active()
-        _run_until(app, b, DAY)
+        run_until(app, b, DAY)
         assert b.pulses_at(DAY) > 0
     finally:
         rmtree(root)

@@ -17,7 +17,7 @@ never ran ahead of powered time.
 """
 
 from _util import rmtree, tmpdir
-from fakeboard import FakeBoard
+from fakeboard import FakeBoard, run_until
 from pumpcore import proto
 from pumpcore.app import App
 
@@ -47,17 +47,6 @@ class _Rng:
     def below(self, n):
         self.s = (self.s * 1103515245 + 12345) & 0x7FFFFFFF
         return (self.s >> 8) % n
-
-
-def _run_until(app, b, t_end):
-    while True:
-        nxt = app.deadline_ms
-        if nxt > t_end:
-            b.t_ms = t_end
-            app.step(t_end)
-            return
-        b.t_ms = nxt
-        app.step(nxt)
 
 
 def _arm_write_cut(app, nth, how):
@@ -120,7 +109,7 @@ def _campaign(seed, cuts):
             # random instant, a third in the middle of a record write
             kind = rng.below(3)
             if rng.below(2):
-                _run_until(app, b, b.t_ms + HOUR + rng.below(2 * HOUR))
+                run_until(app, b, b.t_ms + HOUR + rng.below(2 * HOUR))
                 req += 1
                 try:
                     app.call("bolus", {}, "patient", "b%d" % req, b.t_ms)
@@ -128,13 +117,13 @@ def _campaign(seed, cuts):
                 except proto.CommandError as e:
                     assert e.code in (proto.LOCKOUT, proto.MAX_24H), e.code
             if kind == 0:
-                _run_until(app, b, b.t_ms + 1 + rng.below(BOLUS_MS))
+                run_until(app, b, b.t_ms + 1 + rng.below(BOLUS_MS))
             elif kind == 1:
-                _run_until(app, b, b.t_ms + 1 + rng.below(3 * HOUR))
+                run_until(app, b, b.t_ms + 1 + rng.below(3 * HOUR))
             else:
                 _arm_write_cut(app, 1 + rng.below(3), "torn" if rng.below(2) else "removed")
                 try:
-                    _run_until(app, b, b.t_ms + 2 * DAY)
+                    run_until(app, b, b.t_ms + 2 * DAY)
                     raise AssertionError("no record write in two days")
                 except _Cut:
                     pass
@@ -159,7 +148,7 @@ def _campaign(seed, cuts):
             assert b.t_ms - app.sched.program_ms <= plan_ms
             pulsed_before = pulsed
         # a quiet day and a half: the prepaid segments are used up, every bolus has finished
-        _run_until(app, b, 36 * HOUR)
+        run_until(app, b, 36 * HOUR)
         plan_ms = b.t_ms - app.sched.program_ms
         assert plan_ms <= powered_ms + b.t_ms
         st = app.cmd_status({}, b.t_ms, "s")
@@ -188,10 +177,10 @@ def test_cut_in_the_middle_of_a_bolus_resumes_it():
         app = App(b, keys={})
         app.call("refill", {"volume_nl": 20_000_000}, "clinician", "f", 0)
         app.call("plan.set", {"plan": P5}, "clinician", "p", 0)
-        _run_until(app, b, 2 * HOUR)
+        run_until(app, b, 2 * HOUR)
         app.call("bolus", {}, "patient", "b1", b.t_ms)
         start = b.t_ms - app.sched.program_ms
-        _run_until(app, b, b.t_ms + BOLUS_MS // 2)
+        run_until(app, b, b.t_ms + BOLUS_MS // 2)
         pulsed = b.pulses_at(b.t_ms)
         b2 = FakeBoard(root=root + "/")
         app2 = App(b2, keys={})
@@ -201,7 +190,7 @@ def test_cut_in_the_middle_of_a_bolus_resumes_it():
         # a retry of the same request after the reset is answered, not dosed
         again = app2.call("bolus", {}, "patient", "b1", 0)
         assert again["volume_nl"] == BOLUS_NL and len(app2.sched.overlays) == 1
-        _run_until(app2, b2, 4 * HOUR)
+        run_until(app2, b2, 4 * HOUR)
         plan_ms = b2.t_ms - app2.sched.program_ms
         st = app2.cmd_status({}, b2.t_ms, "s")
         ideal = _ideal_steps(plan_ms, [start])

@@ -15,7 +15,7 @@ from pumpcore import proto
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tests", "board"))
-from fakeboard import FakeBoard  # noqa: E402
+from fakeboard import FakeBoard, run_until  # noqa: E402
 from pumpcore.app import App  # noqa: E402
 
 P5 = {"drug": "morphine", "conc_ng_ml": 10_000_000,
@@ -96,23 +96,12 @@ def test_validate_names_the_field_and_reason(name, plan, field, words):
     assert words in ei.value.reason
 
 
-def _run_until(app, b, t_end):
-    while True:
-        nxt = app.deadline_ms
-        if nxt > t_end:
-            b.t_ms = t_end
-            app.step(t_end)
-            return
-        b.t_ms = nxt
-        app.step(nxt)
-
-
 def test_the_app_refuses_each_and_keeps_the_running_plan(tmp_path):
     b = FakeBoard(root=str(tmp_path) + "/")
     app = App(b, keys={})
     app.call("refill", {"volume_nl": 20_000_000}, "clinician", "f", 0)
     app.call("plan.set", {"plan": P5}, "clinician", "p", 0)
-    _run_until(app, b, 3_600_000)
+    run_until(app, b, 3_600_000)
     before = (app.plan_crc(), app.therapy, app.sched.to_dict(), app.delivery.owed,
               app.delivery.t_ms, app.steps, app.lockout_until_ms, app.seg)
     plan_rec = open(tmp_path / "data" / "plan", "rb").read()
@@ -126,7 +115,7 @@ def test_the_app_refuses_each_and_keeps_the_running_plan(tmp_path):
         assert now == before, name
     assert open(tmp_path / "data" / "plan", "rb").read() == plan_rec
     # and the pump keeps delivering the old plan at its pace: 800 steps a day
-    _run_until(app, b, 25 * 3_600_000)
+    run_until(app, b, 25 * 3_600_000)
     assert abs(b.pulses_at(b.t_ms) - 800 * 25 // 24) <= 1
 
 

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tests", "board"))
-from fakeboard import FakeBoard  # noqa: E402
+from fakeboard import FakeBoard, run_until  # noqa: E402
 from pumpcore import proto  # noqa: E402
 from pumpcore.app import App  # noqa: E402
 
@@ -94,17 +94,6 @@ def max_in_window(times, window):
     return best
 
 
-def _run_until(app, b, t_end):
-    while True:
-        nxt = app.deadline_ms
-        if nxt > t_end:
-            b.t_ms = t_end
-            app.step(t_end)
-            return
-        b.t_ms = nxt
-        app.step(nxt)
-
-
 WAIT_MS = st.one_of(st.sampled_from([2 * HOUR + 1, 2 * HOUR + 600_000, 3 * HOUR, 600_000,
                                      HOUR, 8 * HOUR]), st.integers(1, 8 * HOUR))
 BOLUS = st.tuples(st.just("bolus"), st.just(0))
@@ -155,7 +144,7 @@ class Pump:
     def do(self, kind, arg):
         b, app = self.b, self.app
         if kind == "wait":
-            _run_until(app, b, b.t_ms + arg)
+            run_until(app, b, b.t_ms + arg)
         elif kind == "bolus":
             try:
                 self.call("bolus", role="patient")
@@ -195,7 +184,7 @@ def _with_pump(fn):
 def test_caps_lockout_and_daily_maximum_hold(episodes):
     def body(p):
         _play(p, episodes)
-        _run_until(p.app, p.b, p.b.t_ms + DAY)  # let everything started finish
+        run_until(p.app, p.b, p.b.t_ms + DAY)  # let everything started finish
         times = pulse_times_us(p.log, p.now() * 1000)
         # the caps, from the board's pulse times
         assert max_in_window(times, DAY * 1000) * NG_PER_STEP <= PLAN["caps"]["ng_24h"]
@@ -215,7 +204,7 @@ def test_end_of_service_stops_the_motor(episodes, mv, after_ms):
         _play(p, episodes)
         p.call("therapy.resume") if p.app.therapy == "stopped" else None
         p.b.mv = mv
-        _run_until(p.app, p.b, p.b.t_ms + 2 * DAY)  # ample samples of a low cell
+        run_until(p.app, p.b, p.b.t_ms + 2 * DAY)  # ample samples of a low cell
         assert "EOS" in p.app.alarms.active()
         assert p.b.seg is None or not p.b.motor_busy()
         t_eos = p.now()
@@ -227,7 +216,7 @@ def test_end_of_service_stops_the_motor(episodes, mv, after_ms):
                     p.do(kind, arg)
                 except proto.CommandError:
                     pass
-        _run_until(p.app, p.b, p.b.t_ms + DAY)
+        run_until(p.app, p.b, p.b.t_ms + DAY)
         assert len(pulse_times_us(p.log, p.now() * 1000)) == n  # not one more pulse
     _with_pump(body)
 
