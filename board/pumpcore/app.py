@@ -579,6 +579,10 @@ class App:
         self.plan = new
         self.sched = Schedule(new, self.clock, now, self._pullin_nl_day())
         self.reservoir.set_thresholds(new["reservoir"]["low_nl"], new["reservoir"]["empty_nl"])
+        rbd = new["reservoir"]["refill_by_days"]
+        r = self.reservoir
+        if rbd and r.refill_by_epoch_s is None and r.refilled_epoch_s is not None:
+            r.refill_by_epoch_s = r.refilled_epoch_s + rbd * 86_400  # drug stability
         self.bench = None
         if self.therapy == "safe" and self.alarms.condition_active(al.MEMORY):
             self._clear(al.MEMORY, now)

@@ -487,6 +487,8 @@ def _run(cli, world, plan, days, fill_nl, start_epoch_s, tz, scenario, boluses_s
         "low_volume_ml": _volume_left_ml(world, fill_nl, step, program_ms, low),
         "empty_at_s": empty["at_s"] if empty else None,
         "empty_volume_ml": _volume_left_ml(world, fill_nl, step, program_ms, empty),
+        "low_ml": plan["reservoir"]["low_nl"] / 1e6,
+        "empty_ml": plan["reservoir"]["empty_nl"] / 1e6,
         "boluses": boluses, "per_day": per_day,
         "battery_mv": per_day[-1]["battery_mv"] if per_day else None,
         "battery_state": per_day[-1]["battery_state"] if per_day else None,
@@ -581,14 +583,14 @@ def plot(r: dict, path) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    days = [p["day"] for p in r["per_day"]]
-    cum, ideal, c, i = [], [], 0, 0
+    days = [0] + [p["day"] for p in r["per_day"]]
+    cum, ideal, c, i = [0.0], [0.0], 0, 0
     for p in r["per_day"]:
         c += p["volume_nl"]
         i += p["ideal_nl"]
         cum.append(c / 1e6)
         ideal.append(i / 1e6)
-    res = [p["reservoir_nl"] / 1e6 for p in r["per_day"]]
+    res = [r["fill_nl"] / 1e6] + [p["reservoir_nl"] / 1e6 for p in r["per_day"]]
     fig, (a1, a2, a3) = plt.subplots(3, 1, figsize=(9, 9), sharex=True)
     a1.plot(days, ideal, "--", color="grey", label="ideal (plan)")
     a1.plot(days, cum, color="tab:blue", label="measured by the rig")
@@ -597,16 +599,17 @@ def plot(r: dict, path) -> str:
     a1.set_title(f"{r['drug']} plan {r['plan_crc']}: {r['days']} days, "
                  f"max step error {r['max_step_error']:.3f}")
     a2.plot(days, res, color="tab:green", label="reservoir (firmware)")
-    a2.axhline(2.0, color="orange", ls=":", label="LOW")
-    a2.axhline(1.0, color="red", ls=":", label="EMPTY")
+    a2.axhline(r.get("low_ml", 2.0), color="orange", ls=":", label="LOW")
+    a2.axhline(r.get("empty_ml", 1.0), color="red", ls=":", label="EMPTY")
     a2.set_ylabel("reservoir (mL)")
     for a in r["alarms"]:
         x = a["at_s"] / 86_400
         for ax in (a1, a2):
             ax.axvline(x, color="red" if a["critical"] else "orange", alpha=0.4)
-        a2.annotate(a["kind"], (x, max(res or [1]) * 0.9), rotation=90, fontsize=8)
+        a2.annotate(a["kind"], (x, max(res or [1]) * 0.35), rotation=90, fontsize=8,
+                    ha="right")
     a2.legend(loc="upper right")
-    a3.plot(days, [p["battery_mv"] / 1000 for p in r["per_day"]], color="tab:purple")
+    a3.plot(days[1:], [p["battery_mv"] / 1000 for p in r["per_day"]], color="tab:purple")
     a3.set_ylabel("battery (V)")
     a3.set_xlabel("day")
     fig.tight_layout()

@@ -121,3 +121,11 @@ def test_cli_user_mistakes(tmp_path, capsys):
                      "--fault", "explode@1d"]) == 1
     err = capsys.readouterr().err
     assert "pumprig: --fault" in err and "Traceback" not in err
+
+
+def test_p8_refill_by_date_alarms_on_its_own():
+    r = _run("p8-alarms.toml", 45)
+    rb = [a for a in r["alarms"] if a["kind"] == "REFILL_BY"]
+    # 40 days after the refill, although 18 mL of the 20 mL fill are still there
+    assert len(rb) == 1 and abs(rb[0]["at_s"] - 40 * 86_400) < 60
+    assert r["low_at_s"] is None and not rb[0]["critical"]
