@@ -53,8 +53,9 @@ flash: venv
 	@test -n "$(PORT)" || { echo "pumprig: give PORT=/dev/ttyACM0 (or set PUMPRIG_PORT)"; exit 2; }
 	$(BIN)/pumprig --port $(PORT) flash
 
+# Reports: JUnit XML and an HTML page with per-test logs and plots, in $(OUT)/hil.
 hil: venv
-	$(BIN)/pytest -q hil -n $(RIGS) --rig sim
+	$(BIN)/pytest -q hil -n $(RIGS) --rig sim --junitxml=$(OUT)/hil/junit.xml --hil-report $(OUT)/hil
 
 bench: venv
 	$(PY) bench/run_all.py
