@@ -94,6 +94,12 @@ class App:
         self._dirty = False
         self._rand = rand or _urandom
         self._load(now)
+        if not self.clock.valid:
+            rtc = board.wall_epoch_s()
+            if rtc is not None:
+                # a battery-backed RTC (DS3231, the virtual rig's): UTC until `clock sync`
+                # gives the local offset
+                self.clock.set(now, rtc, 0)
         self.server = Server(self, keys if keys is not None else self._load_keys(),
                              self._info, self._rand)
         self._event("reset", {"therapy": self.therapy}, now)

@@ -179,6 +179,11 @@ class Client:
                 err.code = code
                 raise err
             raise DeviceError(code, message)
+        if getattr(self, "_at_repl", False) or b">>>" in self._rx:
+            raise RigTimeout(
+                "%s is at the MicroPython REPL, not running the pumprig firmware (mpremote "
+                "leaves a board there): restart it with `mpremote connect %s reset`"
+                % (self.port, self.port))
         raise RigTimeout(
             "no answer to %s from %s after %d tries of %.1f s: is the pumprig firmware running?"
             % (cmd, self.port, retries + 1, self.timeout)
@@ -216,8 +221,12 @@ class Client:
                 line = bytes(self._rx[: nl + 1])
                 del self._rx[: nl + 1]
                 f = proto.decode(line)
-                if f.error is None:
+                if f.error is None and f.kind == proto.REQUEST:
+                    self._at_repl = True  # our own frame echoed back: a Python prompt
+                elif f.error is None:
                     yield f
+                elif b"SyntaxError" in line or b">>>" in line:
+                    self._at_repl = True  # our frame was typed into a Python prompt
                 continue
             data = self._read_some(deadline)
             if not data:

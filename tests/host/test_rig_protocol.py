@@ -463,7 +463,7 @@ def test_ctrl_bytes_and_crlf(rig, home):
     raw = Raw(rig.link)
     try:
         f, _ = raw.ask(proto.encode_request("cr1", "clock.get", {})[:-1] + b"\r\n", "cr1")
-        assert f.name == "ok" and f.body["set"] is False
+        assert f.name == "ok" and f.body["set"] is True  # CRLF accepted: answered
         tab = _crc_line(b'@tab1 status {\t}')
         assert _err(raw.ask(tab, "tab1")[0]) == proto.BAD_FRAME
         assert raw.quiet(0.05).strip() == b""  # one answer per line, nothing more
