@@ -73,39 +73,40 @@ def _match(text, field, pattern, example):
     return m
 
 
-def parse_mass_ng(text, field="mass") -> int:
-    m = _match(text, field, _NUM + r"\s*([a-zµμ]+)", "50 mcg")
+def _with_unit(text, field, pattern, example, table, what, hint=""):
+    """Match `pattern` (number, unit, ...) and look the unit up: (match, scale)."""
+    m = _match(text, field, pattern, example)
     unit = m.group(2)
-    if unit not in MASS_NG:
-        raise PlanFileError(f"{field}: unknown mass unit {unit!r} (use ng, mcg, mg)")
-    return _scaled(m.group(1), MASS_NG[unit], field, "mass")
+    if unit not in table:
+        raise PlanFileError(f"{field}: unknown {what} unit {unit!r}{hint}")
+    return m, table[unit]
+
+
+def parse_mass_ng(text, field="mass") -> int:
+    m, scale = _with_unit(text, field, _NUM + r"\s*([a-zµμ]+)", "50 mcg", MASS_NG, "mass",
+                          " (use ng, mcg, mg)")
+    return _scaled(m.group(1), scale, field, "mass")
 
 
 def parse_volume_nl(text, field="volume") -> int:
-    m = _match(text, field, _NUM + r"\s*([a-zµμ]+)", "20 mL")
-    unit = m.group(2)
-    if unit not in VOLUME_NL:
-        raise PlanFileError(f"{field}: unknown volume unit {unit!r} (use nL, uL, mL)")
-    return _scaled(m.group(1), VOLUME_NL[unit], field, "volume")
+    m, scale = _with_unit(text, field, _NUM + r"\s*([a-zµμ]+)", "20 mL", VOLUME_NL, "volume",
+                          " (use nL, uL, mL)")
+    return _scaled(m.group(1), scale, field, "volume")
 
 
 def parse_duration_s(text, field="duration") -> int:
     if isinstance(text, int) and not isinstance(text, bool):
         return text
-    m = _match(text, field, _NUM + r"\s*([a-z]+)", "15 min")
-    unit = m.group(2)
-    if unit not in TIME_S:
-        raise PlanFileError(f"{field}: unknown time unit {unit!r} (use s, min, h, day)")
-    return _scaled(m.group(1), TIME_S[unit], field, "duration")
+    m, scale = _with_unit(text, field, _NUM + r"\s*([a-z]+)", "15 min", TIME_S, "time",
+                          " (use s, min, h, day)")
+    return _scaled(m.group(1), scale, field, "duration")
 
 
 def parse_conc(text, field="concentration") -> int:
     """'2000 mcg/mL' -> ng/mL."""
-    m = _match(text, field, _NUM + r"\s*([a-zµμ]+)\s*/\s*ml", "2000 mcg/mL")
-    unit = m.group(2)
-    if unit not in MASS_NG:
-        raise PlanFileError(f"{field}: unknown mass unit {unit!r}")
-    return _scaled(m.group(1), MASS_NG[unit], field, "concentration")
+    m, scale = _with_unit(text, field, _NUM + r"\s*([a-zµμ]+)\s*/\s*ml", "2000 mcg/mL",
+                          MASS_NG, "mass")
+    return _scaled(m.group(1), scale, field, "concentration")
 
 
 def parse_dose_rate_ng_day(text, field="dose") -> int:
