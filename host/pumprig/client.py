@@ -222,7 +222,10 @@ class Client:
                 del self._rx[: nl + 1]
                 f = proto.decode(line)
                 if f.error is None and f.kind == proto.REQUEST:
-                    self._at_repl = True  # our own frame echoed back: a Python prompt
+                    # our own frame echoed back: by a Python prompt if with CR LF (a loopback
+                    # echoes it unchanged)
+                    if line.endswith(b"\r\n"):
+                        self._at_repl = True
                 elif f.error is None:
                     yield f
                 elif b"SyntaxError" in line or b">>>" in line:

@@ -341,6 +341,10 @@ def _run(cli, world, plan, days, fill_nl, start_epoch_s, tz, scenario, boluses_s
     hello = cli.info
     step = hello.get("step_pl") or cli.calib_get()["step_pl"]
     limits = hello.get("limits", {})
+    cap = limits.get("reservoir_nl")
+    if cap and fill_nl > cap:
+        raise PumprigError(f"--fill {fill_nl / 1e6:g} mL is more than the rig's "
+                           f"{cap / 1e6:g} mL reservoir")
     cfg_pullin = 50 * 86_400 * step // 1000
     off, nxt_change, nxt_off = _tz_offsets(tz, start_epoch_s)
     cli.therapy_stop()

@@ -425,3 +425,21 @@ def test_timeout_on_a_port_nobody_serves(capsys, home):
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_a_board_left_at_the_repl_is_named_as_such(capsys, rig, home):
+    """mpremote leaves a board at the MicroPython REPL (as on a Pico): the CLI says so and how
+    to get the firmware running again, instead of a bare timeout."""
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-m", "mpremote", "connect", rig.link, "exec",
+                          "print(1 + 1)"], capture_output=True, text=True, timeout=30).stdout
+    assert out.strip() == "2"
+    err = refused(capsys, rig.link, "status")
+    assert "at the MicroPython REPL" in err and "mpremote connect %s reset" % rig.link in err
+    subprocess.run([sys.executable, "-m", "mpremote", "connect", rig.link, "reset"],
+                   capture_output=True, timeout=30)
+    from pumprig.flash import wait_up
+
+    wait_up(rig.link)
+    assert json.loads(ok(capsys, rig, "status", "--json"))["firmware"]
