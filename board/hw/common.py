@@ -174,6 +174,8 @@ class CommonBoard:
         self._rx_mv = memoryview(self._rx)
         self._freq_hz = 0
         self._feed_timer = None
+        self._forward = None  # DIR as last driven (None: not yet)
+        self._enabled = None  # EN as last driven
         # samples averaged per ADC reading: 4 on the boards' noisy ADCs, 1 on the virtual rig
         self._adc_n = config.get("adc_samples", _ADC_SAMPLES)
         self._seg_count = 0
@@ -259,8 +261,9 @@ class CommonBoard:
             p2.value(ms2)
 
     def motor_enable(self, on: bool) -> None:
-        if self._en is not None:
+        if self._en is not None and on != self._enabled:
             self._en.value(0 if on else 1)  # EN (ENN) low = driver on
+        self._enabled = on
 
     def stalled(self) -> bool:
         return self._diag is not None and self._diag.value() == 1
@@ -273,9 +276,10 @@ class CommonBoard:
             raise ValueError("count must be >= 1")
         if first_us < 0 or interval_us < 0:
             raise ValueError("negative time")
-        if self._dir is not None:
+        if self._dir is not None and forward != self._forward:
             self._dir.value(1 if forward else 0)
             self._clock.sleep_us(_DIR_SETUP_US)
+        self._forward = forward
         self._seg_count = count
         self._seg_first_us = first_us
         self._seg_interval_us = interval_us

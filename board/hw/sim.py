@@ -58,7 +58,7 @@ class SimBoard(common.CommonBoard):
             self._poller.poll(50)
 
     def _hw_start(self, count, first_us, interval_us):
-        _world.motor(count, first_us, interval_us, self._dir is None or self._dir.value() == 1)
+        _world.motor(count, first_us, interval_us, self._forward is not False)
         # when the last pulse is due, in world µs: like a PIO program's known duration, so
         # "busy?" needs no round trip to the world (which still counts every pulse itself)
         self._hw_end_us = (_world.now_ms() * 1000 + first_us + (count - 1) * interval_us)
