@@ -82,6 +82,7 @@ class App:
         self.boluses = []  # board ms of accepted patient boluses (last 24 h)
         self.lockout_until_ms = 0
         self.last_bolus = None  # [req_id, result] survives resets: a retry never doses twice
+        self._auth_restore = None  # [failures, ms left] of the login throttle, from the record
         self.fallback = False
         self.stall_count = 0
         self.occluded = False
@@ -102,6 +103,14 @@ class App:
                 self.clock.set(now, rtc, 0)
         self.server = Server(self, keys if keys is not None else self._load_keys(),
                              self._info, self._rand)
+        a = self._auth_restore
+        if a:
+            # failed logins survive a reset: resetting the board (DTR on an ESP32, a power
+            # cut) must not reset the brute-force delay
+            th = self.server._throttle
+            th.failures = a[0]
+            th.until_ms = now + (a[1] if a[1] > 1000 else 1000)
+        self._auth_failures = self.server._throttle.failures
         self._event("reset", {"therapy": self.therapy}, now)
         self.save_state(now)
 
@@ -181,6 +190,7 @@ class App:
                 self.lockout_until_ms = state["lockout_until_ms"] + delta
                 self.last_bolus = state["last_bolus"]
                 self.fallback = state["fallback"]
+                self._auth_restore = state.get("auth")
                 was = state["therapy"]
                 if rec is not None and rec.get("plan") is not None:
                     self.plan = planmod.validate(rec["plan"], self.limits())
@@ -224,6 +234,7 @@ class App:
             "alarms": self.alarms.to_dict(), "battery": self.battery.to_dict(),
             "boluses": self.boluses, "lockout_until_ms": self.lockout_until_ms,
             "last_bolus": self.last_bolus, "fallback": self.fallback,
+            "auth": self._auth_state(now),
         })
         self.save_count()
         self._dirty = False
@@ -393,10 +404,20 @@ class App:
         return None
 
     # ------------------------------------------------------------------ the loop
+    def _auth_state(self, now):
+        srv = getattr(self, "server", None)
+        if srv is None or not srv._throttle.failures:
+            return None
+        th = srv._throttle
+        return [th.failures, th.until_ms - now if th.until_ms > now else 0]
+
     def step(self, now):
         data = self.board.read_serial()
         if data:
             self.server.feed(data, now)
+            if self.server._throttle.failures != self._auth_failures:
+                self._auth_failures = self.server._throttle.failures
+                self._dirty = True  # saved with the state record by tick()
         self.tick(now)
         self.server.write_output(self.board.write_serial)
 

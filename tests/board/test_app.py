@@ -140,3 +140,41 @@ def test_corrupt_therapy_record_goes_to_safe_state():
         assert b2.pulses_at(DAY) == 0
     finally:
         rmtree(root)
+
+
+def _frames(app, line, now):
+    from pumpcore import proto as p
+
+    app.board.rx = line  # through the board's serial, as main.py's loop reads it
+    app.board.t_ms = now
+    app.step(now)
+    out, app.board.tx = app.board.tx, b""
+    return [p.decode(x + b"\n") for x in out.split(b"\n") if x.startswith(b"=")]
+
+
+def _login(app, key_hex, now, n):
+    from pumpcore import auth
+
+    hello = _frames(app, proto.encode_request("h%d" % n, "hello", {}), now)[0].body
+    mac = auth.mac_hex(key_hex, hello["nonce"], "clinician", hello["uid"])
+    return _frames(app, proto.encode_request("a%d" % n, "auth", {"role": "clinician",
+                                                                  "mac": mac}), now)[0]
+
+
+def test_failed_logins_stay_throttled_across_a_reset():
+    root = tmpdir()
+    keys = {"clinician": "11" * 32, "patient": "22" * 32}
+    try:
+        b = FakeBoard(root=root + "/")
+        app = App(b, keys=keys)
+        r = _login(app, "33" * 32, 0, 1)  # a wrong key
+        assert r.body["code"] == proto.AUTH_FAILED
+        # power cut: board time restarts; the right key right away is still refused
+        b2 = FakeBoard(root=root + "/")
+        app2 = App(b2, keys=keys)
+        r = _login(app2, "11" * 32, 0, 2)
+        assert r.name == "err" and r.body["code"] == proto.THROTTLED
+        r = _login(app2, "11" * 32, 1500, 3)  # once the delay has passed
+        assert r.name == "ok" and r.body["role"] == "clinician"
+    finally:
+        rmtree(root)
