@@ -400,12 +400,16 @@ class CommonBoard:
         the REPL is in use. A hang of the main loop never gets here and is still reset."""
         if self._wdt is None or self._feed_timer is not None:
             return
-        try:
-            t = self._machine.Timer(-1)
-            t.init(period=1000, mode=self._machine.Timer.PERIODIC, callback=self._feed_tick)
-            self._feed_timer = t
-        except (AttributeError, ValueError, OSError):
-            pass  # no timer on this port: the watchdog resets the board, as before
+        # a virtual timer on the RP2040; the ESP32 has none, so its hardware timer 3 (timer 0
+        # makes slow step segments)
+        for tid in (-1, 3):
+            try:
+                t = self._machine.Timer(tid)
+                t.init(period=1000, mode=self._machine.Timer.PERIODIC, callback=self._feed_tick)
+                self._feed_timer = t
+                return
+            except (AttributeError, ValueError, OSError, TypeError):
+                pass  # no such timer here: the watchdog resets the board, as before
 
     def _feed_tick(self, _t):
         self._wdt.feed()  # interrupt context: allocates nothing

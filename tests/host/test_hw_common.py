@@ -277,3 +277,41 @@ def test_busy_segment_cannot_be_restarted():
         b.motor_start(2, 10, 100, True)
     assert b.motor_stop() == 1
     b.motor_start(2, 10, 100, False)
+
+
+class FakeMachine:
+    """Timer ids the port accepts; `-1` (virtual) exists on the RP2040, not on the ESP32."""
+
+    class Timer:
+        PERIODIC = 1
+        ids = (-1, 0, 1, 2, 3)
+        made = []
+
+        def __init__(self, tid):
+            if tid not in FakeMachine.Timer.ids:
+                raise ValueError("no such timer")
+            self.tid = tid
+            FakeMachine.Timer.made.append(self)
+
+        def init(self, period, mode, callback):
+            self.period, self.callback = period, callback
+
+
+@pytest.mark.parametrize("ids, expect", [((-1, 0, 1, 2, 3), -1), ((0, 1, 2, 3), 3), ((), None)])
+def test_watchdog_is_fed_from_a_timer_once_the_loop_is_left(ids, expect):
+    FakeMachine.Timer.ids = ids
+    FakeMachine.Timer.made = []
+    parts = fake_parts()
+    b, _io, _clock = board(parts)
+    b._machine = FakeMachine
+    b.feed_from_timer()
+    if expect is None:
+        assert b._feed_timer is None  # no timer: the watchdog will reset the board
+        return
+    t = b._feed_timer
+    assert t.tid == expect and t.period == 1000
+    fed = parts["wdt"].fed
+    t.callback(t)
+    assert parts["wdt"].fed == fed + 1
+    b.feed_from_timer()  # idempotent
+    assert len(FakeMachine.Timer.made) == 1
