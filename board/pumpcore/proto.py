@@ -177,22 +177,21 @@ def _is_name_char(o):
     return 48 <= o <= 57 or 97 <= o <= 122 or o == 46 or o == 95
 
 
-def valid_id(s):
-    if not isinstance(s, str) or not 1 <= len(s) <= MAX_ID:
+def _valid(s, max_len, is_char):
+    if not isinstance(s, str) or not 1 <= len(s) <= max_len:
         return False
     for ch in s:
-        if not _is_id_char(ord(ch)):
+        if not is_char(ord(ch)):
             return False
     return True
+
+
+def valid_id(s):
+    return _valid(s, MAX_ID, _is_id_char)
 
 
 def valid_name(s):
-    if not isinstance(s, str) or not 1 <= len(s) <= MAX_NAME:
-        return False
-    for ch in s:
-        if not _is_name_char(ord(ch)):
-            return False
-    return True
+    return _valid(s, MAX_NAME, _is_name_char)
 
 
 def _valid_seq(s):

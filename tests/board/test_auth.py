@@ -2,19 +2,8 @@
 
 from binascii import hexlify
 
+from _util import raises
 from pumpcore import auth, proto, server
-
-try:
-    from _util import raises
-except ImportError:
-
-    def raises(exc, fn, *args):
-        try:
-            fn(*args)
-        except exc as e:
-            return e
-        raise AssertionError("did not raise %s" % exc)
-
 
 # The documented test key (docs/protocol.md): never a real pump's key.
 TEST_KEY = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"

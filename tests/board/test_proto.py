@@ -2,18 +2,8 @@
 
 from binascii import crc32
 
+from _util import raises
 from pumpcore import proto
-
-try:
-    from _util import raises
-except ImportError:
-
-    def raises(exc, fn, *args):
-        try:
-            fn(*args)
-        except exc as e:
-            return e
-        raise AssertionError("did not raise %s" % exc)
 
 
 def _with_crc(text):
