@@ -16,16 +16,24 @@ A record that fails its CRC raises the critical MEMORY alarm and puts the pump i
 (motor stopped) until a clinician programs a plan (therapy data) or a calibration (calib).
 """
 
+import sys
+
 from . import alarms as al
-from . import canon, proto
-from . import plan as planmod
+from . import canon, dose, proto
 from .battery import BatteryMonitor
 from .delivery import Delivery
 from .events import EventLog
 from .reservoir import Reservoir
-from .schedule import DAY_MS, Clock, Schedule
+from .schedule import DAY_MS, Clock
 from .server import Server
 from .store import CorruptRecord, Store
+
+# pumpcore.admin: commands a clinician sends now and then, and the power-on restore; imported
+# for one call (see App._overlay)
+_ADMIN = ("plan_set", "refill", "calib_set", "clock_get", "clock_set", "therapy_stop",
+          "therapy_resume", "motor_run", "alarm_test", "ack")
+# MicroPython: modules loaded for one call are dropped after it (CPython keeps them)
+_DROP = sys.implementation.name == "micropython"
 
 FIRMWARE = "0.1.0"
 MAX_SLEEP_MS = 6 * 3_600_000  # re-check calendar alarms at least this often
@@ -63,7 +71,7 @@ class App:
         tones = cfg.get("tones", {})
         self.alarms = al.Alarms(al.TonePlayer(hi_hz=tones.get("hi_hz", 880),
                                               lo_hz=tones.get("lo_hz", 660)))
-        self.events = EventLog(200)
+        self.events = EventLog(self.store, 200)  # in the store's file, not in RAM
         self.reservoir = Reservoir(cfg["reservoir_nl"])
         self.clock = Clock()
         self.step_pl = cfg["step_pl"]
@@ -101,7 +109,7 @@ class App:
                 # a battery-backed RTC (DS3231, the virtual rig's): UTC until `clock sync`
                 # gives the local offset
                 self.clock.set(now, rtc, 0)
-        self.server = Server(self, keys if keys is not None else self._load_keys(),
+        self.server = Server(self, keys if keys is not None else self._overlay("load_keys"),
                              self._info, self._rand)
         a = self._auth_restore
         if a:
@@ -115,18 +123,6 @@ class App:
         self.save_state(now)
 
     # ------------------------------------------------------------------ persistence
-    def _load_keys(self):
-        try:
-            import json
-
-            f = open(self.store.path("keys.json"))
-            try:
-                return json.loads(f.read())
-            finally:
-                f.close()
-        except (OSError, ValueError):
-            return {}
-
     def _load(self, now):
         st = self.store
         cal_bad = False
@@ -138,75 +134,17 @@ class App:
         except (CorruptRecord, KeyError, TypeError):
             cal_bad = True
         try:
-            evs, _ = st.load_events(keep=self.events.capacity)
-            self.events.restore(evs)
+            # only scans the file (next seq, line count, torn lines dropped): no events in RAM
+            self.events.restore()
         except (CorruptRecord, OSError):
             pass
         try:
-            self._load_therapy(now)
+            self._overlay("load_therapy", now)
         finally:
             # after the therapy records: restoring them must not bring back "running" (or
             # drop the MEMORY alarm) when the calibration failed its check
             if cal_bad:
                 self._safe(now, "calibration record corrupt", al.MEMORY)
-
-    def _load_therapy(self, now):
-        st = self.store
-        try:
-            rec = st.load("plan")
-            state = st.load("state")
-            count = st.load("count")
-        except CorruptRecord as e:
-            self._safe(now, "therapy record corrupt (%s)" % e.name, al.MEMORY)
-            return
-        try:
-            if count is not None:
-                self.steps = count["steps"]
-                self.delivery.owed = count["owed"]
-                self.reservoir.volume_nl = count["volume_nl"]
-                self.pl_left = count["pl_left"]
-            if state is not None:
-                # The plan is paused while the power is off: every board-ms instant moves by
-                # the downtime. The last instant known for sure is where the count record left
-                # the account (owed is integrated up to count["t_ms"]): resuming the schedule
-                # there neither replays (doubles) nor skips any part of it, e.g. a bolus in
-                # progress continues where its account stopped.
-                ref = state["saved_ms"]
-                if count is not None and count.get("t_ms") is not None:
-                    ref = count["t_ms"]
-                delta = now - ref
-                self.clock = Clock.from_dict(state["clock"])
-                self.clock.base_ms += delta
-                rtc = self.board.wall_epoch_s()
-                if rtc is not None and self.clock.valid:
-                    self.clock.rebase(now, rtc)
-                self.reservoir.low_nl = state["res"]["low_nl"]
-                self.reservoir.empty_nl = state["res"]["empty_nl"]
-                self.reservoir.refill_by_epoch_s = state["res"]["refill_by_epoch_s"]
-                self.reservoir.refilled_epoch_s = state["res"]["refilled_epoch_s"]
-                self.alarms.restore(state["alarms"])
-                self.battery.restore(state["battery"])
-                self.boluses = [t + delta for t in state["boluses"]]
-                self.lockout_until_ms = state["lockout_until_ms"] + delta
-                self.last_bolus = state["last_bolus"]
-                self.fallback = state["fallback"]
-                self._auth_restore = state.get("auth")
-                was = state["therapy"]
-                if rec is not None and rec.get("plan") is not None:
-                    self.plan = planmod.validate(rec["plan"], self.limits())
-                    self.sched = Schedule(self.plan, self.clock, 0, self._pullin_nl_day())
-                    self.sched.load_dict(state["sched"])
-                    self.sched.shift(delta)
-                if was == "running" and self.plan is not None:
-                    self.therapy = "running"
-                    self.alarms.raise_(al.RESET, self.clock.epoch_s(now))
-                elif was == "safe":
-                    self.therapy = "safe"
-                    self.safe_reason = state.get("safe_reason")
-        except (KeyError, TypeError, ValueError, planmod.PlanError):
-            self._safe(now, "therapy record unreadable", al.MEMORY)
-            return
-        self.delivery.rebase(now)
 
     def save_count(self):
         self.store.save("count", {"steps": self.steps, "owed": self.delivery.owed,
@@ -253,19 +191,18 @@ class App:
                 "limits": self.limits()}
 
     def plan_crc(self):
-        return planmod.crc(self.plan)
+        return dose.crc(self.plan)
 
     def epoch(self, now):
         return self.clock.epoch_s(now) if self.clock.valid else None
 
     def _event(self, kind, data, now):
-        ev = self.events.add(kind, data, self.epoch(now), now)
+        ev = self.events.new(kind, data, self.epoch(now), now)
         try:
-            if self.store.append_event(ev):
-                self.store.compact_events(self.events.events())
+            # appended to the log file (streamed compaction when it passes its bound)
+            self.events.append(ev)
         except (OSError, MemoryError):
-            # the log is best effort: compaction joins the whole log in RAM and a fragmented
-            # heap may not have the block (seen at boot); it is tried again at the next event,
+            # the log is best effort: a failed compaction is tried again at the next event,
             # and a failed log write must never stop the pump or crash its boot
             pass
         d = dict(data)
@@ -536,10 +473,34 @@ class App:
 
     # ------------------------------------------------------------------ commands
     def call(self, cmd, args, role, req_id, now):
-        fn = getattr(self, "cmd_" + cmd.replace(".", "_"), None)
-        if fn is None:
-            raise proto.CommandError(proto.UNKNOWN_CMD, "unknown command " + cmd)
-        return fn(args, now, req_id)
+        name = cmd.replace(".", "_")
+        fn = getattr(self, "cmd_" + name, None)
+        if fn is not None:
+            return fn(args, now, req_id)
+        if name in _ADMIN:
+            return self._overlay(name, args, now, req_id)
+        raise proto.CommandError(proto.UNKNOWN_CMD, "unknown command " + cmd)
+
+    def _overlay(self, fn_name, *args):
+        """pumpcore.admin.<fn_name>(self, *args), with pumpcore.admin (and whatever it imports,
+        e.g. the plan rules) loaded for this call only: on MicroPython the modules the call
+        brought in are dropped after it, so a running pump keeps only its working code in the
+        heap (about 20 KB less on the unix port). A .mpy loads in a few ms."""
+        before = list(sys.modules) if _DROP else None
+        try:
+            from . import admin
+
+            return getattr(admin, fn_name)(self, *args)
+        finally:
+            if before is not None:
+                pkg = sys.modules.get("pumpcore")
+                for name in list(sys.modules):
+                    if name not in before:
+                        del sys.modules[name]
+                        short = name[9:]  # "pumpcore."
+                        if pkg is not None and name.startswith("pumpcore.") and \
+                                hasattr(pkg, short):
+                            delattr(pkg, short)
 
     def _live_volume_nl(self, now):
         v = self.reservoir.volume_nl
@@ -591,40 +552,6 @@ class App:
     def cmd_plan_get(self, args, now, req_id):
         return {"plan": self.plan, "plan_crc": self.plan_crc()}
 
-    def cmd_plan_set(self, args, now, req_id):
-        try:
-            new = planmod.validate(args["plan"], self.limits())
-        except planmod.PlanError as e:
-            raise proto.CommandError(proto.PLAN_INVALID, "%s: %s" % (e.field, e.reason))
-        # everything checked: from here on the new plan is applied whole
-        self._stop_motor(now)
-        src = self._source(now)
-        if src is not None:
-            self.delivery.advance(now, src)
-        self.delivery.drop_fraction()
-        self.delivery.rebase(now)
-        self.plan = new
-        self.sched = Schedule(new, self.clock, now, self._pullin_nl_day())
-        self.reservoir.set_thresholds(new["reservoir"]["low_nl"], new["reservoir"]["empty_nl"])
-        rbd = new["reservoir"]["refill_by_days"]
-        r = self.reservoir
-        if rbd and r.refill_by_epoch_s is None and r.refilled_epoch_s is not None:
-            r.refill_by_epoch_s = r.refilled_epoch_s + rbd * 86_400  # drug stability
-        self.bench = None
-        if self.therapy == "safe" and self.alarms.condition_active(al.MEMORY):
-            self._clear(al.MEMORY, now)
-        if self.alarms.condition_active(al.STALL):
-            self._retry_after_stall(now)
-        self.therapy = "running"
-        self.safe_reason = None
-        p = new["patient"]
-        self.lockout_until_ms = now + p["lockout_s"] * 1000 if p else 0
-        self.store.save("plan", {"plan": new})
-        self._event("plan.changed", {"plan_crc": self.plan_crc(), "mode": new["basal"]["kind"]},
-                    now)
-        self.save_state(now)
-        return {"plan": new, "plan_crc": self.plan_crc()}
-
     def _boluses_24h(self, now):
         cut = now - DAY_MS
         if self.boluses and self.boluses[0] <= cut:
@@ -653,7 +580,7 @@ class App:
                                      % p["max_24h"])
         self._stop_motor(now)
         self.delivery.advance(now, self.sched)
-        nl = planmod.ng_to_nl(p["ng"], self.sched.conc_at(now))
+        nl = dose.ng_to_nl(p["ng"], self.sched.conc_at(now))
         self.sched.prune(now)
         self.sched.add_bolus(now, nl, p["dur_s"] * 1000)
         self.boluses.append(now)
@@ -688,121 +615,24 @@ class App:
     def _refuse(self, now, why):
         self._event("bolus.refused", {"reason": why}, now)
 
-    def cmd_refill(self, args, now, req_id):
-        vol = args["volume_nl"]
-        conc = args.get("conc_ng_ml")
-        if not isinstance(vol, int) or vol <= 0 or vol > self.cfg["reservoir_nl"]:
-            raise proto.CommandError(proto.BAD_ARGS, "volume_nl must be 1..%d"
-                                     % self.cfg["reservoir_nl"])
-        if conc is not None and (not isinstance(conc, int) or conc <= 0):
-            raise proto.CommandError(proto.BAD_ARGS, "conc_ng_ml must be a positive integer")
-        self._stop_motor(now)
-        src = self._source(now)
-        if src is not None:
-            self.delivery.advance(now, src)
-        ep = self.epoch(now)
-        rb = args.get("refill_by_epoch_s")
-        if rb is None and self.plan and self.plan["reservoir"]["refill_by_days"] and ep is not None:
-            rb = ep + self.plan["reservoir"]["refill_by_days"] * 86_400
-        self.reservoir.refill(vol, ep, rb)
-        self.pl_left = 0
-        bridge_nl = 0
-        if conc is not None and self.plan is not None and conc != self.plan["conc_ng_ml"]:
-            old = self.plan["conc_ng_ml"]
-            new = dict(self.plan)
-            new["conc_ng_ml"] = conc
-            try:
-                new = planmod.validate(new, self.limits())
-            except planmod.PlanError as e:
-                raise proto.CommandError(proto.PLAN_INVALID, "%s: %s" % (e.field, e.reason))
-            sd = self.sched.to_dict()
-            self.plan = new
-            self.sched = Schedule(new, self.clock, now, self._pullin_nl_day())
-            self.sched.load_dict(sd)
-            bridge_nl = self.cfg.get("pump_path_nl", 0) + new["catheter_nl"]
-            if bridge_nl:
-                self.sched.start_bridge(now, old, bridge_nl)
-            self.store.save("plan", {"plan": new})
-        if self.plan and self.plan["patient"]:
-            self.lockout_until_ms = now + self.plan["patient"]["lockout_s"] * 1000
-        for k in (al.LOW, al.EMPTY, al.REFILL_BY):
-            self._clear(k, now)
-        self._event("refill", {"volume_nl": vol, "conc_ng_ml": conc, "bridge_nl": bridge_nl}, now)
-        self.save_state(now)
-        return {"reservoir_nl": vol, "bridge_nl": bridge_nl}
-
     def cmd_calib_get(self, args, now, req_id):
         return {"step_pl": self.step_pl}
 
-    def cmd_calib_set(self, args, now, req_id):
-        v = args["step_pl"]
-        if not isinstance(v, int) or v < 1_000 or v > 100_000_000:
-            raise proto.CommandError(proto.BAD_ARGS, "step_pl must be 1000..100000000 pL")
-        if self.plan is not None:
-            lim = {"max_nl_day": self.max_hz * 86_400 * v // 1000,
-                   "reservoir_nl": self.cfg["reservoir_nl"]}
-            try:
-                planmod.validate(self.plan, lim)
-            except planmod.PlanError as e:
-                raise proto.CommandError(proto.PLAN_INVALID, "the running plan would break: %s: %s"
-                                         % (e.field, e.reason))
-        self._stop_motor(now)
-        src = self._source(now)
-        if src is not None:
-            self.delivery.advance(now, src)
-        self.step_pl = v
-        self.delivery.set_step_pl(v)
-        if self.sched is not None:
-            self.sched.pullin_nl_day = self._pullin_nl_day()
-        self.store.save("calib", {"step_pl": v})
-        if self.therapy == "safe" and self.safe_reason and "calibration" in self.safe_reason:
-            self.therapy = "stopped"
-            self.safe_reason = None
-            self._clear(al.MEMORY, now)
-        self._event("calibrated", {"step_pl": v}, now)
-        self.save_state(now)
-        return {"step_pl": v}
-
     def cmd_alarms(self, args, now, req_id):
         return {"alarms": self.alarms.to_list()}
-
-    def cmd_ack(self, args, now, req_id):
-        kind = args.get("kind")
-        if kind is not None and kind not in al.KINDS:
-            raise proto.CommandError(proto.BAD_ARGS, "unknown alarm kind %s" % kind)
-        stalled = self.alarms.condition_active(al.STALL)
-        done = self.alarms.ack(kind)
-        if stalled and (al.STALL in done or kind is None):
-            # acknowledging a stall is the clinician's "retry": the motor runs again, and
-            # STALL_RETRIES more stalled segments raise it again
-            self._retry_after_stall(now)
-        if al.BATTERY_FAULT in done or kind is None:
-            if self.fallback and self.battery.avg_mv is not None and \
-                    self.battery.avg_mv > self.battery.brownout_mv:
-                self.battery.clear_fault()
-                self.fallback = False
-                self.delivery.rebase(now)
-        self.next_tone_ms = now
-        self._dirty = True
-        return {"acked": done}
 
     def _retry_after_stall(self, now):
         self.stall_count = 0
         self._clear(al.STALL, now)
         self.delivery.rebase(now)
 
-    def cmd_alarm_test(self, args, now, req_id):
-        self.alarms.alarm_test(now)
-        self.next_tone_ms = now
-        self._event("alarm.test", {}, now)
-        return {}
-
     def cmd_log(self, args, now, req_id):
         since = args.get("since", 0)
         limit = args.get("limit", 20)
         if not isinstance(since, int) or not isinstance(limit, int) or limit < 1 or limit > 50:
             raise proto.CommandError(proto.BAD_ARGS, "since >= 0 and limit 1..50")
-        evs, nxt = self.events.since(since, limit)
+        # streamed from the log file; with the budget it parses no more lines than fit
+        evs, nxt = self.events.since(since, limit, _LOG_BUDGET)
         # the answer must fit one frame (proto.MAX_LINE): stop early, `next` says where
         size = 0
         for i in range(len(evs)):
@@ -812,68 +642,6 @@ class App:
                 evs = evs[:i]
                 break
         return {"events": evs, "next": nxt}
-
-    def cmd_clock_get(self, args, now, req_id):
-        c = self.clock
-        return {"epoch_s": self.epoch(now),
-                "offset_s": c.offset_ms_at(c.epoch_ms_at(now)) // 1000, "set": c.valid}
-
-    def cmd_clock_set(self, args, now, req_id):
-        for k in ("epoch_s", "offset_s", "next_change_epoch_s", "next_offset_s"):
-            v = args.get(k)
-            if v is not None and (not isinstance(v, int) or abs(v) > 1 << 40):
-                raise proto.CommandError(proto.BAD_ARGS, "%s must be an integer" % k)
-        if abs(args["offset_s"]) > 14 * 3600:
-            raise proto.CommandError(proto.BAD_ARGS, "offset_s must be within +-14 h")
-        self._stop_motor(now)
-        src = self._source(now)
-        if src is not None:
-            self.delivery.advance(now, src)
-        self.clock.set(now, args["epoch_s"], args["offset_s"], args.get("next_change_epoch_s"),
-                       args.get("next_offset_s"))
-        self._clear(al.CLOCK, now)
-        self._event("clock.set", {"epoch_s": args["epoch_s"], "offset_s": args["offset_s"]}, now)
-        self.save_state(now)
-        return self.cmd_clock_get(args, now, req_id)
-
-    def cmd_therapy_stop(self, args, now, req_id):
-        self._stop_motor(now)
-        self.bench = None
-        if self.therapy == "running":
-            self.therapy = "stopped"
-            self._event("therapy.stopped", {}, now)
-        self.save_state(now)
-        return {"therapy": self.therapy}
-
-    def cmd_therapy_resume(self, args, now, req_id):
-        if self.therapy == "safe":
-            raise proto.CommandError(proto.SAFE_STATE, "in the safe state (%s): program a plan"
-                                     % self.safe_reason)
-        if self.plan is None:
-            raise proto.CommandError(proto.THERAPY_STOPPED, "no plan: program one first")
-        self.bench = None
-        self.delivery.rebase(now)
-        self.therapy = "running"
-        self._event("therapy.resumed", {}, now)
-        self.save_state(now)
-        return {"therapy": self.therapy}
-
-    def cmd_motor_run(self, args, now, req_id):
-        steps = args["steps"]
-        rate = args.get("rate_nl_day") or self._pullin_nl_day()
-        if self.therapy == "running":
-            raise proto.CommandError(proto.BUSY, "stop therapy first (therapy.stop)")
-        if not isinstance(steps, int) or steps < 1 or steps > 10_000_000:
-            raise proto.CommandError(proto.BAD_ARGS, "steps must be 1..10000000")
-        if not isinstance(rate, int) or rate < 1 or rate > self.limits()["max_nl_day"]:
-            raise proto.CommandError(proto.BAD_ARGS, "rate_nl_day must be 1..%d"
-                                     % self.limits()["max_nl_day"])
-        self._stop_motor(now)
-        self.delivery.rebase(now)
-        self.delivery.owed = 0
-        self.bench = [ConstRate(rate), steps]
-        return {"steps": steps, "rate_nl_day": rate}
-
 
 def _urandom(n):
     import os

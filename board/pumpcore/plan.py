@@ -5,7 +5,7 @@ checks it as a whole and returns a normalised copy, or raises PlanError naming t
 reason; nothing is applied until a plan has passed. The host's TOML loader produces this form.
 """
 
-from . import canon
+from .dose import crc, ng_to_nl, nl_to_ng, step_dose_ng_day  # noqa: F401  (one import for the host)
 
 try:
     from micropython import const
@@ -82,22 +82,6 @@ def _keys(d, allowed, field):
     for k in d:
         if k not in allowed:
             raise PlanError(field + k if field else k, "unknown key")
-
-
-def ng_to_nl(ng, conc_ng_ml):
-    """Volume in nL holding `ng` of drug at `conc_ng_ml`, rounded to the nearest nL."""
-    return (ng * 1_000_000 + conc_ng_ml // 2) // conc_ng_ml
-
-
-def nl_to_ng(nl, conc_ng_ml):
-    return (nl * conc_ng_ml + 500_000) // 1_000_000
-
-
-def step_dose_ng_day(basal, index):
-    """Daily dose of step `index` (0 = the starting dose) of a step (titration) basal."""
-    k = index if index < basal["steps"] else basal["steps"]
-    num = basal["ng_day"] * (100 + basal["pct"]) ** k
-    return num // (100 ** k)
 
 
 def basal_max_ng_day(basal):
@@ -319,13 +303,6 @@ def validate(plan, limits=None):
     if out["min_nl_day"] and ng_to_nl(basal_day, conc) and out["min_nl_day"] > ng_to_nl(basal_day, conc):
         raise PlanError("min_nl_day", "the minimum rate must not exceed the basal rate")
     return out
-
-
-def crc(plan):
-    """The plan's CRC (8 hex digits) over its canonical form; "00000000" for no plan."""
-    if plan is None:
-        return "00000000"
-    return canon.digest(plan)
 
 
 def mode_name(plan):

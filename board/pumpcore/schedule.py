@@ -11,7 +11,7 @@ its time. At a daylight-saving change (a new offset at a given UTC instant, set 
 repeats it. Delivery never jumps: the rate simply follows the clock.
 """
 
-from . import plan as planmod
+from . import dose
 
 try:
     from micropython import const
@@ -142,7 +142,7 @@ class Schedule:
         if st is not None:
             conc = plan["conc_ng_ml"]
             if st["kind"] == "bolus":
-                nl = planmod.ng_to_nl(st["ng"], conc)
+                nl = dose.ng_to_nl(st["ng"], conc)
                 rate = bolus_rate_nl_day(nl, st["dur_s"] * 1000)
             else:
                 nl = st["pump_nl"] + st["catheter_nl"]
@@ -185,14 +185,14 @@ class Schedule:
             return rate
         if kind == "step":
             idx = (t_ms - self.basal_start_ms) // (b["every_days"] * DAY_MS)
-            return planmod.step_dose_ng_day(b, idx)
+            return dose.step_dose_ng_day(b, idx)
         return 0
 
     def basal_nl_day(self, t_ms):
         p = self.plan
         if p["basal"]["kind"] == "stopped":
             return p["min_nl_day"]
-        return planmod.ng_to_nl(self.basal_ng_day(t_ms), self.conc_at(t_ms))
+        return dose.ng_to_nl(self.basal_ng_day(t_ms), self.conc_at(t_ms))
 
     def _periodic(self, t_ms):
         """(rate_nl_day active at t, ms until the next periodic start/end)."""
@@ -207,7 +207,7 @@ class Schedule:
             T = tm * 60_000
             since = (day_ms - T) % DAY_MS
             if since < dur and t_ms - since >= self.basal_start_ms:
-                nl = planmod.ng_to_nl(per["ng"], self.conc_at(t_ms - since))
+                nl = dose.ng_to_nl(per["ng"], self.conc_at(t_ms - since))
                 rate += bolus_rate_nl_day(nl, dur)
                 to_end = dur - since
                 if nxt is None or to_end < nxt:
