@@ -34,6 +34,25 @@ _ADMIN = ("plan_set", "refill", "calib_set", "clock_get", "clock_set", "therapy_
           "therapy_resume", "motor_run", "alarm_test", "ack")
 # MicroPython: modules loaded for one call are dropped after it (CPython keeps them)
 _DROP = sys.implementation.name == "micropython"
+_DROP_SOURCE = False  # tests: drop .py modules too
+
+
+def _drop_new(before):
+    """Forget the pumpcore modules imported since `before` (a list of sys.modules names)
+    that came from .mpy files (or any, with _DROP_SOURCE): the heap they took comes back at
+    the next collection, as long as nothing else refers to them."""
+    mods = sys.modules
+    pkg = mods.get("pumpcore")
+    for name in list(mods):
+        if name in before or not name.startswith("pumpcore."):
+            continue
+        f = getattr(mods[name], "__file__", "")
+        if not (_DROP_SOURCE or f.endswith(".mpy")):
+            continue
+        del mods[name]
+        short = name[9:]
+        if pkg is not None and hasattr(pkg, short):
+            delattr(pkg, short)
 
 FIRMWARE = "0.1.0"
 MAX_SLEEP_MS = 6 * 3_600_000  # re-check calendar alarms at least this often
@@ -482,10 +501,12 @@ class App:
         raise proto.CommandError(proto.UNKNOWN_CMD, "unknown command " + cmd)
 
     def _overlay(self, fn_name, *args):
-        """pumpcore.admin.<fn_name>(self, *args), with pumpcore.admin (and whatever it imports,
-        e.g. the plan rules) loaded for this call only: on MicroPython the modules the call
-        brought in are dropped after it, so a running pump keeps only its working code in the
-        heap (about 20 KB less on the unix port). A .mpy loads in a few ms."""
+        """pumpcore.admin.<fn_name>(self, *args), with pumpcore.admin (and the plan rules it
+        may import) loaded for this call only: on MicroPython the precompiled modules (.mpy,
+        as `pumprig flash` installs them) the call brought in are dropped after it, so a
+        running pump keeps only its working code in the heap (about 15 KB less on the unix
+        port); a .mpy loads again in a few ms. Sources (.py) stay loaded: compiling them again
+        at every command would cost more heap than it frees."""
         before = list(sys.modules) if _DROP else None
         try:
             from . import admin
@@ -493,14 +514,7 @@ class App:
             return getattr(admin, fn_name)(self, *args)
         finally:
             if before is not None:
-                pkg = sys.modules.get("pumpcore")
-                for name in list(sys.modules):
-                    if name not in before:
-                        del sys.modules[name]
-                        short = name[9:]  # "pumpcore."
-                        if pkg is not None and name.startswith("pumpcore.") and \
-                                hasattr(pkg, short):
-                            delattr(pkg, short)
+                _drop_new(before)
 
     def _live_volume_nl(self, now):
         v = self.reservoir.volume_nl
