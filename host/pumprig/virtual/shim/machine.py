@@ -1,28 +1,33 @@
 # The virtual board's `machine`: the unix port's built-in module extended with what a Pico
 # has (Pin, ADC, PWM, WDT, RTC, reset, unique_id, freq). Every read and write goes to the world.
+# A Pico's `machine` is C in flash; this one lives in the board's heap, so it is kept lean:
+# optional arguments a Pico takes positionally are *args (a default value costs a tuple and a
+# larger function object), rarely used code imports what it needs when called, and the
+# built-in module's names are looked up on it rather than copied.
 import sys
 
 import _world
 
-_saved_path = sys.path[:]
+_p = sys.path[:]
 sys.path[:] = []
 try:
     import machine as _builtin  # with sys.path empty this is the built-in module
 finally:
-    sys.path[:] = _saved_path
-del _saved_path
+    sys.path[:] = _p
+del _p, sys
 
-Signal = _builtin.Signal
-PinBase = _builtin.PinBase
-mem8 = _builtin.mem8
-mem16 = _builtin.mem16
-mem32 = _builtin.mem32
-time_pulse_us = _builtin.time_pulse_us
-idle = _builtin.idle
+
+def __getattr__(name):
+    return getattr(_builtin, name)      # the built-in's too: Signal, mem32, idle...
+
 
 PWRON_RESET = 1
 WDT_RESET = 3
 SOFT_RESET = 5
+
+
+def _none(*args, **kw):
+    pass
 
 
 def _pin_id(p):
@@ -43,24 +48,22 @@ class Pin:
     IRQ_FALLING = 4
     IRQ_RISING = 8
 
-    def __init__(self, id, mode=-1, pull=-1, value=None, **kw):
+    def __init__(self, id, *args, **kw):
         self.id = _pin_id(id)
-        self._mode = 0
-        self.init(mode, pull, value)
+        self.init(*args, **kw)
 
     def init(self, mode=-1, pull=-1, value=None, **kw):
-        if mode != -1:
-            self._mode = mode
         if value is not None:
-            self.value(value)
+            _world.pin_write(self.id, value)
 
-    def value(self, v=None):
-        if v is None:
-            return _world.pin_read(self.id)
-        _world.pin_write(self.id, v)
+    def value(self, *v):
+        """value() reads the pin, value(v) drives it."""
+        if not v:
+            return _world.ask("I %d\n" % self.id, 86)            # 'V <0|1>'
+        _world.pin_write(self.id, v[0])
 
-    def __call__(self, v=None):
-        return self.value(v)
+    __call__ = value
+    irq = _none
 
     def on(self):
         _world.pin_write(self.id, 1)
@@ -72,10 +75,7 @@ class Pin:
     low = off
 
     def toggle(self):
-        self.value(0 if self.value() else 1)
-
-    def irq(self, handler=None, trigger=0, hard=False):
-        return None
+        _world.pin_write(self.id, not self.value())
 
     def __repr__(self):
         return "Pin(GPIO%d)" % self.id
@@ -88,63 +88,55 @@ class ADC:
         self.id = _pin_id(pin)
 
     def read_u16(self):
-        return _world.adc(self.id)
+        return _world.ask("A %d\n" % self.id, 86)                # 'V <u16>'
 
     def read_uv(self):
-        return _world.adc(self.id) * 3300000 // 65535
+        return self.read_u16() * 3300000 // 65535
 
 
 class PWM:
-    def __init__(self, pin, freq=0, duty_u16=0, **kw):
+    def __init__(self, pin, *args, **kw):
         self.id = _pin_id(pin)
-        self._freq = freq
-        self._duty = duty_u16
-        self._send()
-
-    def _send(self):
-        _world.pwm(self.id, self._freq, self._duty)
+        self.init(*args, **kw)
 
     def init(self, freq=0, duty_u16=0, **kw):
         self._freq = freq
         self._duty = duty_u16
-        self._send()
+        _world.send("F %d %d %d\n" % (self.id, freq, duty_u16))   # freq 0: off
 
-    def freq(self, f=None):
-        if f is None:
+    def freq(self, *f):
+        """freq() reads the frequency, freq(hz) sets it."""
+        if not f:
             return self._freq
-        self._freq = f
-        self._send()
+        self.init(f[0], self._duty)
 
-    def duty_u16(self, d=None):
-        if d is None:
+    def duty_u16(self, *d):
+        """duty_u16() reads the duty, duty_u16(d) sets it."""
+        if not d:
             return self._duty
-        self._duty = d
-        self._send()
+        self.init(self._freq, d[0])
 
     def deinit(self):
-        self._freq = 0
-        self._duty = 0
-        self._send()
+        self.init()
 
 
 class WDT:
     def __init__(self, id=0, timeout=5000):
-        _world.wdt_start(timeout)
+        _world.send("D %d\n" % timeout)
 
     def feed(self):
-        _world.feed()
+        _world.send("K\n")
 
 
 class RTC:
-    def __init__(self, id=0):
-        pass
-
-    def datetime(self, dt=None):
-        if dt is None:
+    def datetime(self, *dt):
+        """datetime() reads the clock, datetime(tuple) sets it (UTC, a board's weekday order:
+        (year, month, day, weekday, hours, minutes, seconds, subseconds))."""
+        if not dt:
             import time
             t = time.gmtime(_world.epoch_s())
-            # (year, month, day, weekday, hours, minutes, seconds, subseconds)
             return (t[0], t[1], t[2], t[6], t[3], t[4], t[5], 0)
+        dt = dt[0]
         y, m = dt[0], dt[1]
         if m <= 2:
             y -= 1
@@ -152,7 +144,7 @@ class RTC:
         yoe = y - era * 400
         doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + dt[2] - 1
         days = era * 146097 + (yoe * 365 + yoe // 4 - yoe // 100 + doy) - 719468
-        _world.set_epoch(days * 86400 + dt[4] * 3600 + dt[5] * 60 + dt[6])
+        _world.send("e %d\n" % (days * 86400 + dt[4] * 3600 + dt[5] * 60 + dt[6]))
 
 
 def reset():
@@ -160,7 +152,7 @@ def reset():
 
 
 def soft_reset():
-    _world.reset(soft=True)
+    _world.reset(True)
 
 
 def reset_cause():
@@ -168,11 +160,11 @@ def reset_cause():
 
 
 def unique_id():
-    import binascii
-    return binascii.unhexlify(_world.uid_hex)
+    import os
+    return bytes.fromhex(os.getenv("PUMPRIG_UID") or "00" * 8)
 
 
-def freq(hz=None):
+def freq(*hz):
     return 125000000
 
 
@@ -180,16 +172,11 @@ def disable_irq():
     return 0
 
 
-def enable_irq(state=0):
-    pass
+enable_irq = bootloader = _none
 
 
-def lightsleep(ms=0):
-    _world.wait(_world.now_ms() + ms)
+def lightsleep(*ms):
+    _world.wait(_world.now_ms() + (ms[0] if ms else 0))
 
 
 deepsleep = lightsleep
-
-
-def bootloader():
-    pass

