@@ -72,8 +72,9 @@ def install(fs, mpy=True, firmware=None):
         for name in sorted(os.listdir(d)):
             if name.endswith(".py"):
                 src = os.path.join(d, name)
-                subprocess.run([exe, "-o", src[:-3] + ".mpy", src], check=True,
-                               cwd=fs, capture_output=True)
+                # -s: the name tracebacks show, as `pumprig flash` gives it
+                subprocess.run([exe, "-o", src[:-3] + ".mpy", "-s", sub + "/" + name, src],
+                               check=True, cwd=fs, capture_output=True)
                 os.remove(src)
 
 

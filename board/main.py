@@ -1,7 +1,17 @@
 # Runs at power-on on a Pico, an ESP32 and the virtual rig: pick the hardware layer, run the app.
 # Wiring only; the logic is in pumpcore (pure) and hw (the only code that touches hardware).
+import gc
 import json
 import sys
+
+# The firmware's resident modules, each after those it imports. They are loaded one at a time
+# with a collection after each: loading a .mpy leaves garbage behind, and code allocated among
+# that garbage fragments a small heap. Measured on the unix port with a 136 KB heap: largest
+# free block after loading 0.7 KB at once, 14 KB one by one (bench/bench_memory.py).
+MODULES = ("pumpcore.canon", "pumpcore.dose", "pumpcore.proto", "pumpcore.auth",
+           "pumpcore.server", "pumpcore.store", "pumpcore.events", "pumpcore.alarms",
+           "pumpcore.battery", "pumpcore.delivery", "pumpcore.reservoir", "pumpcore.schedule",
+           "pumpcore.app", "hw.common")
 
 
 def board_name():
@@ -12,8 +22,15 @@ def board_name():
     return "sim"
 
 
+def load_modules(name):
+    for m in MODULES + ("hw." + ("rp2" if name == "pico" else name),):
+        __import__(m)
+        gc.collect()
+
+
 def make_board():
     name = board_name()
+    load_modules(name)
     if name == "pico":
         from hw import rp2 as hw
     elif name == "esp32":
@@ -33,11 +50,9 @@ def make_board():
 
 
 def run():
-    import gc
-
+    board = make_board()
     from pumpcore.app import App
 
-    board = make_board()
     app = App(board)
     try:
         while True:

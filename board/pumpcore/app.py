@@ -16,6 +16,7 @@ A record that fails its CRC raises the critical MEMORY alarm and puts the pump i
 (motor stopped) until a clinician programs a plan (therapy data) or a calibration (calib).
 """
 
+import gc
 import sys
 
 from . import alarms as al
@@ -507,7 +508,10 @@ class App:
         running pump keeps only its working code in the heap (about 15 KB less on the unix
         port); a .mpy loads again in a few ms. Sources (.py) stay loaded: compiling them again
         at every command would cost more heap than it frees."""
-        before = list(sys.modules) if _DROP else None
+        before = None
+        if _DROP:
+            before = list(sys.modules)
+            gc.collect()  # the code about to load gets the largest free blocks there are
         try:
             from . import admin
 
@@ -515,6 +519,7 @@ class App:
         finally:
             if before is not None:
                 _drop_new(before)
+                gc.collect()
 
     def _live_volume_nl(self, now):
         v = self.reservoir.volume_nl
