@@ -1,10 +1,32 @@
-"""The event log: a ring buffer of the last `capacity` events.
+"""The event log: the last `capacity` events, kept in the store's append-only file, not in RAM.
 
 An event is {"seq", "epoch_s", "ms", "kind", "data"}. seq increases by one per event and is
-never reused, also across restarts: restore() continues after the highest seq seen, and
-next_seq can also be kept in another record (to_dict()["next_seq"]) in case the log file is
-lost.
+never reused, also across restarts: restore() continues after the highest seq in the file.
+
+RAM holds only counters (next_seq, the highest seq written, where the last `since` stopped);
+the events are read back from the file one line at a time (Store.iter_events, since()). The
+file holds up to the store's events_max_lines lines; past that it is compacted to the last
+`capacity`. Readable are always the last `capacity` lines, as a ring buffer of that size would
+keep them, so `log` answers the same before and after a compaction.
+
+In case the log file is lost (or its newest lines are), a small record (SEQ_RECORD) reserves
+seqs ahead: it is rewritten once every RESERVE events with the first seq not yet reserved,
+before any line with a seq at or past the previous reservation is appended. restore() does not
+start below it when the file cannot vouch for its highest seq.
 """
+
+from pumpcore.store import CorruptRecord, decode, event_seq, read_line
+
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):
+        return x
+
+
+SEQ_RECORD = "evseq"
+RESERVE = const(100)
 
 
 class EventError(ValueError):
@@ -12,20 +34,29 @@ class EventError(ValueError):
 
 
 class EventLog:
-    def __init__(self, capacity=200, next_seq=1):
+    def __init__(self, store, capacity=200):
         if not isinstance(capacity, int) or capacity < 1:
             raise EventError("capacity must be an integer >= 1")
+        self.store = store
         self.capacity = capacity
-        self._buf = [None] * capacity  # allocated once
-        self._start = 0  # index of the oldest event
-        self._n = 0
-        self.next_seq = next_seq
+        self.next_seq = 1
+        self.last_seq = 0  # highest seq appended to (or found in) the file, 0 if none
+        self._reserved = 0  # seqs below this are covered by the SEQ_RECORD on file
+        # where the last since() stopped: lines before byte _h_off (the first _h_line lines)
+        # all have seq < _h_seq; valid while the file is not rewritten (store.events_gen)
+        self._h_seq = 0
+        self._h_off = 0
+        self._h_line = 0
+        self._h_gen = -1
 
     def __len__(self):
-        return self._n
+        """Events readable (lines in the file, at most capacity)."""
+        n = self.store.event_lines()
+        return n if n < self.capacity else self.capacity
 
-    def add(self, kind, data, epoch_s, now_ms):
-        """Append an event; the oldest is dropped when full. Returns the event dict."""
+    # ------------------------------------------------------------------ writing
+    def new(self, kind, data, epoch_s, now_ms):
+        """A new event with the next seq (not written yet: append() it)."""
         if not isinstance(kind, str):
             raise EventError("kind must be a string")
         if data is None:
@@ -34,80 +65,141 @@ class EventLog:
             raise EventError("data must be a dict")
         ev = {"seq": self.next_seq, "epoch_s": epoch_s, "ms": now_ms, "kind": kind, "data": data}
         self.next_seq += 1
-        self._put(ev)
         return ev
 
-    def _put(self, ev):
-        cap = self.capacity
-        if self._n < cap:
-            self._buf[(self._start + self._n) % cap] = ev
-            self._n += 1
-        else:
-            self._buf[self._start] = ev
-            self._start = (self._start + 1) % cap
+    def append(self, ev):
+        """Write an event to the file (reserving seqs first when needed) and compact the file
+        when it has grown past its bound. OSError if the filesystem fails."""
+        st = self.store
+        s = ev["seq"]
+        if s >= self._reserved:
+            st.save(SEQ_RECORD, {"next_seq": s + RESERVE})
+            self._reserved = s + RESERVE
+        due = st.append_event(ev)
+        if s > self.last_seq:
+            self.last_seq = s
+        if due:
+            st.compact_events(self.capacity)
 
-    def _at(self, i):
-        return self._buf[(self._start + i) % self.capacity]
+    def add(self, kind, data, epoch_s, now_ms):
+        """new() then append(). Returns the event dict."""
+        ev = self.new(kind, data, epoch_s, now_ms)
+        self.append(ev)
+        return ev
 
-    def first_seq(self):
-        """seq of the oldest event kept (next_seq if empty)."""
-        return self._at(0)["seq"] if self._n else self.next_seq
-
-    def last(self):
-        return self._at(self._n - 1) if self._n else None
+    # ------------------------------------------------------------------ reading
+    def _skip(self):
+        """Lines at the start of the file that are no longer readable (past capacity)."""
+        n = self.store.event_lines() - self.capacity
+        return n if n > 0 else 0
 
     def events(self):
-        """All kept events, oldest first (a new list)."""
-        return [self._at(i) for i in range(self._n)]
+        """The readable events, oldest first: a generator reading the file line by line."""
+        return self.store.iter_events(self._skip())
 
-    def since(self, seq=0, limit=50):
-        """Events with seq >= `seq`, oldest first, at most `limit`. Returns (events, next):
-        `next` is the seq to ask for next time (after the last returned event, or next_seq
-        when nothing was returned)."""
+    def since(self, seq=0, limit=50, budget=None):
+        """Events with seq >= `seq`, oldest first, at most `limit` (None: capacity), and, with
+        a `budget`, no more than fit in that many bytes of canonical JSON with a separator
+        each (at least one). Returns (events, next): `next` is the seq to ask for next time
+        (after the last returned event, the seq of the first one left out for the budget, or
+        next_seq when nothing was returned). Reads the file line by line and parses only the
+        lines returned."""
         if limit is None:
-            limit = self._n
+            limit = self.capacity
         if not isinstance(seq, int) or not isinstance(limit, int) or limit < 0:
             raise EventError("seq and limit must be integers, limit >= 0")
         out = []
-        n = self._n
-        if n and limit:
-            # seqs in the buffer increase strictly; skip straight to the first wanted one
-            lo, hi = 0, n
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if self._at(mid)["seq"] < seq:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            i = lo
-            while i < n and len(out) < limit:
-                out.append(self._at(i))
-                i += 1
+        if not limit:
+            return out, self.next_seq
+        st = self.store
+        first = self._skip()  # index of the first readable line
+        off = 0
+        idx = 0
+        top = 0
+        if self._h_gen == st.events_gen and self._h_seq <= seq:
+            off = self._h_off  # every line before it has a seq below _h_seq, so below `seq`
+            idx = self._h_line
+            top = self._h_seq - 1
+        f = st.open_events()
+        if f is None:
+            return out, self.next_seq
+        nxt = None
+        size = 0
+        # the hint for the next call: right after the last good line below the next `seq`
+        h_seq, h_off, h_line = 0, off, idx
+        try:
+            if off:
+                f.seek(off)
+            while True:
+                line, n = read_line(f)
+                if not n:
+                    break
+                off += n
+                idx += 1
+                if idx <= first:
+                    continue
+                s, ev = event_seq(line)
+                if s is None or s <= top:
+                    continue
+                top = s
+                if s < seq:
+                    h_seq, h_off, h_line = s + 1, off, idx
+                    continue
+                if ev is None:
+                    try:
+                        ev = decode(line, st.events_name)
+                    except CorruptRecord:
+                        continue
+                if budget is not None:
+                    size += len(line) - 9  # its canonical JSON and a separator
+                    if size > budget and out:
+                        nxt = s
+                        break
+                out.append(ev)
+                h_seq, h_off, h_line = s + 1, off, idx
+                if len(out) >= limit:
+                    break
+        finally:
+            f.close()
+        if h_seq:
+            self._h_seq, self._h_off, self._h_line = h_seq, h_off, h_line
+            self._h_gen = st.events_gen
+        if nxt is not None:
+            return out, nxt
         if out:
             return out, out[-1]["seq"] + 1
         return out, self.next_seq
 
-    def restore(self, events, next_seq=1):
-        """Reload events (oldest first, e.g. from Store.load_events()); keeps the last
-        `capacity` with strictly increasing seq. next_seq continues after the highest seq
-        seen and never goes below the given next_seq."""
-        self._buf = [None] * self.capacity
-        self._start = 0
-        self._n = 0
-        top = 0
-        for ev in events:
-            s = ev.get("seq") if isinstance(ev, dict) else None
-            if not isinstance(s, int) or s <= top:
-                continue
-            top = s
-            self._put(ev)
-        self.next_seq = top + 1 if top + 1 > next_seq else next_seq
+    # ------------------------------------------------------------------ boot
+    def restore(self, next_seq=1):
+        """At boot: scan the file (Store.scan_events: counts its lines, drops torn or corrupt
+        ones) and continue after the highest seq in it. next_seq never goes below the given
+        one, nor below the seqs reserved on file when the file cannot vouch for its highest
+        seq (no good line in it, or a bad line other than a torn last one). OSError if the
+        filesystem fails (next_seq is then already past the reservation)."""
+        st = self.store
+        try:
+            rec = st.load(SEQ_RECORD)
+        except CorruptRecord:
+            rec = None
+        reserved = rec.get("next_seq") if isinstance(rec, dict) else None
+        if not isinstance(reserved, int):
+            reserved = 0
+        self._reserved = reserved
+        self._h_gen = -1
+        self.next_seq = next_seq if next_seq > reserved else reserved
+        if self.next_seq < 1:
+            self.next_seq = 1
+        _, top = st.scan_events()
+        self.last_seq = top
+        bad = st.events_skipped - (1 if st.events_torn else 0)
+        nxt = top + 1
+        if top and not bad:
+            # the file vouches for its highest seq: no gap after a normal restart
+            self.next_seq = nxt if nxt > next_seq else next_seq
+        elif nxt > self.next_seq:
+            self.next_seq = nxt
         return self
 
     def to_dict(self):
-        return {"capacity": self.capacity, "next_seq": self.next_seq, "events": self.events()}
-
-    @classmethod
-    def from_dict(cls, d, capacity=None):
-        log = cls(capacity if capacity is not None else d.get("capacity", 200))
-        return log.restore(d.get("events", ()), d.get("next_seq", 1))
+        return {"capacity": self.capacity, "next_seq": self.next_seq}

@@ -5,10 +5,15 @@ save() writes `name.tmp` and renames it over `name` (atomic on littlefs and POSI
 open/write/close/rename, no directory scan. load() rejects anything that is not exactly that
 form (a flipped bit anywhere, a truncation, a missing newline) with CorruptRecord.
 
-The event log is an append-only file of such lines. load_events() skips (and counts) lines
-that fail their CRC, typically a torn last line after a power cut, and then rewrites the
-file without them so new lines do not get glued to a torn one. compact_events() rewrites the
-file atomically; append_event() says when the file has grown past its bound.
+The event log is an append-only file of such lines, one event each, with strictly increasing
+"seq". It is only ever streamed, one line at a time (readline with a length limit): nothing
+holds the whole log, or a list of its lines, in RAM.
+  append_event()   appends one line; says when the file has grown past events_max_lines
+  compact_events() copies the last `keep` good lines to name.tmp and renames it over the log
+  scan_events()    at boot: counts the lines, finds the highest good seq, and drops the lines
+                   that fail their check (typically a torn last line after a power cut) by the
+                   same streamed rewrite, so new lines do not get glued to a torn one
+  iter_events()    the good events, oldest first (a generator)
 
 Only os functions the MicroPython ports have: open, rename, remove, stat, mkdir.
 """
@@ -27,7 +32,8 @@ except ImportError:
 
 
 _ENOENT = const(2)
-_LINE_MAX = const(4096)  # longest event line load_events() reads as one line
+_LINE_MAX = const(4096)  # longest event line read as one line (longer ones are dropped)
+_SEQ_KEY = b'"seq":'
 
 
 class StoreError(Exception):
@@ -47,19 +53,82 @@ def encode(obj):
     return body + b"*" + crc_hex(body).encode() + b"\n"
 
 
-def decode(line, name="record"):
-    """The object in one record line (bytes, with its newline); CorruptRecord if the line is
-    not exactly what encode() makes."""
+def _check(line, name):
+    """Raise CorruptRecord unless line (bytes, with its newline) is exactly what encode()
+    makes, up to the JSON: the form and the CRC."""
     n = len(line)
     if n < 11 or line[n - 1] != 0x0A or line[n - 10] != 0x2A:  # "\n", "*"
         raise CorruptRecord(name, "truncated or malformed")
-    body = line[: n - 10]
-    if line[n - 9 : n - 1] != crc_hex(body).encode():
+    if line[n - 9 : n - 1] != crc_hex(line[: n - 10]).encode():
         raise CorruptRecord(name, "CRC mismatch")
+
+
+def decode(line, name="record"):
+    """The object in one record line (bytes, with its newline); CorruptRecord if the line is
+    not exactly what encode() makes."""
+    _check(line, name)
     try:
-        return json.loads(body.decode())
+        return json.loads(line[: len(line) - 10].decode())
     except (ValueError, UnicodeError) as e:
         raise CorruptRecord(name, "unparseable: %s" % (e,)) from None
+
+
+def good_line(line):
+    """True if the line passes its check (form and CRC; the JSON is not parsed)."""
+    try:
+        _check(line, "")
+    except CorruptRecord:
+        return False
+    return True
+
+
+def line_seq(line):
+    """The seq of an event line without parsing its JSON, or None if the line does not end
+    like one (canonical JSON sorts the keys, so an event's "seq" comes last: `"seq":N}`).
+    The line's CRC is not checked here."""
+    end = len(line) - 11  # the "}" before "*crc\\n"
+    if end < 7 or line[end] != 0x7D:
+        return None
+    i = line.rfind(_SEQ_KEY, 0, end)
+    if i < 0:
+        return None
+    digits = line[i + 6 : end]
+    if not digits or not digits.isdigit():
+        return None
+    return int(digits)
+
+
+def read_line(f):
+    """The next line of an event log: (line, n), n the bytes consumed (0 at the end of the
+    file). line is the bytes of one whole line with its newline; a torn last line has none;
+    None for a line too long to read as one (the rest of it is consumed); b"" at the end."""
+    line = f.readline(_LINE_MAX)
+    if len(line) < _LINE_MAX or line[-1] == 0x0A:
+        return line, len(line)
+    n = len(line)
+    while line and line[-1] != 0x0A:
+        line = f.readline(_LINE_MAX)
+        n += len(line)
+    return None, n
+
+
+def event_seq(line):
+    """(seq, event) of a good event line: event is None when the seq could be read without
+    parsing the JSON (parse it with decode() when it is needed). (None, None) if the line is
+    not a good event line. The CRC is checked."""
+    if line is None or not good_line(line):
+        return None, None
+    s = line_seq(line)
+    if s is not None:
+        return s, None
+    try:
+        ev = decode(line)
+    except CorruptRecord:
+        return None, None
+    s = ev.get("seq") if isinstance(ev, dict) else None
+    if not isinstance(s, int) or isinstance(s, bool):
+        return None, None
+    return s, ev
 
 
 def _missing(e):
@@ -74,7 +143,9 @@ class Store:
         self.events_max_lines = events_max_lines
         self._dir_ok = False
         self._event_lines = None  # lines in the event log, None until counted
-        self.events_skipped = 0  # bad lines dropped by the last load_events()
+        self.events_skipped = 0  # bad lines dropped by the last scan_events()
+        self.events_torn = False  # ... and whether the last line was torn (no newline)
+        self.events_gen = 0  # bumped whenever the event log is rewritten or removed
 
     def path(self, name):
         if not name or "/" in name:
@@ -96,42 +167,46 @@ class Store:
                 pass  # exists (or a real problem the write will report)
         self._dir_ok = True
 
-    def _write_atomic(self, name, data):
-        """Write bytes (or a list of byte chunks, written one by one) to name.tmp, then
-        rename it over name."""
-        path = self.path(name)
-        tmp = path + ".tmp"
+    def _open_tmp(self, name):
+        """name.tmp opened for writing (the directory made if needed)."""
+        tmp = self.path(name) + ".tmp"
+        if not self._dir_ok:
+            self._mkdirs()
         try:
-            f = open(tmp, "wb")
+            return open(tmp, "wb")
         except OSError:
             self._dir_ok = False
             self._mkdirs()
-            f = open(tmp, "wb")
-        try:
-            if isinstance(data, list):
-                for chunk in data:
-                    f.write(chunk)
-            else:
-                f.write(data)
-        finally:
-            f.close()
+            return open(tmp, "wb")
+
+    def _commit(self, name):
+        """Rename name.tmp over name."""
+        path = self.path(name)
+        tmp = path + ".tmp"
         try:
             os.rename(tmp, path)
         except OSError:
             # a filesystem whose rename does not replace (FAT): remove then rename; load()
-            # recovers from the .tmp if power fails in between
+            # and scan_events() recover from the .tmp if power fails in between
             try:
                 os.remove(path)
             except OSError:
                 pass
             os.rename(tmp, path)
 
+    def _write_atomic(self, name, data):
+        """Write bytes to name.tmp, then rename it over name."""
+        f = self._open_tmp(name)
+        try:
+            f.write(data)
+        finally:
+            f.close()
+        self._commit(name)
+
     # --- records ----------------------------------------------------------------------------
 
     def save(self, name, obj):
         """Write a record atomically (name.tmp then rename over name)."""
-        if not self._dir_ok:
-            self._mkdirs()
         self._write_atomic(name, encode(obj))
 
     def _read(self, path):
@@ -177,15 +252,30 @@ class Store:
                 pass
         if name == self.events_name:
             self._event_lines = 0
+            self.events_gen += 1
 
     # --- event log --------------------------------------------------------------------------
 
-    def append_event(self, ev):
-        """Append one event line. Returns True when the log has grown past events_max_lines
-        and should be compacted (compact_events with the events to keep)."""
-        line = encode(ev)
+    def open_events(self):
+        """The event log opened for reading, None if there is none."""
+        try:
+            return open(self.path(self.events_name), "rb")
+        except OSError as e:
+            if not _missing(e):
+                raise
+            return None
+
+    def event_lines(self):
+        """Lines in the event log (counted once, then kept up to date)."""
         if self._event_lines is None:
             self._event_lines = self._count_lines()
+        return self._event_lines
+
+    def append_event(self, ev):
+        """Append one event line. Returns True when the log has grown past events_max_lines
+        and should be compacted (compact_events)."""
+        line = encode(ev)
+        self.event_lines()
         if not self._dir_ok:
             self._mkdirs()
         f = open(self.path(self.events_name), "ab")
@@ -197,23 +287,53 @@ class Store:
         return self._event_lines > self.events_max_lines
 
     def compaction_due(self):
-        if self._event_lines is None:
-            self._event_lines = self._count_lines()
-        return self._event_lines > self.events_max_lines
+        return self.event_lines() > self.events_max_lines
 
-    def compact_events(self, events):
-        """Replace the event log by these events, atomically."""
-        if not self._dir_ok:
-            self._mkdirs()
-        # line by line: joining the whole log (tens of KB) needs a block a board heap lacks
-        parts = [encode(ev) for ev in events]
-        self._write_atomic(self.events_name, parts)
-        self._event_lines = len(parts)
+    def compact_events(self, keep):
+        """Keep only the last `keep` lines of the event log (those that pass their check):
+        streamed into name.tmp, line by line, which is then renamed over the log. Returns
+        the lines kept."""
+        skip = self.event_lines() - keep
+        return self._rewrite_events(skip if skip > 0 else 0)
+
+    def _rewrite_events(self, skip):
+        """Copy the good lines (complete, CRC right, seq above the previous one) after the
+        first `skip` lines of the event log to name.tmp, one at a time, and rename it over the
+        log. Returns the lines written."""
+        src = self.open_events()
+        if src is None:
+            self._event_lines = 0
+            return 0
+        kept = 0
+        try:
+            dst = self._open_tmp(self.events_name)
+            try:
+                top = 0
+                while True:
+                    line, n = read_line(src)
+                    if not n:
+                        break
+                    if skip > 0:
+                        skip -= 1
+                        continue
+                    s, _ = event_seq(line)
+                    if s is None or s <= top:
+                        continue
+                    top = s
+                    dst.write(line)
+                    kept += 1
+            finally:
+                dst.close()
+        finally:
+            src.close()
+        self._commit(self.events_name)
+        self._event_lines = kept
+        self.events_gen += 1
+        return kept
 
     def _count_lines(self):
-        try:
-            f = open(self.path(self.events_name), "rb")
-        except OSError:
+        f = self.open_events()
+        if f is None:
             return 0
         n = 0
         try:
@@ -226,49 +346,77 @@ class Store:
             f.close()
         return n
 
-    def load_events(self, keep=None):
-        """Events in the log, oldest first (only the last `keep` if given). Lines that fail
-        their check (a torn last line) are skipped; their number is returned and kept in
-        events_skipped, and the file is rewritten without them. Returns (events, skipped)."""
+    def scan_events(self):
+        """At boot: count the lines of the event log and find its highest good seq, reading
+        one line at a time. Lines that fail their check (a torn last line after a power cut, a
+        flipped bit) or do not increase the seq are dropped by a streamed rewrite; their number
+        is kept in events_skipped (events_torn: the last line was torn). Returns
+        (lines, highest seq or 0)."""
         path = self.path(self.events_name)
-        try:
-            f = open(path, "rb")
-        except OSError as e:
-            if not _missing(e):
-                raise
+        f = self.open_events()
+        if f is None:
+            # a complete name.tmp and no log: power failed between remove and rename
+            # (compaction on a filesystem whose rename does not replace)
+            try:
+                os.rename(path + ".tmp", path)
+                f = self.open_events()
+            except OSError:
+                pass
+        self.events_skipped = 0
+        self.events_torn = False
+        if f is None:
             self._event_lines = 0
-            self.events_skipped = 0
-            return [], 0
-        events = []
-        skipped = 0
+            return 0, 0
         total = 0
+        top = 0
+        skipped = 0
+        torn = False
         try:
             while True:
-                line = f.readline(_LINE_MAX)
-                if not line:
+                line, n = read_line(f)
+                if not n:
                     break
                 total += 1
-                if line[-1] != 0x0A:
-                    # torn (or overlong) line: drop the rest of it
-                    while line and line[-1] != 0x0A:
-                        line = f.readline(_LINE_MAX)
+                torn = False
+                s, _ = event_seq(line)
+                if s is None or s <= top:
                     skipped += 1
+                    torn = line is not None and line[-1] != 0x0A
                     continue
-                try:
-                    ev = decode(line, self.events_name)
-                except CorruptRecord:
-                    skipped += 1
-                    continue
-                if not isinstance(ev, dict):
-                    skipped += 1
-                    continue
-                events.append(ev)
-                if keep is not None and len(events) > keep:
-                    events.pop(0)
+                top = s
         finally:
             f.close()
         self._event_lines = total
         self.events_skipped = skipped
+        self.events_torn = torn
         if skipped:
-            self.compact_events(events)
-        return events, skipped
+            total = self._rewrite_events(0)
+        return total, top
+
+    def iter_events(self, skip=0):
+        """The good events of the log (strictly increasing seq), oldest first, after its first
+        `skip` lines: a generator that reads one line at a time."""
+        f = self.open_events()
+        if f is None:
+            return
+        try:
+            top = 0
+            while True:
+                line, n = read_line(f)
+                if not n:
+                    break
+                if skip > 0:
+                    skip -= 1
+                    continue
+                s, ev = event_seq(line)
+                if s is None or s <= top:
+                    continue
+                if ev is None:
+                    try:
+                        ev = decode(line, self.events_name)
+                    except CorruptRecord:
+                        continue
+                top = s
+                yield ev
+        finally:
+            f.close()

@@ -1,81 +1,339 @@
-from _util import raises
-from pumpcore.events import EventError, EventLog
+"""The event log: kept in the store's file, streamed back, seq never reused, RAM flat."""
+
+import gc
+import os
+import sys
+
+from _util import raises, read_bytes, rmtree, tmpdir, write_bytes
+from pumpcore import canon
+from pumpcore.events import RESERVE, SEQ_RECORD, EventError, EventLog
+from pumpcore.store import Store, encode
 
 EPOCH = 1_700_000_000
 
 
-def filled(n, capacity=200):
-    log = EventLog(capacity)
-    for i in range(n):
+def with_log(fn, capacity=200, max_lines=None):
+    d = tmpdir()
+    try:
+        root = d + "/data"
+        st = Store(root, events_max_lines=max_lines or 2 * capacity)
+        fn(EventLog(st, capacity).restore(), root)
+    finally:
+        rmtree(d)
+
+
+def fill(log, n):
+    for _ in range(n):
+        i = log.next_seq
         log.add("k%d" % i, {"i": i}, EPOCH + i, 1000 + i)
-    return log
+
+
+def seqs(evs):
+    return [e["seq"] for e in evs]
+
+
+def reopen(log, root):
+    """The log as the next boot sees it."""
+    return EventLog(Store(root, events_max_lines=log.store.events_max_lines),
+                    log.capacity).restore()
 
 
 def test_add_builds_events_with_increasing_seq():
-    log = EventLog(4)
-    e1 = log.add("reset", {"cause": "power"}, EPOCH, 12)
-    e2 = log.add("refill", None, None, 13)
-    assert e1 == {"seq": 1, "epoch_s": EPOCH, "ms": 12, "kind": "reset", "data": {"cause": "power"}}
-    assert e2["seq"] == 2 and e2["data"] == {} and e2["epoch_s"] is None
-    raises(EventError, log.add, "x", [1], EPOCH, 0)
-    raises(EventError, log.add, 5, {}, EPOCH, 0)
-    assert log.next_seq == 3  # refused adds use no seq
+    def run(log, root):
+        e1 = log.add("reset", {"cause": "power"}, EPOCH, 12)
+        e2 = log.add("refill", None, None, 13)
+        assert e1 == {"seq": 1, "epoch_s": EPOCH, "ms": 12, "kind": "reset",
+                      "data": {"cause": "power"}}
+        assert e2["seq"] == 2 and e2["data"] == {} and e2["epoch_s"] is None
+        raises(EventError, log.add, "x", [1], EPOCH, 0)
+        raises(EventError, log.add, 5, {}, EPOCH, 0)
+        assert log.next_seq == 3 and log.last_seq == 2  # refused adds use no seq
+        # the events are in the file, one line each, not in RAM
+        assert read_bytes(root + "/events.log") == encode(e1) + encode(e2)
+        assert list(log.events()) == [e1, e2]
+        assert len(log) == 2
+        # new() takes a seq without writing; append() writes it
+        e3 = log.new("later", {}, EPOCH, 14)
+        assert e3["seq"] == 3 and len(log) == 2
+        log.append(e3)
+        assert seqs(log.events()) == [1, 2, 3]
+
+    with_log(run, capacity=4)
 
 
-def test_ring_drops_the_oldest():
-    log = filled(7, capacity=4)
-    assert len(log) == 4
-    assert [e["seq"] for e in log.events()] == [4, 5, 6, 7]
-    assert log.first_seq() == 4
-    assert log.last()["seq"] == 7
+def test_the_last_capacity_events_are_readable():
+    def run(log, root):
+        fill(log, 7)  # the file holds 7 lines (bound 8), 4 are readable
+        assert log.store.event_lines() == 7
+        assert len(log) == 4
+        assert seqs(log.events()) == [4, 5, 6, 7]
+        assert seqs(log.since(0, None)[0]) == [4, 5, 6, 7]
+        assert log.last_seq == 7
+
+    with_log(run, capacity=4)
 
 
 def test_since_pages_through():
-    log = filled(10, capacity=8)  # keeps seq 3..10
-    ev, nxt = log.since(0, 3)
-    assert [e["seq"] for e in ev] == [3, 4, 5] and nxt == 6
-    ev, nxt = log.since(nxt, 3)
-    assert [e["seq"] for e in ev] == [6, 7, 8] and nxt == 9
-    ev, nxt = log.since(nxt, 3)
-    assert [e["seq"] for e in ev] == [9, 10] and nxt == 11
-    ev, nxt = log.since(nxt, 3)
-    assert ev == [] and nxt == 11
-    log.add("new", {}, EPOCH, 0)
-    ev, nxt = log.since(nxt, 3)
-    assert [e["seq"] for e in ev] == [11] and nxt == 12
-    ev, nxt = log.since(7, 0)
-    assert ev == [] and nxt == 12
-    ev, _ = log.since(7, None)
-    assert [e["seq"] for e in ev] == [7, 8, 9, 10, 11]
-    raises(EventError, log.since, 0, -1)
+    def run(log, root):
+        fill(log, 10)  # readable: seq 3..10
+        ev, nxt = log.since(0, 3)
+        assert seqs(ev) == [3, 4, 5] and nxt == 6
+        ev, nxt = log.since(nxt, 3)
+        assert seqs(ev) == [6, 7, 8] and nxt == 9
+        ev, nxt = log.since(nxt, 3)
+        assert seqs(ev) == [9, 10] and nxt == 11
+        ev, nxt = log.since(nxt, 3)
+        assert ev == [] and nxt == 11
+        log.add("new", {}, EPOCH, 0)
+        ev, nxt = log.since(nxt, 3)
+        assert seqs(ev) == [11] and nxt == 12
+        ev, nxt = log.since(7, 0)
+        assert ev == [] and nxt == 12
+        ev, _ = log.since(7, None)
+        assert seqs(ev) == [7, 8, 9, 10, 11]
+        # asking again for older seqs (the remembered place is only a shortcut)
+        ev, nxt = log.since(5, 2)
+        assert seqs(ev) == [5, 6] and nxt == 7
+        ev, nxt = log.since(0, 1)
+        assert seqs(ev) == [4] and nxt == 5  # seq 3 is past capacity now
+        raises(EventError, log.since, 0, -1)
+        raises(EventError, log.since, "0", 1)
+
+    with_log(run, capacity=8, max_lines=16)
 
 
 def test_since_from_the_future_resyncs():
-    log = filled(3)
-    ev, nxt = log.since(500, 10)
-    assert ev == [] and nxt == 4
+    def run(log, root):
+        fill(log, 3)
+        ev, nxt = log.since(500, 10)
+        assert ev == [] and nxt == 4
+
+    with_log(run)
 
 
-def test_seq_survives_restart_and_is_never_reused():
-    log = filled(5, capacity=3)
-    d = log.to_dict()
-    log2 = EventLog.from_dict(d)
-    assert log2.events() == log.events()
-    assert log2.add("after", {}, EPOCH, 0)["seq"] == 6
-    # restored from a log file only (no saved next_seq)
-    log3 = EventLog(3).restore(log.events())
-    assert log3.next_seq == 6
-    # an empty or lost log file must not restart seq below the saved next_seq
-    log4 = EventLog(3).restore([], next_seq=6)
-    assert log4.add("x", {}, EPOCH, 0)["seq"] == 6
-    # duplicated or out-of-order lines are dropped
-    evs = log.events()
-    log5 = EventLog(10).restore([evs[0], evs[0], evs[2], evs[1], {"bad": 1}])
-    assert [e["seq"] for e in log5.events()] == [3, 5]
-    # restoring more than capacity keeps the newest
-    log6 = EventLog(2).restore(filled(5).events())
-    assert [e["seq"] for e in log6.events()] == [4, 5] and log6.next_seq == 6
+def test_since_with_a_byte_budget():
+    def run(log, root):
+        fill(log, 20)
+        all_evs = list(log.events())
+        sizes = [len(canon.dumps(e)) + 1 for e in all_evs]
+        budget = sizes[0] + sizes[1] + sizes[2] + 1  # three fit, not four
+        ev, nxt = log.since(1, 10, budget)
+        assert ev == all_evs[:3] and nxt == 4
+        ev, nxt = log.since(nxt, 10, budget)
+        assert seqs(ev) == [4, 5, 6] and nxt == 7
+        # at least one event, even over the budget
+        ev, nxt = log.since(1, 10, 5)
+        assert seqs(ev) == [1] and nxt == 2
+        # the budget stops before the limit does
+        ev, nxt = log.since(18, 10, 10_000)
+        assert seqs(ev) == [18, 19, 20] and nxt == 21
+
+    with_log(run)
+
+
+def test_since_across_compaction():
+    def run(log, root):
+        fill(log, 6)  # at the bound
+        ev, nxt = log.since(0, 2)
+        assert seqs(ev) == [3, 4] and nxt == 5
+        fill(log, 1)  # 7 lines > 6: compacted to the last 4
+        assert log.store.event_lines() == 4
+        assert "events.log.tmp" not in os.listdir(root)
+        ev, nxt = log.since(nxt, 2)
+        assert seqs(ev) == [5, 6] and nxt == 7
+        fill(log, 3)
+        ev, nxt = log.since(nxt, 50)
+        assert seqs(ev) == [7, 8, 9, 10] and nxt == 11
+        # a reader that fell behind gets the oldest still kept
+        ev, nxt = log.since(2, 50)
+        assert seqs(ev) == [7, 8, 9, 10]
+
+    with_log(run, capacity=4, max_lines=6)
+
+
+def test_compaction_keeps_the_newest_lines():
+    def run(log, root):
+        fill(log, 9)  # compacted at the 7th line: 4 kept, then 2 more
+        lines = read_bytes(root + "/events.log").split(b"\n")[:-1]
+        assert len(lines) == 6 and log.store.event_lines() == 6
+        assert seqs(Store(root).iter_events()) == [4, 5, 6, 7, 8, 9]
+        assert seqs(log.events()) == [6, 7, 8, 9]
+
+    with_log(run, capacity=4, max_lines=6)
+
+
+def test_seq_continues_after_a_restart():
+    def run(log, root):
+        fill(log, 5)
+        log2 = reopen(log, root)
+        assert log2.next_seq == 6  # no gap after a normal restart
+        assert seqs(log2.events()) == [2, 3, 4, 5]
+        assert log2.add("after", {}, EPOCH, 0)["seq"] == 6
+        # the seqs reserved on file are not rewritten for every event
+        assert Store(root).load(SEQ_RECORD) == {"next_seq": 1 + RESERVE}
+        assert log2.to_dict() == {"capacity": 4, "next_seq": 7}
+
+    with_log(run, capacity=4)
+
+
+def test_seq_after_a_torn_last_line():
+    def run(log, root):
+        fill(log, 3)
+        path = root + "/events.log"
+        raw = read_bytes(path)
+        write_bytes(path, raw[:-7])  # power cut while seq 3 was written (never sent)
+        log2 = reopen(log, root)
+        assert log2.store.events_skipped == 1 and log2.store.events_torn
+        assert seqs(log2.events()) == [1, 2]
+        assert log2.next_seq == 3
+        # repaired: the next line is not glued to the torn one
+        log2.add("after", {}, EPOCH, 0)
+        assert seqs(reopen(log2, root).events()) == [1, 2, 3]
+
+    with_log(run)
+
+
+def test_seq_is_never_reused_when_the_file_is_lost():
+    def run(log, root):
+        fill(log, 150)  # past a reservation: the record was rewritten at seq 101
+        os.remove(root + "/events.log")
+        log2 = reopen(log, root)
+        assert log2.next_seq >= 151
+        assert list(log2.events()) == []
+        ev = log2.add("after", {}, EPOCH, 0)
+        assert ev["seq"] >= 151
+        # and after the next restart it goes on from the new file
+        log3 = reopen(log2, root)
+        assert log3.next_seq == ev["seq"] + 1
+        assert seqs(log3.since(0, 5)[0]) == [ev["seq"]]
+
+    with_log(run)
+
+
+def test_seq_is_never_reused_when_the_newest_lines_are_corrupt():
+    def run(log, root):
+        fill(log, 5)
+        path = root + "/events.log"
+        raw = bytearray(read_bytes(path))
+        raw[len(raw) - 20] ^= 0x01  # a flipped bit in seq 5, a complete line: it was sent
+        write_bytes(path, bytes(raw))
+        log2 = reopen(log, root)
+        assert seqs(log2.events()) == [1, 2, 3, 4]
+        assert log2.next_seq > 5
+        # ... and a file with no good line at all
+        write_bytes(path, b"garbage\n")
+        assert reopen(log, root).next_seq > 5
+
+    with_log(run)
+
+
+def test_out_of_order_and_duplicate_lines_are_dropped():
+    def run(log, root):
+        st = log.store
+        for s in (3, 3, 5, 4, 7):
+            st.append_event({"seq": s, "epoch_s": None, "ms": s, "kind": "k", "data": {}})
+        assert seqs(log.events()) == [3, 5, 7]
+        assert seqs(log.since(4, 10)[0]) == [5, 7]
+        log2 = reopen(log, root)
+        assert log2.next_seq == 8 and log2.store.events_skipped == 2
+        assert log2.store.event_lines() == 3
+
+    with_log(run)
+
+
+def test_ram_does_not_grow_with_events():
+    def run(log, root):
+        fill(log, 10)
+        log.since(0, 50, 800)
+        gc.collect()
+        m10 = gc.mem_alloc() if hasattr(gc, "mem_alloc") else 0
+        fill(log, 290)  # 300 lines in the file (bound 400), the last 200 readable
+        ev, nxt = log.since(0, 50, 800)
+        assert ev and ev[0]["seq"] == 101 and log.store.event_lines() == 300
+        del ev
+        gc.collect()
+        m300 = gc.mem_alloc() if hasattr(gc, "mem_alloc") else 0
+        if sys.implementation.name == "micropython":
+            assert abs(m300 - m10) < 512, (m10, m300)
+
+    with_log(run)
 
 
 def test_bad_capacity():
-    raises(EventError, EventLog, 0)
+    raises(EventError, EventLog, Store("/nonexistent-root-for-test"), 0)
+
+
+# ---------------------------------------------------------------------- the app's `log`
+
+
+def _app(root):
+    from fakeboard import FakeBoard
+    from pumpcore.app import App
+
+    b = FakeBoard(root=root + "/")
+    return App(b, keys={}), b
+
+
+def _log_all(app, since=0):
+    """Every readable event through the `log` command, page by page, each page one frame."""
+    from pumpcore import proto
+
+    out = []
+    while True:
+        res = app.call("log", {"since": since, "limit": 50}, "clinician", "l", app.board.t_ms)
+        assert len(proto.encode_ok("l", res)) <= proto.MAX_LINE
+        if not res["events"]:
+            return out, res["next"]
+        out.extend(res["events"])
+        since = res["next"]
+
+
+def _events(app, b, n):
+    for _ in range(n):
+        b.t_ms += 1000
+        app._event("alarm.raised", {"kind": "LOW", "critical": False}, b.t_ms)
+
+
+def test_app_log_across_compaction_restart_and_a_lost_file():
+    d = tmpdir()
+    try:
+        app, b = _app(d)  # its boot logs "reset" as seq 1
+        _events(app, b, 399)
+        evs, nxt = _log_all(app)
+        assert seqs(evs) == list(range(201, 401)) and nxt == 401
+        _events(app, b, 1)  # 401 lines: compacted to the last 200
+        assert app.store.event_lines() == 200
+        evs, nxt = _log_all(app, 390)
+        assert seqs(evs) == list(range(390, 402)) and nxt == 402
+        # a restart continues the seq, no gap; the reset is logged
+        app, b = _app(d)
+        evs, nxt = _log_all(app, 400)
+        assert seqs(evs) == [400, 401, 402] and evs[-1]["kind"] == "reset"
+        assert [e["kind"] for e in app.events.events()][-1] == "reset"
+        # losing the file never reuses a seq
+        os.remove(d + "/data/events.log")
+        app, b = _app(d)
+        evs, nxt = _log_all(app)
+        assert len(evs) == 1 and evs[0]["kind"] == "reset" and evs[0]["seq"] > 402
+    finally:
+        rmtree(d)
+
+
+def test_app_ram_does_not_grow_with_events():
+    d = tmpdir()
+    try:
+        app, b = _app(d)
+        _events(app, b, 9)
+        app.server.take_output()
+        _log_all(app)
+        gc.collect()
+        m10 = gc.mem_alloc() if hasattr(gc, "mem_alloc") else 0
+        _events(app, b, 290)
+        app.server.take_output()
+        _log_all(app)
+        gc.collect()
+        m300 = gc.mem_alloc() if hasattr(gc, "mem_alloc") else 0
+        if sys.implementation.name == "micropython":
+            assert abs(m300 - m10) < 1024, (m10, m300)
+    finally:
+        rmtree(d)

@@ -1,7 +1,7 @@
 import os
 
 from _util import raises, read_bytes, rmtree, tmpdir, write_bytes
-from pumpcore.store import CorruptRecord, Store, decode, encode
+from pumpcore.store import CorruptRecord, Store, decode, encode, event_seq, line_seq
 
 RECORD = {"plan_crc": "0badf00d", "reservoir_nl": 20_000_000, "steps": 12345, "on": True}
 
@@ -92,16 +92,35 @@ def ev(seq):
     return {"seq": seq, "epoch_s": 1_700_000_000 + seq, "ms": seq, "kind": "k", "data": {"n": seq}}
 
 
-def test_event_log_append_and_load():
+def seqs(evs):
+    return [e["seq"] for e in evs]
+
+
+def test_event_line_seq_is_read_without_parsing():
+    assert line_seq(encode(ev(1234))) == 1234
+    # "seq" inside the data or a string does not fool it: canonical JSON puts "seq" last
+    tricky = {"seq": 7, "epoch_s": None, "ms": 0, "kind": '"seq":9}', "data": {"seq": 8}}
+    assert line_seq(encode(tricky)) == 7 and event_seq(encode(tricky)) == (7, None)
+    # lines that do not end like an event: parsed instead, or refused
+    assert line_seq(encode({"seq": 3, "z": 1})) is None
+    assert event_seq(encode({"seq": 3, "z": 1})) == (3, {"seq": 3, "z": 1})
+    assert event_seq(encode({"seq": "3"})) == (None, None)
+    assert event_seq(encode([1, 2])) == (None, None)
+    assert event_seq(encode(ev(5))[:-2] + b"\n") == (None, None)  # CRC checked
+    assert event_seq(None) == (None, None)
+
+
+def test_event_log_append_and_iterate():
     def run(st, root):
-        assert st.load_events() == ([], 0)
+        assert st.scan_events() == (0, 0)
+        assert list(st.iter_events()) == []
         for s in range(1, 6):
             assert st.append_event(ev(s)) is False
-        events, skipped = st.load_events()
-        assert skipped == 0
-        assert [e["seq"] for e in events] == [1, 2, 3, 4, 5]
-        events, _ = st.load_events(keep=2)
-        assert [e["seq"] for e in events] == [4, 5]
+        assert list(st.iter_events()) == [ev(s) for s in range(1, 6)]
+        assert seqs(st.iter_events(3)) == [4, 5]  # after the first 3 lines
+        st2 = Store(root)
+        assert st2.scan_events() == (5, 5) and st2.events_skipped == 0
+        assert st2.event_lines() == 5
 
     with_store(run)
 
@@ -116,13 +135,15 @@ def test_torn_last_line_is_skipped_counted_and_repaired():
         for cut in range(1, last):
             write_bytes(path, raw[: len(raw) - cut])
             st2 = Store(root)
-            events, skipped = st2.load_events()
-            assert [e["seq"] for e in events] == [1, 2], cut
-            assert skipped == 1 and st2.events_skipped == 1
+            assert seqs(st2.iter_events()) == [1, 2], cut  # reading skips it too
+            assert st2.scan_events() == (2, 2), cut
+            assert st2.events_skipped == 1 and st2.events_torn
+            assert "events.log.tmp" not in os.listdir(root)
             # repaired: the next line is not glued to the torn one
             st2.append_event(ev(4))
-            events, skipped = Store(root).load_events()
-            assert [e["seq"] for e in events] == [1, 2, 4] and skipped == 0
+            st3 = Store(root)
+            assert st3.scan_events() == (3, 4) and st3.events_skipped == 0
+            assert seqs(st3.iter_events()) == [1, 2, 4]
 
     with_store(run)
 
@@ -135,8 +156,25 @@ def test_corrupt_middle_line_is_skipped():
         raw = bytearray(read_bytes(path))
         raw[len(encode(ev(1))) + 5] ^= 0x01  # inside line 2
         write_bytes(path, bytes(raw))
-        events, skipped = Store(root).load_events()
-        assert [e["seq"] for e in events] == [1, 3] and skipped == 1
+        assert seqs(Store(root).iter_events()) == [1, 3]
+        st2 = Store(root)
+        assert st2.scan_events() == (2, 3)
+        assert st2.events_skipped == 1 and not st2.events_torn
+        assert read_bytes(path) == encode(ev(1)) + encode(ev(3))
+
+    with_store(run)
+
+
+def test_overlong_line_is_skipped():
+    def run(st, root):
+        st.append_event(ev(1))
+        big = ev(2)
+        big["data"] = {"x": "y" * 5000}  # longer than one readline
+        st.append_event(big)
+        st.append_event(ev(3))
+        assert seqs(Store(root).iter_events()) == [1, 3]
+        st2 = Store(root)
+        assert st2.scan_events() == (2, 3) and st2.events_skipped == 1
 
     with_store(run)
 
@@ -145,14 +183,46 @@ def test_compaction_when_the_log_grows_past_its_bound():
     def run(st, root):
         due = [st.append_event(ev(s)) for s in range(1, 7)]
         assert due == [False, False, False, False, True, True]
-        st.compact_events([ev(5), ev(6)])
+        assert st.compact_events(2) == 2
         assert "events.log.tmp" not in os.listdir(root)
+        assert read_bytes(root + "/events.log") == encode(ev(5)) + encode(ev(6))
         assert st.compaction_due() is False
         assert st.append_event(ev(7)) is False
         # a fresh Store counts the existing lines before deciding
         st2 = Store(root, events_max_lines=3)
         assert st2.append_event(ev(8)) is True
-        events, _ = st2.load_events()
-        assert [e["seq"] for e in events] == [5, 6, 7, 8]
+        assert seqs(st2.iter_events()) == [5, 6, 7, 8]
+        assert st2.compact_events(10) == 4  # fewer lines than kept: all stay
+        assert seqs(st2.iter_events()) == [5, 6, 7, 8]
 
     with_store(run, events_max_lines=4)
+
+
+def test_compaction_drops_bad_lines():
+    def run(st, root):
+        for s in range(1, 5):
+            st.append_event(ev(s))
+        path = root + "/events.log"
+        raw = bytearray(read_bytes(path))
+        raw[len(raw) - len(encode(ev(4))) - 5] ^= 0x01  # inside line 3
+        write_bytes(path, bytes(raw))
+        assert st.compact_events(3) == 2
+        assert read_bytes(path) == encode(ev(2)) + encode(ev(4))
+        assert st.event_lines() == 2
+
+    with_store(run)
+
+
+def test_scan_recovers_the_log_from_a_complete_tmp():
+    def run(st, root):
+        for s in range(1, 4):
+            st.append_event(ev(s))
+        path = root + "/events.log"
+        # compaction on a non-replacing rename: power failed between remove and rename
+        os.rename(path, path + ".tmp")
+        st2 = Store(root)
+        assert st2.scan_events() == (3, 3)
+        assert seqs(st2.iter_events()) == [1, 2, 3]
+        assert "events.log.tmp" not in os.listdir(root)
+
+    with_store(run)
