@@ -5,14 +5,13 @@ making of step pulses: a board module subclasses it and adds ``_hw_start``, ``_h
 ``_hw_stop`` for one hardware segment (PIO on rp2, RMT/Timer on esp32, the world on sim).
 
 The constructor is *given* its pins and peripherals (``parts``) and its I/O (``io``), so tests
-pass fakes; ``build_parts(config, machine)`` makes the real ones from boards/<name>.json.
+pass fakes; ``hw.setup.build_parts(config, machine)`` makes the real ones from
+boards/<name>.json.
 
 A motor segment whose first delay or interval is longer than one hardware segment can time
 (``_HW_MAX_US``) is split here into hardware sub-segments; the next one is started from
 ``motor_busy()``/``wait()``, which the app calls far more often than once per hardware span.
 """
-
-import sys
 
 try:
     from micropython import const
@@ -41,36 +40,6 @@ class BoardError(Exception):
     """A hardware-layer request that cannot be carried out (e.g. a segment while busy)."""
 
 
-def days_from_civil(y, m, d):
-    """Days since 1970-01-01 of a proleptic Gregorian date (integer only)."""
-    if m <= 2:
-        y -= 1
-    era = (y if y >= 0 else y - 399) // 400
-    yoe = y - era * 400
-    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
-    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    return era * 146097 + doe - 719468
-
-
-def _bcd(b):
-    return (b >> 4) * 10 + (b & 0x0F)
-
-
-def ds3231_epoch_s(regs):
-    """Seconds since 1970 from DS3231 registers 0x00..0x06 (UTC, 24 h or 12 h mode)."""
-    sec = _bcd(regs[0] & 0x7F)
-    minute = _bcd(regs[1] & 0x7F)
-    h = regs[2]
-    if h & 0x40:  # 12-hour mode: bit 5 = PM
-        hour = _bcd(h & 0x1F) % 12 + (12 if h & 0x20 else 0)
-    else:
-        hour = _bcd(h & 0x3F)
-    day = _bcd(regs[4] & 0x3F)
-    month = _bcd(regs[5] & 0x1F)
-    year = 2000 + _bcd(regs[6]) + (100 if regs[5] & 0x80 else 0)
-    return days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + sec
-
-
 def battery_mv_from_raw(raw_u16, config):
     """Cell voltage in mV from a read_u16 value at the divider tap."""
     return pin_mv_to_cell_mv((raw_u16 * config["adc_ref_mv"] + _ADC_FULL // 2) // _ADC_FULL, config)
@@ -90,50 +59,6 @@ def pressure_kpa_from_mv(mv, config):
     if num >= 0:
         return (num + den // 2) // den
     return -((-num + den // 2) // den)
-
-
-def build_parts(config, machine, adc_factory=None):
-    """The pins and peripherals of ``config["pins"]`` as machine objects.
-
-    ``adc_factory(pin_no)`` makes an ADC (esp32 passes one that sets the attenuation).
-    A ``watchdog_ms`` of 0 leaves the watchdog off (bench only). An optional ``rtc`` entry
-    ``{"i2c": id, "sda": pin, "scl": pin}`` adds a DS3231.
-    """
-    pins = config["pins"]
-    Pin = machine.Pin
-    if adc_factory is None:
-
-        def adc_factory(n):
-            return machine.ADC(Pin(n))
-
-    parts = {
-        "dir": Pin(pins["dir"], Pin.OUT, value=0),
-        "en": Pin(pins["en"], Pin.OUT, value=1),  # TMC2209 EN is active low: start disabled
-        "ms1": Pin(pins["ms1"], Pin.OUT, value=0),
-        "ms2": Pin(pins["ms2"], Pin.OUT, value=0),
-        "diag": Pin(pins["diag"], Pin.IN, Pin.PULL_DOWN),
-        "led": Pin(pins["led"], Pin.OUT, value=0),
-        "buzzer": machine.PWM(Pin(pins["buzzer"], Pin.OUT, value=0)),
-        "vbat": adc_factory(pins["vbat_adc"]),
-        "pressure": adc_factory(pins["pressure_adc"]),
-    }
-    parts["buzzer"].duty_u16(0)
-    wdt_ms = config.get("watchdog_ms", 0)
-    if wdt_ms:
-        parts["wdt"] = machine.WDT(timeout=wdt_ms)
-    rtc = config.get("rtc")
-    if rtc:
-        parts["i2c"] = machine.I2C(rtc["i2c"], sda=Pin(rtc["sda"]), scl=Pin(rtc["scl"]))
-    return parts
-
-
-def default_io():
-    """(stdin, stdout, poller) on the USB/UART REPL stream."""
-    import select
-
-    poller = select.poll()
-    poller.register(sys.stdin, select.POLLIN)
-    return sys.stdin.buffer, sys.stdout.buffer, poller
 
 
 class CommonBoard:
@@ -168,6 +93,8 @@ class CommonBoard:
         wdt_ms = config.get("watchdog_ms", 0)
         self._wait_cap_ms = wdt_ms // 4 if (wdt_ms and self._wdt is not None) else _WAIT_CAP_MS
         if io is None:
+            from hw.setup import default_io
+
             io = default_io()
         self._in, self._out, self._poller = io
         self._rx = bytearray(_SERIAL_CHUNK)
@@ -207,6 +134,8 @@ class CommonBoard:
             self._i2c.readfrom_mem_into(self._rtc_addr, 0, self._rtc_buf)
         except OSError:
             return None
+        from hw.setup import ds3231_epoch_s  # power-on only (see hw.setup)
+
         return ds3231_epoch_s(self._rtc_buf)
 
     def wait(self, deadline_ms: int) -> None:

@@ -189,7 +189,9 @@ def _adc(n):
 
 def make_board(config):
     """The Board for an ESP32 DevKit wired as boards/esp32.json (docs/wiring.md)."""
-    parts = common.build_parts(config, machine, adc_factory=_adc)
+    from hw import setup  # power-on only: main.py drops it once the pump runs
+
+    parts = setup.build_parts(config, machine, adc_factory=_adc)
     step_no = config["pins"]["step"]
     step = machine.Pin(step_no, machine.Pin.OUT, value=0)
 

@@ -106,8 +106,10 @@ def make_state_machine(config):
 
 def make_board(config):
     """The Board for a Pico wired as boards/pico.json (docs/wiring.md)."""
+    from hw import setup  # power-on only: main.py drops it once the pump runs
+
     if config.get("watchdog_ms", 0) > _WDT_MAX_MS:
         config = dict(config)
         config["watchdog_ms"] = _WDT_MAX_MS
-    parts = common.build_parts(config, machine)
+    parts = setup.build_parts(config, machine)
     return RP2Board(config, machine, parts, make_state_machine(config))

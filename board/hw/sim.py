@@ -75,7 +75,9 @@ class SimBoard(common.CommonBoard):
 
 
 def make_board(config):
+    from hw import setup  # power-on only: main.py drops it once the pump runs
+
     if "board" not in config:
         config = dict(config)
         config["board"] = "sim"
-    return SimBoard(config, common.build_parts(config, machine))
+    return SimBoard(config, setup.build_parts(config, machine))

@@ -10,7 +10,7 @@ BOARD = Path(__file__).resolve().parents[2] / "board"
 if str(BOARD) not in sys.path:
     sys.path.insert(0, str(BOARD))
 
-from hw import common  # noqa: E402
+from hw import common, setup  # noqa: E402
 
 PICO = json.loads((BOARD / "boards" / "pico.json").read_text())
 
@@ -183,11 +183,11 @@ def test_now_ms_is_monotonic_across_tick_wrap():
 def test_ds3231_conversion():
     # 2024-02-29 13:45:07 UTC, 24-hour mode, century bit clear
     regs = bytes([0x07, 0x45, 0x13, 0x05, 0x29, 0x02, 0x24])
-    assert common.ds3231_epoch_s(regs) == 1709214307
+    assert setup.ds3231_epoch_s(regs) == 1709214307
     # 12-hour mode: 01 PM
     regs12 = bytes([0x07, 0x45, 0x40 | 0x20 | 0x01, 0x05, 0x29, 0x02, 0x24])
-    assert common.ds3231_epoch_s(regs12) == 1709214307
-    assert common.days_from_civil(1970, 1, 1) == 0
+    assert setup.ds3231_epoch_s(regs12) == 1709214307
+    assert setup.days_from_civil(1970, 1, 1) == 0
 
 
 class FakeI2C:
