@@ -31,6 +31,7 @@ def load_modules(name):
 def make_board():
     name = board_name()
     load_modules(name)
+    resident = list(sys.modules)
     if name == "pico":
         from hw import rp2 as hw
     elif name == "esp32":
@@ -40,6 +41,9 @@ def make_board():
     with open("boards/%s.json" % name) as f:
         cfg = json.load(f)
     board = hw.make_board(cfg)
+    from pumpcore.app import drop_transient
+
+    drop_transient(resident)  # hw.setup: power-on only
     if not getattr(board, "uid", None):
         import binascii
 

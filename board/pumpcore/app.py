@@ -29,31 +29,36 @@ from .schedule import DAY_MS, Clock
 from .server import Server
 from .store import CorruptRecord, Store
 
-# pumpcore.admin: commands a clinician sends now and then, and the power-on restore; imported
-# for one call (see App._overlay)
+# pumpcore.admin: commands a clinician sends now and then, the patient bolus and the power-on
+# restore; imported for one call (see App._overlay)
 _ADMIN = ("plan_set", "refill", "calib_set", "clock_get", "clock_set", "therapy_stop",
           "therapy_resume", "motor_run", "alarm_test", "ack")
-# MicroPython: modules loaded for one call are dropped after it (CPython keeps them)
+# MicroPython: modules imported for one call are dropped after it (CPython keeps them)
 _DROP = sys.implementation.name == "micropython"
 _DROP_SOURCE = False  # tests: drop .py modules too
+_PACKAGES = ("pumpcore.", "hw.")
 
 
-def _drop_new(before):
-    """Forget the pumpcore modules imported since `before` (a list of sys.modules names)
-    that came from .mpy files (or any, with _DROP_SOURCE): the heap they took comes back at
-    the next collection, as long as nothing else refers to them."""
+def drop_transient(resident):
+    """Forget the modules of pumpcore and hw imported since `resident` (a list of sys.modules
+    names) that came from .mpy files (or any, with _DROP_SOURCE): the heap they took comes
+    back at the next collection, as long as nothing else refers to them. Such modules are
+    imported inside functions only, never kept in a global or an object."""
     mods = sys.modules
-    pkg = mods.get("pumpcore")
     for name in list(mods):
-        if name in before or not name.startswith("pumpcore."):
+        if name in resident:
             continue
-        f = getattr(mods[name], "__file__", "")
-        if not (_DROP_SOURCE or f.endswith(".mpy")):
+        dot = name.find(".")
+        if dot < 0 or name[: dot + 1] not in _PACKAGES:
+            continue
+        if not (_DROP_SOURCE or getattr(mods[name], "__file__", "").endswith(".mpy")):
             continue
         del mods[name]
-        short = name[9:]
+        pkg = mods.get(name[:dot])
+        short = name[dot + 1 :]
         if pkg is not None and hasattr(pkg, short):
             delattr(pkg, short)
+
 
 FIRMWARE = "0.1.0"
 MAX_SLEEP_MS = 6 * 3_600_000  # re-check calendar alarms at least this often
@@ -79,6 +84,8 @@ class ConstRate:
 class App:
     def __init__(self, board, keys=None, rand=None):
         self.board = board
+        # the modules loaded now stay; any imported later is transient (see _shed)
+        self._resident = list(sys.modules) if _DROP else None
         cfg = board.config
         self.cfg = cfg
         now = board.now_ms()
@@ -141,6 +148,7 @@ class App:
         self._auth_failures = self.server._throttle.failures
         self._event("reset", {"therapy": self.therapy}, now)
         self.save_state(now)
+        self._shed()
 
     # ------------------------------------------------------------------ persistence
     def _load(self, now):
@@ -377,6 +385,14 @@ class App:
                 self._dirty = True  # saved with the state record by tick()
         self.tick(now)
         self.server.write_output(self.board.write_serial)
+        self._shed()
+
+    def _shed(self):
+        """Drop the modules imported since boot for one job (overlays, power-on code)."""
+        r = self._resident
+        if r is not None and len(sys.modules) > len(r):
+            drop_transient(r)
+            gc.collect()
 
     def tick(self, now):
         b = self.board
@@ -508,18 +524,14 @@ class App:
         running pump keeps only its working code in the heap (about 15 KB less on the unix
         port); a .mpy loads again in a few ms. Sources (.py) stay loaded: compiling them again
         at every command would cost more heap than it frees."""
-        before = None
         if _DROP:
-            before = list(sys.modules)
             gc.collect()  # the code about to load gets the largest free blocks there are
         try:
             from . import admin
 
             return getattr(admin, fn_name)(self, *args)
         finally:
-            if before is not None:
-                _drop_new(before)
-                gc.collect()
+            self._shed()
 
     def _live_volume_nl(self, now):
         v = self.reservoir.volume_nl

@@ -189,14 +189,14 @@ def _admin_round(drop_source):
     from pumpcore import app as appmod
 
     mpy = sys.implementation.name == "micropython"
-    app, b, root = _app()
+    sys.modules.pop("pumpcore.admin", None)  # not loaded when the pump boots, as on a board
+    if hasattr(sys.modules["pumpcore"], "admin"):
+        delattr(sys.modules["pumpcore"], "admin")
     old = appmod._DROP_SOURCE
     appmod._DROP_SOURCE = drop_source
+    app, b, root = _app()
     try:
         _call(app, "clock.set", {"epoch_s": 1_767_225_600, "offset_s": 0})
-        sys.modules.pop("pumpcore.admin", None)  # a fresh import, as on a board
-        if hasattr(sys.modules["pumpcore"], "admin"):
-            delattr(sys.modules["pumpcore"], "admin")
         gc.collect()
         before = gc.mem_alloc() if mpy else 0
         res = _call(app, "plan.set", {"plan": P1})
