@@ -1,17 +1,20 @@
-"""The App's rarely used half: clinician commands and reading the records at power-on.
+"""The App's rarely used half: clinician commands, the patient bolus, the `log` pages and
+reading the records at power-on.
 
 App.call() imports this module for one command and, on MicroPython, drops it again after
-(App._overlay): its bytecode (about 10 KB of heap on the 64-bit unix port, half that on a
-board) stays out of the running pump's heap. It must not leave anything behind that refers
+(App._overlay, App._shed): its bytecode (about 9 KB of heap on the 64-bit unix port, half
+that on a board) stays out of the running pump's heap. It must not leave anything behind that refers
 to it (no functions or classes of its own in App state), or the module would stay alive.
 Every function takes the App as its first argument and works on it as its methods would.
 """
 
 from . import alarms as al
-from . import proto
+from . import canon, dose, proto
 from .app import ConstRate
 from .schedule import Clock, Schedule
 from .store import CorruptRecord
+
+_LOG_BUDGET = 800  # bytes of events in one `log` answer (a frame is at most 1024 bytes)
 
 
 def _plan_invalid(e, prefix=""):
@@ -105,7 +108,7 @@ def plan_set(app, args, now, req_id):
     if app.therapy == "safe" and app.alarms.condition_active(al.MEMORY):
         app._clear(al.MEMORY, now)
     if app.alarms.condition_active(al.STALL):
-        app._retry_after_stall(now)
+        retry_after_stall(app, now)
     app.therapy = "running"
     app.safe_reason = None
     p = new["patient"]
@@ -283,7 +286,7 @@ def ack(app, args, now, req_id):
     if stalled and (al.STALL in done or kind is None):
         # acknowledging a stall is the clinician's "retry": the motor runs again, and
         # STALL_RETRIES more stalled segments raise it again
-        app._retry_after_stall(now)
+        retry_after_stall(app, now)
     if al.BATTERY_FAULT in done or kind is None:
         if app.fallback and app.battery.avg_mv is not None and \
                 app.battery.avg_mv > app.battery.brownout_mv:
@@ -299,3 +302,111 @@ def clock_get(app, args, now, req_id):
     c = app.clock
     return {"epoch_s": app.epoch(now),
             "offset_s": c.offset_ms_at(c.epoch_ms_at(now)) // 1000, "set": c.valid}
+
+
+def bolus(app, args, now, req_id):
+    lb = app.last_bolus
+    if lb is not None and lb[0] == req_id:
+        return lb[1]  # a retry, possibly across a reset: answered, never dosed again
+    p = app.plan["patient"] if app.plan else None
+    if p is None:
+        _refuse(app, now, "no patient bolus in this plan")
+        raise proto.CommandError(proto.BOLUS_NOT_ALLOWED, "the plan has no patient bolus")
+    if app.therapy != "running" or app._source(now) is not app.sched:
+        why = halted_reason(app)
+        _refuse(app, now, why)
+        raise proto.CommandError(proto.THERAPY_STOPPED, "no bolus now: " + why)
+    if now < app.lockout_until_ms:
+        left = (app.lockout_until_ms - now + 59_999) // 60_000
+        _refuse(app, now, "lockout")
+        raise proto.CommandError(proto.LOCKOUT, "in lockout for %d more min" % left)
+    if app._boluses_24h(now) >= p["max_24h"]:
+        _refuse(app, now, "max per 24 h")
+        raise proto.CommandError(proto.MAX_24H, "%d boluses in the last 24 h: the maximum"
+                                 % p["max_24h"])
+    app._stop_motor(now)
+    app.delivery.advance(now, app.sched)
+    nl = dose.ng_to_nl(p["ng"], app.sched.conc_at(now))
+    app.sched.prune(now)
+    app.sched.add_bolus(now, nl, p["dur_s"] * 1000)
+    app.boluses.append(now)
+    app.lockout_until_ms = now + p["lockout_s"] * 1000
+    res = {"dose_ng": p["ng"], "volume_nl": nl, "dur_s": p["dur_s"],
+           "started_epoch_s": app.epoch(now)}
+    app.last_bolus = [req_id, res]
+    app._event("bolus.started", {"dose_ng": p["ng"], "volume_nl": nl}, now)
+    app.save_state(now)
+    return res
+
+
+def halted_reason(app):
+    """Why the schedule is not what drives the motor now (for refusals)."""
+    if app.therapy == "safe":
+        return "safe state (%s)" % app.safe_reason
+    if app.therapy != "running":
+        return "therapy is stopped"
+    if app.bench is not None:
+        return "a bench run is in progress"
+    if app.occluded:
+        return "occlusion: delivery is halted"
+    if app.battery.eos:
+        return "battery at end of service"
+    if app.alarms.condition_active(al.STALL):
+        return "motor stall: acknowledge to retry"
+    if app.reservoir.level() == "empty":
+        return "reservoir empty: refill first"
+    if app.fallback:
+        return "battery fault: running at the minimum rate"
+    return "delivery is halted"
+
+
+def _refuse(app, now, why):
+    app._event("bolus.refused", {"reason": why}, now)
+
+
+def load(app, now):
+    st = app.store
+    cal_bad = False
+    try:
+        cal = st.load("calib")
+        if cal is not None:
+            app.step_pl = cal["step_pl"]
+            app.delivery.set_step_pl(app.step_pl)
+    except (CorruptRecord, KeyError, TypeError):
+        cal_bad = True
+    try:
+        # only scans the file (next seq, line count, torn lines dropped): no events in RAM
+        app.events.restore()
+    except (CorruptRecord, OSError):
+        pass
+    try:
+        load_therapy(app, now)
+    finally:
+        # after the therapy records: restoring them must not bring back "running" (or
+        # drop the MEMORY alarm) when the calibration failed its check
+        if cal_bad:
+            app._safe(now, "calibration record corrupt", al.MEMORY)
+
+
+def log(app, args, now, req_id):
+    since = args.get("since", 0)
+    limit = args.get("limit", 20)
+    if not isinstance(since, int) or not isinstance(limit, int) or limit < 1 or limit > 50:
+        raise proto.CommandError(proto.BAD_ARGS, "since >= 0 and limit 1..50")
+    # streamed from the log file; with the budget it parses no more lines than fit
+    evs, nxt = app.events.since(since, limit, _LOG_BUDGET)
+    # the answer must fit one frame (proto.MAX_LINE): stop early, `next` says where
+    size = 0
+    for i in range(len(evs)):
+        size += len(canon.dumps(evs[i])) + 1
+        if size > _LOG_BUDGET and i > 0:
+            nxt = evs[i]["seq"]
+            evs = evs[:i]
+            break
+    return {"events": evs, "next": nxt}
+
+
+def retry_after_stall(app, now):
+    app.stall_count = 0
+    app._clear(al.STALL, now)
+    app.delivery.rebase(now)

@@ -20,19 +20,19 @@ import gc
 import sys
 
 from . import alarms as al
-from . import canon, dose, proto
+from . import dose, proto
 from .battery import BatteryMonitor
 from .delivery import Delivery
 from .events import EventLog
 from .reservoir import Reservoir
 from .schedule import DAY_MS, Clock
 from .server import Server
-from .store import CorruptRecord, Store
+from .store import Store
 
 # pumpcore.admin: commands a clinician sends now and then, the patient bolus and the power-on
 # restore; imported for one call (see App._overlay)
 _ADMIN = ("plan_set", "refill", "calib_set", "clock_get", "clock_set", "therapy_stop",
-          "therapy_resume", "motor_run", "alarm_test", "ack")
+          "therapy_resume", "motor_run", "alarm_test", "ack", "bolus", "log")
 # MicroPython: modules imported for one call are dropped after it (CPython keeps them)
 _DROP = sys.implementation.name == "micropython"
 _DROP_SOURCE = False  # tests: drop .py modules too
@@ -63,7 +63,6 @@ def drop_transient(resident):
 FIRMWARE = "0.1.0"
 MAX_SLEEP_MS = 6 * 3_600_000  # re-check calendar alarms at least this often
 STALL_RETRIES = 3
-_LOG_BUDGET = 800  # bytes of events in one `log` answer (a frame is at most 1024 bytes)
 OCCLUSION_HYST_KPA = 20
 BATTERY_SETTLE_MS = 300_000
 
@@ -129,7 +128,7 @@ class App:
         self.deadline_ms = now
         self._dirty = False
         self._rand = rand or _urandom
-        self._load(now)
+        self._overlay("load", now)
         if not self.clock.valid:
             rtc = board.wall_epoch_s()
             if rtc is not None:
@@ -151,29 +150,6 @@ class App:
         self._shed()
 
     # ------------------------------------------------------------------ persistence
-    def _load(self, now):
-        st = self.store
-        cal_bad = False
-        try:
-            cal = st.load("calib")
-            if cal is not None:
-                self.step_pl = cal["step_pl"]
-                self.delivery.set_step_pl(self.step_pl)
-        except (CorruptRecord, KeyError, TypeError):
-            cal_bad = True
-        try:
-            # only scans the file (next seq, line count, torn lines dropped): no events in RAM
-            self.events.restore()
-        except (CorruptRecord, OSError):
-            pass
-        try:
-            self._overlay("load_therapy", now)
-        finally:
-            # after the therapy records: restoring them must not bring back "running" (or
-            # drop the MEMORY alarm) when the calibration failed its check
-            if cal_bad:
-                self._safe(now, "calibration record corrupt", al.MEMORY)
-
     def save_count(self):
         self.store.save("count", {"steps": self.steps, "owed": self.delivery.owed,
                                   "t_ms": self.delivery.t_ms,
@@ -589,90 +565,11 @@ class App:
             self.boluses = [t for t in self.boluses if t > cut]
         return len(self.boluses)
 
-    def cmd_bolus(self, args, now, req_id):
-        lb = self.last_bolus
-        if lb is not None and lb[0] == req_id:
-            return lb[1]  # a retry, possibly across a reset: answered, never dosed again
-        p = self.plan["patient"] if self.plan else None
-        if p is None:
-            self._refuse(now, "no patient bolus in this plan")
-            raise proto.CommandError(proto.BOLUS_NOT_ALLOWED, "the plan has no patient bolus")
-        if self.therapy != "running" or self._source(now) is not self.sched:
-            why = self._halted_reason()
-            self._refuse(now, why)
-            raise proto.CommandError(proto.THERAPY_STOPPED, "no bolus now: " + why)
-        if now < self.lockout_until_ms:
-            left = (self.lockout_until_ms - now + 59_999) // 60_000
-            self._refuse(now, "lockout")
-            raise proto.CommandError(proto.LOCKOUT, "in lockout for %d more min" % left)
-        if self._boluses_24h(now) >= p["max_24h"]:
-            self._refuse(now, "max per 24 h")
-            raise proto.CommandError(proto.MAX_24H, "%d boluses in the last 24 h: the maximum"
-                                     % p["max_24h"])
-        self._stop_motor(now)
-        self.delivery.advance(now, self.sched)
-        nl = dose.ng_to_nl(p["ng"], self.sched.conc_at(now))
-        self.sched.prune(now)
-        self.sched.add_bolus(now, nl, p["dur_s"] * 1000)
-        self.boluses.append(now)
-        self.lockout_until_ms = now + p["lockout_s"] * 1000
-        res = {"dose_ng": p["ng"], "volume_nl": nl, "dur_s": p["dur_s"],
-               "started_epoch_s": self.epoch(now)}
-        self.last_bolus = [req_id, res]
-        self._event("bolus.started", {"dose_ng": p["ng"], "volume_nl": nl}, now)
-        self.save_state(now)
-        return res
-
-    def _halted_reason(self):
-        """Why the schedule is not what drives the motor now (for refusals)."""
-        if self.therapy == "safe":
-            return "safe state (%s)" % self.safe_reason
-        if self.therapy != "running":
-            return "therapy is stopped"
-        if self.bench is not None:
-            return "a bench run is in progress"
-        if self.occluded:
-            return "occlusion: delivery is halted"
-        if self.battery.eos:
-            return "battery at end of service"
-        if self.alarms.condition_active(al.STALL):
-            return "motor stall: acknowledge to retry"
-        if self.reservoir.level() == "empty":
-            return "reservoir empty: refill first"
-        if self.fallback:
-            return "battery fault: running at the minimum rate"
-        return "delivery is halted"
-
-    def _refuse(self, now, why):
-        self._event("bolus.refused", {"reason": why}, now)
-
     def cmd_calib_get(self, args, now, req_id):
         return {"step_pl": self.step_pl}
 
     def cmd_alarms(self, args, now, req_id):
         return {"alarms": self.alarms.to_list()}
-
-    def _retry_after_stall(self, now):
-        self.stall_count = 0
-        self._clear(al.STALL, now)
-        self.delivery.rebase(now)
-
-    def cmd_log(self, args, now, req_id):
-        since = args.get("since", 0)
-        limit = args.get("limit", 20)
-        if not isinstance(since, int) or not isinstance(limit, int) or limit < 1 or limit > 50:
-            raise proto.CommandError(proto.BAD_ARGS, "since >= 0 and limit 1..50")
-        # streamed from the log file; with the budget it parses no more lines than fit
-        evs, nxt = self.events.since(since, limit, _LOG_BUDGET)
-        # the answer must fit one frame (proto.MAX_LINE): stop early, `next` says where
-        size = 0
-        for i in range(len(evs)):
-            size += len(canon.dumps(evs[i])) + 1
-            if size > _LOG_BUDGET and i > 0:
-                nxt = evs[i]["seq"]
-                evs = evs[:i]
-                break
-        return {"events": evs, "next": nxt}
 
 def _urandom(n):
     import os
