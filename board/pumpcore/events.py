@@ -13,9 +13,12 @@ In case the log file is lost (or its newest lines are), a small record (SEQ_RECO
 seqs ahead: it is rewritten once every RESERVE events with the first seq not yet reserved,
 before any line with a seq at or past the previous reservation is appended. restore() does not
 start below it when the file cannot vouch for its highest seq.
-"""
 
-from pumpcore.store import CorruptRecord, decode, event_seq, read_line
+Resident is what runs at every event (new, append, add); the boot scan (restore), reading the
+log back (since, events) and compaction are in pumpcore.evlog, a transient module imported
+inside the methods below for the call (see pumpcore.app.drop_transient): nothing of it is kept
+here, since() keeps its place in the file as ints.
+"""
 
 try:
     from micropython import const
@@ -88,14 +91,12 @@ class EventLog:
         return ev
 
     # ------------------------------------------------------------------ reading
-    def _skip(self):
-        """Lines at the start of the file that are no longer readable (past capacity)."""
-        n = self.store.event_lines() - self.capacity
-        return n if n > 0 else 0
-
     def events(self):
-        """The readable events, oldest first: a generator reading the file line by line."""
-        return self.store.iter_events(self._skip())
+        """The readable events, oldest first: a generator reading the file line by line
+        (consume it, do not keep it: it holds the transient pumpcore.evlog)."""
+        from pumpcore import evlog
+
+        return self.store.iter_events(evlog.first_readable(self))
 
     def since(self, seq=0, limit=50, budget=None):
         """Events with seq >= `seq`, oldest first, at most `limit` (None: capacity), and, with
@@ -103,72 +104,10 @@ class EventLog:
         each (at least one). Returns (events, next): `next` is the seq to ask for next time
         (after the last returned event, the seq of the first one left out for the budget, or
         next_seq when nothing was returned). Reads the file line by line and parses only the
-        lines returned."""
-        if limit is None:
-            limit = self.capacity
-        if not isinstance(seq, int) or not isinstance(limit, int) or limit < 0:
-            raise EventError("seq and limit must be integers, limit >= 0")
-        out = []
-        if not limit:
-            return out, self.next_seq
-        st = self.store
-        first = self._skip()  # index of the first readable line
-        off = 0
-        idx = 0
-        top = 0
-        if self._h_gen == st.events_gen and self._h_seq <= seq:
-            off = self._h_off  # every line before it has a seq below _h_seq, so below `seq`
-            idx = self._h_line
-            top = self._h_seq - 1
-        f = st.open_events()
-        if f is None:
-            return out, self.next_seq
-        nxt = None
-        size = 0
-        # the hint for the next call: right after the last good line below the next `seq`
-        h_seq, h_off, h_line = 0, off, idx
-        try:
-            if off:
-                f.seek(off)
-            while True:
-                line, n = read_line(f)
-                if not n:
-                    break
-                off += n
-                idx += 1
-                if idx <= first:
-                    continue
-                s, ev = event_seq(line)
-                if s is None or s <= top:
-                    continue
-                top = s
-                if s < seq:
-                    h_seq, h_off, h_line = s + 1, off, idx
-                    continue
-                if ev is None:
-                    try:
-                        ev = decode(line, st.events_name)
-                    except CorruptRecord:
-                        continue
-                if budget is not None:
-                    size += len(line) - 9  # its canonical JSON and a separator
-                    if size > budget and out:
-                        nxt = s
-                        break
-                out.append(ev)
-                h_seq, h_off, h_line = s + 1, off, idx
-                if len(out) >= limit:
-                    break
-        finally:
-            f.close()
-        if h_seq:
-            self._h_seq, self._h_off, self._h_line = h_seq, h_off, h_line
-            self._h_gen = st.events_gen
-        if nxt is not None:
-            return out, nxt
-        if out:
-            return out, out[-1]["seq"] + 1
-        return out, self.next_seq
+        lines returned; starts where the previous call stopped when it can (_h_*)."""
+        from pumpcore import evlog
+
+        return evlog.since(self, seq, limit, budget)
 
     # ------------------------------------------------------------------ boot
     def restore(self, next_seq=1):
@@ -176,30 +115,10 @@ class EventLog:
         ones) and continue after the highest seq in it. next_seq never goes below the given
         one, nor below the seqs reserved on file when the file cannot vouch for its highest
         seq (no good line in it, or a bad line other than a torn last one). OSError if the
-        filesystem fails (next_seq is then already past the reservation)."""
-        st = self.store
-        try:
-            rec = st.load(SEQ_RECORD)
-        except CorruptRecord:
-            rec = None
-        reserved = rec.get("next_seq") if isinstance(rec, dict) else None
-        if not isinstance(reserved, int):
-            reserved = 0
-        self._reserved = reserved
-        self._h_gen = -1
-        self.next_seq = next_seq if next_seq > reserved else reserved
-        if self.next_seq < 1:
-            self.next_seq = 1
-        _, top = st.scan_events()
-        self.last_seq = top
-        bad = st.events_skipped - (1 if st.events_torn else 0)
-        nxt = top + 1
-        if top and not bad:
-            # the file vouches for its highest seq: no gap after a normal restart
-            self.next_seq = nxt if nxt > next_seq else next_seq
-        elif nxt > self.next_seq:
-            self.next_seq = nxt
-        return self
+        filesystem fails (next_seq is then already past the reservation). Returns self."""
+        from pumpcore import evlog
+
+        return evlog.restore(self, next_seq)
 
     def to_dict(self):
         return {"capacity": self.capacity, "next_seq": self.next_seq}

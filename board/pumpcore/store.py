@@ -14,6 +14,10 @@ holds the whole log, or a list of its lines, in RAM.
                    that fail their check (typically a torn last line after a power cut) by the
                    same streamed rewrite, so new lines do not get glued to a torn one
   iter_events()    the good events, oldest first (a generator)
+What runs at every step stays here (save, load, append_event); the rest (the scan, compaction,
+reading the log back, counting its lines, a .tmp recovery, making the directory, remove) is in
+pumpcore.evlog, a transient module imported inside the methods that call it (see
+pumpcore.app.drop_transient).
 
 Only os functions the MicroPython ports have: open, rename, remove, stat, mkdir.
 """
@@ -32,8 +36,6 @@ except ImportError:
 
 
 _ENOENT = const(2)
-_LINE_MAX = const(4096)  # longest event line read as one line (longer ones are dropped)
-_SEQ_KEY = b'"seq":'
 
 
 class StoreError(Exception):
@@ -73,64 +75,6 @@ def decode(line, name="record"):
         raise CorruptRecord(name, "unparseable: %s" % (e,)) from None
 
 
-def good_line(line):
-    """True if the line passes its check (form and CRC; the JSON is not parsed)."""
-    try:
-        _check(line, "")
-    except CorruptRecord:
-        return False
-    return True
-
-
-def line_seq(line):
-    """The seq of an event line without parsing its JSON, or None if the line does not end
-    like one (canonical JSON sorts the keys, so an event's "seq" comes last: `"seq":N}`).
-    The line's CRC is not checked here."""
-    end = len(line) - 11  # the "}" before "*crc\\n"
-    if end < 7 or line[end] != 0x7D:
-        return None
-    i = line.rfind(_SEQ_KEY, 0, end)
-    if i < 0:
-        return None
-    digits = line[i + 6 : end]
-    if not digits or not digits.isdigit():
-        return None
-    return int(digits)
-
-
-def read_line(f):
-    """The next line of an event log: (line, n), n the bytes consumed (0 at the end of the
-    file). line is the bytes of one whole line with its newline; a torn last line has none;
-    None for a line too long to read as one (the rest of it is consumed); b"" at the end."""
-    line = f.readline(_LINE_MAX)
-    if len(line) < _LINE_MAX or line[-1] == 0x0A:
-        return line, len(line)
-    n = len(line)
-    while line and line[-1] != 0x0A:
-        line = f.readline(_LINE_MAX)
-        n += len(line)
-    return None, n
-
-
-def event_seq(line):
-    """(seq, event) of a good event line: event is None when the seq could be read without
-    parsing the JSON (parse it with decode() when it is needed). (None, None) if the line is
-    not a good event line. The CRC is checked."""
-    if line is None or not good_line(line):
-        return None, None
-    s = line_seq(line)
-    if s is not None:
-        return s, None
-    try:
-        ev = decode(line)
-    except CorruptRecord:
-        return None, None
-    s = ev.get("seq") if isinstance(ev, dict) else None
-    if not isinstance(s, int) or isinstance(s, bool):
-        return None, None
-    return s, ev
-
-
 def _missing(e):
     return e.args and e.args[0] == _ENOENT
 
@@ -153,19 +97,10 @@ class Store:
         return self._prefix + name
 
     def _mkdirs(self):
-        if self._dir_ok or not self.root:
-            return
-        parts = self.root.split("/")
-        cur = ""
-        for i, p in enumerate(parts):
-            cur = p if i == 0 else cur + "/" + p
-            if not p:
-                continue
-            try:
-                os.mkdir(cur)
-            except OSError:
-                pass  # exists (or a real problem the write will report)
-        self._dir_ok = True
+        """Make the directory and its parents (the first write after boot, a failed open)."""
+        from pumpcore import evlog
+
+        evlog.mkdirs(self)
 
     def _open_tmp(self, name):
         """name.tmp opened for writing (the directory made if needed)."""
@@ -225,14 +160,9 @@ class Store:
             if not _missing(e):
                 raise
             # a complete name.tmp with no name: power failed between remove and rename
-            try:
-                data = self._read(path + ".tmp")
-            except OSError:
-                return None
-            try:
-                return decode(data, name)
-            except CorruptRecord:
-                return None  # a torn first write: nothing was ever committed
+            from pumpcore import evlog
+
+            return evlog.load_tmp(self, name)
         return decode(data, name)
 
     def exists(self, name):
@@ -244,31 +174,18 @@ class Store:
 
     def remove(self, name):
         """Delete a record (and any leftover name.tmp); missing is fine."""
-        path = self.path(name)
-        for p in (path, path + ".tmp"):
-            try:
-                os.remove(p)
-            except OSError:
-                pass
-        if name == self.events_name:
-            self._event_lines = 0
-            self.events_gen += 1
+        from pumpcore import evlog
+
+        evlog.remove(self, name)
 
     # --- event log --------------------------------------------------------------------------
-
-    def open_events(self):
-        """The event log opened for reading, None if there is none."""
-        try:
-            return open(self.path(self.events_name), "rb")
-        except OSError as e:
-            if not _missing(e):
-                raise
-            return None
 
     def event_lines(self):
         """Lines in the event log (counted once, then kept up to date)."""
         if self._event_lines is None:
-            self._event_lines = self._count_lines()
+            from pumpcore import evlog
+
+            self._event_lines = evlog.count_lines(self)
         return self._event_lines
 
     def append_event(self, ev):
@@ -289,134 +206,30 @@ class Store:
     def compaction_due(self):
         return self.event_lines() > self.events_max_lines
 
+    # the rarely used event-log code: in pumpcore.evlog, loaded for the call
+
     def compact_events(self, keep):
         """Keep only the last `keep` lines of the event log (those that pass their check):
         streamed into name.tmp, line by line, which is then renamed over the log. Returns
         the lines kept."""
+        from pumpcore import evlog
+
         skip = self.event_lines() - keep
-        return self._rewrite_events(skip if skip > 0 else 0)
-
-    def _rewrite_events(self, skip):
-        """Copy the good lines (complete, CRC right, seq above the previous one) after the
-        first `skip` lines of the event log to name.tmp, one at a time, and rename it over the
-        log. Returns the lines written."""
-        src = self.open_events()
-        if src is None:
-            self._event_lines = 0
-            return 0
-        kept = 0
-        try:
-            dst = self._open_tmp(self.events_name)
-            try:
-                top = 0
-                while True:
-                    line, n = read_line(src)
-                    if not n:
-                        break
-                    if skip > 0:
-                        skip -= 1
-                        continue
-                    s, _ = event_seq(line)
-                    if s is None or s <= top:
-                        continue
-                    top = s
-                    dst.write(line)
-                    kept += 1
-            finally:
-                dst.close()
-        finally:
-            src.close()
-        self._commit(self.events_name)
-        self._event_lines = kept
-        self.events_gen += 1
-        return kept
-
-    def _count_lines(self):
-        f = self.open_events()
-        if f is None:
-            return 0
-        n = 0
-        try:
-            while True:
-                chunk = f.read(512)
-                if not chunk:
-                    break
-                n += chunk.count(b"\n")
-        finally:
-            f.close()
-        return n
+        return evlog.rewrite(self, skip if skip > 0 else 0)
 
     def scan_events(self):
         """At boot: count the lines of the event log and find its highest good seq, reading
         one line at a time. Lines that fail their check (a torn last line after a power cut, a
         flipped bit) or do not increase the seq are dropped by a streamed rewrite; their number
-        is kept in events_skipped (events_torn: the last line was torn). Returns
-        (lines, highest seq or 0)."""
-        path = self.path(self.events_name)
-        f = self.open_events()
-        if f is None:
-            # a complete name.tmp and no log: power failed between remove and rename
-            # (compaction on a filesystem whose rename does not replace)
-            try:
-                os.rename(path + ".tmp", path)
-                f = self.open_events()
-            except OSError:
-                pass
-        self.events_skipped = 0
-        self.events_torn = False
-        if f is None:
-            self._event_lines = 0
-            return 0, 0
-        total = 0
-        top = 0
-        skipped = 0
-        torn = False
-        try:
-            while True:
-                line, n = read_line(f)
-                if not n:
-                    break
-                total += 1
-                torn = False
-                s, _ = event_seq(line)
-                if s is None or s <= top:
-                    skipped += 1
-                    torn = line is not None and line[-1] != 0x0A
-                    continue
-                top = s
-        finally:
-            f.close()
-        self._event_lines = total
-        self.events_skipped = skipped
-        self.events_torn = torn
-        if skipped:
-            total = self._rewrite_events(0)
-        return total, top
+        is kept in events_skipped (events_torn: the last line was torn). A complete name.tmp
+        with no log is taken as the log. Returns (lines, highest seq or 0)."""
+        from pumpcore import evlog
+
+        return evlog.scan(self)
 
     def iter_events(self, skip=0):
         """The good events of the log (strictly increasing seq), oldest first, after its first
-        `skip` lines: a generator that reads one line at a time."""
-        f = self.open_events()
-        if f is None:
-            return
-        try:
-            top = 0
-            while True:
-                line, n = read_line(f)
-                if not n:
-                    break
-                if skip > 0:
-                    skip -= 1
-                    continue
-                s, ev = event_seq(line)
-                if s is None or s <= top:
-                    continue
-                if ev is None:
-                    try:
-                        ev = decode(line, self.events_name)
-                    except CorruptRecord:
-                        continue
-                top = s
-                yield ev
-        finally:
-            f.close()
+        `skip` lines: a generator that reads one line at a time (consume it, do not keep it)."""
+        from pumpcore import evlog
+
+        return evlog.iter_events(self, skip)

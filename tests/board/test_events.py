@@ -337,3 +337,73 @@ def test_app_ram_does_not_grow_with_events():
             assert abs(m300 - m10) < 1024, (m10, m300)
     finally:
         rmtree(d)
+
+
+def _forget(name):
+    """Unload pumpcore.<name> (as on a board at power-on: it is not resident)."""
+    sys.modules.pop("pumpcore." + name, None)
+    pkg = sys.modules["pumpcore"]
+    if hasattr(pkg, name):
+        delattr(pkg, name)
+
+
+def test_the_rarely_used_log_code_is_transient():
+    """The boot scan, `log` and compaction run from pumpcore.evlog, imported for the call.
+    Under MicroPython a precompiled evlog (.mpy; here the sources stand in for it) is dropped
+    after the step or command that loaded it, and `log` answers the same; appending an event
+    does not load it. CPython keeps it."""
+    from pumpcore import app as appmod
+
+    mpy = sys.implementation.name == "micropython"
+    _forget("evlog")
+    old = appmod._DROP_SOURCE
+    appmod._DROP_SOURCE = True
+    d = tmpdir()
+    try:
+        app, b = _app(d)  # restore() scanned the file with evlog, then the boot shed it
+        assert ("pumpcore.evlog" in sys.modules) != mpy
+        _events(app, b, 399)  # 400 lines: at the bound, no compaction
+        if mpy:
+            assert "pumpcore.evlog" not in sys.modules  # appending is resident code
+        app.server.take_output()
+        gc.collect()
+        m0 = gc.mem_alloc() if mpy else 0
+        evs, nxt = _log_all(app)
+        app._shed()
+        assert seqs(evs) == list(range(201, 401)) and nxt == 401
+        assert ("pumpcore.evlog" in sys.modules) != mpy
+        _events(app, b, 1)  # 401 lines: compacted to the last 200, by evlog
+        assert "pumpcore.evlog" in sys.modules
+        assert app.store.event_lines() == 200
+        b.t_ms += 1000
+        app.step(b.t_ms)
+        assert ("pumpcore.evlog" in sys.modules) != mpy
+        # the paging place kept between calls is plain ints on the EventLog
+        evs, nxt = _log_all(app, 390)
+        app._shed()
+        assert seqs(evs) == list(range(390, 402)) and nxt == 402
+        assert ("pumpcore.evlog" in sys.modules) != mpy
+        res = app.call("log", {"since": 398, "limit": 2}, "clinician", "l", b.t_ms)
+        app._shed()
+        assert seqs(res["events"]) == [398, 399] and res["next"] == 400
+        res = app.call("log", {"since": res["next"], "limit": 2}, "clinician", "l", b.t_ms)
+        app._shed()
+        assert seqs(res["events"]) == [400, 401] and res["next"] == 402
+        assert app.events._h_seq == 402 and isinstance(app.events._h_off, int)
+        assert ("pumpcore.evlog" in sys.modules) != mpy
+        del res, evs
+        app.server.take_output()
+        gc.collect()
+        if mpy:
+            # nothing kept a reference to the dropped module: its heap came back
+            grown = gc.mem_alloc() - m0
+            assert grown < 1024, grown
+        # the next boot scans the compacted file and continues the seq
+        app, b = _app(d)
+        evs, nxt = _log_all(app, 400)
+        app._shed()
+        assert seqs(evs) == [400, 401, 402] and evs[-1]["kind"] == "reset"
+        assert ("pumpcore.evlog" in sys.modules) != mpy
+    finally:
+        appmod._DROP_SOURCE = old
+        rmtree(d)

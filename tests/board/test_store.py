@@ -1,7 +1,8 @@
 import os
 
 from _util import raises, read_bytes, rmtree, tmpdir, write_bytes
-from pumpcore.store import CorruptRecord, Store, decode, encode, event_seq, line_seq
+from pumpcore.evlog import event_seq, line_seq
+from pumpcore.store import CorruptRecord, Store, decode, encode
 
 RECORD = {"plan_crc": "0badf00d", "reservoir_nl": 20_000_000, "steps": 12345, "on": True}
 

@@ -1,0 +1,381 @@
+"""The rarely used code of the event log and the store: the boot scan and its repair,
+compaction, reading the log back (`log`, EventLog.since/events), counting its lines, a record's
+.tmp recovery, making the data directory, removing a record.
+
+A transient module (see pumpcore.app.drop_transient): EventLog and Store import it inside the
+methods that need it, and on MicroPython it is dropped again after the App step or command that
+loaded it, so its code does not stay in the heap between the rare calls. Hence: functions only
+(taking the Store or the EventLog as their first argument), no classes, nothing of it kept in
+long-lived state; what must last between calls (the paging place of since()) is plain ints on
+the EventLog. Generators from here (iter_events) are consumed by their caller, never stored.
+
+An event line is what Store.append_event writes: a record line (pumpcore.store.encode) of an
+event, with strictly increasing "seq". The log is only ever streamed, one line at a time
+(readline with a length limit): nothing holds the whole log, or a list of its lines, in RAM.
+"""
+
+import os
+
+from pumpcore.events import SEQ_RECORD, EventError
+from pumpcore.store import CorruptRecord, _check, _missing, decode
+
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):
+        return x
+
+
+_LINE_MAX = const(4096)  # longest event line read as one line (longer ones are dropped)
+_SEQ_KEY = b'"seq":'
+
+
+# ------------------------------------------------------------------ lines
+
+
+def good_line(line):
+    """True if the line passes its check (form and CRC; the JSON is not parsed)."""
+    try:
+        _check(line, "")
+    except CorruptRecord:
+        return False
+    return True
+
+
+def line_seq(line):
+    """The seq of an event line without parsing its JSON, or None if the line does not end
+    like one (canonical JSON sorts the keys, so an event's "seq" comes last: `"seq":N}`).
+    The line's CRC is not checked here."""
+    end = len(line) - 11  # the "}" before "*crc\\n"
+    if end < 7 or line[end] != 0x7D:
+        return None
+    i = line.rfind(_SEQ_KEY, 0, end)
+    if i < 0:
+        return None
+    digits = line[i + 6 : end]
+    if not digits or not digits.isdigit():
+        return None
+    return int(digits)
+
+
+def read_line(f):
+    """The next line of an event log: (line, n), n the bytes consumed (0 at the end of the
+    file). line is the bytes of one whole line with its newline; a torn last line has none;
+    None for a line too long to read as one (the rest of it is consumed); b"" at the end."""
+    line = f.readline(_LINE_MAX)
+    if len(line) < _LINE_MAX or line[-1] == 0x0A:
+        return line, len(line)
+    n = len(line)
+    while line and line[-1] != 0x0A:
+        line = f.readline(_LINE_MAX)
+        n += len(line)
+    return None, n
+
+
+def event_seq(line):
+    """(seq, event) of a good event line: event is None when the seq could be read without
+    parsing the JSON (parse it with decode() when it is needed). (None, None) if the line is
+    not a good event line. The CRC is checked."""
+    if line is None or not good_line(line):
+        return None, None
+    s = line_seq(line)
+    if s is not None:
+        return s, None
+    try:
+        ev = decode(line)
+    except CorruptRecord:
+        return None, None
+    s = ev.get("seq") if isinstance(ev, dict) else None
+    if not isinstance(s, int) or isinstance(s, bool):
+        return None, None
+    return s, ev
+
+
+# ------------------------------------------------------------------ the Store's files
+
+
+def mkdirs(st):
+    """Store._mkdirs: make st.root and its parents (those that exist are fine)."""
+    if st._dir_ok or not st.root:
+        return
+    parts = st.root.split("/")
+    cur = ""
+    for i, p in enumerate(parts):
+        cur = p if i == 0 else cur + "/" + p
+        if not p:
+            continue
+        try:
+            os.mkdir(cur)
+        except OSError:
+            pass  # exists (or a real problem the write will report)
+    st._dir_ok = True
+
+
+def remove(st, name):
+    """Store.remove: delete a record (and any leftover name.tmp); missing is fine."""
+    path = st.path(name)
+    for p in (path, path + ".tmp"):
+        try:
+            os.remove(p)
+        except OSError:
+            pass
+    if name == st.events_name:
+        st._event_lines = 0
+        st.events_gen += 1
+
+
+def open_events(st):
+    """The event log opened for reading, None if there is none."""
+    try:
+        return open(st.path(st.events_name), "rb")
+    except OSError as e:
+        if not _missing(e):
+            raise
+        return None
+
+
+def load_tmp(st, name):
+    """Store.load of a record with no file: the object in a complete name.tmp (power failed
+    between remove and rename), else None (a torn first write: nothing was ever committed)."""
+    try:
+        data = st._read(st.path(name) + ".tmp")
+    except OSError:
+        return None
+    try:
+        return decode(data, name)
+    except CorruptRecord:
+        return None
+
+
+def count_lines(st):
+    """Lines in the event log, read 512 bytes at a time."""
+    f = open_events(st)
+    if f is None:
+        return 0
+    n = 0
+    try:
+        while True:
+            chunk = f.read(512)
+            if not chunk:
+                break
+            n += chunk.count(b"\n")
+    finally:
+        f.close()
+    return n
+
+
+def rewrite(st, skip):
+    """Copy the good lines (complete, CRC right, seq above the previous one) after the first
+    `skip` lines of the event log to name.tmp, one at a time, and rename it over the log.
+    Returns the lines written."""
+    src = open_events(st)
+    if src is None:
+        st._event_lines = 0
+        return 0
+    kept = 0
+    try:
+        dst = st._open_tmp(st.events_name)
+        try:
+            top = 0
+            while True:
+                line, n = read_line(src)
+                if not n:
+                    break
+                if skip > 0:
+                    skip -= 1
+                    continue
+                s, _ = event_seq(line)
+                if s is None or s <= top:
+                    continue
+                top = s
+                dst.write(line)
+                kept += 1
+        finally:
+            dst.close()
+    finally:
+        src.close()
+    st._commit(st.events_name)
+    st._event_lines = kept
+    st.events_gen += 1
+    return kept
+
+
+def scan(st):
+    """Store.scan_events: count the lines, find the highest good seq, drop the bad lines by a
+    streamed rewrite (events_skipped, events_torn). Returns (lines, highest seq or 0)."""
+    f = open_events(st)
+    if f is None:
+        # a complete name.tmp and no log: power failed between remove and rename
+        # (compaction on a filesystem whose rename does not replace)
+        path = st.path(st.events_name)
+        try:
+            os.rename(path + ".tmp", path)
+            f = open_events(st)
+        except OSError:
+            pass
+    st.events_skipped = 0
+    st.events_torn = False
+    if f is None:
+        st._event_lines = 0
+        return 0, 0
+    total = 0
+    top = 0
+    skipped = 0
+    torn = False
+    try:
+        while True:
+            line, n = read_line(f)
+            if not n:
+                break
+            total += 1
+            torn = False
+            s, _ = event_seq(line)
+            if s is None or s <= top:
+                skipped += 1
+                torn = line is not None and line[-1] != 0x0A
+                continue
+            top = s
+    finally:
+        f.close()
+    st._event_lines = total
+    st.events_skipped = skipped
+    st.events_torn = torn
+    if skipped:
+        total = rewrite(st, 0)
+    return total, top
+
+
+def iter_events(st, skip=0):
+    """Store.iter_events: the good events (strictly increasing seq), oldest first, after the
+    first `skip` lines; a generator reading one line at a time."""
+    f = open_events(st)
+    if f is None:
+        return
+    try:
+        top = 0
+        while True:
+            line, n = read_line(f)
+            if not n:
+                break
+            if skip > 0:
+                skip -= 1
+                continue
+            s, ev = event_seq(line)
+            if s is None or s <= top:
+                continue
+            if ev is None:
+                try:
+                    ev = decode(line, st.events_name)
+                except CorruptRecord:
+                    continue
+            top = s
+            yield ev
+    finally:
+        f.close()
+
+
+# ------------------------------------------------------------------ the EventLog
+
+
+def first_readable(log):
+    """Lines at the start of the file that are no longer readable (past capacity)."""
+    n = log.store.event_lines() - log.capacity
+    return n if n > 0 else 0
+
+
+def since(log, seq, limit, budget):
+    """EventLog.since (see there). The place where it stops is kept on the EventLog as ints
+    (_h_seq, _h_off, _h_line, valid for the file generation _h_gen)."""
+    if limit is None:
+        limit = log.capacity
+    if not isinstance(seq, int) or not isinstance(limit, int) or limit < 0:
+        raise EventError("seq and limit must be integers, limit >= 0")
+    out = []
+    if not limit:
+        return out, log.next_seq
+    st = log.store
+    first = first_readable(log)  # index of the first readable line
+    off = 0
+    idx = 0
+    top = 0
+    if log._h_gen == st.events_gen and log._h_seq <= seq:
+        off = log._h_off  # every line before it has a seq below _h_seq, so below `seq`
+        idx = log._h_line
+        top = log._h_seq - 1
+    f = open_events(st)
+    if f is None:
+        return out, log.next_seq
+    nxt = None
+    size = 0
+    # the hint for the next call: right after the last good line below the next `seq`
+    h_seq, h_off, h_line = 0, off, idx
+    try:
+        if off:
+            f.seek(off)
+        while True:
+            line, n = read_line(f)
+            if not n:
+                break
+            off += n
+            idx += 1
+            if idx <= first:
+                continue
+            s, ev = event_seq(line)
+            if s is None or s <= top:
+                continue
+            top = s
+            if s < seq:
+                h_seq, h_off, h_line = s + 1, off, idx
+                continue
+            if ev is None:
+                try:
+                    ev = decode(line, st.events_name)
+                except CorruptRecord:
+                    continue
+            if budget is not None:
+                size += len(line) - 9  # its canonical JSON and a separator
+                if size > budget and out:
+                    nxt = s
+                    break
+            out.append(ev)
+            h_seq, h_off, h_line = s + 1, off, idx
+            if len(out) >= limit:
+                break
+    finally:
+        f.close()
+    if h_seq:
+        log._h_seq, log._h_off, log._h_line = h_seq, h_off, h_line
+        log._h_gen = st.events_gen
+    if nxt is not None:
+        return out, nxt
+    if out:
+        return out, out[-1]["seq"] + 1
+    return out, log.next_seq
+
+
+def restore(log, next_seq):
+    """EventLog.restore (see there): the seqs reserved on file, then the scan of the file."""
+    st = log.store
+    try:
+        rec = st.load(SEQ_RECORD)
+    except CorruptRecord:
+        rec = None
+    reserved = rec.get("next_seq") if isinstance(rec, dict) else None
+    if not isinstance(reserved, int):
+        reserved = 0
+    log._reserved = reserved
+    log._h_gen = -1
+    log.next_seq = next_seq if next_seq > reserved else reserved
+    if log.next_seq < 1:
+        log.next_seq = 1
+    _, top = scan(st)
+    log.last_seq = top
+    bad = st.events_skipped - (1 if st.events_torn else 0)
+    nxt = top + 1
+    if top and not bad:
+        # the file vouches for its highest seq: no gap after a normal restart
+        log.next_seq = nxt if nxt > next_seq else next_seq
+    elif nxt > log.next_seq:
+        log.next_seq = nxt
+    return log
