@@ -29,10 +29,12 @@ from .schedule import DAY_MS, Clock
 from .server import Server
 from .store import Store
 
-# pumpcore.admin: commands a clinician sends now and then, the patient bolus and the power-on
-# restore; imported for one call (see App._overlay)
-_ADMIN = ("plan_set", "refill", "calib_set", "clock_get", "clock_set", "therapy_stop",
-          "therapy_resume", "motor_run", "alarm_test", "ack", "bolus", "log")
+# Commands run from a module imported for the call (App._overlay): pumpcore.program
+# (programming, with the plan rules) or pumpcore.admin (the rest a clinician sends now and
+# then, the patient bolus, `log`). Power-on restore is in pumpcore.program too.
+_PROGRAM = ("plan_set", "refill", "calib_set", "load", "load_keys")
+_ADMIN = ("clock_get", "clock_set", "therapy_stop", "therapy_resume", "motor_run",
+          "alarm_test", "ack", "bolus", "log")
 # MicroPython: modules imported for one call are dropped after it (CPython keeps them)
 _DROP = sys.implementation.name == "micropython"
 _DROP_SOURCE = False  # tests: drop .py modules too
@@ -141,10 +143,10 @@ class App:
         if a:
             # failed logins survive a reset: resetting the board (DTR on an ESP32, a power
             # cut) must not reset the brute-force delay
-            th = self.server._throttle
-            th.failures = a[0]
-            th.until_ms = now + (a[1] if a[1] > 1000 else 1000)
-        self._auth_failures = self.server._throttle.failures
+            srv = self.server
+            srv.auth_failures = a[0]
+            srv.auth_until_ms = now + (a[1] if a[1] > 1000 else 1000)
+        self._auth_failures = self.server.auth_failures
         self._event("reset", {"therapy": self.therapy}, now)
         self.save_state(now)
         self._shed()
@@ -347,17 +349,16 @@ class App:
     # ------------------------------------------------------------------ the loop
     def _auth_state(self, now):
         srv = getattr(self, "server", None)
-        if srv is None or not srv._throttle.failures:
+        if srv is None or not srv.auth_failures:
             return None
-        th = srv._throttle
-        return [th.failures, th.until_ms - now if th.until_ms > now else 0]
+        return [srv.auth_failures, srv.auth_until_ms - now if srv.auth_until_ms > now else 0]
 
     def step(self, now):
         data = self.board.read_serial()
         if data:
             self.server.feed(data, now)
-            if self.server._throttle.failures != self._auth_failures:
-                self._auth_failures = self.server._throttle.failures
+            if self.server.auth_failures != self._auth_failures:
+                self._auth_failures = self.server.auth_failures
                 self._dirty = True  # saved with the state record by tick()
         self.tick(now)
         self.server.write_output(self.board.write_serial)
@@ -489,25 +490,32 @@ class App:
         fn = getattr(self, "cmd_" + name, None)
         if fn is not None:
             return fn(args, now, req_id)
-        if name in _ADMIN:
+        if name in _ADMIN or name in _PROGRAM:
             return self._overlay(name, args, now, req_id)
         raise proto.CommandError(proto.UNKNOWN_CMD, "unknown command " + cmd)
 
     def _overlay(self, fn_name, *args):
-        """pumpcore.admin.<fn_name>(self, *args), with pumpcore.admin (and the plan rules it
-        may import) loaded for this call only: on MicroPython the precompiled modules (.mpy,
-        as `pumprig flash` installs them) the call brought in are dropped after it, so a
-        running pump keeps only its working code in the heap (about 15 KB less on the unix
-        port); a .mpy loads again in a few ms. Sources (.py) stay loaded: compiling them again
+        """pumpcore.program.<fn_name>(self, *args) or pumpcore.admin.<fn_name>(self, *args),
+        with that module (and the plan rules it may import) loaded for this call only: on
+        MicroPython the precompiled modules (.mpy, as `pumprig flash` installs them) the call
+        brought in are dropped after it, so a running pump keeps only its working code in the
+        heap; a .mpy loads again in a few ms. Sources (.py) stay loaded: compiling them again
         at every command would cost more heap than it frees."""
         if _DROP:
             gc.collect()  # the code about to load gets the largest free blocks there are
         try:
-            from . import admin
-
-            return getattr(admin, fn_name)(self, *args)
+            if fn_name in _PROGRAM:
+                from . import program as mod
+            else:
+                from . import admin as mod
+            return getattr(mod, fn_name)(self, *args)
         finally:
             self._shed()
+
+    def _retry_after_stall(self, now):
+        self.stall_count = 0
+        self._clear(al.STALL, now)
+        self.delivery.rebase(now)
 
     def _live_volume_nl(self, now):
         v = self.reservoir.volume_nl

@@ -3,6 +3,9 @@
 hello hands out a nonce (16 random bytes as 32 lowercase hex digits); the client answers
 auth {role, mac} with mac = hex(HMAC-SHA256(key[role], nonce + ":" + role + ":" + uid)).
 Keys are bytes (from hex in data/keys.json); they are never logged, echoed or put in errors.
+
+The firmware imports it only through pumpcore.session (at boot for the keys, then for a
+login): it is not resident (see App._shed). The host imports it for mac_hex.
 """
 
 from binascii import hexlify, unhexlify
@@ -88,31 +91,12 @@ def verify(key, nonce, role, uid, mac):
     return equal(mac_hex(key, nonce, role, uid), mac.lower())
 
 
-class Throttle:
-    """Failed attempts on board time: after each failure the next attempt must wait a delay
-    that doubles from 1 s up to 60 s; a success resets it."""
-
-    def __init__(self):
-        self.failures = 0
-        self.until_ms = 0
-
-    def wait_ms(self, now_ms):
-        """0 when an attempt may be made now, else how long until it may."""
-        if now_ms >= self.until_ms:
-            return 0
-        return self.until_ms - now_ms
-
-    def failed(self, now_ms):
-        delay = THROTTLE_FIRST_MS
-        for _ in range(self.failures):
-            delay *= 2
-            if delay >= THROTTLE_MAX_MS:
-                delay = THROTTLE_MAX_MS
-                break
-        self.failures += 1
-        self.until_ms = now_ms + delay
-        return delay
-
-    def succeeded(self):
-        self.failures = 0
-        self.until_ms = 0
+def throttle_ms(failures):
+    """How long the next attempt must wait after a failed one, given the failures in a row
+    before it: 1 s doubling up to 60 s (a success resets the count)."""
+    delay = THROTTLE_FIRST_MS
+    for _ in range(failures):
+        delay *= 2
+        if delay >= THROTTLE_MAX_MS:
+            return THROTTLE_MAX_MS
+    return delay

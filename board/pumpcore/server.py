@@ -9,9 +9,13 @@ app.call(cmd, args, role, req_id, now_ms) -> dict (raises proto.CommandError) an
 app.plan_crc() -> str. keys: {"patient": key, "clinician": key} (bytes or hex). info: dict (or
 a callable returning one) merged into the hello result: firmware, board, uid, step_pl, limits.
 rand(n) -> n random bytes.
+
+`hello` and `auth` run in pumpcore.session, imported for the call (not resident: a login
+happens once a session). The login throttle is plain data here: auth_failures (failed attempts
+in a row) and auth_until_ms (board time before which `auth` is refused with THROTTLED).
 """
 
-from pumpcore import auth, proto
+from pumpcore import proto
 
 try:
     from micropython import const
@@ -30,20 +34,16 @@ _TRANSIENT = (proto.BAD_CRC, proto.TOO_LONG, proto.BAD_FRAME, proto.THROTTLED, p
 
 class Server:
     def __init__(self, app, keys, info, rand):
+        from pumpcore import session  # at boot: not resident (dropped after the App boots)
+
         self.app = app
-        self._keys = {}
-        for role in (proto.ROLE_PATIENT, proto.ROLE_CLINICIAN):
-            k = keys.get(role) if keys else None
-            if k is not None:
-                try:
-                    self._keys[role] = auth.key_bytes(k)
-                except auth.AuthKeyError:
-                    pass  # an unusable key is a missing key: that role cannot log in
+        self._keys = session.key_table(keys)  # {role: key bytes}
         self._info = info
         self._rand = rand
         self.role = proto.ROLE_NONE
         self._nonce = None
-        self._throttle = auth.Throttle()
+        self.auth_failures = 0
+        self.auth_until_ms = 0
         self._buf = bytearray()
         self._discard = None  # prefix of an over-long line being discarded, or None
         self._out = []
@@ -179,50 +179,11 @@ class Server:
                 raise proto.CommandError(proto.AUTH_REQUIRED, "%s needs the %s role" % (cmd, entry[0]))
             raise proto.CommandError(proto.FORBIDDEN, "%s needs the %s role" % (cmd, entry[0]))
         proto.check_args(cmd, args)
-        if cmd == "hello":
-            return self._hello()
-        if cmd == "auth":
-            return self._auth(args, now_ms)
+        if cmd == "hello" or cmd == "auth":
+            from pumpcore import session  # for this call only (see pumpcore.session)
+
+            if cmd == "hello":
+                return session.hello(self)
+            return session.login(self, args, now_ms)
         result = self.app.call(cmd, args, self.role, req_id, now_ms)
         return {} if result is None else result
-
-    def _hello(self):
-        info = self._info() if callable(self._info) else self._info
-        res = dict(info) if info else {}
-        self.role = proto.ROLE_NONE
-        self._nonce = auth.new_nonce(self._rand)
-        res["protocol"] = proto.PROTOCOL_VERSION
-        res["nonce"] = self._nonce
-        res["plan_crc"] = self.app.plan_crc()
-        limits = dict(res.get("limits") or {})
-        limits["max_line"] = proto.MAX_LINE
-        limits["max_id"] = proto.MAX_ID
-        res["limits"] = limits
-        return res
-
-    def _auth(self, args, now_ms):
-        role = args.get("role")
-        mac = args.get("mac")
-        if role != proto.ROLE_PATIENT and role != proto.ROLE_CLINICIAN:
-            raise proto.CommandError(proto.BAD_ARGS, "role must be patient or clinician")
-        if not isinstance(mac, str):
-            raise proto.CommandError(proto.BAD_ARGS, "mac must be hex text")
-        wait_ms = self._throttle.wait_ms(now_ms)
-        if wait_ms:
-            raise proto.CommandError(proto.THROTTLED, "too many failures: retry in %d ms" % wait_ms)
-        nonce = self._nonce
-        self._nonce = None  # one attempt per challenge
-        if nonce is None:
-            raise proto.CommandError(proto.AUTH_FAILED, "no challenge: send hello first")
-        key = self._keys.get(role)
-        info = self._info() if callable(self._info) else self._info
-        uid = (info or {}).get("uid", "")
-        if key is None or not auth.verify(key, nonce, role, uid, mac):
-            self._throttle.failed(now_ms)
-            self.role = proto.ROLE_NONE
-            if key is None:
-                raise proto.CommandError(proto.AUTH_FAILED, "no %s key provisioned" % role)
-            raise proto.CommandError(proto.AUTH_FAILED, "wrong key for %s" % role)
-        self._throttle.succeeded()
-        self.role = role
-        return {"role": role}

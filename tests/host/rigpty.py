@@ -63,14 +63,15 @@ class PtyRig:
         k = keys if keys is not None else KEYS[UID]
         self.srv = server.Server(self.app, k, info, os.urandom)
         if protocol is not None:
-            orig = self.srv._hello
+            orig = self.srv._dispatch
 
-            def hello():
-                res = orig()
-                res["protocol"] = protocol
+            def dispatch(req_id, cmd, args, now_ms):
+                res = orig(req_id, cmd, args, now_ms)
+                if cmd == "hello":
+                    res["protocol"] = protocol
                 return res
 
-            self.srv._hello = hello
+            self.srv._dispatch = dispatch
         self.master, slave = pty.openpty()
         tty.setraw(slave)
         self.path = os.ttyname(slave)
