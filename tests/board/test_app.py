@@ -181,17 +181,19 @@ def test_failed_logins_stay_throttled_across_a_reset():
 
 
 def _admin_round(drop_source):
-    """plan.set (accepted, then refused) and clock.get through the admin overlay; returns
-    (admin still loaded, heap grown in bytes or None off MicroPython)."""
+    """plan.set (accepted, then refused; pumpcore.program) and clock.get (pumpcore.admin)
+    through overlays; returns (either still loaded, heap grown in bytes or None off
+    MicroPython)."""
     import gc
     import sys
 
     from pumpcore import app as appmod
 
     mpy = sys.implementation.name == "micropython"
-    sys.modules.pop("pumpcore.admin", None)  # not loaded when the pump boots, as on a board
-    if hasattr(sys.modules["pumpcore"], "admin"):
-        delattr(sys.modules["pumpcore"], "admin")
+    for m in ("admin", "program"):  # not loaded when the pump boots, as on a board
+        sys.modules.pop("pumpcore." + m, None)
+        if hasattr(sys.modules["pumpcore"], m):
+            delattr(sys.modules["pumpcore"], m)
     old = appmod._DROP_SOURCE
     appmod._DROP_SOURCE = drop_source
     app, b, root = _app()
@@ -206,7 +208,8 @@ def _admin_round(drop_source):
         assert e.code == proto.PLAN_INVALID
         assert _call(app, "clock.get")["set"] is True
         gc.collect()
-        return "pumpcore.admin" in sys.modules, (gc.mem_alloc() - before) if mpy else None
+        loaded = "pumpcore.admin" in sys.modules or "pumpcore.program" in sys.modules
+        return loaded, (gc.mem_alloc() - before) if mpy else None
     finally:
         appmod._DROP_SOURCE = old
         rmtree(root)

@@ -65,21 +65,10 @@ def test_nonce():
     assert n == "000102030405060708090a0b0c0d0e0f"
 
 
-def test_throttle_doubles_to_60s_and_resets():
-    t = auth.Throttle()
-    assert t.wait_ms(0) == 0
-    now = 0
-    delays = []
-    for _ in range(9):
-        delays.append(t.failed(now))
-        assert t.wait_ms(now) == delays[-1]
-        assert t.wait_ms(now + delays[-1] - 1) == 1
-        now += delays[-1]
-        assert t.wait_ms(now) == 0
+def test_throttle_doubles_to_60s():
+    delays = [auth.throttle_ms(n) for n in range(9)]
     assert delays == [1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000, 60000]
-    t.succeeded()
-    assert t.wait_ms(now) == 0
-    assert t.failed(now) == 1000
+    assert auth.throttle_ms(10_000) == 60000  # a count restored from a record: still capped
 
 
 # ---------------------------------------------------------------- server
@@ -194,6 +183,27 @@ def test_wrong_key_throttled():
     t.now_ms += 1000
     assert t.login("patient", TEST_KEY).name == "ok"
     assert all(c[0] != "auth" for c in app.calls) and app.calls == []
+
+
+def test_throttle_state_doubles_to_60s_and_resets():
+    # the throttle is plain data on the server: failures in a row, board time of the next try
+    srv, app = _server()
+    t = Talk(srv)
+    assert srv.auth_failures == 0 and srv.auth_until_ms == 0
+    delays = []
+    for i in range(9):
+        assert t.login("clinician", TEST_KEY).body["code"] == proto.AUTH_FAILED
+        assert srv.auth_failures == i + 1
+        delays.append(srv.auth_until_ms - t.now_ms)
+        t.now_ms += delays[-1] - 1
+        f = t.login("clinician", CLIN_KEY)
+        assert f.body == {"code": proto.THROTTLED, "message": "too many failures: retry in 1 ms"}
+        t.now_ms += 1
+    assert delays == [1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000, 60000]
+    assert t.login("clinician", CLIN_KEY).body == {"role": "clinician"}
+    assert srv.auth_failures == 0 and srv.auth_until_ms == 0
+    assert t.login("patient", CLIN_KEY).body["code"] == proto.AUTH_FAILED
+    assert srv.auth_until_ms - t.now_ms == 1000
 
 
 def test_nonce_single_use_and_required():
