@@ -25,7 +25,9 @@ except ImportError:  # CPython
         return x
 
 
-_CACHE_SIZE = const(16)
+# Requests remembered for retries. A client waits for each answer, so a retry is of its latest
+# request; 4 leave room for a late retry, and each entry holds a response line (up to 1 KB).
+_CACHE_SIZE = const(4)
 _OUT_MAX = const(8192)  # queued bytes beyond which events are dropped (responses never)
 _ID_PREFIX = const(40)  # bytes kept of an over-long line, to read its id
 # Answers that may change on a retry: never replayed from the cache.
