@@ -156,6 +156,14 @@ def _validate_basal(b, field):
     return out
 
 
+def _rate_ok(max_nl_day, name, nl_day):
+    if max_nl_day and nl_day > max_nl_day:
+        raise PlanError(name, "needs %d nL/day, above the mechanism limit of %d nL/day"
+                        % (nl_day, max_nl_day))
+
+
+# validate() is split into one function per section: each function's bytecode is one block of
+# the heap, and a board heap may not have one large free block when a plan arrives.
 def validate(plan, limits=None):
     """Check a whole plan; return its normalised copy or raise PlanError.
 
@@ -183,78 +191,84 @@ def validate(plan, limits=None):
     out["basal"] = basal
     out["min_nl_day"] = _int(plan, "min_nl_day", "", 0, 100_000, 0)
     out["catheter_nl"] = _int(plan, "catheter_nl", "", 0, 2_000_000, 0)
-
     max_nl_day = lim.get("max_nl_day", 0)
+    out["start"] = _validate_start(_obj(plan, "start", ""), conc, max_nl_day)
+    out["periodic"] = _validate_periodic(_obj(plan, "periodic", ""), conc, max_nl_day)
+    out["patient"] = _validate_patient(_obj(plan, "patient", ""), conc, max_nl_day, rules, drug)
+    out["reservoir"] = _validate_reservoir(_obj(plan, "reservoir", "") or {},
+                                           lim.get("reservoir_nl", 100_000_000))
+    out["caps"] = _validate_caps(_obj(plan, "caps", "") or {}, out, rules, drug)
+    basal_day = basal_max_ng_day(basal)
+    _rate_ok(max_nl_day, "basal", ng_to_nl(basal_day, conc))
+    if out["min_nl_day"] and ng_to_nl(basal_day, conc) and out["min_nl_day"] > ng_to_nl(basal_day, conc):
+        raise PlanError("min_nl_day", "the minimum rate must not exceed the basal rate")
+    return out
 
-    def rate_ok(name, nl_day):
-        if max_nl_day and nl_day > max_nl_day:
-            raise PlanError(name, "needs %d nL/day, above the mechanism limit of %d nL/day"
-                            % (nl_day, max_nl_day))
 
-    start = _obj(plan, "start", "")
-    out["start"] = None
-    if start is not None:
-        kind = start.get("kind")
-        if kind not in START_KINDS:
-            raise PlanError("start.kind", "must be bolus or prime")
-        if kind == "bolus":
-            _keys(start, ("kind", "ng", "dur_s"), "start.")
-            ng = _int(start, "ng", "start", 1, 10**9)
-            dur = _int(start, "dur_s", "start", 1, 86_400)
-            nl = ng_to_nl(ng, conc)
-            rate_ok("start", nl * 86_400 // dur)
-            out["start"] = {"kind": "bolus", "ng": ng, "dur_s": dur}
-        else:
-            _keys(start, ("kind", "pump_nl", "catheter_nl", "nl_min"), "start.")
-            pump = _int(start, "pump_nl", "start", 0, 5_000_000)
-            cath = _int(start, "catheter_nl", "start", 0, 2_000_000)
-            if pump + cath == 0:
-                raise PlanError("start", "a prime needs pump_nl or catheter_nl")
-            nl_min = _int(start, "nl_min", "start", 1, 10_000_000)
-            rate_ok("start.nl_min", nl_min * 1440)
-            out["start"] = {"kind": "prime", "pump_nl": pump, "catheter_nl": cath,
-                            "nl_min": nl_min}
+def _validate_start(start, conc, max_nl_day):
+    if start is None:
+        return None
+    kind = start.get("kind")
+    if kind not in START_KINDS:
+        raise PlanError("start.kind", "must be bolus or prime")
+    if kind == "bolus":
+        _keys(start, ("kind", "ng", "dur_s"), "start.")
+        ng = _int(start, "ng", "start", 1, 10**9)
+        dur = _int(start, "dur_s", "start", 1, 86_400)
+        nl = ng_to_nl(ng, conc)
+        _rate_ok(max_nl_day, "start", nl * 86_400 // dur)
+        return {"kind": "bolus", "ng": ng, "dur_s": dur}
+    _keys(start, ("kind", "pump_nl", "catheter_nl", "nl_min"), "start.")
+    pump = _int(start, "pump_nl", "start", 0, 5_000_000)
+    cath = _int(start, "catheter_nl", "start", 0, 2_000_000)
+    if pump + cath == 0:
+        raise PlanError("start", "a prime needs pump_nl or catheter_nl")
+    nl_min = _int(start, "nl_min", "start", 1, 10_000_000)
+    _rate_ok(max_nl_day, "start.nl_min", nl_min * 1440)
+    return {"kind": "prime", "pump_nl": pump, "catheter_nl": cath, "nl_min": nl_min}
 
-    per = _obj(plan, "periodic", "")
-    out["periodic"] = None
-    if per is not None:
-        _keys(per, ("times_min", "ng", "dur_s"), "periodic.")
-        times = per.get("times_min")
-        if not isinstance(times, list) or not times or len(times) > MAX_PERIODIC:
-            raise PlanError("periodic.times_min", "must list 1-%d clock times" % MAX_PERIODIC)
-        prev = -1
-        for i, t in enumerate(times):
-            if isinstance(t, bool) or not isinstance(t, int) or t <= prev or t >= 1440:
-                raise PlanError("periodic.times_min[%d]" % i,
-                                "clock times must increase within the day")
-            prev = t
-        ng = _int(per, "ng", "periodic", 1, 10**9)
-        dur = _int(per, "dur_s", "periodic", 1, 86_400)
-        for i in range(len(times)):
-            gap = (times[(i + 1) % len(times)] - times[i]) % 1440 or 1440
-            if dur > gap * 60:
-                raise PlanError("periodic.dur_s", "a bolus would run into the next one")
-        rate_ok("periodic", ng_to_nl(ng, conc) * 86_400 // dur)
-        out["periodic"] = {"times_min": list(times), "ng": ng, "dur_s": dur}
 
-    pat = _obj(plan, "patient", "")
-    out["patient"] = None
-    if pat is not None:
-        _keys(pat, ("ng", "dur_s", "lockout_s", "max_24h"), "patient.")
-        if rules is not None and not rules["patient"]:
-            raise PlanError("patient", "%s may not be given as patient boluses" % drug)
-        ng = _int(pat, "ng", "patient", 1, 10**9)
-        dur = _int(pat, "dur_s", "patient", 1, 86_400)
-        lock = _int(pat, "lockout_s", "patient", 60, 86_400)
-        mx = _int(pat, "max_24h", "patient", 1, 48)
-        if lock < dur:
-            raise PlanError("patient.lockout_s", "must be at least the bolus duration")
-        rate_ok("patient", ng_to_nl(ng, conc) * 86_400 // dur)
-        out["patient"] = {"ng": ng, "dur_s": dur, "lockout_s": lock, "max_24h": mx}
+def _validate_periodic(per, conc, max_nl_day):
+    if per is None:
+        return None
+    _keys(per, ("times_min", "ng", "dur_s"), "periodic.")
+    times = per.get("times_min")
+    if not isinstance(times, list) or not times or len(times) > MAX_PERIODIC:
+        raise PlanError("periodic.times_min", "must list 1-%d clock times" % MAX_PERIODIC)
+    prev = -1
+    for i, t in enumerate(times):
+        if isinstance(t, bool) or not isinstance(t, int) or t <= prev or t >= 1440:
+            raise PlanError("periodic.times_min[%d]" % i,
+                            "clock times must increase within the day")
+        prev = t
+    ng = _int(per, "ng", "periodic", 1, 10**9)
+    dur = _int(per, "dur_s", "periodic", 1, 86_400)
+    for i in range(len(times)):
+        gap = (times[(i + 1) % len(times)] - times[i]) % 1440 or 1440
+        if dur > gap * 60:
+            raise PlanError("periodic.dur_s", "a bolus would run into the next one")
+    _rate_ok(max_nl_day, "periodic", ng_to_nl(ng, conc) * 86_400 // dur)
+    return {"times_min": list(times), "ng": ng, "dur_s": dur}
 
-    res = _obj(plan, "reservoir", "") or {}
+
+def _validate_patient(pat, conc, max_nl_day, rules, drug):
+    if pat is None:
+        return None
+    _keys(pat, ("ng", "dur_s", "lockout_s", "max_24h"), "patient.")
+    if rules is not None and not rules["patient"]:
+        raise PlanError("patient", "%s may not be given as patient boluses" % drug)
+    ng = _int(pat, "ng", "patient", 1, 10**9)
+    dur = _int(pat, "dur_s", "patient", 1, 86_400)
+    lock = _int(pat, "lockout_s", "patient", 60, 86_400)
+    mx = _int(pat, "max_24h", "patient", 1, 48)
+    if lock < dur:
+        raise PlanError("patient.lockout_s", "must be at least the bolus duration")
+    _rate_ok(max_nl_day, "patient", ng_to_nl(ng, conc) * 86_400 // dur)
+    return {"ng": ng, "dur_s": dur, "lockout_s": lock, "max_24h": mx}
+
+
+def _validate_reservoir(res, cap_nl):
     _keys(res, ("low_nl", "empty_nl", "refill_by_days", "on_empty"), "reservoir.")
-    cap_nl = lim.get("reservoir_nl", 100_000_000)
     low = _int(res, "low_nl", "reservoir", 0, cap_nl, 2_000_000)
     empty = _int(res, "empty_nl", "reservoir", 0, cap_nl, 1_000_000)
     if empty > low:
@@ -262,23 +276,22 @@ def validate(plan, limits=None):
     on_empty = res.get("on_empty", "stop")
     if on_empty not in ON_EMPTY:
         raise PlanError("reservoir.on_empty", "must be stop or min")
-    out["reservoir"] = {
+    return {
         "low_nl": low, "empty_nl": empty, "on_empty": on_empty,
         "refill_by_days": _int(res, "refill_by_days", "reservoir", 0, 400, 0),
     }
 
-    # Safety caps: the most this plan can deliver in any 24 h and in any hour.
-    caps = _obj(plan, "caps", "") or {}
+
+def _validate_caps(caps, out, rules, drug):
+    """Safety caps: the most this plan can deliver in any 24 h and in any hour."""
     _keys(caps, ("ng_24h", "ng_1h"), "caps.")
     default_24 = rules["max_ng_day"] if rules else None
     if "ng_24h" not in caps and default_24 is None:
         raise PlanError("caps.ng_24h", "is required for a drug without built-in limits")
     cap24 = _int(caps, "ng_24h", "caps", 0, 10**11, default_24)
-    basal_day = basal_max_ng_day(basal)
+    basal_day = basal_max_ng_day(out["basal"])
     worst24 = basal_day
     worst1h = (basal_day + 23) // 24
-    if basal["kind"] == "flex":
-        worst1h = (basal_day + 23) // 24
     if out["periodic"]:
         worst24 += out["periodic"]["ng"] * len(out["periodic"]["times_min"])
         worst1h += out["periodic"]["ng"]
@@ -297,12 +310,7 @@ def validate(plan, limits=None):
     if worst1h > cap1:
         raise PlanError("caps.ng_1h", "the plan can deliver %d ng in an hour, above the cap of %d"
                         % (worst1h, cap1))
-    out["caps"] = {"ng_24h": cap24, "ng_1h": cap1}
-
-    rate_ok("basal", ng_to_nl(basal_day, conc))
-    if out["min_nl_day"] and ng_to_nl(basal_day, conc) and out["min_nl_day"] > ng_to_nl(basal_day, conc):
-        raise PlanError("min_nl_day", "the minimum rate must not exceed the basal rate")
-    return out
+    return {"ng_24h": cap24, "ng_1h": cap1}
 
 
 def mode_name(plan):
