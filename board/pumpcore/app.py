@@ -490,6 +490,10 @@ class App:
         fn = getattr(self, "cmd_" + name, None)
         if fn is not None:
             return fn(args, now, req_id)
+        if name == "plan_set":
+            # the plan rules and the code that applies a plan are loaded one after the other:
+            # plan.set is the largest command, and this halves its heap
+            args = {"plan": self.check_plan(args["plan"])}
         if name in _ADMIN or name in _PROGRAM:
             return self._overlay(name, args, now, req_id)
         raise proto.CommandError(proto.UNKNOWN_CMD, "unknown command " + cmd)
@@ -509,6 +513,22 @@ class App:
             else:
                 from . import admin as mod
             return getattr(mod, fn_name)(self, *args)
+        finally:
+            self._shed()
+
+    def check_plan(self, plan):
+        """The normalised copy of `plan` if it passes the plan rules (pumpcore.plan, loaded for
+        the check), else CommandError(PLAN_INVALID) naming the field and the reason."""
+        if _DROP:
+            gc.collect()
+        try:
+            from . import plan as planmod
+
+            try:
+                return planmod.validate(plan, self.limits())
+            except planmod.PlanError as e:
+                raise proto.CommandError(proto.PLAN_INVALID, "%s: %s" % (e.field, e.reason)) \
+                    from None
         finally:
             self._shed()
 
