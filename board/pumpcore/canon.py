@@ -67,6 +67,34 @@ def dumps(v):
     return _enc(v, 0)
 
 
+def emit(v, out, depth=0):
+    """The canonical text of v (the same as dumps) handed to out(str) in pieces: a key, a
+    scalar or a bracket at a time, so no temporary is the size of the whole."""
+    if depth > 8:
+        raise CanonError("nested too deeply")
+    if isinstance(v, (list, tuple)):
+        out("[")
+        first = True
+        for x in v:
+            if not first:
+                out(",")
+            first = False
+            emit(x, out, depth + 1)
+        out("]")
+    elif isinstance(v, dict):
+        out("{")
+        first = True
+        for k in sorted(v):
+            if not isinstance(k, str):
+                raise CanonError("object keys must be strings")
+            out(_str(k) + ":" if first else "," + _str(k) + ":")
+            first = False
+            emit(v[k], out, depth + 1)
+        out("}")
+    else:
+        out(_enc(v, depth))
+
+
 def crc_of(data):
     """CRC32 (IEEE 802.3, as zlib) of bytes, as an unsigned int."""
     return crc32(data) & 0xFFFFFFFF

@@ -24,8 +24,9 @@ Only os functions the MicroPython ports have: open, rename, remove, stat, mkdir.
 
 import json
 import os
+from binascii import crc32
 
-from pumpcore.canon import crc_hex, dumps
+from pumpcore.canon import crc_hex, dumps, emit
 
 try:
     from micropython import const
@@ -36,6 +37,7 @@ except ImportError:
 
 
 _ENOENT = const(2)
+_CHUNK = const(128)  # bytes of a record written at a time
 
 
 class StoreError(Exception):
@@ -53,6 +55,32 @@ def encode(obj):
     """One record line (bytes): canonical JSON, '*', CRC32 hex, newline."""
     body = dumps(obj).encode()
     return body + b"*" + crc_hex(body).encode() + b"\n"
+
+
+def write_line(f, obj):
+    """Write encode(obj) to the open file f in pieces of about _CHUNK bytes with a running
+    CRC: nothing the size of the whole record is built (a fragmented board heap may not have
+    a block that large when the state record is saved)."""
+    st = [0, [], 0]  # crc so far, pending pieces, their length
+
+    def out(piece):
+        st[1].append(piece)
+        st[2] += len(piece)
+        if st[2] >= _CHUNK:
+            _flush(f, st)
+
+    emit(obj, out)
+    _flush(f, st)
+    f.write(b"*%08x\n" % (st[0] & 0xFFFFFFFF))
+
+
+def _flush(f, st):
+    if st[1]:
+        data = "".join(st[1]).encode()
+        st[0] = crc32(data, st[0])
+        f.write(data)
+        st[1] = []
+        st[2] = 0
 
 
 def _check(line, name):
@@ -129,11 +157,11 @@ class Store:
                 pass
             os.rename(tmp, path)
 
-    def _write_atomic(self, name, data):
-        """Write bytes to name.tmp, then rename it over name."""
+    def _write_atomic(self, name, write):
+        """write(f) into name.tmp, then rename it over name."""
         f = self._open_tmp(name)
         try:
-            f.write(data)
+            write(f)
         finally:
             f.close()
         self._commit(name)
@@ -142,7 +170,7 @@ class Store:
 
     def save(self, name, obj):
         """Write a record atomically (name.tmp then rename over name)."""
-        self._write_atomic(name, encode(obj))
+        self._write_atomic(name, lambda f: write_line(f, obj))
 
     def _read(self, path):
         f = open(path, "rb")
@@ -191,13 +219,15 @@ class Store:
     def append_event(self, ev):
         """Append one event line. Returns True when the log has grown past events_max_lines
         and should be compacted (compact_events)."""
-        line = encode(ev)
         self.event_lines()
         if not self._dir_ok:
             self._mkdirs()
         f = open(self.path(self.events_name), "ab")
         try:
-            f.write(line)
+            write_line(f, ev)
+        except BaseException:
+            f.write(b"\n")  # end a torn line here: the next event starts a line of its own
+            raise
         finally:
             f.close()
         self._event_lines += 1

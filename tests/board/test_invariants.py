@@ -55,10 +55,15 @@ def _arm_write_cut(app, nth, how):
     real = store._write_atomic
     left = [nth]
 
-    def cut_write(name, data):
+    def cut_write(name, write):
         left[0] -= 1
         if left[0] > 0:
-            return real(name, data)
+            return real(name, write)
+        import io
+
+        buf = io.BytesIO()
+        write(buf)
+        data = buf.getvalue()
         path = store.path(name)
         f = open(path + ".tmp", "wb")
         if how == "torn":

@@ -2,7 +2,7 @@ import os
 
 from _util import raises, read_bytes, rmtree, tmpdir, write_bytes
 from pumpcore.evlog import event_seq, line_seq
-from pumpcore.store import CorruptRecord, Store, decode, encode
+from pumpcore.store import CorruptRecord, Store, decode, encode, write_line
 
 RECORD = {"plan_crc": "0badf00d", "reservoir_nl": 20_000_000, "steps": 12345, "on": True}
 
@@ -13,6 +13,30 @@ def with_store(fn, **kw):
         fn(Store(d + "/data", **kw), d + "/data")
     finally:
         rmtree(d)
+
+
+class _Chunks:
+    """A file that keeps every write apart."""
+
+    def __init__(self):
+        self.writes = []
+
+    def write(self, b):
+        self.writes.append(bytes(b))
+
+
+def test_records_are_written_in_pieces_with_the_same_bytes():
+    big = {"sched": {"overlays": [[i * 1000, i * 1000 + 600, 86_400_000 + i] for i in range(60)]},
+           "s": 'quote " and \\ and \u00e9', "n": None, "t": [True, False, -5, []], "e": {}}
+    for obj in (RECORD, big, {}, [], {"a": [{"b": [1, {"c": "d"}]}]}):
+        f = _Chunks()
+        write_line(f, obj)
+        assert b"".join(f.writes) == encode(obj), obj
+    f = _Chunks()
+    write_line(f, big)
+    assert len(encode(big)) > 1000
+    # no write (no temporary) near the size of the record
+    assert max(len(w) for w in f.writes) < 300, [len(w) for w in f.writes]
 
 
 def test_save_load_round_trip_and_missing():
