@@ -45,8 +45,10 @@ def drop_transient(resident):
     """Forget the modules of pumpcore and hw imported since `resident` (a list of sys.modules
     names) that came from .mpy files (or any, with _DROP_SOURCE): the heap they took comes
     back at the next collection, as long as nothing else refers to them. Such modules are
-    imported inside functions only, never kept in a global or an object."""
+    imported inside functions only, never kept in a global or an object. Returns how many
+    were dropped."""
     mods = sys.modules
+    n = 0
     for name in list(mods):
         if name in resident:
             continue
@@ -56,10 +58,12 @@ def drop_transient(resident):
         if not (_DROP_SOURCE or getattr(mods[name], "__file__", "").endswith(".mpy")):
             continue
         del mods[name]
+        n += 1
         pkg = mods.get(name[:dot])
         short = name[dot + 1 :]
         if pkg is not None and hasattr(pkg, short):
             delattr(pkg, short)
+    return n
 
 
 FIRMWARE = "0.1.0"
@@ -368,8 +372,12 @@ class App:
         """Drop the modules imported since boot for one job (overlays, power-on code)."""
         r = self._resident
         if r is not None and len(sys.modules) > len(r):
-            drop_transient(r)
-            gc.collect()
+            if drop_transient(r):
+                gc.collect()
+            if len(sys.modules) > len(r):
+                # what stays (sources, other packages) is resident from now on: no scan of
+                # sys.modules at every step
+                self._resident = list(sys.modules)
 
     def tick(self, now):
         b = self.board
