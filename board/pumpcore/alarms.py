@@ -11,6 +11,10 @@ Output: the highest severity among unacknowledged alarms selects the pattern.
 - all acknowledged (or none): silence, LED off.
 A pattern starts at once when the severity changes or an alarm is (re)raised. output(now_ms)
 returns what to drive now and the next time that changes, so the app sleeps until then.
+
+What runs only at boot or on a clinician's command (building the patterns, restoring the list,
+the `alarms` view, `ack`) is in pumpcore.alarmctl, a transient module the methods below import
+for the call (see pumpcore.app.drop_transient).
 """
 
 try:
@@ -42,7 +46,7 @@ NONE = const(0)
 NONCRITICAL = const(1)
 CRITICAL = const(2)
 
-# entry fields
+# entry fields (also in pumpcore.alarmctl)
 _SINCE = const(0)
 _ACTIVE = const(1)
 _ACKED = const(2)
@@ -68,12 +72,6 @@ def severity(kind):
 # --- tone and LED pattern -------------------------------------------------------------------
 
 
-def _pos_int(name, v, lo=1):
-    if not isinstance(v, int) or v < lo:
-        raise AlarmError("%s must be an integer >= %d" % (name, lo))
-    return v
-
-
 def _segment(pattern, rel_ms, repeat_ms):
     """(freq_hz, end_rel_ms) of the pattern at rel_ms after its start. The pattern is a tuple
     of (freq_hz, dur_ms), silent after its end; it restarts every repeat_ms (None: once)."""
@@ -91,59 +89,19 @@ def _segment(pattern, rel_ms, repeat_ms):
     return 0, base + repeat_ms
 
 
-def _total(pattern):
-    t = 0
-    for _f, d in pattern:
-        t += d
-    return t
-
-
 class TonePlayer:
     """Buzzer frequency and LED state over time for a severity level (NONE/NONCRITICAL/
     CRITICAL). Pure: feed it the level and now_ms; output(now_ms) tells what to drive and
     when that next changes. All durations in ms."""
 
-    def __init__(
-        self,
-        hi_hz=880,
-        lo_hz=660,
-        critical_pairs=4,
-        critical_tone_ms=250,
-        critical_repeat_ms=600_000,
-        single_beeps=3,
-        single_on_ms=500,
-        single_off_ms=500,
-        single_repeat_ms=3_600_000,
-        blink_ms=500,
-        test_gap_ms=1000,
-    ):
-        _pos_int("hi_hz", hi_hz)
-        _pos_int("lo_hz", lo_hz)
-        _pos_int("critical_pairs", critical_pairs)
-        _pos_int("critical_tone_ms", critical_tone_ms)
-        _pos_int("single_beeps", single_beeps)
-        _pos_int("single_on_ms", single_on_ms)
-        _pos_int("single_off_ms", single_off_ms)
-        _pos_int("blink_ms", blink_ms)
-        _pos_int("test_gap_ms", test_gap_ms, 0)
-        crit = ((hi_hz, critical_tone_ms), (lo_hz, critical_tone_ms)) * critical_pairs
-        single = ((hi_hz, single_on_ms), (0, single_off_ms)) * (single_beeps - 1) + (
-            (hi_hz, single_on_ms),
-        )
-        if _pos_int("critical_repeat_ms", critical_repeat_ms) < _total(crit):
-            raise AlarmError("critical_repeat_ms is shorter than the pattern")
-        if _pos_int("single_repeat_ms", single_repeat_ms) < _total(single) + single_off_ms:
-            raise AlarmError("single_repeat_ms is shorter than the pattern")
-        self.critical_pattern = crit
-        self.single_pattern = single
-        self.critical_repeat_ms = critical_repeat_ms
-        self.single_repeat_ms = single_repeat_ms
-        self.blink_ms = blink_ms
-        self.test_pattern = crit + ((0, test_gap_ms),) + single if test_gap_ms else crit + single
-        self.test_ms = _total(self.test_pattern)
-        self.level = NONE
-        self._t0 = 0
-        self._test_t0 = None
+    def __init__(self, *args, **kw):
+        """Settings (keywords, all optional): hi_hz=880, lo_hz=660, critical_pairs=4,
+        critical_tone_ms=250, critical_repeat_ms=600_000, single_beeps=3, single_on_ms=500,
+        single_off_ms=500, single_repeat_ms=3_600_000, blink_ms=500, test_gap_ms=1000
+        (pumpcore.alarmctl.setup_player). AlarmError if one is out of range."""
+        from pumpcore import alarmctl
+
+        alarmctl.setup_player(self, *args, **kw)
 
     def set_level(self, level, now_ms, restart=False):
         """Select the pattern; it (re)starts at now_ms if the level changed or restart."""
@@ -242,22 +200,9 @@ class Alarms:
     def ack(self, kind=None):
         """Acknowledge one kind (or all when None): silences it; one whose condition has
         cleared is removed. Returns the kinds acknowledged by this call."""
-        if kind is not None:
-            is_critical(kind)
-            kinds = (kind,) if kind in self._items else ()
-        else:
-            kinds = self._sorted()
-        done = []
-        for k in kinds:
-            e = self._items[k]
-            if e[_ACKED]:
-                continue
-            done.append(k)
-            if e[_ACTIVE]:
-                e[_ACKED] = True
-            else:
-                del self._items[k]
-        return done
+        from pumpcore import alarmctl
+
+        return alarmctl.ack(self, kind)
 
     # --- queries ----------------------------------------------------------------------------
 
@@ -298,19 +243,9 @@ class Alarms:
 
     def to_list(self):
         """The protocol view: [{kind, critical, active, acked, since_epoch_s}]."""
-        out = []
-        for k in self._sorted():
-            e = self._items[k]
-            out.append(
-                {
-                    "kind": k,
-                    "critical": k in CRITICAL_KINDS,
-                    "active": e[_ACTIVE],
-                    "acked": e[_ACKED],
-                    "since_epoch_s": e[_SINCE],
-                }
-            )
-        return out
+        from pumpcore import alarmctl
+
+        return alarmctl.to_list(self)
 
     # --- buzzer and LED ---------------------------------------------------------------------
 
@@ -342,12 +277,9 @@ class Alarms:
 
     def restore(self, d):
         """Load what to_dict() saved; unknown kinds (a newer firmware's) are skipped."""
-        self._items = {}
-        for it in d.get("alarms", ()):
-            k = it[0]
-            if k in KINDS:
-                self._items[k] = [it[1], bool(it[2]), bool(it[3]), it[4]]
-        self._gen += 1
+        from pumpcore import alarmctl
+
+        alarmctl.restore(self, d)
         return self
 
     @classmethod

@@ -9,6 +9,10 @@ pump follows its clock: a flex segment or a periodic bolus starts when the *loca
 its time. At a daylight-saving change (a new offset at a given UTC instant, set by
 `clock.set`), local time jumps: spring forward skips that hour of the flex schedule, fall back
 repeats it. Delivery never jumps: the rate simply follows the clock.
+
+What runs only at boot, plan.set, refill or a patient bolus (compiling the plan's start, bolus
+windows, the refill bridge, load_dict/shift after a reset) is in pumpcore.planning, a transient
+module the methods below import for the call (see pumpcore.app.drop_transient).
 """
 
 from . import dose
@@ -22,8 +26,6 @@ except ImportError:  # CPython
 
 
 DAY_MS = const(86_400_000)
-RAMP_STAGES = const(4)
-RAMP_STAGE_MS = const(100)
 
 
 class Clock:
@@ -89,39 +91,6 @@ def bolus_rate_nl_day(nl, dur_ms):
     return (nl * DAY_MS + dur_ms // 2) // dur_ms
 
 
-def bolus_windows(start_ms, nl, rate_nl_day, pullin_nl_day=0):
-    """Windows [(start_ms, end_ms, rate_nl_day)] delivering `nl` at `rate_nl_day`.
-
-    A rate above the motor's pull-in rate starts with a ramp of RAMP_STAGES stages of
-    RAMP_STAGE_MS each (acceleration); the full-rate window is then shortened so the bolus
-    volume is unchanged (to within rate x 1 ms).
-    """
-    out = []
-    t = start_ms
-    left = nl * DAY_MS  # nL x ms/day still to deliver
-    if pullin_nl_day and rate_nl_day > pullin_nl_day:
-        for k in range(RAMP_STAGES):
-            r = pullin_nl_day + (rate_nl_day - pullin_nl_day) * k // RAMP_STAGES
-            if r * RAMP_STAGE_MS >= left:
-                break
-            out.append((t, t + RAMP_STAGE_MS, r))
-            left -= r * RAMP_STAGE_MS
-            t += RAMP_STAGE_MS
-    if left > 0 and rate_nl_day > 0:
-        dur = (left + rate_nl_day // 2) // rate_nl_day
-        if dur < 1:
-            dur = 1
-        out.append((t, t + dur, rate_nl_day))
-    return out
-
-
-def windows_volume_nl(windows):
-    acc = 0
-    for s, e, r in windows:
-        acc += r * (e - s)
-    return acc // DAY_MS
-
-
 class Schedule:
     """The ideal rate of a plan programmed at `program_ms`.
 
@@ -138,17 +107,11 @@ class Schedule:
         self.overlays = []
         self.bridge_conc = 0
         self.bridge_until_ms = 0
-        st = plan["start"] if plan else None
-        if st is not None:
-            conc = plan["conc_ng_ml"]
-            if st["kind"] == "bolus":
-                nl = dose.ng_to_nl(st["ng"], conc)
-                rate = bolus_rate_nl_day(nl, st["dur_s"] * 1000)
-            else:
-                nl = st["pump_nl"] + st["catheter_nl"]
-                rate = st["nl_min"] * 1440
-            self.start_windows = bolus_windows(program_ms, nl, rate, pullin_nl_day)
-        self.basal_start_ms = self.start_windows[-1][1] if self.start_windows else program_ms
+        self.basal_start_ms = program_ms
+        if plan and plan["start"] is not None:
+            from pumpcore import planning
+
+            planning.compile_start(self)
 
     # --- pieces -------------------------------------------------------------------------
     def conc_at(self, t_ms):
@@ -286,36 +249,21 @@ class Schedule:
             self.overlays = [w for w in self.overlays if w[1] > t_ms]
 
     def add_bolus(self, t_ms, nl, dur_ms):
-        wins = bolus_windows(t_ms, nl, bolus_rate_nl_day(nl, dur_ms), self.pullin_nl_day)
-        self.overlays.extend(wins)
-        return wins
+        from pumpcore import planning
+
+        return planning.add_bolus(self, t_ms, nl, dur_ms)
 
     def start_bridge(self, t_ms, old_conc, dead_nl):
         """Keep dosing at the old concentration until `dead_nl` has been pushed out."""
-        self.bridge_conc = old_conc
-        self.bridge_until_ms = 1 << 62
-        need = dead_nl * DAY_MS
-        t = t_ms
-        for _ in range(10_000):
-            r = self.rate_nl_day(t)
-            nxt = self.next_change_ms(t)
-            span = (nxt - t) if nxt is not None else DAY_MS * 400
-            if r > 0 and r * span >= need:
-                self.bridge_until_ms = t + (need + r - 1) // r
-                return self.bridge_until_ms
-            need -= r * span
-            t += span
-        self.bridge_until_ms = t
-        return t
+        from pumpcore import planning
+
+        return planning.start_bridge(self, t_ms, old_conc, dead_nl)
 
     def shift(self, delta_ms):
         """Board time restarted (reset): move every board-ms instant by delta."""
-        self.program_ms += delta_ms
-        self.basal_start_ms += delta_ms
-        self.start_windows = [(s + delta_ms, e + delta_ms, r) for s, e, r in self.start_windows]
-        self.overlays = [(s + delta_ms, e + delta_ms, r) for s, e, r in self.overlays]
-        if self.bridge_conc:
-            self.bridge_until_ms += delta_ms
+        from pumpcore import planning
+
+        planning.shift(self, delta_ms)
 
     def to_dict(self):
         return {
@@ -326,9 +274,6 @@ class Schedule:
         }
 
     def load_dict(self, d):
-        self.program_ms = d["program_ms"]
-        self.basal_start_ms = d["basal_start_ms"]
-        self.start_windows = [tuple(w) for w in d["start_windows"]]
-        self.overlays = [tuple(w) for w in d["overlays"]]
-        self.bridge_conc = d["bridge_conc"]
-        self.bridge_until_ms = d["bridge_until_ms"]
+        from pumpcore import planning
+
+        planning.load_dict(self, d)

@@ -1,0 +1,131 @@
+"""The rarely run code of pumpcore.alarms: building the tone patterns (boot), restoring the
+alarm list from the state record (boot), its protocol view (the `alarms` command) and
+acknowledging (the `ack` command).
+
+A transient module (see pumpcore.app.drop_transient): TonePlayer and Alarms import it inside
+the methods that need it, and on MicroPython it is dropped again after the App step or command
+that loaded it. Hence: functions only (taking the TonePlayer or the Alarms as their first
+argument), nothing of it kept in long-lived state; what they leave behind is plain data.
+"""
+
+from pumpcore.alarms import CRITICAL_KINDS, KINDS, NONE, AlarmError, is_critical
+
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):
+        return x
+
+
+# entry fields, as in pumpcore.alarms (its underscored consts are not module attributes on
+# MicroPython)
+_SINCE = const(0)
+_ACTIVE = const(1)
+_ACKED = const(2)
+
+
+def _pos_int(name, v, lo=1):
+    if not isinstance(v, int) or v < lo:
+        raise AlarmError("%s must be an integer >= %d" % (name, lo))
+    return v
+
+
+def _total(pattern):
+    t = 0
+    for _f, d in pattern:
+        t += d
+    return t
+
+
+def setup_player(
+    p,
+    hi_hz=880,
+    lo_hz=660,
+    critical_pairs=4,
+    critical_tone_ms=250,
+    critical_repeat_ms=600_000,
+    single_beeps=3,
+    single_on_ms=500,
+    single_off_ms=500,
+    single_repeat_ms=3_600_000,
+    blink_ms=500,
+    test_gap_ms=1000,
+):
+    """TonePlayer's settings, checked, as its patterns: tuples of (freq_hz, dur_ms)."""
+    _pos_int("hi_hz", hi_hz)
+    _pos_int("lo_hz", lo_hz)
+    _pos_int("critical_pairs", critical_pairs)
+    _pos_int("critical_tone_ms", critical_tone_ms)
+    _pos_int("single_beeps", single_beeps)
+    _pos_int("single_on_ms", single_on_ms)
+    _pos_int("single_off_ms", single_off_ms)
+    _pos_int("blink_ms", blink_ms)
+    _pos_int("test_gap_ms", test_gap_ms, 0)
+    crit = ((hi_hz, critical_tone_ms), (lo_hz, critical_tone_ms)) * critical_pairs
+    single = ((hi_hz, single_on_ms), (0, single_off_ms)) * (single_beeps - 1) + (
+        (hi_hz, single_on_ms),
+    )
+    if _pos_int("critical_repeat_ms", critical_repeat_ms) < _total(crit):
+        raise AlarmError("critical_repeat_ms is shorter than the pattern")
+    if _pos_int("single_repeat_ms", single_repeat_ms) < _total(single) + single_off_ms:
+        raise AlarmError("single_repeat_ms is shorter than the pattern")
+    p.critical_pattern = crit
+    p.single_pattern = single
+    p.critical_repeat_ms = critical_repeat_ms
+    p.single_repeat_ms = single_repeat_ms
+    p.blink_ms = blink_ms
+    p.test_pattern = crit + ((0, test_gap_ms),) + single if test_gap_ms else crit + single
+    p.test_ms = _total(p.test_pattern)
+    p.level = NONE
+    p._t0 = 0
+    p._test_t0 = None
+
+
+def ack(a, kind=None):
+    """Acknowledge one kind (or all when None): silences it; one whose condition has
+    cleared is removed. Returns the kinds acknowledged by this call."""
+    items = a._items
+    if kind is not None:
+        is_critical(kind)
+        kinds = (kind,) if kind in items else ()
+    else:
+        kinds = a._sorted()
+    done = []
+    for k in kinds:
+        e = items[k]
+        if e[_ACKED]:
+            continue
+        done.append(k)
+        if e[_ACTIVE]:
+            e[_ACKED] = True
+        else:
+            del items[k]
+    return done
+
+
+def to_list(a):
+    """The protocol view: [{kind, critical, active, acked, since_epoch_s}]."""
+    out = []
+    for k in a._sorted():
+        e = a._items[k]
+        out.append(
+            {
+                "kind": k,
+                "critical": k in CRITICAL_KINDS,
+                "active": e[_ACTIVE],
+                "acked": e[_ACKED],
+                "since_epoch_s": e[_SINCE],
+            }
+        )
+    return out
+
+
+def restore(a, d):
+    """Load what Alarms.to_dict() saved; unknown kinds (a newer firmware's) are skipped."""
+    a._items = {}
+    for it in d.get("alarms", ()):
+        k = it[0]
+        if k in KINDS:
+            a._items[k] = [it[1], bool(it[2]), bool(it[3]), it[4]]
+    a._gen += 1

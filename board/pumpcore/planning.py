@@ -1,0 +1,118 @@
+"""The rarely run code of pumpcore.schedule: compiling a plan's start (bolus or prime) into
+windows, a patient bolus's windows, the concentration bridge after a refill, and the moves of a
+Schedule across a reset (load_dict, shift).
+
+Runs at boot, on plan.set, refill and a patient bolus only. A transient module (see
+pumpcore.app.drop_transient): Schedule imports it inside the methods that need it, and on
+MicroPython it is dropped again after the App step or command that loaded it. Hence: functions
+only (taking the Schedule as their first argument), nothing of it kept in long-lived state;
+what they produce is plain data on the Schedule (lists of (start_ms, end_ms, rate_nl_day)).
+"""
+
+from pumpcore import dose
+from pumpcore.schedule import bolus_rate_nl_day
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+_DAY_MS = const(86_400_000)
+RAMP_STAGES = const(4)
+RAMP_STAGE_MS = const(100)
+
+
+def bolus_windows(start_ms, nl, rate_nl_day, pullin_nl_day=0):
+    """Windows [(start_ms, end_ms, rate_nl_day)] delivering `nl` at `rate_nl_day`.
+
+    A rate above the motor's pull-in rate starts with a ramp of RAMP_STAGES stages of
+    RAMP_STAGE_MS each (acceleration); the full-rate window is then shortened so the bolus
+    volume is unchanged (to within rate x 1 ms).
+    """
+    out = []
+    t = start_ms
+    left = nl * _DAY_MS  # nL x ms/day still to deliver
+    if pullin_nl_day and rate_nl_day > pullin_nl_day:
+        for k in range(RAMP_STAGES):
+            r = pullin_nl_day + (rate_nl_day - pullin_nl_day) * k // RAMP_STAGES
+            if r * RAMP_STAGE_MS >= left:
+                break
+            out.append((t, t + RAMP_STAGE_MS, r))
+            left -= r * RAMP_STAGE_MS
+            t += RAMP_STAGE_MS
+    if left > 0 and rate_nl_day > 0:
+        dur = (left + rate_nl_day // 2) // rate_nl_day
+        if dur < 1:
+            dur = 1
+        out.append((t, t + dur, rate_nl_day))
+    return out
+
+
+def windows_volume_nl(windows):
+    acc = 0
+    for s, e, r in windows:
+        acc += r * (e - s)
+    return acc // _DAY_MS
+
+
+def compile_start(sched):
+    """The plan's start (a bolus, or a prime of pump and catheter) as windows from
+    program_ms; basal starts where they end."""
+    plan = sched.plan
+    st = plan["start"]
+    if st["kind"] == "bolus":
+        nl = dose.ng_to_nl(st["ng"], plan["conc_ng_ml"])
+        rate = bolus_rate_nl_day(nl, st["dur_s"] * 1000)
+    else:
+        nl = st["pump_nl"] + st["catheter_nl"]
+        rate = st["nl_min"] * 1440
+    sched.start_windows = bolus_windows(sched.program_ms, nl, rate, sched.pullin_nl_day)
+    if sched.start_windows:
+        sched.basal_start_ms = sched.start_windows[-1][1]
+
+
+def add_bolus(sched, t_ms, nl, dur_ms):
+    wins = bolus_windows(t_ms, nl, bolus_rate_nl_day(nl, dur_ms), sched.pullin_nl_day)
+    sched.overlays.extend(wins)
+    return wins
+
+
+def start_bridge(sched, t_ms, old_conc, dead_nl):
+    """Keep dosing at the old concentration until `dead_nl` has been pushed out."""
+    sched.bridge_conc = old_conc
+    sched.bridge_until_ms = 1 << 62
+    need = dead_nl * _DAY_MS
+    t = t_ms
+    for _ in range(10_000):
+        r = sched.rate_nl_day(t)
+        nxt = sched.next_change_ms(t)
+        span = (nxt - t) if nxt is not None else _DAY_MS * 400
+        if r > 0 and r * span >= need:
+            sched.bridge_until_ms = t + (need + r - 1) // r
+            return sched.bridge_until_ms
+        need -= r * span
+        t += span
+    sched.bridge_until_ms = t
+    return t
+
+
+def shift(sched, delta_ms):
+    """Board time restarted (reset): move every board-ms instant by delta."""
+    sched.program_ms += delta_ms
+    sched.basal_start_ms += delta_ms
+    sched.start_windows = [(s + delta_ms, e + delta_ms, r) for s, e, r in sched.start_windows]
+    sched.overlays = [(s + delta_ms, e + delta_ms, r) for s, e, r in sched.overlays]
+    if sched.bridge_conc:
+        sched.bridge_until_ms += delta_ms
+
+
+def load_dict(sched, d):
+    sched.program_ms = d["program_ms"]
+    sched.basal_start_ms = d["basal_start_ms"]
+    sched.start_windows = [tuple(w) for w in d["start_windows"]]
+    sched.overlays = [tuple(w) for w in d["overlays"]]
+    sched.bridge_conc = d["bridge_conc"]
+    sched.bridge_until_ms = d["bridge_until_ms"]

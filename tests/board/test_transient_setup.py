@@ -1,0 +1,112 @@
+"""The rarely run code of the schedule and the alarms lives in pumpcore.planning (compiling a
+plan's start, a bolus's windows, the refill bridge, load_dict/shift at boot) and
+pumpcore.alarmctl (the tone patterns, restore at boot, the `alarms` list, ack), imported for
+the call. Under MicroPython a precompiled module (.mpy; here the sources stand in for it, with
+app._DROP_SOURCE) leaves sys.modules after the boot and after each command that loaded it, and
+the pump works as before. CPython keeps the modules loaded.
+
+Runs under CPython and MicroPython.
+"""
+
+import sys
+
+from _util import rmtree, tmpdir
+from fakeboard import FakeBoard
+from pumpcore import app as appmod
+from pumpcore import proto
+
+RARE = ("pumpcore.planning", "pumpcore.alarmctl")
+MPY = sys.implementation.name == "micropython"
+EPOCH = 1_767_225_600
+PLAN = {"drug": "baclofen", "conc_ng_ml": 2_000_000, "catheter_nl": 100_000,
+        "basal": {"kind": "continuous", "ng_day": 400_000},
+        "start": {"kind": "prime", "pump_nl": 200_000, "catheter_nl": 100_000,
+                  "nl_min": 10_000}}
+
+
+def _forget(name):
+    """As on a board: not loaded when the pump boots."""
+    sys.modules.pop(name, None)
+    pkg = sys.modules["pumpcore"]
+    short = name[len("pumpcore.") :]
+    if hasattr(pkg, short):
+        delattr(pkg, short)
+
+
+def _loaded():
+    return [m for m in RARE if m in sys.modules]
+
+
+def _check(what):
+    if MPY:
+        assert _loaded() == [], (what, _loaded())
+
+
+class Rig:
+    def __init__(self, root):
+        self.b = FakeBoard(root=root + "/")
+        self.app = appmod.App(self.b, keys={})
+        _check("boot")
+        self.n = 0
+
+    def frame(self, cmd, args, now):
+        """One request through the board's serial and App.step, as main.py's loop does."""
+        self.n += 1
+        b = self.b
+        self.app.server.role = proto.ROLE_CLINICIAN  # logged in (see test_session)
+        b.rx = proto.encode_request("q%d" % self.n, cmd, args)
+        b.t_ms = now
+        self.app.step(now)
+        out, b.tx = b.tx, b""
+        fs = [proto.decode(x + b"\n") for x in out.split(b"\n") if x.startswith(b"=")]
+        assert len(fs) == 1, fs
+        f = fs[0]
+        assert f.name == "ok", (cmd, f.body)
+        _check(cmd)
+        return f.body
+
+
+def test_schedule_and_alarm_setup_leave_after_boot_and_commands():
+    old = appmod._DROP_SOURCE
+    appmod._DROP_SOURCE = True
+    if MPY:
+        for name in RARE:
+            _forget(name)
+    root = tmpdir()
+    try:
+        r = Rig(root)
+        app = r.app
+        r.frame("clock.set", {"epoch_s": EPOCH, "offset_s": 0}, 1000)
+        r.frame("refill", {"volume_nl": 10_000_000}, 2000)
+        r.frame("plan.set", {"plan": PLAN}, 3000)
+        sched = app.sched
+        assert sched.start_windows and sched.basal_start_ms > 3000  # the prime was compiled
+        assert app.alarms.level() == 0
+        # a new concentration: the old one is dosed until the pump path and catheter are through
+        r.frame("refill", {"volume_nl": 10_000_000, "conc_ng_ml": 4_000_000}, 4000)
+        assert app.sched.bridge_conc == 2_000_000 and app.sched.bridge_until_ms > 4000
+        body = r.frame("alarms", {}, 5000)
+        assert body == {"alarms": []}
+        app.alarms.raise_("CLOCK", EPOCH + 5)  # cleared by clock.set only
+        body = r.frame("alarms", {}, 6000)
+        assert [a["kind"] for a in body["alarms"]] == ["CLOCK"] and not body["alarms"][0]["acked"]
+        assert r.frame("ack", {"kind": "CLOCK"}, 7000)
+        assert app.alarms.to_dict() == {"alarms": [["CLOCK", EPOCH + 5, True, True, None]]}
+        saved = app.sched.to_dict()
+        app.save_state(8000)
+        # a reset: the state record is restored (alarms, schedule load_dict and shift)
+        r2 = Rig(root)
+        app2 = r2.app
+        assert "CLOCK" in app2.alarms and "RESET" in app2.alarms
+        s2 = app2.sched.to_dict()
+        delta = s2["program_ms"] - saved["program_ms"]
+        assert s2["bridge_until_ms"] == saved["bridge_until_ms"] + delta
+        assert s2["start_windows"] == [[s + delta, e + delta, v]
+                                       for s, e, v in saved["start_windows"]]
+        body = r2.frame("alarms", {}, 100)
+        assert sorted(a["kind"] for a in body["alarms"]) == ["CLOCK", "RESET"]
+        if not MPY:
+            assert _loaded() == list(RARE)  # CPython keeps them
+    finally:
+        appmod._DROP_SOURCE = old
+        rmtree(root)
