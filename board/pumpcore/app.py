@@ -34,7 +34,7 @@ from .store import Store
 # then, the patient bolus, `log`). Power-on restore is in pumpcore.program too.
 _PROGRAM = ("plan_set", "refill", "calib_set", "load", "load_keys")
 _ADMIN = ("clock_get", "clock_set", "therapy_stop", "therapy_resume", "motor_run",
-          "alarm_test", "ack", "bolus", "log")
+          "alarm_test", "ack", "log")
 # MicroPython: modules imported for one call are dropped after it (CPython keeps them)
 _DROP = sys.implementation.name == "micropython"
 _DROP_SOURCE = False  # tests: drop .py modules too
@@ -502,7 +502,7 @@ class App:
             # the plan rules and the code that applies a plan are loaded one after the other:
             # plan.set is the largest command, and this halves its heap
             args = {"plan": self.check_plan(args["plan"])}
-        if name in _ADMIN or name in _PROGRAM:
+        if name in _ADMIN or name in _PROGRAM or name == "bolus":
             return self._overlay(name, args, now, req_id)
         raise proto.CommandError(proto.UNKNOWN_CMD, "unknown command " + cmd)
 
@@ -518,6 +518,8 @@ class App:
         try:
             if fn_name in _PROGRAM:
                 from . import program as mod
+            elif fn_name == "bolus":
+                from . import patient as mod
             else:
                 from . import admin as mod
             return getattr(mod, fn_name)(self, *args)

@@ -1,0 +1,67 @@
+"""The patient's bolus request: checked against the plan, the lockout and the 24 h maximum,
+then added to the schedule. Loaded for the call (App._overlay) and dropped after it, like
+pumpcore.admin; a module of its own so that a bolus loads only this.
+"""
+
+from . import alarms as al
+from . import dose, proto
+
+
+def bolus(app, args, now, req_id):
+    lb = app.last_bolus
+    if lb is not None and lb[0] == req_id:
+        return lb[1]  # a retry, possibly across a reset: answered, never dosed again
+    p = app.plan["patient"] if app.plan else None
+    if p is None:
+        _refuse(app, now, "no patient bolus in this plan")
+        raise proto.CommandError(proto.BOLUS_NOT_ALLOWED, "the plan has no patient bolus")
+    if app.therapy != "running" or app._source(now) is not app.sched:
+        why = halted_reason(app)
+        _refuse(app, now, why)
+        raise proto.CommandError(proto.THERAPY_STOPPED, "no bolus now: " + why)
+    if now < app.lockout_until_ms:
+        left = (app.lockout_until_ms - now + 59_999) // 60_000
+        _refuse(app, now, "lockout")
+        raise proto.CommandError(proto.LOCKOUT, "in lockout for %d more min" % left)
+    if app._boluses_24h(now) >= p["max_24h"]:
+        _refuse(app, now, "max per 24 h")
+        raise proto.CommandError(proto.MAX_24H, "%d boluses in the last 24 h: the maximum"
+                                 % p["max_24h"])
+    app._stop_motor(now)
+    app.delivery.advance(now, app.sched)
+    nl = dose.ng_to_nl(p["ng"], app.sched.conc_at(now))
+    app.sched.prune(now)
+    app.sched.add_bolus(now, nl, p["dur_s"] * 1000)
+    app.boluses.append(now)
+    app.lockout_until_ms = now + p["lockout_s"] * 1000
+    res = {"dose_ng": p["ng"], "volume_nl": nl, "dur_s": p["dur_s"],
+           "started_epoch_s": app.epoch(now)}
+    app.last_bolus = [req_id, res]
+    app._event("bolus.started", {"dose_ng": p["ng"], "volume_nl": nl}, now)
+    app.save_state(now)
+    return res
+
+
+def halted_reason(app):
+    """Why the schedule is not what drives the motor now (for refusals)."""
+    if app.therapy == "safe":
+        return "safe state (%s)" % app.safe_reason
+    if app.therapy != "running":
+        return "therapy is stopped"
+    if app.bench is not None:
+        return "a bench run is in progress"
+    if app.occluded:
+        return "occlusion: delivery is halted"
+    if app.battery.eos:
+        return "battery at end of service"
+    if app.alarms.condition_active(al.STALL):
+        return "motor stall: acknowledge to retry"
+    if app.reservoir.level() == "empty":
+        return "reservoir empty: refill first"
+    if app.fallback:
+        return "battery fault: running at the minimum rate"
+    return "delivery is halted"
+
+
+def _refuse(app, now, why):
+    app._event("bolus.refused", {"reason": why}, now)
