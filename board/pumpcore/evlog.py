@@ -165,6 +165,24 @@ def count_lines(st):
     return n
 
 
+def _good_lines(f, skip):
+    """(line, seq, event or None) of each good line (complete, CRC right, seq above the
+    previous good one) of the open log f after its first `skip` lines, one at a time."""
+    top = 0
+    while True:
+        line, n = read_line(f)
+        if not n:
+            return
+        if skip > 0:
+            skip -= 1
+            continue
+        s, ev = event_seq(line)
+        if s is None or s <= top:
+            continue
+        top = s
+        yield line, s, ev
+
+
 def rewrite(st, skip):
     """Copy the good lines (complete, CRC right, seq above the previous one) after the first
     `skip` lines of the event log to name.tmp, one at a time, and rename it over the log.
@@ -177,18 +195,7 @@ def rewrite(st, skip):
     try:
         dst = st._open_tmp(st.events_name)
         try:
-            top = 0
-            while True:
-                line, n = read_line(src)
-                if not n:
-                    break
-                if skip > 0:
-                    skip -= 1
-                    continue
-                s, _ = event_seq(line)
-                if s is None or s <= top:
-                    continue
-                top = s
+            for line, _, _ in _good_lines(src, skip):
                 dst.write(line)
                 kept += 1
         finally:
@@ -253,23 +260,12 @@ def iter_events(st, skip=0):
     if f is None:
         return
     try:
-        top = 0
-        while True:
-            line, n = read_line(f)
-            if not n:
-                break
-            if skip > 0:
-                skip -= 1
-                continue
-            s, ev = event_seq(line)
-            if s is None or s <= top:
-                continue
+        for line, _, ev in _good_lines(f, skip):
             if ev is None:
                 try:
                     ev = decode(line, st.events_name)
                 except CorruptRecord:
                     continue
-            top = s
             yield ev
     finally:
         f.close()

@@ -77,3 +77,15 @@ def write_bytes(path, data):
         f.write(data)
     finally:
         f.close()
+
+
+def forget_module(name):
+    """Unload a module ("pumpcore.evlog"), as on a board at power-on where it is not resident:
+    out of sys.modules and off its package."""
+    import sys
+
+    sys.modules.pop(name, None)
+    dot = name.rfind(".")
+    pkg = sys.modules.get(name[:dot]) if dot > 0 else None
+    if pkg is not None and hasattr(pkg, name[dot + 1 :]):
+        delattr(pkg, name[dot + 1 :])

@@ -4,7 +4,7 @@ Runs under CPython and MicroPython. Delivery is counted by the fake board's puls
 by the app's own account.
 """
 
-from _util import raises, rmtree, tmpdir
+from _util import forget_module, raises, rmtree, tmpdir
 from fakeboard import FakeBoard, run_until
 from pumpcore import plan as planmod
 from pumpcore import proto
@@ -191,9 +191,7 @@ def _admin_round(drop_source):
 
     mpy = sys.implementation.name == "micropython"
     for m in ("admin", "program"):  # not loaded when the pump boots, as on a board
-        sys.modules.pop("pumpcore." + m, None)
-        if hasattr(sys.modules["pumpcore"], m):
-            delattr(sys.modules["pumpcore"], m)
+        forget_module("pumpcore." + m)
     old = appmod._DROP_SOURCE
     appmod._DROP_SOURCE = drop_source
     app, b, root = _app()

@@ -4,7 +4,7 @@ import gc
 import os
 import sys
 
-from _util import raises, read_bytes, rmtree, tmpdir, write_bytes
+from _util import forget_module, raises, read_bytes, rmtree, tmpdir, write_bytes
 from pumpcore import canon
 from pumpcore.events import RESERVE, SEQ_RECORD, EventError, EventLog
 from pumpcore.store import Store, encode
@@ -339,12 +339,6 @@ def test_app_ram_does_not_grow_with_events():
         rmtree(d)
 
 
-def _forget(name):
-    """Unload pumpcore.<name> (as on a board at power-on: it is not resident)."""
-    sys.modules.pop("pumpcore." + name, None)
-    pkg = sys.modules["pumpcore"]
-    if hasattr(pkg, name):
-        delattr(pkg, name)
 
 
 def test_the_rarely_used_log_code_is_transient():
@@ -355,7 +349,7 @@ def test_the_rarely_used_log_code_is_transient():
     from pumpcore import app as appmod
 
     mpy = sys.implementation.name == "micropython"
-    _forget("evlog")
+    forget_module("pumpcore.evlog")
     old = appmod._DROP_SOURCE
     appmod._DROP_SOURCE = True
     d = tmpdir()

@@ -9,7 +9,7 @@ Runs under CPython and MicroPython.
 import gc
 import sys
 
-from _util import rmtree, tmpdir
+from _util import forget_module, rmtree, tmpdir
 from fakeboard import FakeBoard
 from pumpcore import app as appmod
 from pumpcore import proto
@@ -20,13 +20,6 @@ LOGIN = ("pumpcore.session", "pumpcore.auth")
 MPY = sys.implementation.name == "micropython"
 
 
-def _forget(name):
-    """As on a board: not loaded when the pump boots."""
-    sys.modules.pop(name, None)
-    pkg = sys.modules["pumpcore"]
-    short = name[len("pumpcore.") :]
-    if hasattr(pkg, short):
-        delattr(pkg, short)
 
 
 def _loaded():
@@ -70,7 +63,7 @@ def test_login_loads_for_the_call_and_leaves_the_heap():
     appmod._DROP_SOURCE = True
     for name in LOGIN:
         if MPY:
-            _forget(name)
+            forget_module(name)
     root = tmpdir()
     try:
         r = Rig(root, auth)

@@ -10,7 +10,7 @@ Runs under CPython and MicroPython.
 
 import sys
 
-from _util import rmtree, tmpdir
+from _util import forget_module, rmtree, tmpdir
 from fakeboard import FakeBoard
 from pumpcore import app as appmod
 from pumpcore import proto
@@ -24,13 +24,6 @@ PLAN = {"drug": "baclofen", "conc_ng_ml": 2_000_000, "catheter_nl": 100_000,
                   "nl_min": 10_000}}
 
 
-def _forget(name):
-    """As on a board: not loaded when the pump boots."""
-    sys.modules.pop(name, None)
-    pkg = sys.modules["pumpcore"]
-    short = name[len("pumpcore.") :]
-    if hasattr(pkg, short):
-        delattr(pkg, short)
 
 
 def _loaded():
@@ -71,7 +64,7 @@ def test_schedule_and_alarm_setup_leave_after_boot_and_commands():
     appmod._DROP_SOURCE = True
     if MPY:
         for name in RARE:
-            _forget(name)
+            forget_module(name)
     root = tmpdir()
     try:
         r = Rig(root)
