@@ -114,6 +114,19 @@ class CommonBoard:
         self._hw_on = False
         self.set_microstep(config.get("microstep", 8))
         self.motor_enable(False)
+        # "stallguard": the driver confirmed its StallGuard settings over its UART, so DIAG
+        # reports stalls; "no answer": a driver UART is configured but did not answer; None:
+        # no driver UART, DIAG reports driver errors only (docs/wiring.md)
+        self.stall_detect = None
+        uart = parts.get("driver_uart")
+        if uart is not None:
+            from hw import tmc2209  # power-on only
+
+            ms1, ms2 = MICROSTEP_PINS[config.get("microstep", 8)]
+            du = config.get("driver_uart") or {}
+            ok = tmc2209.configure(uart, ms1 | ms2 << 1, du.get("sgthrs", 20),
+                                   du.get("tcoolthrs", 0xFFFFF))
+            self.stall_detect = "stallguard" if ok else "no answer"
 
     # --- time -----------------------------------------------------------------------------
     def now_ms(self) -> int:

@@ -42,7 +42,8 @@ def build_parts(config, machine, adc_factory=None):
 
     ``adc_factory(pin_no)`` makes an ADC (esp32 passes one that sets the attenuation).
     A ``watchdog_ms`` of 0 leaves the watchdog off (bench only). An optional ``rtc`` entry
-    ``{"i2c": id, "sda": pin, "scl": pin}`` adds a DS3231.
+    ``{"i2c": id, "sda": pin, "scl": pin}`` adds a DS3231, an optional ``driver_uart`` entry
+    ``{"id": uart, "tx": pin, "rx": pin}`` the TMC2209's UART (stall detection).
     """
     pins = config["pins"]
     Pin = machine.Pin
@@ -69,6 +70,11 @@ def build_parts(config, machine, adc_factory=None):
     rtc = config.get("rtc")
     if rtc:
         parts["i2c"] = machine.I2C(rtc["i2c"], sda=Pin(rtc["sda"]), scl=Pin(rtc["scl"]))
+    du = config.get("driver_uart")
+    if du:
+        # TMC2209 PDN_UART (hw/tmc2209.py); 20 ms read timeout: a reply takes ~1 ms at 115200
+        parts["driver_uart"] = machine.UART(du["id"], baudrate=du.get("baud", 115200),
+                                            tx=Pin(du["tx"]), rx=Pin(du["rx"]), timeout=20)
     return parts
 
 

@@ -592,6 +592,7 @@ class App:
             if self.clock.valid and self.lockout_until_ms > now else None,
             "boluses_24h": self._boluses_24h(now),
             "eri_days_left": self.battery.eri_days_left(ep),
+            "stall_detect": getattr(self.board, "stall_detect", None),
         }
 
     def cmd_plan_get(self, args, now, req_id):

@@ -116,6 +116,9 @@ def status_lines(st):
         ("refill by", _fmt_epoch(st.get("refill_by_epoch_s"))),
         ("bolus lockout", _fmt_epoch(st.get("lockout_until_epoch_s"))),
         ("boluses (24 h)", st.get("boluses_24h")),
+        ("stall detect", {"stallguard": "StallGuard on DIAG (driver UART confirmed)",
+                          "no answer": "off: the driver UART did not answer (docs/wiring.md)"}
+         .get(st.get("stall_detect"), "driver errors only (no driver UART)")),
     ]
     return rows
 

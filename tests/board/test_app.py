@@ -46,6 +46,7 @@ def test_p1_low_at_day_90_exactly():
         assert low and abs(low[0]["ms"] - 90 * DAY) <= 1, low
         st = app.cmd_status({}, b.t_ms, "s")
         assert st["reservoir_nl"] == 2_000_000
+        assert st["stall_detect"] is None  # a board without a driver UART
         # EMPTY at 1.0 mL five days later, then delivery stops (on_empty = stop)
         run_until(app, b, 96 * DAY)
         assert "EMPTY" in app.alarms.active()
