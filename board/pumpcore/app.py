@@ -526,19 +526,20 @@ class App:
         finally:
             self._shed()
 
-    def check_plan(self, plan):
+    def check_plan(self, plan, limits=None, prefix=""):
         """The normalised copy of `plan` if it passes the plan rules (pumpcore.plan, loaded for
-        the check), else CommandError(PLAN_INVALID) naming the field and the reason."""
+        the check) within `limits` (default: this rig's), else CommandError(PLAN_INVALID)
+        naming the field and the reason (after `prefix`)."""
         if _DROP:
             gc.collect()
         try:
             from . import plan as planmod
 
             try:
-                return planmod.validate(plan, self.limits())
+                return planmod.validate(plan, limits or self.limits())
             except planmod.PlanError as e:
-                raise proto.CommandError(proto.PLAN_INVALID, "%s: %s" % (e.field, e.reason)) \
-                    from None
+                raise proto.CommandError(proto.PLAN_INVALID, "%s%s: %s"
+                                         % (prefix, e.field, e.reason)) from None
         finally:
             self._shed()
 

@@ -1,17 +1,15 @@
-"""Programming the pump: plans, refills with a new concentration, calibration, and restoring
-all of it from the records at power-on. Loaded for one call, like pumpcore.admin (App._overlay),
-together with the plan rules (pumpcore.plan) where they are needed: kept apart from admin so
-that the largest call (plan.set) loads as little as possible.
+"""Programming the pump: plans, refills (with a new concentration), calibration, and restoring
+all of it from the records at power-on. Loaded for one call, like pumpcore.admin (App._overlay).
+Plans are checked by App.check_plan, which loads the plan rules for the check alone: plan.set
+arrives here with its plan checked, so the rules and this module are never in the heap together
+for the largest call. Every check comes before the first change: a refused command changes
+nothing.
 """
 
 from . import alarms as al
 from . import proto
 from .schedule import Clock, Schedule
 from .store import CorruptRecord
-
-
-def _plan_invalid(e, prefix=""):
-    return proto.CommandError(proto.PLAN_INVALID, "%s%s: %s" % (prefix, e.field, e.reason))
 
 
 def load(app, now):
@@ -154,27 +152,27 @@ def refill(app, args, now, req_id):
                                  % app.cfg["reservoir_nl"])
     if conc is not None and (not isinstance(conc, int) or conc <= 0):
         raise proto.CommandError(proto.BAD_ARGS, "conc_ng_ml must be a positive integer")
+    ep = app.epoch(now)
+    rb = args.get("refill_by_epoch_s")
+    if rb is not None and (not isinstance(rb, int) or isinstance(rb, bool) or
+                           (ep is not None and rb <= ep)):
+        raise proto.CommandError(proto.BAD_ARGS, "refill_by_epoch_s must be a time in the future")
+    new = None
+    if conc is not None and app.plan is not None and conc != app.plan["conc_ng_ml"]:
+        new = dict(app.plan)
+        new["conc_ng_ml"] = conc
+        new = app.check_plan(new)  # before any change: refused, the refill changes nothing
     app._stop_motor(now)
     src = app._source(now)
     if src is not None:
         app.delivery.advance(now, src)
-    ep = app.epoch(now)
-    rb = args.get("refill_by_epoch_s")
     if rb is None and app.plan and app.plan["reservoir"]["refill_by_days"] and ep is not None:
         rb = ep + app.plan["reservoir"]["refill_by_days"] * 86_400
     app.reservoir.refill(vol, ep, rb)
     app.pl_left = 0
     bridge_nl = 0
-    if conc is not None and app.plan is not None and conc != app.plan["conc_ng_ml"]:
+    if new is not None:
         old = app.plan["conc_ng_ml"]
-        new = dict(app.plan)
-        new["conc_ng_ml"] = conc
-        from . import plan as planmod
-
-        try:
-            new = planmod.validate(new, app.limits())
-        except planmod.PlanError as e:
-            raise _plan_invalid(e) from None
         sd = app.sched.to_dict()
         app.plan = new
         app.sched = Schedule(new, app.clock, now, app._pullin_nl_day())
@@ -199,12 +197,7 @@ def calib_set(app, args, now, req_id):
     if app.plan is not None:
         lim = {"max_nl_day": app.max_hz * 86_400 * v // 1000,
                "reservoir_nl": app.cfg["reservoir_nl"]}
-        from . import plan as planmod
-
-        try:
-            planmod.validate(app.plan, lim)
-        except planmod.PlanError as e:
-            raise _plan_invalid(e, "the running plan would break: ") from None
+        app.check_plan(app.plan, lim, "the running plan would break: ")
     app._stop_motor(now)
     src = app._source(now)
     if src is not None:

@@ -233,3 +233,29 @@ def test_admin_from_sources_stays_loaded():
     than keeping it."""
     loaded, grown = _admin_round(drop_source=False)
     assert loaded
+
+
+def test_a_refused_refill_changes_nothing():
+    app, b, root = _app()
+    try:
+        _call(app, "clock.set", {"epoch_s": 1_767_225_600, "offset_s": 0})
+        _call(app, "refill", {"volume_nl": 10_000_000})
+        _call(app, "plan.set", {"plan": P1})
+        run_until(app, b, DAY)
+        before = app.cmd_status({}, b.t_ms, "s")
+        crc = app.plan_crc()
+        # a concentration at which the plan would need more than the mechanism can pump
+        e = raises(proto.CommandError, _call, app, "refill",
+                   {"volume_nl": 20_000_000, "conc_ng_ml": 1})
+        assert e.code == proto.PLAN_INVALID
+        e = raises(proto.CommandError, _call, app, "refill",
+                   {"volume_nl": 20_000_000, "refill_by_epoch_s": 1_000})
+        assert e.code == proto.BAD_ARGS
+        after = app.cmd_status({}, b.t_ms, "s")
+        assert app.plan_crc() == crc
+        assert after["reservoir_nl"] == before["reservoir_nl"] < 10_000_000
+        assert after["therapy"] == "running"
+        # the same refill, valid, goes through
+        assert _call(app, "refill", {"volume_nl": 20_000_000})["reservoir_nl"] == 20_000_000
+    finally:
+        rmtree(root)
