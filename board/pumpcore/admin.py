@@ -18,7 +18,9 @@ _LOG_BUDGET = 800  # bytes of events in one `log` answer (a frame is at most 102
 def clock_set(app, args, now, req_id):
     for k in ("epoch_s", "offset_s", "next_change_epoch_s", "next_offset_s"):
         v = args.get(k)
-        if v is not None and (not isinstance(v, int) or abs(v) > 1 << 40):
+        if v is None and k in ("epoch_s", "offset_s"):
+            raise proto.CommandError(proto.BAD_ARGS, "%s must be an integer" % k)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or abs(v) > 1 << 40):
             raise proto.CommandError(proto.BAD_ARGS, "%s must be an integer" % k)
     if abs(args["offset_s"]) > 14 * 3600:
         raise proto.CommandError(proto.BAD_ARGS, "offset_s must be within +-14 h")

@@ -259,3 +259,19 @@ def test_a_refused_refill_changes_nothing():
         assert _call(app, "refill", {"volume_nl": 20_000_000})["reservoir_nl"] == 20_000_000
     finally:
         rmtree(root)
+
+
+def test_clock_set_refuses_missing_or_non_integer_times_and_keeps_the_clock():
+    app, b, root = _app()
+    try:
+        _call(app, "clock.set", {"epoch_s": 1_767_225_600, "offset_s": 3600})
+        before = _call(app, "clock.get")
+        for bad in ({"epoch_s": None, "offset_s": 0}, {"epoch_s": 1_767_225_600, "offset_s": None},
+                    {"epoch_s": True, "offset_s": 0}, {"epoch_s": "1767225600", "offset_s": 0},
+                    {"epoch_s": 1_767_225_600, "offset_s": 15 * 3600},
+                    {"epoch_s": 1_767_225_600, "offset_s": 0, "next_offset_s": 1.5}):
+            e = raises(proto.CommandError, _call, app, "clock.set", bad)
+            assert e.code == proto.BAD_ARGS, (bad, e.code)
+        assert _call(app, "clock.get") == before
+    finally:
+        rmtree(root)
