@@ -115,18 +115,22 @@ class CommonBoard:
         self.set_microstep(config.get("microstep", 8))
         self.motor_enable(False)
         # "stallguard": the driver confirmed its StallGuard settings over its UART, so DIAG
-        # reports stalls; "no answer": a driver UART is configured but did not answer; None:
-        # no driver UART, DIAG reports driver errors only (docs/wiring.md)
+        # reports stalls; "off": confirmed, but with SGTHRS or TCOOLTHRS 0 (stall reporting
+        # off); "no answer": a driver UART is configured but did not answer; None: no driver
+        # UART, DIAG reports driver errors only (docs/wiring.md)
         self.stall_detect = None
-        uart = parts.get("driver_uart")
+        uart = parts.pop("driver_uart", None)  # needed at power-on only
         if uart is not None:
             from hw import tmc2209  # power-on only
 
             ms1, ms2 = MICROSTEP_PINS[config.get("microstep", 8)]
             du = config.get("driver_uart") or {}
-            ok = tmc2209.configure(uart, ms1 | ms2 << 1, du.get("sgthrs", 20),
-                                   du.get("tcoolthrs", 0xFFFFF))
-            self.stall_detect = "stallguard" if ok else "no answer"
+            sg = du.get("sgthrs", 20)
+            cool = du.get("tcoolthrs", 0xFFFFF)
+            if not tmc2209.configure(uart, ms1 | ms2 << 1, sg, cool):
+                self.stall_detect = "no answer"
+            else:
+                self.stall_detect = "stallguard" if sg and cool else "off"
 
     # --- time -----------------------------------------------------------------------------
     def now_ms(self) -> int:

@@ -117,6 +117,7 @@ def status_lines(st):
         ("bolus lockout", _fmt_epoch(st.get("lockout_until_epoch_s"))),
         ("boluses (24 h)", st.get("boluses_24h")),
         ("stall detect", {"stallguard": "StallGuard on DIAG (driver UART confirmed)",
+                          "off": "off: sgthrs or tcoolthrs is 0 in the board json",
                           "no answer": "off: the driver UART did not answer (docs/wiring.md)"}
          .get(st.get("stall_detect"), "driver errors only (no driver UART)")),
     ]

@@ -100,4 +100,9 @@ def test_the_board_configures_the_driver_at_the_address_of_its_microstep_pins():
         ms1, ms2 = common.MICROSTEP_PINS[microstep]
         assert node == ms1 | ms2 << 1
     assert _board(8, EmulatedTMC2209(answers=False)).stall_detect == "no answer"
+    parts = fake_parts()
+    parts["driver_uart"] = EmulatedTMC2209()
+    b = board(parts, config=dict(PICO, driver_uart=dict(PICO["driver_uart"], sgthrs=0)))[0]
+    assert b.stall_detect == "off"  # confirmed, but SGTHRS 0 keeps stall reporting off
+    assert "driver_uart" not in parts  # power-on only: the board does not keep the UART
     assert _board(8, None).stall_detect is None

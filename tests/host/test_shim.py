@@ -13,7 +13,7 @@ from pumprig.virtual import launcher
 HAVE_MPY = os.path.exists(os.path.join(os.path.dirname(sys.executable), "micropython"))
 pytestmark = pytest.mark.skipif(not HAVE_MPY, reason="MicroPython unix port not installed")
 
-MODULES = ["_power.mpy", "_world.mpy", "machine.mpy"]
+MODULES = ["_power.mpy", "_uart.mpy", "_world.mpy", "machine.mpy"]
 # the heap in use as main.py starts (shim, interpreter, this main.py); it was 14.4 KB with the
 # shim compiled from source at every power-on, with bytes constants and all its helpers kept
 HEAP_BUDGET = 12 * 1024
@@ -45,7 +45,7 @@ def boot(shim, tmp_path, main=PROBE):
     answers = tmp_path / "answers"
     answers.write_text("T 0 1 0\n" * 100)
     env = dict(os.environ, PUMPRIG_FS=str(fs), PUMPRIG_UID="0123456789abcdef",
-               PUMPRIG_MODE="power", MICROPYPATH="")
+               PUMPRIG_MODE="power", MICROPYPATH="", PUMPRIG_SHIM=str(shim))
     r = subprocess.run(
         ["sh", "-c", 'exec "$0" -X heapsize=384k -i -c "$1" 3<"$2" 4>"$3" </dev/null',
          launcher.find_micropython(), launcher.BOOT, str(answers), str(tmp_path / "to_world")],
@@ -122,3 +122,50 @@ def test_an_error_in_main_goes_to_the_repl_with_the_world_told(cache, tmp_path):
     assert "up" in out and "ValueError: boom" in out and 'File "main.py", line 3' in out
     assert ">>> " in out        # the REPL follows, as on a board
     assert (tmp_path / "to_world").read_text() == "N\nQ\n"   # boot time; at the REPL
+
+
+UART_PROBE = """import gc
+import sys
+import machine
+P = machine.Pin
+gc.collect()
+a = gc.mem_alloc()
+print("LOADED", "_uart" in sys.modules)
+u = machine.UART(0, baudrate=115200, tx=P(0), rx=P(1), timeout=20)
+u.write(b"\\x05\\x00\\x02")
+gc.collect()
+print("UART", gc.mem_alloc() - a, "_uart" in sys.modules, type(u).__name__, sys.path)
+del u
+
+
+def use():
+    machine.UART(0, baudrate=115200, tx=P(0), rx=P(1), timeout=20).write(b"\\x05")
+
+
+gc.collect()
+b = gc.mem_alloc()
+for _ in range(3):
+    use()
+gc.collect()
+print("AGAIN", gc.mem_alloc() - b)
+"""
+# what machine.UART takes while a UART is open (its module, class and instance): ~1 KB on the
+# 64-bit unix port; nothing once the UART is let go (the board does after configuring its
+# driver), nothing at all for a board that never opens one
+UART_BUDGET = 1536
+
+
+def test_machine_uart_is_loaded_at_first_use_only(cache, tmp_path):
+    d = launcher.shim_dir(launcher.find_micropython())
+    out = boot(d, tmp_path, main=UART_PROBE)
+    assert "LOADED False" in out, out
+    line = [x for x in out.splitlines() if x.startswith("UART ")]
+    assert line, out
+    _, n, loaded, name, path = line[0].split(" ", 4)
+    assert loaded == "False" and name == "UART"     # held by the object, not by sys.modules
+    assert path == "['', '.frozen', './lib']"       # the shim's mount is gone again
+    assert int(n) < UART_BUDGET, "machine.UART takes %s bytes of the board's heap" % n
+    again = [x for x in out.splitlines() if x.startswith("AGAIN ")]
+    # opened and let go three times more: nothing stays (the first use's names stay interned)
+    assert again and int(again[0].split()[1]) < 256, out
+    assert (tmp_path / "to_world").read_text().startswith("N\nu 0 1\nU 050002\nu 0 1\nU 05\n")

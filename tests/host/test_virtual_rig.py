@@ -175,7 +175,8 @@ while True:
 def test_serial_input_wakes_the_firmware_without_moving_time():
     import serial
     with VirtualRig(blank=True, warp=True) as rig:
-        for name in ("hw/sim.py", "hw/common.py", "hw/setup.py", "boards/sim.json"):
+        for name in ("hw/sim.py", "hw/common.py", "hw/setup.py", "hw/tmc2209.py",
+                     "boards/sim.json"):
             with open(os.path.join(ROOT, "board", name)) as f:
                 write(rig, name, f.read())
         write(rig, "main.py", SERIAL_MAIN)

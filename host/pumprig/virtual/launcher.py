@@ -42,7 +42,7 @@ SHIM_DIR = os.path.join(HERE, "shim")
 # The power-on, run with `-i -c` (the REPL follows) in the shim's directory: a script would
 # put its absolute directory first in sys.path, and so into every module path the heap keeps.
 BOOT = "__import__('_power')"
-SHIM_MODULES = ("_power.py", "_world.py", "machine.py")
+SHIM_MODULES = ("_power.py", "_uart.py", "_world.py", "machine.py")
 MPY_CROSS_FLAGS = ("-O3",)          # no asserts, no line-number tables
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
 SIM_CONFIG = os.path.join(REPO, "board", "boards", "sim.json")
@@ -313,10 +313,11 @@ class Rig:
         master, slave = pty.openpty()
         _raw(slave, isig=True)
         env = dict(os.environ)
-        env.update({"PUMPRIG_FS": self.fs, "PUMPRIG_UID": self.uid, "PUMPRIG_MODE": mode,
-                    "MICROPYPATH": ""})     # sys.path [""]: the shim's dir; _power sets the board's
         if self.shim != SHIM_DIR and not _shim_complete(self.shim):
             self.shim = shim_dir(self.micropython, self.state)    # the cache was cleared
+        env.update({"PUMPRIG_FS": self.fs, "PUMPRIG_UID": self.uid, "PUMPRIG_MODE": mode,
+                    "MICROPYPATH": "",      # sys.path [""]: the shim's dir; _power sets the board's
+                    "PUMPRIG_SHIM": os.path.abspath(self.shim)})  # machine.UART loads from here
         argv = [self.micropython, "-X", "heapsize=%s" % self.heap, "-i", "-c", BOOT]
         pid = os.fork()
         if pid == 0:    # child

@@ -26,11 +26,27 @@ may use the value until then without asking again.
     Z                         machine.soft_reset()
     Q                         the boot script dropped to the REPL (no firmware loop running)
     C <0|1>                   Ctrl-C on the serial line raises KeyboardInterrupt (1) or is data (0)
+    u <tx_pin> <rx_pin>       machine.UART opened on these pins (no answer)
+    U <hex>                   UART write (no answer)
+    G <n>                     UART read of up to n bytes, all there are if n < 0 -> "H <hex>"
+                              (just "H" when nothing came)
+    Y                         UART bytes waiting -> "V <n>"
 
 Physics conventions: the driver is enabled when its EN pin is driven low (TMC2209, active low;
 an undriven pin is pulled high, so a reset disables the driver). A pulse moves the plunger one
 step in its segment's direction when the driver is enabled and not stalled. Volumes are kept in
 pL internally and reported in nL.
+
+The driver's UART (config "driver_uart": {"tx", "rx"}; TMC2209 datasheet, UART interface): a
+UART opened on those pins reaches PDN_UART, so every byte written comes back (the echo), then
+the driver's reply to a valid read request for its node (MS1 + 2 * MS2 as the pins are driven).
+Valid write datagrams set the register and count in IFCNT (mod 256); a bad sync, node or CRC is
+ignored, as the driver does. Each write() is one burst on the wire: the bus idles between them
+(the driver drops a partial datagram there). The registers keep their values across resets of
+the board and return to their power-on values at a power cut. DIAG reports a stall only when
+StallGuard is set up (SGTHRS and TCOOLTHRS non-zero, GCONF pdn_disable set, en_spreadCycle
+clear); without "driver_uart" in the config there is no driver UART to emulate and DIAG reports
+every stall, as the world did before it had one.
 """
 
 import json
@@ -57,6 +73,29 @@ COMPLIANCE_NL_PER_KPA = 20      # line compliance behind an occlusion
 DENSITY_UG_PER_UL = 998
 HISTORY = 32
 MS_PER_DAY = 86400000
+
+# TMC2209 registers (datasheet): the power-on values of those the emulation keeps, their widths
+DRV_GCONF, DRV_GSTAT, DRV_IFCNT, DRV_TCOOLTHRS, DRV_SGTHRS = 0x00, 0x01, 0x02, 0x14, 0x40
+DRV_POWER_ON = {DRV_GCONF: 0x101, DRV_GSTAT: 0x1, DRV_IFCNT: 0, DRV_TCOOLTHRS: 0, DRV_SGTHRS: 0}
+DRV_WRITABLE = {DRV_GCONF: 0x3FF, DRV_GSTAT: 0x7, DRV_TCOOLTHRS: 0xFFFFF, DRV_SGTHRS: 0xFF}
+DRV_READABLE = (DRV_GCONF, DRV_GSTAT, DRV_IFCNT)    # TCOOLTHRS and SGTHRS are write-only
+DRV_NAMES = {DRV_GCONF: "GCONF", DRV_GSTAT: "GSTAT", DRV_IFCNT: "IFCNT",
+             DRV_TCOOLTHRS: "TCOOLTHRS", DRV_SGTHRS: "SGTHRS"}
+GCONF_SPREADCYCLE = 0x04
+GCONF_PDN_DISABLE = 0x40
+
+
+def tmc_crc8(data):
+    """The TMC2209's CRC8: x^8 + x^2 + x + 1, each byte fed LSB first."""
+    crc = 0
+    for b in data:
+        for _ in range(8):
+            if ((crc >> 7) ^ b) & 1:
+                crc = ((crc << 1) ^ 0x07) & 0xFF
+            else:
+                crc = (crc << 1) & 0xFF
+            b >>= 1
+    return crc
 
 
 def load_config(path=None):
@@ -154,6 +193,12 @@ class World:
         self.occlusion = False
         self.battery_forced_mv = None
         self.pins = {}
+        # the driver's UART (None: the rig has none, DIAG reports every stall)
+        du = config.get("driver_uart")
+        self.driver_uart = (du.get("tx"), du.get("rx")) if isinstance(du, dict) else None
+        self.uart_wired = False     # the board's UART is open on the driver's pins
+        self.uart_rx = bytearray()  # what the board's UART has received and not read
+        self.driver_regs = dict(DRV_POWER_ON)
         # outputs
         self.buzzer_hz = 0
         self.pwm = {}
@@ -207,6 +252,8 @@ class World:
         self.pending_w_us = None
         self.keep_fed = False
         self.serial_pending = False
+        self.uart_wired = False
+        self.uart_rx = bytearray()
         self.state = "booting"
         self.wdt_timeout_ms = None
         self.boots += 1
@@ -223,6 +270,10 @@ class World:
         self.pending_w_us = None
         self.state = "off"
         self.wdt_timeout_ms = None
+        self.uart_wired = False
+        self.uart_rx = bytearray()
+        if cause in ("power", "kill_at"):
+            self.driver_regs = dict(DRV_POWER_ON)   # a power cut: the driver loses its setup
         if cause:
             self.resets[cause] = self.resets.get(cause, 0) + 1
 
@@ -285,6 +336,9 @@ class World:
         if not parts:
             return
         op = parts[0]
+        if op == b"U":
+            self.uart_write(bytes.fromhex(parts[1].decode()) if len(parts) > 1 else b"")
+            return
         args = [int(p) for p in parts[1:]]
         if op == b"W" or op == b"w":
             self.wdt_contact_ns = time.monotonic_ns()
@@ -340,6 +394,17 @@ class World:
         elif op == b"C":
             if self.rig is not None:
                 self.rig.set_isig(bool(args[0]))
+        elif op == b"u":
+            self.uart_wired = (self.driver_uart is not None
+                               and (args[0], args[1]) == self.driver_uart)
+            self.uart_rx = bytearray()
+        elif op == b"G":
+            n = len(self.uart_rx) if args[0] < 0 else min(args[0], len(self.uart_rx))
+            got = bytes(self.uart_rx[:n])
+            del self.uart_rx[:n]
+            self._send(b"H %s\n" % got.hex().encode() if got else b"H\n")
+        elif op == b"Y":
+            self._send(b"V %d\n" % len(self.uart_rx))
 
     def _reset(self, cause, mode):
         if self.rig is not None:
@@ -557,8 +622,57 @@ class World:
 
     def pin_read(self, pin):
         if pin == self.pin_diag:
-            return 1 if self.stall else 0
+            return self.diag()
         return self.pins.get(pin, 0)
+
+    # ---- the driver (TMC2209) ------------------------------------------------------------
+    def stallguard(self):
+        """DIAG reports a stall: StallGuard set up over the UART, or no driver UART at all."""
+        if self.driver_uart is None:
+            return True
+        r = self.driver_regs
+        return bool(r[DRV_SGTHRS] and r[DRV_TCOOLTHRS] and r[DRV_GCONF] & GCONF_PDN_DISABLE
+                    and not r[DRV_GCONF] & GCONF_SPREADCYCLE)
+
+    def diag(self):
+        return 1 if self.stall and self.stallguard() else 0
+
+    def driver_node(self):
+        pins = self.cfg["pins"]
+        return (self.pins.get(pins.get("ms1"), 0) & 1) | (self.pins.get(pins.get("ms2"), 0) & 1) << 1
+
+    def uart_write(self, data):
+        """Bytes the board's UART sent: on the driver's pins, the echo and the driver's reply."""
+        if not self.uart_wired:
+            return
+        self.uart_rx += data
+        i = 0
+        while len(data) - i >= 4:
+            d = data[i:i + 8] if data[i + 2] & 0x80 else data[i:i + 4]
+            if len(d) < (8 if data[i + 2] & 0x80 else 4) or d[0] & 0x0F != 0x05 or \
+                    d[-1] != tmc_crc8(d[:-1]):
+                return          # not a datagram: the driver waits for the bus to idle
+            i += len(d)
+            if d[1] != self.driver_node():
+                continue
+            reg = d[2] & 0x7F
+            if len(d) == 8:
+                if reg in DRV_WRITABLE:
+                    v = int.from_bytes(d[3:7], "big") & DRV_WRITABLE[reg]
+                    if reg == DRV_GSTAT:        # write 1 to clear
+                        v = self.driver_regs[reg] & ~v
+                    self.driver_regs[reg] = v
+                self.driver_regs[DRV_IFCNT] = (self.driver_regs[DRV_IFCNT] + 1) & 0xFF
+            else:
+                v = self.driver_regs.get(reg, 0) if reg in DRV_READABLE else 0
+                reply = bytes((0x05, 0xFF, reg)) + v.to_bytes(4, "big")
+                self.uart_rx += reply + bytes((tmc_crc8(reply),))
+
+    def driver_status(self):
+        """The driver's registers by name (None: the rig has no driver UART)."""
+        if self.driver_uart is None:
+            return None
+        return {DRV_NAMES[k]: v for k, v in sorted(self.driver_regs.items())}
 
     def pwm_set(self, pin, freq, duty):
         self.pwm[pin] = (freq, duty) if freq else None
@@ -657,6 +771,8 @@ class World:
             "resets": dict(self.resets),
             "boots": self.boots,
             "mass_ug": self.volume_out_nl() * DENSITY_UG_PER_UL // 1000,
+            "diag": self.diag(),
+            "driver_regs": self.driver_status(),
         }
 
     def status(self):
@@ -668,6 +784,8 @@ class World:
             "deadline_ms": None if self.pending_w_us is None else self.pending_w_us // US_PER_MS,
             "wdt_timeout_ms": self.wdt_timeout_ms,
             "stall": self.stall,
+            "diag": self.diag(),
+            "driver_regs": self.driver_status(),
             "occlusion": self.occlusion,
             "battery_forced_mv": self.battery_forced_mv,
             "true_step_pl": self.true_step_pl,

@@ -1,5 +1,6 @@
 # The virtual board's `machine`: the unix port's built-in module extended with what a Pico
-# has (Pin, ADC, PWM, WDT, RTC, reset, unique_id, freq). Every read and write goes to the world.
+# has (Pin, ADC, PWM, UART, WDT, RTC, reset, unique_id, freq). Every read and write goes to the
+# world.
 # A Pico's `machine` is C in flash; this one lives in the board's heap, so it is kept lean:
 # optional arguments a Pico takes positionally are *args (a default value costs a tuple and a
 # larger function object), rarely used code imports what it needs when called, and the
@@ -18,6 +19,20 @@ del _p, sys
 
 
 def __getattr__(name):
+    if name == "UART":
+        # shim/_uart.py, loaded by a board that opens a UART and by no other: the board fs is
+        # the root by now, so the shim's directory is mounted for the import, then let go
+        import os
+        import sys
+        os.mount(os.VfsPosix(os.getenv("PUMPRIG_SHIM")), "/.shim")
+        sys.path.append("/.shim")
+        try:
+            from _uart import UART
+        finally:
+            sys.path.pop()
+            os.umount("/.shim")
+            sys.modules.pop("_uart", None)  # gone with the last UART object
+        return UART
     return getattr(_builtin, name)      # the built-in's too: Signal, mem32, idle...
 
 
