@@ -576,25 +576,27 @@ class App:
             mode = "bench"
         elif self.sched is not None:
             mode = self.sched.activity(now)
-        return {
-            "firmware": FIRMWARE, "protocol": proto.PROTOCOL_VERSION,
-            "board": self.cfg.get("board", "?"), "mode": mode, "therapy": self.therapy,
-            "safe_reason": self.safe_reason, "rate_nl_day": rate, "reservoir_nl": vol,
-            "delivered_steps": self._live_steps(now),
-            "delivered_nl": self._live_steps(now) * self.step_pl // 1000,
-            "step_pl": self.step_pl, "battery_mv": self.battery.avg_mv,
-            "battery_state": self.battery.state, "fallback": self.fallback,
-            "alarms": self.alarms.active(), "plan_crc": self.plan_crc(),
-            "drug": self.plan["drug"] if self.plan else None,
-            "conc_ng_ml": self.plan["conc_ng_ml"] if self.plan else None,
-            "epoch_s": ep, "ms": now, "low_epoch_s": low_ep,
-            "refill_by_epoch_s": self.reservoir.refill_by_epoch_s,
-            "lockout_until_epoch_s": self.clock.epoch_s(self.lockout_until_ms)
+        # keyword names are interned (qstrs); "quoted" keys of 10 characters or more would each
+        # be a string object of ~70 bytes in the resident heap
+        return dict(
+            firmware=FIRMWARE, protocol=proto.PROTOCOL_VERSION,
+            board=self.cfg.get("board", "?"), mode=mode, therapy=self.therapy,
+            safe_reason=self.safe_reason, rate_nl_day=rate, reservoir_nl=vol,
+            delivered_steps=self._live_steps(now),
+            delivered_nl=self._live_steps(now) * self.step_pl // 1000,
+            step_pl=self.step_pl, battery_mv=self.battery.avg_mv,
+            battery_state=self.battery.state, fallback=self.fallback,
+            alarms=self.alarms.active(), plan_crc=self.plan_crc(),
+            drug=self.plan["drug"] if self.plan else None,
+            conc_ng_ml=self.plan["conc_ng_ml"] if self.plan else None,
+            epoch_s=ep, ms=now, low_epoch_s=low_ep,
+            refill_by_epoch_s=self.reservoir.refill_by_epoch_s,
+            lockout_until_epoch_s=self.clock.epoch_s(self.lockout_until_ms)
             if self.clock.valid and self.lockout_until_ms > now else None,
-            "boluses_24h": self._boluses_24h(now),
-            "eri_days_left": self.battery.eri_days_left(ep),
-            "stall_detect": getattr(self.board, "stall_detect", None),
-        }
+            boluses_24h=self._boluses_24h(now),
+            eri_days_left=self.battery.eri_days_left(ep),
+            stall_detect=getattr(self.board, "stall_detect", None),
+        )
 
     def cmd_plan_get(self, args, now, req_id):
         return {"plan": self.plan, "plan_crc": self.plan_crc()}
