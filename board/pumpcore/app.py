@@ -111,6 +111,8 @@ class App:
         self.max_hz = cfg.get("max_step_hz", 200)
         self.pullin_hz = cfg.get("pullin_step_hz", 50)
         self.plan = None
+        self._crc_of = None  # plan_crc's cache: the plan _crc is the CRC of (None: no plan)
+        self._crc = "00000000"
         self.sched = None
         self.therapy = "stopped"  # running | stopped | safe
         self.safe_reason = None
@@ -201,7 +203,11 @@ class App:
                 "limits": self.limits()}
 
     def plan_crc(self):
-        return dose.crc(self.plan)
+        """The running plan's CRC, computed once per plan (a plan is replaced, never edited)."""
+        if self._crc_of is not self.plan:
+            self._crc = dose.crc(self.plan)
+            self._crc_of = self.plan
+        return self._crc
 
     def epoch(self, now):
         return self.clock.epoch_s(now) if self.clock.valid else None

@@ -105,5 +105,12 @@ def crc_hex(data):
 
 
 def digest(v):
-    """CRC32 of the canonical encoding of v, as 8 lowercase hex digits."""
-    return crc_hex(dumps(v).encode())
+    """CRC32 of the canonical encoding of v, as 8 lowercase hex digits. Computed over the
+    pieces emit() hands out: the encoding is never built whole."""
+    st = [0]
+
+    def out(piece):
+        st[0] = crc32(piece.encode(), st[0])
+
+    emit(v, out)
+    return "%08x" % (st[0] & 0xFFFFFFFF)

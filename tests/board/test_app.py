@@ -33,9 +33,11 @@ def _call(app, cmd, args=None, req="r1"):
 def test_p1_low_at_day_90_exactly():
     app, b, root = _app()
     try:
+        assert app.plan_crc() == "00000000"  # no plan yet
         _call(app, "clock.set", {"epoch_s": 1_767_225_600, "offset_s": 0})
         _call(app, "refill", {"volume_nl": 20_000_000})
         _call(app, "plan.set", {"plan": P1})
+        assert app.plan_crc() == planmod.crc(app.plan) != "00000000"
         run_until(app, b, 90 * DAY - 60_000)
         assert "LOW" not in app.alarms.active()
         run_until(app, b, 90 * DAY + 1)
