@@ -1,6 +1,6 @@
 """Memory: the smallest MicroPython heap the firmware runs its richest plan in, and its peak.
 
-    .venv/bin/python bench/bench_memory.py [--days 30] [--step 4] [--no-write]
+    .venv/bin/python bench/bench_memory.py [--days 30] [--step 2] [--no-write]
 
 1. Smallest heap (virtual rig): for the firmware as flashed (.mpy, compiled by mpy-cross) and as
    .py sources (what `install_firmware` copies), bisect the rig's heap (`VirtualRig(heap=...)`,
@@ -105,7 +105,7 @@ def runs_in(heap_k, mpy, days):
         shutil.rmtree(home, ignore_errors=True)
 
 
-def smallest_heap(mpy, days, lo=48, hi=384, step=4):
+def smallest_heap(mpy, days, lo=48, hi=384, step=2):
     """Bisect in `step` KB: the smallest heap that works (None if even `hi` fails)."""
     ok, why = runs_in(hi, mpy, days)
     if not ok:
@@ -208,7 +208,7 @@ def peak_heap(mpy, days):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--days", type=int, default=30)
-    ap.add_argument("--step", type=int, default=4, help="bisection step, KB")
+    ap.add_argument("--step", type=int, default=2, help="bisection step, KB")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
     res = {}
@@ -243,7 +243,8 @@ def main(argv=None):
             "| peak live heap (gc after every step) | largest free block at the end (384 KB "
             "heap) |\n|---|---|---|---|---|---|\n%s\n\n"
             "Smallest heap: bisected in %d KB steps on the virtual rig (boots, accepts the plan, "
-            "runs through the protocol, still answering, no MemoryError); the figure includes "
+            "runs through the protocol, still answering, no MemoryError; near the boundary "
+            "fragmentation decides, so it is not perfectly sharp); the figure includes "
             "what the virtual board's `machine` shim takes (about 11 KB; on a board `machine` "
             "is in flash). Live heap: the app loop on FakeBoard under `micropython`, "
             "`gc.collect()` then `gc.mem_alloc()` after every step (pumpcore only: no shim, no "
