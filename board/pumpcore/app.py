@@ -30,8 +30,8 @@ from .server import Server
 from .store import Store
 
 # Commands run from a module imported for the call (App._overlay): pumpcore.program
-# (programming, with the plan rules) or pumpcore.admin (the rest a clinician sends now and
-# then, the patient bolus, `log`). Power-on restore is in pumpcore.program too.
+# (programming; power-on restore too), pumpcore.patient (the patient bolus) or pumpcore.admin
+# (the rest a clinician sends now and then, `log`). Plans are checked by App.check_plan.
 _PROGRAM = ("plan_set", "refill", "calib_set", "load", "load_keys")
 _ADMIN = ("clock_get", "clock_set", "therapy_stop", "therapy_resume", "motor_run",
           "alarm_test", "ack", "log")
@@ -505,20 +505,20 @@ class App:
         if fn is not None:
             return fn(args, now, req_id)
         if name == "plan_set":
-            # the plan rules and the code that applies a plan are loaded one after the other:
-            # plan.set is the largest command, and this halves its heap
+            # the plan rules and the code that applies a plan are loaded one after the other,
+            # never together: plan.set is the command that needs the most heap
             args = {"plan": self.check_plan(args["plan"])}
         if name in _ADMIN or name in _PROGRAM or name == "bolus":
             return self._overlay(name, args, now, req_id)
         raise proto.CommandError(proto.UNKNOWN_CMD, "unknown command " + cmd)
 
     def _overlay(self, fn_name, *args):
-        """pumpcore.program.<fn_name>(self, *args) or pumpcore.admin.<fn_name>(self, *args),
-        with that module (and the plan rules it may import) loaded for this call only: on
-        MicroPython the precompiled modules (.mpy, as `pumprig flash` installs them) the call
-        brought in are dropped after it, so a running pump keeps only its working code in the
-        heap; a .mpy loads again in a few ms. Sources (.py) stay loaded: compiling them again
-        at every command would cost more heap than it frees."""
+        """<module>.<fn_name>(self, *args) from pumpcore.program, .patient or .admin, loaded for
+        this call only: on MicroPython the precompiled modules (.mpy, as `pumprig flash`
+        installs them) the call brought in are dropped after it (_shed), so a running pump
+        keeps only its working code in the heap; a .mpy loads again in about a millisecond on
+        the unix port. Sources (.py) stay loaded: compiling them again at every command would
+        cost more heap than it frees."""
         if _DROP:
             gc.collect()  # the code about to load gets the largest free blocks there are
         try:
