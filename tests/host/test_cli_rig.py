@@ -42,14 +42,6 @@ STATUS_KEYS = {"firmware", "protocol", "board", "mode", "reservoir_ml", "battery
                "battery_state", "alarms", "plan_crc"}  # fmt: skip
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    d = tmp_path / "home"
-    monkeypatch.setenv("PUMPRIG_HOME", str(d))
-    monkeypatch.delenv("PUMPRIG_PORT", raising=False)
-    return d
-
-
 def _start(warp):
     r = VirtualRig(blank=True, warp=warp).start()
     install_firmware(r.fs)

@@ -151,14 +151,6 @@ PLAN = {"v": 1, "drug": "hil-dye", "conc_ng_ml": 1_000_000,
         "caps": {"ng_24h": 10 ** 10, "ng_1h": 10 ** 10}}
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    d = tmp_path / "home"
-    monkeypatch.setenv("PUMPRIG_HOME", str(d))
-    monkeypatch.delenv("PUMPRIG_PORT", raising=False)
-    return d
-
-
 def boot_rig(home, board_json=None):
     """A warp-mode rig with the repository's firmware, its boards/sim.json edited by
     board_json(cfg); returns (rig, client) once the firmware answers."""

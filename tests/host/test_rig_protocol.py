@@ -41,14 +41,6 @@ TIMEOUT_S = 0.5
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    d = tmp_path / "home"
-    monkeypatch.setenv("PUMPRIG_HOME", str(d))
-    monkeypatch.delenv("PUMPRIG_PORT", raising=False)
-    return d
-
-
-@pytest.fixture
 def rig(home):
     """A virtual rig in warp mode running the repository's firmware (time stands still until
     world.advance)."""
