@@ -35,15 +35,15 @@ def _mtimes(d):
     return {n: os.stat(os.path.join(d, n)).st_mtime_ns for n in os.listdir(d)}
 
 
-def boot(shim, tmp_path, main=PROBE):
-    """Power the shim on as the launcher does, against a world that answers 'T' to everything,
-    with `main` as the board's main.py; returns the console output (what the board asked the
-    world is left in tmp_path/to_world)."""
+def boot(shim, tmp_path, main=PROBE, answers_text="T 0 1 0\n" * 100):
+    """Power the shim on as the launcher does, against a world that answers 'T' to everything
+    (or answers_text, line by line), with `main` as the board's main.py; returns the console
+    output (what the board asked the world is left in tmp_path/to_world)."""
     fs = tmp_path / "fs"
     fs.mkdir(exist_ok=True)
     (fs / "main.py").write_text(main)
     answers = tmp_path / "answers"
-    answers.write_text("T 0 1 0\n" * 100)
+    answers.write_text(answers_text)
     env = dict(os.environ, PUMPRIG_FS=str(fs), PUMPRIG_UID="0123456789abcdef",
                PUMPRIG_MODE="power", MICROPYPATH="", PUMPRIG_SHIM=str(shim))
     r = subprocess.run(
@@ -169,3 +169,27 @@ def test_machine_uart_is_loaded_at_first_use_only(cache, tmp_path):
     # opened and let go three times more: nothing stays (the first use's names stay interned)
     assert again and int(again[0].split()[1]) < 256, out
     assert (tmp_path / "to_world").read_text().startswith("N\nu 0 1\nU 050002\nu 0 1\nU 05\n")
+
+
+SNAPSHOT = """import _world
+import machine
+_world.wait(100)
+print("SNAP", machine.Pin(7).value(), machine.ADC(26).read_u16(), machine.ADC(27).read_u16())
+_world.wait(200)
+print("ASKED", machine.Pin(7).value())
+"""
+
+
+def test_inputs_are_read_from_the_frozen_instant_in_warp_mode(cache, tmp_path):
+    """In warp mode time stands still between waits, so the world sends DIAG and the ADC
+    inputs with its answer to a wait and the board reads them from there; an input it did
+    not send (ADC 27 here), or any input while time runs, is asked for."""
+    d = launcher.shim_dir(launcher.find_micropython())
+    answers = ("T 0 1 0\n"                        # boot: now
+               "T 100 1 0 i7:1 a26:40000\n"       # wait(100): frozen, with the inputs
+               "V 1234\n"                         # ADC 27: asked
+               "T 200 0 0\n"                      # wait(200): time runs
+               "V 0\n")                           # DIAG: asked
+    out = boot(d, tmp_path, main=SNAPSHOT, answers_text=answers)
+    assert "SNAP 1 40000 1234" in out and "ASKED 0" in out, out
+    assert (tmp_path / "to_world").read_text() == "N\nW 100\nA 27\nW 200\nI 7\nQ\n"

@@ -10,7 +10,10 @@ line protocol, one ASCII letter and space-separated integers per line. Board -> 
     N                         now -> "T <now_ms> <frozen>"
 
 "T" carries frozen=1 in warp mode: time cannot move until the board's next wait, so the board
-may use the value until then without asking again.
+may use the value until then without asking again. In warp mode "T" also carries the inputs at
+that instant, " i<pin>:<v>" for DIAG and " a<pin>:<u16>" for the ADCs: they cannot change while
+time stands still, and the board reads them from there instead of asking (I, A) until its next
+wait. A fault the host sets meanwhile shows at the next wait, the same virtual instant.
     E                         wall clock -> "E <epoch_s>"
     e <epoch_s>               set the wall clock (RTC.datetime(tuple))
     M <n> <first_us> <interval_us> <fwd>   start a motor segment now (no answer)
@@ -286,10 +289,22 @@ class World:
             pass
 
     def _t_line(self, serial=False):
-        """'T <now_ms> <frozen> <serial>': serial=1 when host bytes woke the board (they may
-        still be on their way through the pty: the board waits briefly for them)."""
-        return b"T %d %d %d\n" % (self.now_us() // US_PER_MS, 1 if self.warp else 0,
-                                   1 if serial else 0)
+        """'T <now_ms> <frozen> <serial> [i<pin>:<v> a<pin>:<v> ...]': serial=1 when host bytes
+        woke the board (they may still be on their way through the pty: the board waits
+        briefly for them). In warp mode the tail holds DIAG and the ADC inputs at this frozen
+        instant: the board reads them from here until its next wait instead of asking (they
+        cannot change while time stands still), a third of the round trips of a run."""
+        head = b"T %d %d %d" % (self.now_us() // US_PER_MS, 1 if self.warp else 0,
+                                1 if serial else 0)
+        if not self.warp:
+            return head + b"\n"
+        tail = b""
+        if self.pin_diag is not None:
+            tail += b" i%d:%d" % (self.pin_diag, self.diag())
+        for pin in (self.pin_vbat, self.pin_pressure):
+            if pin is not None:
+                tail += b" a%d:%d" % (pin, self.adc_u16(pin))
+        return head + tail + b"\n"
 
     def _answer_w(self, serial=False):
         if self.keep_fed:

@@ -44,14 +44,31 @@ def ask(line, letter):
 
 
 def _time(line):
-    global _frozen, _now_ms, woke_by_serial
+    global _frozen, _now_ms, woke_by_serial, _snap
     _frozen = False     # until the answer says otherwise (a Ctrl-C may interrupt the wait)
-    ans = _ask(line, 84)                        # 'T <now_ms> <frozen> <serial>'
+    ans = _ask(line, 84)                        # 'T <now_ms> <frozen> <serial> [i7:0 a26:..]'
     i = ans.find(32, 2)
     _now_ms = int(ans[2:i])
     _frozen = ans[i + 1] == 49
     woke_by_serial = len(ans) > i + 3 and ans[i + 3] == 49
+    _snap = ans
     return _now_ms
+
+
+_snap = b""
+
+
+def read_in(req, key):
+    """An input: req "I <pin>\n" (a pin) or "A <pin>\n" (an ADC); key b" i<pin>:" or
+    b" a<pin>:". While time stands still (warp) the value is the one the last T answer
+    carried for that instant; otherwise it is asked for."""
+    if _frozen:
+        j = _snap.find(key)
+        if j > 0:
+            j += len(key)
+            k = _snap.find(32, j)
+            return int(_snap[j:k if k > 0 else len(_snap) - 1])
+    return ask(req, 86)                         # 'V <value>'
 
 
 def wait(deadline_ms):

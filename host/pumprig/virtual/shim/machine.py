@@ -74,7 +74,7 @@ class Pin:
     def value(self, *v):
         """value() reads the pin, value(v) drives it."""
         if not v:
-            return _world.ask("I %d\n" % self.id, 86)            # 'V <0|1>'
+            return _world.read_in("I %d\n" % self.id, b" i%d:" % self.id)
         _world.pin_write(self.id, v[0])
 
     __call__ = value
@@ -103,7 +103,7 @@ class ADC:
         self.id = _pin_id(pin)
 
     def read_u16(self):
-        return _world.ask("A %d\n" % self.id, 86)                # 'V <u16>'
+        return _world.read_in("A %d\n" % self.id, b" a%d:" % self.id)
 
     def read_uv(self):
         return self.read_u16() * 3300000 // 65535
