@@ -7,6 +7,16 @@ boards have 32-bit floats and would not agree with the host).
 
 from binascii import crc32
 
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+_CHUNK = const(128)  # characters encoded at a time by write()
+
 
 class CanonError(ValueError):
     pass
@@ -34,12 +44,8 @@ def _str(s):
     return "".join(out)
 
 
-def _enc(v, depth):
-    """The canonical text of v. Builds each container from its members' texts, so the
-    largest temporary is about the size of the result (a board heap has no room for a list
-    of one entry per character)."""
-    if depth > 8:
-        raise CanonError("nested too deeply")
+def _scalar(v):
+    """The canonical text of a value that is not a list, tuple or dict."""
     if v is None:
         return "null"
     if v is True:
@@ -50,26 +56,19 @@ def _enc(v, depth):
         return str(v)
     if isinstance(v, str):
         return _str(v)
-    if isinstance(v, (list, tuple)):
-        return "[" + ",".join([_enc(x, depth + 1) for x in v]) + "]"
-    if isinstance(v, dict):
-        parts = []
-        for k in sorted(v):
-            if not isinstance(k, str):
-                raise CanonError("object keys must be strings")
-            parts.append(_str(k) + ":" + _enc(v[k], depth + 1))
-        return "{" + ",".join(parts) + "}"
     raise CanonError("cannot encode %s" % type(v).__name__)
 
 
 def dumps(v):
     """Canonical JSON text of v (str)."""
-    return _enc(v, 0)
+    pieces = []
+    emit(v, pieces.append)
+    return "".join(pieces)
 
 
 def emit(v, out, depth=0):
-    """The canonical text of v (the same as dumps) handed to out(str) in pieces: a key, a
-    scalar or a bracket at a time, so no temporary is the size of the whole."""
+    """The canonical text of v handed to out(str) in pieces: a key, a scalar or a bracket at a
+    time, so no temporary is the size of the whole."""
     if depth > 8:
         raise CanonError("nested too deeply")
     if isinstance(v, (list, tuple)):
@@ -92,7 +91,7 @@ def emit(v, out, depth=0):
             emit(v[k], out, depth + 1)
         out("}")
     else:
-        out(_enc(v, depth))
+        out(_scalar(v))
 
 
 def crc_of(data):
@@ -104,13 +103,37 @@ def crc_hex(data):
     return "%08x" % crc_of(data)
 
 
-def digest(v):
-    """CRC32 of the canonical encoding of v, as 8 lowercase hex digits. Computed over the
-    pieces emit() hands out: the encoding is never built whole."""
-    st = [0]
+def write(v, sink, head=""):
+    """Hand `head` and the canonical text of v to sink(bytes) in chunks of about _CHUNK bytes
+    (nothing the size of the whole is built: a fragmented board heap may not have the block);
+    returns the CRC32 of all the bytes handed out."""
+    st = [[head], len(head), 0]  # pending str pieces, their length, CRC so far
 
     def out(piece):
-        st[0] = crc32(piece.encode(), st[0])
+        st[0].append(piece)
+        st[1] += len(piece)
+        if st[1] >= _CHUNK:
+            _flush(st, sink)
 
     emit(v, out)
-    return "%08x" % (st[0] & 0xFFFFFFFF)
+    _flush(st, sink)
+    return st[2] & 0xFFFFFFFF
+
+
+def _flush(st, sink):
+    if st[1]:
+        data = "".join(st[0]).encode()
+        st[2] = crc32(data, st[2])
+        sink(data)
+    st[0] = []
+    st[1] = 0
+
+
+def _ignore(data):
+    pass
+
+
+def digest(v):
+    """CRC32 of the canonical encoding of v, as 8 lowercase hex digits (computed chunk by
+    chunk: the encoding is never built whole)."""
+    return "%08x" % write(v, _ignore)

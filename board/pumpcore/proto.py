@@ -232,43 +232,22 @@ def read_id(head):
         return None
 
 
-_CHUNK = const(128)  # characters of a frame encoded at a time
-
-
 def _frame(head, body):
-    """The frame line (bytes). Built from chunks of about _CHUNK bytes with a running CRC:
-    the line itself is the only block its size (a status answer is ~700 bytes, and a
-    fragmented board heap may not have several such blocks free)."""
-    st = [[head, " "], len(head) + 1, [], 0]  # pending str pieces, their length, chunks, crc
-
-    def out(piece):
-        st[0].append(piece)
-        st[1] += len(piece)
-        if st[1] >= _CHUNK:
-            _chunk(st)
-
+    """The frame line (bytes), encoded in chunks with a running CRC (canon.write): the line
+    itself is the only block its size (a status answer is ~700 bytes, and a fragmented board
+    heap may not have several such blocks free)."""
+    chunks = []
     try:
-        canon.emit(body, out)
+        crc = canon.write(body, chunks.append, head + " ")
     except canon.CanonError as e:
         raise CommandError(BAD_ARGS, "cannot encode: %s" % e) from None
-    _chunk(st)
-    chunks = st[2]
     n = 10
     for c in chunks:
         n += len(c)
     if n > MAX_LINE:
         raise CommandError(TOO_LONG, "frame of %d bytes exceeds %d" % (n, MAX_LINE))
-    chunks.append(b"*%08x\n" % (st[3] & 0xFFFFFFFF))
+    chunks.append(b"*%08x\n" % crc)
     return b"".join(chunks)
-
-
-def _chunk(st):
-    if st[0]:
-        data = "".join(st[0]).encode()
-        st[3] = crc32(data, st[3])
-        st[2].append(data)
-        st[0] = []
-        st[1] = 0
 
 
 def encode_request(req_id, cmd, args=None):

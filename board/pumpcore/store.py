@@ -24,9 +24,8 @@ Only os functions the MicroPython ports have: open, rename, remove, stat, mkdir.
 
 import json
 import os
-from binascii import crc32
 
-from pumpcore.canon import crc_hex, dumps, emit
+from pumpcore.canon import crc_hex, dumps, write
 
 try:
     from micropython import const
@@ -37,7 +36,6 @@ except ImportError:
 
 
 _ENOENT = const(2)
-_CHUNK = const(128)  # bytes of a record written at a time
 
 
 class StoreError(Exception):
@@ -58,29 +56,9 @@ def encode(obj):
 
 
 def write_line(f, obj):
-    """Write encode(obj) to the open file f in pieces of about _CHUNK bytes with a running
-    CRC: nothing the size of the whole record is built (a fragmented board heap may not have
-    a block that large when the state record is saved)."""
-    st = [0, [], 0]  # crc so far, pending pieces, their length
-
-    def out(piece):
-        st[1].append(piece)
-        st[2] += len(piece)
-        if st[2] >= _CHUNK:
-            _flush(f, st)
-
-    emit(obj, out)
-    _flush(f, st)
-    f.write(b"*%08x\n" % (st[0] & 0xFFFFFFFF))
-
-
-def _flush(f, st):
-    if st[1]:
-        data = "".join(st[1]).encode()
-        st[0] = crc32(data, st[0])
-        f.write(data)
-        st[1] = []
-        st[2] = 0
+    """Write encode(obj) to the open file f in chunks with a running CRC (canon.write):
+    nothing the size of the whole record is built."""
+    f.write(b"*%08x\n" % write(obj, f.write))
 
 
 def _check(line, name):
