@@ -2,8 +2,8 @@
 
 The CRC8 is checked against values published independently of this code (the CRC of the sync
 byte and each node address, and of a read request for GCONF); the datagram layout against the
-datasheet's byte order; configure() against a driver that counts the writes it accepts in IFCNT
-and echoes every byte on the single wire.
+datasheet's byte order; configure() against the virtual rig's driver, which counts the writes
+it accepts in IFCNT, and a single wire that echoes every byte.
 """
 
 import sys
@@ -14,21 +14,21 @@ if str(BOARD) not in sys.path:
     sys.path.insert(0, str(BOARD))
 
 from hw import common, tmc2209  # noqa: E402
+from pumprig.virtual import world  # noqa: E402
 from test_hw_common import PICO, board, fake_parts  # noqa: E402
 
 
 class EmulatedTMC2209:
-    """A UART wired to PDN_UART: what is written is read back (the echo), then the driver's
-    reply to a valid read request; valid writes to this node update registers and IFCNT."""
+    """A UART wired to PDN_UART of the virtual rig's driver (pumprig.virtual.world): what is
+    written is read back (the echo), then the driver's replies to valid read requests; valid
+    writes to this node update its registers and IFCNT."""
 
     def __init__(self, node=0, answers=True, corrupt=False):
         self.node = node
         self.answers = answers
         self.corrupt = corrupt
-        self.regs = {tmc2209.GCONF: 0x101, tmc2209.IFCNT: 7, tmc2209.TCOOLTHRS: 0,
-                     tmc2209.SGTHRS: 0}
+        self.regs = dict(world.DRV_POWER_ON)
         self.rx = b""
-        self.writes = []
 
     def any(self):
         return len(self.rx)
@@ -40,17 +40,10 @@ class EmulatedTMC2209:
 
     def write(self, data):
         data = bytes(data)
-        self.writes.append(data)
         self.rx += data  # the echo on the single wire
-        if not self.answers or data[0] != 0x05 or data[1] != self.node:
-            return
-        if len(data) == 8 and data[2] & 0x80 and data[7] == tmc2209.crc8(data, 7):
-            self.regs[data[2] & 0x7F] = int.from_bytes(data[3:7], "big")
-            self.regs[tmc2209.IFCNT] = (self.regs[tmc2209.IFCNT] + 1) & 0xFF
-        elif len(data) == 4 and data[3] == tmc2209.crc8(data, 3):
-            reply = bytearray([0x05, 0xFF, data[2]]) + self.regs.get(data[2], 0).to_bytes(4, "big")
-            reply.append(tmc2209.crc8(reply, 7))
-            if self.corrupt:
+        if self.answers:
+            reply = bytearray(world.driver_hears(self.regs, data, self.node))
+            if self.corrupt and reply:
                 reply[5] ^= 0x10
             self.rx += bytes(reply)
 
@@ -73,8 +66,8 @@ def test_configure_writes_stallguard_and_checks_ifcnt():
     assert drv.regs[tmc2209.SGTHRS] == 20 and drv.regs[tmc2209.TCOOLTHRS] == 0xFFFFF
     assert drv.regs[tmc2209.GCONF] == tmc2209.GCONF_VALUE
     assert drv.regs[tmc2209.GCONF] & (1 << 6) and not drv.regs[tmc2209.GCONF] & (1 << 7)
-    assert drv.regs[tmc2209.IFCNT] == 10  # three writes accepted
-    assert tmc2209.read(drv, 2, tmc2209.SGTHRS) == 20
+    assert drv.regs[tmc2209.IFCNT] == 3  # three writes accepted
+    assert tmc2209.read(drv, 2, tmc2209.GCONF) == tmc2209.GCONF_VALUE  # SGTHRS is write-only
 
 
 def test_configure_reports_a_silent_wrong_or_noisy_driver():

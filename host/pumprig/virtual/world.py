@@ -101,6 +101,37 @@ def tmc_crc8(data):
     return crc
 
 
+def driver_hears(regs, data, node):
+    """What a TMC2209 with registers `regs` does with bytes on its UART: valid writes to this
+    node set the register (masked to its width; GSTAT: write 1 to clear) and count in IFCNT;
+    valid read requests are answered (write-only registers read 0). Returns the replies. A
+    byte that does not start a valid datagram ends the bytes it looks at (the driver waits for
+    the bus to idle)."""
+    out = b""
+    i = 0
+    while len(data) - i >= 4:
+        d = data[i:i + 8] if data[i + 2] & 0x80 else data[i:i + 4]
+        if len(d) < (8 if data[i + 2] & 0x80 else 4) or d[0] & 0x0F != 0x05 or \
+                d[-1] != tmc_crc8(d[:-1]):
+            break
+        i += len(d)
+        if d[1] != node:
+            continue
+        reg = d[2] & 0x7F
+        if len(d) == 8:
+            if reg in DRV_WRITABLE:
+                v = int.from_bytes(d[3:7], "big") & DRV_WRITABLE[reg]
+                if reg == DRV_GSTAT:
+                    v = regs[reg] & ~v
+                regs[reg] = v
+            regs[DRV_IFCNT] = (regs[DRV_IFCNT] + 1) & 0xFF
+        else:
+            v = regs.get(reg, 0) if reg in DRV_READABLE else 0
+            reply = bytes((0x05, 0xFF, reg)) + v.to_bytes(4, "big")
+            out += reply + bytes((tmc_crc8(reply),))
+    return out
+
+
 def load_config(path=None):
     """The sim board config (board/boards/sim.json), defaults for anything missing."""
     cfg = json.loads(json.dumps(DEFAULT_CONFIG))
@@ -661,27 +692,7 @@ class World:
         if not self.uart_wired:
             return
         self.uart_rx += data
-        i = 0
-        while len(data) - i >= 4:
-            d = data[i:i + 8] if data[i + 2] & 0x80 else data[i:i + 4]
-            if len(d) < (8 if data[i + 2] & 0x80 else 4) or d[0] & 0x0F != 0x05 or \
-                    d[-1] != tmc_crc8(d[:-1]):
-                return          # not a datagram: the driver waits for the bus to idle
-            i += len(d)
-            if d[1] != self.driver_node():
-                continue
-            reg = d[2] & 0x7F
-            if len(d) == 8:
-                if reg in DRV_WRITABLE:
-                    v = int.from_bytes(d[3:7], "big") & DRV_WRITABLE[reg]
-                    if reg == DRV_GSTAT:        # write 1 to clear
-                        v = self.driver_regs[reg] & ~v
-                    self.driver_regs[reg] = v
-                self.driver_regs[DRV_IFCNT] = (self.driver_regs[DRV_IFCNT] + 1) & 0xFF
-            else:
-                v = self.driver_regs.get(reg, 0) if reg in DRV_READABLE else 0
-                reply = bytes((0x05, 0xFF, reg)) + v.to_bytes(4, "big")
-                self.uart_rx += reply + bytes((tmc_crc8(reply),))
+        self.uart_rx += driver_hears(self.driver_regs, data, self.driver_node())
 
     def driver_status(self):
         """The driver's registers by name (None: the rig has no driver UART)."""
