@@ -22,6 +22,7 @@ import sys
 from . import alarms as al
 from . import dose, proto
 from .battery import BatteryMonitor
+from .canon import digest
 from .delivery import Delivery
 from .events import EventLog
 from .reservoir import Reservoir
@@ -124,6 +125,9 @@ class App:
         self.boluses = []  # board ms of accepted patient boluses (last 24 h)
         self.lockout_until_ms = 0
         self.last_bolus = None  # [req_id, result] survives resets: a retry never doses twice
+        self.last_req = None  # [id, cmd, args CRC, result] of the last plan.set/refill
+        self.gen = 0  # generation of the committed record set (the head)
+        self.gens = {}  # {record: generation} as the head names them
         self._auth_restore = None  # [failures, ms left] of the login throttle, from the record
         self.fallback = False
         self.stall_count = 0
@@ -154,15 +158,21 @@ class App:
             srv.auth_until_ms = now + (a[1] if a[1] > 1000 else 1000)
         self._auth_failures = self.server.auth_failures
         self._event("reset", {"therapy": self.therapy}, now)
-        self.save_state(now)
+        # a blank board's first set includes its calibration: from then on a missing calib is
+        # corruption, never a silent return to the board's default
+        self.save_state(now, ("calib",) if not self.gens and self.therapy != "safe" else ())
         self._shed()
 
     # ------------------------------------------------------------------ persistence
     def save_count(self):
-        self.store.save("count", {"steps": self.steps, "owed": self.delivery.owed,
-                                  "t_ms": self.delivery.t_ms,
-                                  "volume_nl": self._committed_volume_nl(),
-                                  "pl_left": self.pl_left})
+        """The account, rewritten in place before every segment (in the current set)."""
+        self.store.save("count", self._count(self.gen))
+
+    def _count(self, gen):
+        """The count record (the one place it is built)."""
+        return {"steps": self.steps, "owed": self.delivery.owed, "t_ms": self.delivery.t_ms,
+                "volume_nl": self._committed_volume_nl(), "pl_left": self.pl_left,
+                "gen": gen}
 
     def _committed_volume_nl(self):
         """The reservoir as it will be once the in-flight segment is done (the conservative
@@ -172,9 +182,16 @@ class App:
             v -= (self.seg[1] * self.step_pl + self.pl_left) // 1000
         return v if v > 0 else 0
 
-    def save_state(self, now):
+    def save_state(self, now, also=()):
+        """Commit the state and the account, with the records named in `also` ("plan",
+        "calib"), as one set of a new generation (Store.commit: all or none)."""
+        g = self.gen + 1
+        recs = []
+        for name in also:
+            recs.append((name, {"plan": self.plan, "gen": g} if name == "plan"
+                         else {"step_pl": self.step_pl, "gen": g}))
         r = self.reservoir
-        self.store.save("state", {
+        recs.append(("state", {
             "saved_ms": now, "therapy": self.therapy, "safe_reason": self.safe_reason,
             "clock": self.clock.to_dict(),
             "sched": self.sched.to_dict() if self.sched else None,
@@ -184,9 +201,15 @@ class App:
             "alarms": self.alarms.to_dict(), "battery": self.battery.to_dict(),
             "boluses": self.boluses, "lockout_until_ms": self.lockout_until_ms,
             "last_bolus": self.last_bolus, "fallback": self.fallback,
-            "auth": self._auth_state(now),
-        })
-        self.save_count()
+            "auth": self._auth_state(now), "req": self.last_req, "gen": g,
+        }))
+        recs.append(("count", self._count(g)))
+        gens = dict(self.gens)
+        for name, _ in recs:
+            gens[name] = g
+        self.store.commit({"gen": g, "gens": gens}, recs)
+        self.gen = g
+        self.gens = gens
         self._dirty = False
 
     # ------------------------------------------------------------------ helpers
@@ -504,6 +527,18 @@ class App:
         fn = getattr(self, "cmd_" + name, None)
         if fn is not None:
             return fn(args, now, req_id)
+        if name == "plan_set" or name == "refill":
+            # the request's key (id, command, CRC of its arguments) is committed with the
+            # change: a retry (after a reset, the server's cache gone) gets the committed
+            # answer, never an application again
+            key = [req_id, cmd, digest(args)]
+            lr = self.last_req
+            if lr is not None and lr[:3] == key:
+                res = dict(lr[3])
+                if name == "plan_set":
+                    res["plan"] = self.plan
+                return res
+            req_id = key
         if name == "plan_set":
             # the plan rules and the code that applies a plan are loaded one after the other,
             # never together: plan.set is the command that needs the most heap
@@ -601,11 +636,14 @@ class App:
             if self.clock.valid and self.lockout_until_ms > now else None,
             boluses_24h=self._boluses_24h(now),
             eri_days_left=self.battery.eri_days_left(ep),
-            stall_detect=getattr(self.board, "stall_detect", None),
+            stall_detect=getattr(self.board, "stall_detect", None), gen=self.gen,
         )
 
     def cmd_plan_get(self, args, now, req_id):
-        return {"plan": self.plan, "plan_crc": self.plan_crc()}
+        # with the therapy state it runs in: a client compares all of it, not the CRC alone
+        return {"plan": self.plan, "plan_crc": self.plan_crc(), "gen": self.gen,
+                "therapy": self.therapy, "activity": self.sched.activity(now)
+                if self.sched is not None else "none"}
 
     def _boluses_24h(self, now):
         cut = now - DAY_MS

@@ -148,6 +148,40 @@ def load_tmp(st, name):
         return None
 
 
+def load_gen(st, name, gen):
+    """At boot: the record `name` of generation `gen` (what the head names for it), from name,
+    or from a name.new that was committed but not yet renamed (Store.commit: power failed
+    after the head was saved), which is then renamed over name. CorruptRecord if neither holds
+    that generation: a record missing, or left from another set, is corruption."""
+    rec = st.load(name)
+    if isinstance(rec, dict) and rec.get("gen") == gen:
+        return rec
+    path = st.path(name)
+    try:
+        new = decode(st._read(path + ".new"), name)
+    except (OSError, CorruptRecord):
+        new = None
+    if isinstance(new, dict) and new.get("gen") == gen:
+        st._rename(path + ".new", path)
+        return new
+    if rec is None:
+        raise CorruptRecord(name, "missing")
+    raise CorruptRecord(name, "generation %r, the head says %r"
+                        % (rec.get("gen") if isinstance(rec, dict) else None, gen))
+
+
+def any_record(st, names):
+    """True if any of these records is on the filesystem (a .new alone is not: it was never
+    committed)."""
+    for n in names:
+        try:
+            os.stat(st.path(n))
+            return True
+        except OSError:
+            pass
+    return False
+
+
 def count_lines(st):
     """Lines in the event log, read 512 bytes at a time."""
     f = open_events(st)

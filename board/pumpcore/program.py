@@ -12,21 +12,39 @@ from .schedule import Clock, Schedule
 from .store import CorruptRecord
 
 
+_RECORDS = ("calib", "plan", "state", "count")
+
+
 def load(app, now):
+    """Restore the records at power-on (App.__init__): the set the head names (Store.commit),
+    each of the generation the head gives it. A blank board (no head, no record) starts empty;
+    a record missing, unreadable or of another generation is corruption: MEMORY alarm, safe
+    state."""
+    from . import evlog
+
     st = app.store
-    cal_bad = False
-    try:
-        cal = st.load("calib")
-        if cal is not None:
-            app.step_pl = cal["step_pl"]
-            app.delivery.set_step_pl(app.step_pl)
-    except (CorruptRecord, KeyError, TypeError):
-        cal_bad = True
     try:
         # only scans the file (next seq, line count, torn lines dropped): no events in RAM
         app.events.restore()
     except (CorruptRecord, OSError):
         pass
+    try:
+        head = st.load("head")
+        gens = head["gens"]
+        app.gen = head["gen"]
+        app.gens = gens
+    except (CorruptRecord, KeyError, TypeError):
+        if not evlog.any_record(st, _RECORDS + ("head",)):
+            return  # a blank board: nothing was ever committed
+        app._safe(now, "therapy record corrupt (head)", al.MEMORY)
+        return
+    cal_bad = False
+    try:
+        cal = evlog.load_gen(st, "calib", gens["calib"])
+        app.step_pl = cal["step_pl"]
+        app.delivery.set_step_pl(app.step_pl)
+    except (CorruptRecord, KeyError, TypeError):
+        cal_bad = True
     try:
         load_therapy(app, now)
     finally:
@@ -51,11 +69,14 @@ def load_keys(app):
 
 def load_therapy(app, now):
     """Restore the therapy records at power-on (App._load)."""
+    from . import evlog
+
     st = app.store
+    gens = app.gens
     try:
-        rec = st.load("plan")
-        state = st.load("state")
-        count = st.load("count")
+        rec = evlog.load_gen(st, "plan", gens["plan"]) if "plan" in gens else None
+        state = evlog.load_gen(st, "state", gens.get("state"))
+        count = evlog.load_gen(st, "count", gens.get("count"))
     except CorruptRecord as e:
         app._safe(now, "therapy record corrupt (%s)" % e.name, al.MEMORY)
         return
@@ -91,6 +112,7 @@ def load_therapy(app, now):
             app.last_bolus = state["last_bolus"]
             app.fallback = state["fallback"]
             app._auth_restore = state.get("auth")
+            app.last_req = state["req"]
             was = state["therapy"]
             if rec is not None and rec.get("plan") is not None:
                 from . import plan as planmod
@@ -137,11 +159,13 @@ def plan_set(app, args, now, req_id):
     app.safe_reason = None
     p = new["patient"]
     app.lockout_until_ms = now + p["lockout_s"] * 1000 if p else 0
-    app.store.save("plan", {"plan": new})
-    app._event("plan.changed", {"plan_crc": app.plan_crc(), "mode": new["basal"]["kind"]},
-                now)
-    app.save_state(now)
-    return {"plan": new, "plan_crc": app.plan_crc()}
+    crc = app.plan_crc()
+    # the request id and its answer are committed with the plan (a retry after a reset is
+    # answered from them: App.call)
+    app.last_req = req_id + [{"plan_crc": crc}]  # req_id: the key App.call made
+    app.save_state(now, ("plan",))
+    app._event("plan.changed", {"plan_crc": crc, "mode": new["basal"]["kind"]}, now)
+    return {"plan": new, "plan_crc": crc}
 
 
 def refill(app, args, now, req_id):
@@ -180,14 +204,17 @@ def refill(app, args, now, req_id):
         bridge_nl = app.cfg.get("pump_path_nl", 0) + new["catheter_nl"]
         if bridge_nl:
             app.sched.start_bridge(now, old, bridge_nl)
-        app.store.save("plan", {"plan": new})
     if app.plan and app.plan["patient"]:
         app.lockout_until_ms = now + app.plan["patient"]["lockout_s"] * 1000
     for k in (al.LOW, al.EMPTY, al.REFILL_BY):
         app._clear(k, now)
+    res = {"reservoir_nl": vol, "bridge_nl": bridge_nl}
+    app.last_req = req_id + [res]  # req_id: the key App.call made
+    # reservoir, account, schedule (the bridge), plan (the concentration) and the request id
+    # in one commit: a power cut leaves the refill whole or not begun
+    app.save_state(now, ("plan",) if new is not None else ())
     app._event("refill", {"volume_nl": vol, "conc_ng_ml": conc, "bridge_nl": bridge_nl}, now)
-    app.save_state(now)
-    return {"reservoir_nl": vol, "bridge_nl": bridge_nl}
+    return res
 
 
 def calib_set(app, args, now, req_id):
@@ -206,11 +233,10 @@ def calib_set(app, args, now, req_id):
     app.delivery.set_step_pl(v)
     if app.sched is not None:
         app.sched.pullin_nl_day = app._pullin_nl_day()
-    app.store.save("calib", {"step_pl": v})
     if app.therapy == "safe" and app.safe_reason and "calibration" in app.safe_reason:
         app.therapy = "stopped"
         app.safe_reason = None
         app._clear(al.MEMORY, now)
+    app.save_state(now, ("calib",))
     app._event("calibrated", {"step_pl": v}, now)
-    app.save_state(now)
     return {"step_pl": v}

@@ -108,24 +108,25 @@ class Store:
 
         evlog.mkdirs(self)
 
-    def _open_tmp(self, name):
-        """name.tmp opened for writing (the directory made if needed)."""
-        tmp = self.path(name) + ".tmp"
+    def _open_w(self, path):
+        """path opened for writing (the directory made if needed)."""
         if not self._dir_ok:
             self._mkdirs()
         try:
-            return open(tmp, "wb")
+            return open(path, "wb")
         except OSError:
             self._dir_ok = False
             self._mkdirs()
-            return open(tmp, "wb")
+            return open(path, "wb")
 
-    def _commit(self, name):
-        """Rename name.tmp over name."""
-        path = self.path(name)
-        tmp = path + ".tmp"
+    def _open_tmp(self, name):
+        """name.tmp opened for writing (the directory made if needed)."""
+        return self._open_w(self.path(name) + ".tmp")
+
+    def _rename(self, src, path):
+        """Rename src over path."""
         try:
-            os.rename(tmp, path)
+            os.rename(src, path)
         except OSError:
             # a filesystem whose rename does not replace (FAT): remove then rename; load()
             # and scan_events() recover from the .tmp if power fails in between
@@ -133,15 +134,24 @@ class Store:
                 os.remove(path)
             except OSError:
                 pass
-            os.rename(tmp, path)
+            os.rename(src, path)
 
-    def _write_atomic(self, name, write):
-        """write(f) into name.tmp, then rename it over name."""
-        f = self._open_tmp(name)
+    def _commit(self, name):
+        """Rename name.tmp over name."""
+        path = self.path(name)
+        self._rename(path + ".tmp", path)
+
+    def _write_file(self, path, write):
+        """write(f) into the file at path (made or truncated)."""
+        f = self._open_w(path)
         try:
             write(f)
         finally:
             f.close()
+
+    def _write_atomic(self, name, write):
+        """write(f) into name.tmp, then rename it over name."""
+        self._write_file(self.path(name) + ".tmp", write)
         self._commit(name)
 
     # --- records ----------------------------------------------------------------------------
@@ -149,6 +159,20 @@ class Store:
     def save(self, name, obj):
         """Write a record atomically (name.tmp then rename over name)."""
         self._write_atomic(name, lambda f: write_line(f, obj))
+
+    def commit(self, head, recs):
+        """Records that change together, all or none: each (name, obj) of recs is written to
+        name.new, then `head` is saved as the record "head" (atomically: the commit point),
+        then each name.new is renamed over name. A power cut before the head is saved leaves
+        the old set (the .new files are never read: each record carries the generation the
+        head names for it); after it, the next boot finishes the renames (pumpcore.evlog
+        .load_gen)."""
+        for name, obj in recs:
+            self._write_file(self.path(name) + ".new", lambda f, o=obj: write_line(f, o))
+        self.save("head", head)
+        for name, _ in recs:
+            p = self.path(name)
+            self._rename(p + ".new", p)
 
     def _read(self, path):
         f = open(path, "rb")
