@@ -374,6 +374,123 @@ class PowerLoss:
                                 "%s" % (acc, ideal, plan_ms, fig["pulses"], fig))
 
 
+# ---------------------------------------------------------------- cuts inside programming
+PLAN_A = {"drug": "baclofen", "conc_ng_ml": 2_000_000, "catheter_nl": 100_000,
+          "basal": {"kind": "continuous", "ng_day": 400_000}}
+PLAN_B = dict(PLAN_A, basal={"kind": "continuous", "ng_day": 500_000},
+              start={"kind": "bolus", "ng": 50_000, "dur_s": 600})
+BRIDGE_NL = 200_000 + 100_000  # the sim board's pump path + PLAN_A's catheter
+
+
+def program_cuts(cuts=20, seed=1, heap="384k", mpy=True):
+    """Power cuts inside `refill` with a new concentration and inside `plan.set` on the
+    virtual rig (issue 11, findings 4 and 5): the request is written, the power cut a random
+    few ms later (wall clock), the rig powered on; the stored state must be the one before
+    or the one after (read from status before the retry), and the same request (same id)
+    retried after the restart must complete it: bridge bolus of the refill, the new plan
+    with its start bolus pending or given. Returns the figures; CampaignError on a failure."""
+    from pumpcore import dose, proto
+
+    from pumprig.client import Client
+    from pumprig.simulate import _connect
+    from pumprig.virtual.control import WorldClient
+    from pumprig.virtual.rig import VirtualRig
+
+    rng = random.Random(seed)
+    fig = {"cuts": 0, "refill_cuts": 0, "plan_cuts": 0, "found_before": 0, "found_after": 0,
+           "torn": 0, "retries_ok": 0}
+    home = tempfile.mkdtemp(prefix="pumprig-progcuts-")
+    old_home = os.environ.get("PUMPRIG_HOME")
+    os.environ["PUMPRIG_HOME"] = home
+    try:
+        with VirtualRig(blank=True, warp=True, heap=heap) as rig:
+            w = rig.world
+            w2 = WorldClient(rig.control)
+            install(rig.fs, mpy)
+            w.reset()
+            c = _connect(Client, rig.link, home)
+            c.calib_set(STEP_PL)
+            c.refill(20_000_000)
+            c.plan_set(PLAN_A)
+            c.plan_set(PLAN_B)
+            cur_b = True  # PLAN_B (with a start bolus) runs; a plan.set sends the other
+            conc = PLAN_A["conc_ng_ml"]
+            w.advance(by_ms=3_600_000)
+            for k in range(cuts):
+                w.advance(by_ms=600_000 + rng.randrange(3_600_000))
+                st0 = c.status()
+                if k % 2 == 0:
+                    new_conc = 500_000 if conc != 500_000 else 2_000_000
+                    cmd, args = "refill", {"volume_nl": 18_000_000, "conc_ng_ml": new_conc}
+                    fig["refill_cuts"] += 1
+                else:
+                    new_plan = dict(PLAN_A if cur_b else PLAN_B, conc_ng_ml=conc)
+                    cmd, args = "plan.set", {"plan": new_plan}
+                    fig["plan_cuts"] += 1
+                req = "pc%d-%d" % (k, rng.randrange(1 << 30))
+                line = proto.encode_request(req, cmd, args)
+                c._write(line)
+                time.sleep(rng.random() * 0.006)
+                w2.power_cut()
+                fig["cuts"] += 1
+                c.close()
+                w.power_on()
+                c = _connect(Client, rig.link, home)
+                st = c.status()
+                if cmd == "refill":
+                    before = st["conc_ng_ml"] == conc and st["mode"] != "bridge"
+                    after = st["conc_ng_ml"] == new_conc and st["mode"] == "bridge" and \
+                        17_900_000 <= st["reservoir_nl"] <= 18_000_000
+                else:
+                    before = st["plan_crc"] == st0["plan_crc"]
+                    after = st["plan_crc"] == dose.crc(_checked(new_plan)) and \
+                        st["gen"] > st0["gen"]
+                if st["therapy"] != "running" or "MEMORY" in st["alarms"] or \
+                        before == after:
+                    fig["torn"] += 1
+                    raise CampaignError("cut %d inside %s: the rig holds neither the state "
+                                        "before nor after: %s" % (k, cmd, st))
+                fig["found_before" if before else "found_after"] += 1
+                for _ in range(20):  # the client's retry: same id, after logging in again
+                    c._write(line)
+                    f = c._wait_response(req, time.monotonic() + 0.5)
+                    if f is not None:
+                        break
+                if f is None or f.name != "ok":
+                    raise CampaignError("cut %d: the retried %s failed: %s"
+                                        % (k, cmd, None if f is None else f.body))
+                st = c.status()
+                if cmd == "refill":
+                    if f.body.get("bridge_nl") != BRIDGE_NL or st["mode"] != "bridge" or \
+                            st["conc_ng_ml"] != new_conc:
+                        raise CampaignError("cut %d: refill retried: %s, status %s"
+                                            % (k, f.body, st))
+                    conc = new_conc
+                else:
+                    want = dose.crc(_checked(new_plan))
+                    if f.body.get("plan_crc") != want or st["plan_crc"] != want:
+                        raise CampaignError("cut %d: plan.set retried: %s" % (k, st))
+                    cur_b = not cur_b
+                fig["retries_ok"] += 1
+                c.ack()
+            c.close()
+            w2.close()
+    finally:
+        if old_home is None:
+            os.environ.pop("PUMPRIG_HOME", None)
+        else:
+            os.environ["PUMPRIG_HOME"] = old_home
+        shutil.rmtree(home, ignore_errors=True)
+    return fig
+
+
+def _checked(plan):
+    from pumpcore import plan as core
+
+    return core.validate(plan, {"max_nl_day": 200 * 86_400 * STEP_PL // 1000,
+                                "reservoir_nl": 20_000_000})
+
+
 def power_loss(kills=200, days=30, seed=1, heap="384k", progress=None, mpy=True):
     """Run the power-loss campaign; returns its figures (raises CampaignError on a failure)."""
     return PowerLoss(kills, days, seed, heap, progress=progress, mpy=mpy).run()

@@ -11,7 +11,6 @@ from . import proto
 from .schedule import Clock, Schedule
 from .store import CorruptRecord
 
-
 _RECORDS = ("calib", "plan", "state", "count")
 
 

@@ -154,11 +154,17 @@ def cmd_program(args):
         limits = (c.info or {}).get("limits")
         if limits and hasattr(plans, "validate_for_rig"):
             new = plans.validate_for_rig(new, limits)
-        cur = c.plan_get().get("plan")
+        got = c.plan_get()
+        cur = got.get("plan")
         for line in plans.diff(cur, new):
             _out(line)
         if cur is not None and core.crc(cur) == core.crc(new):
-            return 0
+            gap = _therapy_gap(got, c.status())
+            if gap is None:
+                _out("nothing to send: the rig runs this plan (therapy generation %s)"
+                     % got.get("gen"))
+                return 0
+            _out("the rig holds this plan, but %s: programming it again restarts it" % gap)
         if not args.yes:
             try:
                 answer = input("Program this plan into the rig? [y/N] ")
@@ -168,12 +174,34 @@ def cmd_program(args):
                 _out("not programmed")
                 return 1
         res = c.plan_set(new)
-    want = core.crc(new)
-    if res.get("plan_crc") != want:
-        raise ProtocolError("the rig reports plan CRC %s, expected %s: check with `pumprig status`"
-                            % (res.get("plan_crc"), want))  # fmt: skip
+        want = core.crc(new)
+        if res.get("plan_crc") != want:
+            raise ProtocolError("the rig reports plan CRC %s, expected %s: check with "
+                                "`pumprig status`" % (res.get("plan_crc"), want))
+        after = c.plan_get()
+        gap = _therapy_gap(after, c.status())
+        if gap is None and after.get("plan_crc") != want:
+            gap = "its plan CRC is %s" % after.get("plan_crc")
+        if gap is None and not after.get("gen", 0) > got.get("gen", -1):
+            gap = "its therapy generation did not move (%s)" % after.get("gen")
+        if gap is not None:
+            raise ProtocolError("after programming, %s: check with `pumprig status`" % gap)
     _out("programmed: plan CRC %s" % want)
     return 0
+
+
+def _therapy_gap(got, st):
+    """Why the rig's therapy state is not "running the plan it reports" (a plan.get answer
+    and a status), or None. The plan CRC alone does not say it: a plan stored without the
+    schedule state, the account or the reservoir it belongs to is not a running therapy."""
+    if got.get("gen") is None or st.get("gen") is None:
+        return "the rig reports no therapy generation (firmware before issue 11)"
+    if "MEMORY" in (st.get("alarms") or []):
+        return "its records failed their check (MEMORY alarm)"
+    if st.get("therapy") != "running":
+        reason = st.get("safe_reason")
+        return "its therapy is %s%s" % (st.get("therapy"), " (%s)" % reason if reason else "")
+    return None
 
 
 def cmd_plan_check(args):
@@ -216,14 +244,40 @@ def cmd_refill(args):
     vol = plans.parse_volume_nl(args.volume, "--volume")
     conc = plans.parse_conc(args.conc, "--conc") if args.conc else None
     by = plans.parse_date(args.refill_by, "--refill-by") if args.refill_by else None
+    from pumprig.errors import ProtocolError
+
     with _client(args, _WRITE_ROLE) as c:
+        before = c.status()
         res = c.refill(vol, conc, by)
+        gap = _refill_gap(before, c.status(), vol, conc, res)
+    if gap is not None:
+        raise ProtocolError("after the refill, %s: check with `pumprig status`" % gap)
     if args.json:
         _json_out(res)
     else:
         _table([("reservoir", _fmt_ml(res.get("reservoir_nl"))),
                 ("bridge bolus", _fmt_ml(res.get("bridge_nl")))])  # fmt: skip
     return 0
+
+
+def _refill_gap(before, st, vol, conc, res):
+    """Why the rig's whole therapy state after a refill does not show it (statuses before
+    and after, the answer), or None: a new generation, the concentration, the reservoir, the
+    bridge bolus pending when the concentration changed."""
+    if st.get("gen") is None:
+        return "the rig reports no therapy generation (firmware before issue 11)"
+    if not st["gen"] > (before.get("gen") or 0):
+        return "its therapy generation did not move (%s)" % st["gen"]
+    if conc is not None and before.get("conc_ng_ml") is not None and \
+            st.get("conc_ng_ml") != conc:
+        return "its concentration is %s ng/mL, not %s" % (st.get("conc_ng_ml"), conc)
+    left = st.get("reservoir_nl")
+    if left is None or left > vol or left < vol - 100_000:
+        return "its reservoir reads %s nL, not about %s" % (left, vol)
+    changed = conc is not None and before.get("conc_ng_ml") not in (None, conc)
+    if changed and (res.get("bridge_nl") or 0) <= 0 and before.get("therapy") == "running":
+        return "the concentration changed with no bridge bolus"
+    return None
 
 
 def cmd_bolus(args):

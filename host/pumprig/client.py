@@ -21,6 +21,10 @@ _AUTH_CODES = (proto.AUTH_REQUIRED, proto.FORBIDDEN, proto.AUTH_FAILED, proto.TH
 _RX_MAX = 65536  # bytes of a line without newline kept (REPL noise); beyond that, dropped
 _EVENTS_MAX = 1000
 _POLL_S = 0.05  # longest a read blocks before the deadline is checked again
+# Requests the firmware recognises by their persisted id after a reset (docs/protocol.md): if
+# the rig answers AUTH_REQUIRED to one (it reset, the session is gone), the client logs in
+# again and resends it with the same id; it is answered from the commit, never applied twice.
+_REPLAYABLE = ("plan.set", "refill", "bolus")
 
 # USB vendor ids whose serial is native USB CDC: the firmware only sends while DTR is set,
 # and (ESP32-S2/S3 USB-Serial-JTAG) DTR alone does not reset the chip.
@@ -164,6 +168,7 @@ class Client:
             line = proto.encode_request(req_id, cmd, args)
         except proto.CommandError as e:
             raise ProtocolError("cannot send %s: %s" % (cmd, e.message)) from None
+        relogged = False
         for attempt in range(retries + 1):
             self._write(line)
             f = self._wait_response(req_id, time.monotonic() + self.timeout)
@@ -174,6 +179,11 @@ class Client:
             code, message = f.body.get("code"), f.body.get("message", "")
             if code == proto.BAD_CRC and attempt < retries:
                 continue  # our frame was damaged on the way: resend
+            if (code == proto.AUTH_REQUIRED and cmd in _REPLAYABLE and self.role is not None
+                    and not relogged):
+                relogged = True
+                self.handshake()  # the rig reset under the request: log in again, resend
+                continue
             if code in _AUTH_CODES:
                 err = AuthError("%s: %s (%s)" % (cmd, message, code))
                 err.code = code

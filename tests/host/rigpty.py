@@ -21,6 +21,11 @@ class FakeApp:
         self.boluses = 0
         self.plan = None
         self.fixed_crc = True  # plan.set answers a wrong CRC (to test that the CLI notices)
+        self.gen = 1  # therapy generation: plan.set and refill commit a new one
+        self.bump = True  # False: commands answer without committing (a torn rig)
+        self.therapy = "running"
+        self.conc = 2000000
+        self.reservoir_nl = 18500000
 
     def plan_crc(self):
         return "1234abcd"
@@ -30,10 +35,11 @@ class FakeApp:
         if cmd == "status":
             return {
                 "firmware": "0.1.0", "protocol": 1, "board": "sim", "mode": "continuous",
-                "therapy": "running", "rate_nl_day": 200000, "reservoir_nl": 18500000,
+                "therapy": self.therapy, "rate_nl_day": 200000, "reservoir_nl": self.reservoir_nl,
                 "delivered_steps": 6000, "delivered_nl": 1500000, "step_pl": 250000,
+                "gen": self.gen, "safe_reason": None,
                 "battery_mv": 3650, "battery_state": "ok", "alarms": ["CLOCK"],
-                "plan_crc": "1234abcd", "drug": "baclofen", "conc_ng_ml": 2000000,
+                "plan_crc": "1234abcd", "drug": "baclofen", "conc_ng_ml": self.conc,
                 "epoch_s": 1767225600, "ms": now_ms, "low_epoch_s": None,
                 "refill_by_epoch_s": None, "lockout_until_epoch_s": None, "boluses_24h": 0,
             }  # fmt: skip
@@ -41,11 +47,25 @@ class FakeApp:
             self.boluses += 1
             return {"dose_ng": 100000, "volume_nl": 10000, "dur_s": 600, "started_epoch_s": self.boluses}
         if cmd == "plan.get":
-            return {"plan": self.plan, "plan_crc": "1234abcd"}
+            crc = "1234abcd" if self.fixed_crc or self.plan is None else core.crc(self.plan)
+            return {"plan": self.plan, "plan_crc": crc, "gen": self.gen,
+                    "therapy": self.therapy}
         if cmd == "plan.set":
             self.plan = args["plan"]
+            if self.bump:
+                self.gen += 1
+                self.therapy = "running"
             crc = "1234abcd" if self.fixed_crc else core.crc(self.plan)
             return {"plan": self.plan, "plan_crc": crc}
+        if cmd == "refill":
+            bridge = 0
+            if self.bump:
+                self.gen += 1
+                self.reservoir_nl = args["volume_nl"]
+                if args.get("conc_ng_ml") not in (None, self.conc):
+                    self.conc = args["conc_ng_ml"]
+                    bridge = 300000
+            return {"reservoir_nl": args["volume_nl"], "bridge_nl": bridge}
         if cmd == "alarms":
             return {"alarms": [{"kind": "CLOCK", "critical": False, "active": True,
                                 "acked": False, "since_epoch_s": 0}]}  # fmt: skip

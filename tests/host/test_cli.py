@@ -146,8 +146,38 @@ def test_program_yes_crc_checked(capsys, rig):
     assert rc == 0, err
     assert "no plan running" in out and "programmed: plan CRC" in out
     rc, out, err = run(capsys, "--port", rig.path, "program", str(P1))
-    assert rc == 0 and "no change" in out
+    assert rc == 0 and "no change" in out and "nothing to send" in out
     assert rig.app.calls.count("plan.set") == 1
+
+
+def test_program_compares_the_whole_therapy_state(capsys, rig, monkeypatch):
+    """Finding 5: the plan CRC matched on a rig whose therapy was not the plan's, and
+    `program` said there was nothing to send. The same CRC on a rig in the safe state is a
+    change to send; a rig whose generation does not move after plan.set is reported."""
+    rig.app.fixed_crc = False
+    assert run(capsys, "--port", rig.path, "program", str(P1), "--yes")[0] == 0
+    rig.app.therapy = "safe"
+    monkeypatch.setattr("builtins.input", lambda prompt: "n")
+    rc, out, err = run(capsys, "--port", rig.path, "program", str(P1))
+    assert rc == 1 and "holds this plan, but its therapy is safe" in out, out
+    rc, out, err = run(capsys, "--port", rig.path, "program", str(P1), "--yes")
+    assert rc == 0 and rig.app.calls.count("plan.set") == 2, err
+    rig.app.therapy = "stopped"
+    rig.app.bump = False  # answers without committing anything
+    rc, out, err = run(capsys, "--port", rig.path, "program", str(P1), "--yes")
+    assert rc == 1 and err.startswith("pumprig: after programming"), err
+
+
+def test_refill_checks_the_rig_state_after(capsys, rig):
+    """Finding 4: a refill the rig answered but did not apply whole (no new generation, the
+    old concentration, no bridge) is reported, not printed as done."""
+    rc, out, err = run(capsys, "--port", rig.path, "refill", "--volume", "20 mL",
+                       "--conc", "500 mcg/mL")
+    assert rc == 0 and "bridge" in out, err
+    rig.app.bump = False
+    rc, out, err = run(capsys, "--port", rig.path, "refill", "--volume", "20 mL",
+                       "--conc", "250 mcg/mL")
+    assert rc == 1 and err.startswith("pumprig: after the refill"), err
 
 
 def test_read_commands(capsys, rig):

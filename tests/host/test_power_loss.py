@@ -82,3 +82,15 @@ def test_a_corrupt_record_on_the_rig_stops_the_pump(tmp_path, monkeypatch, recor
         assert m["pulses_fwd"] == before and not m["enabled"]
         assert c.status()["therapy"] == "safe"
         c.close()
+
+
+def test_power_cuts_inside_refill_and_plan_set_on_the_rig():
+    """Findings 4 and 5 on the virtual rig: the power cut a few ms after a `refill` with a new
+    concentration or a `plan.set` was written; after the restart the rig holds the state before
+    or after it (never the new concentration with the old reservoir and no bridge, never the new
+    plan without its schedule), and the same request retried completes it: a bridge bolus of the
+    pump path and catheter for the refill, the new plan for plan.set."""
+    fig = campaign.program_cuts(cuts=8, seed=3)
+    assert fig["cuts"] == 8 and fig["refill_cuts"] == 4 and fig["plan_cuts"] == 4
+    assert fig["torn"] == 0 and fig["retries_ok"] == 8
+    assert fig["found_before"] + fig["found_after"] == 8
