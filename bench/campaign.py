@@ -390,7 +390,6 @@ def program_cuts(cuts=20, seed=1, heap="384k", mpy=True):
     retried after the restart must complete it: bridge bolus of the refill, the new plan
     with its start bolus pending or given. Returns the figures; CampaignError on a failure."""
     from pumpcore import dose, proto
-
     from pumprig.client import Client
     from pumprig.simulate import _connect
     from pumprig.virtual.control import WorldClient
