@@ -46,8 +46,24 @@ DAY = 24 * HOUR
 MPY = os.path.join(os.path.dirname(sys.executable), "micropython")
 
 
-def runs_in(heap_k, mpy, days):
-    """(ok, why): the firmware on a rig with this heap runs the plan for `days`."""
+def _wait_boot(w):
+    """None once the firmware waits (booted), else why not."""
+    end = time.monotonic() + 10
+    while True:
+        st = w.status()
+        if st["state"] == "repl":
+            return "crashed"
+        if st["state"] == "running" and st["waiting"]:
+            return None
+        if time.monotonic() > end:
+            return "did not boot"
+        time.sleep(0.005)
+
+
+def runs_in(heap_k, mpy, days, plan=None, reboot=False):
+    """(ok, why): the firmware on a rig with this heap runs the plan for `days`; with
+    `reboot`, then restarts after a power cut with the plan stored (restore), takes a refill
+    and pages through its whole event log (issue 11, finding 8)."""
     from campaign import install
     from pumprig.client import Client
     from pumprig.errors import DeviceError, PumprigError
@@ -62,21 +78,14 @@ def runs_in(heap_k, mpy, days):
             w = rig.world
             install(rig.fs, mpy)
             w.reset()
-            end = time.monotonic() + 10
-            while True:
-                st = w.status()
-                if st["state"] == "repl":
-                    return False, "crashed at boot"
-                if st["state"] == "running" and st["waiting"]:
-                    break
-                if time.monotonic() > end:
-                    return False, "did not boot"
-                time.sleep(0.005)
+            why = _wait_boot(w)
+            if why:
+                return False, why + " at boot"
             try:
                 c = _connect(Client, rig.link, home, tries=5)
                 c.clock_set(1_767_225_600, 3600)
                 c.refill(20_000_000)
-                c.plan_set(PLAN)
+                c.plan_set(plan or PLAN)
                 for k in range(days * 8):
                     w.advance(by_ms=3 * HOUR, timeout_s=30)
                     if w.status()["state"] == "repl":
@@ -88,21 +97,47 @@ def runs_in(heap_k, mpy, days):
                             return False, "out of memory on day %d" % (k // 8)
                         if e.code not in ("LOCKOUT", "MAX_24H"):
                             raise
+                if not reboot:
+                    st = c.status()
+                    c.close()
+                    return _end(w, st)
+                c.close()
+                # a power cut with the plan stored: the restore, a refill, the log paged
+                w.power_cut()
+                w.power_on()
+                why = _wait_boot(w)
+                if why:
+                    return False, why + " restoring the plan after a power cut"
+                c = _connect(Client, rig.link, home, tries=5)
+                if c.status()["therapy"] != "running":
+                    return False, "the plan did not resume after a power cut"
+                try:
+                    c.refill(19_000_000)
+                    c.log_all(0, 50)
+                except DeviceError as e:
+                    if e.code == "INTERNAL":
+                        return False, "out of memory after the restart (%s)" % e
+                    raise
+                w.advance(by_ms=HOUR, timeout_s=30)
                 st = c.status()
                 c.close()
             except DeviceError as e:
                 return False, "refused: %s" % e
             except PumprigError as e:
                 return False, "stopped answering: %s" % e
-            if w.status()["state"] != "running" or st["therapy"] != "running":
-                return False, "not running at the end"
-            return True, "%d steps" % st["delivered_steps"]
+            return _end(w, st)
     finally:
         if old is None:
             os.environ.pop("PUMPRIG_HOME", None)
         else:
             os.environ["PUMPRIG_HOME"] = old
         shutil.rmtree(home, ignore_errors=True)
+
+
+def _end(w, st):
+    if w.status()["state"] != "running" or st["therapy"] != "running":
+        return False, "not running at the end"
+    return True, "%d steps" % st["delivered_steps"]
 
 
 def smallest_heap(mpy, days, lo=48, hi=384, step=2):

@@ -22,7 +22,6 @@ import sys
 from . import alarms as al
 from . import dose, proto
 from .battery import BatteryMonitor
-from .canon import digest
 from .delivery import Delivery
 from .events import EventLog
 from .reservoir import Reservoir
@@ -31,9 +30,10 @@ from .server import Server
 from .store import Store
 
 # Commands run from a module imported for the call (App._overlay): pumpcore.program
-# (programming; power-on restore too), pumpcore.patient (the patient bolus) or pumpcore.admin
+# (programming), pumpcore.restore (power-on), pumpcore.patient (the patient bolus) or pumpcore.admin
 # (the rest a clinician sends now and then, `log`). Plans are checked by App.check_plan.
-_PROGRAM = ("plan_set", "refill", "calib_set", "load", "load_keys")
+_PROGRAM = ("plan_set", "refill", "calib_set")
+_RESTORE = ("load", "load_keys")
 _ADMIN = ("clock_get", "clock_set", "therapy_stop", "therapy_resume", "motor_run",
           "alarm_test", "ack", "log")
 # MicroPython: modules imported for one call are dropped after it (CPython keeps them)
@@ -187,6 +187,8 @@ class App:
         "calib"), as one set of a new generation (Store.commit: all or none)."""
         g = self.gen + 1
         recs = []
+        if also and _DROP:
+            gc.collect()  # programming: the largest set, written with the most code loaded
         for name in also:
             recs.append((name, {"plan": self.plan, "gen": g} if name == "plan"
                          else {"step_pl": self.step_pl, "gen": g}))
@@ -527,18 +529,6 @@ class App:
         fn = getattr(self, "cmd_" + name, None)
         if fn is not None:
             return fn(args, now, req_id)
-        if name == "plan_set" or name == "refill":
-            # the request's key (id, command, CRC of its arguments) is committed with the
-            # change: a retry (after a reset, the server's cache gone) gets the committed
-            # answer, never an application again
-            key = [req_id, cmd, digest(args)]
-            lr = self.last_req
-            if lr is not None and lr[:3] == key:
-                res = dict(lr[3])
-                if name == "plan_set":
-                    res["plan"] = self.plan
-                return res
-            req_id = key
         if name == "plan_set":
             # the plan rules and the code that applies a plan are loaded one after the other,
             # never together: plan.set is the command that needs the most heap
@@ -557,7 +547,9 @@ class App:
         if _DROP:
             gc.collect()  # the code about to load gets the largest free blocks there are
         try:
-            if fn_name in _PROGRAM:
+            if fn_name in _RESTORE:
+                from . import restore as mod
+            elif fn_name in _PROGRAM:
                 from . import program as mod
             elif fn_name == "bolus":
                 from . import patient as mod

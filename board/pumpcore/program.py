@@ -1,5 +1,5 @@
-"""Programming the pump: plans, refills (with a new concentration), calibration, and restoring
-all of it from the records at power-on. Loaded for one call, like pumpcore.admin (App._overlay).
+"""Programming the pump: plans, refills (with a new concentration), calibration (restoring
+them at power-on is pumpcore.restore). Loaded for one call, like pumpcore.admin (App._overlay).
 Plans are checked by App.check_plan, which loads the plan rules for the check alone: plan.set
 arrives here with its plan checked, so the rules and this module are never in the heap together
 for the largest call. Every check comes before the first change: a refused command changes
@@ -7,132 +7,28 @@ nothing.
 """
 
 from . import alarms as al
-from . import proto
-from .schedule import Clock, Schedule
-from .store import CorruptRecord
-
-_RECORDS = ("calib", "plan", "state", "count")
+from . import canon, dose, proto
+from .schedule import Schedule
 
 
-def load(app, now):
-    """Restore the records at power-on (App.__init__): the set the head names (Store.commit),
-    each of the generation the head gives it. A blank board (no head, no record) starts empty;
-    a record missing, unreadable or of another generation is corruption: MEMORY alarm, safe
-    state."""
-    from . import evlog
-
-    st = app.store
-    try:
-        # only scans the file (next seq, line count, torn lines dropped): no events in RAM
-        app.events.restore()
-    except (CorruptRecord, OSError):
-        pass
-    try:
-        head = st.load("head")
-        gens = head["gens"]
-        app.gen = head["gen"]
-        app.gens = gens
-    except (CorruptRecord, KeyError, TypeError):
-        if not evlog.any_record(st, _RECORDS + ("head",)):
-            return  # a blank board: nothing was ever committed
-        app._safe(now, "therapy record corrupt (head)", al.MEMORY)
-        return
-    cal_bad = False
-    try:
-        cal = evlog.load_gen(st, "calib", gens["calib"])
-        app.step_pl = cal["step_pl"]
-        app.delivery.set_step_pl(app.step_pl)
-    except (CorruptRecord, KeyError, TypeError):
-        cal_bad = True
-    try:
-        load_therapy(app, now)
-    finally:
-        # after the therapy records: restoring them must not bring back "running" (or
-        # drop the MEMORY alarm) when the calibration failed its check
-        if cal_bad:
-            app._safe(now, "calibration record corrupt", al.MEMORY)
-
-
-def load_keys(app):
-    try:
-        import json
-
-        f = open(app.store.path("keys.json"))
-        try:
-            return json.loads(f.read())
-        finally:
-            f.close()
-    except (OSError, ValueError):
-        return {}
-
-
-def load_therapy(app, now):
-    """Restore the therapy records at power-on (App._load)."""
-    from . import evlog
-
-    st = app.store
-    gens = app.gens
-    try:
-        rec = evlog.load_gen(st, "plan", gens["plan"]) if "plan" in gens else None
-        state = evlog.load_gen(st, "state", gens.get("state"))
-        count = evlog.load_gen(st, "count", gens.get("count"))
-    except CorruptRecord as e:
-        app._safe(now, "therapy record corrupt (%s)" % e.name, al.MEMORY)
-        return
-    try:
-        if count is not None:
-            app.steps = count["steps"]
-            app.delivery.owed = count["owed"]
-            app.reservoir.volume_nl = count["volume_nl"]
-            app.pl_left = count["pl_left"]
-        if state is not None:
-            # The plan is paused while the power is off: every board-ms instant moves by
-            # the downtime. The last instant known for sure is where the count record left
-            # the account (owed is integrated up to count["t_ms"]): resuming the schedule
-            # there neither replays (doubles) nor skips any part of it, e.g. a bolus in
-            # progress continues where its account stopped.
-            ref = state["saved_ms"]
-            if count is not None and count.get("t_ms") is not None:
-                ref = count["t_ms"]
-            delta = now - ref
-            app.clock = Clock.from_dict(state["clock"])
-            app.clock.base_ms += delta
-            rtc = app.board.wall_epoch_s()
-            if rtc is not None and app.clock.valid:
-                app.clock.rebase(now, rtc)
-            app.reservoir.low_nl = state["res"]["low_nl"]
-            app.reservoir.empty_nl = state["res"]["empty_nl"]
-            app.reservoir.refill_by_epoch_s = state["res"]["refill_by_epoch_s"]
-            app.reservoir.refilled_epoch_s = state["res"]["refilled_epoch_s"]
-            app.alarms.restore(state["alarms"])
-            app.battery.restore(state["battery"])
-            app.boluses = [t + delta for t in state["boluses"]]
-            app.lockout_until_ms = state["lockout_until_ms"] + delta
-            app.last_bolus = state["last_bolus"]
-            app.fallback = state["fallback"]
-            app._auth_restore = state.get("auth")
-            app.last_req = state["req"]
-            was = state["therapy"]
-            if rec is not None and rec.get("plan") is not None:
-                from . import plan as planmod
-
-                app.plan = planmod.validate(rec["plan"], app.limits())
-                app.sched = Schedule(app.plan, app.clock, 0, app._pullin_nl_day())
-                app.sched.load_dict(state["sched"])
-                app.sched.shift(delta)
-            if was == "running" and app.plan is not None:
-                app.therapy = "running"
-                app.alarms.raise_(al.RESET, app.clock.epoch_s(now))
-            elif was == "safe":
-                app.therapy = "safe"
-                app.safe_reason = state.get("safe_reason")
-    except (KeyError, TypeError, ValueError):  # PlanError is a ValueError
-        app._safe(now, "therapy record unreadable", al.MEMORY)
-        return
-    app.delivery.rebase(now)
+def _replay(app, key):
+    """The committed answer if `key` (id, command, CRC of the arguments: of the checked plan
+    for plan.set) is the last plan.set/refill's: a retry, after a reset too (the server's
+    cache is gone then), is answered, never applied again. None otherwise."""
+    lr = app.last_req
+    if lr is None or lr[:3] != key:
+        return None
+    res = dict(lr[3])
+    if key[1] == "plan.set":
+        res["plan"] = app.plan
+    return res
 
 
 def plan_set(app, args, now, req_id):
+    req_id = [req_id, "plan.set", dose.crc(args["plan"])]
+    res = _replay(app, req_id)
+    if res is not None:
+        return res
     # checked by App.check_plan before this module was loaded (the two are never in the heap
     # together): from here on the new plan is applied whole
     new = args["plan"]
@@ -161,13 +57,17 @@ def plan_set(app, args, now, req_id):
     crc = app.plan_crc()
     # the request id and its answer are committed with the plan (a retry after a reset is
     # answered from them: App.call)
-    app.last_req = req_id + [{"plan_crc": crc}]  # req_id: the key App.call made
+    app.last_req = req_id + [{"plan_crc": crc}]  # the request's key, committed with it
     app.save_state(now, ("plan",))
     app._event("plan.changed", {"plan_crc": crc, "mode": new["basal"]["kind"]}, now)
     return {"plan": new, "plan_crc": crc}
 
 
 def refill(app, args, now, req_id):
+    req_id = [req_id, "refill", canon.digest(args)]
+    res = _replay(app, req_id)
+    if res is not None:
+        return res
     vol = args["volume_nl"]
     conc = args.get("conc_ng_ml")
     if not isinstance(vol, int) or vol <= 0 or vol > app.cfg["reservoir_nl"]:
@@ -208,7 +108,7 @@ def refill(app, args, now, req_id):
     for k in (al.LOW, al.EMPTY, al.REFILL_BY):
         app._clear(k, now)
     res = {"reservoir_nl": vol, "bridge_nl": bridge_nl}
-    app.last_req = req_id + [res]  # req_id: the key App.call made
+    app.last_req = req_id + [res]  # the request's key, committed with it
     # reservoir, account, schedule (the bridge), plan (the concentration) and the request id
     # in one commit: a power cut leaves the refill whole or not begun
     app.save_state(now, ("plan",) if new is not None else ())
