@@ -5,15 +5,18 @@
         app.step(board.now_ms())
         board.wait(app.deadline_ms)
 
-Records (pumpcore.store, each with a CRC, written atomically):
-  calib   the µL-per-step calibration (protected separately from therapy data)
+Records (pumpcore.store, each with a CRC and the generation of its set):
+  calib   the µL-per-step calibration
   plan    the running plan
-  state   schedule windows, clock, reservoir, alarms, battery, bolus history
+  state   schedule windows, clock, reservoir, alarms, battery, bolus history, request keys
   count   delivered steps, volume owed, the in-flight segment: rewritten before every segment,
           so after a power cut the account is never below what was pulsed and above it by at
           most one segment (max_segment_nl, 10 µL by default)
-A record that fails its CRC raises the critical MEMORY alarm and puts the pump in its safe state
-(motor stopped) until a clinician programs a plan (therapy data) or a calibration (calib).
+  head    the commit record: which generation each of the others must carry
+save_state commits a set (Store.commit: all or none); see Persistence in docs/architecture.md.
+A record that is missing, fails its CRC or is of another generation raises the critical MEMORY
+alarm and puts the pump in its safe state (motor stopped) until a clinician programs a plan
+(therapy data) or a calibration (calib).
 """
 
 import gc
