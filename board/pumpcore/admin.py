@@ -105,6 +105,13 @@ def ack(app, args, now, req_id):
     return {"acked": done}
 
 
+def plan_get(app, args, now, req_id):
+    # with the therapy state it runs in: a client compares all of it, not the CRC alone
+    return {"plan": app.plan, "plan_crc": app.plan_crc(), "gen": app.gen,
+            "therapy": app.therapy, "activity": app.sched.activity(now)
+            if app.sched is not None else "none"}
+
+
 def clock_get(app, args, now, req_id):
     c = app.clock
     return {"epoch_s": app.epoch(now),

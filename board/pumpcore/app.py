@@ -38,7 +38,7 @@ from .store import Store
 _PROGRAM = ("plan_set", "refill", "calib_set")
 _RESTORE = ("load", "load_keys")
 _ADMIN = ("clock_get", "clock_set", "therapy_stop", "therapy_resume", "motor_run",
-          "alarm_test", "ack", "log")
+          "alarm_test", "ack", "log", "plan_get")
 # MicroPython: modules imported for one call are dropped after it (CPython keeps them)
 _DROP = sys.implementation.name == "micropython"
 _DROP_SOURCE = False  # tests: drop .py modules too
@@ -128,7 +128,7 @@ class App:
         self.boluses = []  # board ms of accepted patient boluses (last 24 h)
         self.lockout_until_ms = 0
         self.last_bolus = None  # [req_id, result] survives resets: a retry never doses twice
-        self.last_req = None  # [id, cmd, args CRC, result] of the last plan.set/refill
+        self.last_req = None  # ["id cmd args-CRC", result] of the last plan.set/refill
         self.gen = 0  # generation of the committed record set (the head)
         self.gens = {}  # {record: generation} as the head names them
         self._auth_restore = None  # [failures, ms left] of the login throttle, from the record
@@ -209,12 +209,14 @@ class App:
             "auth": self._auth_state(now), "req": self.last_req, "gen": g,
         }))
         recs.append(("count", self._count(g)))
-        gens = dict(self.gens)
-        for name, _ in recs:
+        gens = dict(self.gens)  # garbage once written; self.gens is updated in place after
+        for name, _ in recs:    # the commit (nothing long-lived allocated: no heap holes)
             gens[name] = g
         self.store.commit({"gen": g, "gens": gens}, recs)
+        gens = self.gens
+        for name, _ in recs:
+            gens[name] = g
         self.gen = g
-        self.gens = gens
         self._dirty = False
 
     # ------------------------------------------------------------------ helpers
@@ -633,12 +635,6 @@ class App:
             eri_days_left=self.battery.eri_days_left(ep),
             stall_detect=getattr(self.board, "stall_detect", None), gen=self.gen,
         )
-
-    def cmd_plan_get(self, args, now, req_id):
-        # with the therapy state it runs in: a client compares all of it, not the CRC alone
-        return {"plan": self.plan, "plan_crc": self.plan_crc(), "gen": self.gen,
-                "therapy": self.therapy, "activity": self.sched.activity(now)
-                if self.sched is not None else "none"}
 
     def _boluses_24h(self, now):
         cut = now - DAY_MS

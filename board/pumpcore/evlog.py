@@ -229,7 +229,7 @@ def rewrite(st, skip):
         return 0
     kept = 0
     try:
-        dst = st._open_tmp(st.events_name)
+        dst = st._open_w(st.path(st.events_name) + ".tmp")
         try:
             for line, _, _ in _good_lines(src, skip):
                 dst.write(line)

@@ -11,22 +11,22 @@ from . import canon, dose, proto
 from .schedule import Schedule
 
 
-def _replay(app, key):
-    """The committed answer if `key` (id, command, CRC of the arguments: of the checked plan
+def _replay(app, key, plan_set):
+    """The committed answer if `key` ("id command CRC-of-the-arguments", of the checked plan
     for plan.set) is the last plan.set/refill's: a retry, after a reset too (the server's
     cache is gone then), is answered, never applied again. None otherwise."""
     lr = app.last_req
-    if lr is None or lr[:3] != key:
+    if lr is None or lr[0] != key:
         return None
-    res = dict(lr[3])
-    if key[1] == "plan.set":
+    res = dict(lr[1])
+    if plan_set:
         res["plan"] = app.plan
     return res
 
 
 def plan_set(app, args, now, req_id):
-    req_id = [req_id, "plan.set", dose.crc(args["plan"])]
-    res = _replay(app, req_id)
+    req_id = "%s plan.set %s" % (req_id, dose.crc(args["plan"]))
+    res = _replay(app, req_id, True)
     if res is not None:
         return res
     # checked by App.check_plan before this module was loaded (the two are never in the heap
@@ -57,15 +57,15 @@ def plan_set(app, args, now, req_id):
     crc = app.plan_crc()
     # the request id and its answer are committed with the plan (a retry after a reset is
     # answered from them: App.call)
-    app.last_req = req_id + [{"plan_crc": crc}]  # the request's key, committed with it
+    app.last_req = [req_id, {"plan_crc": crc}]  # the request's key, committed with it
     app.save_state(now, ("plan",))
     app._event("plan.changed", {"plan_crc": crc, "mode": new["basal"]["kind"]}, now)
     return {"plan": new, "plan_crc": crc}
 
 
 def refill(app, args, now, req_id):
-    req_id = [req_id, "refill", canon.digest(args)]
-    res = _replay(app, req_id)
+    req_id = "%s refill %s" % (req_id, canon.digest(args))
+    res = _replay(app, req_id, False)
     if res is not None:
         return res
     vol = args["volume_nl"]
@@ -108,7 +108,7 @@ def refill(app, args, now, req_id):
     for k in (al.LOW, al.EMPTY, al.REFILL_BY):
         app._clear(k, now)
     res = {"reservoir_nl": vol, "bridge_nl": bridge_nl}
-    app.last_req = req_id + [res]  # the request's key, committed with it
+    app.last_req = [req_id, res]  # the request's key, committed with it
     # reservoir, account, schedule (the bridge), plan (the concentration) and the request id
     # in one commit: a power cut leaves the refill whole or not begun
     app.save_state(now, ("plan",) if new is not None else ())

@@ -119,10 +119,6 @@ class Store:
             self._mkdirs()
             return open(path, "wb")
 
-    def _open_tmp(self, name):
-        """name.tmp opened for writing (the directory made if needed)."""
-        return self._open_w(self.path(name) + ".tmp")
-
     def _rename(self, src, path):
         """Rename src over path."""
         try:
