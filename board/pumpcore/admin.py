@@ -12,7 +12,9 @@ from . import alarms as al
 from . import canon, proto
 from .app import ConstRate
 
-_LOG_BUDGET = 800  # bytes of events in one `log` answer (a frame is at most 1024 bytes)
+# bytes of events in one `log` answer (a frame is at most 1024 bytes): about half a frame, so
+# that a long-running heap (fragmented) still has a block for the answer (issue 11, finding 8)
+_LOG_BUDGET = 480
 
 
 def clock_set(app, args, now, req_id):

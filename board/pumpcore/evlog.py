@@ -27,9 +27,10 @@ except ImportError:
         return x
 
 
-# longest event line read as one line (longer ones are dropped): an event is far smaller than
-# a frame (1 KB), and a small heap at boot may have no free block of 4 KB (issue 11, finding 8)
-_LINE_MAX = const(1024)
+_LINE_MAX = const(4096)  # longest event line read as one line (longer ones are dropped)
+# read in pieces: an event line is far shorter, and a small heap may have no free block of
+# _LINE_MAX bytes at boot or after a restart (issue 11, finding 8)
+_PIECE = const(256)
 _SEQ_KEY = b'"seq":'
 
 
@@ -65,14 +66,19 @@ def read_line(f):
     """The next line of an event log: (line, n), n the bytes consumed (0 at the end of the
     file). line is the bytes of one whole line with its newline; a torn last line has none;
     None for a line too long to read as one (the rest of it is consumed); b"" at the end."""
-    line = f.readline(_LINE_MAX)
-    if len(line) < _LINE_MAX or line[-1] == 0x0A:
-        return line, len(line)
+    line = f.readline(_PIECE)
     n = len(line)
+    if n < _PIECE or line[-1] == 0x0A:
+        return line, n
+    parts = [line]
     while line and line[-1] != 0x0A:
-        line = f.readline(_LINE_MAX)
+        line = f.readline(_PIECE)
         n += len(line)
-    return None, n
+        if n <= _LINE_MAX:
+            parts.append(line)
+    if n > _LINE_MAX:
+        return None, n
+    return b"".join(parts), n
 
 
 def event_seq(line):
