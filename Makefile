@@ -22,7 +22,7 @@ help:
 	@echo "make flash PORT=/dev/ttyACM0   flash the firmware to a board"
 	@echo "make hil [RIGS=4]              HIL suite against virtual rigs"
 	@echo "make bench     benchmarks, written to docs/benchmarks.md"
-	@echo "make campaign  200 power cuts during a 30-day plan, and a key brute force"
+	@echo "make campaign  200 power cuts during a 30-day plan, 60 inside refill/plan.set, a key brute force"
 
 venv: $(STAMP)
 

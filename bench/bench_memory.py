@@ -134,6 +134,69 @@ def runs_in(heap_k, mpy, days, plan=None, reboot=False):
         shutil.rmtree(home, ignore_errors=True)
 
 
+def restores_in(heap_k, plan, days=1, program_heap_k=192):
+    """(ok, why): a plan programmed and run for `days` on a rig with a larger heap (plan.set of
+    the richest plan checks it against the plan rules, the largest module), then a power cut,
+    and the same rig (its filesystem) powered on with `heap_k`: the firmware restores the plan,
+    runs, takes a refill and pages through its event log (issue 11, finding 8)."""
+    from campaign import install
+    from pumprig.client import Client
+    from pumprig.errors import DeviceError, PumprigError
+    from pumprig.simulate import _connect
+    from pumprig.virtual.rig import VirtualRig
+
+    home = tempfile.mkdtemp(prefix="pumprig-mem-")
+    state = os.path.join(home, "rig")
+    old = os.environ.get("PUMPRIG_HOME")
+    os.environ["PUMPRIG_HOME"] = home
+    try:
+        with VirtualRig(state=state, blank=True, warp=True, heap="%dk" % program_heap_k) as rig:
+            w = rig.world
+            install(rig.fs, True)
+            w.reset()
+            why = _wait_boot(w)
+            if why:
+                return False, why + " at boot (programming heap)"
+            c = _connect(Client, rig.link, home, tries=5)
+            c.clock_set(1_767_225_600, 3600)
+            c.refill(20_000_000)
+            c.plan_set(plan)
+            for _ in range(days * 8):
+                w.advance(by_ms=3 * HOUR, timeout_s=30)
+                try:
+                    c.bolus()
+                except DeviceError as e:
+                    if e.code not in ("LOCKOUT", "MAX_24H", "BOLUS_NOT_ALLOWED"):
+                        raise
+            c.close()
+            w.power_cut()
+        with VirtualRig(state=state, warp=True, heap="%dk" % heap_k) as rig:
+            w = rig.world
+            why = _wait_boot(w)
+            if why:
+                return False, why + " restoring the plan in %d KB" % heap_k
+            try:
+                c = _connect(Client, rig.link, home, tries=5)
+                if c.status()["therapy"] != "running":
+                    return False, "the plan did not resume"
+                w.advance(by_ms=HOUR, timeout_s=30)
+                c.refill(19_000_000)
+                c.log_all(0, 50)
+                st = c.status()
+                c.close()
+            except DeviceError as e:
+                return False, "after the restore: %s" % e
+            except PumprigError as e:
+                return False, "stopped answering after the restore: %s" % e
+            return _end(w, st)
+    finally:
+        if old is None:
+            os.environ.pop("PUMPRIG_HOME", None)
+        else:
+            os.environ["PUMPRIG_HOME"] = old
+        shutil.rmtree(home, ignore_errors=True)
+
+
 def _end(w, st):
     if w.status()["state"] != "running" or st["therapy"] != "running":
         return False, "not running at the end"
@@ -240,12 +303,63 @@ def peak_heap(mpy, days):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _first(heaps, ok):
+    """The first heap (KB) of `heaps` for which ok(heap) holds, None if none."""
+    for h in heaps:
+        if ok(h):
+            return h
+    return None
+
+
+def restart(args):
+    """Issue 11, finding 8: a power cut with the plan stored, in the claimed heap."""
+    from pumprig import plans
+
+    p9 = plans.load_plan(os.path.join(ROOT, "examples", "p9-morphine-rich.toml"))
+    ok30, why30 = runs_in(128, True, args.days, reboot=True)
+    print("restart after %d days in 128 KB:" % args.days, ok30, why30, flush=True)
+    restore_p9 = _first(range(112, 161, 4), lambda h: restores_in(h, p9, 2)[0])
+    program_p9 = _first(range(124, 193, 4), lambda h: runs_in(h, True, 1, plan=p9)[0])
+    print("p9: restores in", restore_p9, "KB, programs in", program_p9, "KB", flush=True)
+    if args.no_write:
+        return
+    from _report import write_section
+
+    body = (
+        "A power cut with the plan stored, then the restore (issue 11, finding 8), on the virtual "
+        "rig with the firmware as flashed (.mpy).\n\n"
+        "| check | result |\n|---|---|\n"
+        "| the bench plan for %d days in 128 KB, power cut, restore, refill, whole `log` paged "
+        "| %s (%s) |\n"
+        "| examples/p9 (13 flex segments) restored after a power cut, refill, `log` paged: "
+        "smallest heap (4 KB steps) | %s |\n"
+        "| examples/p9 programmed (plan.set: the plan rules loaded) and run a day: smallest "
+        "heap (4 KB steps) | %s |\n\n"
+        "The restore is its own transient module (`pumpcore.restore`), does not load the plan "
+        "rules again, drops the state record and collects the heap before the schedule is "
+        "built; event lines are read in 256-byte pieces and a `log` answer carries about 480 "
+        "bytes of events, so a long-running (fragmented) heap still has blocks for them. "
+        "p9 is programmed in a larger heap for the restore figure (its plan.set needs more "
+        "than 128 KB: the plan rules).\n"
+        % (args.days, "ok" if ok30 else "**failed**", why30,
+           "%d KB" % restore_p9 if restore_p9 else "> 160 KB",
+           "%d KB" % program_p9 if program_p9 else "> 192 KB"))
+    write_section("memory-restart", "Firmware memory: restart with a plan stored",
+                  "make bench  (.venv/bin/python bench/bench_memory.py --days %d)"
+                  % args.days, body)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--days", type=int, default=30)
     ap.add_argument("--step", type=int, default=2, help="bisection step, KB")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--restart-only", action="store_true",
+                    help="only the restart figures (issue 11, finding 8)")
     args = ap.parse_args(argv)
+    restart(args)
+    if args.restart_only:
+        return 0
     res = {}
     for mpy in (True, False):
         kind = "mpy" if mpy else "py"

@@ -23,7 +23,13 @@ deficit. The world's pulses must never exceed the ideal over powered time.
 
 Auth throttle: brute-forcing a role's MAC against the server for 10 minutes of board time.
 
-The figures go to docs/benchmarks.md (sections `campaign-power-loss`, `campaign-auth`).
+Cuts inside programming (issue 11): `program_cuts` cuts the power a few ms after a `refill`
+with a new concentration or a `plan.set` was written, checks that the rig holds the state
+before or after the command (never a mix), and retries the same request: it must complete
+(bridge bolus, new plan). `--program-cuts N`, `--only-program-cuts`.
+
+The figures go to docs/benchmarks.md (sections `campaign-power-loss`, `campaign-auth`,
+`campaign-program-cuts`).
 tests/host/test_power_loss.py runs a short power-loss campaign inside `make test`.
 """
 
@@ -546,9 +552,45 @@ def main(argv=None):
                     help="firmware as flashed (.mpy, default) or as .py sources")
     ap.add_argument("--firmware", default=None, help="a firmware tree instead of board/")
     ap.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
+    ap.add_argument("--program-cuts", type=int, default=60,
+                    help="power cuts inside refill and plan.set (half each)")
+    ap.add_argument("--only-program-cuts", action="store_true",
+                    help="run the cuts inside refill and plan.set only")
     args = ap.parse_args(argv)
     sys.path.insert(0, HERE)
     from _report import write_section
+
+    print("power cuts inside refill/plan.set: %d" % args.program_cuts, flush=True)
+    t0 = time.monotonic()
+    try:
+        pc = program_cuts(args.program_cuts, args.seed, mpy=args.source == "mpy")
+        pc_fail = None
+    except CampaignError as e:
+        pc, pc_fail = {}, str(e).split("\n")[0]
+        print("FAILED:", e)
+    print(json.dumps(pc, indent=1, sort_keys=True), flush=True)
+    if not args.no_write and args.firmware is None:
+        body = (
+            "The power cut a random 0-6 ms (wall clock) after a `refill` with a new "
+            "concentration (2000 <-> 500 mcg/mL) or a `plan.set` (a plan with a start bolus "
+            "and one without, in turn) was written to the virtual rig; then power on, read "
+            "the stored state, and retry the same request (same id) as the client does "
+            "(issue 11, findings 4 and 5).\n\n"
+            "| figure | value |\n|---|---|\n"
+            "| cuts | %s (%s inside refill, %s inside plan.set) |\n"
+            "| stored state found as before the command / after it | %s / %s |\n"
+            "| torn (neither: e.g. the new concentration with the old reservoir) | %s |\n"
+            "| retries completed (bridge bolus of 300 µL, new plan) | %s |\n"
+            "| wall time | %.0f s |\n%s"
+            % (pc.get("cuts", "-"), pc.get("refill_cuts", "-"), pc.get("plan_cuts", "-"),
+               pc.get("found_before", "-"), pc.get("found_after", "-"), pc.get("torn", "-"),
+               pc.get("retries_ok", "-"), time.monotonic() - t0,
+               "" if pc_fail is None else "\n**FAILED**: %s\n" % pc_fail))
+        write_section("campaign-program-cuts", "Power cuts inside refill and plan.set",
+                      "make campaign  (.venv/bin/python bench/campaign.py --program-cuts %d "
+                      "--seed %d)" % (args.program_cuts, args.seed), body)
+    if args.only_program_cuts:
+        return 0 if pc_fail is None else 1
 
     def progress(i, fig):
         if i % 20 == 0:
@@ -618,7 +660,7 @@ def main(argv=None):
             % (auth["minutes"], auth["requests"], auth["macs_checked"], auth["throttled"],
                auth["per_minute"]))
         write_section("campaign-auth", "Auth brute-force throttle", cmd, body)
-    return 0 if ok else 1
+    return 0 if ok and pc_fail is None else 1
 
 
 if __name__ == "__main__":

@@ -168,3 +168,21 @@ def test_loop_url_times_out_cleanly():
     # loop:// echoes our own request back: a request frame is not a response
     with pytest.raises(RigTimeout):
         Client("loop://", role=None, timeout=0.05).open()
+
+
+def test_a_refill_is_resent_with_the_same_id_after_the_rig_reset(rig):
+    """Finding 4 (the client's side): the rig reset under a refill (its session gone). The
+    client logs in again and resends the same line, same id, which the firmware recognises
+    by its committed request key; a command without a persisted key is not resent."""
+    with Client(rig.path, role="clinician", keys=KEYS, timeout=0.3) as c:
+        rig.drop = 1  # the request is lost with the power...
+        rig.srv.role = proto.ROLE_NONE  # ...and the rig restarts: no session
+        res = c.refill(18_000_000, 500_000)
+        assert res["bridge_nl"] == 300000
+        assert rig.app.calls.count("refill") == 1
+        sent = [proto.decode(line + b"\n") for chunk in rig.received
+                for line in chunk.split(b"\n") if b" refill " in line]
+        assert len(sent) == 3 and len({f.id for f in sent}) == 1  # lost, refused, answered
+        rig.srv.role = proto.ROLE_NONE
+        with pytest.raises(AuthError):
+            c.clock_set(1_767_225_600, 0)
