@@ -29,6 +29,10 @@ def plan_set(app, args, now, req_id):
     res = _replay(app, req_id, True)
     if res is not None:
         return res
+    if "calib" not in app.gens:
+        # the set lost its calibration (a head rebuilt after corruption): the plan would run
+        # on the board's default step volume
+        raise proto.CommandError(proto.SAFE_STATE, "no calibration record: send calib.set first")
     # checked by App.check_plan before this module was loaded (the two are never in the heap
     # together): from here on the new plan is applied whole
     new = args["plan"]

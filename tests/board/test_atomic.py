@@ -330,3 +330,31 @@ def test_a_refused_refill_changes_nothing():
         assert app.gen == gen and not app.last_req[0].startswith("z ")
     finally:
         rmtree(root)
+
+
+def test_after_a_lost_head_the_calibration_is_set_before_a_plan_runs():
+    """Finding 6, the calibration: with the head lost, the calibration record cannot be
+    trusted; a new plan is refused until calib.set, so the pump never runs on the board's
+    default step volume."""
+    import os
+
+    root = tmpdir()
+    try:
+        _running(root)
+        os.remove(root + "/data/head")
+        app, b = _boot(root)
+        _assert_memory_and_safe(app, b, "head")
+        try:
+            app.call("plan.set", {"plan": P1}, "clinician", "p2", b.t_ms)
+            raise AssertionError("a plan was accepted with no calibration record")
+        except proto.CommandError as e:
+            assert e.code == proto.SAFE_STATE and "calib" in e.message
+        app.call("calib.set", {"step_pl": 251_000}, "clinician", "c2", b.t_ms)
+        app.call("refill", {"volume_nl": FILL_NL}, "clinician", "f2", b.t_ms)
+        app.call("plan.set", {"plan": P1}, "clinician", "p2", b.t_ms)
+        assert app.therapy == "running"
+        app, b = _boot(root)
+        assert app.therapy == "running"
+        assert not app.alarms.condition_active("MEMORY") and app.step_pl == 251_000
+    finally:
+        rmtree(root)
