@@ -27,7 +27,8 @@ ON_EMPTY = ("stop", "min")
 
 # Per-drug rules. ng/day ceilings and whether patient boluses are allowed.
 # Baclofen: maintenance rarely above 1000 mcg/day, and patient boluses are not allowed.
-# Unknown drugs must state their own caps.
+# A drug not listed is taken only with "custom_drug": true and both caps stated, and only if
+# its name is not a near miss of a listed one (see near_drug).
 DRUGS = {
     "baclofen": {"patient": False, "max_ng_day": 1_000_000},
     "morphine": {"patient": True, "max_ng_day": 20_000_000},
@@ -39,8 +40,8 @@ DRUGS = {
 }
 
 TOP_KEYS = (
-    "v", "drug", "conc_ng_ml", "basal", "min_nl_day", "start", "periodic", "patient",
-    "caps", "reservoir", "catheter_nl",
+    "v", "drug", "custom_drug", "conc_ng_ml", "basal", "min_nl_day", "start", "periodic",
+    "patient", "caps", "reservoir", "catheter_nl",
 )
 
 
@@ -167,20 +168,19 @@ def _rate_ok(max_nl_day, name, nl_day):
 def validate(plan, limits=None):
     """Check a whole plan; return its normalised copy or raise PlanError.
 
-    limits: {"max_nl_day": mechanism rate limit, "reservoir_nl": capacity} from the board.
+    limits: {"max_nl_day": mechanism rate limit, "reservoir_nl": capacity, "pump_path_nl":
+    the pump path's dead volume} from the board. Without pump_path_nl (an offline check) a
+    prime's `pump_nl` is taken as the empty pump path it declares.
     """
     if not isinstance(plan, dict):
         raise PlanError("plan", "must be a table")
     _keys(plan, TOP_KEYS, "")
     lim = limits or {}
     out = {"v": _int(plan, "v", "", PLAN_VERSION, PLAN_VERSION, PLAN_VERSION)}
-    drug = plan.get("drug")
-    if not isinstance(drug, str) or not drug or len(drug) > MAX_DRUG_LEN:
-        raise PlanError("drug", "must be a name of 1-%d characters" % MAX_DRUG_LEN)
-    for ch in drug:
-        if not ("a" <= ch <= "z" or "0" <= ch <= "9" or ch in "-_ "):
-            raise PlanError("drug", "use lowercase letters, digits, space, - or _")
+    drug, custom = _validate_drug(plan)
     out["drug"] = drug
+    if custom:
+        out["custom_drug"] = True  # only when set: the CRC of every other plan is unchanged
     conc = _int(plan, "conc_ng_ml", "", 1, 100_000_000)
     out["conc_ng_ml"] = conc
     rules = DRUGS.get(drug)
@@ -197,12 +197,84 @@ def validate(plan, limits=None):
     out["patient"] = _validate_patient(_obj(plan, "patient", ""), conc, max_nl_day, rules, drug)
     out["reservoir"] = _validate_reservoir(_obj(plan, "reservoir", "") or {},
                                            lim.get("reservoir_nl", 100_000_000))
-    out["caps"] = _validate_caps(_obj(plan, "caps", "") or {}, out, rules, drug)
     basal_day = basal_max_ng_day(basal)
     _rate_ok(max_nl_day, "basal", ng_to_nl(basal_day, conc))
     if out["min_nl_day"] and ng_to_nl(basal_day, conc) and out["min_nl_day"] > ng_to_nl(basal_day, conc):
         raise PlanError("min_nl_day", "the minimum rate must not exceed the basal rate")
+    out["caps"] = _validate_caps(_obj(plan, "caps", "") or {}, out, rules, drug,
+                                 lim.get("pump_path_nl"))
     return out
+
+
+def near_drug(name):
+    """The listed drug `name` is a near miss of, or None.
+
+    Letters only, lowercased ('Baclofen ' and 'baclofen-2' are 'baclofen'), then: the same,
+    one the start of the other (at least 4 letters: 'baclo', 'morphine sulfate'), or the same
+    first letter and at most len // 4 edits apart ('morfine', 'ziconotide-x'). Simple on
+    purpose: MicroPython has no difflib, and host and firmware refuse the same names. Distinct
+    drugs stay possible as custom ones ('ropivacaine', 'levobupivacaine', 'hydrocodone').
+    """
+    key = ""
+    for ch in name.lower():
+        if "a" <= ch <= "z":
+            key += ch
+    if not key:
+        return None
+    for known in DRUGS:
+        if key.startswith(known) or (len(key) >= 4 and known.startswith(key)):
+            return known
+        most = len(known) // 4
+        if key[0] == known[0] and _edits(key, known, most) <= most:
+            return known
+    return None
+
+
+def _edits(a, b, most):
+    """Levenshtein distance of a and b, or most + 1 as soon as it is above `most`."""
+    if abs(len(a) - len(b)) > most:
+        return most + 1
+    prev = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        cur = [i] + [0] * len(b)
+        low = i
+        for j in range(1, len(b) + 1):
+            c = prev[j - 1] + (a[i - 1] != b[j - 1])
+            if prev[j] + 1 < c:
+                c = prev[j] + 1
+            if cur[j - 1] + 1 < c:
+                c = cur[j - 1] + 1
+            cur[j] = c
+            if c < low:
+                low = c
+        if low > most:
+            return most + 1
+        prev = cur
+    return prev[len(b)]
+
+
+def _validate_drug(plan):
+    """(name, custom): a listed drug exactly, or a custom one that says so."""
+    drug = plan.get("drug")
+    if not isinstance(drug, str) or not drug or len(drug) > MAX_DRUG_LEN:
+        raise PlanError("drug", "must be a name of 1-%d characters" % MAX_DRUG_LEN)
+    custom = plan.get("custom_drug", False)
+    if custom is not True and custom is not False:
+        raise PlanError("custom_drug", "must be true or false")
+    if drug in DRUGS:
+        if custom:
+            raise PlanError("custom_drug", "%s is a listed drug: its own rules apply" % drug)
+        return drug, False
+    near = near_drug(drug)
+    if near is not None:
+        raise PlanError("drug", "unknown drug %r: did you mean %s?" % (drug, near))
+    for ch in drug:
+        if not ("a" <= ch <= "z" or "0" <= ch <= "9" or ch in "-_ "):
+            raise PlanError("drug", "use lowercase letters, digits, space, - or _")
+    if not custom:
+        raise PlanError("drug", "%r is not a listed drug (%s): a custom drug needs "
+                        "custom_drug = true and both caps" % (drug, ", ".join(sorted(DRUGS))))
+    return drug, True
 
 
 def _validate_start(start, conc, max_nl_day):
@@ -282,35 +354,59 @@ def _validate_reservoir(res, cap_nl):
     }
 
 
-def _validate_caps(caps, out, rules, drug):
-    """Safety caps: the most this plan can deliver in any 24 h and in any hour."""
+def _validate_caps(caps, out, rules, drug, pump_path_nl):
+    """Safety caps: the most the plan may bring to the catheter tip in any 24 h and any hour.
+
+    The worst windows of the plan (pumpcore.worst, loaded for the check) must fit them, and a
+    listed drug's cap stays within its ceiling. A custom drug states both caps.
+    """
     _keys(caps, ("ng_24h", "ng_1h"), "caps.")
+    if rules is None:
+        for k in ("ng_24h", "ng_1h"):
+            if k not in caps:
+                raise PlanError("caps." + k, "is required for a drug without built-in limits")
     default_24 = rules["max_ng_day"] if rules else None
-    if "ng_24h" not in caps and default_24 is None:
-        raise PlanError("caps.ng_24h", "is required for a drug without built-in limits")
     cap24 = _int(caps, "ng_24h", "caps", 0, 10**11, default_24)
-    basal_day = basal_max_ng_day(out["basal"])
-    worst24 = basal_day
-    worst1h = (basal_day + 23) // 24
-    if out["periodic"]:
-        worst24 += out["periodic"]["ng"] * len(out["periodic"]["times_min"])
-        worst1h += out["periodic"]["ng"]
-    if out["patient"]:
-        p = out["patient"]
-        n24 = min(p["max_24h"], (86_400 + p["lockout_s"] - 1) // p["lockout_s"])
-        worst24 += p["ng"] * n24
-        worst1h += p["ng"] * ((3600 + p["lockout_s"] - 1) // p["lockout_s"])
     if rules and rules["max_ng_day"] and cap24 > rules["max_ng_day"]:
         raise PlanError("caps.ng_24h", "%d ng is above the %s ceiling of %d ng/day"
                         % (cap24, drug, rules["max_ng_day"]))
-    if worst24 > cap24:
-        raise PlanError("caps.ng_24h", "the plan can deliver %d ng in 24 h, above the cap of %d"
-                        % (worst24, cap24))
-    cap1 = _int(caps, "ng_1h", "caps", 0, 10**11, worst1h if worst1h > 0 else 0)
-    if worst1h > cap1:
-        raise PlanError("caps.ng_1h", "the plan can deliver %d ng in an hour, above the cap of %d"
-                        % (worst1h, cap1))
+    from . import worst as wm
+
+    conc = out["conc_ng_ml"]
+    w1 = wm.worst(out, wm.HOUR_MS, pump_path_nl)
+    cap1 = _int(caps, "ng_1h", "caps", 0, 10**11, wm.to_ng(w1[0], conc))
+    _fits(wm, w1, conc, cap1, "caps.ng_1h", "hour")
+    _fits(wm, wm.worst(out, wm.DAY_MS, pump_path_nl), conc, cap24, "caps.ng_24h", "24 h")
     return {"ng_24h": cap24, "ng_1h": cap1}
+
+
+SOURCES = ("start", "basal", "periodic", "patient")
+
+
+def _fits(wm, w, conc, cap_ng, cap_field, window):
+    """Raise PlanError naming the source with the largest share of the worst window if that
+    window holds more than cap_ng. The error carries the figures (ng) for the host."""
+    if not wm.above(w[0], conc, cap_ng):
+        return
+    top = 1
+    parts = []
+    for i in range(1, 5):
+        if w[i] > w[top]:
+            top = i
+        if w[i]:
+            parts.append("%s %s" % (SOURCES[i - 1], wm.mass_text(wm.to_ng(w[i], conc))))
+    worst_ng = wm.to_ng(w[0], conc)
+    e = PlanError(SOURCES[top - 1], "the plan gives %s in the worst %s (%s), above %s %s"
+                  % (wm.mass_text(worst_ng), window, ", ".join(parts), cap_field,
+                     wm.mass_text(cap_ng)))
+    e.cap = cap_field
+    e.window = window
+    e.worst_ng = worst_ng
+    e.cap_ng = cap_ng
+    e.parts = {}
+    for i in range(4):
+        e.parts[SOURCES[i]] = wm.to_ng(w[i + 1], conc)
+    raise e
 
 
 def mode_name(plan):

@@ -1,0 +1,249 @@
+"""The worst hour and the worst 24 hours of drug a plan can bring to the catheter tip.
+
+Loaded by pumpcore.plan.validate for the check alone (a transient module: nothing of it stays in
+the heap). Everything is an integer: rates in nL/day as the schedule runs them, times in ms,
+and the drug in a window as "volume x ms" (nL/day x ms) times the plan's concentration, so a
+figure compares with a cap in ng exactly.
+
+The model (docs/plans.md, "Worst windows"): the plan is programmed at any clock time (x, the
+local time of day at programming, is free). Its start (a bolus, or a prime whose first part
+only pushes the empty pump path and catheter out of the tip) runs on [0, S); from S the basal
+and the periodic boluses follow the local clock, a day-periodic pattern; a periodic bolus whose
+slot began before S is not given (as pumpcore.schedule does). Step dosing is at its first step
+next to the start (a window is at most a day, a step at least a day) and at its last step
+afterwards (steps only go up). Patient boluses come on top of every window at their maximum:
+lockout-spaced, at most max_24h in any 24 h (also in the first lockout after programming, where
+the pump would refuse them: an upper bound).
+
+The drug in a window [u, u+W) is piecewise linear in (u, x), linear inside each cell of the
+lines "u or u+W at a start breakpoint", "S at a pattern breakpoint" and "u+W at a pattern
+breakpoint". Its maximum is at a vertex of those lines: each vertex is evaluated, nothing is
+sampled. Daylight-saving changes and clock.set are not part of this check: the run-time dose
+limiter holds the caps whatever the clock does.
+"""
+
+from .dose import ng_to_nl, step_dose_ng_day
+from .schedule import bolus_rate_nl_day
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+DAY_MS = const(86_400_000)
+HOUR_MS = const(3_600_000)
+
+
+def _bolus_ms(nl, rate):
+    """How long the schedule runs a bolus of `nl` at `rate` (pumpcore.planning, no ramp)."""
+    if nl <= 0 or rate <= 0:
+        return 0
+    d = (nl * DAY_MS + rate // 2) // rate
+    return d if d > 0 else 1
+
+
+class _Plan:
+    """The plan as the pieces the windows are made of (plain integers and short lists)."""
+
+    def __init__(self, plan, pump_path_nl):
+        conc = plan["conc_ng_ml"]
+        b = plan["basal"]
+        kind = b["kind"]
+        if kind == "flex":
+            segs = [(s[0] * 60_000, ng_to_nl(s[1], conc)) for s in b["segments"]]
+            self.seg_first = self.seg_last = segs
+        elif kind == "stopped":
+            self.seg_first = self.seg_last = [(0, plan["min_nl_day"])]
+        elif kind == "step":
+            self.seg_first = [(0, ng_to_nl(step_dose_ng_day(b, 0), conc))]
+            self.seg_last = [(0, ng_to_nl(step_dose_ng_day(b, b["steps"]), conc))]
+        else:
+            self.seg_first = self.seg_last = [(0, ng_to_nl(b["ng_day"], conc))]
+        per = plan["periodic"]
+        self.per_t = []
+        self.per_ms = self.per_rate = 0
+        if per is not None:
+            nl = ng_to_nl(per["ng"], conc)
+            self.per_ms = per["dur_s"] * 1000
+            self.per_rate = bolus_rate_nl_day(nl, self.per_ms)
+            self.per_t = [t * 60_000 for t in per["times_min"]]
+        # the start: [0, S) at rate sr; the drug reaches the tip from `arrive` on
+        self.S = self.arrive = self.sr = 0
+        st = plan["start"]
+        if st is not None:
+            if st["kind"] == "bolus":
+                nl = ng_to_nl(st["ng"], conc)
+                self.sr = bolus_rate_nl_day(nl, st["dur_s"] * 1000)
+            else:
+                nl = st["pump_nl"] + st["catheter_nl"]
+                self.sr = st["nl_min"] * 1440
+            self.S = _bolus_ms(nl, self.sr)
+            if self.S and st["kind"] == "prime":
+                # what the prime declares empty, within what the path and the catheter hold;
+                # the drug arrives when that much has left the tip (floor: never later)
+                pump = st["pump_nl"]
+                if pump_path_nl is not None and pump_path_nl < pump:
+                    pump = pump_path_nl
+                empty = pump + min(st["catheter_nl"], plan["catheter_nl"])
+                a = empty * DAY_MS // self.sr
+                self.arrive = a if a < self.S else self.S
+        pat = plan["patient"]
+        self.pat = None
+        if pat is not None:
+            nl = ng_to_nl(pat["ng"], conc)
+            dur = pat["dur_s"] * 1000
+            rate = bolus_rate_nl_day(nl, dur)
+            self.pat = (rate, _bolus_ms(nl, rate), pat["lockout_s"] * 1000, pat["max_24h"])
+        pts = [s[0] for s in self.seg_first]
+        for t in self.per_t:
+            pts.append(t)
+            pts.append((t + self.per_ms) % DAY_MS)
+        self.points = pts
+
+    # ---- integrals over [0, y) of the pieces, in nL/day x ms ------------------------------
+    @staticmethod
+    def basal_to(segs, y):
+        q, r = divmod(y, DAY_MS)
+        day = 0
+        part = 0
+        for i in range(len(segs)):
+            s, rate = segs[i]
+            e = segs[i + 1][0] if i + 1 < len(segs) else DAY_MS
+            day += rate * (e - s)
+            if r > s:
+                part += rate * ((r if r < e else e) - s)
+        return q * day + part
+
+    def periodic(self, a, b, skip_running):
+        """Periodic boluses in [a, b) (pattern time); skip_running: the one in progress at a
+        is not given (its slot began before the basal started)."""
+        d = self.per_ms
+        n = 0
+        for t in self.per_t:
+            q1, r1 = divmod(b - t, DAY_MS)
+            q0, r0 = divmod(a - t, DAY_MS)
+            n += q1 * d + (r1 if r1 < d else d) - q0 * d - (r0 if r0 < d else d)
+            if skip_running and 0 < r0 < d:
+                left = d - r0
+                n -= left if left < b - a else b - a
+        return n * self.per_rate
+
+    def start_to(self, t):
+        """Drug volume x ms at the tip from the start, over [0, t)."""
+        if t > self.S:
+            t = self.S
+        return self.sr * (t - self.arrive) if t > self.arrive else 0
+
+    def patient(self, w):
+        """The most patient boluses can add to a window of w ms."""
+        if self.pat is None:
+            return 0
+        rate, dd, lock, n = self.pat
+        one = rate * dd
+        q, r = divmod(w, lock)
+        if dd <= lock:
+            v = q * one + rate * (r if r < dd else dd)
+        else:  # rounding made a bolus a ms longer than the lockout: overlapping pulses
+            v = q * one + min(one, 2 * rate * r)
+        return v if v < n * one else n * one
+
+
+def _steady(p, w):
+    """Windows after the start: the last basal step and every periodic bolus."""
+    best = None
+    for pt in p.points:
+        for x in (pt, pt - w):
+            if x < 0:
+                x += DAY_MS
+            bas = p.basal_to(p.seg_last, x + w) - p.basal_to(p.seg_last, x)
+            per = p.periodic(x, x + w, False)
+            if best is None or bas + per > best[0]:
+                best = (bas + per, 0, bas, per)
+    return best
+
+
+def _with_start(p, w):
+    """Windows that start before the basal does (u < S), at every vertex (u, x)."""
+    S = p.S
+    best = None
+
+    def at(u, x):
+        nonlocal best
+        v = u + w
+        st = p.start_to(v) - p.start_to(u if u > 0 else 0)
+        bas = per = 0
+        if v > S:
+            a = S + x
+            bas = p.basal_to(p.seg_first, a + v - S) - p.basal_to(p.seg_first, a)
+            per = p.periodic(a, a + v - S, True)
+        if best is None or st + bas + per > best[0]:
+            best = (st + bas + per, st, bas, per)
+
+    us = []
+    for a in (0, p.arrive, S):
+        for u in (a, a - w):
+            if u <= S and u not in us:
+                us.append(u)
+    pts = p.points
+    for u in us:
+        if u + w <= S:
+            at(u, 0)
+            continue
+        for pt in pts:
+            at(u, (pt - S) % DAY_MS)
+            at(u, (pt - u - w) % DAY_MS)
+    # S on a pattern point and the window's end on another: L = u + w - S in [0, w]
+    for pj in pts:
+        x = (pj - S) % DAY_MS
+        for pk in pts:
+            L = (pk - pj) % DAY_MS
+            if L == 0 and w >= DAY_MS:
+                L = DAY_MS
+            if L <= w:
+                at(S + L - w, x)
+    return best
+
+
+def worst(plan, w_ms, pump_path_nl=None):
+    """(total, start, basal, periodic, patient): the most drug a window of w_ms can hold, each
+    in nL/day x ms at the plan's concentration (to_ng converts), with the share of each
+    source in that window. pump_path_nl: the board's pump path (None: unknown, a prime's
+    pump_nl is taken as the empty path it declares)."""
+    p = _Plan(plan, pump_path_nl)
+    best = _steady(p, w_ms)
+    if p.S:
+        s = _with_start(p, w_ms)
+        if s[0] > best[0]:
+            best = s
+    pat = p.patient(w_ms)
+    return (best[0] + pat, best[1], best[2], best[3], pat)
+
+
+def to_ng(v, conc_ng_ml):
+    """nL/day x ms of drug at conc_ng_ml -> ng, rounded up (a figure never understates)."""
+    return -(-v * conc_ng_ml // (1_000_000 * DAY_MS))
+
+
+def above(v, conc_ng_ml, cap_ng):
+    """True if v (nL/day x ms) of drug is more than cap_ng, exactly."""
+    return v * conc_ng_ml > cap_ng * 1_000_000 * DAY_MS
+
+
+def mass_text(ng):
+    """ng in the unit a clinician reads: '50.083 mg', '16.667 mcg', '250 ng' (rounded up)."""
+    if ng >= 1_000_000:
+        unit, q = "mg", 1_000
+    elif ng >= 1_000:
+        unit, q = "mcg", 1
+    else:
+        return "%d ng" % ng
+    whole, frac = divmod(-(-ng // q), 1_000)
+    if not frac:
+        return "%d %s" % (whole, unit)
+    s = "%03d" % frac
+    while s[-1] == "0":
+        s = s[:-1]
+    return "%d.%s %s" % (whole, s, unit)
