@@ -97,26 +97,59 @@ class _Plan:
             dur = pat["dur_s"] * 1000
             rate = bolus_rate_nl_day(nl, dur)
             self.pat = (rate, _bolus_ms(nl, rate), pat["lockout_s"] * 1000, pat["max_24h"])
-        pts = [s[0] for s in self.seg_first]
+        pts = [0]
+        for seg in self.seg_first:
+            pts.append(seg[0])
         for t in self.per_t:
             pts.append(t)
             pts.append((t + self.per_ms) % DAY_MS)
-        self.points = pts
+        pts.sort()
+        self.points = [pts[k] for k in range(len(pts)) if k == 0 or pts[k] != pts[k - 1]]
+
+    def pattern(self, segs):
+        """The day's pattern (basal `segs` + periodic) as [pos, rate, cum from 0 to pos] lists
+        over self.points and the day's total: the fast integral of the hot loops."""
+        pos = self.points
+        rate = []
+        cum = []
+        acc = 0
+        for k in range(len(pos)):
+            r = 0
+            for seg in segs:
+                if seg[0] <= pos[k]:
+                    r = seg[1]
+            for t in self.per_t:
+                if (pos[k] - t) % DAY_MS < self.per_ms:
+                    r += self.per_rate
+            rate.append(r)
+            cum.append(acc)
+            acc += r * ((pos[k + 1] if k + 1 < len(pos) else DAY_MS) - pos[k])
+        return (pos, rate, cum, acc)
+
+    @staticmethod
+    def to(pat, y):
+        """Integral of pattern `pat` over [0, y), y any whole ms (pattern time)."""
+        pos, rate, cum, total = pat
+        q, r = divmod(y, DAY_MS)
+        lo, hi = 0, len(pos) - 1
+        while lo < hi:  # the last pos <= r (pos[0] is 0)
+            mid = (lo + hi + 1) // 2
+            if pos[mid] <= r:
+                lo = mid
+            else:
+                hi = mid - 1
+        return q * total + cum[lo] + rate[lo] * (r - pos[lo])
+
+    def running_left(self, a):
+        """ms left of the periodic bolus in progress at pattern time a (0: none)."""
+        d = self.per_ms
+        for t in self.per_t:
+            r0 = (a - t) % DAY_MS
+            if 0 < r0 < d:
+                return d - r0
+        return 0
 
     # ---- integrals over [0, y) of the pieces, in nL/day x ms ------------------------------
-    @staticmethod
-    def basal_to(segs, y):
-        q, r = divmod(y, DAY_MS)
-        day = 0
-        part = 0
-        for i in range(len(segs)):
-            s, rate = segs[i]
-            e = segs[i + 1][0] if i + 1 < len(segs) else DAY_MS
-            day += rate * (e - s)
-            if r > s:
-                part += rate * ((r if r < e else e) - s)
-        return q * day + part
-
     def periodic(self, a, b, skip_running):
         """Periodic boluses in [a, b) (pattern time); skip_running: the one in progress at a
         is not given (its slot began before the basal started)."""
@@ -151,37 +184,23 @@ class _Plan:
         return v if v < n * one else n * one
 
 
-def _steady(p, w):
-    """Windows after the start: the last basal step and every periodic bolus."""
+def _steady(p, pat, w):
+    """Windows after the start: the last basal step and every periodic bolus. -> (v, x)"""
     best = None
     for pt in p.points:
         for x in (pt, pt - w):
-            if x < 0:
-                x += DAY_MS
-            bas = p.basal_to(p.seg_last, x + w) - p.basal_to(p.seg_last, x)
-            per = p.periodic(x, x + w, False)
-            if best is None or bas + per > best[0]:
-                best = (bas + per, 0, bas, per)
+            v = p.to(pat, x + w) - p.to(pat, x)
+            if best is None or v > best[0]:
+                best = (v, x)
     return best
 
 
-def _with_start(p, w):
-    """Windows that start before the basal does (u < S), at every vertex (u, x)."""
+def _with_start(p, pat, w):
+    """Windows that start before the basal does (u < S), at every vertex (u, x) of the lines
+    in the module's docstring. -> (v, u, x)"""
     S = p.S
+    per = p.per_rate
     best = None
-
-    def at(u, x):
-        nonlocal best
-        v = u + w
-        st = p.start_to(v) - p.start_to(u if u > 0 else 0)
-        bas = per = 0
-        if v > S:
-            a = S + x
-            bas = p.basal_to(p.seg_first, a + v - S) - p.basal_to(p.seg_first, a)
-            per = p.periodic(a, a + v - S, True)
-        if best is None or st + bas + per > best[0]:
-            best = (st + bas + per, st, bas, per)
-
     us = []
     for a in (0, p.arrive, S):
         for u in (a, a - w):
@@ -189,21 +208,39 @@ def _with_start(p, w):
                 us.append(u)
     pts = p.points
     for u in us:
+        st = p.start_to(u + w) - p.start_to(u if u > 0 else 0)
         if u + w <= S:
-            at(u, 0)
+            if best is None or st > best[0]:
+                best = (st, u, 0)
             continue
+        L = u + w - S
         for pt in pts:
-            at(u, (pt - S) % DAY_MS)
-            at(u, (pt - u - w) % DAY_MS)
+            for a in (pt, pt - L):  # S on a point, or the window's end on one
+                a %= DAY_MS
+                v = st + p.to(pat, a + L) - p.to(pat, a)
+                left = p.running_left(a)
+                v -= per * (left if left < L else L)
+                if best is None or v > best[0]:
+                    best = (v, u, a - S)
     # S on a pattern point and the window's end on another: L = u + w - S in [0, w]
-    for pj in pts:
-        x = (pj - S) % DAY_MS
-        for pk in pts:
-            L = (pk - pj) % DAY_MS
-            if L == 0 and w >= DAY_MS:
-                L = DAY_MS
-            if L <= w:
-                at(S + L - w, x)
+    pos, rate, cum, total = pat
+    n = len(pos)
+    for j in range(n):
+        pj = pos[j]
+        left = p.running_left(pj)
+        for k in range(n):
+            L = pos[k] - pj
+            v = cum[k] - cum[j]
+            if L < 0 or (L == 0 and w >= DAY_MS):
+                L += DAY_MS
+                v += total
+            if L > w:
+                continue
+            u = S + L - w
+            v += p.start_to(S) - p.start_to(u if u > 0 else 0)
+            v -= per * (left if left < L else L)
+            if best is None or v > best[0]:
+                best = (v, u, pj - S)
     return best
 
 
@@ -213,13 +250,19 @@ def worst(plan, w_ms, pump_path_nl=None):
     source in that window. pump_path_nl: the board's pump path (None: unknown, a prime's
     pump_nl is taken as the empty path it declares)."""
     p = _Plan(plan, pump_path_nl)
-    best = _steady(p, w_ms)
+    v, x = _steady(p, p.pattern(p.seg_last), w_ms)
+    st = 0
+    per = p.periodic(x, x + w_ms, False)
     if p.S:
-        s = _with_start(p, w_ms)
-        if s[0] > best[0]:
-            best = s
+        s = _with_start(p, p.pattern(p.seg_first), w_ms)
+        if s[0] > v:
+            v, u, x = s
+            st = p.start_to(u + w_ms) - p.start_to(u if u > 0 else 0)
+            a = p.S + x
+            L = u + w_ms - p.S
+            per = p.periodic(a, a + L, True) if L > 0 else 0
     pat = p.patient(w_ms)
-    return (best[0] + pat, best[1], best[2], best[3], pat)
+    return (v + pat, st, v - st - per, per, pat)
 
 
 def to_ng(v, conc_ng_ml):
