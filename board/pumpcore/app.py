@@ -192,7 +192,8 @@ class App:
     # ------------------------------------------------------------------ helpers
     def limits(self):
         return {"max_nl_day": self.max_hz * 86_400 * self.step_pl // 1000,
-                "reservoir_nl": self.cfg["reservoir_nl"]}
+                "reservoir_nl": self.cfg["reservoir_nl"],
+                "pump_path_nl": self.cfg.get("pump_path_nl", 0)}
 
     def _pullin_nl_day(self):
         return self.pullin_hz * 86_400 * self.step_pl // 1000
