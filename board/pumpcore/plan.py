@@ -28,7 +28,7 @@ ON_EMPTY = ("stop", "min")
 # Per-drug rules. ng/day ceilings and whether patient boluses are allowed.
 # Baclofen: maintenance rarely above 1000 mcg/day, and patient boluses are not allowed.
 # A drug not listed is taken only with "custom_drug": true and both caps stated, and only if
-# its name is not a near miss of a listed one (see near_drug).
+# its name is not a near miss of a listed one (pumpcore.worst.near_drug).
 DRUGS = {
     "baclofen": {"patient": False, "max_ng_day": 1_000_000},
     "morphine": {"patient": True, "max_ng_day": 20_000_000},
@@ -171,7 +171,35 @@ def validate(plan, limits=None):
     limits: {"max_nl_day": mechanism rate limit, "reservoir_nl": capacity, "pump_path_nl":
     the pump path's dead volume} from the board. Without pump_path_nl (an offline check) a
     prime's `pump_nl` is taken as the empty pump path it declares.
+
+    Two stages: shape() (this module) and pumpcore.worst.check (the worst windows against the
+    caps). The firmware runs them one after the other with only one of the two modules in
+    the heap (App.check_plan); the host runs both here.
     """
+    out, ctx = shape(plan, limits)
+    from . import worst
+
+    err = worst.check(out, ctx)
+    if err is not None:
+        raise error(err)
+    return out
+
+
+def error(err):
+    """PlanError from a pumpcore.worst.check answer, with its figures (ng) as attributes:
+    cap (the cap's field), window, worst_ng, cap_ng, parts {source: ng}."""
+    e = PlanError(err["field"], err["reason"])
+    e.cap = err.get("cap")
+    e.window = err.get("window")
+    e.worst_ng = err.get("worst_ng")
+    e.cap_ng = err.get("cap_ng")
+    e.parts = err.get("parts")
+    return e
+
+
+def shape(plan, limits=None):
+    """The first stage of validate: everything but the worst windows. -> (normalised plan
+    without caps.ng_1h when the plan gives none, plain data for pumpcore.worst.check)."""
     if not isinstance(plan, dict):
         raise PlanError("plan", "must be a table")
     _keys(plan, TOP_KEYS, "")
@@ -201,80 +229,25 @@ def validate(plan, limits=None):
     _rate_ok(max_nl_day, "basal", ng_to_nl(basal_day, conc))
     if out["min_nl_day"] and ng_to_nl(basal_day, conc) and out["min_nl_day"] > ng_to_nl(basal_day, conc):
         raise PlanError("min_nl_day", "the minimum rate must not exceed the basal rate")
-    out["caps"] = _validate_caps(_obj(plan, "caps", "") or {}, out, rules, drug,
-                                 lim.get("pump_path_nl"))
-    return out
-
-
-def near_drug(name):
-    """The listed drug `name` is a near miss of, or None.
-
-    Letters only, lowercased ('Baclofen ' and 'baclofen-2' are 'baclofen'), then: the same,
-    one the start of the other (at least 4 letters: 'baclo', 'morphine sulfate'), or the same
-    first letter and at most len // 4 edits apart ('morfine', 'ziconotide-x'). Simple on
-    purpose: MicroPython has no difflib, and host and firmware refuse the same names. Distinct
-    drugs stay possible as custom ones ('ropivacaine', 'levobupivacaine', 'hydrocodone').
-    """
-    key = ""
-    for ch in name.lower():
-        if "a" <= ch <= "z":
-            key += ch
-    if not key:
-        return None
-    for known in DRUGS:
-        if key.startswith(known) or (len(key) >= 4 and known.startswith(key)):
-            return known
-        most = len(known) // 4
-        if key[0] == known[0] and _edits(key, known, most) <= most:
-            return known
-    return None
-
-
-def _edits(a, b, most):
-    """Levenshtein distance of a and b, or most + 1 as soon as it is above `most`."""
-    if abs(len(a) - len(b)) > most:
-        return most + 1
-    prev = list(range(len(b) + 1))
-    for i in range(1, len(a) + 1):
-        cur = [i] + [0] * len(b)
-        low = i
-        for j in range(1, len(b) + 1):
-            c = prev[j - 1] + (a[i - 1] != b[j - 1])
-            if prev[j] + 1 < c:
-                c = prev[j] + 1
-            if cur[j - 1] + 1 < c:
-                c = cur[j - 1] + 1
-            cur[j] = c
-            if c < low:
-                low = c
-        if low > most:
-            return most + 1
-        prev = cur
-    return prev[len(b)]
+    out["caps"] = _validate_caps(_obj(plan, "caps", "") or {}, rules, drug)
+    ctx = {"pump_path_nl": lim.get("pump_path_nl")}
+    if rules is None:
+        ctx["drugs"] = tuple(DRUGS)  # for the near-miss check of the second stage
+    return out, ctx
 
 
 def _validate_drug(plan):
-    """(name, custom): a listed drug exactly, or a custom one that says so."""
+    """(name, custom). A listed drug is taken as it is; any other name is judged by
+    pumpcore.worst.check (near misses of a listed drug, the custom declaration, its caps)."""
     drug = plan.get("drug")
     if not isinstance(drug, str) or not drug or len(drug) > MAX_DRUG_LEN:
         raise PlanError("drug", "must be a name of 1-%d characters" % MAX_DRUG_LEN)
     custom = plan.get("custom_drug", False)
     if custom is not True and custom is not False:
         raise PlanError("custom_drug", "must be true or false")
-    if drug in DRUGS:
-        if custom:
-            raise PlanError("custom_drug", "%s is a listed drug: its own rules apply" % drug)
-        return drug, False
-    near = near_drug(drug)
-    if near is not None:
-        raise PlanError("drug", "unknown drug %r: did you mean %s?" % (drug, near))
-    for ch in drug:
-        if not ("a" <= ch <= "z" or "0" <= ch <= "9" or ch in "-_ "):
-            raise PlanError("drug", "use lowercase letters, digits, space, - or _")
-    if not custom:
-        raise PlanError("drug", "%r is not a listed drug (%s): a custom drug needs "
-                        "custom_drug = true and both caps" % (drug, ", ".join(sorted(DRUGS))))
-    return drug, True
+    if custom and drug in DRUGS:
+        raise PlanError("custom_drug", "%s is a listed drug: its own rules apply" % drug)
+    return drug, custom
 
 
 def _validate_start(start, conc, max_nl_day):
@@ -354,59 +327,22 @@ def _validate_reservoir(res, cap_nl):
     }
 
 
-def _validate_caps(caps, out, rules, drug, pump_path_nl):
+def _validate_caps(caps, rules, drug):
     """Safety caps: the most the plan may bring to the catheter tip in any 24 h and any hour.
-
-    The worst windows of the plan (pumpcore.worst, loaded for the check) must fit them, and a
-    listed drug's cap stays within its ceiling. A custom drug states both caps.
-    """
+    A listed drug's daily cap defaults to its ceiling and stays within it; a custom drug
+    states both caps. That the plan fits them is pumpcore.worst.check's part, which also
+    sets the hourly cap a plan leaves out to the plan's own worst hour."""
     _keys(caps, ("ng_24h", "ng_1h"), "caps.")
-    if rules is None:
-        for k in ("ng_24h", "ng_1h"):
-            if k not in caps:
-                raise PlanError("caps." + k, "is required for a drug without built-in limits")
-    default_24 = rules["max_ng_day"] if rules else None
-    cap24 = _int(caps, "ng_24h", "caps", 0, 10**11, default_24)
-    if rules and rules["max_ng_day"] and cap24 > rules["max_ng_day"]:
-        raise PlanError("caps.ng_24h", "%d ng is above the %s ceiling of %d ng/day"
-                        % (cap24, drug, rules["max_ng_day"]))
-    from . import worst as wm
-
-    conc = out["conc_ng_ml"]
-    w1 = wm.worst(out, wm.HOUR_MS, pump_path_nl)
-    cap1 = _int(caps, "ng_1h", "caps", 0, 10**11, wm.to_ng(w1[0], conc))
-    _fits(wm, w1, conc, cap1, "caps.ng_1h", "hour")
-    _fits(wm, wm.worst(out, wm.DAY_MS, pump_path_nl), conc, cap24, "caps.ng_24h", "24 h")
-    return {"ng_24h": cap24, "ng_1h": cap1}
-
-
-SOURCES = ("start", "basal", "periodic", "patient")
-
-
-def _fits(wm, w, conc, cap_ng, cap_field, window):
-    """Raise PlanError naming the source with the largest share of the worst window if that
-    window holds more than cap_ng. The error carries the figures (ng) for the host."""
-    if not wm.above(w[0], conc, cap_ng):
-        return
-    top = 1
-    parts = []
-    for i in range(1, 5):
-        if w[i] > w[top]:
-            top = i
-        if w[i]:
-            parts.append("%s %s" % (SOURCES[i - 1], wm.mass_text(wm.to_ng(w[i], conc))))
-    worst_ng = wm.to_ng(w[0], conc)
-    e = PlanError(SOURCES[top - 1], "the plan gives %s in the worst %s (%s), above %s %s"
-                  % (wm.mass_text(worst_ng), window, ", ".join(parts), cap_field,
-                     wm.mass_text(cap_ng)))
-    e.cap = cap_field
-    e.window = window
-    e.worst_ng = worst_ng
-    e.cap_ng = cap_ng
-    e.parts = {}
-    for i in range(4):
-        e.parts[SOURCES[i]] = wm.to_ng(w[i + 1], conc)
-    raise e
+    out = {}
+    if rules is not None or "ng_24h" in caps:  # a custom drug's missing cap: second stage
+        cap24 = _int(caps, "ng_24h", "caps", 0, 10**11, rules["max_ng_day"] if rules else None)
+        if rules and rules["max_ng_day"] and cap24 > rules["max_ng_day"]:
+            raise PlanError("caps.ng_24h", "%d ng is above the %s ceiling of %d ng/day"
+                            % (cap24, drug, rules["max_ng_day"]))
+        out["ng_24h"] = cap24
+    if "ng_1h" in caps:
+        out["ng_1h"] = _int(caps, "ng_1h", "caps", 0, 10**11)
+    return out
 
 
 def mode_name(plan):

@@ -95,7 +95,9 @@ def load_therapy(app, now):
             if rec is not None and rec.get("plan") is not None:
                 from . import plan as planmod
 
-                app.plan = planmod.validate(rec["plan"], app.limits())
+                # the record passed both stages when it was programmed and its CRC holds:
+                # the rules again (the limits may have changed), not the worst windows
+                app.plan = planmod.shape(rec["plan"], app.limits())[0]
                 app.sched = Schedule(app.plan, app.clock, 0, app._pullin_nl_day())
                 app.sched.load_dict(state["sched"])
                 app.sched.shift(delta)

@@ -265,6 +265,115 @@ def worst(plan, w_ms, pump_path_nl=None):
     return (v + pat, st, v - st - per, per, pat)
 
 
+SOURCES = ("start", "basal", "periodic", "patient")
+
+
+def check(plan, ctx):
+    """The second stage of pumpcore.plan.validate: a drug that is not listed, then the plan's
+    worst hour and 24 h within its caps. Sets caps.ng_1h to the worst hour when the plan
+    gives none. -> None, or a dict (field, reason; for a cap also cap, window, worst_ng,
+    cap_ng, parts; field is then the source with the largest share of the window) that
+    plan.error turns into a PlanError."""
+    conc = plan["conc_ng_ml"]
+    caps = plan["caps"]
+    if ctx.get("drugs") is not None:
+        err = _custom(plan["drug"], plan.get("custom_drug"), caps, ctx["drugs"])
+        if err is not None:
+            return err
+    path = ctx.get("pump_path_nl")
+    w = worst(plan, HOUR_MS, path)
+    if "ng_1h" not in caps:
+        caps["ng_1h"] = to_ng(w[0], conc)
+    err = _over(w, conc, caps["ng_1h"], "caps.ng_1h", "hour")
+    if err is None:
+        err = _over(worst(plan, DAY_MS, path), conc, caps["ng_24h"], "caps.ng_24h", "24 h")
+    return err
+
+
+def _custom(drug, custom, caps, drugs):
+    near = near_drug(drug, drugs)
+    if near is not None:
+        return {"field": "drug", "reason": "unknown drug %r: did you mean %s?" % (drug, near)}
+    for ch in drug:
+        if not ("a" <= ch <= "z" or "0" <= ch <= "9" or ch in "-_ "):
+            return {"field": "drug", "reason": "use lowercase letters, digits, space, - or _"}
+    if not custom:
+        return {"field": "drug", "reason": "%r is not a listed drug (%s): a custom drug needs "
+                "custom_drug = true and both caps" % (drug, ", ".join(sorted(drugs)))}
+    for k in ("ng_24h", "ng_1h"):
+        if k not in caps:
+            return {"field": "caps." + k, "reason": "is required for a drug without built-in limits"}
+    return None
+
+
+def near_drug(name, drugs):
+    """The drug of `drugs` (the listed ones) that `name` is a near miss of, or None.
+
+    Letters only, lowercased ('Baclofen ' and 'baclofen-2' are 'baclofen'), then: the same,
+    one the start of the other (at least 4 letters: 'baclo', 'morphine sulfate'), or the same
+    first letter and at most len // 4 edits apart ('morfine', 'ziconotide-x'). Simple on
+    purpose: MicroPython has no difflib, and host and firmware refuse the same names. Distinct
+    drugs stay possible as custom ones ('ropivacaine', 'levobupivacaine', 'hydrocodone').
+    """
+    key = ""
+    for ch in name.lower():
+        if "a" <= ch <= "z":
+            key += ch
+    if not key:
+        return None
+    for known in drugs:
+        if key.startswith(known) or (len(key) >= 4 and known.startswith(key)):
+            return known
+        most = len(known) // 4
+        if key[0] == known[0] and _edits(key, known, most) <= most:
+            return known
+    return None
+
+
+def _edits(a, b, most):
+    """Levenshtein distance of a and b, or most + 1 as soon as it is above `most`."""
+    if abs(len(a) - len(b)) > most:
+        return most + 1
+    prev = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        cur = [i] + [0] * len(b)
+        low = i
+        for j in range(1, len(b) + 1):
+            c = prev[j - 1] + (a[i - 1] != b[j - 1])
+            if prev[j] + 1 < c:
+                c = prev[j] + 1
+            if cur[j - 1] + 1 < c:
+                c = cur[j - 1] + 1
+            cur[j] = c
+            if c < low:
+                low = c
+        if low > most:
+            return most + 1
+        prev = cur
+    return prev[len(b)]
+
+
+def _over(w, conc, cap_ng, cap_field, window):
+    if not above(w[0], conc, cap_ng):
+        return None
+    top = 1
+    text = []
+    parts = {}
+    for i in range(1, 5):
+        if w[i] > w[top]:
+            top = i
+        ng = to_ng(w[i], conc)
+        parts[SOURCES[i - 1]] = ng
+        if ng:
+            text.append("%s %s" % (SOURCES[i - 1], mass_text(ng)))
+    worst_ng = to_ng(w[0], conc)
+    return {"field": SOURCES[top - 1], "cap": cap_field, "window": window,
+            "worst_ng": worst_ng, "cap_ng": cap_ng, "parts": parts,
+            "reason": "the plan gives %s in the worst %s (%s), above %s %s"
+                      % (mass_text(worst_ng), window, ", ".join(text), cap_field,
+                         mass_text(cap_ng))}
+
+
 def to_ng(v, conc_ng_ml):
     """nL/day x ms of drug at conc_ng_ml -> ng, rounded up (a figure never understates)."""
     return -(-v * conc_ng_ml // (1_000_000 * DAY_MS))

@@ -316,9 +316,11 @@ def _scenario(sc) -> dict:
 
 
 def _check_drug_name(name) -> None:
-    """A second opinion on the drug's name (difflib), on top of pumpcore.plan.near_drug which
+    """A second opinion on the drug's name (difflib), on top of pumpcore.worst.near_drug which
     host and firmware share: the host may refuse more names, never fewer."""
-    if not isinstance(name, str) or name in core.DRUGS or core.near_drug(name) is not None:
+    from pumpcore.worst import near_drug
+
+    if not isinstance(name, str) or name in core.DRUGS or near_drug(name, core.DRUGS) is not None:
         return  # listed, or the shared rule will refuse it with its own "did you mean"
     close = difflib.get_close_matches(name.strip().lower(), list(core.DRUGS), n=1, cutoff=0.8)
     if close:
@@ -448,7 +450,7 @@ def worst_windows(plan: dict, pump_path_nl: int | None = None) -> dict:
     for key, w in (("1h", wm.HOUR_MS), ("24h", wm.DAY_MS)):
         v = wm.worst(plan, w, pump_path_nl)
         out["ng_" + key] = wm.to_ng(v[0], conc)
-        out["parts_" + key] = {k: wm.to_ng(x, conc) for k, x in zip(core.SOURCES, v[1:], strict=True)}
+        out["parts_" + key] = {k: wm.to_ng(x, conc) for k, x in zip(wm.SOURCES, v[1:], strict=True)}
         out["cap_ng_" + key] = plan["caps"]["ng_" + key]
     out["pump_path_nl"] = pump_path_nl
     return out

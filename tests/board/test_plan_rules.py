@@ -6,7 +6,7 @@ worst 24 h (pumpcore.worst), and a drug is a listed one exactly or a declared cu
 from _util import raises, rmtree, tmpdir
 from fakeboard import FakeBoard
 from pumpcore import plan as planmod
-from pumpcore import proto
+from pumpcore import proto, worst
 from pumpcore.app import App
 
 P5 = {"drug": "morphine", "conc_ng_ml": 10_000_000,
@@ -137,7 +137,7 @@ def test_a_custom_drug_says_so_and_states_both_caps():
         assert res["plan"]["custom_drug"] is True and res["plan"]["drug"] == "tracer"
         # distinct drugs that only look alike are custom drugs, not near misses
         for name in ("ropivacaine", "levobupivacaine", "hydrocodone", "hil-dye"):
-            assert planmod.near_drug(name) is None, name
+            assert worst.near_drug(name, planmod.DRUGS) is None, name
         app.call("plan.set", {"plan": P5}, "clinician", "r6", 0)  # back to P5 for the caller
 
     _with_app(check)
