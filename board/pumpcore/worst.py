@@ -13,7 +13,8 @@ slot began before S is not given (as pumpcore.schedule does). Step dosing is at 
 next to the start (a window is at most a day, a step at least a day) and at its last step
 afterwards (steps only go up). Patient boluses come on top of every window at their maximum:
 lockout-spaced, at most max_24h in any 24 h (also in the first lockout after programming, where
-the pump would refuse them: an upper bound).
+the pump would refuse them: an upper bound). Boluses are taken without the motor's
+acceleration ramp (pumpcore.planning): the ramp only spreads the first 400 ms of a fast bolus.
 
 The drug in a window [u, u+W) is piecewise linear in (u, x), linear inside each cell of the
 lines "u or u+W at a start breakpoint", "S at a pattern breakpoint" and "u+W at a pattern
