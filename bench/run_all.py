@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["bench_protocol.py", "bench_simulate.py", "bench_memory.py", "bench_hil.py"]
+SCRIPTS = ["bench_protocol.py", "bench_simulate.py", "bench_memory.py", "bench_hil.py",
+           "bench_plan_check.py"]
 
 
 def main():

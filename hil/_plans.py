@@ -18,7 +18,7 @@ def example(name):
 
 def dye_plan(ng_day, conc_ng_ml=1_000_000, **extra):
     """A fast plan for real-time benches: an unlisted drug states its own caps."""
-    plan = {"v": 1, "drug": "hil-dye", "conc_ng_ml": conc_ng_ml,
+    plan = {"v": 1, "drug": "hil-dye", "custom_drug": True, "conc_ng_ml": conc_ng_ml,
             "basal": {"kind": "continuous", "ng_day": ng_day},
             "caps": {"ng_24h": 10 ** 10, "ng_1h": 10 ** 10}}
     plan.update(extra)

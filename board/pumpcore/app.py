@@ -222,7 +222,8 @@ class App:
     # ------------------------------------------------------------------ helpers
     def limits(self):
         return {"max_nl_day": self.max_hz * 86_400 * self.step_pl // 1000,
-                "reservoir_nl": self.cfg["reservoir_nl"]}
+                "reservoir_nl": self.cfg["reservoir_nl"],
+                "pump_path_nl": self.cfg.get("pump_path_nl", 0)}
 
     def _pullin_nl_day(self):
         return self.pullin_hz * 86_400 * self.step_pl // 1000
@@ -565,19 +566,32 @@ class App:
             self._shed()
 
     def check_plan(self, plan, limits=None, prefix=""):
-        """The normalised copy of `plan` if it passes the plan rules (pumpcore.plan, loaded for
-        the check) within `limits` (default: this rig's), else CommandError(PLAN_INVALID)
-        naming the field and the reason (after `prefix`)."""
+        """The normalised copy of `plan` if it passes the plan rules within `limits` (default:
+        this rig's), else CommandError(PLAN_INVALID) naming the field and the reason (after
+        `prefix`). The two stages of pumpcore.plan.validate, each module loaded for its stage
+        alone: the rules (pumpcore.plan), then the worst windows (pumpcore.worst)."""
+        out, ctx = self._check_stage(plan, limits or self.limits(), prefix, False)
+        return self._check_stage(out, ctx, prefix, True)
+
+    def _check_stage(self, plan, arg, prefix, windows):
         if _DROP:
             gc.collect()
         try:
-            from . import plan as planmod
+            if windows:
+                from . import worst
 
-            try:
-                return planmod.validate(plan, limits or self.limits())
-            except planmod.PlanError as e:
-                raise proto.CommandError(proto.PLAN_INVALID, "%s%s: %s"
-                                         % (prefix, e.field, e.reason)) from None
+                err = worst.check(plan, arg)
+                if err is None:
+                    return plan
+                field, reason = err["field"], err["reason"]
+            else:
+                from . import plan as planmod
+
+                try:
+                    return planmod.shape(plan, arg)
+                except planmod.PlanError as e:
+                    field, reason = e.field, e.reason
+            raise proto.CommandError(proto.PLAN_INVALID, "%s%s: %s" % (prefix, field, reason))
         finally:
             self._shed()
 

@@ -27,7 +27,8 @@ ON_EMPTY = ("stop", "min")
 
 # Per-drug rules. ng/day ceilings and whether patient boluses are allowed.
 # Baclofen: maintenance rarely above 1000 mcg/day, and patient boluses are not allowed.
-# Unknown drugs must state their own caps.
+# A drug not listed is taken only with "custom_drug": true and both caps stated, and only if
+# its name is not a near miss of a listed one (pumpcore.worst.near_drug).
 DRUGS = {
     "baclofen": {"patient": False, "max_ng_day": 1_000_000},
     "morphine": {"patient": True, "max_ng_day": 20_000_000},
@@ -39,8 +40,8 @@ DRUGS = {
 }
 
 TOP_KEYS = (
-    "v", "drug", "conc_ng_ml", "basal", "min_nl_day", "start", "periodic", "patient",
-    "caps", "reservoir", "catheter_nl",
+    "v", "drug", "custom_drug", "conc_ng_ml", "basal", "min_nl_day", "start", "periodic",
+    "patient", "caps", "reservoir", "catheter_nl",
 )
 
 
@@ -167,20 +168,47 @@ def _rate_ok(max_nl_day, name, nl_day):
 def validate(plan, limits=None):
     """Check a whole plan; return its normalised copy or raise PlanError.
 
-    limits: {"max_nl_day": mechanism rate limit, "reservoir_nl": capacity} from the board.
+    limits: {"max_nl_day": mechanism rate limit, "reservoir_nl": capacity, "pump_path_nl":
+    the pump path's dead volume} from the board. Without pump_path_nl (an offline check) a
+    prime's `pump_nl` is taken as the empty pump path it declares.
+
+    Two stages: shape() (this module) and pumpcore.worst.check (the worst windows against the
+    caps). The firmware runs them one after the other with only one of the two modules in
+    the heap (App.check_plan); the host runs both here.
     """
+    out, ctx = shape(plan, limits)
+    from . import worst
+
+    err = worst.check(out, ctx)
+    if err is not None:
+        raise error(err)
+    return out
+
+
+def error(err):
+    """PlanError from a pumpcore.worst.check answer, with its figures (ng) as attributes:
+    cap (the cap's field), window, worst_ng, cap_ng, parts {source: ng}."""
+    e = PlanError(err["field"], err["reason"])
+    e.cap = err.get("cap")
+    e.window = err.get("window")
+    e.worst_ng = err.get("worst_ng")
+    e.cap_ng = err.get("cap_ng")
+    e.parts = err.get("parts")
+    return e
+
+
+def shape(plan, limits=None):
+    """The first stage of validate: everything but the worst windows. -> (normalised plan
+    without caps.ng_1h when the plan gives none, plain data for pumpcore.worst.check)."""
     if not isinstance(plan, dict):
         raise PlanError("plan", "must be a table")
     _keys(plan, TOP_KEYS, "")
     lim = limits or {}
     out = {"v": _int(plan, "v", "", PLAN_VERSION, PLAN_VERSION, PLAN_VERSION)}
-    drug = plan.get("drug")
-    if not isinstance(drug, str) or not drug or len(drug) > MAX_DRUG_LEN:
-        raise PlanError("drug", "must be a name of 1-%d characters" % MAX_DRUG_LEN)
-    for ch in drug:
-        if not ("a" <= ch <= "z" or "0" <= ch <= "9" or ch in "-_ "):
-            raise PlanError("drug", "use lowercase letters, digits, space, - or _")
+    drug, custom = _validate_drug(plan)
     out["drug"] = drug
+    if custom:
+        out["custom_drug"] = True  # only when set: the CRC of every other plan is unchanged
     conc = _int(plan, "conc_ng_ml", "", 1, 100_000_000)
     out["conc_ng_ml"] = conc
     rules = DRUGS.get(drug)
@@ -197,12 +225,29 @@ def validate(plan, limits=None):
     out["patient"] = _validate_patient(_obj(plan, "patient", ""), conc, max_nl_day, rules, drug)
     out["reservoir"] = _validate_reservoir(_obj(plan, "reservoir", "") or {},
                                            lim.get("reservoir_nl", 100_000_000))
-    out["caps"] = _validate_caps(_obj(plan, "caps", "") or {}, out, rules, drug)
     basal_day = basal_max_ng_day(basal)
     _rate_ok(max_nl_day, "basal", ng_to_nl(basal_day, conc))
     if out["min_nl_day"] and ng_to_nl(basal_day, conc) and out["min_nl_day"] > ng_to_nl(basal_day, conc):
         raise PlanError("min_nl_day", "the minimum rate must not exceed the basal rate")
-    return out
+    out["caps"] = _validate_caps(_obj(plan, "caps", "") or {}, rules, drug)
+    ctx = {"pump_path_nl": lim.get("pump_path_nl")}
+    if rules is None:
+        ctx["drugs"] = tuple(DRUGS)  # for the near-miss check of the second stage
+    return out, ctx
+
+
+def _validate_drug(plan):
+    """(name, custom). A listed drug is taken as it is; any other name is judged by
+    pumpcore.worst.check (near misses of a listed drug, the custom declaration, its caps)."""
+    drug = plan.get("drug")
+    if not isinstance(drug, str) or not drug or len(drug) > MAX_DRUG_LEN:
+        raise PlanError("drug", "must be a name of 1-%d characters" % MAX_DRUG_LEN)
+    custom = plan.get("custom_drug", False)
+    if custom is not True and custom is not False:
+        raise PlanError("custom_drug", "must be true or false")
+    if custom and drug in DRUGS:
+        raise PlanError("custom_drug", "%s is a listed drug: its own rules apply" % drug)
+    return drug, custom
 
 
 def _validate_start(start, conc, max_nl_day):
@@ -282,35 +327,22 @@ def _validate_reservoir(res, cap_nl):
     }
 
 
-def _validate_caps(caps, out, rules, drug):
-    """Safety caps: the most this plan can deliver in any 24 h and in any hour."""
+def _validate_caps(caps, rules, drug):
+    """Safety caps: the most the plan may bring to the catheter tip in any 24 h and any hour.
+    A listed drug's daily cap defaults to its ceiling and stays within it; a custom drug
+    states both caps. That the plan fits them is pumpcore.worst.check's part, which also
+    sets the hourly cap a plan leaves out to the plan's own worst hour."""
     _keys(caps, ("ng_24h", "ng_1h"), "caps.")
-    default_24 = rules["max_ng_day"] if rules else None
-    if "ng_24h" not in caps and default_24 is None:
-        raise PlanError("caps.ng_24h", "is required for a drug without built-in limits")
-    cap24 = _int(caps, "ng_24h", "caps", 0, 10**11, default_24)
-    basal_day = basal_max_ng_day(out["basal"])
-    worst24 = basal_day
-    worst1h = (basal_day + 23) // 24
-    if out["periodic"]:
-        worst24 += out["periodic"]["ng"] * len(out["periodic"]["times_min"])
-        worst1h += out["periodic"]["ng"]
-    if out["patient"]:
-        p = out["patient"]
-        n24 = min(p["max_24h"], (86_400 + p["lockout_s"] - 1) // p["lockout_s"])
-        worst24 += p["ng"] * n24
-        worst1h += p["ng"] * ((3600 + p["lockout_s"] - 1) // p["lockout_s"])
-    if rules and rules["max_ng_day"] and cap24 > rules["max_ng_day"]:
-        raise PlanError("caps.ng_24h", "%d ng is above the %s ceiling of %d ng/day"
-                        % (cap24, drug, rules["max_ng_day"]))
-    if worst24 > cap24:
-        raise PlanError("caps.ng_24h", "the plan can deliver %d ng in 24 h, above the cap of %d"
-                        % (worst24, cap24))
-    cap1 = _int(caps, "ng_1h", "caps", 0, 10**11, worst1h if worst1h > 0 else 0)
-    if worst1h > cap1:
-        raise PlanError("caps.ng_1h", "the plan can deliver %d ng in an hour, above the cap of %d"
-                        % (worst1h, cap1))
-    return {"ng_24h": cap24, "ng_1h": cap1}
+    out = {}
+    if rules is not None or "ng_24h" in caps:  # a custom drug's missing cap: second stage
+        cap24 = _int(caps, "ng_24h", "caps", 0, 10**11, rules["max_ng_day"] if rules else None)
+        if rules and rules["max_ng_day"] and cap24 > rules["max_ng_day"]:
+            raise PlanError("caps.ng_24h", "%d ng is above the %s ceiling of %d ng/day"
+                            % (cap24, drug, rules["max_ng_day"]))
+        out["ng_24h"] = cap24
+    if "ng_1h" in caps:
+        out["ng_1h"] = _int(caps, "ng_1h", "caps", 0, 10**11)
+    return out
 
 
 def mode_name(plan):

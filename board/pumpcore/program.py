@@ -125,8 +125,8 @@ def calib_set(app, args, now, req_id):
     if not isinstance(v, int) or v < 1_000 or v > 100_000_000:
         raise proto.CommandError(proto.BAD_ARGS, "step_pl must be 1000..100000000 pL")
     if app.plan is not None:
-        lim = {"max_nl_day": app.max_hz * 86_400 * v // 1000,
-               "reservoir_nl": app.cfg["reservoir_nl"]}
+        lim = app.limits()
+        lim["max_nl_day"] = app.max_hz * 86_400 * v // 1000
         app.check_plan(app.plan, lim, "the running plan would break: ")
     app._stop_motor(now)
     src = app._source(now)

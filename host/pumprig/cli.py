@@ -207,8 +207,13 @@ def _therapy_gap(got, st):
 def cmd_plan_check(args):
     plans = _plans()
     plan = plans.load_plan(args.plan)
+    path_nl = None
+    if args.board:
+        limits = plans.board_limits(args.board)
+        plan = plans.validate_for_rig(plan, limits)
+        path_nl = limits["pump_path_nl"]
     fill = plans.parse_volume_nl(args.fill, "--fill") if args.fill else None
-    summary = plans.summarize(plan, fill_nl=fill)
+    summary = plans.summarize(plan, fill_nl=fill, pump_path_nl=path_nl)
     if args.json:
         _json_out({"plan": plan, "summary": summary})
     else:
@@ -219,6 +224,10 @@ def cmd_plan_check(args):
             ("dose/day", _fmt_mass(summary.get("dose_ng_day"))),
             ("plan CRC", summary.get("plan_crc")),
         ]
+        worst = summary["worst"]
+        for key, label in (("1h", "worst hour"), ("24h", "worst 24 h")):
+            rows.append((label, "%s (cap %s)" % (_fmt_mass(worst["ng_" + key]),
+                                                 _fmt_mass(worst["cap_ng_" + key]))))
         if fill is not None:
             rows.append(("fill", _fmt_ml(fill)))
             for key, label in (("days_to_low", "days to LOW"), ("days_to_empty", "days to EMPTY")):
@@ -598,6 +607,8 @@ def build_parser():
     sp = psub.add_parser("check", help="validate a plan file and show what it delivers")
     sp.add_argument("plan", metavar="PLAN.toml")
     sp.add_argument("--fill", help='fill volume for the projection, e.g. "20 mL"')
+    sp.add_argument("--board", metavar="NAME",
+                    help="check against this board's limits and pump path (board/boards/NAME.json)")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_plan_check)
 

@@ -8,6 +8,7 @@ of the canonical form and reports errors by TOML field. See docs/plans.md.
 from __future__ import annotations
 
 import datetime as _dt
+import difflib
 import re
 import tomllib
 from decimal import Decimal, InvalidOperation
@@ -204,6 +205,12 @@ def parse_plan(doc: dict) -> tuple[dict, dict]:
         meta["title"] = str(title)
     drug = _Field(top.get("drug") or {}, "drug")
     plan["drug"] = drug.get("name")
+    custom = drug.get("custom", False)
+    if not isinstance(custom, bool):
+        raise PlanFileError("drug.custom: write custom = true (a drug without built-in rules)")
+    if custom:
+        plan["custom_drug"] = True
+    _check_drug_name(plan["drug"])
     plan["conc_ng_ml"] = parse_conc(drug.get("concentration"), "drug.concentration")
     drug.done()
     if top.get("basal") is None:
@@ -308,6 +315,82 @@ def _scenario(sc) -> dict:
     return out
 
 
+def _check_drug_name(name) -> None:
+    """A second opinion on the drug's name (difflib), on top of pumpcore.worst.near_drug which
+    host and firmware share: the host may refuse more names, never fewer."""
+    from pumpcore.worst import near_drug
+
+    if not isinstance(name, str) or name in core.DRUGS or near_drug(name, core.DRUGS) is not None:
+        return  # listed, or the shared rule will refuse it with its own "did you mean"
+    close = difflib.get_close_matches(name.strip().lower(), list(core.DRUGS), n=1, cutoff=0.8)
+    if close:
+        raise PlanFileError(f"drug.name: unknown drug {name!r}: did you mean {close[0]}?")
+
+
+# canonical field -> the plan file's field, for error messages
+_FILE_FIELD = {"caps.ng_24h": "caps.per_day", "caps.ng_1h": "caps.per_hour",
+               "drug": "drug.name", "custom_drug": "drug.custom",
+               "conc_ng_ml": "drug.concentration", "periodic": "periodic.bolus",
+               "patient": "patient.bolus", "catheter_nl": "catheter_volume",
+               "min_nl_day": "basal.minimum_rate"}
+
+
+def _fmt_dur(s: int) -> str:
+    if s % 3600 == 0:
+        return f"{s // 3600} h"
+    if s % 60 == 0:
+        return f"{s // 60} min"
+    return f"{s} s"
+
+
+def _file_field(field: str, plan: dict) -> str:
+    if field == "start":
+        st = plan.get("start") if isinstance(plan, dict) else None
+        return "start.prime" if isinstance(st, dict) and st.get("kind") == "prime" else "start.bolus"
+    if field == "basal":
+        b = plan.get("basal") if isinstance(plan, dict) else None
+        kind = b.get("kind") if isinstance(b, dict) else None
+        return {"flex": "basal.segments", "stopped": "basal.minimum_rate"}.get(kind, "basal.dose")
+    return _FILE_FIELD.get(field, field)
+
+
+def _source_text(source: str, plan: dict) -> str:
+    """What the plan file says of the source that fills a window, in its units."""
+    from pumpcore.worst import mass_text
+
+    if source == "start":
+        st = plan["start"]
+        if st["kind"] == "bolus":
+            return f"{mass_text(st['ng'])} over {_fmt_dur(st['dur_s'])}"
+        return (f"a prime of {_fmt_vol(st['pump_nl'] + st['catheter_nl'])} at "
+                f"{st['nl_min'] / 1000:g} uL/min")
+    if source == "periodic":
+        pe = plan["periodic"]
+        n = len(pe["times_min"])
+        return (f"{mass_text(pe['ng'])} over {_fmt_dur(pe['dur_s'])} at {n} time"
+                f"{'s' if n > 1 else ''} a day")
+    if source == "patient":
+        pa = plan["patient"]
+        return (f"{mass_text(pa['ng'])} over {_fmt_dur(pa['dur_s'])}, lockout "
+                f"{_fmt_dur(pa['lockout_s'])}, at most {pa['max_24h']} a day")
+    b = plan["basal"]
+    if b["kind"] == "stopped":
+        return f"{plan.get('min_nl_day', 0)} nL/day"
+    return f"{mass_text(core.basal_max_ng_day(b))}/day" + (" at most" if b["kind"] != "continuous" else "")
+
+
+def plan_error_text(e: core.PlanError, plan) -> str:
+    """A PlanError in the plan file's words: its field, and for a cap its figures."""
+    field = _file_field(e.field, plan)
+    if getattr(e, "cap", None) is None:
+        return f"{field}: {e.reason}".replace("custom_drug = true", "custom = true in [drug]")
+    from pumpcore.worst import mass_text
+
+    parts = ", ".join(f"{k} {mass_text(v)}" for k, v in e.parts.items() if v)
+    return (f"{field}: {_source_text(e.field, plan)} gives {mass_text(e.worst_ng)} in the worst "
+            f"{e.window} ({parts}), above {_FILE_FIELD[e.cap]} {mass_text(e.cap_ng)}")
+
+
 def load_plan_file(path) -> tuple[dict, dict]:
     """Read and validate a plan file -> (canonical plan, metadata). Raises PlanFileError."""
     p = Path(path)
@@ -325,7 +408,7 @@ def load_plan_file(path) -> tuple[dict, dict]:
     try:
         plan = core.validate(raw)
     except core.PlanError as e:
-        raise PlanFileError(f"{path}: {e.field}: {e.reason}") from None
+        raise PlanFileError(f"{path}: {plan_error_text(e, raw)}") from None
     return plan, meta
 
 
@@ -337,7 +420,40 @@ def validate_for_rig(plan: dict, limits: dict) -> dict:
     try:
         return core.validate(plan, limits)
     except core.PlanError as e:
-        raise PlanFileError(f"{e.field}: {e.reason}") from None
+        raise PlanFileError(plan_error_text(e, plan)) from None
+
+
+def board_limits(name: str) -> dict:
+    """The plan limits of a board json of this repository (board/boards/NAME.json), as the
+    firmware reports them at the default calibration."""
+    import json
+
+    from .flash import BOARD_DIR
+
+    path = Path(BOARD_DIR) / "boards" / f"{name}.json"
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, ValueError):
+        names = sorted(p.stem for p in (Path(BOARD_DIR) / "boards").glob("*.json"))
+        raise PlanFileError(f"--board: no board {name!r} (one of {', '.join(names)})") from None
+    return {"max_nl_day": cfg["max_step_hz"] * 86_400 * cfg["step_pl"] // 1000,
+            "reservoir_nl": cfg["reservoir_nl"], "pump_path_nl": cfg.get("pump_path_nl", 0)}
+
+
+def worst_windows(plan: dict, pump_path_nl: int | None = None) -> dict:
+    """The worst hour and 24 h of the plan (pumpcore.worst, the firmware's own check), in ng,
+    with each source's share and the caps."""
+    from pumpcore import worst as wm
+
+    conc = plan["conc_ng_ml"]
+    out = {}
+    for key, w in (("1h", wm.HOUR_MS), ("24h", wm.DAY_MS)):
+        v = wm.worst(plan, w, pump_path_nl)
+        out["ng_" + key] = wm.to_ng(v[0], conc)
+        out["parts_" + key] = {k: wm.to_ng(x, conc) for k, x in zip(wm.SOURCES, v[1:], strict=True)}
+        out["cap_ng_" + key] = plan["caps"]["ng_" + key]
+    out["pump_path_nl"] = pump_path_nl
+    return out
 
 
 # --- summaries -----------------------------------------------------------------------------
@@ -373,7 +489,8 @@ def ideal_volume_nl(plan: dict, seconds: int, start_epoch_s: int = 0) -> int:
     return acc // DAY_MS
 
 
-def summarize(plan: dict, fill_nl: int | None = None, start_epoch_s: int | None = None) -> dict:
+def summarize(plan: dict, fill_nl: int | None = None, start_epoch_s: int | None = None,
+              pump_path_nl: int | None = None) -> dict:
     start = int(start_epoch_s if start_epoch_s is not None else _dt.datetime.now(_dt.timezone.utc).timestamp())
     day_nl = ideal_volume_nl(plan, 86_400, start)
     conc = plan["conc_ng_ml"]
@@ -381,6 +498,7 @@ def summarize(plan: dict, fill_nl: int | None = None, start_epoch_s: int | None 
         "drug": plan["drug"], "conc_ng_ml": conc, "mode": plan["basal"]["kind"],
         "volume_nl_day": day_nl, "dose_ng_day": core.nl_to_ng(day_nl, conc),
         "plan_crc": core.crc(plan), "violations": [],
+        "worst": worst_windows(plan, pump_path_nl),
     }
     if plan["patient"]:
         p = plan["patient"]

@@ -146,7 +146,7 @@ def test_a_power_cut_resets_the_driver_a_board_reset_does_not():
 
 # --------------------------------------------------------------------------- the firmware
 
-PLAN = {"v": 1, "drug": "hil-dye", "conc_ng_ml": 1_000_000,
+PLAN = {"v": 1, "drug": "hil-dye", "custom_drug": True, "conc_ng_ml": 1_000_000,
         "basal": {"kind": "continuous", "ng_day": 21_600_000},     # 1 step/s
         "caps": {"ng_24h": 10 ** 10, "ng_1h": 10 ** 10}}
 

@@ -56,15 +56,22 @@ BAD = [
                                  "periodic": {"times_min": list(range(0, 1300, 100)),
                                               "ng": 1000, "dur_s": 60}},
      "periodic.times_min", "1-12"),
-    ("over the 24 h cap", w(caps={"ng_24h": 2_500_000}), "caps.ng_24h", "above the cap"),
+    ("over the 24 h cap", w(caps={"ng_24h": 2_500_000}), "basal", "above caps.ng_24h"),
     ("over the drug ceiling", w(caps={"ng_24h": 30_000_000}), "caps.ng_24h", "ceiling"),
-    ("over the 1 h cap", w(caps={"ng_24h": 3_000_000, "ng_1h": 10}), "caps.ng_1h",
-     "in an hour"),
+    ("over the 1 h cap", w(caps={"ng_24h": 3_000_000, "ng_1h": 10}), "patient",
+     "in the worst hour"),
     ("unknown key", w(extra=1), "extra", "unknown key"),
     ("unknown nested key", w(patient=dict(PAT, x=1)), "patient.x", "unknown key"),
-    ("unknown drug without caps", {"drug": "fentanyl", "conc_ng_ml": 1000,
-                                   "basal": {"kind": "continuous", "ng_day": 100}},
+    ("unknown drug not declared custom", {"drug": "fentanyl", "conc_ng_ml": 1000,
+                                          "basal": {"kind": "continuous", "ng_day": 100}},
+     "drug", "not a listed drug"),
+    ("custom drug without caps", {"drug": "fentanyl", "custom_drug": True, "conc_ng_ml": 1000,
+                                  "basal": {"kind": "continuous", "ng_day": 100}},
      "caps.ng_24h", "required"),
+    ("custom drug without an hourly cap", {"drug": "fentanyl", "custom_drug": True,
+                                           "conc_ng_ml": 1000, "caps": {"ng_24h": 1000},
+                                           "basal": {"kind": "continuous", "ng_day": 100}},
+     "caps.ng_1h", "required"),
     ("patient bolus of baclofen", {"drug": "baclofen", "conc_ng_ml": 2_000_000,
                                    "basal": {"kind": "continuous", "ng_day": 100_000},
                                    "patient": PAT}, "patient", "may not"),
@@ -81,7 +88,8 @@ BAD = [
      "not be above"),
     ("threshold over the reservoir", w(reservoir={"low_nl": 10**9}), "reservoir.low_nl",
      "at most"),
-    ("bad drug name", w(drug="Morphine!"), "drug", "lowercase"),
+    ("bad drug name", w(drug="Morphine!"), "drug", "did you mean morphine?"),
+    ("bad characters", w(drug="tracer!", custom_drug=True), "drug", "lowercase"),
     ("not a table", [1, 2], "plan", "table"),
     ("no basal", {"drug": "morphine", "conc_ng_ml": 1}, "basal", "required"),
     ("unknown basal kind", w(basal={"kind": "pulse"}), "basal.kind", "one of"),
@@ -149,10 +157,10 @@ TOML = [
     ("a bare float", DRUG + BASAL + "dose = 2.5\n", "basal.dose", "cannot read"),
     ("unknown key", DRUG + BASAL + 'dose = "2 mg/day"\ncolour = "red"\n', "basal.colour",
      "unknown key"),
-    ("huge", DRUG + BASAL + 'dose = "500 mg/day"\n', "caps.ng_24h", "above the cap"),
+    ("huge", DRUG + BASAL + 'dose = "500 mg/day"\n', "basal.dose", "above caps.per_day 20 mg"),
     ("over the caps", DRUG + BASAL + 'dose = "2 mg/day"\n[patient]\n'
      'bolus = "1 mg over 10 min"\nlockout = "1 h"\nmax_per_day = 24\n[caps]\nper_day = "3 mg"\n',
-     "caps.ng_24h", "above the cap"),
+     "patient.bolus", "above caps.per_day 3 mg"),
     ("a time in kg", DRUG + BASAL + 'dose = "2 mg/day"\n[patient]\nbolus = "0.1 mg over 10 min"'
      '\nlockout = "2 kg"\nmax_per_day = 6\n', "patient.lockout", "unknown time unit"),
     ("too many segments", '[drug]\nname = "baclofen"\nconcentration = "2000 mcg/mL"\n'
@@ -182,3 +190,126 @@ def test_plan_check_accepts_the_examples(capsys):
         if name.endswith(".toml"):
             assert cli.main(["plan", "check", os.path.join(ROOT, "examples", name)]) == 0, name
     capsys.readouterr()
+
+
+# --------------------------------------------------------------------------- issue 11
+
+F1_TOML = (DRUG + BASAL + 'dose = "2 mg/day"\n[start]\nbolus = "50 mg over 1 h"\n'
+           '[caps]\nper_day = "3 mg"\nper_hour = "0.5 mg"\n')
+F2_TOML = (DRUG + BASAL + 'dose = "2 mg/day"\n[periodic]\ntimes = [%s]\n'
+           'bolus = "0.4 mg over 1 min"\n[caps]\nper_day = "20 mg"\nper_hour = "0.5 mg"\n'
+           % ", ".join('"10:%02d"' % i for i in range(12)))
+
+
+def _check_file(tmp_path, capsys, text, *extra):
+    from pumprig import cli
+
+    path = tmp_path / "plan.toml"
+    path.write_text(text)
+    rc = cli.main(["plan", "check", str(path), *extra])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return rc, out, err
+
+
+def test_finding1_plan_check_refuses_a_start_bolus_outside_the_caps(tmp_path, capsys):
+    """Issue 11 finding 1: the start bolus was left out of the cap check."""
+    rc, out, err = _check_file(tmp_path, capsys, F1_TOML)
+    assert rc == 1
+    assert ("start.bolus: 50 mg over 1 h gives 50 mg in the worst hour (start 50 mg), above "
+            "caps.per_hour 500 mcg") in err, err
+    # the same on the firmware's door, through the host's conversion
+    plan, _ = plans_parse(F1_TOML)
+    with pytest.raises(planmod.PlanError) as ei:
+        planmod.validate(plan, LIMITS)
+    assert ei.value.field == "start" and ei.value.worst_ng == 50_000_000
+    assert ei.value.cap == "caps.ng_1h" and ei.value.cap_ng == 500_000
+
+
+def test_finding2_plan_check_refuses_a_periodic_burst(tmp_path, capsys):
+    """Issue 11 finding 2: only one periodic bolus was counted in the worst hour."""
+    rc, out, err = _check_file(tmp_path, capsys, F2_TOML)
+    assert rc == 1
+    assert ("periodic.bolus: 400 mcg over 1 min at 12 times a day gives 4.884 mg in the worst "
+            "hour (basal 83.334 mcg, periodic 4.8 mg), above caps.per_hour 500 mcg") in err, err
+
+
+def plans_parse(text):
+    import tomllib
+
+    from pumprig import plans
+
+    return plans.parse_plan(tomllib.loads(text))
+
+
+def test_plan_check_shows_the_worst_windows_next_to_the_caps(capsys):
+    from pumprig import cli
+
+    p9 = os.path.join(ROOT, "examples", "p9-morphine-rich.toml")
+    assert cli.main(["plan", "check", p9]) == 0
+    out = capsys.readouterr().out
+    assert "worst hour  283.334 mcg (cap 500 mcg)" in out, out
+    assert "worst 24 h  2.45 mg (cap 3 mg)" in out, out
+    assert cli.main(["plan", "check", "--json", p9]) == 0
+    import json
+
+    w = json.loads(capsys.readouterr().out)["summary"]["worst"]
+    assert w["ng_1h"] == 283_334 and w["cap_ng_1h"] == 500_000
+    assert w["parts_1h"] == {"start": 0, "basal": 83_334, "periodic": 100_000, "patient": 100_000}
+    assert w["ng_24h"] == 2_450_000 and w["cap_ng_24h"] == 3_000_000
+
+
+def test_plan_check_on_a_board_counts_a_prime_at_the_tip(tmp_path, capsys):
+    """Offline, a prime's pump volume is the empty path the plan declares; --board uses the
+    board json's pump_path_nl: a smaller path leaves part of the prime as drug."""
+    text = ('catheter_volume = "0.1 mL"\n[drug]\nname = "baclofen"\nconcentration = "2000 mcg/mL"'
+            '\n[start.prime]\npump = "0.2 mL"\ncatheter = "0.1 mL"\nrate = "1 mL/min"\n'
+            '[basal]\nmode = "continuous"\ndose = "400 mcg/day"\n[caps]\nper_hour = "20 mcg"\n')
+    rc, out, err = _check_file(tmp_path, capsys, text, "--board", "sim")
+    assert rc == 0 and "worst hour  16.667 mcg (cap 20 mcg)" in out, out + err
+    # sim.json's pump path holds 0.2 mL; a board with none would count the pump part as drug
+    rc, out, err = _check_file(tmp_path, capsys, text, "--board", "nosuchboard")
+    assert rc == 1 and "--board: no board 'nosuchboard'" in err, err
+    # a prime larger than the declared catheter: the excess reaches the patient
+    rc, out, err = _check_file(tmp_path, capsys, text.replace('catheter = "0.1 mL"',
+                                                                'catheter = "0.2 mL"'))
+    assert rc == 1 and "start.prime: a prime of 0.400 mL at 1000 uL/min gives" in err, err
+    assert "above caps.per_hour 20 mcg" in err, err
+
+
+NAMES = [  # (name in the file, did you mean) -- issue 11 finding 7
+    ("baclofen-2", "baclofen"), ("Baclofen ", "baclofen"), ("ziconotide-x", "ziconotide"),
+    ("morfine", "morphine"), ("aclofen", "baclofen"),  # the last one: difflib, host only
+]
+
+
+@pytest.mark.parametrize("name,drug", NAMES, ids=[n[0] for n in NAMES])
+def test_finding7_plan_check_refuses_near_misses(tmp_path, capsys, name, drug):
+    """Issue 11 finding 7: 'baclofen-2' escaped baclofen's rules (ceiling, no patient bolus)."""
+    text = ('[drug]\nname = "%s"\nconcentration = "2 mg/mL"\ncustom = true\n[basal]\n'
+            'mode = "continuous"\ndose = "50 mg/day"\n[patient]\nbolus = "0.1 mg over 10 min"\n'
+            'lockout = "2 h"\nmax_per_day = 6\n[caps]\nper_day = "60 mg"\nper_hour = "5 mg"\n'
+            % name)
+    rc, out, err = _check_file(tmp_path, capsys, text)
+    assert rc == 1
+    assert err.strip().endswith("drug.name: unknown drug %r: did you mean %s?" % (name, drug)), err
+
+
+def test_a_custom_drug_in_a_plan_file(tmp_path, capsys):
+    base = ('[drug]\nname = "tracer"\nconcentration = "1 mg/mL"\n%s[basal]\nmode = "continuous"'
+            '\ndose = "240 mcg/day"\n[caps]\nper_day = "300 mcg"\n%s')
+    rc, out, err = _check_file(tmp_path, capsys, base % ("", 'per_hour = "10 mcg"\n'))
+    assert rc == 1 and "drug.name: 'tracer' is not a listed drug" in err, err
+    assert "custom = true in [drug]" in err, err
+    rc, out, err = _check_file(tmp_path, capsys, base % ("custom = true\n", ""))
+    assert rc == 1 and "caps.per_hour: is required for a drug without built-in limits" in err
+    rc, out, err = _check_file(tmp_path, capsys, base % ('custom = "yes"\n', ""))
+    assert rc == 1 and "drug.custom: write custom = true" in err, err
+    rc, out, err = _check_file(tmp_path, capsys, base % ("custom = true\n",
+                                                         'per_hour = "10 mcg"\n'), "--json")
+    import json
+
+    assert rc == 0 and json.loads(out)["plan"]["custom_drug"] is True
+    rc, out, err = _check_file(tmp_path, capsys, (base % ("custom = true\n", 'per_hour = "10 mcg"\n'))
+                               .replace("tracer", "baclofen"))
+    assert rc == 1 and "drug.custom: baclofen is a listed drug" in err, err
