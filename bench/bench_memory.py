@@ -9,6 +9,10 @@
    through the protocol (30 days: ~240 requests, the event log compacted twice), with the
    interpreter still answering at the end and no MemoryError (no crash to the REPL, no
    INTERNAL "out of memory" answer).
+   Restart (issue 11, finding 8; `--restart-only` for these alone): the same run in 128 KB
+   followed by a power cut with the plan stored, the restore, a refill and the whole log
+   paged (`runs_in(..., reboot=True)`); and examples/p9, programmed in a larger heap, powered
+   off and restored (`restores_in`): the smallest heap of its restore, and of its plan.set.
 2. Peak (fake board under `micropython`): the app loop on FakeBoard runs the same plan; after
    every loop step gc.collect() and gc.mem_alloc() give the live heap. Reported: modules
    (after import), the app after boot, the largest live heap over the run, and

@@ -184,7 +184,7 @@ def test_power_cut_at_every_point_of_plan_set():
             view = _plan_view(app2, new_crc, old_crc)
             assert view in ("before", "after"), ("cut at op %d: %s" % (nth, view))
             seen[view] = seen.get(view, 0) + 1
-            gen = app2.gen
+            gen = getattr(app2, "gen", None)
             steps0 = app2.cmd_status({}, 0, "s")["delivered_steps"]
             res = app2.call("plan.set", {"plan": P2}, "clinician", "pq-1", 0)
             assert res["plan_crc"] == new_crc and res["plan"] == app2.plan

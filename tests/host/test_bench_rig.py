@@ -12,6 +12,7 @@ A 2 h run is 241 balance readings and about 1000 steps: under a second or two of
 
 import json
 import os
+import re
 
 import pytest
 from pumprig import cli
@@ -115,7 +116,9 @@ def test_slow_pump_then_calibrate_then_bench(capsys, tmp_path):
         assert -3.3 < r["ep_min"] <= r["ep_max"] < -2.7
 
     fs = os.path.join(state, "rig", "fs")
-    assert not os.path.exists(os.path.join(fs, "data", "calib"))  # the config's 250000 pL
+    # a blank board commits its first set with the config's calibration (issue 11: from then
+    # on a missing calib record is corruption, not a silent return to the default)
+    assert re.match(rb'[{]"gen":[0-9]+,"step_pl":250000[}][*]', _record(fs))
     cal, _ = run_json(capsys, ["calibrate", *sim])
     assert cal["applied"] and cal["repeats"] == 5 and cal["previous_step_pl"] == 250_000
     assert cal["step_pl"] == pytest.approx(242_500, rel=0.0005)
@@ -124,7 +127,8 @@ def test_slow_pump_then_calibrate_then_bench(capsys, tmp_path):
     assert [r["mass_ug"] for r in cal["runs"]] == [pytest.approx(96_807, abs=30)] * 5
     # stored by the firmware in its CRC-protected calib record
     rec = _record(fs)
-    assert rec.startswith(b'{"step_pl":%d}*' % cal["step_pl"]) and len(rec.split(b"*")[1]) == 9
+    assert re.match(rb'[{]"gen":[0-9]+,"step_pl":%d[}][*]' % cal["step_pl"], rec)
+    assert len(rec.split(b"*")[1]) == 9
 
     # a new rig process boots the same firmware files: calib.get reads the stored value
     data, _ = run_json(capsys, ["bench", *sim, *RUN])
@@ -190,7 +194,7 @@ def test_registered_virtual_rig_calibrated_in_virtual_time(capsys, running_rig, 
     with Client(rig.link, role="patient", home=str(home)) as c:
         assert c.calib_get() == {"step_pl": cal["step_pl"]}
         assert c.status()["therapy"] == "stopped" and c.status()["mode"] != "bench"
-    assert _record(rig.fs).startswith(b'{"step_pl":%d}*' % cal["step_pl"])
+    assert re.match(rb'[{]"gen":[0-9]+,"step_pl":%d[}][*]' % cal["step_pl"], _record(rig.fs))
 
     data, _ = run_json(capsys, argv + ["bench", *RUN])
     assert abs(data["results"]["overall_error_pct"]) < 0.5
