@@ -6,6 +6,13 @@ import sys
 
 
 def run():
+    import bootcheck  # every installed file against the flash manifest, before any import
+
+    ok = bootcheck.run()  # False: it held the FIRMWARE safe state until `maintenance`
+    del sys.modules["bootcheck"], bootcheck
+    gc.collect()
+    if not ok:
+        return
     from hw import start
 
     board, resident = start.make_board()

@@ -26,7 +26,7 @@ from .errors import PumprigError, SimError
 from .plans import parse_duration_s
 
 BOARD_DIR = Path(__file__).resolve().parents[2] / "board"
-FIRMWARE_FILES = ("main.py", "pumpcore", "hw", "boards")
+FIRMWARE_FILES = ("main.py", "bootcheck.py", "pumpcore", "hw", "boards")
 
 
 # --- installing the firmware ---------------------------------------------------------------
@@ -42,7 +42,8 @@ def board_dir() -> Path:
 def install_firmware(fs: str | Path, src: Path | None = None) -> int:
     """Copy the firmware into a virtual rig's filesystem directly (what a flash would write).
 
-    Used for throwaway rigs; `pumprig flash` is the user-facing path. Returns files copied."""
+    Used for throwaway rigs; `pumprig flash` is the user-facing path. Writes the manifest the
+    boot check verifies (pumprig.flash.write_manifest). Returns files copied."""
     src = src or board_dir()
     fs = Path(fs)
     n = 0
@@ -58,6 +59,9 @@ def install_firmware(fs: str | Path, src: Path | None = None) -> int:
         elif s.exists():
             shutil.copyfile(s, fs / name)
             n += 1
+    from .flash import write_manifest
+
+    write_manifest(fs)
     return n
 
 

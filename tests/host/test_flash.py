@@ -51,7 +51,10 @@ def test_flash_a_blank_rig_then_nothing_changes(tmp_path):
         assert rep["unchanged"] == 0
         with open(os.path.join(rig.fs, MANIFEST)) as f:
             manifest = json.load(f)
-        assert sorted(manifest) == sorted(rep["copied"])
+        assert manifest["v"] == 2 and manifest["hash"] == "sha256"
+        assert sorted(manifest["files"]) == sorted(rep["copied"])
+        assert "bootcheck.py" in manifest["files"]      # kept as source: never a torn .mpy
+        assert not [n for n in os.listdir(rig.fs) if n.endswith(".new")]
         for remote in rep["copied"]:
             assert os.path.exists(os.path.join(rig.fs, remote)), remote
         assert open(os.path.join(rig.fs, "data", "keys.json")).read() == keys
