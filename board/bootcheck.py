@@ -1,224 +1,43 @@
-# Integrity at boot: the installed firmware against the manifest `pumprig flash` writes (each
-# file's size and SHA-256), before any of it is imported. main.py imports this module first,
-# runs it and drops it: nothing of it stays in the heap but its names.
-#
-# Kept as source (never .mpy): a torn .mpy makes its import spin forever, a torn source is a
-# SyntaxError. On a mismatch the board stays in the FIRMWARE safe state below: motor disabled,
-# the FIRMWARE alarm pattern on the buzzer and LED, an event in the log when the log's modules
-# are intact, and a tiny responder that answers `hello` and `status` on the wire protocol.
-# Ctrl-C (mpremote, `pumprig flash`) leaves it for the REPL; so does `maintenance`.
-import sys
-
-MANIFEST = ".pumprig-manifest.json"
-_LOG = ("__init__", "canon", "store", "events", "evlog")  # what writing an event imports
+# Integrity at boot: main.py runs check() before it imports anything of the firmware, then
+# drops this module. Every file the manifest of `pumprig flash` lists must have its size and
+# SHA-256. Kept as source, never .mpy (a torn .mpy makes its import spin forever; a torn source
+# is a SyntaxError), and lean: what a module leaves in the heap for good are the names it
+# interns, and the flashed firmware runs in 128 KB (tests/host/test_memory_rig.py). On a
+# mismatch main.py runs the FIRMWARE safe state (bootsafe.py) instead of the firmware.
 
 
 def check():
-    """(manifest files, bad paths): [] when every file has its size and hash."""
+    """[] when the firmware is intact, else the paths that fail (the manifest's own when it is
+    missing or unreadable)."""
     import hashlib
     import os
     from binascii import hexlify
 
     try:
-        with open(MANIFEST) as f:
+        with open(".pumprig-manifest.json") as f:
             import json
 
-            files = json.load(f)["files"]
-        files.items()
+            d = json.load(f)["files"]
+        d.items()
     except Exception:  # missing, torn or not ours
-        return {}, [MANIFEST]
+        return [".pumprig-manifest.json"]
     bad = []
     buf = bytearray(256)
     mv = memoryview(buf)
-    for p in files:
+    for p in d:
         try:
-            size, digest = files[p]
-            if os.stat(p)[6] != size:
+            n, h = d[p]
+            if os.stat(p)[6] != n:
                 raise ValueError
-            h = hashlib.sha256()
+            s = hashlib.sha256()
             with open(p, "rb") as f:
                 while True:
                     n = f.readinto(buf)
                     if not n:
                         break
-                    h.update(mv[:n])
-            if hexlify(h.digest()).decode() != digest:
+                    s.update(mv[:n])
+            if hexlify(s.digest()).decode() != h:
                 raise ValueError
         except Exception:
             bad.append(p)
-    return files, bad
-
-
-def run():
-    """True when the firmware is intact (main.py goes on); otherwise the safe state, until
-    Ctrl-C (KeyboardInterrupt) or `maintenance` (returns False: main.py ends, the REPL
-    follows)."""
-    files, bad = check()
-    if not bad:
-        return True
-    safe(files, bad)
-    return False
-
-
-def _text(s):
-    """A JSON string of printable ASCII, bounded (a path from the manifest)."""
-    return '"%s"' % "".join(c if " " <= c <= "~" and c not in '"\\' else "?" for c in s[:64])
-
-
-def _json(v):
-    """Canonical JSON (sorted keys, no spaces) of str, int, bool, None, list and dict."""
-    if isinstance(v, dict):
-        return "{%s}" % ",".join("%s:%s" % (_text(k), _json(v[k])) for k in sorted(v))
-    if isinstance(v, list):
-        return "[%s]" % ",".join(_json(x) for x in v)
-    if isinstance(v, str):
-        return _text(v)
-    if v is None:
-        return "null"
-    if v is True or v is False:
-        return "true" if v else "false"
-    return "%d" % v
-
-
-def _frame(head, body):
-    from binascii import crc32
-
-    b = ("%s %s" % (head, _json(body))).encode()
-    return b + b"*%08x\n" % (crc32(b) & 0xFFFFFFFF)
-
-
-def answer(line, info):
-    """The response frame to one request line (bytes without the newline), or None when the
-    line is not a valid request. hello and status answer with the FIRMWARE alarm; everything
-    else, login included, is refused with SAFE_STATE."""
-    from binascii import crc32
-
-    star = line.rfind(b"*")
-    if line[:1] != b"@" or star < 0 or len(line) > 1024:
-        return None
-    try:
-        if int(line[star + 1:], 16) != crc32(line[:star]) & 0xFFFFFFFF:
-            return None
-        rid, cmd = line[1:star].decode().split(" ", 2)[:2]
-    except Exception:
-        return None
-    if not 0 < len(rid) <= 24 or not all(c.isalpha() or c.isdigit() or c in "-_" for c in rid):
-        return None
-    if cmd == "hello" or cmd == "status":
-        return _frame("=%s ok" % rid, info)
-    if cmd == "maintenance":
-        return _frame("=%s ok" % rid, {"repl": True})
-    return _frame("=%s err" % rid, {
-        "code": "SAFE_STATE",
-        "message": "firmware check failed (%s): run `pumprig flash`" % info["bad"][0]})
-
-
-def _log_event(files, bad, now_ms):
-    """An alarm.raised FIRMWARE event in the log, when the modules it takes are intact."""
-    for n in _LOG:
-        p = "pumpcore/%s.mpy" % n
-        if p not in files:
-            p = p[:-3] + "py"
-        if p not in files or p in bad:
-            return False
-    try:
-        from pumpcore.events import EventLog
-        from pumpcore.store import Store
-
-        log = EventLog(Store(), 200).restore()
-        log.add("alarm.raised", {"kind": "FIRMWARE", "critical": True, "files": bad[:4]},
-                None, now_ms)
-        return True
-    except Exception:  # the log is best effort here
-        return False
-    finally:
-        for m in list(sys.modules):
-            if m.startswith("pumpcore"):
-                del sys.modules[m]
-
-
-def _board():
-    """(boards json name, uid) of this board."""
-    p = sys.platform
-    name = "pico" if p == "rp2" else "esp32" if p == "esp32" else "sim"
-    try:
-        import machine
-        from binascii import hexlify
-
-        uid = hexlify(machine.unique_id()).decode()
-    except Exception:
-        uid = ""
-    return name, uid
-
-
-def safe(files, bad):
-    """The FIRMWARE safe state: motor disabled, alarm pattern, status answered."""
-    import select
-    import time
-
-    name, uid = _board()
-    cfg = "boards/%s.json" % name
-    en = led = buz = None
-    hz = 880
-    if cfg in files and cfg not in bad:
-        try:
-            import json
-
-            import machine
-
-            with open(cfg) as f:
-                c = json.load(f)
-            pins = c["pins"]
-            Pin = machine.Pin
-            en = Pin(pins["en"], Pin.OUT, value=1)  # TMC2209 EN is active low: disabled
-            led = Pin(pins["led"], Pin.OUT, value=0)
-            buz = machine.PWM(Pin(pins["buzzer"], Pin.OUT, value=0))
-            buz.duty_u16(0)
-            hz = c.get("tones", {}).get("hi_hz", hz)
-        except Exception:
-            pass
-    t0 = time.ticks_ms()
-    logged = _log_event(files, bad, 0)
-    info = {"firmware": "safe", "protocol": 1, "board": name, "uid": uid, "nonce": "",
-            "therapy": "safe", "safe_reason": "FIRMWARE", "mode": "none", "alarms": ["FIRMWARE"],
-            "bad": bad[:8], "logged": logged, "motor": en is not None}
-    try:
-        import micropython
-
-        micropython.kbd_intr(3)  # Ctrl-C works here, whatever ran before
-    except Exception:
-        pass
-    poll = select.poll()
-    poll.register(sys.stdin, select.POLLIN)
-    rd = sys.stdin.buffer
-    wr = sys.stdout.buffer
-    buf = bytearray()
-    tone = -1
-    while True:
-        # FIRMWARE pattern: LED at 4 Hz; three short beeps every 30 s
-        t = time.ticks_diff(time.ticks_ms(), t0)
-        if led is not None:
-            led.value((t // 125) & 1)
-        r = t % 30000
-        f = hz if r < 500 and (r // 100) % 2 == 0 else 0
-        if buz is not None and f != tone:
-            buz.freq(f or 1000)
-            buz.duty_u16(32768 if f else 0)
-            tone = f
-        if not poll.poll(50 if r < 600 else 125):
-            continue
-        b = rd.read(1)
-        if not b:
-            continue
-        if b != b"\n":
-            if len(buf) < 1100:
-                buf += b
-            continue
-        out = answer(bytes(buf).rstrip(b"\r"), info)
-        buf = bytearray()
-        if out:
-            wr.write(out)
-            if out.find(b'"repl":true') > 0:
-                if buz is not None:
-                    buz.duty_u16(0)
-                return
+    return bad

@@ -8,10 +8,13 @@ import sys
 def run():
     import bootcheck  # every installed file against the flash manifest, before any import
 
-    ok = bootcheck.run()  # False: it held the FIRMWARE safe state until `maintenance`
+    bad = bootcheck.check()
     del sys.modules["bootcheck"], bootcheck
     gc.collect()
-    if not ok:
+    if bad:
+        import bootsafe  # the FIRMWARE safe state, until Ctrl-C or `maintenance`
+
+        bootsafe.run(bad)
         return
     from hw import start
 

@@ -31,7 +31,7 @@ BOARD_DIR = os.path.join(REPO, "board")
 # sys.platform -> (hw module, boards/*.json)
 PLATFORMS = {"rp2": ("rp2", "pico"), "esp32": ("esp32", "esp32"), "linux": ("sim", "sim")}
 HW_ONLY = {"rp2": ("rp2.py", "pio_step.py"), "esp32": ("esp32.py",), "sim": ("sim.py",)}
-KEEP_PY = ("main.py", "boot.py", "bootcheck.py")
+KEEP_PY = ("main.py", "boot.py", "bootcheck.py", "bootsafe.py")
 MANIFEST_VERSION = 2
 
 # The board's platform, .mpy version, and the files its manifest lists as they are now

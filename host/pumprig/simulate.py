@@ -26,7 +26,7 @@ from .errors import PumprigError, SimError
 from .plans import parse_duration_s
 
 BOARD_DIR = Path(__file__).resolve().parents[2] / "board"
-FIRMWARE_FILES = ("main.py", "bootcheck.py", "pumpcore", "hw", "boards")
+FIRMWARE_FILES = ("main.py", "bootcheck.py", "bootsafe.py", "pumpcore", "hw", "boards")
 
 
 # --- installing the firmware ---------------------------------------------------------------
