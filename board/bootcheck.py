@@ -1,6 +1,6 @@
 # Integrity at boot: main.py runs check() before it imports anything of the firmware, then
 # drops this module. Every file the manifest of `pumprig flash` lists must have its size and
-# SHA-256. Kept as source, never .mpy (a torn .mpy makes its import spin forever; a torn source
+# SHA-256, and no .py may sit beside a listed .mpy (the import would take it instead). Kept as source, never .mpy (a torn .mpy makes its import spin forever; a torn source
 # is a SyntaxError), and lean: what a module leaves in the heap for good are the names it
 # interns, and the flashed firmware runs in 128 KB (tests/host/test_memory_rig.py). On a
 # mismatch main.py runs the FIRMWARE safe state (bootsafe.py) instead of the firmware.
@@ -40,4 +40,10 @@ def check():
                 raise ValueError
         except Exception:
             bad.append(p)
+        if p.endswith(".mpy"):
+            try:  # a source beside it would be imported instead: not what was flashed
+                os.stat(p[:-3] + "py")
+                bad.append(p[:-3] + "py")
+            except OSError:
+                pass
     return bad

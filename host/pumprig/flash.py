@@ -10,8 +10,8 @@ board needs are sent. data/ is never touched. The board is reset at the end.
 A cut (power, cable) at any moment leaves the old set, the new set, or a set that does not
 match the manifest, which main.py's boot check (bootcheck.py) turns into the FIRMWARE safe
 state: each changed file is copied under `<path>.new`, then one step renames them over the old
-ones and renames the new manifest (copied as `.pumprig-manifest.json.new`) over the old one,
-the commit; files no longer flashed are removed after it.
+ones, removes the files no longer flashed, and renames the new manifest (copied as
+`.pumprig-manifest.json.new`) over the old one: the commit.
 """
 
 import hashlib
@@ -35,7 +35,9 @@ KEEP_PY = ("main.py", "boot.py", "bootcheck.py", "bootsafe.py")
 MANIFEST_VERSION = 2
 
 # The board's platform, .mpy version, and the files its manifest lists as they are now
-# (remote path -> sha256 of the bytes on the board; a file that cannot be read is left out).
+# (remote path -> sha256 of the bytes on the board; a file that cannot be read is left out),
+# with any .py beside a listed .mpy (left by a cut flash: it would shadow the .mpy, so the
+# flash removes it unless it installs it).
 _PROBE = (
     "import sys, os\n"
     "h = {}\n"
@@ -46,7 +48,9 @@ _PROBE = (
     " t = f.read()\n"
     " f.close()\n"
     " m = json.loads(t)\n"
-    " for p in m.get('files', m):\n"
+    " l = list(m.get('files', m))\n"
+    " l += [p[:-3] + 'py' for p in l if p.endswith('.mpy')]\n"
+    " for p in l:\n"
     "  try:\n"
     "   d = hashlib.sha256()\n"
     "   f = open('/' + p, 'rb')\n"
@@ -283,8 +287,9 @@ def flash(port, board_dir=None, progress=None, compile_mpy=True, reset=True):
         for r in changed:
             args += ["+", "fs", "cp", files[r][0], ":" + r + ".new"]
         args += ["+", "fs", "cp", mpath, ":" + MANIFEST + ".new"]
-        # 2. renames, the manifest last (the commit): a cut among them leaves files that do
-        # not match the manifest, which the boot check turns into the FIRMWARE safe state
+        # 2. renames and removals, the manifest last (the commit): a cut among them leaves
+        # files that do not match the manifest, which the boot check turns into the FIRMWARE
+        # safe state
         args += ["+", "exec", _commit_script(changed, removed)]
         if reset:
             args += ["+", "reset"]
@@ -300,9 +305,9 @@ def flash(port, board_dir=None, progress=None, compile_mpy=True, reset=True):
 
 
 def _commit_script(changed, removed):
-    """Rename each `<path>.new` over `<path>`, then the manifest (atomic on littlefs and
-    POSIX; a filesystem whose rename does not replace gets a remove first), then remove the
-    files no longer flashed."""
+    """Rename each `<path>.new` over `<path>` (atomic on littlefs and POSIX; a filesystem
+    whose rename does not replace gets a remove first), remove the files no longer flashed (a
+    stale .py would shadow its new .mpy), then rename the manifest: the commit."""
     return (
         "import os\n"
         "os.chdir('/')\n"     # relative names: the unix port's VfsPosix renames no '/x'
@@ -314,13 +319,13 @@ def _commit_script(changed, removed):
         "  os.rename(p + '.new', p)\n"
         "for p in %r:\n"
         " mv(p)\n"
-        "mv('%s')\n"
         "for p in %r:\n"
         " try:\n"
-        "  os.remove('/' + p)\n"
+        "  os.remove(p)\n"
         " except OSError:\n"
         "  pass\n"
-    ) % (list(changed), MANIFEST, list(removed))
+        "mv('%s')\n"
+    ) % (list(changed), list(removed), MANIFEST)
 
 
 def wait_up(port, timeout_s=5.0, quiet_s=1.0):
