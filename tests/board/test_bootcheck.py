@@ -10,11 +10,11 @@ try:
 except ImportError:  # CPython under pytest: board/ is not a package on the path
     sys.path.insert(0, __file__.rsplit("/", 3)[0] + "/board")
     import bootcheck
-import bootsafe
-from _util import rmtree, tmpdir
 from binascii import hexlify
 from hashlib import sha256
 
+import bootsafe
+from _util import rmtree, tmpdir
 from pumpcore import proto
 
 M = ".pumprig-manifest.json"
