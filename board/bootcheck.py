@@ -1,9 +1,10 @@
 # Integrity at boot: main.py runs check() before it imports anything of the firmware, then
 # drops this module. Every file the manifest of `pumprig flash` lists must have its size and
-# SHA-256, and no .py may sit beside a listed .mpy (the import would take it instead). Kept as source, never .mpy (a torn .mpy makes its import spin forever; a torn source
-# is a SyntaxError), and lean: what a module leaves in the heap for good are the names it
-# interns, and the flashed firmware runs in 128 KB (tests/host/test_memory_rig.py). On a
-# mismatch main.py runs the FIRMWARE safe state (bootsafe.py) instead of the firmware.
+# SHA-256, and no unlisted .py may sit beside a listed .mpy (the import would take it). Kept
+# as source, never .mpy (a torn .mpy makes its import spin forever; a torn source is a
+# SyntaxError), and lean: what a module leaves in the heap for good are the names it interns,
+# and the flashed firmware runs in 128 KB (tests/host/test_memory_rig.py). On a mismatch
+# main.py runs the FIRMWARE safe state (bootsafe.py) instead of the firmware.
 
 
 def check():
@@ -40,7 +41,7 @@ def check():
                 raise ValueError
         except Exception:
             bad.append(p)
-        if p.endswith(".mpy"):
+        if p.endswith(".mpy") and p[:-3] + "py" not in d:
             try:  # a source beside it would be imported instead: not what was flashed
                 os.stat(p[:-3] + "py")
                 bad.append(p[:-3] + "py")

@@ -80,6 +80,13 @@ def test_a_source_beside_a_listed_mpy_is_found():
         assert bootcheck.check() == ["pumpcore/app.py"]
     finally:
         _done(d, old)
+    files = dict(FILES)
+    files["pumpcore/app.py"] = b"x = 1\n"       # listed too: it is what was installed
+    d, old = _fs(files)
+    try:
+        assert bootcheck.check() == []
+    finally:
+        _done(d, old)
 
 
 def test_no_manifest_or_a_torn_or_foreign_one_fails():
