@@ -121,6 +121,9 @@ def status_lines(st):
                           "no answer": "off: the driver UART did not answer (docs/wiring.md)"}
          .get(st.get("stall_detect"), "driver errors only (no driver UART)")),
     ]
+    if st.get("bad"):  # the FIRMWARE safe state (board/bootsafe.py)
+        rows.append(("firmware check", "FAILED: %s: run `pumprig flash`"
+                     % ", ".join(str(b) for b in st["bad"])))
     return rows
 
 

@@ -56,7 +56,7 @@ def tear(rig, remote, keep=0.5):
 
 @pytest.mark.parametrize("module", ["pumpcore/app.mpy", "pumpcore/program.mpy",
                                     "pumpcore/admin.mpy"])
-def test_a_torn_module_gives_the_firmware_safe_state_and_flash_repairs_it(rig, module):
+def test_a_torn_module_gives_the_firmware_safe_state_and_flash_repairs_it(rig, module, capsys):
     from pumprig.client import Client
     from pumprig.errors import DeviceError
     from pumprig.flash import flash
@@ -72,6 +72,15 @@ def test_a_torn_module_gives_the_firmware_safe_state_and_flash_repairs_it(rig, m
     assert st["logged"] is True            # the log's modules were intact: event written
     m = rig.world.measure()
     assert not m["enabled"] and not m["motor_busy"]
+    # the CLI shows it without a login; with one, a clear refusal
+    from pumprig import cli
+
+    assert cli.main(["--port", rig.link, "--role", "none", "status"]) == 0
+    out = capsys.readouterr().out
+    assert "FIRMWARE" in out and "firmware check  FAILED: %s" % module in out
+    assert cli.main(["--port", rig.link, "status"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("pumprig: firmware check failed (%s)" % module)
     # a login is refused with a clear reason, nothing else runs
     with pytest.raises(DeviceError) as e:
         Client(rig.link, role="clinician", timeout=2.0).open()
