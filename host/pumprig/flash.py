@@ -33,6 +33,7 @@ PLATFORMS = {"rp2": ("rp2", "pico"), "esp32": ("esp32", "esp32"), "linux": ("sim
 HW_ONLY = {"rp2": ("rp2.py", "pio_step.py"), "esp32": ("esp32.py",), "sim": ("sim.py",)}
 KEEP_PY = ("main.py", "boot.py", "bootcheck.py", "bootsafe.py")
 MANIFEST_VERSION = 2
+BOOT_FIRST = ("bootcheck.py", "bootsafe.py", "main.py")   # renamed first in the commit
 
 # The board's platform, .mpy version, and the files its manifest lists as they are now
 # (remote path -> sha256 of the bytes on the board; a file that cannot be read is left out),
@@ -307,7 +308,13 @@ def flash(port, board_dir=None, progress=None, compile_mpy=True, reset=True):
 def _commit_script(changed, removed):
     """Rename each `<path>.new` over `<path>` (atomic on littlefs and POSIX; a filesystem
     whose rename does not replace gets a remove first), remove the files no longer flashed (a
-    stale .py would shadow its new .mpy), then rename the manifest: the commit."""
+    stale .py would shadow its new .mpy), then rename the manifest: the commit.
+
+    The boot modules go first, main.py after them: once main.py is renamed the boot check
+    runs, so a cut later in the step is the safe state even on a board whose old main.py had
+    no check (the upgrade to this scheme)."""
+    changed = sorted(changed, key=lambda r: (BOOT_FIRST.index(r) if r in BOOT_FIRST else
+                                             len(BOOT_FIRST), r))
     return (
         "import os\n"
         "os.chdir('/')\n"     # relative names: the unix port's VfsPosix renames no '/x'
