@@ -16,8 +16,11 @@ within a bounded wait (HELLO_WAIT_S):
   hang     no answer: a failure.
 Then `pumprig flash` of the new build runs again and must bring it up ("repaired").
 
-The figures go to docs/benchmarks.md (section `campaign-flash`); tests/host/test_flash_cuts.py
-runs 5 cuts inside `make test`.
+`--commit-cuts N` runs the other campaign: cuts inside the commit step (commit_cuts()), which
+random cuts rarely hit.
+
+The figures go to docs/benchmarks.md (sections `campaign-flash`, `campaign-flash-commit`);
+tests/host/test_flash_cuts.py runs 5 cuts inside `make test`.
 """
 
 import argparse
@@ -170,12 +173,100 @@ def flash_cuts(cuts=50, seed=1, progress=None):
     return fig
 
 
+def commit_cuts(cuts=20, seed=2, progress=None):
+    """Cuts inside the commit step, which random cuts rarely hit (it takes a small part of a
+    flash): the flash's commit script is stopped after a random number i of its operations
+    (renames and removals, 0 to all; the manifest's rename never), as a cut there would, then
+    the power is cut and restored. i = 0 leaves the old set; any i > 0 leaves files that do not
+    match the old manifest: the FIRMWARE safe state. Then `pumprig flash` must repair it."""
+    import pumprig.flash as fl
+    from pumprig.errors import PumprigError
+    from pumprig.virtual.rig import VirtualRig
+
+    rng = random.Random(seed)
+    tmp = tempfile.mkdtemp(prefix="pumprig-commitcut-")
+    old_home = os.environ.get("PUMPRIG_HOME")
+    os.environ["PUMPRIG_HOME"] = os.path.join(tmp, "home")
+    builds = {"a": (os.path.join(tmp, "a"), True), "b": (os.path.join(tmp, "b"), False)}
+    versions = {k: make_build(d, k) for k, (d, _) in builds.items()}
+    fig = {"cuts": 0, "old": 0, "new": 0, "safe": 0, "hang": 0, "repaired": 0,
+           "safe_alarm_ok": 0, "ops_done": []}
+    real = fl._commit_script
+    try:
+        with VirtualRig(blank=True) as rig:
+            fl.flash(rig.link, board_dir=builds["a"][0])
+            cur = "a"
+            for k in range(cuts):
+                new = "b" if cur == "a" else "a"
+                done = []
+
+                def partial(changed, removed, done=done):
+                    ops = len(changed) + len(removed)
+                    i = rng.randint(0, ops)
+                    done.append(i)
+                    script = real(changed, removed)
+                    # stop after i operations: count them in the script itself
+                    head, tail = script.split("for p in ", 1)
+                    return (head + "_n = [%d]\n" % i + "def _step():\n _n[0] -= 1\n"
+                            " if _n[0] < 0:\n  raise SystemExit(1)\n"
+                            + ("for p in " + tail).replace(" mv(p)\n", " _step()\n mv(p)\n")
+                            .replace(" try:\n  os.remove(p)", " _step()\n try:\n  os.remove(p)")
+                            .replace("mv('%s')" % fl.MANIFEST, "raise SystemExit(1)"))
+
+                fl._commit_script = partial
+                try:
+                    fl.flash(rig.link, board_dir=builds[new][0], compile_mpy=builds[new][1])
+                except PumprigError:
+                    pass
+                finally:
+                    fl._commit_script = real
+                rig.world.power_cut()
+                rig.world.power_on()
+                fw, st = hello(rig.link)
+                fig["cuts"] += 1
+                fig["ops_done"].append(done[0] if done else None)
+                if fw == versions[cur]:
+                    what = "old"
+                elif fw == versions[new]:
+                    what = "new"
+                elif fw == "safe":
+                    what = "safe"
+                    if "FIRMWARE" in st["alarms"] and not rig.world.measure()["enabled"]:
+                        fig["safe_alarm_ok"] += 1
+                else:
+                    fig["hang"] += 1
+                    raise CampaignError("commit cut %d: no answer (%r)" % (k, fw))
+                fig[what] += 1
+                fl.flash(rig.link, board_dir=builds[new][0], compile_mpy=builds[new][1])
+                if hello(rig.link)[0] != versions[new]:
+                    raise CampaignError("commit cut %d: the repair did not bring %s up"
+                                        % (k, new))
+                fig["repaired"] += 1
+                if progress:
+                    progress("commit cut %d/%d after %s ops of %s->%s: %s, repaired"
+                             % (k + 1, cuts, done[0] if done else "?", cur, new, what))
+                cur = new
+    finally:
+        fl._commit_script = real
+        if old_home is None:
+            os.environ.pop("PUMPRIG_HOME", None)
+        else:
+            os.environ["PUMPRIG_HOME"] = old_home
+        shutil.rmtree(tmp, ignore_errors=True)
+    return fig
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cuts", type=int, default=50)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--commit-cuts", type=int, default=0,
+                    help="instead: this many cuts inside the commit step (section "
+                         "campaign-flash-commit)")
     ap.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
     args = ap.parse_args(argv)
+    if args.commit_cuts:
+        return _main_commit(args)
     t = time.monotonic()
     fig = flash_cuts(args.cuts, args.seed, progress=print)
     took = time.monotonic() - t
@@ -203,6 +294,34 @@ def main(argv=None):
         write_section("campaign-flash", "Power cuts during pumprig flash",
                       "python bench/campaign_flash.py --cuts %d --seed %d"
                       % (args.cuts, args.seed), body)
+    return 0
+
+
+def _main_commit(args):
+    t = time.monotonic()
+    fig = commit_cuts(args.commit_cuts, args.seed, progress=lambda m: print(m, flush=True))
+    took = time.monotonic() - t
+    ops = sorted(x for x in fig["ops_done"] if x is not None)
+    body = (
+        "Cuts inside the commit step of `pumprig flash` (renames, removals, then the manifest's "
+        "rename), which cuts at random moments rarely hit: the step is stopped after a random "
+        "number of its operations (0 to all but the manifest), then the power is cut and "
+        "restored, `hello` within %d s, then `pumprig flash` again; builds alternate as above.\n\n"
+        "| cuts | old firmware | new firmware | FIRMWARE safe state | hang | repaired by flash |\n"
+        "|---|---|---|---|---|---|\n"
+        "| %d | %d | %d | %d (FIRMWARE alarm, motor disabled: %d) | %d | %d |\n\n"
+        "Operations done before the cut: %s (0: none, the old set stays). Campaign time %.0f s "
+        "(seed %d).\n"
+        % (HELLO_WAIT_S, fig["cuts"], fig["old"], fig["new"], fig["safe"], fig["safe_alarm_ok"],
+           fig["hang"], fig["repaired"], ", ".join(str(x) for x in ops), took, args.seed))
+    print(body)
+    if not args.no_write:
+        sys.path.insert(0, HERE)
+        from _report import write_section
+
+        write_section("campaign-flash-commit", "Power cuts inside the flash commit step",
+                      "python bench/campaign_flash.py --commit-cuts %d --seed %d"
+                      % (args.commit_cuts, args.seed), body)
     return 0
 
 
