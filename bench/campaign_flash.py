@@ -297,6 +297,12 @@ def main(argv=None):
     return 0
 
 
+NOTE_OLD = ("An \"old\" after some operations is a .py -> .mpy flash cut among its renames: "
+            "the new .mpy files sit beside the listed .py sources, which the import still "
+            "takes, so the old set runs whole; once a listed file is replaced or removed it is "
+            "the safe state.")
+
+
 def _main_commit(args):
     t = time.monotonic()
     fig = commit_cuts(args.commit_cuts, args.seed, progress=lambda m: print(m, flush=True))
@@ -314,6 +320,7 @@ def _main_commit(args):
         "(seed %d).\n"
         % (HELLO_WAIT_S, fig["cuts"], fig["old"], fig["new"], fig["safe"], fig["safe_alarm_ok"],
            fig["hang"], fig["repaired"], ", ".join(str(x) for x in ops), took, args.seed))
+    body += NOTE_OLD + "\n"
     print(body)
     if not args.no_write:
         sys.path.insert(0, HERE)
