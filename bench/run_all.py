@@ -1,6 +1,7 @@
 """`make bench`: run every benchmark; each writes its own section of docs/benchmarks.md.
 
-The long campaigns (200 power cuts, long fuzzing) are `make campaign` (bench/campaign.py).
+The long campaigns (200 power cuts, long fuzzing, power cuts during flash) are `make campaign`
+(bench/campaign.py, bench/campaign_flash.py).
 """
 
 import subprocess
@@ -9,7 +10,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["bench_protocol.py", "bench_simulate.py", "bench_memory.py", "bench_hil.py"]
+SCRIPTS = ["bench_protocol.py", "bench_simulate.py", "bench_memory.py", "bench_hil.py",
+           "bench_bootcheck.py"]
 
 
 def main():
