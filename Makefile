@@ -22,7 +22,7 @@ help:
 	@echo "make flash PORT=/dev/ttyACM0   flash the firmware to a board"
 	@echo "make hil [RIGS=4]              HIL suite against virtual rigs"
 	@echo "make bench     benchmarks, written to docs/benchmarks.md"
-	@echo "make campaign  200 power cuts during a 30-day plan, 60 inside refill/plan.set, a key brute force"
+	@echo "make campaign  power cuts: 200 in a 30-day plan, 60 in refill/plan.set, 70 in flash; a key brute force"
 
 venv: $(STAMP)
 
@@ -62,6 +62,8 @@ bench: venv
 
 campaign: venv
 	$(PY) bench/campaign.py
+	$(PY) bench/campaign_flash.py --cuts 50
+	$(PY) bench/campaign_flash.py --commit-cuts 20 --seed 2
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache .mypy_cache

@@ -82,6 +82,9 @@ def install(fs, mpy=True, firmware=None):
                 subprocess.run([exe, "-o", src[:-3] + ".mpy", "-s", sub + "/" + name, src],
                                check=True, cwd=fs, capture_output=True)
                 os.remove(src)
+    from pumprig.flash import write_manifest
+
+    write_manifest(fs)  # what the boot check verifies, as a flash writes it
 
 
 def ideal_steps(plan_ms, boluses):

@@ -1,6 +1,7 @@
 """`make bench`: run every benchmark; each writes its own section of docs/benchmarks.md.
 
-The long campaigns (200 power cuts, long fuzzing) are `make campaign` (bench/campaign.py).
+The long campaigns (200 power cuts, long fuzzing, power cuts during flash) are `make campaign`
+(bench/campaign.py, bench/campaign_flash.py).
 """
 
 import subprocess
@@ -10,7 +11,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = ["bench_protocol.py", "bench_simulate.py", "bench_memory.py", "bench_hil.py",
-           "bench_plan_check.py"]
+           "bench_plan_check.py", "bench_bootcheck.py"]
 
 
 def main():

@@ -6,6 +6,16 @@ import sys
 
 
 def run():
+    import bootcheck  # every installed file against the flash manifest, before any import
+
+    bad = bootcheck.check()
+    del sys.modules["bootcheck"], bootcheck
+    gc.collect()
+    if bad:
+        import bootsafe  # the FIRMWARE safe state, until Ctrl-C or `maintenance`
+
+        bootsafe.run(bad)
+        return
     from hw import start
 
     board, resident = start.make_board()

@@ -7,8 +7,8 @@ Installs micropython-rp2-rpi-pico-stubs and micropython-esp32-esp32-generic-stub
 its own folder under .venv/stubs/ (pip install --target, only when missing), then runs mypy
 with that folder as both the typeshed (its stdlib/ is MicroPython's) and the search path:
 
-  rp2:   board/hw/rp2.py   + hw/common.py + hw/pio_step.py + board/pumpcore
-  esp32: board/hw/esp32.py + hw/common.py + board/pumpcore
+  rp2:   board/hw/rp2.py   + hw/common.py + hw/pio_step.py + boot modules + board/pumpcore
+  esp32: board/hw/esp32.py + hw/common.py + boot modules + board/pumpcore
 
 Exit status 0 when every target is clean.
 """
@@ -23,8 +23,10 @@ BOARD = ROOT / "board"
 STUBS = ROOT / ".venv" / "stubs"
 
 TARGETS = {
-    "rp2": ("micropython-rp2-rpi-pico-stubs", ["hw/rp2.py", "hw/common.py", "hw/pio_step.py"]),
-    "esp32": ("micropython-esp32-esp32-generic-stubs", ["hw/esp32.py", "hw/common.py"]),
+    "rp2": ("micropython-rp2-rpi-pico-stubs",
+            ["hw/rp2.py", "hw/common.py", "hw/pio_step.py", "bootcheck.py", "bootsafe.py"]),
+    "esp32": ("micropython-esp32-esp32-generic-stubs",
+              ["hw/esp32.py", "hw/common.py", "bootcheck.py", "bootsafe.py"]),
 }
 
 

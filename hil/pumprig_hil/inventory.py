@@ -110,8 +110,8 @@ def load(path) -> list[RigSpec]:
     if not path.exists():
         return []
     try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as e:
+        data = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise InventoryError("%s: %s" % (path, e)) from None
     rigs = data.get("rig", [])
     if not isinstance(rigs, list):

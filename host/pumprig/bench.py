@@ -19,7 +19,7 @@ import os
 import re
 import sys
 
-from pumprig import trumpet
+from pumprig import argtypes, trumpet
 from pumprig.errors import PumprigError
 
 DEFAULT_DENSITY_G_ML = trumpet.DEFAULT_DENSITY_G_ML
@@ -507,9 +507,9 @@ def _common(p):
                    help="the balance's serial port (URL or device); default for a virtual rig: "
                         "its virtual balance")
     p.add_argument("--balance-baud", type=int, default=9600, help="balance baud rate (9600)")
-    p.add_argument("--balance-timeout", type=float, default=10.0,
+    p.add_argument("--balance-timeout", type=argtypes.seconds, default=10.0,
                    help="seconds to wait for a balance answer (10)")
-    p.add_argument("--density", type=float, default=DEFAULT_DENSITY_G_ML,
+    p.add_argument("--density", type=argtypes.positive, default=DEFAULT_DENSITY_G_ML,
                    help="liquid density in g/mL (0.998, water at 20 C)")
     p.add_argument("--settle", type=parse_duration, default=10.0,
                    help="wait after a step move before a stable weighing (10s)")
@@ -537,7 +537,7 @@ def add_parser(subparsers):
     p.add_argument("--sample", type=parse_duration, default=30.0, help="sample period (30s)")
     p.add_argument("--windows", type=parse_windows, default=None,
                    help="extra observation windows in minutes, e.g. 60,120,240")
-    p.add_argument("--windows-scale", type=float, default=None,
+    p.add_argument("--windows-scale", type=argtypes.positive, default=None,
                    help="add the standard windows scaled by this factor (implant rates)")
     p.add_argument("--analysis", type=parse_analysis, default="auto",
                    help="analysis period: auto (second hour, or second half of a shorter run), "
@@ -554,7 +554,7 @@ def add_parser(subparsers):
     _common(c)
     c.add_argument("--steps", type=int, default=400, help="steps per run (400)")
     c.add_argument("--repeats", type=int, default=5, help="runs (5)")
-    c.add_argument("--max-sd", type=float, default=None,
+    c.add_argument("--max-sd", type=argtypes.positive, default=None,
                    help="refuse to store when the SD between runs exceeds this (%%)")
     c.add_argument("--dry-run", action="store_true", help="measure but do not store")
     c.set_defaults(func=run, bench_command="calibrate")

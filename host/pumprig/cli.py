@@ -15,7 +15,7 @@ import os
 import sys
 import time
 
-from pumprig import __version__
+from pumprig import __version__, argtypes
 from pumprig.errors import PumprigError
 
 # ---------------------------------------------------------------------------------------------
@@ -121,6 +121,9 @@ def status_lines(st):
                           "no answer": "off: the driver UART did not answer (docs/wiring.md)"}
          .get(st.get("stall_detect"), "driver errors only (no driver UART)")),
     ]
+    if st.get("bad"):  # the FIRMWARE safe state (board/bootsafe.py)
+        rows.append(("firmware check", "FAILED: %s: run `pumprig flash`"
+                     % ", ".join(str(b) for b in st["bad"])))
     return rows
 
 
@@ -556,7 +559,7 @@ def build_parser():
                    help="serial port or pyserial URL (default $PUMPRIG_PORT)")  # fmt: skip
     p.add_argument("--role", choices=("none", "patient", "clinician"), default=None,
                    help="role to log in as (default: the least the command needs)")  # fmt: skip
-    p.add_argument("--timeout", type=float, default=2.0, metavar="S",
+    p.add_argument("--timeout", type=argtypes.seconds, default=2.0, metavar="S",
                    help="seconds to wait for each answer (default 2)")  # fmt: skip
     sub = p.add_subparsers(dest="command", metavar="<command>")
     sub.required = True
@@ -583,8 +586,8 @@ def build_parser():
     add("alarm-test", cmd_alarm_test, "sound the alarm tones", json_flag=False)
     sp = add("log", cmd_log, "print the event log")
     sp.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    sp.add_argument("--since", type=int, help="first sequence number")
-    sp.add_argument("--limit", type=int, help="at most this many events")
+    sp.add_argument("--since", type=argtypes.count, help="first sequence number")
+    sp.add_argument("--limit", type=argtypes.count, help="at most this many events")
     sp = sub.add_parser("clock", help="set or show the rig's wall clock")
     csub = sp.add_subparsers(dest="clock_command", metavar="<sync|show>")
     csub.required = True
@@ -597,7 +600,7 @@ def build_parser():
     sp.set_defaults(func=cmd_clock_show)
     sp = add("monitor", cmd_monitor, "live view of rate, reservoir, battery and alarms", json_flag=False)
     sp.add_argument("--once", action="store_true", help="print one view and exit")
-    sp.add_argument("--interval", type=float, default=1.0, metavar="S")
+    sp.add_argument("--interval", type=argtypes.seconds, default=1.0, metavar="S")
     sp = add("provision", cmd_provision, "generate and install role keys (physical access)", json_flag=False)
     sp.add_argument("--no-verify", action="store_true", help="do not log in afterwards")
     add("list", cmd_list, "list attached boards and running virtual rigs")

@@ -1,9 +1,17 @@
 """Flash the firmware (board/) to a MicroPython board with stock mpremote.
 
 Only what changed is copied: the board keeps a manifest of what was flashed
-(/.pumprig-manifest.json, remote path -> sha256). Sources are compiled with mpy-cross when the
-board's .mpy version matches (main.py and boot.py stay .py); only the hw/ module and the board
-config this board needs are sent. data/ is never touched. The board is reset at the end.
+(/.pumprig-manifest.json: {"v": 2, "hash": "sha256", "files": {remote path: [size, sha256]}}),
+and the probe hashes the files it lists as they are on the board, so a torn or altered file is
+copied again. Sources are compiled with mpy-cross when the board's .mpy version matches
+(main.py, boot.py and bootcheck.py stay .py); only the hw/ module and the board config this
+board needs are sent. data/ is never touched. The board is reset at the end.
+
+A cut (power, cable) at any moment leaves the old set, the new set, or a set that does not
+match the manifest, which main.py's boot check (bootcheck.py) turns into the FIRMWARE safe
+state: each changed file is copied under `<path>.new`, then one step renames them over the old
+ones, removes the files no longer flashed, and renames the new manifest (copied as
+`.pumprig-manifest.json.new`) over the old one: the commit.
 """
 
 import hashlib
@@ -23,18 +31,42 @@ BOARD_DIR = os.path.join(REPO, "board")
 # sys.platform -> (hw module, boards/*.json)
 PLATFORMS = {"rp2": ("rp2", "pico"), "esp32": ("esp32", "esp32"), "linux": ("sim", "sim")}
 HW_ONLY = {"rp2": ("rp2.py", "pio_step.py"), "esp32": ("esp32.py",), "sim": ("sim.py",)}
-KEEP_PY = ("main.py", "boot.py")
+KEEP_PY = ("main.py", "boot.py", "bootcheck.py", "bootsafe.py")
+MANIFEST_VERSION = 2
+BOOT_FIRST = ("bootcheck.py", "bootsafe.py", "main.py")   # renamed first in the commit
 
+# The board's platform, .mpy version, and the files its manifest lists as they are now
+# (remote path -> sha256 of the bytes on the board; a file that cannot be read is left out),
+# with any .py beside a listed .mpy (left by a cut flash: it would shadow the .mpy, so the
+# flash removes it unless it installs it).
 _PROBE = (
     "import sys, os\n"
-    "m = None\n"
+    "h = {}\n"
+    "t = None\n"
     "try:\n"
+    " import json, hashlib, binascii\n"
     " f = open('/%s')\n"
-    " m = f.read()\n"
+    " t = f.read()\n"
     " f.close()\n"
-    "except OSError:\n"
+    " m = json.loads(t)\n"
+    " l = list(m.get('files', m))\n"
+    " l += [p[:-3] + 'py' for p in l if p.endswith('.mpy')]\n"
+    " for p in l:\n"
+    "  try:\n"
+    "   d = hashlib.sha256()\n"
+    "   f = open('/' + p, 'rb')\n"
+    "   while True:\n"
+    "    b = f.read(512)\n"
+    "    if not b:\n"
+    "     break\n"
+    "    d.update(b)\n"
+    "   f.close()\n"
+    "   h[p] = binascii.hexlify(d.digest()).decode()\n"
+    "  except OSError:\n"
+    "   pass\n"
+    "except Exception:\n"
     " pass\n"
-    "print('PUMPRIG', repr((sys.platform, getattr(sys.implementation, '_mpy', 0), m)))\n"
+    "print('PUMPRIG', repr((sys.platform, getattr(sys.implementation, '_mpy', 0), h, t)))\n"
 ) % MANIFEST
 
 
@@ -71,7 +103,9 @@ def _mpremote(port, args, progress=None, timeout=120):
 
 
 def probe(port):
-    """(sys.platform, sys.implementation._mpy, manifest dict) of the board at port."""
+    """(sys.platform, sys.implementation._mpy, {remote path: sha256 of it on the board},
+    manifest text or None) of the board at port: the files its manifest lists, hashed as they
+    are now."""
     if "://" not in port and not os.path.exists(port):
         raise PortError("no such port: %s" % port)
     out = _mpremote(port, ["exec", _PROBE], timeout=30)
@@ -80,16 +114,51 @@ def probe(port):
         raise ProtocolError("%s did not answer the probe like a MicroPython board" % port)
     import ast
     try:
-        platform, mpy, text = ast.literal_eval(m.group(1))
+        platform, mpy, found, text = ast.literal_eval(m.group(1))
     except (ValueError, SyntaxError) as e:
         raise ProtocolError("unreadable probe answer from %s" % port) from e
-    manifest = {}
-    if text:
-        try:
-            manifest = json.loads(text)
-        except ValueError:
-            manifest = {}
-    return platform, mpy, manifest
+    if not isinstance(found, dict):
+        found = {}
+    return platform, mpy, found, text
+
+
+def file_entry(path):
+    """[size, sha256 hex] of a local file: its manifest entry."""
+    with open(path, "rb") as f:
+        data = f.read()
+    return [len(data), hashlib.sha256(data).hexdigest()]
+
+
+def manifest_text(entries):
+    """The manifest for {remote path: [size, sha256]} (what bootcheck.py reads)."""
+    return json.dumps({"v": MANIFEST_VERSION, "hash": "sha256", "files": entries},
+                      sort_keys=True, separators=(",", ":"))
+
+
+FIRMWARE_DIRS = ("pumpcore", "hw", "boards")
+
+
+def write_manifest(fs):
+    """Write the manifest of the firmware installed in a local board filesystem (a virtual
+    rig's state dir fs/): the top-level .py files and everything in pumpcore/, hw/ and
+    boards/. Atomic (tmp + rename). Returns the number of files listed."""
+    entries = {}
+    for n in sorted(os.listdir(fs)):
+        if n.endswith(".py") and os.path.isfile(os.path.join(fs, n)):
+            entries[n] = file_entry(os.path.join(fs, n))
+    for d in FIRMWARE_DIRS:
+        for root, dirs, names in os.walk(os.path.join(fs, d)):
+            dirs[:] = sorted(x for x in dirs if x != "__pycache__")
+            for n in sorted(names):
+                if n.endswith((".py", ".mpy", ".json")):
+                    full = os.path.join(root, n)
+                    entries[os.path.relpath(full, fs).replace(os.sep, "/")] = file_entry(full)
+    path = os.path.join(fs, MANIFEST)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(manifest_text(entries))
+    os.replace(tmp, path)
+    return len(entries)
 
 
 def mpy_cross_path():
@@ -153,7 +222,8 @@ def select_files(board_dir, platform):
 
 
 def build(board_dir, platform, board_mpy, out_dir, compile_mpy=True):
-    """Prepare the files to flash in out_dir; returns {remote path: (local path, sha256)}."""
+    """Prepare the files to flash in out_dir; returns ({remote path: (local path, sha256,
+    size)}, whether the modules are compiled)."""
     exe = mpy_cross_path() if compile_mpy else None
     use_mpy = compile_mpy and mpy_compatible(board_mpy, mpy_cross_version(exe))
     result = {}
@@ -168,9 +238,8 @@ def build(board_dir, platform, board_mpy, out_dir, compile_mpy=True):
                                text=True)
             if r.returncode != 0:
                 raise FlashError("mpy-cross failed on %s: %s" % (rel, r.stderr.strip()))
-        with open(src, "rb") as f:
-            digest = hashlib.sha256(f.read()).hexdigest()
-        result[remote] = (src, digest)
+        size, digest = file_entry(src)
+        result[remote] = (src, digest, size)
     return result, use_mpy
 
 
@@ -186,19 +255,20 @@ def flash(port, board_dir=None, progress=None, compile_mpy=True, reset=True):
             progress(msg)
 
     say("probing %s" % port)
-    platform, board_mpy, old = probe(port)
+    platform, board_mpy, old, old_text = probe(port)
     say("board: %s, mpy %s" % (platform, board_mpy))
     tmp = tempfile.mkdtemp(prefix="pumprig-flash-")
     try:
         files, use_mpy = build(board_dir, platform, board_mpy, tmp, compile_mpy)
         say("%d files (%s)" % (len(files), "compiled .mpy" if use_mpy else ".py sources"))
-        changed = sorted(r for r, (_, h) in files.items() if old.get(r) != h)
+        # old: what the board's manifest lists, hashed as the files are on the board now
+        changed = sorted(r for r, f in files.items() if old.get(r) != f[1])
         removed = sorted(r for r in old if r not in files and r != MANIFEST and
                          not r.startswith("data/"))
-        manifest = {r: h for r, (_, h) in files.items()}
         report = {"platform": platform, "mpy": use_mpy, "copied": changed,
                   "unchanged": len(files) - len(changed), "removed": removed}
-        if not changed and not removed and old == manifest:
+        text = manifest_text({r: [f[2], f[1]] for r, f in files.items()})
+        if not changed and not removed and old_text == text:
             say("nothing changed")
             if reset:
                 _mpremote(port, ["reset"], progress=None, timeout=30)
@@ -206,21 +276,22 @@ def flash(port, board_dir=None, progress=None, compile_mpy=True, reset=True):
             return report
         mpath = os.path.join(tmp, MANIFEST)
         with open(mpath, "w") as f:
-            json.dump(manifest, f, sort_keys=True)
+            f.write(text)
         dirs = sorted({os.path.dirname(r) for r in changed if "/" in r})
-        prep = ("import os\n"
-                "try:\n os.remove('/%s')\nexcept OSError:\n pass\n" % MANIFEST)
+        prep = "import os\n"
         for d in dirs:
             parts = d.split("/")
             for i in range(1, len(parts) + 1):
                 prep += "try:\n os.mkdir('/%s')\nexcept OSError:\n pass\n" % "/".join(parts[:i])
-        for r in removed:
-            prep += "try:\n os.remove('/%s')\nexcept OSError:\n pass\n" % r
         args = ["exec", prep]
+        # 1. the new files beside the old ones: a cut here leaves the old set as it was
         for r in changed:
-            args += ["+", "fs", "cp", files[r][0], ":" + r]
-        # the manifest last: an interrupted flash leaves none, so the next one copies all
-        args += ["+", "fs", "cp", mpath, ":" + MANIFEST]
+            args += ["+", "fs", "cp", files[r][0], ":" + r + ".new"]
+        args += ["+", "fs", "cp", mpath, ":" + MANIFEST + ".new"]
+        # 2. renames and removals, the manifest last (the commit): a cut among them leaves
+        # files that do not match the manifest, which the boot check turns into the FIRMWARE
+        # safe state
+        args += ["+", "exec", _commit_script(changed, removed)]
         if reset:
             args += ["+", "reset"]
         say("copying %d files, removing %d" % (len(changed), len(removed)))
@@ -232,6 +303,36 @@ def flash(port, board_dir=None, progress=None, compile_mpy=True, reset=True):
         return report
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _commit_script(changed, removed):
+    """Rename each `<path>.new` over `<path>` (atomic on littlefs and POSIX; a filesystem
+    whose rename does not replace gets a remove first), remove the files no longer flashed (a
+    stale .py would shadow its new .mpy), then rename the manifest: the commit.
+
+    The boot modules go first, main.py after them: once main.py is renamed the boot check
+    runs, so a cut later in the step is the safe state even on a board whose old main.py had
+    no check (the upgrade to this scheme)."""
+    changed = sorted(changed, key=lambda r: (BOOT_FIRST.index(r) if r in BOOT_FIRST else
+                                             len(BOOT_FIRST), r))
+    return (
+        "import os\n"
+        "os.chdir('/')\n"     # relative names: the unix port's VfsPosix renames no '/x'
+        "def mv(p):\n"
+        " try:\n"
+        "  os.rename(p + '.new', p)\n"
+        " except OSError:\n"
+        "  os.remove(p)\n"
+        "  os.rename(p + '.new', p)\n"
+        "for p in %r:\n"
+        " mv(p)\n"
+        "for p in %r:\n"
+        " try:\n"
+        "  os.remove(p)\n"
+        " except OSError:\n"
+        "  pass\n"
+        "mv('%s')\n"
+    ) % (list(changed), list(removed), MANIFEST)
 
 
 def wait_up(port, timeout_s=5.0, quiet_s=1.0):

@@ -49,15 +49,17 @@ class KeyStore:
     def load(self):
         """All entries ({} when there is no store yet)."""
         try:
-            text = self.path.read_text()
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             return {}
         except OSError as e:
-            raise AuthError("cannot read the key store %s: %s" % (self.path, e.strerror)) from None
+            raise AuthError("cannot read the key store %s: %s (it is left as it is)"
+                            % (self.path, e.strerror)) from None
         try:
-            data = json.loads(text)
-        except ValueError:
-            raise AuthError("the key store %s is not valid JSON" % self.path) from None
+            data = json.loads(raw.decode("utf-8"))
+        except (ValueError, RecursionError):    # UnicodeDecodeError is a ValueError
+            raise AuthError("the key store %s is not valid JSON (it is left as it is: repair "
+                            "or move it)" % self.path) from None
         if not isinstance(data, dict):
             raise AuthError("the key store %s is not a JSON object" % self.path)
         return data

@@ -395,11 +395,13 @@ def load_plan_file(path) -> tuple[dict, dict]:
     """Read and validate a plan file -> (canonical plan, metadata). Raises PlanFileError."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise PlanFileError(f"{path}: no such plan file") from None
     except OSError as e:
         raise PlanFileError(f"{path}: cannot read it ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise PlanFileError(f"{path}: not UTF-8 text (byte {e.start})") from None
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

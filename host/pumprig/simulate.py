@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import shutil
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 
 from pumpcore import plan as core
@@ -26,7 +28,7 @@ from .errors import PumprigError, SimError
 from .plans import parse_duration_s
 
 BOARD_DIR = Path(__file__).resolve().parents[2] / "board"
-FIRMWARE_FILES = ("main.py", "pumpcore", "hw", "boards")
+FIRMWARE_FILES = ("main.py", "bootcheck.py", "bootsafe.py", "pumpcore", "hw", "boards")
 
 
 # --- installing the firmware ---------------------------------------------------------------
@@ -42,7 +44,8 @@ def board_dir() -> Path:
 def install_firmware(fs: str | Path, src: Path | None = None) -> int:
     """Copy the firmware into a virtual rig's filesystem directly (what a flash would write).
 
-    Used for throwaway rigs; `pumprig flash` is the user-facing path. Returns files copied."""
+    Used for throwaway rigs; `pumprig flash` is the user-facing path. Writes the manifest the
+    boot check verifies (pumprig.flash.write_manifest). Returns files copied."""
     src = src or board_dir()
     fs = Path(fs)
     n = 0
@@ -58,6 +61,9 @@ def install_firmware(fs: str | Path, src: Path | None = None) -> int:
         elif s.exists():
             shutil.copyfile(s, fs / name)
             n += 1
+    from .flash import write_manifest
+
+    write_manifest(fs)
     return n
 
 
@@ -194,8 +200,13 @@ class StepError:
 
 # --- scenario -------------------------------------------------------------------------------
 
+_MAX_FAULT_S = 3650 * 86_400  # the longest simulation
+
+
 def parse_fault(spec: str) -> dict:
-    """'stall@30d', 'stall@30d:2h', 'occlusion@12h:30min', 'battery=3.2V@60d', 'power@45d'."""
+    """'stall@30d', 'stall@30d:2h', 'occlusion@12h:30min', 'battery=3.2V@60d', 'power@45d'.
+    Times are >= 0 and within 3650 days, durations > 0, a battery voltage 0.1-10 V (or mV);
+    anything else is a PumprigError naming the spec."""
     try:
         what, when = spec.split("@", 1)
         dur = None
@@ -208,38 +219,54 @@ def parse_fault(spec: str) -> dict:
         if kind not in ("stall", "occlusion", "battery", "power"):
             raise ValueError
         out = {"kind": kind, "at_s": _dur(when, "--fault"),
-               "for_s": _dur(dur, "--fault") if dur else None}
+               "for_s": _dur(dur, "--fault") if dur is not None else None}
+        if out["for_s"] is not None and out["for_s"] <= 0:
+            raise ValueError
         if kind == "battery":
-            v = value.strip().lower().rstrip("v")
-            out["mv"] = int(round(float(v) * 1000)) if float(v) < 100 else int(v)
+            v = Decimal(value.strip().lower().rstrip("v"))
+            mv = int(v * 1000) if v < 100 else int(v)
+            if not 100 <= mv <= 10_000:
+                raise ValueError
+            out["mv"] = mv
+        elif value is not None:
+            raise ValueError
         return out
-    except (ValueError, AttributeError, TypeError):
+    except (ValueError, AttributeError, TypeError, ArithmeticError, PumprigError):
         raise PumprigError(f"--fault {spec!r}: write KIND@TIME[:DURATION], e.g. stall@30d:2h, "
-                           "occlusion@12h:30min, battery=3.2V@60d, power@45d") from None
+                           "occlusion@12h:30min, battery=3.2V@60d, power@45d (times from 0 "
+                           "to 3650 days)") from None
+
+
+_DUR = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(days|day|d|h|min|m|s)")
+_DUR_S = {"days": 86_400, "day": 86_400, "d": 86_400, "h": 3600, "min": 60, "m": 60, "s": 1}
 
 
 def _dur(text: str, field: str) -> int:
+    """A time like 36h, 2d, 90min, 1.5 h: whole seconds, 0 to 3650 days (no sign, no nan or
+    inf: PumprigError)."""
     t = str(text).strip().lower()
-    for suffix, mult in (("days", 86_400), ("day", 86_400), ("d", 86_400), ("h", 3600),
-                         ("min", 60), ("m", 60), ("s", 1)):
-        if t.endswith(suffix):
-            num = t[: -len(suffix)].strip()
-            try:
-                return int(round(float(num) * mult))
-            except ValueError:
-                break
+    m = _DUR.fullmatch(t)
     try:
-        return parse_duration_s(text, field)
-    except PumprigError:
-        raise PumprigError(f"{field}: cannot read the time {text!r} (use 36h, 2d, 90min)") from None
+        if m:
+            v = int((Decimal(m.group(1)) * _DUR_S[m.group(2)]).to_integral_value())
+        else:
+            v = parse_duration_s(t, field)
+    except (PumprigError, ArithmeticError):
+        v = None
+    if v is None or not 0 <= v <= _MAX_FAULT_S:
+        raise PumprigError(f"{field}: cannot read the time {text!r} (use 36h, 2d, 90min; "
+                           "0 to 3650 days)")
+    return v
 
 
 def load_bolus_file(path) -> list[int]:
     """One request time per line (36h, 2d 4h is not allowed: use 52h), '#' comments."""
     try:
-        lines = Path(path).read_text().splitlines()
+        lines = Path(path).read_bytes().decode("utf-8").splitlines()
     except OSError as e:
         raise PumprigError(f"{path}: cannot read the bolus file ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise PumprigError(f"{path}: not UTF-8 text (byte {e.start})") from None
     out = []
     for i, line in enumerate(lines, 1):
         line = line.split("#", 1)[0].strip()

@@ -169,6 +169,9 @@ def boot_rig(home, board_json=None):
             board_json(cfg)
             with open(path, "w") as f:
                 json.dump(cfg, f)
+            from pumprig.flash import write_manifest
+
+            write_manifest(rig.fs)      # as a flash of the edited board json would
         rig.world.reset()
         end = time.monotonic() + 10
         while not (rig.world.status()["state"] == "running" and rig.world.status()["waiting"]):

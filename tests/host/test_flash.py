@@ -51,7 +51,10 @@ def test_flash_a_blank_rig_then_nothing_changes(tmp_path):
         assert rep["unchanged"] == 0
         with open(os.path.join(rig.fs, MANIFEST)) as f:
             manifest = json.load(f)
-        assert sorted(manifest) == sorted(rep["copied"])
+        assert manifest["v"] == 2 and manifest["hash"] == "sha256"
+        assert sorted(manifest["files"]) == sorted(rep["copied"])
+        assert "bootcheck.py" in manifest["files"]      # kept as source: never a torn .mpy
+        assert not [n for n in os.listdir(rig.fs) if n.endswith(".new")]
         for remote in rep["copied"]:
             assert os.path.exists(os.path.join(rig.fs, remote)), remote
         assert open(os.path.join(rig.fs, "data", "keys.json")).read() == keys
@@ -90,3 +93,17 @@ def test_flashed_firmware_comes_up_and_stock_mpremote_sees_it():
         ls = subprocess.run([sys.executable, "-m", "mpremote", "connect", rig.link, "fs", "ls",
                              ":pumpcore"], capture_output=True, text=True, timeout=30).stdout
         assert "app.mpy" in ls and "plan.mpy" in ls
+
+
+def test_the_commit_renames_the_boot_modules_first_and_the_manifest_last():
+    """Finding 5: once main.py is renamed the boot check runs, so a cut later in the commit is
+    the FIRMWARE safe state; the manifest's rename is the commit; stale files go before it."""
+    from pumprig.flash import _commit_script
+
+    s = _commit_script(["pumpcore/app.mpy", "main.py", "bootsafe.py", "bootcheck.py"],
+                       ["pumpcore/app.py"])
+    order = ["'bootcheck.py'", "'bootsafe.py'", "'main.py'", "'pumpcore/app.mpy'",
+             "'pumpcore/app.py'", "mv('%s')" % MANIFEST]
+    at = [s.index(x) for x in order]
+    assert at == sorted(at), s
+    compile(s, "commit", "exec")

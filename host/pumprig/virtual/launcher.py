@@ -200,20 +200,15 @@ def prepare_state(state, blank):
             f.write(uid + "\n")
     keys_path = os.path.join(fs, "data", "keys.json")
     if not os.path.exists(keys_path):
-        keys = {"patient": secrets.token_hex(32), "clinician": secrets.token_hex(32)}
-        os.makedirs(os.path.dirname(keys_path), exist_ok=True)
-        with open(keys_path, "w") as f:
-            json.dump(keys, f)
-        store = os.path.join(pumprig_home(), "keys.json")
-        allkeys = {}
-        if os.path.exists(store):
-            try:
-                with open(store) as f:
-                    allkeys = json.load(f)
-            except ValueError:
-                allkeys = {}
-        allkeys[uid] = keys
-        _write_private(store, json.dumps(allkeys, indent=1, sort_keys=True))
+        from pumprig.keys import KeyStore, generate
+
+        store = KeyStore(pumprig_home())
+        store.load()    # unreadable or unparseable: AuthError naming it, nothing is written
+        keys = generate()
+        _write_private(keys_path, json.dumps(keys))
+        store.save(uid, keys)
+    else:
+        os.chmod(keys_path, 0o600)      # the board's copy: its owner's only
     return uid
 
 
@@ -702,8 +697,14 @@ def main(argv=None):
     ap.add_argument("--warp", action="store_true", help="virtual time moves only on advance")
     ap.add_argument("--config", default=None, help="board config (default board/boards/sim.json)")
     args = ap.parse_args(argv)
-    rig = Rig(args.link, args.state, heap=args.heap, warp=args.warp, blank=args.blank,
-              config=args.config)
+    from pumprig.errors import PumprigError
+
+    try:
+        rig = Rig(args.link, args.state, heap=args.heap, warp=args.warp, blank=args.blank,
+                  config=args.config)
+    except PumprigError as e:
+        sys.stderr.write("pumprig: %s\n" % e)
+        return 1
     signal.signal(signal.SIGINT, rig.stop)
     signal.signal(signal.SIGTERM, rig.stop)
     signal.signal(signal.SIGHUP, rig.stop)
