@@ -32,7 +32,8 @@ Invariants, checked after every rule, from the pulses and never from the firmwar
              CRC, drug, concentration, therapy, activity, reservoir within one segment, bolus
              count, alarms but RESET, and the clock's offset for clock commands; the wall clock
              itself is not compared, as a restore resumes it at the last account record); and the
-             same command retried with the same request id then leaves the state after it.
+             same command retried with the same request id then leaves the state after it (a
+             patient bolus retried may instead be refused, never dosed a second time).
   refused    a refused command (CommandError) changes nothing the state compare sees.
 
 Profiles: the short one runs in `make test`; PUMPRIG_LONG=1 selects the long one that
@@ -312,7 +313,7 @@ def with_caps(shape, conc, catheter_nl, limits):
     base["catheter_nl"] = catheter_nl
     ceiling = planmod.DRUGS[DRUG]["max_ng_day"]
     ladder = []
-    c = max(MG // 20, planmod.basal_max_ng_day(planmod._validate_basal(base["basal"], "basal")))
+    c = MG // 20
     while c < ceiling:
         ladder.append(c)
         c = c * 115 // 100 + 1
@@ -394,6 +395,13 @@ class SafetyMachine(RuleBasedStateMachine):
         except proto.CommandError as e:
             return e
 
+    def live_view(self):
+        s = self.status()
+        v = {k: s.get(k) for k in ("plan_crc", "conc_ng_ml", "therapy", "mode", "boluses_24h",
+                                   "reservoir_nl", "lockout_until_epoch_s", "epoch_s")}
+        v["alarms"] = sorted(s.get("alarms", ()))
+        return v
+
     def power_cut(self, img, downtime_ms):
         """RAM lost, files as `img`, the pulses made so far kept; power back after downtime."""
         self.take_pulses()
@@ -423,7 +431,7 @@ class SafetyMachine(RuleBasedStateMachine):
         return caps
 
     def command(self, cmd, args, cut_at=None, req_id=None, role="clinician", clock=False,
-                downtime_ms=0):
+                downtime_ms=0, new_doses=1):
         """Run one command as the loop does (then a loop iteration). With cut_at: the power
         fails at that file operation inside the command; the torn-state invariant is checked
         and the command is retried with the same request id. Returns (answer, was_cut)."""
@@ -432,9 +440,12 @@ class SafetyMachine(RuleBasedStateMachine):
         STATS["commands"] += 1
         self.take_pulses()
         if cut_at is None:
+            v0 = self.live_view()
             ans = self._call(cmd, args, req_id, role)
             if isinstance(ans, proto.CommandError):
                 STATS["refused"] += 1
+                assert self.live_view() == v0, "refused %s %r changed the state: %r -> %r" % (
+                    cmd, args, v0, self.live_view())
             self.app.step(self.b.t_ms)
             self.note_caps()
             return ans, False
@@ -461,14 +472,18 @@ class SafetyMachine(RuleBasedStateMachine):
         retried = image(self.root)
         self.app.step(self.b.t_ms)
         self.note_caps()
-        if not isinstance(ans, proto.CommandError):
-            v_retry = restored_view(retried, clock)
+        v_retry = restored_view(retried, clock)
+        if cmd == "bolus":
+            # a patient bolus retried may be refused (a lockout: the restore resumes at the
+            # last account record); what must never happen is a second dose
+            assert v_retry["boluses_24h"] <= v_before["boluses_24h"] + new_doses, (
+                "bolus %s dosed %s across a cut at file operation %d and its retry: %d -> %d "
+                "boluses in 24 h" % (req_id, "twice" if new_doses else "again", cut_at,
+                                     v_before["boluses_24h"], v_retry["boluses_24h"]))
+        elif not isinstance(ans, proto.CommandError):
             assert same_view(v_retry, v_after, self.seg_nl), (
                 "%s retried after a cut at file operation %d: not the state after it:\n"
                 " after  %r\n retry  %r\n (answer %r)" % (cmd, cut_at, v_after, v_retry, ans2))
-            if cmd == "bolus":
-                assert v_retry["boluses_24h"] <= v_before["boluses_24h"] + 1, (
-                    "bolus %s dosed twice across a cut at operation %d" % (req_id, cut_at))
         return ans2, True
 
     # ------------------------------------------------------------ the physical side
@@ -594,9 +609,10 @@ class SafetyMachine(RuleBasedStateMachine):
         if isinstance(ans, proto.CommandError):
             self.res_conc = old  # refused: the clinician does not exchange the drug
 
-    def _bolus(self, req_id, cut):
+    def _bolus(self, req_id, cut, new_doses=1):
         b0 = self.status()["boluses_24h"]
-        ans, was_cut = self.command("bolus", {}, cut_at=cut, req_id=req_id, role="patient")
+        ans, was_cut = self.command("bolus", {}, cut_at=cut, req_id=req_id, role="patient",
+                                    new_doses=new_doses)
         return b0, ans, was_cut
 
     @rule(cut=CUT)
@@ -610,9 +626,8 @@ class SafetyMachine(RuleBasedStateMachine):
     @rule(back=st.integers(1, 4), cut=CUT)
     def bolus_retry(self, back, cut):
         rid, first = self.bolus_ids[-min(back, len(self.bolus_ids))]
-        b0, ans, was_cut = self._bolus(rid, cut)
+        b0, ans, was_cut = self._bolus(rid, cut, new_doses=0 if first is not None else 1)
         if first is not None:
-            assert not was_cut or isinstance(ans, dict)
             b1 = self.status()["boluses_24h"]
             assert was_cut or b1 <= b0, (
                 "retried bolus id %s (answered %r before) was dosed again: %d -> %d boluses in "
@@ -624,16 +639,16 @@ class SafetyMachine(RuleBasedStateMachine):
                             st.integers(-2 * 86_400, 2 * 86_400)),
           offset_h=st.integers(-2, 3), cut=CUT)
     def clock_set(self, delta_s, offset_h, cut):
-        ep = self.app.call("clock.get", {}, "clinician", "c", self.b.t_ms)["epoch_s"]
+        ep = self.app.call("clock.get", {}, "clinician", "c", self.b.t_ms)["epoch_s"] or EPOCH0
         self.command("clock.set", {"epoch_s": ep + delta_s, "offset_s": offset_h * 3600},
                      cut_at=cut, clock=True)
 
     @rule(in_s=st.integers(60, 2 * 86_400), back=st.booleans(), cut=CUT)
     def daylight_saving(self, in_s, back, cut):
         c = self.app.call("clock.get", {}, "clinician", "c", self.b.t_ms)
-        off = c["offset_s"]
-        self.command("clock.set", {"epoch_s": c["epoch_s"], "offset_s": off,
-                                   "next_change_epoch_s": c["epoch_s"] + in_s,
+        off, ep = c["offset_s"] or 0, c["epoch_s"] or EPOCH0
+        self.command("clock.set", {"epoch_s": ep, "offset_s": off,
+                                   "next_change_epoch_s": ep + in_s,
                                    "next_offset_s": off - 3600 if back else off + 3600},
                      cut_at=cut, clock=True)
 
