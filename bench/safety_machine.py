@@ -1,7 +1,7 @@
 """The long run of the stateful safety property test (tests/host/test_safety_machine.py), for
 `make campaign`:
 
-    PUMPRIG_LONG=1 .venv/bin/python bench/safety_machine.py [--examples 400] [--no-write]
+    PUMPRIG_LONG=1 .venv/bin/python bench/safety_machine.py [--examples 200] [--no-write]
 
 Runs the hypothesis state machine with the long profile (random, not derandomized: every run
 explores new sequences), prints the figures (sequences, loop advances, commands, power cuts
@@ -23,7 +23,7 @@ ROOT = os.path.dirname(HERE)
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--examples", type=int, default=400)
+    ap.add_argument("--examples", type=int, default=200)
     ap.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
     args = ap.parse_args(argv)
     os.environ["PUMPRIG_LONG"] = "1"

@@ -684,7 +684,7 @@ class SafetyMachine(RuleBasedStateMachine):
 
 def _settings():
     if LONG:
-        n = int(os.environ.get("PUMPRIG_LONG_EXAMPLES", "400"))
+        n = int(os.environ.get("PUMPRIG_LONG_EXAMPLES", "200"))
         return settings(max_examples=n, stateful_step_count=50, deadline=None,
                         database=None, derandomize=False,
                         suppress_health_check=list(HealthCheck))
