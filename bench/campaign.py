@@ -403,9 +403,11 @@ class CommandCuts(PowerLoss):
                 without such a field, the over-count grows by at most one segment per cut.
     Time advances 1.5-3 h (warp) between commands, so the motor runs in between."""
 
-    def __init__(self, cuts=8, seed=1, heap="384k", firmware=None, progress=None, mpy=True):
+    def __init__(self, cuts=8, seed=1, heap="384k", firmware=None, progress=None, mpy=True,
+                 keep_going=False):
         super().__init__(cuts, 1, seed, heap, firmware, progress, mpy)
-        self.fig = {"kills": 0, "cuts": 0, "by_command": {k: 0 for k in CMD_KINDS}, "ended_old": 0,
+        self.keep_going = keep_going  # count failed checks and go on (the long campaign)
+        self.fig = {"kills": 0, "cuts": 0, "failures": 0, "failed": [], "by_command": {k: 0 for k in CMD_KINDS}, "ended_old": 0,
                     "ended_new": 0, "retries_ok": 0, "over_steps": 0,
                     "worst_over_per_cut_steps": 0, "uncertain_field": None, "pulses": 0,
                     "account_steps": 0}
@@ -437,6 +439,17 @@ class CommandCuts(PowerLoss):
         st = self.c.status()
         self.fig["pulses"] = self.w.measure()["pulses_fwd"]
         self.fig["account_steps"] = st["delivered_steps"]
+        if self.fig["failures"]:
+            raise CampaignError("%d of %d cuts failed a check; the first: %s"
+                                % (self.fig["failures"], self.fig["cuts"], self.fig["failed"][0]))
+
+    def _fail(self, msg):
+        """A failed check: raised, or with keep_going counted (the first few kept)."""
+        if not self.keep_going:
+            raise CampaignError(msg)
+        self.fig["failures"] += 1
+        if len(self.fig["failed"]) < 5:
+            self.fig["failed"].append(msg)
 
     def _over(self):
         st = self.c.status()
@@ -500,26 +513,26 @@ class CommandCuts(PowerLoss):
         view_cut = self._view(kind, st)
         f = self._send(req, kind, args)
         if f.name != "ok":
-            raise CampaignError("cut %d in %s: the retry (same id) was refused: %r"
-                                % (fig["cuts"], kind, f.body))
-        fig["retries_ok"] += 1
+            self._fail("cut %d in %s: the retry (same id) was refused: %r"
+                       % (fig["cuts"], kind, f.body))
+        else:
+            fig["retries_ok"] += 1
         if kind == "plan.set":
             expect["plan_crc"] = f.body.get("plan_crc")
         st2 = self.c.status()
         view_retry = self._view(kind, st2)
         if view_retry != expect:
-            raise CampaignError("cut %d in %s: after the retry the state is %r, expected %r "
-                                "(before %r, after the cut %r)"
-                                % (fig["cuts"], kind, view_retry, expect, view_before,
-                                   view_cut))
+            self._fail("cut %d in %s: after the retry the state is %r, expected %r (before %r, "
+                       "after the cut %r)" % (fig["cuts"], kind, view_retry, expect, view_before,
+                                              view_cut))
         if view_cut == expect and view_cut != view_before:
             fig["ended_new"] += 1
         elif view_cut == view_before:
             fig["ended_old"] += 1
         else:
-            raise CampaignError("cut %d in %s: torn state after the restart: %r is neither "
-                                "the state before %r nor after %r"
-                                % (fig["cuts"], kind, view_cut, view_before, expect))
+            self._fail("cut %d in %s: torn state after the restart: %r is neither the state "
+                       "before %r nor after %r" % (fig["cuts"], kind, view_cut, view_before,
+                                                   expect))
         if "RESET" in st2["alarms"]:
             self.c.ack("RESET")
 
@@ -543,15 +556,14 @@ class CommandCuts(PowerLoss):
         pulsed = self.w.measure()["pulses_fwd"]
         acc = st["delivered_steps"]
         if pulsed > acc:
-            raise CampaignError("cut %d: the world pulsed %d steps, the account says %d"
-                                % (fig["cuts"], pulsed, acc))
+            self._fail("cut %d: the world pulsed %d steps, the account says %d"
+                       % (fig["cuts"], pulsed, acc))
         unc = _uncertain_steps(st)
         if unc is not None:
             fig["uncertain_field"] = True
             if pulsed < acc - unc:
-                raise CampaignError("cut %d: the world pulsed %d steps, below the account %d "
-                                    "minus its uncertain bound %d"
-                                    % (fig["cuts"], pulsed, acc, unc))
+                self._fail("cut %d: the world pulsed %d steps, below the account %d minus its "
+                           "uncertain bound %d" % (fig["cuts"], pulsed, acc, unc))
         else:
             fig["uncertain_field"] = False
         over = acc - pulsed
@@ -560,8 +572,8 @@ class CommandCuts(PowerLoss):
         fig["over_steps"] = over
         self.over_prev = over
         if unc is None and inc > SEG_STEPS:
-            raise CampaignError("cut %d: the over-count grew by %d steps (> one segment)"
-                                % (fig["cuts"], inc))
+            self._fail("cut %d: the over-count grew by %d steps (> one segment)"
+                       % (fig["cuts"], inc))
         return st
 
 
@@ -671,7 +683,8 @@ def main(argv=None):
     if args.command_cuts:
         print("power cuts inside commands: %d" % args.command_cuts, flush=True)
         cc = CommandCuts(args.command_cuts, args.seed, mpy=args.source == "mpy",
-                         firmware=Path(args.firmware) if args.firmware else None)
+                         firmware=Path(args.firmware) if args.firmware else None,
+                         keep_going=True)
         try:
             cfig = cc.run()
         except CampaignError as e:
@@ -749,14 +762,16 @@ def _command_cuts_body(f, ok):
         "| command times on the rig (cut window / 1.3) | %s |\n"
         "| over-count (account - world pulses) at the end | %d steps (worst growth per cut %d) |\n"
         "| `uncertain_*` bound in status | %s |\n"
+        "| cuts that failed a check | %d |\n"
         "| wall time | %s s |\n%s"
         % (f["cuts"], by["plan.set"], by["refill"], by["clock.set"], by["ack"], f["ended_old"],
            f["ended_new"], f["retries_ok"],
            ", ".join("%s %.0f ms" % (k, v / 1.3) for k, v in f.get("window_ms", {}).items()),
            f["over_steps"], f["worst_over_per_cut_steps"],
            {True: "present, checked", False: "absent (only pulses <= account checked)",
-            None: "-"}[f["uncertain_field"]], f.get("wall_s", "-"),
-           "" if ok else "\n**FAILED** at cut %d: %s\n" % (f["cuts"], f.get("failure", ""))))
+            None: "-"}[f["uncertain_field"]], f.get("failures", 0), f.get("wall_s", "-"),
+           "" if ok else "\n**FAILED**: %s\n\nFirst failed checks:\n\n%s\n"
+           % (f.get("failure", ""), "\n".join("- " + m for m in f.get("failed", [])))))
 
 
 if __name__ == "__main__":

@@ -147,7 +147,7 @@ class Disk:
         disk = self
 
         def fopen(path, mode="r", *a, **kw):
-            if isinstance(path, int) or not disk._mine(path) or not any(c in mode for c in "wa+"):
+            if isinstance(path, int) or not disk._mine(path) or not any(c in mode for c in "wax+"):
                 return real_open(path, mode, *a, **kw)
             if disk.dead:
                 # the power is off: nothing reaches the disk any more
@@ -370,7 +370,7 @@ class SafetyMachine(RuleBasedStateMachine):
         # the physical side: reservoir concentration, dead-volume FIFO, windows
         self.res_conc = None
         self.fifo = deque()  # [pl, conc]
-        self.caps_at = []  # [(real_ms from which they apply (exclusive), caps)]
+        self.caps_at = []  # [(real µs from which they apply (exclusive), caps)]
         self.done = []  # per segment of the log: pulses already taken into the windows
         self.w1 = deque()
         self.w24 = deque()
@@ -419,12 +419,14 @@ class SafetyMachine(RuleBasedStateMachine):
         p = self.app.call("plan.get", {}, "clinician", "g", self.b.t_ms).get("plan")
         caps = dict(p["caps"]) if p else None
         if not self.caps_at or self.caps_at[-1][1] != caps:
-            self.caps_at.append((self.now(), caps))
+            self.caps_at.append((self.now() * 1000, caps))
 
-    def caps_for(self, t_ms):
+    def caps_for(self, t_us):
+        """The caps in force at a pulse at t_us (a change at a command's instant applies to
+        the pulses after it: the ones at that instant were made before the command)."""
         caps = None
         for t, c in self.caps_at:
-            if t < t_ms:
+            if t < t_us:
                 caps = c
             else:
                 break
@@ -526,7 +528,7 @@ class SafetyMachine(RuleBasedStateMachine):
                 setattr(self, attr, getattr(self, attr) + out)
                 while w[0][0] <= t_us - span * 1000:
                     setattr(self, attr, getattr(self, attr) - w.popleft()[1])
-            caps = self.caps_for(t_ms)
+            caps = self.caps_for(t_us)
             if caps is None:
                 continue
             c1, c24 = caps.get("ng_1h"), caps.get("ng_24h")
