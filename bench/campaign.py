@@ -407,7 +407,9 @@ class CommandCuts(PowerLoss):
                  keep_going=False):
         super().__init__(cuts, 1, seed, heap, firmware, progress, mpy)
         self.keep_going = keep_going  # count failed checks and go on (the long campaign)
-        self.fig = {"kills": 0, "cuts": 0, "failures": 0, "failed": [], "by_command": {k: 0 for k in CMD_KINDS}, "ended_old": 0,
+        self._last_failed_cut = None
+        self.fig = {"kills": 0, "cuts": 0, "failures": 0, "failed_cuts": 0, "failed": [],
+                    "by_command": {k: 0 for k in CMD_KINDS}, "ended_old": 0,
                     "ended_new": 0, "retries_ok": 0, "over_steps": 0,
                     "worst_over_per_cut_steps": 0, "uncertain_field": None, "pulses": 0,
                     "account_steps": 0}
@@ -440,14 +442,18 @@ class CommandCuts(PowerLoss):
         self.fig["pulses"] = self.w.measure()["pulses_fwd"]
         self.fig["account_steps"] = st["delivered_steps"]
         if self.fig["failures"]:
-            raise CampaignError("%d of %d cuts failed a check; the first: %s"
-                                % (self.fig["failures"], self.fig["cuts"], self.fig["failed"][0]))
+            raise CampaignError("%d checks failed in %d of %d cuts; the first: %s"
+                                % (self.fig["failures"], self.fig["failed_cuts"],
+                                   self.fig["cuts"], self.fig["failed"][0]))
 
     def _fail(self, msg):
         """A failed check: raised, or with keep_going counted (the first few kept)."""
         if not self.keep_going:
             raise CampaignError(msg)
         self.fig["failures"] += 1
+        if self._last_failed_cut != self.fig["cuts"]:
+            self._last_failed_cut = self.fig["cuts"]
+            self.fig["failed_cuts"] += 1
         if len(self.fig["failed"]) < 5:
             self.fig["failed"].append(msg)
 
@@ -685,6 +691,7 @@ def main(argv=None):
         cc = CommandCuts(args.command_cuts, args.seed, mpy=args.source == "mpy",
                          firmware=Path(args.firmware) if args.firmware else None,
                          keep_going=True)
+        t_cc = time.monotonic()
         try:
             cfig = cc.run()
         except CampaignError as e:
@@ -692,6 +699,7 @@ def main(argv=None):
             cfig = cc.fig
             cfig["failure"] = str(e).split("\n")[0]
             cc_ok = False
+        cfig["wall_s"] = round(time.monotonic() - t_cc, 1)
         print(json.dumps(cfig, indent=1, sort_keys=True))
     auth = auth_attack()
     print(json.dumps(auth, indent=1, sort_keys=True))
@@ -758,18 +766,19 @@ def _command_cuts_body(f, ok):
         "| figure | value |\n|---|---|\n"
         "| cuts | %d (plan.set %d, refill %d, clock.set %d, ack %d) |\n"
         "| state after the restart: before / after the command | %d / %d |\n"
-        "| retries completed | %d |\n"
+        "| retries answered `ok` | %d |\n"
         "| command times on the rig (cut window / 1.3) | %s |\n"
         "| over-count (account - world pulses) at the end | %d steps (worst growth per cut %d) |\n"
         "| `uncertain_*` bound in status | %s |\n"
-        "| cuts that failed a check | %d |\n"
+        "| checks failed (in how many cuts) | %d (%d) |\n"
         "| wall time | %s s |\n%s"
         % (f["cuts"], by["plan.set"], by["refill"], by["clock.set"], by["ack"], f["ended_old"],
            f["ended_new"], f["retries_ok"],
            ", ".join("%s %.0f ms" % (k, v / 1.3) for k, v in f.get("window_ms", {}).items()),
            f["over_steps"], f["worst_over_per_cut_steps"],
            {True: "present, checked", False: "absent (only pulses <= account checked)",
-            None: "-"}[f["uncertain_field"]], f.get("failures", 0), f.get("wall_s", "-"),
+            None: "-"}[f["uncertain_field"]], f.get("failures", 0), f.get("failed_cuts", 0),
+           f.get("wall_s", "-"),
            "" if ok else "\n**FAILED**: %s\n\nFirst failed checks:\n\n%s\n"
            % (f.get("failure", ""), "\n".join("- " + m for m in f.get("failed", [])))))
 

@@ -688,10 +688,11 @@ def _settings():
     if LONG:
         n = int(os.environ.get("PUMPRIG_LONG_EXAMPLES", "200"))
         return settings(max_examples=n, stateful_step_count=50, deadline=None,
-                        database=None, derandomize=False,
+                        database=None, derandomize=False, report_multiple_bugs=False,
                         suppress_health_check=list(HealthCheck))
     return settings(max_examples=30, stateful_step_count=25, deadline=None, database=None,
-                    derandomize=True, report_multiple_bugs=False, suppress_health_check=list(HealthCheck))
+                    derandomize=True, report_multiple_bugs=False,
+                    suppress_health_check=list(HealthCheck))
 
 
 SafetyMachine.TestCase.settings = _settings()
