@@ -389,13 +389,13 @@ class CommandCuts(PowerLoss):
     """Power cuts while a clinician command is in flight over the pty: plan.set (between a
     plain plan and one with a start bolus), refill (with a new concentration every time),
     clock.set (a new UTC offset and a daylight-saving change) and ack. Each cut comes at a
-    random wall-clock moment after the request was written, within 1.3 times the time the rig
-    took to answer the same command uncut (measured once at the start, `window_ms`); then,
+    random wall-clock moment after the request was written (biased late), within 1.3 times the
+    time the rig took to answer the same command uncut (measured once at the start, `window_ms`); then,
     after the restart:
       answers   the rig boots and answers `status`;
-      torn      the state is the one before the command or the one after it (plan CRC, drug
-                concentration, activity: a new start bolus or a refill's bridge under way; the
-                clock's UTC offset), never a mix;
+      torn      the state is the one before the command or the one after it (plan CRC and
+                whether its start bolus is under way; drug concentration and the refill's
+                bridge under way; the clock's UTC offset), never a mix;
       retry     the same request, with the same id, completes (`ok`) and leaves the state after;
       account   the world's pulse count (the control socket's measure, never the firmware's
                 word) is at most the account (`delivered_steps`) and at least the account minus
@@ -463,7 +463,9 @@ class CommandCuts(PowerLoss):
 
     def _view(self, kind, st):
         if kind == "plan.set":
-            return {"plan_crc": st["plan_crc"], "mode": st["mode"]}
+            # whether a start bolus is under way (not the activity itself: a refill's bridge
+            # may or may not go on under the new plan)
+            return {"plan_crc": st["plan_crc"], "start_bolus": st["mode"] == "bolus"}
         if kind == "refill":
             return {"conc_ng_ml": st["conc_ng_ml"], "mode": st["mode"]}
         if kind == "clock.set":
@@ -475,7 +477,7 @@ class CommandCuts(PowerLoss):
         if kind == "plan.set":
             self.use_b = not self.use_b
             plan = dict(PLAN_B if self.use_b else PLAN, conc_ng_ml=self.conc)
-            return {"plan": plan}, {"mode": "bolus" if self.use_b else "continuous"}
+            return {"plan": plan}, {"start_bolus": self.use_b}
         if kind == "refill":
             self.conc = 5_000_000 if self.conc == 10_000_000 else 10_000_000
             return ({"volume_nl": 20_000_000, "conc_ng_ml": self.conc},
@@ -510,7 +512,8 @@ class CommandCuts(PowerLoss):
         view_before = self._view(kind, self.c.status())
         req = "x%d-%d" % (fig["cuts"], rng.randrange(1 << 30))
         self.c._write(proto.encode_request(req, kind, args))
-        time.sleep(rng.random() * self.window_s[kind])
+        # biased late (square root): the records are written at the end of a command
+        time.sleep(rng.random() ** 0.5 * self.window_s[kind])
         self.w2.power_cut()
         fig["cuts"] += 1
         fig["kills"] = fig["cuts"]

@@ -93,8 +93,8 @@ def test_cuts_inside_plan_set_refill_clock_set_and_ack():
     retried with its id completes and leaves the state after, and the world's pulses are within
     [account - uncertain, account] (without an `uncertain_*` field in status: at most the account,
     the over-count growing by at most one segment per cut). bench/campaign.py runs the long one."""
-    fig = campaign.command_cuts(cuts=12, seed=3)
-    assert fig["cuts"] == 12 and fig["retries_ok"] == 12
-    assert all(n == 3 for n in fig["by_command"].values()), fig["by_command"]
-    assert fig["ended_old"] + fig["ended_new"] == 12
+    fig = campaign.command_cuts(cuts=20, seed=3)
+    assert fig["cuts"] == 20 and fig["retries_ok"] == 20
+    assert all(n == 5 for n in fig["by_command"].values()), fig["by_command"]
+    assert fig["ended_old"] + fig["ended_new"] == 20
     assert fig["pulses"] > 0 and fig["pulses"] <= fig["account_steps"]
