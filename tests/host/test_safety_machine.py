@@ -39,7 +39,7 @@ Invariants, checked after every rule, from the pulses and never from the firmwar
 Covers issue 11's stateful property test, and through it findings 1 (a start bolus outside
 every cap), 2 and 3 (periodic boluses against the caps, repeated when the clock goes back), 4
 and 5 (torn refill and programming) and 9 (the account against the pulses, `uncertain_*`). On
-the main of 2026-12-04 it fails; shrunk counterexamples seen there: a 50 ug start bolus over
+the main of 2026-12-04 it fails; shrunk counterexamples seen there: a 50 µg start bolus over
 60 s under the default hourly cap of a 0.1 mg/day plan (4250 ng in the first 5 s, cap 4167 ng);
 plan.set cut between its plan and state records (new plan, old schedule: start bolus skipped,
 or a restored App whose `status` raises TypeError); two refills with new concentrations in a
