@@ -22,7 +22,8 @@ help:
 	@echo "make flash PORT=/dev/ttyACM0   flash the firmware to a board"
 	@echo "make hil [RIGS=4]              HIL suite against virtual rigs"
 	@echo "make bench     benchmarks, written to docs/benchmarks.md"
-	@echo "make campaign  power cuts: 200 in a 30-day plan, 60 in refill/plan.set, 70 in flash; a key brute force"
+	@echo "make campaign  power cuts: 200 in a 30-day plan, inside commands, in flash; a key brute"
+	@echo "               force, and the long run of the safety state machine"
 
 venv: $(STAMP)
 
@@ -60,10 +61,12 @@ hil: venv
 bench: venv
 	$(PY) bench/run_all.py
 
+# both run even when the first fails (each writes its figures); the target fails if either did
 campaign: venv
-	$(PY) bench/campaign.py
-	$(PY) bench/campaign_flash.py --cuts 50
-	$(PY) bench/campaign_flash.py --commit-cuts 20 --seed 2
+	$(PY) bench/campaign.py; a=$$?; PUMPRIG_LONG=1 $(PY) bench/safety_machine.py; b=$$?; \
+	$(PY) bench/campaign_flash.py --cuts 50; c=$$?; \
+	$(PY) bench/campaign_flash.py --commit-cuts 20 --seed 2; d=$$?; \
+	test $$a = 0 && test $$b = 0 && test $$c = 0 && test $$d = 0
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache .mypy_cache

@@ -504,6 +504,234 @@ def power_loss(kills=200, days=30, seed=1, heap="384k", progress=None, mpy=True)
     return PowerLoss(kills, days, seed, heap, progress=progress, mpy=mpy).run()
 
 
+# ---------------------------------------------------------------------- cuts inside commands
+PLAN_B = dict(PLAN, start={"kind": "bolus", "ng": 500_000, "dur_s": 3600},
+              caps={"ng_24h": 4_000_000, "ng_1h": 800_000})
+CMD_KINDS = ("plan.set", "refill", "clock.set", "ack")
+
+
+class CommandCuts(PowerLoss):
+    """Power cuts while a clinician command is in flight over the pty: plan.set (between a
+    plain plan and one with a start bolus), refill (with a new concentration every time),
+    clock.set (a new UTC offset and a daylight-saving change) and ack. Each cut comes at a
+    random wall-clock moment after the request was written (biased late), within 1.3 times the
+    time the rig took to answer the same command uncut (measured once at the start, `window_ms`); then,
+    after the restart:
+      answers   the rig boots and answers `status`;
+      torn      the state is the one before the command or the one after it (plan CRC and
+                whether its start bolus is under way; drug concentration and the refill's
+                bridge under way; the clock's UTC offset), never a mix;
+      retry     the same request, with the same id, completes (`ok`) and leaves the state after;
+      account   the world's pulse count (the control socket's measure, never the firmware's
+                word) is at most the account (`delivered_steps`) and at least the account minus
+                `uncertain_steps` (or `uncertain_nl`/`uncertain_ml`) when status shows it;
+                without such a field, the over-count grows by at most one segment per cut.
+    Time advances 1.5-3 h (warp) between commands, so the motor runs in between."""
+
+    def __init__(self, cuts=8, seed=1, heap="384k", firmware=None, progress=None, mpy=True,
+                 keep_going=False):
+        super().__init__(cuts, 1, seed, heap, firmware, progress, mpy)
+        self.keep_going = keep_going  # count failed checks and go on (the long campaign)
+        self._last_failed_cut = None
+        self.fig = {"kills": 0, "cuts": 0, "failures": 0, "failed_cuts": 0, "failed": [],
+                    "by_command": {k: 0 for k in CMD_KINDS}, "ended_old": 0,
+                    "ended_new": 0, "retries_ok": 0, "over_steps": 0,
+                    "worst_over_per_cut_steps": 0, "uncertain_field": None, "pulses": 0,
+                    "account_steps": 0}
+
+    def _campaign(self):
+        rng = self.rng
+        self.over_prev = self._over()
+        self.conc = PLAN["conc_ng_ml"]
+        self.use_b = True
+        self.offset = 0
+        # each command once without a cut: its time on the rig (write to answer) sets the window
+        # the cuts are spread over
+        self.window_s = {}
+        for kind in CMD_KINDS:
+            args, _ = self._request(kind)
+            t = time.monotonic()
+            f = self._send("w%d" % CMD_KINDS.index(kind), kind, args)
+            if f.name != "ok":
+                raise CampaignError("%s refused before any cut: %r" % (kind, f.body))
+            self.window_s[kind] = 1.3 * (time.monotonic() - t)
+        self.fig["window_ms"] = {k: round(v * 1000, 1) for k, v in self.window_s.items()}
+        for i in range(self.kills):
+            m = self.w.measure()
+            self._advance_to(m["time_ms"] + rng.randrange(5_400_000, 3 * 3_600_000))
+            kind = CMD_KINDS[i % len(CMD_KINDS)]
+            self._cut_in(kind)
+            if self.progress:
+                self.progress(i + 1, self.fig)
+        st = self.c.status()
+        self.fig["pulses"] = self.w.measure()["pulses_fwd"]
+        self.fig["account_steps"] = st["delivered_steps"]
+        if self.fig["failures"]:
+            raise CampaignError("%d checks failed in %d of %d cuts; the first: %s"
+                                % (self.fig["failures"], self.fig["failed_cuts"],
+                                   self.fig["cuts"], self.fig["failed"][0]))
+
+    def _fail(self, msg):
+        """A failed check: raised, or with keep_going counted (the first few kept)."""
+        if not self.keep_going:
+            raise CampaignError(msg)
+        self.fig["failures"] += 1
+        if self._last_failed_cut != self.fig["cuts"]:
+            self._last_failed_cut = self.fig["cuts"]
+            self.fig["failed_cuts"] += 1
+        if len(self.fig["failed"]) < 5:
+            self.fig["failed"].append(msg)
+
+    def _over(self):
+        st = self.c.status()
+        return st["delivered_steps"] - self.w.measure()["pulses_fwd"]
+
+    def _view(self, kind, st):
+        if kind == "plan.set":
+            # whether a start bolus is under way (not the activity itself: a refill's bridge
+            # may or may not go on under the new plan)
+            return {"plan_crc": st["plan_crc"], "start_bolus": st["mode"] == "bolus"}
+        if kind == "refill":
+            return {"conc_ng_ml": st["conc_ng_ml"], "mode": st["mode"]}
+        if kind == "clock.set":
+            return {"offset_s": self.c.clock_get()["offset_s"]}
+        return {}
+
+    def _request(self, kind):
+        """(args, the view expected after it; plan_crc is filled in from the answer)."""
+        if kind == "plan.set":
+            self.use_b = not self.use_b
+            plan = dict(PLAN_B if self.use_b else PLAN, conc_ng_ml=self.conc)
+            return {"plan": plan}, {"start_bolus": self.use_b}
+        if kind == "refill":
+            self.conc = 5_000_000 if self.conc == 10_000_000 else 10_000_000
+            return ({"volume_nl": 20_000_000, "conc_ng_ml": self.conc},
+                    {"conc_ng_ml": self.conc, "mode": "bridge"})
+        if kind == "clock.set":
+            self.offset = 3600 - self.offset
+            ep = self.c.clock_get()["epoch_s"]
+            return ({"epoch_s": ep, "offset_s": self.offset,
+                     "next_change_epoch_s": ep + 30 * 86_400,
+                     "next_offset_s": 3600 - self.offset}, {"offset_s": self.offset})
+        return {}, {}
+
+    def _send(self, req_id, cmd, args, tries=20):
+        """Send a request with this id (resent with the same id while unanswered); returns the
+        answer frame."""
+        from pumpcore import proto
+        from pumprig.errors import RigTimeout
+
+        line = proto.encode_request(req_id, cmd, args)
+        for _ in range(tries):
+            self.c._write(line)
+            f = self.c._wait_response(req_id, time.monotonic() + 0.5)
+            if f is not None:
+                return f
+        raise RigTimeout("no answer to %s %s" % (cmd, req_id))
+
+    def _cut_in(self, kind):
+        from pumpcore import proto
+
+        fig, rng = self.fig, self.rng
+        args, expect = self._request(kind)
+        view_before = self._view(kind, self.c.status())
+        req = "x%d-%d" % (fig["cuts"], rng.randrange(1 << 30))
+        self.c._write(proto.encode_request(req, kind, args))
+        # biased late (square root): the records are written at the end of a command
+        time.sleep(rng.random() ** 0.5 * self.window_s[kind])
+        self.w2.power_cut()
+        fig["cuts"] += 1
+        fig["kills"] = fig["cuts"]
+        fig["by_command"][kind] += 1
+        st = self._restart()
+        view_cut = self._view(kind, st)
+        f = self._send(req, kind, args)
+        if f.name != "ok":
+            self._fail("cut %d in %s: the retry (same id) was refused: %r"
+                       % (fig["cuts"], kind, f.body))
+        else:
+            fig["retries_ok"] += 1
+        if kind == "plan.set":
+            expect["plan_crc"] = f.body.get("plan_crc")
+        st2 = self.c.status()
+        view_retry = self._view(kind, st2)
+        if view_retry != expect:
+            self._fail("cut %d in %s: after the retry the state is %r, expected %r (before %r, "
+                       "after the cut %r)" % (fig["cuts"], kind, view_retry, expect, view_before,
+                                              view_cut))
+        if view_cut == expect and view_cut != view_before:
+            fig["ended_new"] += 1
+        elif view_cut == view_before:
+            fig["ended_old"] += 1
+        else:
+            self._fail("cut %d in %s: torn state after the restart: %r is neither the state "
+                       "before %r nor after %r" % (fig["cuts"], kind, view_cut, view_before,
+                                                   expect))
+        if "RESET" in st2["alarms"]:
+            self.c.ack("RESET")
+
+    def _restart(self):
+        """Power on after a cut; the checks of the account against the world's pulses."""
+        fig = self.fig
+        try:
+            self.c.close()
+        except Exception:  # noqa: BLE001 (the port of a dead interpreter)
+            pass
+        import serial
+
+        port = serial.serial_for_url(self.rig.link, timeout=0.2)
+        try:
+            self.w.power_on()
+            self._wait_boot(port)
+        finally:
+            port.close()
+        self.c = self._connect()
+        st = self.c.status()  # the rig answers
+        pulsed = self.w.measure()["pulses_fwd"]
+        acc = st["delivered_steps"]
+        if pulsed > acc:
+            self._fail("cut %d: the world pulsed %d steps, the account says %d"
+                       % (fig["cuts"], pulsed, acc))
+        unc = _uncertain_steps(st)
+        if unc is not None:
+            fig["uncertain_field"] = True
+            if pulsed < acc - unc:
+                self._fail("cut %d: the world pulsed %d steps, below the account %d minus its "
+                           "uncertain bound %d" % (fig["cuts"], pulsed, acc, unc))
+        else:
+            fig["uncertain_field"] = False
+        over = acc - pulsed
+        inc = over - self.over_prev
+        fig["worst_over_per_cut_steps"] = max(fig["worst_over_per_cut_steps"], inc)
+        fig["over_steps"] = over
+        self.over_prev = over
+        if unc is None and inc > SEG_STEPS:
+            self._fail("cut %d: the over-count grew by %d steps (> one segment)"
+                       % (fig["cuts"], inc))
+        return st
+
+
+def _uncertain_steps(st):
+    """The status's bound of counted-but-maybe-not-pulsed, in steps (None if it has none)."""
+    for k, v in st.items():
+        if not k.startswith("uncertain_") or not isinstance(v, (int, float)):
+            continue
+        unit = k.rsplit("_", 1)[1]
+        if unit == "steps":
+            return v
+        if unit == "nl":
+            return (v * 1000 + STEP_PL - 1) // STEP_PL
+        if unit == "ml":
+            return int(v * 1e9 / STEP_PL + 0.999999)
+    return None
+
+
+def command_cuts(cuts=8, seed=1, heap="384k", progress=None, mpy=True):
+    """Cuts inside plan.set, refill, clock.set and ack; returns the figures (CampaignError on a
+    failure)."""
+    return CommandCuts(cuts, seed, heap, progress=progress, mpy=mpy).run()
+
+
 # ---------------------------------------------------------------------- auth brute force
 def auth_attack(minutes=10, seed=1, step_ms=10):
     """Hammer `auth` with wrong MACs as fast as the server answers, board time advancing
@@ -551,6 +779,8 @@ def main(argv=None):
     ap.add_argument("--kills", type=int, default=200)
     ap.add_argument("--days", type=int, default=30)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--command-cuts", type=int, default=80,
+                    help="power cuts inside plan.set, refill, clock.set and ack (0: none)")
     ap.add_argument("--source", choices=("mpy", "py"), default="mpy",
                     help="firmware as flashed (.mpy, default) or as .py sources")
     ap.add_argument("--firmware", default=None, help="a firmware tree instead of board/")
@@ -619,6 +849,22 @@ def main(argv=None):
             failure = ("kill %d: the firmware fell to the REPL after the restart (a crash; "
                        "seen: MemoryError in canon.dumps, a fragmented heap)" % fig["kills"])
     print(json.dumps(fig, indent=1, sort_keys=True))
+    cc_ok = True
+    if args.command_cuts:
+        print("power cuts inside commands: %d" % args.command_cuts, flush=True)
+        cc = CommandCuts(args.command_cuts, args.seed, mpy=args.source == "mpy",
+                         firmware=Path(args.firmware) if args.firmware else None,
+                         keep_going=True)
+        t_cc = time.monotonic()
+        try:
+            cfig = cc.run()
+        except CampaignError as e:
+            print("FAILED:", e)
+            cfig = cc.fig
+            cfig["failure"] = str(e).split("\n")[0]
+            cc_ok = False
+        cfig["wall_s"] = round(time.monotonic() - t_cc, 1)
+        print(json.dumps(cfig, indent=1, sort_keys=True))
     auth = auth_attack()
     print(json.dumps(auth, indent=1, sort_keys=True))
     if not args.no_write and args.firmware is None:
@@ -652,6 +898,9 @@ def main(argv=None):
                fig["wall_s"],
                "" if ok else "\n**FAILED** after %d power losses: %s\n" % (fig["kills"], failure)))
         write_section("campaign-power-loss", "Power-loss campaign", cmd, body)
+        if args.command_cuts:
+            write_section("campaign-command-cuts", "Power cuts inside commands", cmd,
+                          _command_cuts_body(cfig, cc_ok))
         body = (
             "A clinician MAC guessed by brute force against the firmware's server (App on a fake "
             "board), `hello` + `auth` with a random MAC as fast as the server answers, board "
@@ -663,7 +912,39 @@ def main(argv=None):
             % (auth["minutes"], auth["requests"], auth["macs_checked"], auth["throttled"],
                auth["per_minute"]))
         write_section("campaign-auth", "Auth brute-force throttle", cmd, body)
-    return 0 if ok and pc_fail is None else 1
+    return 0 if ok and cc_ok and pc_fail is None else 1
+
+
+def _command_cuts_body(f, ok):
+    by = f["by_command"]
+    return (
+        "The virtual rig (warp, firmware as .mpy) running the campaign's plan; its power is cut "
+        "(through the control socket) at a random wall-clock moment after a clinician request "
+        "was written to the pty, within 1.3 times the time the rig took to answer the same "
+        "command uncut. Commands in turn: plan.set (a plain plan and one with a 0.5 mg start "
+        "bolus), refill with a new concentration (10 <-> 5 mg/mL), clock.set (a new UTC "
+        "offset with a daylight-saving change) and ack. After each restart: the rig answers, "
+        "the state is the one before or after the command, the request retried with its id "
+        "completes and leaves the state after, and the world's pulse count is within "
+        "[account - uncertain, account].\n\n"
+        "| figure | value |\n|---|---|\n"
+        "| cuts | %d (plan.set %d, refill %d, clock.set %d, ack %d) |\n"
+        "| state after the restart: before / after the command | %d / %d |\n"
+        "| retries answered `ok` | %d |\n"
+        "| command times on the rig (cut window / 1.3) | %s |\n"
+        "| over-count (account - world pulses) at the end | %d steps (worst growth per cut %d) |\n"
+        "| `uncertain_*` bound in status | %s |\n"
+        "| checks failed (in how many cuts) | %d (%d) |\n"
+        "| wall time | %s s |\n%s"
+        % (f["cuts"], by["plan.set"], by["refill"], by["clock.set"], by["ack"], f["ended_old"],
+           f["ended_new"], f["retries_ok"],
+           ", ".join("%s %.0f ms" % (k, v / 1.3) for k, v in f.get("window_ms", {}).items()),
+           f["over_steps"], f["worst_over_per_cut_steps"],
+           {True: "present, checked", False: "absent (only pulses <= account checked)",
+            None: "-"}[f["uncertain_field"]], f.get("failures", 0), f.get("failed_cuts", 0),
+           f.get("wall_s", "-"),
+           "" if ok else "\n**FAILED**: %s\n\nFirst failed checks:\n\n%s\n"
+           % (f.get("failure", ""), "\n".join("- " + m for m in f.get("failed", [])))))
 
 
 if __name__ == "__main__":

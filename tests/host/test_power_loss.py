@@ -94,3 +94,19 @@ def test_power_cuts_inside_refill_and_plan_set_on_the_rig():
     assert fig["cuts"] == 8 and fig["refill_cuts"] == 4 and fig["plan_cuts"] == 4
     assert fig["torn"] == 0 and fig["retries_ok"] == 8
     assert fig["found_before"] + fig["found_after"] == 8
+
+
+def test_cuts_inside_plan_set_refill_clock_set_and_ack():
+    """Issue 11, findings 4 (torn refill) and 5 (torn programming), on the virtual rig: power
+    cut while plan.set, refill (a new concentration each time), clock.set and ack are in flight
+    over the pty, at random moments spread over the command's own time. After each restart the
+    rig answers, the state is the one before or after the command (never a mix: a new
+    concentration without its bridge, a new plan without its start bolus), the same request
+    retried with its id completes and leaves the state after, and the world's pulses are within
+    [account - uncertain, account] (without an `uncertain_*` field in status: at most the account,
+    the over-count growing by at most one segment per cut). bench/campaign.py runs the long one."""
+    fig = campaign.command_cuts(cuts=20, seed=3)
+    assert fig["cuts"] == 20 and fig["retries_ok"] == 20
+    assert all(n == 5 for n in fig["by_command"].values()), fig["by_command"]
+    assert fig["ended_old"] + fig["ended_new"] == 20
+    assert fig["pulses"] > 0 and fig["pulses"] <= fig["account_steps"]
