@@ -9,9 +9,10 @@ Records (pumpcore.store, each with a CRC, written atomically):
   calib   the µL-per-step calibration (protected separately from therapy data)
   plan    the running plan
   state   schedule windows, clock, reservoir, alarms, battery, bolus history
-  count   delivered steps, volume owed, the in-flight segment: rewritten before every segment,
-          so after a power cut the account is never below what was pulsed and above it by at
-          most one segment (max_segment_nl, 10 µL by default)
+  count   delivered steps, volume owed, the in-flight segment (fly_nl), the dose limiter's
+          ledger (lim): rewritten before every segment, so after a power cut the account is
+          never below what was pulsed and above it by at most one segment (max_segment_nl,
+          10 µL by default); that segment joins the limiter's uncertain_nl at power-on
 A record that fails its CRC raises the critical MEMORY alarm and puts the pump in its safe state
 (motor stopped) until a clinician programs a plan (therapy data) or a calibration (calib).
 """
@@ -24,6 +25,7 @@ from . import dose, proto
 from .battery import BatteryMonitor
 from .delivery import Delivery
 from .events import EventLog
+from .limiter import Limiter
 from .reservoir import Reservoir
 from .schedule import DAY_MS, Clock
 from .server import Server
@@ -108,6 +110,8 @@ class App:
         self.clock = Clock()
         self.step_pl = cfg["step_pl"]
         self.delivery = Delivery(self.step_pl, now)
+        # the dose limiter: a safety channel apart from the schedule (pumpcore.limiter)
+        self.limiter = Limiter(now, board.wall_epoch_s())
         self.max_hz = cfg.get("max_step_hz", 200)
         self.pullin_hz = cfg.get("pullin_step_hz", 50)
         self.plan = None
@@ -162,7 +166,10 @@ class App:
         self.store.save("count", {"steps": self.steps, "owed": self.delivery.owed,
                                   "t_ms": self.delivery.t_ms,
                                   "volume_nl": self._committed_volume_nl(),
-                                  "pl_left": self.pl_left})
+                                  "pl_left": self.pl_left,
+                                  "fly_nl": (self.seg[1] * self.step_pl + 999) // 1000
+                                  if self.seg is not None else 0,
+                                  "lim": self.limiter.to_dict(self.board.now_ms())})
 
     def _committed_volume_nl(self):
         """The reservoir as it will be once the in-flight segment is done (the conservative
@@ -267,6 +274,7 @@ class App:
         self.reservoir.on_delivered(pl // 1000)
         self.pl_left = pl % 1000
         self.seg = None
+        self.limiter.settled()
         self.board.motor_enable(False)  # the driver draws no current between segments
 
     def _stop_motor(self, now):
@@ -283,6 +291,7 @@ class App:
         if made > count:
             made = count
         self.delivery.commit(made - count)
+        self.limiter.abort(made)
         self.steps -= count - made
         if self.bench is not None:
             self.bench[1] += count - made
@@ -331,6 +340,9 @@ class App:
                 self.delivery.owed = self.delivery.q
             return None
         self.delivery.advance(now, src)
+        lim = self.limiter
+        if lim.held:
+            self.delivery.drop_fraction()  # what came due while held is dropped, not rushed
         if self.sched is not None and self.sched.overlays:
             self.sched.prune(now)
         seg, wake = self.delivery.plan_segment(now, src, self._max_steps(),
@@ -344,10 +356,24 @@ class App:
         count, first_us, interval_us = seg
         if interval_us < 1_000_000 // self.max_hz and count > 1:
             interval_us = 1_000_000 // self.max_hz
+        p = self.plan
+        count = lim.allow(now, count, first_us, interval_us, self.step_pl,
+                          p["conc_ng_ml"] if p else 0, p["caps"] if p else None)
+        if lim.capped:
+            if not self.alarms.condition_active(al.CAP_REACHED):
+                w = lim.why
+                self._event("cap.reached", {"window": w[0], "ng": w[1], "cap_ng": w[2]}, now)
+                self._alarm(al.CAP_REACHED, now)
+            if not count:
+                self.delivery.drop_fraction()
+                return lim.wake_ms
+        elif self.alarms.condition_active(al.CAP_REACHED):
+            self._clear(al.CAP_REACHED, now)
         end_us = now * 1000 + first_us + (count - 1) * interval_us
         self.seg = [now, count, first_us, interval_us, (end_us + 999) // 1000]
         self.seg_src = src
         self.delivery.commit(count)
+        lim.commit()
         self.steps += count
         if self.bench is not None:
             self.bench[1] -= count
@@ -602,6 +628,7 @@ class App:
             boluses_24h=self._boluses_24h(now),
             eri_days_left=self.battery.eri_days_left(ep),
             stall_detect=getattr(self.board, "stall_detect", None),
+            uncertain_nl=self.limiter.uncertain_nl,
         )
 
     def cmd_plan_get(self, args, now, req_id):

@@ -306,7 +306,10 @@ def _validate_caps(caps, out, rules, drug):
     if worst24 > cap24:
         raise PlanError("caps.ng_24h", "the plan can deliver %d ng in 24 h, above the cap of %d"
                         % (worst24, cap24))
-    cap1 = _int(caps, "ng_1h", "caps", 0, 10**11, worst1h if worst1h > 0 else 0)
+    # no per-hour cap stated: the daily cap bounds any hour too (enforced at run time by the
+    # dose limiter, which a default equal to the plan's exact worst hour could not leave room
+    # for: a pump moves whole steps)
+    cap1 = _int(caps, "ng_1h", "caps", 0, 10**11, cap24)
     if worst1h > cap1:
         raise PlanError("caps.ng_1h", "the plan can deliver %d ng in an hour, above the cap of %d"
                         % (worst1h, cap1))
