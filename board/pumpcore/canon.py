@@ -110,9 +110,12 @@ def write(v, sink, head=""):
     st = [[head], len(head), 0]  # pending str pieces, their length, CRC so far
 
     def out(piece):
-        st[0].append(piece)
+        p = st[0]
+        p.append(piece)
         st[1] += len(piece)
-        if st[1] >= _CHUNK:
+        # also by count: a long list of small numbers (the dose limiter's rings) is one or two
+        # characters a piece, and a list of 128 pieces is itself a kilobyte on a 64-bit port
+        if st[1] >= _CHUNK or len(p) >= 24:
             _flush(st, sink)
 
     emit(v, out)

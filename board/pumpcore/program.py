@@ -7,7 +7,7 @@ nothing.
 """
 
 from . import alarms as al
-from . import limiter, proto
+from . import proto
 from .schedule import Clock, Schedule
 from .store import CorruptRecord
 
@@ -65,7 +65,9 @@ def load_therapy(app, now):
             app.delivery.owed = count["owed"]
             app.reservoir.volume_nl = count["volume_nl"]
             app.pl_left = count["pl_left"]
-            app.limiter = limiter.restore(count, now, app.board.wall_epoch_s())
+            from . import limitctl
+
+            app.limiter = limitctl.restore(count, now, app.board.wall_epoch_s())
         if state is not None:
             # The plan is paused while the power is off: every board-ms instant moves by
             # the downtime. The last instant known for sure is where the count record left
@@ -124,7 +126,7 @@ def plan_set(app, args, now, req_id):
     app.delivery.rebase(now)
     app.plan = new
     app.sched = Schedule(new, app.clock, now, app._pullin_nl_day())
-    app.limiter.on_plan(new, app.cfg.get("pump_path_nl", 0))
+    app.limiter.new_plan(new, app.cfg.get("pump_path_nl", 0))
     app.reservoir.set_thresholds(new["reservoir"]["low_nl"], new["reservoir"]["empty_nl"])
     rbd = new["reservoir"]["refill_by_days"]
     r = app.reservoir

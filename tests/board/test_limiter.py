@@ -7,8 +7,8 @@ catheter tip, never from the app's account or the limiter's own ledger.
 
 from _util import rmtree, tmpdir
 from fakeboard import FakeBoard, run_until
+from pumpcore import limitctl, program
 from pumpcore import limiter as limmod
-from pumpcore import program
 from pumpcore.app import App
 
 MIN = 60_000
@@ -263,10 +263,10 @@ def test_prime_of_an_empty_line_counts_nothing_until_the_tip():
         assert b.pulses_at(MIN) >= 1200  # the whole prime
         # counted so far: only the first basal segment (40 steps of drug, charged when it was
         # committed); the 1200 steps of the prime pushed out the empty line
-        assert app.limiter.window_ng(b.t_ms) == [40 * 500, 40 * 500]
+        assert limitctl.window_ng(app.limiter, b.t_ms) == [40 * 500, 40 * 500]
         run_until(app, b, 2 * DAY)
         assert "CAP_REACHED" not in app.alarms.active()
-        assert app.limiter.window_ng(b.t_ms)[1] <= 400_000 + 500
+        assert limitctl.window_ng(app.limiter, b.t_ms)[1] <= 400_000 + 500
     finally:
         rmtree(root)
 
@@ -276,7 +276,7 @@ def test_bridge_after_refill_counts_the_old_concentration():
     500, the next at 2000; a prime's empty volume counts 0."""
     lim = limmod.Limiter()
     p = _plan(conc_ng_ml=500_000, catheter_nl=100_000)
-    lim.on_plan(p, 200_000)
+    limitctl.on_plan(lim, p, 200_000)
     assert lim.fifo == [300_000_000, 500_000]
     caps = {"ng_1h": 10**12, "ng_24h": 10**12}
     t = 0
@@ -288,11 +288,11 @@ def test_bridge_after_refill_counts_the_old_concentration():
         n_total += n
         t += 1000
         if n_total == 1200:
-            assert lim.window_ng(t) == [1200 * 125, 1200 * 125]
-    assert lim.window_ng(t) == [1200 * 125 + 120 * 500] * 2
+            assert limitctl.window_ng(lim, t) == [1200 * 125, 1200 * 125]
+    assert limitctl.window_ng(lim, t) == [1200 * 125 + 120 * 500] * 2
     assert lim.fifo == [300_000_000, 2_000_000]
     # a prime: empty at the tip, the rest of the line holds the plan's drug
-    lim.on_plan(_plan(catheter_nl=100_000, start={"kind": "prime", "pump_nl": 0,
+    limitctl.on_plan(lim, _plan(catheter_nl=100_000, start={"kind": "prime", "pump_nl": 0,
                                                   "catheter_nl": 100_000, "nl_min": 1000}),
                 200_000)
     assert lim.fifo == [100_000_000, 0, 200_000_000, 10_000_000]
@@ -302,7 +302,7 @@ def test_fifo_stays_bounded_and_aborts_give_back():
     """Many concentration changes: at most MAX_CHUNKS chunks (merged at the higher
     concentration), and an aborted segment un-charges the pulses it did not make."""
     lim = limmod.Limiter()
-    lim.on_plan(_plan(catheter_nl=100_000), 200_000)
+    limitctl.on_plan(lim, _plan(catheter_nl=100_000), 200_000)
     caps = {"ng_1h": 10**12, "ng_24h": 10**12}
     for k in range(20):
         lim.allow(k * 1000, 4, 0, 1000, 250_000, 1_000 + k, caps)
@@ -310,13 +310,13 @@ def test_fifo_stays_bounded_and_aborts_give_back():
         lim.settled()
     assert len(lim.fifo) <= 2 * limmod.MAX_CHUNKS
     assert sum(lim.fifo[0::2]) == 300_000_000
-    before = lim.window_ng(30_000)
+    before = limitctl.window_ng(lim, 30_000)
     fifo = list(lim.fifo)
     n = lim.allow(30_000, 10, 0, 1000, 250_000, 5_000_000, caps)
     lim.commit()
-    assert n == 10 and lim.window_ng(30_000)[0] == before[0] + 10 * 2500
+    assert n == 10 and limitctl.window_ng(lim, 30_000)[0] == before[0] + 10 * 2500
     lim.abort(3)  # 3 of the 10 pulses made: 7 given back, the line moved by 3 steps
-    assert lim.window_ng(30_000) == [before[0] + 3 * 2500, before[1] + 3 * 2500]
+    assert limitctl.window_ng(lim, 30_000) == [before[0] + 3 * 2500, before[1] + 3 * 2500]
     assert lim.fifo != fifo and sum(lim.fifo[0::2]) == 300_000_000
     assert lim.fifo[0] == fifo[0] - 3 * 250_000
 
