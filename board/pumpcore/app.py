@@ -359,14 +359,14 @@ class App:
         p = self.plan
         count = lim.allow(now, count, first_us, interval_us, self.step_pl,
                           p["conc_ng_ml"] if p else 0, p["caps"] if p else None)
-        if lim.capped:
+        w = lim.why
+        if w is not None:
             if not self.alarms.condition_active(al.CAP_REACHED):
-                w = lim.why
                 self._event("cap.reached", {"window": w[0], "ng": w[1], "cap_ng": w[2]}, now)
                 self._alarm(al.CAP_REACHED, now)
             if not count:
                 self.delivery.drop_fraction()
-                return lim.wake_ms
+                return w[3]
         elif self.alarms.condition_active(al.CAP_REACHED):
             self._clear(al.CAP_REACHED, now)
         end_us = now * 1000 + first_us + (count - 1) * interval_us
@@ -580,56 +580,9 @@ class App:
         self._clear(al.STALL, now)
         self.delivery.rebase(now)
 
-    def _live_volume_nl(self, now):
-        v = self.reservoir.volume_nl
-        if self.seg is not None:
-            v -= (self._pulses_done(now) * self.step_pl + self.pl_left) // 1000
-        return v if v > 0 else 0
-
-    def _live_steps(self, now):
-        if self.seg is None:
-            return self.steps
-        return self.steps - self.seg[1] + self._pulses_done(now)
-
-    def _rate_now(self, now):
-        src = self._source(now)
-        return src.rate_nl_day(now) if src is not None else 0
-
     def cmd_status(self, args, now, req_id):
-        ep = self.epoch(now)
-        rate = self._rate_now(now)
-        vol = self._live_volume_nl(now)
-        low_ep = None
-        if ep is not None and rate > 0:
-            s = self.reservoir.seconds_to(self.reservoir.low_nl, rate)
-            low_ep = ep + s if s is not None else None
-        mode = "none"
-        if self.bench is not None:
-            mode = "bench"
-        elif self.sched is not None:
-            mode = self.sched.activity(now)
-        # keyword names are interned (qstrs); "quoted" keys of 10 characters or more would each
-        # be a string object of ~70 bytes in the resident heap
-        return dict(
-            firmware=FIRMWARE, protocol=proto.PROTOCOL_VERSION,
-            board=self.cfg.get("board", "?"), mode=mode, therapy=self.therapy,
-            safe_reason=self.safe_reason, rate_nl_day=rate, reservoir_nl=vol,
-            delivered_steps=self._live_steps(now),
-            delivered_nl=self._live_steps(now) * self.step_pl // 1000,
-            step_pl=self.step_pl, battery_mv=self.battery.avg_mv,
-            battery_state=self.battery.state, fallback=self.fallback,
-            alarms=self.alarms.active(), plan_crc=self.plan_crc(),
-            drug=self.plan["drug"] if self.plan else None,
-            conc_ng_ml=self.plan["conc_ng_ml"] if self.plan else None,
-            epoch_s=ep, ms=now, low_epoch_s=low_ep,
-            refill_by_epoch_s=self.reservoir.refill_by_epoch_s,
-            lockout_until_epoch_s=self.clock.epoch_s(self.lockout_until_ms)
-            if self.clock.valid and self.lockout_until_ms > now else None,
-            boluses_24h=self._boluses_24h(now),
-            eri_days_left=self.battery.eri_days_left(ep),
-            stall_detect=getattr(self.board, "stall_detect", None),
-            uncertain_nl=self.limiter.uncertain_nl,
-        )
+        # pumpcore.admin.status: loaded for the call, like the clinician commands
+        return self._overlay("status", args, now, req_id)
 
     def cmd_plan_get(self, args, now, req_id):
         return {"plan": self.plan, "plan_crc": self.plan_crc()}

@@ -1,6 +1,6 @@
 """The rarely run half of the dose limiter (pumpcore.limiter): the dead volume a new plan
 declares (plan.set), the limiter restored from the `count` record (power-on), and the window
-figures (tests, diagnostics). A transient module (see pumpcore.app.drop_transient): functions
+figures (tests, diagnostics), and when a held delivery may start again. A transient module (see pumpcore.app.drop_transient): functions
 taking the Limiter, imported inside the functions that call them.
 """
 
@@ -54,6 +54,42 @@ def window_ng(lim, now_ms):
             s += y[2] * y[3]
         out.append(s)
     return out
+
+
+def wake(lim, w, lo, room, b, nb):
+    """Board ms when the buckets that fall out leave `room` ng in window w (None: never)."""
+    if room < 0:
+        return None
+    top = lim.top[w]
+    s = lim.window_sum(w, lo)
+    r = lim.d if w else lim.h
+    while s > room and lo <= top:
+        if lo > top - len(r):
+            s -= r[lo % len(r)]
+        lo += 1
+    return (lo + nb) * b - lim.off_ms
+
+
+def straddle(f, step_pl, conc_in):
+    """The concentration a pulse straddling the chunk at the tip is charged at: the strongest
+    it pushes out (the reservoir's, if it pushes out more than the line holds)."""
+    conc = 0
+    left = step_pl
+    for i in range(0, len(f), 2):
+        if f[i + 1] > conc:
+            conc = f[i + 1]
+        left -= f[i]
+        if left <= 0:
+            return conc
+    return conc_in if conc_in > conc else conc
+
+
+def merge(f):
+    """One chunk too many: the two nearest the pump become one, at the stronger concentration."""
+    f[-4] += f[-2]
+    if f[-1] > f[-3]:
+        f[-3] = f[-1]
+    del f[-2:]
 
 
 def restore(count, now_ms, rtc_s):

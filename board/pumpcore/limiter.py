@@ -19,11 +19,11 @@ bound the two nearest the pump merge at the higher concentration.
 Windows. Time is board ms plus `off_ms` (the persisted time spent powered off, from the RTC
 when there is one and it is plausible, else 0): it never goes backwards, whatever the wall
 clock does. Charges (ng, rounded up per pulse) go into buckets by the exact time of each pulse:
-61 one-minute buckets for the hour, 97 quarter-hour buckets for the day, two fixed rings of
+31 two-minute buckets for the hour, 49 half-hour buckets for the day, two fixed rings of
 integers (bucket j in slot j % size; `top` is the newest bucket). A window ending at any instant
-of bucket j is counted as the whole of buckets j-N .. j (the 61 minutes, or 24 h 15 min, that
+of bucket j is counted as the whole of buckets j-N .. j (the 62 minutes, or 24 h 30 min, that
 contain it): never less than the real window, more by at most one bucket. A plan that must
-never be held therefore needs its worst 61 minutes and its worst 24 h 15 min, plus one step,
+never be held therefore needs its worst 62 minutes and its worst 24 h 30 min, plus one step,
 within its caps. The segment in flight (`fly`) goes into the rings when it ends (or stops), so
 the rings hold only the past; at power-on its pulses count as made, none later than the boot.
 
@@ -41,10 +41,10 @@ except ImportError:  # CPython
         return x
 
 
-H_MS = const(60_000)  # the hour: minute buckets
-H_N = const(60)
-D_MS = const(900_000)  # the day: quarter-hour buckets
-D_N = const(96)
+H_MS = const(120_000)  # the hour: 2-minute buckets
+H_N = const(30)
+D_MS = const(1_800_000)  # the day: half-hour buckets
+D_N = const(48)
 MAX_CHUNKS = const(6)
 
 
@@ -58,12 +58,11 @@ class Limiter:
         self.top = [0, 0]  # the newest bucket of h and of d
         self.fly = None  # the segment in flight: [t_us, interval_us, pulses, ng each]
         self.uncertain_nl = 0
-        self.capped = False  # the last allow() was cut short by a cap
-        self.held = False  # ... to nothing
-        self.why = None  # [window, ng, cap_ng] of the last refusal
-        self.wake_ms = None  # board ms when a held delivery may start again
-        self._pend = None
-        self._pre = None
+        # None, or why the last allow() was cut short by a cap: [window, ng counted, cap_ng,
+        # board ms when one more pulse fits (None: never, or not held)]
+        self.why = None
+        self.held = False  # ... cut to nothing
+        self._pend = None  # the last allow(), then the segment in flight, with the line before
         self._plan = None
 
     def new_plan(self, plan, pump_path_nl):
@@ -113,7 +112,7 @@ class Limiter:
 
     def allow(self, now_ms, count, first_us, iv_us, step_pl, conc_in, caps):
         """How many of `count` pulses (a pulse after first_us, then every iv_us) may start now.
-        Sets capped/held/why/wake_ms; commit() then charges them."""
+        Sets why and held; commit() then starts them."""
         if self._plan is not None:
             from pumpcore import limitctl
 
@@ -131,20 +130,12 @@ class Limiter:
                 if f[0] // step_pl < n:
                     n = f[0] // step_pl
             else:
+                from pumpcore import limitctl
+
                 n = 1
-                conc = 0
-                left = step_pl
-                for i in range(0, len(f), 2):
-                    if f[i + 1] > conc:
-                        conc = f[i + 1]
-                    left -= f[i]
-                    if left <= 0:
-                        break
-                if left > 0 and conc_in > conc:
-                    conc = conc_in
+                conc = limitctl.straddle(f, step_pl, conc_in)
         ngp = (step_pl * conc + 999_999_999) // 1_000_000_000
-        self.capped = False
-        self.wake_ms = None
+        self.why = None
         for w in (0, 1):
             b, nb = (D_MS, D_N) if w else (H_MS, H_N)
             self._put(w, t0 // b, 0)  # the ring moves up to now
@@ -152,27 +143,30 @@ class Limiter:
                 continue
             cap = caps["ng_24h" if w else "ng_1h"]
             bu = b * 1000
-            new = []  # [bucket, ng, ...] of the pulses placed so far
-            k = 0
+            k = 0  # pulses placed so far
             while k < n:
                 j = (t + k * iv_us) // bu
                 e = ((j + 1) * bu - 1 - t) // iv_us if iv_us else n
                 if e >= n:
                     e = n - 1
+                # the window of bucket j: the rings from j - nb, and the placed pulses from
+                # the first at or after the start of bucket j - nb (no list of them: a long
+                # slow segment spans many buckets)
+                x = (j - nb) * bu - t
+                kl = 0 if x <= 0 else (-(-x // iv_us) if iv_us else k)
                 s = self.window_sum(w, j - nb)
-                for i in range(0, len(new), 2):
-                    if new[i] >= j - nb:
-                        s += new[i + 1]
+                if kl < k:
+                    s += (k - kl) * ngp
                 room = (cap - s) // ngp if cap > s else 0
                 if room <= e - k:
                     n = k + room
-                    self.capped = True
-                    self.why = ["24h" if w else "1h", s, cap]
+                    wake = None
                     if not n:
-                        self._wake(w, j - nb, cap - ngp, b, nb)
+                        from pumpcore import limitctl
+
+                        wake = limitctl.wake(self, w, j - nb, cap - ngp, b, nb)
+                    self.why = ["24h" if w else "1h", s, cap, wake]
                     break
-                new.append(j)
-                new.append((e - k + 1) * ngp)
                 k = e + 1
             if not n:
                 break
@@ -180,31 +174,18 @@ class Limiter:
         self._pend = [t, iv_us, n, ngp, step_pl, conc_in]
         return n
 
-    def _wake(self, w, lo, room, b, nb):
-        """wake_ms: when the buckets that fall out leave `room` ng in window w (None: never)."""
-        if room < 0:
-            return
-        top = self.top[w]
-        s = self.window_sum(w, lo)
-        r = self.d if w else self.h
-        while s > room and lo <= top:
-            if lo > top - len(r):
-                s -= r[lo % len(r)]
-            lo += 1
-        self.wake_ms = (lo + nb) * b - self.off_ms
-
     def commit(self):
         """The pulses of the last allow() start: they are in flight, the line moves."""
         p = self._pend
         self.fly = p[:4]
-        self._pre = list(self.fifo)
+        p.append(list(self.fifo))
         self._push(p[2] * p[4], p[5])
 
     def abort(self, made):
         """The segment in flight stopped after `made` pulses: only those are charged."""
         p = self._pend
         if self.fly is not None and made < p[2]:
-            self.fifo = self._pre
+            self.fifo = p[6]
             self._push(made * p[4], p[5])
             self.fly[2] = made
         self.settled()
@@ -215,7 +196,7 @@ class Limiter:
         if y is not None:
             self.fold(y[0], y[1], y[2], y[3], 1 << 62)
             self.fly = None
-            self._pre = None
+            self._pend = None
 
     def _push(self, vol, conc):
         f = self.fifo
@@ -240,11 +221,9 @@ class Limiter:
             f.append(vol)
             f.append(conc)
         if len(f) > 2 * MAX_CHUNKS:
-            # the two chunks nearest the pump become one, at the stronger concentration
-            f[-4] += f[-2]
-            if f[-1] > f[-3]:
-                f[-3] = f[-1]
-            del f[-2:]
+            from pumpcore import limitctl
+
+            limitctl.merge(f)
 
     def to_dict(self, now_ms):
         return {"t": now_ms + self.off_ms, "a": self.anchor, "f": self.fifo, "h": self.h,

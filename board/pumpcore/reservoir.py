@@ -36,10 +36,15 @@ class Reservoir:
         reservoirctl.setup(self, *args, **kw)
 
     def set_thresholds(self, low_nl, empty_nl):
-        """Programmable LOW and EMPTY volumes: 0 <= empty_nl <= low_nl <= capacity_nl."""
-        from pumpcore import reservoirctl
-
-        reservoirctl.set_thresholds(self, low_nl, empty_nl)
+        """Programmable LOW and EMPTY volumes: 0 <= empty_nl <= low_nl <= capacity_nl. Here,
+        not in reservoirctl: plan.set, the command that needs the most heap, calls it."""
+        for v in (low_nl, empty_nl):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ReservoirError("low_nl and empty_nl must be integers >= 0")
+        if empty_nl > low_nl or low_nl > self.capacity_nl:
+            raise ReservoirError("need 0 <= empty_nl <= low_nl <= capacity_nl")
+        self.low_nl = low_nl
+        self.empty_nl = empty_nl
 
     # --- accounting -------------------------------------------------------------------------
 

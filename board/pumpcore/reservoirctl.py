@@ -22,23 +22,13 @@ def setup(r, capacity_nl, low_nl=2_000_000, empty_nl=1_000_000, volume_nl=0):
     r.capacity_nl = capacity_nl
     r.low_nl = 0
     r.empty_nl = 0
-    set_thresholds(r, low_nl, empty_nl)
+    r.set_thresholds(low_nl, empty_nl)
     _check_int("volume_nl", volume_nl)
     if volume_nl > capacity_nl:
         raise ReservoirError("volume_nl exceeds the capacity")
     r.volume_nl = volume_nl
     r.refilled_epoch_s = None
     r.refill_by_epoch_s = None
-
-
-def set_thresholds(r, low_nl, empty_nl):
-    """Programmable LOW and EMPTY volumes: 0 <= empty_nl <= low_nl <= capacity_nl."""
-    _check_int("low_nl", low_nl)
-    _check_int("empty_nl", empty_nl)
-    if empty_nl > low_nl or low_nl > r.capacity_nl:
-        raise ReservoirError("need 0 <= empty_nl <= low_nl <= capacity_nl")
-    r.low_nl = low_nl
-    r.empty_nl = empty_nl
 
 
 def refill(r, volume_nl, epoch_s, refill_by_epoch_s=None):
