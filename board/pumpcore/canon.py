@@ -73,12 +73,24 @@ def emit(v, out, depth=0):
         raise CanonError("nested too deeply")
     if isinstance(v, (list, tuple)):
         out("[")
-        first = True
-        for x in v:
-            if not first:
-                out(",")
-            first = False
-            emit(x, out, depth + 1)
+        sep = ""
+        i = 0
+        n = len(v)
+        while i < n:
+            x = v[i]
+            if type(x) is int:
+                # a run of integers (the dose limiter's rings): up to 16 in one piece
+                j = i + 1
+                while j < n and j - i < 16 and type(v[j]) is int:
+                    j += 1
+                out(sep + ",".join([str(y) for y in v[i:j]]))
+                i = j
+            else:
+                if sep:
+                    out(sep)
+                emit(x, out, depth + 1)
+                i += 1
+            sep = ","
         out("]")
     elif isinstance(v, dict):
         out("{")

@@ -143,20 +143,33 @@ class Limiter:
                 continue
             cap = caps["ng_24h" if w else "ng_1h"]
             bu = b * 1000
+            r = self.d if w else self.h
+            top = self.top[w]
+            lo = None
             k = 0  # pulses placed so far
             while k < n:
                 j = (t + k * iv_us) // bu
                 e = ((j + 1) * bu - 1 - t) // iv_us if iv_us else n
                 if e >= n:
                     e = n - 1
-                # the window of bucket j: the rings from j - nb, and the placed pulses from
-                # the first at or after the start of bucket j - nb (no list of them: a long
-                # slow segment spans many buckets)
-                x = (j - nb) * bu - t
+                # the window of bucket j: the ring from j - nb (a running sum: the buckets
+                # that fall out as j moves on are taken off), and the placed pulses from the
+                # first at or after the start of bucket j - nb (no list of them)
+                if lo is None:
+                    lo = j - nb
+                    rs = self.window_sum(w, lo)
+                if j - nb > top:
+                    rs = 0  # the whole ring has fallen out
+                    lo = j - nb
+                elif lo < j - nb:
+                    if lo < top - nb:
+                        lo = top - nb
+                    while lo < j - nb:
+                        rs -= r[lo % (nb + 1)]
+                        lo += 1
+                x = lo * bu - t
                 kl = 0 if x <= 0 else (-(-x // iv_us) if iv_us else k)
-                s = self.window_sum(w, j - nb)
-                if kl < k:
-                    s += (k - kl) * ngp
+                s = rs + (k - kl) * ngp if kl < k else rs
                 room = (cap - s) // ngp if cap > s else 0
                 if room <= e - k:
                     n = k + room
