@@ -79,9 +79,9 @@ def emit(v, out, depth=0):
         while i < n:
             x = v[i]
             if type(x) is int:
-                # a run of integers (the dose limiter's rings): up to 16 in one piece
+                # a run of integers (the dose limiter's rings): up to 8 in one piece
                 j = i + 1
-                while j < n and j - i < 16 and type(v[j]) is int:
+                while j < n and j - i < 8 and type(v[j]) is int:
                     j += 1
                 out(sep + ",".join([str(y) for y in v[i:j]]))
                 i = j
