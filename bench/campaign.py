@@ -11,7 +11,8 @@ moments its interpreter is killed (SIGKILL through the world), then powered on a
     request was written to the serial line, while the firmware is handling it and writing its
     records. The same request (same id) is sent again after the restart, as a client retry.
 After every kill the firmware's account (`status()["delivered_steps"]`) is compared with the
-world's pulse count (`measure()["pulses_fwd"]`):
+world's pulse count (`measure()["pulses_fwd"]`) and with its own uncertainty (`uncertain_nl`,
+the segments in flight at the cuts): account - uncertain <= pulses <= account must hold;
   lost steps       pulsed but not accounted (must be 0);
   over-count       accounted minus pulsed; its growth per power loss must stay within one
                    segment (max_segment_nl = 10 µL = 40 steps);
@@ -52,7 +53,9 @@ BOLUS_MS = 600_000
 PLAN = {"drug": "morphine", "conc_ng_ml": 10_000_000,
         "basal": {"kind": "continuous", "ng_day": 2_000_000},
         "patient": {"ng": 100_000, "dur_s": 600, "lockout_s": 3600, "max_24h": 12},
-        "caps": {"ng_24h": 4_000_000, "ng_1h": 200_000}}
+        # per hour: a bolus and the basal are 183 mcg; the dose limiter also counts each cut's
+        # in-flight segment (up to 10 µL = 100 mcg) as delivered, which needs room
+        "caps": {"ng_24h": 4_000_000, "ng_1h": 300_000}}
 BASAL_NL_DAY = 200_000
 BOLUS_NL = 10_000
 
@@ -114,7 +117,8 @@ class PowerLoss:
                     "retries": 0,
                     "worst_over_per_loss_steps": 0, "over_steps": 0, "lost_steps": 0,
                     "double_steps": 0, "missing_steps": 0, "boluses": 0, "wdt_resets": 0,
-                    "days": days, "pulses": 0, "ideal_final_steps": 0, "account_final_steps": 0}
+                    "days": days, "pulses": 0, "ideal_final_steps": 0, "account_final_steps": 0,
+                    "uncertain_ml": 0.0, "outside_uncertainty": 0}
 
     # ------------------------------------------------------------------ the rig
     def run(self):
@@ -323,6 +327,11 @@ class PowerLoss:
         if pulsed > accounted:
             fig["lost_steps"] += pulsed - accounted
         over = accounted - pulsed
+        # what the firmware says it may have counted without pulsing (the in-flight segments)
+        unc = st.get("uncertain_nl", 0) * 1000 // STEP_PL
+        fig["uncertain_ml"] = st.get("uncertain_nl", 0) / 1e6
+        if not accounted - unc <= pulsed <= accounted:
+            fig["outside_uncertainty"] += 1
         inc = over - self.over_prev
         fig["worst_over_per_loss_steps"] = max(fig["worst_over_per_loss_steps"], inc)
         fig["over_steps"] = over
@@ -378,7 +387,12 @@ class PowerLoss:
                                     - self.boot_world, len(self.accepted))
         if fig["pulses"] > ideal_powered + 1:
             fig["double_steps"] = max(fig["double_steps"], fig["pulses"] - ideal_powered - 1)
-        if fig["double_steps"] or fig["missing_steps"] or fig["lost_steps"]:
+        unc = st.get("uncertain_nl", 0) * 1000 // STEP_PL
+        fig["uncertain_ml"] = st.get("uncertain_nl", 0) / 1e6
+        if not acc - unc <= fig["pulses"] <= acc:
+            fig["outside_uncertainty"] += 1
+        if fig["double_steps"] or fig["missing_steps"] or fig["lost_steps"] \
+                or fig["outside_uncertainty"]:
             raise CampaignError("final account %d steps, ideal %d (plan time %d ms), pulses %d: "
                                 "%s" % (acc, ideal, plan_ms, fig["pulses"], fig))
 
@@ -827,8 +841,8 @@ def main(argv=None):
 
     def progress(i, fig):
         if i % 20 == 0:
-            print("  %d kills, worst over-count %d steps" % (i, fig["worst_over_per_loss_steps"]),
-                  flush=True)
+            print("  %d kills, worst over-count %d steps, uncertain_ml %.4f"
+                  % (i, fig["worst_over_per_loss_steps"], fig["uncertain_ml"]), flush=True)
 
     print("power loss: %d kills over %d days" % (args.kills, args.days), flush=True)
     from pathlib import Path
@@ -885,6 +899,8 @@ def main(argv=None):
             "| worst over-count per power loss | %d steps = %d nL (bound: one segment, "
             "40 steps = 10 µL) |\n"
             "| total over-count after all losses | %d steps |\n"
+            "| uncertainty the firmware shows (`uncertain_ml`) | %.4f mL = %d steps |\n"
+            "| checks where account - uncertain <= pulses <= account failed | %d |\n"
             "| retried bolus requests (same id after the restart) | %d |\n"
             "| boluses accepted | %d |\n"
             "| final account vs plan ideal (plan time) | %s vs %s steps |\n"
@@ -893,7 +909,8 @@ def main(argv=None):
                fig["power_cut"], fig["lost_steps"], fig["double_steps"], fig["missing_steps"],
                fig["worst_over_per_loss_steps"],
                fig["worst_over_per_loss_steps"] * STEP_PL // 1000, fig["over_steps"],
-               fig["retries"], fig["boluses"],
+               fig["uncertain_ml"], round(fig["uncertain_ml"] * 1e9) // STEP_PL,
+               fig["outside_uncertainty"], fig["retries"], fig["boluses"],
                fig["account_final_steps"] if ok else "-", fig["ideal_final_steps"] if ok else "-",
                fig["wall_s"],
                "" if ok else "\n**FAILED** after %d power losses: %s\n" % (fig["kills"], failure)))

@@ -48,6 +48,11 @@ def test_power_cut_mid_bolus(rig):
     fw = st["delivered_steps"] - st0["delivered_steps"]
     assert counted <= fw <= counted + SEGMENT, (
         "after the restart the firmware accounts %d steps, the instrument counted %d" % (fw, counted))
+    # the firmware says how far its account may be above the pulses (issue 11, finding 9):
+    # the segment in flight at the cut, at most one segment
+    unc = (st["uncertain_nl"] - st0["uncertain_nl"]) * 1000 // st["step_pl"]
+    assert 0 <= unc <= SEGMENT and fw - unc <= counted, (
+        "account %d steps, uncertain %d, the instrument counted %d" % (fw, unc, counted))
     assert "RESET" in st["alarms"]
     # the patient's retry (same id) is answered from the record, not dosed again
     with rig.as_role("patient"):

@@ -15,7 +15,7 @@ import sys
 # Not here: the modules imported for a call and dropped after it (docs/architecture.md).
 MODULES = ("pumpcore.canon", "pumpcore.dose", "pumpcore.proto", "pumpcore.server",
            "pumpcore.store", "pumpcore.events", "pumpcore.alarms", "pumpcore.battery",
-           "pumpcore.delivery", "pumpcore.reservoir", "pumpcore.schedule", "pumpcore.app",
+           "pumpcore.delivery", "pumpcore.limiter", "pumpcore.reservoir", "pumpcore.schedule", "pumpcore.app",
            "hw.common")
 
 

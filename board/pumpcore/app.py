@@ -9,9 +9,10 @@ Records (pumpcore.store, each with a CRC and the generation of its set):
   calib   the µL-per-step calibration
   plan    the running plan
   state   schedule windows, clock, reservoir, alarms, battery, bolus history, request keys
-  count   delivered steps, volume owed, the in-flight segment: rewritten before every segment,
-          so after a power cut the account is never below what was pulsed and above it by at
-          most one segment (max_segment_nl, 10 µL by default)
+  count   delivered steps, volume owed, the in-flight segment (fly_nl), the dose limiter's
+          ledger (lim): rewritten before every segment, so after a power cut the account is
+          never below what was pulsed and above it by at most one segment (max_segment_nl,
+          10 µL by default); that segment joins the limiter's uncertain_nl at power-on
   head    the commit record: which generation each of the others must carry
 save_state commits a set (Store.commit: all or none); see Persistence in docs/architecture.md.
 A record that is missing, fails its CRC or is of another generation raises the critical MEMORY
@@ -27,6 +28,7 @@ from . import dose, proto
 from .battery import BatteryMonitor
 from .delivery import Delivery
 from .events import EventLog
+from .limiter import Limiter
 from .reservoir import Reservoir
 from .schedule import DAY_MS, Clock
 from .server import Server
@@ -112,6 +114,8 @@ class App:
         self.clock = Clock()
         self.step_pl = cfg["step_pl"]
         self.delivery = Delivery(self.step_pl, now)
+        # the dose limiter: a safety channel apart from the schedule (pumpcore.limiter)
+        self.limiter = Limiter(now, board.wall_epoch_s())
         self.max_hz = cfg.get("max_step_hz", 200)
         self.pullin_hz = cfg.get("pullin_step_hz", 50)
         self.plan = None
@@ -175,7 +179,9 @@ class App:
         """The count record (the one place it is built)."""
         return {"steps": self.steps, "owed": self.delivery.owed, "t_ms": self.delivery.t_ms,
                 "volume_nl": self._committed_volume_nl(), "pl_left": self.pl_left,
-                "gen": gen}
+                "fly_nl": (self.seg[1] * self.step_pl + 999) // 1000
+                if self.seg is not None else 0,
+                "lim": self.limiter.to_dict(self.board.now_ms()), "gen": gen}
 
     def _committed_volume_nl(self):
         """The reservoir as it will be once the in-flight segment is done (the conservative
@@ -298,6 +304,7 @@ class App:
         self.reservoir.on_delivered(pl // 1000)
         self.pl_left = pl % 1000
         self.seg = None
+        self.limiter.settled()
         self.board.motor_enable(False)  # the driver draws no current between segments
 
     def _stop_motor(self, now):
@@ -314,6 +321,7 @@ class App:
         if made > count:
             made = count
         self.delivery.commit(made - count)
+        self.limiter.abort(made)
         self.steps -= count - made
         if self.bench is not None:
             self.bench[1] += count - made
@@ -362,6 +370,9 @@ class App:
                 self.delivery.owed = self.delivery.q
             return None
         self.delivery.advance(now, src)
+        lim = self.limiter
+        if lim.held:
+            self.delivery.drop_fraction()  # what came due while held is dropped, not rushed
         if self.sched is not None and self.sched.overlays:
             self.sched.prune(now)
         seg, wake = self.delivery.plan_segment(now, src, self._max_steps(),
@@ -375,10 +386,24 @@ class App:
         count, first_us, interval_us = seg
         if interval_us < 1_000_000 // self.max_hz and count > 1:
             interval_us = 1_000_000 // self.max_hz
+        p = self.plan
+        count = lim.allow(now, count, first_us, interval_us, self.step_pl,
+                          p["conc_ng_ml"] if p else 0, p["caps"] if p else None)
+        w = lim.why
+        if w is not None:
+            if not self.alarms.condition_active(al.CAP_REACHED):
+                self._event("cap.reached", {"window": w[0], "ng": w[1], "cap_ng": w[2]}, now)
+                self._alarm(al.CAP_REACHED, now)
+            if not count:
+                self.delivery.drop_fraction()
+                return w[3]
+        elif self.alarms.condition_active(al.CAP_REACHED):
+            self._clear(al.CAP_REACHED, now)
         end_us = now * 1000 + first_us + (count - 1) * interval_us
         self.seg = [now, count, first_us, interval_us, (end_us + 999) // 1000]
         self.seg_src = src
         self.delivery.commit(count)
+        lim.commit()
         self.steps += count
         if self.bench is not None:
             self.bench[1] -= count
@@ -600,55 +625,9 @@ class App:
         self._clear(al.STALL, now)
         self.delivery.rebase(now)
 
-    def _live_volume_nl(self, now):
-        v = self.reservoir.volume_nl
-        if self.seg is not None:
-            v -= (self._pulses_done(now) * self.step_pl + self.pl_left) // 1000
-        return v if v > 0 else 0
-
-    def _live_steps(self, now):
-        if self.seg is None:
-            return self.steps
-        return self.steps - self.seg[1] + self._pulses_done(now)
-
-    def _rate_now(self, now):
-        src = self._source(now)
-        return src.rate_nl_day(now) if src is not None else 0
-
     def cmd_status(self, args, now, req_id):
-        ep = self.epoch(now)
-        rate = self._rate_now(now)
-        vol = self._live_volume_nl(now)
-        low_ep = None
-        if ep is not None and rate > 0:
-            s = self.reservoir.seconds_to(self.reservoir.low_nl, rate)
-            low_ep = ep + s if s is not None else None
-        mode = "none"
-        if self.bench is not None:
-            mode = "bench"
-        elif self.sched is not None:
-            mode = self.sched.activity(now)
-        # keyword names are interned (qstrs); "quoted" keys of 10 characters or more would each
-        # be a string object of ~70 bytes in the resident heap
-        return dict(
-            firmware=FIRMWARE, protocol=proto.PROTOCOL_VERSION,
-            board=self.cfg.get("board", "?"), mode=mode, therapy=self.therapy,
-            safe_reason=self.safe_reason, rate_nl_day=rate, reservoir_nl=vol,
-            delivered_steps=self._live_steps(now),
-            delivered_nl=self._live_steps(now) * self.step_pl // 1000,
-            step_pl=self.step_pl, battery_mv=self.battery.avg_mv,
-            battery_state=self.battery.state, fallback=self.fallback,
-            alarms=self.alarms.active(), plan_crc=self.plan_crc(),
-            drug=self.plan["drug"] if self.plan else None,
-            conc_ng_ml=self.plan["conc_ng_ml"] if self.plan else None,
-            epoch_s=ep, ms=now, low_epoch_s=low_ep,
-            refill_by_epoch_s=self.reservoir.refill_by_epoch_s,
-            lockout_until_epoch_s=self.clock.epoch_s(self.lockout_until_ms)
-            if self.clock.valid and self.lockout_until_ms > now else None,
-            boluses_24h=self._boluses_24h(now),
-            eri_days_left=self.battery.eri_days_left(ep),
-            stall_detect=getattr(self.board, "stall_detect", None), gen=self.gen,
-        )
+        # pumpcore.admin.status: loaded for the call, like the clinician commands
+        return self._overlay("status", args, now, req_id)
 
     def _boluses_24h(self, now):
         cut = now - DAY_MS

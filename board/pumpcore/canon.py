@@ -73,12 +73,24 @@ def emit(v, out, depth=0):
         raise CanonError("nested too deeply")
     if isinstance(v, (list, tuple)):
         out("[")
-        first = True
-        for x in v:
-            if not first:
-                out(",")
-            first = False
-            emit(x, out, depth + 1)
+        sep = ""
+        i = 0
+        n = len(v)
+        while i < n:
+            x = v[i]
+            if type(x) is int:
+                # a run of integers (the dose limiter's rings): up to 8 in one piece
+                j = i + 1
+                while j < n and j - i < 8 and type(v[j]) is int:
+                    j += 1
+                out(sep + ",".join([str(y) for y in v[i:j]]))
+                i = j
+            else:
+                if sep:
+                    out(sep)
+                emit(x, out, depth + 1)
+                i += 1
+            sep = ","
         out("]")
     elif isinstance(v, dict):
         out("{")
@@ -110,9 +122,12 @@ def write(v, sink, head=""):
     st = [[head], len(head), 0]  # pending str pieces, their length, CRC so far
 
     def out(piece):
-        st[0].append(piece)
+        p = st[0]
+        p.append(piece)
         st[1] += len(piece)
-        if st[1] >= _CHUNK:
+        # also by count: a long list of small numbers (the dose limiter's rings) is one or two
+        # characters a piece, and a list of 128 pieces is itself a kilobyte on a 64-bit port
+        if st[1] >= _CHUNK or len(p) >= 24:
             _flush(st, sink)
 
     emit(v, out)

@@ -44,6 +44,7 @@ def plan_set(app, args, now, req_id):
     app.delivery.rebase(now)
     app.plan = new
     app.sched = Schedule(new, app.clock, now, app._pullin_nl_day())
+    app.limiter.new_plan(new, app.cfg.get("pump_path_nl", 0))
     app.reservoir.set_thresholds(new["reservoir"]["low_nl"], new["reservoir"]["empty_nl"])
     rbd = new["reservoir"]["refill_by_days"]
     r = app.reservoir

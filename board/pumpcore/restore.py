@@ -84,6 +84,9 @@ def load_therapy(app, now):
             app.delivery.owed = count["owed"]
             app.reservoir.volume_nl = count["volume_nl"]
             app.pl_left = count["pl_left"]
+            from . import limitctl
+
+            app.limiter = limitctl.restore(count, now, app.board.wall_epoch_s())
         if state is not None:
             # The plan is paused while the power is off: every board-ms instant moves by
             # the downtime. The last instant known for sure is where the count record left

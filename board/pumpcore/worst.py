@@ -271,7 +271,7 @@ SOURCES = ("start", "basal", "periodic", "patient")
 
 def check(plan, ctx):
     """The second stage of pumpcore.plan.validate: a drug that is not listed, then the plan's
-    worst hour and 24 h within its caps. Sets caps.ng_1h to the worst hour when the plan
+    worst hour and 24 h within its caps. Sets caps.ng_1h to caps.ng_24h when the plan
     gives none. -> None, or a dict (field, reason; for a cap also cap, window, worst_ng,
     cap_ng, parts; field is then the source with the largest share of the window) that
     plan.error turns into a PlanError."""
@@ -284,7 +284,10 @@ def check(plan, ctx):
     path = ctx.get("pump_path_nl")
     w = worst(plan, HOUR_MS, path)
     if "ng_1h" not in caps:
-        caps["ng_1h"] = to_ng(w[0], conc)
+        # no per-hour cap stated: the daily cap bounds any hour too (the run-time limiter
+        # enforces it; a default equal to the plan's exact worst hour would leave no room for
+        # whole steps and would hold every such plan)
+        caps["ng_1h"] = caps["ng_24h"]
     err = _over(w, conc, caps["ng_1h"], "caps.ng_1h", "hour")
     if err is None:
         err = _over(worst(plan, DAY_MS, path), conc, caps["ng_24h"], "caps.ng_24h", "24 h")

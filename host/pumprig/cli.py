@@ -89,6 +89,7 @@ def status_json(st):
     out = dict(st)
     out["reservoir_ml"] = _ml(st.get("reservoir_nl"))
     out["delivered_ml"] = _ml(st.get("delivered_nl"))
+    out["uncertain_ml"] = _ml(st.get("uncertain_nl"))
     rate = st.get("rate_nl_day")
     out["rate_ml_day"] = None if rate is None else rate / 1_000_000
     mv = st.get("battery_mv")
@@ -106,6 +107,8 @@ def status_lines(st):
         ("rate", "-" if rate is None else "%.3f mL/day" % (rate / 1_000_000)),
         ("reservoir", _fmt_ml(st.get("reservoir_nl"))),
         ("delivered", "%s (%s steps)" % (_fmt_ml(st.get("delivered_nl")), st.get("delivered_steps"))),
+        # counted but maybe not pulsed: the segments in flight at power cuts
+        ("uncertain", _fmt_ml(st.get("uncertain_nl"))),
         ("battery", "-" if st.get("battery_mv") is None
          else "%.2f V (%s)" % (st["battery_mv"] / 1000, st.get("battery_state"))),  # fmt: skip
         ("alarms", ", ".join(st.get("alarms") or []) or "none"),

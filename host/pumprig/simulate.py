@@ -503,6 +503,12 @@ def _run(cli, world, plan, days, fill_nl, start_epoch_s, tz, scenario, boluses_s
             progress(day + 1, days)
     total_steps = world.measure()["pulses_fwd"]
     delivered_nl = total_steps * step // 1000
+    # the firmware's account against the world's pulses: after power cuts the account may
+    # have counted the segments in flight, which its uncertainty bounds
+    st = cli.status()
+    account = st["delivered_steps"]
+    uncertain_nl = st.get("uncertain_nl") or 0
+    uncertain_steps = uncertain_nl * 1000 // step
     low = next((a for a in alarms if a["kind"] == "LOW"), None)
     empty = next((a for a in alarms if a["kind"] == "EMPTY"), None)
     report = {
@@ -511,6 +517,8 @@ def _run(cli, world, plan, days, fill_nl, start_epoch_s, tz, scenario, boluses_s
         "tz": tz, "fill_nl": fill_nl, "step_pl": step,
         "delivered_steps": total_steps, "delivered_ml": round(delivered_nl / 1e6, 6),
         "ideal_ml": round(oracle.ideal_nl(end_ms) / 1e6, 6),
+        "account_steps": account, "uncertain_ml": round(uncertain_nl / 1e6, 6),
+        "account_ok": account - uncertain_steps <= total_steps <= account,
         "max_step_error": err.value(),
         "error_checked_until_s": ((ideal_valid_until or end_ms) - program_ms) // 1000,
         "alarms": alarms,
@@ -587,6 +595,9 @@ def format_summary(r: dict) -> list[str]:
         + (f" ({r['tz']})" if r.get("tz") else ""),
         f"delivered      {r['delivered_ml']:.4f} mL measured by the rig "
         f"(ideal {r['ideal_ml']:.4f} mL, {r['delivered_steps']} steps)",
+        f"account        {r['account_steps']} steps, uncertain {r['uncertain_ml']:.4f} mL: "
+        f"account - uncertain <= measured <= account "
+        f"{'holds' if r['account_ok'] else 'FAILS'}",
         f"step error     at most {r['max_step_error']:.3f} step(s) over the run"
         f" (checked to {d(r['error_checked_until_s'])})",
         f"LOW            {d(r['low_at_s'])}"

@@ -27,7 +27,9 @@ SEG_STEPS = 40  # max_segment_nl 10 µL / 0.25 µL
 P5 = {"drug": "morphine", "conc_ng_ml": 10_000_000,
       "basal": {"kind": "continuous", "ng_day": 2_000_000},
       "patient": {"ng": 100_000, "dur_s": 600, "lockout_s": 3600, "max_24h": 12},
-      "caps": {"ng_24h": 4_000_000, "ng_1h": 200_000}}
+      # per hour: one bolus + basal is 183 mcg, but the dose limiter counts each cut's
+      # in-flight segment (up to 10 µL = 100 mcg here) as delivered: room for that
+      "caps": {"ng_24h": 4_000_000, "ng_1h": 300_000}}
 BASAL_NL_DAY = 200_000
 BOLUS_NL = 10_000
 BOLUS_MS = 600_000

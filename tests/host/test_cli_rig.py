@@ -227,7 +227,7 @@ def test_log_in_every_format(capsys, rig, home):
     assert table[0].split() == ["seq", "time", "ms", "kind", "data"]
     assert len(table) == len(events) + 1
     assert [line.split()[0] for line in table[1:]] == [str(q) for q in seqs]
-    assert any("plan.changed" in line and "50db6b62" in line for line in table[1:])
+    assert any("plan.changed" in line and "e28a3d80" in line for line in table[1:])
 
     page = json.loads(ok(capsys, rig, "log", "--since", str(seqs[1]), "--limit", "2", "--json"))
     assert [e["seq"] for e in page] == seqs[1:3]

@@ -1,0 +1,152 @@
+"""The rarely run code of pumpcore.battery: the settings check, one sample (hourly, or every
+5 minutes while a reading settles), the ERI countdown and the restore at power-on. A transient
+module (see pumpcore.app.drop_transient): BatteryMonitor imports it inside the methods that
+need it; functions only, taking the monitor as their first argument.
+"""
+
+from pumpcore.battery import BatteryError
+
+_DAY_S = 86400
+
+
+def setup(
+    b,
+    eri_mv=3300,
+    eos_mv=3000,
+    brownout_mv=2800,
+    hyst_mv=50,
+    debounce=8,
+    eri_days=90,
+    shift=2,
+):
+    for name, v in (
+        ("eri_mv", eri_mv),
+        ("eos_mv", eos_mv),
+        ("brownout_mv", brownout_mv),
+        ("hyst_mv", hyst_mv),
+        ("eri_days", eri_days),
+        ("shift", shift),
+    ):
+        if not isinstance(v, int) or v < 0:
+            raise BatteryError("%s must be an integer >= 0" % name)
+    if not isinstance(debounce, int) or debounce < 1:
+        raise BatteryError("debounce must be an integer >= 1")
+    if not eos_mv < eri_mv:
+        raise BatteryError("need eos_mv < eri_mv")
+    if shift > 8:
+        raise BatteryError("shift must be <= 8")
+    b.eri_mv = eri_mv
+    b.eos_mv = eos_mv
+    b.brownout_mv = brownout_mv
+    b.hyst_mv = hyst_mv
+    b.debounce = debounce
+    b.eri_days = eri_days
+    b.shift = shift
+    b._acc = None  # average * 2**shift; None until the first sample
+    b.last_mv = None
+    b.last_ms = None
+    b.eri = False
+    b.eos = False
+    b.fault = False
+    b.eri_epoch_s = None
+    b.fault_epoch_s = None
+    b.fault_mv = None
+    # consecutive qualifying samples, capped at debounce
+    b._n_below_eri = 0
+    b._n_below_eos = 0
+    b._n_above_eri = 0
+    b._n_above_eos = 0
+
+
+def eri_days_left(b, epoch_s):
+    """Whole days left of the ERI countdown (rounded up, clamped to 0..eri_days);
+    None when not in ERI or the ERI start is unknown (wall clock not set)."""
+    if not b.eri or b.eri_epoch_s is None or epoch_s is None:
+        return None
+    left_s = b.eri_days * _DAY_S - (epoch_s - b.eri_epoch_s)
+    if left_s <= 0:
+        return 0
+    days = -(-left_s // _DAY_S)
+    return days if days < b.eri_days else b.eri_days
+
+
+def sample(b, mv, now_ms, epoch_s):
+    """Feed one raw ADC reading of the cell. Returns the flag changes (possibly [])."""
+    if not isinstance(mv, int):
+        raise BatteryError("mv must be an integer")
+    changes = []
+    b.last_mv = mv
+    b.last_ms = now_ms
+    if mv < b.brownout_mv and not b.fault:
+        b.fault = True
+        b.fault_epoch_s = epoch_s
+        b.fault_mv = mv
+        changes.append(("fault", True))
+
+    sh = b.shift
+    if b._acc is None:
+        b._acc = mv << sh
+    else:
+        b._acc += mv - (b._acc >> sh)
+    avg = b.avg_mv
+
+    n = b.debounce
+    b._n_below_eri = _count(b._n_below_eri, avg < b.eri_mv, n)
+    b._n_below_eos = _count(b._n_below_eos, avg < b.eos_mv, n)
+    b._n_above_eri = _count(b._n_above_eri, avg > b.eri_mv + b.hyst_mv, n)
+    b._n_above_eos = _count(b._n_above_eos, avg > b.eos_mv + b.hyst_mv, n)
+
+    # worse: ERI before EOS; better: EOS off before ERI off
+    if not b.eri and b._n_below_eri >= n:
+        b.eri = True
+        b.eri_epoch_s = epoch_s
+        changes.append(("eri", True))
+    if not b.eos and b._n_below_eos >= n:
+        b.eos = True
+        changes.append(("eos", True))
+    if b.eos and b._n_above_eos >= n:
+        b.eos = False
+        changes.append(("eos", False))
+    if b.eri and not b.eos and b._n_above_eri >= n:
+        b.eri = False
+        b.eri_epoch_s = None
+        changes.append(("eri", False))
+    if b.eri and b.eri_epoch_s is None and epoch_s is not None:
+        b.eri_epoch_s = epoch_s  # ERI began while the wall clock was unknown
+    return changes
+
+
+def settling(b):
+    """True while a reading is on its way somewhere: the average still moving towards the
+    last sample, or a debounce count started. The app then samples more often."""
+    if b.last_mv is None or b._acc is None:
+        return False
+    if abs(b.last_mv - b.avg_mv) > b.hyst_mv:
+        return True
+    n = b.debounce
+    for c in (b._n_below_eri, b._n_below_eos, b._n_above_eri, b._n_above_eos):
+        if 0 < c < n:
+            return True
+    return False
+
+
+def restore(b, d):
+    """Load state saved by to_dict() (debounce counters restart from zero)."""
+    avg = d.get("avg_mv")
+    b._acc = None if avg is None else avg << b.shift
+    b.eri = bool(d.get("eri", False))
+    b.eos = bool(d.get("eos", False))
+    if b.eos:
+        b.eri = True
+    b.fault = bool(d.get("fault", False))
+    b.eri_epoch_s = d.get("eri_epoch_s")
+    b.fault_epoch_s = d.get("fault_epoch_s")
+    b.fault_mv = d.get("fault_mv")
+    b._n_below_eri = b._n_below_eos = b._n_above_eri = b._n_above_eos = 0
+    return b
+
+
+def _count(c, cond, cap):
+    if not cond:
+        return 0
+    return c + 1 if c < cap else cap

@@ -1,0 +1,122 @@
+"""The rarely run half of the dose limiter (pumpcore.limiter): the dead volume a new plan
+declares (plan.set), the limiter restored from the `count` record (power-on), and the window
+figures (tests, diagnostics), and when a held delivery may start again. A transient module (see pumpcore.app.drop_transient): functions
+taking the Limiter, imported inside the functions that call them.
+"""
+
+from pumpcore.limiter import D_MS, D_N, H_MS, H_N, Limiter
+
+MAX_OFF_S = 400 * 86_400  # a longer time powered off is not plausible: counted as nothing
+
+
+def on_plan(lim, plan, pump_path_nl):
+    """plan.set: the dead volume is pump path + catheter. A prime declares its volume
+    empty at the tip; otherwise what the line holds stays (a new line: the plan's drug)."""
+    conc = plan["conc_ng_ml"]
+    dead = (pump_path_nl + plan["catheter_nl"]) * 1000
+    st = plan["start"]
+    f = lim.fifo
+    if st is not None and st["kind"] == "prime":
+        e = (st["pump_nl"] + st["catheter_nl"]) * 1000
+        if e > dead:
+            dead = e
+        f = [e, 0]
+        left = dead - e
+    else:
+        keep = []
+        left = dead
+        for i in range(0, len(f), 2):
+            if left <= 0:
+                break
+            v = f[i] if f[i] < left else left
+            keep.append(v)
+            keep.append(f[i + 1])
+            left -= v
+        f = keep
+    if left > 0:
+        if f and f[-1] == conc:
+            f[-2] += left
+        else:
+            f.append(left)
+            f.append(conc)
+    lim.fifo = f
+
+
+def window_ng(lim, now_ms):
+    """[ng in the hour, ng in the day] as the limiter counts them at now_ms."""
+    t = now_ms + lim.off_ms
+    out = []
+    for w in (0, 1):
+        b, nb = (D_MS, D_N) if w else (H_MS, H_N)
+        s = lim.window_sum(w, t // b - nb)
+        y = lim.fly  # the segment in flight counts whole
+        if y is not None:
+            s += y[2] * y[3]
+        out.append(s)
+    return out
+
+
+def wake(lim, w, lo, room, b, nb):
+    """Board ms when the buckets that fall out leave `room` ng in window w (None: never)."""
+    if room < 0:
+        return None
+    top = lim.top[w]
+    s = lim.window_sum(w, lo)
+    r = lim.d if w else lim.h
+    while s > room and lo <= top:
+        if lo > top - len(r):
+            s -= r[lo % len(r)]
+        lo += 1
+    return (lo + nb) * b - lim.off_ms
+
+
+def straddle(f, step_pl, conc_in):
+    """The concentration a pulse straddling the chunk at the tip is charged at: the strongest
+    it pushes out (the reservoir's, if it pushes out more than the line holds)."""
+    conc = 0
+    left = step_pl
+    for i in range(0, len(f), 2):
+        if f[i + 1] > conc:
+            conc = f[i + 1]
+        left -= f[i]
+        if left <= 0:
+            return conc
+    return conc_in if conc_in > conc else conc
+
+
+def merge(f):
+    """One chunk too many: the two nearest the pump become one, at the stronger concentration."""
+    f[-4] += f[-2]
+    if f[-1] > f[-3]:
+        f[-3] = f[-1]
+    del f[-2:]
+
+
+def restore(count, now_ms, rtc_s):
+    """The limiter of a `count` record at power-on. Its time resumes where the record left it,
+    plus the time powered off by the RTC (if the board has one and its figure is plausible:
+    after the record's, by at most MAX_OFF_S), rounded down; else plus nothing. The segment
+    that was in flight (`fly_nl`) joins the uncertainty."""
+    lim = Limiter()
+    d = count.get("lim")
+    lt = now_ms
+    if d is not None:
+        lt = d["t"]
+        a = d["a"]
+        if a is not None and rtc_s is not None and a[1] < rtc_s <= a[1] + MAX_OFF_S:
+            est = a[0] + (rtc_s - a[1] - 1) * 1000
+            if est > lt:
+                lt = est
+        lim.fifo = d["f"]
+        lim.h = d["h"]
+        lim.d = d["d"]
+        lim.top = d["top"]
+        lim.uncertain_nl = d["u"]
+        y = d["y"]
+        if y is not None:
+            # the segment in flight at the cut: counted whole, none of it after the boot
+            lim.fold(y[0], y[1], y[2], y[3], lt * 1000)
+    lim.off_ms = lt - now_ms
+    lim.anchor = None if rtc_s is None else [lt, rtc_s]
+    lim.uncertain_nl += count.get("fly_nl", 0)
+    return lim
