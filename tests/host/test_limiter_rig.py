@@ -80,6 +80,8 @@ def test_finding1_plan_held_by_the_firmware_within_caps(tmp_path, monkeypatch):
     with open(fw / "pumpcore" / "plan.py", "a") as f:
         f.write("\n\ndef validate(plan, limits=None):  # a rules bug: every plan passes\n"
                 "    return plan\n")
+    with open(fw / "pumpcore" / "worst.py", "a") as f:  # the worst-window stage too
+        f.write("\n\ndef check(plan, ctx):\n    return None\n")
     with _rig(tmp_path, monkeypatch) as rig:
         w = rig.world
         campaign.install(rig.fs, firmware=fw)
