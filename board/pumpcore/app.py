@@ -305,6 +305,18 @@ class App:
             return minimum
         return self.sched
 
+    def settle_slots(self, now):
+        """Record the periodic slots the clock has reached (Schedule.settle) and log its
+        events (a slot given late, skipped, or shown again by the clock). True if the
+        schedule changed (to be saved)."""
+        ev = self.sched.settle(now)
+        if ev is None:
+            return False
+        for kind, data in ev:
+            self._event(kind, data, now)
+        self._dirty = True
+        return True
+
     def _max_steps(self):
         seg_nl = self.cfg.get("max_segment_nl", 10_000)
         n = seg_nl * 1000 // self.step_pl
@@ -331,8 +343,11 @@ class App:
                 self.delivery.owed = self.delivery.q
             return None
         self.delivery.advance(now, src)
-        if self.sched is not None and self.sched.overlays:
-            self.sched.prune(now)
+        sched = self.sched
+        if sched is not None and sched.overlays:
+            sched.prune(now)
+        if src is sched and self.settle_slots(now):
+            self.save_state(now)  # before the slot's first pulse: a power cut cannot repeat it
         seg, wake = self.delivery.plan_segment(now, src, self._max_steps(),
                                                1_000_000 // self.pullin_hz)
         if seg is None:

@@ -10,6 +10,17 @@ its time. At a daylight-saving change (a new offset at a given UTC instant, set 
 `clock.set`), local time jumps: spring forward skips that hour of the flex schedule, fall back
 repeats it. Delivery never jumps: the rate simply follows the clock.
 
+Periodic boluses are the exception: a dose must never repeat because the clock went back. Each
+slot (a clock time of the plan) keeps the local day it was last started (`slot_day`, persisted),
+and a bolus is started at most once per slot and local day, whatever the clock does. Once it
+has started, a bolus runs as a window in board time (in `overlays`, like a patient bolus), so a
+clock change cannot shorten or replay it. `settle(t)` records the slots the clock reached; the
+owner calls it after integrating up to t and before and after every clock change. Until then a
+slot whose start the clock ran through is counted by `_periodic` as if it had been recorded, so
+the rate stays a function of time for the integration. A slot the clock jumped over (spring
+forward, `clock.set` forwards, an RTC after a power cut) is given late, whole, when it was
+jumped over by at most LATE_MAX_MS, else skipped; the events say which (pumpcore.planning).
+
 What runs only at boot, plan.set, refill or a patient bolus (compiling the plan's start, bolus
 windows, the refill bridge, load_dict/shift after a reset) is in pumpcore.planning, a transient
 module the methods below import for the call (see pumpcore.app.drop_transient).
@@ -69,12 +80,25 @@ class Clock:
         e = self.epoch_ms_at(t_ms)
         return e + self.offset_ms_at(e)
 
-    def next_offset_change_ms(self, t_ms):
-        """Board ms of the pending offset change, if it is after t."""
+    def change_ms(self):
+        """Board ms of the offset change this clock knows (past or pending), or None."""
         if not self.next_change_epoch_s:
             return None
-        t = self.base_ms + (self.next_change_epoch_s * 1000 - self.epoch_ms)
-        return t if t > t_ms else None
+        return self.base_ms + (self.next_change_epoch_s * 1000 - self.epoch_ms)
+
+    def next_offset_change_ms(self, t_ms):
+        """Board ms of the pending offset change, if it is after t."""
+        t = self.change_ms()
+        return t if t is not None and t > t_ms else None
+
+    def steady_from_ms(self, t_ms):
+        """The first board ms from which local time ran without a jump up to t: the last
+        `set` or `rebase`, or the offset change if it came after and is not after t."""
+        lo = self.base_ms
+        c = self.change_ms()
+        if c is not None and lo < c <= t_ms:
+            lo = c
+        return lo
 
     def to_dict(self):
         return {"epoch_ms": self.epoch_ms, "base_ms": self.base_ms, "offset_s": self.offset_s,
@@ -108,10 +132,15 @@ class Schedule:
         self.bridge_conc = 0
         self.bridge_until_ms = 0
         self.basal_start_ms = program_ms
-        if plan and plan["start"] is not None:
+        self.slot_day = None  # per periodic slot: the local day number it was last started
+        self.seen_ms = program_ms  # the last settle()
+        if plan and (plan["start"] is not None or plan["periodic"] is not None):
             from pumpcore import planning
 
-            planning.compile_start(self)
+            if plan["start"] is not None:
+                planning.compile_start(self)
+            if plan["periodic"] is not None:
+                self.slot_day = planning.slot_days_before(plan["periodic"], clock, program_ms)
 
     # --- pieces -------------------------------------------------------------------------
     def conc_at(self, t_ms):
@@ -157,21 +186,34 @@ class Schedule:
             return p["min_nl_day"]
         return dose.ng_to_nl(self.basal_ng_day(t_ms), self.conc_at(t_ms))
 
+    def slot_rate_nl_day(self, start_ms):
+        """The rate of a periodic bolus started at start_ms (its concentration then)."""
+        per = self.plan["periodic"]
+        dur = per["dur_s"] * 1000
+        return bolus_rate_nl_day(dose.ng_to_nl(per["ng"], self.conc_at(start_ms)), dur)
+
     def _periodic(self, t_ms):
-        """(rate_nl_day active at t, ms until the next periodic start/end)."""
+        """(rate_nl_day at t of the periodic boluses settle() has not recorded yet, ms until
+        the next periodic start/end). Recorded ones are windows in `overlays`."""
         per = self.plan["periodic"]
         if per is None:
             return 0, None
         dur = per["dur_s"] * 1000
-        day_ms = self.clock.local_ms(t_ms) % DAY_MS
+        local = self.clock.local_ms(t_ms)
+        day_ms = local % DAY_MS
+        # a start counts only if the clock ran through it without a jump, after the start phase
+        lo = self.clock.steady_from_ms(t_ms)
+        if lo < self.basal_start_ms:
+            lo = self.basal_start_ms
+        days = self.slot_day
+        times = per["times_min"]
         rate = 0
         nxt = None
-        for tm in per["times_min"]:
-            T = tm * 60_000
+        for i in range(len(times)):
+            T = times[i] * 60_000
             since = (day_ms - T) % DAY_MS
-            if since < dur and t_ms - since >= self.basal_start_ms:
-                nl = dose.ng_to_nl(per["ng"], self.conc_at(t_ms - since))
-                rate += bolus_rate_nl_day(nl, dur)
+            if since < dur and t_ms - since >= lo and (local - since) // DAY_MS > days[i]:
+                rate += self.slot_rate_nl_day(t_ms - since)
                 to_end = dur - since
                 if nxt is None or to_end < nxt:
                     nxt = to_end
@@ -179,6 +221,40 @@ class Schedule:
             if nxt is None or to_start < nxt:
                 nxt = to_start
         return rate, nxt
+
+    def settle(self, t_ms):
+        """Record the periodic slots the clock has reached by t (integrated up to t with this
+        clock). Returns None when nothing changed, else the events [(kind, data)] to log (may
+        be empty): the owner persists the schedule before the next motor segment, so a power
+        cut cannot give a slot again."""
+        per = self.plan["periodic"] if self.plan else None
+        if per is None:
+            return None
+        local = self.clock.local_ms(t_ms)
+        day_ms = local % DAY_MS
+        lo = self.clock.steady_from_ms(t_ms)
+        seen = self.seen_ms
+        self.seen_ms = t_ms
+        dur = per["dur_s"] * 1000
+        days = self.slot_day
+        times = per["times_min"]
+        out = None
+        for i in range(len(times)):
+            since = (day_ms - times[i] * 60_000) % DAY_MS
+            s = t_ms - since
+            d = (local - since) // DAY_MS
+            if d > days[i] and s >= lo:
+                # reached while the clock ran: started (or finished) on time
+                days[i] = d
+                if since < dur and s >= self.basal_start_ms:
+                    self.overlays.append((s, s + dur, self.slot_rate_nl_day(s)))
+                out = out or []
+            elif d > days[i] or (s > seen and s >= lo):
+                # jumped over (given late or skipped), or shown again on a day it was given
+                from pumpcore import planning
+
+                out = planning.settle_slot(self, t_ms, i, since, d, out or [])
+        return out
 
     def rate_nl_day(self, t_ms):
         if self.plan is None:
@@ -271,6 +347,7 @@ class Schedule:
             "start_windows": [list(w) for w in self.start_windows],
             "overlays": [list(w) for w in self.overlays],
             "bridge_conc": self.bridge_conc, "bridge_until_ms": self.bridge_until_ms,
+            "slot_day": self.slot_day, "seen_ms": self.seen_ms,
         }
 
     def load_dict(self, d):
