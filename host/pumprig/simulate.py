@@ -518,6 +518,7 @@ def _run(cli, world, plan, days, fill_nl, start_epoch_s, tz, scenario, boluses_s
     prev_ideal = 0
     ai = 0
     events_all = []
+    local_segs = {}  # with --tz: the world's segments, for the doses per local day
 
     def catch_up(t_ms):
         """Check every pulse the world logged up to t_ms against the ideal, before the
@@ -526,6 +527,8 @@ def _run(cli, world, plan, days, fill_nl, start_epoch_s, tz, scenario, boluses_s
         segs = world.segments(seg_since)
         for sg in segs:
             err.add(sg)
+            if tz:
+                local_segs[sg["index"]] = sg  # a newer copy (aborted since) replaces it
         # the last segment may still run (or be aborted later): fetch it again next time
         if segs:
             seg_since = segs[-1]["index"]
@@ -633,7 +636,52 @@ def _run(cli, world, plan, days, fill_nl, start_epoch_s, tz, scenario, boluses_s
         "battery_state": per_day[-1]["battery_state"] if per_day else None,
         "limits": limits, "wall_s": round(time.monotonic() - t_wall, 3),
     }
+    if tz:
+        report["per_local_day"] = _per_local_day(
+            list(local_segs.values()), tz, start_epoch_s, t0, program_ms, end_ms, step,
+            oracle.plan["conc_ng_ml"])
     return report
+
+
+def _per_local_day(segs, tz, start_epoch_s, t0, program_ms, end_ms, step, conc):
+    """Pulses the world made in each whole local day (midnight to midnight on the --tz clock,
+    23, 24 or 25 hours) between programming and the end of the run."""
+    from zoneinfo import ZoneInfo
+
+    z = ZoneInfo(tz)
+
+    def world_us(local_date):
+        e = dt.datetime(local_date.year, local_date.month, local_date.day, tzinfo=z).timestamp()
+        return (t0 + (int(e) - start_epoch_s) * 1000) * 1000
+
+    d = dt.datetime.fromtimestamp(start_epoch_s + (program_ms - t0) // 1000, z).date()
+    dates, bounds = [], []
+    while True:
+        d += dt.timedelta(days=1)
+        b = world_us(d)
+        if b > end_ms * 1000:
+            break
+        dates.append(d)
+        bounds.append(b)
+    cum = [0] * len(bounds)  # pulses strictly before each midnight
+    for sg in segs:
+        n = sg["made"] if sg["made"] is not None else sg["count"]
+        if not n:
+            continue
+        first = sg["start_us"] + sg["first_us"]
+        iv = sg["interval_us"]
+        last = first + (n - 1) * iv
+        for k in range(bisect.bisect_right(bounds, first), len(bounds)):
+            b = bounds[k]
+            cum[k] += n if b > last else (b - first - 1) // iv + 1
+    out = []
+    for k in range(len(bounds) - 1):
+        steps = cum[k + 1] - cum[k]
+        nl = steps * step // 1000
+        out.append({"date": dates[k].isoformat(),
+                    "hours": (bounds[k + 1] - bounds[k]) // 3_600_000_000,
+                    "steps": steps, "volume_nl": nl, "dose_ng": core.nl_to_ng(nl, conc)})
+    return out
 
 
 def _volume_left_ml(world, fill_nl, step, program_ms, alarm):
