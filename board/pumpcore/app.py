@@ -159,10 +159,13 @@ class App:
 
     # ------------------------------------------------------------------ persistence
     def save_count(self):
+        # with the periodic slots given (Schedule.slots): saved before every segment, so the
+        # first pulse of a periodic bolus is never before the record that it was started
         self.store.save("count", {"steps": self.steps, "owed": self.delivery.owed,
                                   "t_ms": self.delivery.t_ms,
                                   "volume_nl": self._committed_volume_nl(),
-                                  "pl_left": self.pl_left})
+                                  "pl_left": self.pl_left,
+                                  "slots": self.sched.slots() if self.sched else None})
 
     def _committed_volume_nl(self):
         """The reservoir as it will be once the in-flight segment is done (the conservative
@@ -306,16 +309,12 @@ class App:
         return self.sched
 
     def settle_slots(self, now):
-        """Record the periodic slots the clock has reached (Schedule.settle) and log its
-        events (a slot given late, skipped, or shown again by the clock). True if the
-        schedule changed (to be saved)."""
+        """Record the periodic slots the clock has reached (Schedule.settle; the count record
+        keeps them) and log its events (a slot given late, skipped, or shown again)."""
         ev = self.sched.settle(now)
-        if ev is None:
-            return False
-        for kind, data in ev:
-            self._event(kind, data, now)
-        self._dirty = True
-        return True
+        if ev is not None:
+            for kind, data in ev:
+                self._event(kind, data, now)
 
     def _max_steps(self):
         seg_nl = self.cfg.get("max_segment_nl", 10_000)
@@ -346,8 +345,8 @@ class App:
         sched = self.sched
         if sched is not None and sched.overlays:
             sched.prune(now)
-        if src is sched and self.settle_slots(now):
-            self.save_state(now)  # before the slot's first pulse: a power cut cannot repeat it
+        if src is sched:
+            self.settle_slots(now)  # saved with the count below, before the next pulse
         seg, wake = self.delivery.plan_segment(now, src, self._max_steps(),
                                                1_000_000 // self.pullin_hz)
         if seg is None:

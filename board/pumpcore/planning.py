@@ -134,8 +134,7 @@ def settle_slot(sched, t_ms, i, since, d, out):
         return out  # during the plan's start: periodic boluses wait for the basal
     data["late_s"] = since // 1000
     if since <= LATE_MAX_MS:
-        dur = sched.plan["periodic"]["dur_s"] * 1000
-        sched.overlays.append((t_ms, t_ms + dur, sched.slot_rate_nl_day(t_ms)))
+        sched.slot_ms[i] = t_ms
         out.append(("bolus.late", data))
     else:
         data["reason"] = "clock"
@@ -150,6 +149,8 @@ def shift(sched, delta_ms):
     sched.start_windows = [(s + delta_ms, e + delta_ms, r) for s, e, r in sched.start_windows]
     sched.overlays = [(s + delta_ms, e + delta_ms, r) for s, e, r in sched.overlays]
     sched.seen_ms += delta_ms
+    if sched.slot_ms is not None:
+        sched.slot_ms = [None if m is None else m + delta_ms for m in sched.slot_ms]
     if sched.bridge_conc:
         sched.bridge_until_ms += delta_ms
 
@@ -161,7 +162,14 @@ def load_dict(sched, d):
     sched.overlays = [tuple(w) for w in d["overlays"]]
     sched.bridge_conc = d["bridge_conc"]
     sched.bridge_until_ms = d["bridge_until_ms"]
-    days = d.get("slot_day")
-    if days is not None and sched.slot_day is not None and len(days) == len(sched.slot_day):
-        sched.slot_day = list(days)
-    sched.seen_ms = d.get("seen_ms", sched.seen_ms)
+    load_slots(sched, d.get("slots"))
+
+
+def load_slots(sched, rec):
+    """Schedule.slots() as recorded; ignored if absent or not this plan's (then the slots
+    stay as programming left them: nothing the clock showed before is given)."""
+    if rec is None or sched.slot_day is None or len(rec[0]) != len(sched.slot_day):
+        return
+    sched.slot_day = list(rec[0])
+    sched.slot_ms = list(rec[1])
+    sched.seen_ms = rec[2]

@@ -98,6 +98,8 @@ def load_therapy(app, now):
                 app.plan = planmod.validate(rec["plan"], app.limits())
                 app.sched = Schedule(app.plan, app.clock, 0, app._pullin_nl_day())
                 app.sched.load_dict(state["sched"])
+                if count is not None:
+                    app.sched.load_slots(count.get("slots"))  # newer than the state's
                 app.sched.shift(delta)
             if was == "running" and app.plan is not None:
                 app.therapy = "running"

@@ -13,8 +13,8 @@ repeats it. Delivery never jumps: the rate simply follows the clock.
 Periodic boluses are the exception: a dose must never repeat because the clock went back. Each
 slot (a clock time of the plan) keeps the local day it was last started (`slot_day`, persisted),
 and a bolus is started at most once per slot and local day, whatever the clock does. Once it
-has started, a bolus runs as a window in board time (in `overlays`, like a patient bolus), so a
-clock change cannot shorten or replay it. `settle(t)` records the slots the clock reached; the
+has started, a bolus runs from its start in board time (`slot_ms`), so a clock change cannot
+shorten or replay it. `settle(t)` records the slots the clock reached; the
 owner calls it after integrating up to t and before and after every clock change. Until then a
 slot whose start the clock ran through is counted by `_periodic` as if it had been recorded, so
 the rate stays a function of time for the integration. A slot the clock jumped over (spring
@@ -132,8 +132,10 @@ class Schedule:
         self.bridge_conc = 0
         self.bridge_until_ms = 0
         self.basal_start_ms = program_ms
-        self.slot_day = None  # per periodic slot: the local day number it was last started
+        self.slot_day = None  # per periodic slot: the local day it was last started
+        self.slot_ms = None  # per periodic slot: board ms its last bolus started (None: none)
         self.seen_ms = program_ms  # the last settle()
+        self.due_ms = 0  # settle() has nothing to do before this (unless the clock is set)
         if plan and (plan["start"] is not None or plan["periodic"] is not None):
             from pumpcore import planning
 
@@ -141,6 +143,7 @@ class Schedule:
                 planning.compile_start(self)
             if plan["periodic"] is not None:
                 self.slot_day = planning.slot_days_before(plan["periodic"], clock, program_ms)
+                self.slot_ms = [None] * len(self.slot_day)
 
     # --- pieces -------------------------------------------------------------------------
     def conc_at(self, t_ms):
@@ -193,68 +196,91 @@ class Schedule:
         return bolus_rate_nl_day(dose.ng_to_nl(per["ng"], self.conc_at(start_ms)), dur)
 
     def _periodic(self, t_ms):
-        """(rate_nl_day at t of the periodic boluses settle() has not recorded yet, ms until
-        the next periodic start/end). Recorded ones are windows in `overlays`."""
+        """(rate_nl_day of the periodic boluses at t, ms until the next periodic start/end).
+
+        A bolus settle() recorded runs in board time from its start (slot_ms), whatever the
+        clock does since; one the clock has reached but settle() has not recorded yet counts
+        from its start on the clock, if the clock ran through that start without a jump."""
         per = self.plan["periodic"]
         if per is None:
             return 0, None
         dur = per["dur_s"] * 1000
         local = self.clock.local_ms(t_ms)
         day_ms = local % DAY_MS
-        # a start counts only if the clock ran through it without a jump, after the start phase
-        lo = self.clock.steady_from_ms(t_ms)
-        if lo < self.basal_start_ms:
-            lo = self.basal_start_ms
-        days = self.slot_day
-        times = per["times_min"]
         rate = 0
         nxt = None
-        for i in range(len(times)):
-            T = times[i] * 60_000
+        lo = None
+        i = 0
+        for tm in per["times_min"]:
+            m = self.slot_ms[i]
+            if m is not None and m <= t_ms < m + dur:
+                rate += self.slot_rate_nl_day(m)
+                if nxt is None or m + dur - t_ms < nxt:
+                    nxt = m + dur - t_ms
+            T = tm * 60_000
             since = (day_ms - T) % DAY_MS
-            if since < dur and t_ms - since >= lo and (local - since) // DAY_MS > days[i]:
-                rate += self.slot_rate_nl_day(t_ms - since)
-                to_end = dur - since
-                if nxt is None or to_end < nxt:
-                    nxt = to_end
+            if since < dur and (local - since) // DAY_MS > self.slot_day[i]:
+                if lo is None:
+                    # not after a jump of the clock, nor in the plan's start phase
+                    lo = self.clock.steady_from_ms(t_ms)
+                    if lo < self.basal_start_ms:
+                        lo = self.basal_start_ms
+                if t_ms - since >= lo:
+                    rate += self.slot_rate_nl_day(t_ms - since)
+                    if nxt is None or dur - since < nxt:
+                        nxt = dur - since
             to_start = (T - day_ms) % DAY_MS or DAY_MS
             if nxt is None or to_start < nxt:
                 nxt = to_start
+            i += 1
         return rate, nxt
 
     def settle(self, t_ms):
         """Record the periodic slots the clock has reached by t (integrated up to t with this
-        clock). Returns None when nothing changed, else the events [(kind, data)] to log (may
-        be empty): the owner persists the schedule before the next motor segment, so a power
-        cut cannot give a slot again."""
+        clock): their local day and, if given, their start in board ms. Returns None when
+        nothing changed, else the events [(kind, data)] to log (may be empty). The owner
+        persists slots() before the next motor segment (the count record), so a power cut
+        cannot give a slot again."""
         per = self.plan["periodic"] if self.plan else None
         if per is None:
             return None
-        local = self.clock.local_ms(t_ms)
+        clk = self.clock
+        if t_ms < self.due_ms and clk.base_ms < self.seen_ms:
+            return None  # no slot start since the last look, and the clock was not set
+        local = clk.local_ms(t_ms)
         day_ms = local % DAY_MS
-        lo = self.clock.steady_from_ms(t_ms)
+        lo = clk.steady_from_ms(t_ms)
         seen = self.seen_ms
         self.seen_ms = t_ms
-        dur = per["dur_s"] * 1000
         days = self.slot_day
         times = per["times_min"]
         out = None
+        due = clk.next_offset_change_ms(t_ms)
         for i in range(len(times)):
             since = (day_ms - times[i] * 60_000) % DAY_MS
+            if due is None or t_ms + DAY_MS - since < due:
+                due = t_ms + DAY_MS - since  # its next start on this clock
             s = t_ms - since
             d = (local - since) // DAY_MS
             if d > days[i] and s >= lo:
-                # reached while the clock ran: started (or finished) on time
+                # reached while the clock ran: started on time (or already over)
                 days[i] = d
-                if since < dur and s >= self.basal_start_ms:
-                    self.overlays.append((s, s + dur, self.slot_rate_nl_day(s)))
+                if s >= self.basal_start_ms:
+                    self.slot_ms[i] = s
                 out = out or []
             elif d > days[i] or (s > seen and s >= lo):
                 # jumped over (given late or skipped), or shown again on a day it was given
                 from pumpcore import planning
 
                 out = planning.settle_slot(self, t_ms, i, since, d, out or [])
+        self.due_ms = due
         return out
+
+    def slots(self):
+        """What settle() recorded, as plain data for a record (None: no periodic boluses)."""
+        if self.slot_day is None:
+            return None
+        return [self.slot_day, self.slot_ms, self.seen_ms]
 
     def rate_nl_day(self, t_ms):
         if self.plan is None:
@@ -347,10 +373,16 @@ class Schedule:
             "start_windows": [list(w) for w in self.start_windows],
             "overlays": [list(w) for w in self.overlays],
             "bridge_conc": self.bridge_conc, "bridge_until_ms": self.bridge_until_ms,
-            "slot_day": self.slot_day, "seen_ms": self.seen_ms,
+            "slots": self.slots(),
         }
 
     def load_dict(self, d):
         from pumpcore import planning
 
         planning.load_dict(self, d)
+
+    def load_slots(self, rec):
+        """slots() as recorded (a newer record than the one load_dict read, e.g. the count)."""
+        from pumpcore import planning
+
+        planning.load_slots(self, rec)

@@ -90,7 +90,6 @@ class PeriodicIdeal:
         self.basal = basal_start_ms
         self.conc_at = conc_at  # world ms -> ng/mL (the bridge after a refill)
         self.starts = []  # sorted
-        self.frozen = {}  # start -> rate fixed when a refill changed the concentration
         self.day = clock.local_ms(from_ms) // DAY_MS - 1  # next local day to generate
 
     def _first_at(self, target):
@@ -119,10 +118,8 @@ class PeriodicIdeal:
             self.day += 1
 
     def _rate(self, s):
-        r = self.frozen.get(s)
-        if r is None:
-            r = bolus_rate_nl_day(ng_to_nl(self.ng, self.conc_at(s)), self.dur)
-        return r
+        """At the concentration of its start (the old one while a refill's bridge lasts)."""
+        return bolus_rate_nl_day(ng_to_nl(self.ng, self.conc_at(s)), self.dur)
 
     def rate_nl_day(self, t_ms):
         self._generate(t_ms)
@@ -144,13 +141,6 @@ class PeriodicIdeal:
                 best = e
             j -= 1
         return best
-
-    def freeze(self, t_ms):
-        """A refill at t: boluses already started keep the rate they started with."""
-        j = bisect.bisect_right(self.starts, t_ms) - 1
-        while j >= 0 and self.starts[j] > t_ms - self.dur:
-            self.frozen[self.starts[j]] = self._rate(self.starts[j])
-            j -= 1
 
 
 class _Ideal:
@@ -239,8 +229,6 @@ class Oracle:
         if conc is None or conc == self.plan["conc_ng_ml"]:
             return
         self.advance(t_ms)
-        if self.periodic is not None:
-            self.periodic.freeze(t_ms)
         old = self.plan["conc_ng_ml"]
         sd = self.sched.to_dict()
         self.plan = dict(self.plan, conc_ng_ml=conc)
