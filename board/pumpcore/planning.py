@@ -23,8 +23,6 @@ except ImportError:  # CPython
 _DAY_MS = const(86_400_000)
 RAMP_STAGES = const(4)
 RAMP_STAGE_MS = const(100)
-# a periodic slot the clock jumped over by at most this much is given late, else skipped
-LATE_MAX_MS = const(3_600_000)
 
 
 def bolus_windows(start_ms, nl, rate_nl_day, pullin_nl_day=0):
@@ -101,47 +99,6 @@ def start_bridge(sched, t_ms, old_conc, dead_nl):
     return t
 
 
-def slot_days_before(per, clock, t_ms):
-    """Per periodic slot, the local day of its last start strictly before t: a plan programmed
-    at t gives nothing of what its clock showed before t."""
-    local = clock.local_ms(t_ms)
-    day_ms = local % _DAY_MS
-    out = []
-    for tm in per["times_min"]:
-        since = (day_ms - tm * 60_000) % _DAY_MS or _DAY_MS
-        out.append((local - since) // _DAY_MS)
-    return out
-
-
-def settle_slot(sched, t_ms, i, since, d, out):
-    """Schedule.settle's rare cases for slot i (started `since` ms of local time before t, on
-    local day d); appends its event to `out` and returns it.
-
-    - day d not given yet: the clock jumped over the start (spring forward, clock.set forward,
-      an RTC after a power cut). By at most LATE_MAX_MS: the whole bolus from t
-      (`bolus.late`), else none (`bolus.skipped`). Marked given for day d either way.
-    - day d already given (or a later day): the clock showed the slot's time again (autumn
-      change, clock.set back): nothing is given (`bolus.skipped`, reason "given").
-    """
-    tm = sched.plan["periodic"]["times_min"][i]
-    data = {"slot": "%02d:%02d" % (tm // 60, tm % 60)}
-    if d <= sched.slot_day[i]:
-        data["reason"] = "given"
-        out.append(("bolus.skipped", data))
-        return out
-    sched.slot_day[i] = d
-    if t_ms < sched.basal_start_ms:
-        return out  # during the plan's start: periodic boluses wait for the basal
-    data["late_s"] = since // 1000
-    if since <= LATE_MAX_MS:
-        sched.slot_ms[i] = t_ms
-        out.append(("bolus.late", data))
-    else:
-        data["reason"] = "clock"
-        out.append(("bolus.skipped", data))
-    return out
-
-
 def shift(sched, delta_ms):
     """Board time restarted (reset): move every board-ms instant by delta."""
     sched.program_ms += delta_ms
@@ -166,9 +123,10 @@ def load_dict(sched, d):
 
 
 def load_slots(sched, rec):
-    """Schedule.slots() as recorded; ignored if absent or not this plan's (then the slots
-    stay as programming left them: nothing the clock showed before is given)."""
-    if rec is None or sched.slot_day is None or len(rec[0]) != len(sched.slot_day):
+    """Schedule.slots() as recorded; ignored if absent or not this plan's (then the first
+    settle() takes the slots as programming leaves them: nothing shown before is given)."""
+    per = sched.plan["periodic"] if sched.plan else None
+    if rec is None or per is None or len(rec[0]) != len(per["times_min"]):
         return
     sched.slot_day = list(rec[0])
     sched.slot_ms = list(rec[1])

@@ -19,7 +19,7 @@ owner calls it after integrating up to t and before and after every clock change
 slot whose start the clock ran through is counted by `_periodic` as if it had been recorded, so
 the rate stays a function of time for the integration. A slot the clock jumped over (spring
 forward, `clock.set` forwards, an RTC after a power cut) is given late, whole, when it was
-jumped over by at most LATE_MAX_MS, else skipped; the events say which (pumpcore.planning).
+jumped over by at most an hour, else skipped; the events say which (pumpcore.slots).
 
 What runs only at boot, plan.set, refill or a patient bolus (compiling the plan's start, bolus
 windows, the refill bridge, load_dict/shift after a reset) is in pumpcore.planning, a transient
@@ -80,24 +80,21 @@ class Clock:
         e = self.epoch_ms_at(t_ms)
         return e + self.offset_ms_at(e)
 
-    def change_ms(self):
-        """Board ms of the offset change this clock knows (past or pending), or None."""
-        if not self.next_change_epoch_s:
-            return None
-        return self.base_ms + (self.next_change_epoch_s * 1000 - self.epoch_ms)
-
     def next_offset_change_ms(self, t_ms):
         """Board ms of the pending offset change, if it is after t."""
-        t = self.change_ms()
-        return t if t is not None and t > t_ms else None
+        if not self.next_change_epoch_s:
+            return None
+        t = self.base_ms + (self.next_change_epoch_s * 1000 - self.epoch_ms)
+        return t if t > t_ms else None
 
     def steady_from_ms(self, t_ms):
         """The first board ms from which local time ran without a jump up to t: the last
         `set` or `rebase`, or the offset change if it came after and is not after t."""
         lo = self.base_ms
-        c = self.change_ms()
-        if c is not None and lo < c <= t_ms:
-            lo = c
+        if self.next_change_epoch_s:
+            c = lo + (self.next_change_epoch_s * 1000 - self.epoch_ms)
+            if c <= t_ms:
+                lo = c
         return lo
 
     def to_dict(self):
@@ -136,14 +133,10 @@ class Schedule:
         self.slot_ms = None  # per periodic slot: board ms its last bolus started (None: none)
         self.seen_ms = program_ms  # the last settle()
         self.due_ms = 0  # settle() has nothing to do before this (unless the clock is set)
-        if plan and (plan["start"] is not None or plan["periodic"] is not None):
+        if plan and plan["start"] is not None:
             from pumpcore import planning
 
-            if plan["start"] is not None:
-                planning.compile_start(self)
-            if plan["periodic"] is not None:
-                self.slot_day = planning.slot_days_before(plan["periodic"], clock, program_ms)
-                self.slot_ms = [None] * len(self.slot_day)
+            planning.compile_start(self)
 
     # --- pieces -------------------------------------------------------------------------
     def conc_at(self, t_ms):
@@ -204,6 +197,7 @@ class Schedule:
         per = self.plan["periodic"]
         if per is None:
             return 0, None
+        days = self.slot_day  # None until the first settle(): nothing recorded yet
         dur = per["dur_s"] * 1000
         local = self.clock.local_ms(t_ms)
         day_ms = local % DAY_MS
@@ -212,14 +206,14 @@ class Schedule:
         lo = None
         i = 0
         for tm in per["times_min"]:
-            m = self.slot_ms[i]
+            m = self.slot_ms[i] if days is not None else None
             if m is not None and m <= t_ms < m + dur:
                 rate += self.slot_rate_nl_day(m)
                 if nxt is None or m + dur - t_ms < nxt:
                     nxt = m + dur - t_ms
             T = tm * 60_000
             since = (day_ms - T) % DAY_MS
-            if since < dur and (local - since) // DAY_MS > self.slot_day[i]:
+            if since < dur and (days is None or (local - since) // DAY_MS > days[i]):
                 if lo is None:
                     # not after a jump of the clock, nor in the plan's start phase
                     lo = self.clock.steady_from_ms(t_ms)
@@ -240,41 +234,15 @@ class Schedule:
         clock): their local day and, if given, their start in board ms. Returns None when
         nothing changed, else the events [(kind, data)] to log (may be empty). The owner
         persists slots() before the next motor segment (the count record), so a power cut
-        cannot give a slot again."""
-        per = self.plan["periodic"] if self.plan else None
-        if per is None:
+        cannot give a slot again. The work is in pumpcore.slots (transient)."""
+        if self.plan is None or self.plan["periodic"] is None:
             return None
-        clk = self.clock
-        if t_ms < self.due_ms and clk.base_ms < self.seen_ms:
+        if self.slot_day is not None and t_ms < self.due_ms and \
+                self.clock.base_ms < self.seen_ms:
             return None  # no slot start since the last look, and the clock was not set
-        local = clk.local_ms(t_ms)
-        day_ms = local % DAY_MS
-        lo = clk.steady_from_ms(t_ms)
-        seen = self.seen_ms
-        self.seen_ms = t_ms
-        days = self.slot_day
-        times = per["times_min"]
-        out = None
-        due = clk.next_offset_change_ms(t_ms)
-        for i in range(len(times)):
-            since = (day_ms - times[i] * 60_000) % DAY_MS
-            if due is None or t_ms + DAY_MS - since < due:
-                due = t_ms + DAY_MS - since  # its next start on this clock
-            s = t_ms - since
-            d = (local - since) // DAY_MS
-            if d > days[i] and s >= lo:
-                # reached while the clock ran: started on time (or already over)
-                days[i] = d
-                if s >= self.basal_start_ms:
-                    self.slot_ms[i] = s
-                out = out or []
-            elif d > days[i] or (s > seen and s >= lo):
-                # jumped over (given late or skipped), or shown again on a day it was given
-                from pumpcore import planning
+        from pumpcore import slots
 
-                out = planning.settle_slot(self, t_ms, i, since, d, out or [])
-        self.due_ms = due
-        return out
+        return slots.settle(self, t_ms)
 
     def slots(self):
         """What settle() recorded, as plain data for a record (None: no periodic boluses)."""
