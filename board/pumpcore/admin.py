@@ -30,8 +30,13 @@ def clock_set(app, args, now, req_id):
     src = app._source(now)
     if src is not None:
         app.delivery.advance(now, src)
+    slots = src is not None and src is app.sched
+    if slots:
+        app.settle_slots(now)  # the periodic slots the old clock reached, recorded before it changes
     app.clock.set(now, args["epoch_s"], args["offset_s"], args.get("next_change_epoch_s"),
                    args.get("next_offset_s"))
+    if slots:
+        app.settle_slots(now)  # the slots it jumped over: given late or skipped, with an event
     app._clear(al.CLOCK, now)
     app._event("clock.set", {"epoch_s": args["epoch_s"], "offset_s": args["offset_s"]}, now)
     app.save_state(now)

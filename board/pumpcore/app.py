@@ -172,7 +172,9 @@ class App:
 
     # ------------------------------------------------------------------ persistence
     def save_count(self):
-        """The account, rewritten in place before every segment (in the current set)."""
+        """The account, rewritten in place before every segment (in the current set), with the
+        periodic slots given (Schedule.slots): the first pulse of a periodic bolus is never
+        before the record that it was started."""
         self.store.save("count", self._count(self.gen))
 
     def _count(self, gen):
@@ -181,7 +183,8 @@ class App:
                 "volume_nl": self._committed_volume_nl(), "pl_left": self.pl_left,
                 "fly_nl": (self.seg[1] * self.step_pl + 999) // 1000
                 if self.seg is not None else 0,
-                "lim": self.limiter.to_dict(self.board.now_ms()), "gen": gen}
+                "lim": self.limiter.to_dict(self.board.now_ms()),
+                "slots": self.sched.slots() if self.sched else None, "gen": gen}
 
     def _committed_volume_nl(self):
         """The reservoir as it will be once the in-flight segment is done (the conservative
@@ -344,6 +347,14 @@ class App:
             return minimum
         return self.sched
 
+    def settle_slots(self, now):
+        """Record the periodic slots the clock has reached (Schedule.settle; the count record
+        keeps them) and log its events (a slot given late, skipped, or shown again)."""
+        ev = self.sched.settle(now)
+        if ev is not None:
+            for kind, data in ev:
+                self._event(kind, data, now)
+
     def _max_steps(self):
         seg_nl = self.cfg.get("max_segment_nl", 10_000)
         n = seg_nl * 1000 // self.step_pl
@@ -373,8 +384,11 @@ class App:
         lim = self.limiter
         if lim.held:
             self.delivery.drop_fraction()  # what came due while held is dropped, not rushed
-        if self.sched is not None and self.sched.overlays:
-            self.sched.prune(now)
+        sched = self.sched
+        if sched is not None and sched.overlays:
+            sched.prune(now)
+        if src is sched:
+            self.settle_slots(now)  # saved with the count below, before the next pulse
         seg, wake = self.delivery.plan_segment(now, src, self._max_steps(),
                                                1_000_000 // self.pullin_hz)
         if seg is None:

@@ -105,6 +105,9 @@ def shift(sched, delta_ms):
     sched.basal_start_ms += delta_ms
     sched.start_windows = [(s + delta_ms, e + delta_ms, r) for s, e, r in sched.start_windows]
     sched.overlays = [(s + delta_ms, e + delta_ms, r) for s, e, r in sched.overlays]
+    sched.seen_ms += delta_ms
+    if sched.slot_ms is not None:
+        sched.slot_ms = [None if m is None else m + delta_ms for m in sched.slot_ms]
     if sched.bridge_conc:
         sched.bridge_until_ms += delta_ms
 
@@ -116,3 +119,15 @@ def load_dict(sched, d):
     sched.overlays = [tuple(w) for w in d["overlays"]]
     sched.bridge_conc = d["bridge_conc"]
     sched.bridge_until_ms = d["bridge_until_ms"]
+    load_slots(sched, d.get("slots"))
+
+
+def load_slots(sched, rec):
+    """Schedule.slots() as recorded; ignored if absent or not this plan's (then the first
+    settle() takes the slots as programming leaves them: nothing shown before is given)."""
+    per = sched.plan["periodic"] if sched.plan else None
+    if rec is None or per is None or len(rec[0]) != len(per["times_min"]):
+        return
+    sched.slot_day = list(rec[0])
+    sched.slot_ms = list(rec[1])
+    sched.seen_ms = rec[2]

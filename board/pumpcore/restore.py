@@ -129,6 +129,8 @@ def load_therapy(app, now):
                 app.plan = plan
                 app.sched = Schedule(plan, app.clock, 0, app._pullin_nl_day())
                 app.sched.load_dict(sd)
+                if count is not None:
+                    app.sched.load_slots(count.get("slots"))  # newer than the state's
                 app.sched.shift(delta)
             if was == "running" and app.plan is not None:
                 app.therapy = "running"

@@ -10,6 +10,17 @@ its time. At a daylight-saving change (a new offset at a given UTC instant, set 
 `clock.set`), local time jumps: spring forward skips that hour of the flex schedule, fall back
 repeats it. Delivery never jumps: the rate simply follows the clock.
 
+Periodic boluses are the exception: a dose must never repeat because the clock went back. Each
+slot (a clock time of the plan) keeps the local day it was last started (`slot_day`, persisted),
+and a bolus is started at most once per slot and local day, whatever the clock does. Once it
+has started, a bolus runs from its start in board time (`slot_ms`), so a clock change cannot
+shorten or replay it. `settle(t)` records the slots the clock reached; the
+owner calls it after integrating up to t and before and after every clock change. Until then a
+slot whose start the clock ran through is counted by `_periodic` as if it had been recorded, so
+the rate stays a function of time for the integration. A slot the clock jumped over (spring
+forward, `clock.set` forwards, an RTC after a power cut) is given late, whole, when it was
+jumped over by at most an hour, else skipped; the events say which (pumpcore.slots).
+
 What runs only at boot, plan.set, refill or a patient bolus (compiling the plan's start, bolus
 windows, the refill bridge, load_dict/shift after a reset) is in pumpcore.planning, a transient
 module the methods below import for the call (see pumpcore.app.drop_transient).
@@ -76,6 +87,16 @@ class Clock:
         t = self.base_ms + (self.next_change_epoch_s * 1000 - self.epoch_ms)
         return t if t > t_ms else None
 
+    def steady_from_ms(self, t_ms):
+        """The first board ms from which local time ran without a jump up to t: the last
+        `set` or `rebase`, or the offset change if it came after and is not after t."""
+        lo = self.base_ms
+        if self.next_change_epoch_s:
+            c = lo + (self.next_change_epoch_s * 1000 - self.epoch_ms)
+            if c <= t_ms:
+                lo = c
+        return lo
+
     def to_dict(self):
         return {"epoch_ms": self.epoch_ms, "base_ms": self.base_ms, "offset_s": self.offset_s,
                 "next_change_epoch_s": self.next_change_epoch_s,
@@ -108,6 +129,10 @@ class Schedule:
         self.bridge_conc = 0
         self.bridge_until_ms = 0
         self.basal_start_ms = program_ms
+        self.slot_day = None  # per periodic slot: the local day it was last started
+        self.slot_ms = None  # per periodic slot: board ms its last bolus started (None: none)
+        self.seen_ms = program_ms  # the last settle()
+        self.due_ms = 0  # settle() has nothing to do before this (unless the clock is set)
         if plan and plan["start"] is not None:
             from pumpcore import planning
 
@@ -157,28 +182,73 @@ class Schedule:
             return p["min_nl_day"]
         return dose.ng_to_nl(self.basal_ng_day(t_ms), self.conc_at(t_ms))
 
+    def slot_rate_nl_day(self, start_ms):
+        """The rate of a periodic bolus started at start_ms (its concentration then)."""
+        per = self.plan["periodic"]
+        dur = per["dur_s"] * 1000
+        return bolus_rate_nl_day(dose.ng_to_nl(per["ng"], self.conc_at(start_ms)), dur)
+
     def _periodic(self, t_ms):
-        """(rate_nl_day active at t, ms until the next periodic start/end)."""
+        """(rate_nl_day of the periodic boluses at t, ms until the next periodic start/end).
+
+        A bolus settle() recorded runs in board time from its start (slot_ms), whatever the
+        clock does since; one the clock has reached but settle() has not recorded yet counts
+        from its start on the clock, if the clock ran through that start without a jump."""
         per = self.plan["periodic"]
         if per is None:
             return 0, None
+        days = self.slot_day  # None until the first settle(): nothing recorded yet
         dur = per["dur_s"] * 1000
-        day_ms = self.clock.local_ms(t_ms) % DAY_MS
+        local = self.clock.local_ms(t_ms)
+        day_ms = local % DAY_MS
         rate = 0
         nxt = None
+        lo = None
+        i = 0
         for tm in per["times_min"]:
+            m = self.slot_ms[i] if days is not None else None
+            if m is not None and m <= t_ms < m + dur:
+                rate += self.slot_rate_nl_day(m)
+                if nxt is None or m + dur - t_ms < nxt:
+                    nxt = m + dur - t_ms
             T = tm * 60_000
             since = (day_ms - T) % DAY_MS
-            if since < dur and t_ms - since >= self.basal_start_ms:
-                nl = dose.ng_to_nl(per["ng"], self.conc_at(t_ms - since))
-                rate += bolus_rate_nl_day(nl, dur)
-                to_end = dur - since
-                if nxt is None or to_end < nxt:
-                    nxt = to_end
+            if since < dur and (days is None or (local - since) // DAY_MS > days[i]):
+                if lo is None:
+                    # not after a jump of the clock, nor in the plan's start phase
+                    lo = self.clock.steady_from_ms(t_ms)
+                    if lo < self.basal_start_ms:
+                        lo = self.basal_start_ms
+                if t_ms - since >= lo:
+                    rate += self.slot_rate_nl_day(t_ms - since)
+                    if nxt is None or dur - since < nxt:
+                        nxt = dur - since
             to_start = (T - day_ms) % DAY_MS or DAY_MS
             if nxt is None or to_start < nxt:
                 nxt = to_start
+            i += 1
         return rate, nxt
+
+    def settle(self, t_ms):
+        """Record the periodic slots the clock has reached by t (integrated up to t with this
+        clock): their local day and, if given, their start in board ms. Returns None when
+        nothing changed, else the events [(kind, data)] to log (may be empty). The owner
+        persists slots() before the next motor segment (the count record), so a power cut
+        cannot give a slot again. The work is in pumpcore.slots (transient)."""
+        if self.plan is None or self.plan["periodic"] is None:
+            return None
+        if self.slot_day is not None and t_ms < self.due_ms and \
+                self.clock.base_ms < self.seen_ms:
+            return None  # no slot start since the last look, and the clock was not set
+        from pumpcore import slots
+
+        return slots.settle(self, t_ms)
+
+    def slots(self):
+        """What settle() recorded, as plain data for a record (None: no periodic boluses)."""
+        if self.slot_day is None:
+            return None
+        return [self.slot_day, self.slot_ms, self.seen_ms]
 
     def rate_nl_day(self, t_ms):
         if self.plan is None:
@@ -271,9 +341,16 @@ class Schedule:
             "start_windows": [list(w) for w in self.start_windows],
             "overlays": [list(w) for w in self.overlays],
             "bridge_conc": self.bridge_conc, "bridge_until_ms": self.bridge_until_ms,
+            "slots": self.slots(),
         }
 
     def load_dict(self, d):
         from pumpcore import planning
 
         planning.load_dict(self, d)
+
+    def load_slots(self, rec):
+        """slots() as recorded (a newer record than the one load_dict read, e.g. the count)."""
+        from pumpcore import planning
+
+        planning.load_slots(self, rec)

@@ -12,6 +12,7 @@ ideal cumulative volume divided by the step size: `max_step_error`.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import os
 import re
@@ -22,7 +23,9 @@ from decimal import Decimal
 from pathlib import Path
 
 from pumpcore import plan as core
-from pumpcore.schedule import DAY_MS, Clock, Schedule
+from pumpcore import planning
+from pumpcore.dose import ng_to_nl
+from pumpcore.schedule import DAY_MS, Clock, Schedule, bolus_rate_nl_day
 
 from .errors import PumprigError, SimError
 from .plans import parse_duration_s
@@ -69,11 +72,110 @@ def install_firmware(fs: str | Path, src: Path | None = None) -> int:
 
 # --- the ideal ------------------------------------------------------------------------------
 
+# The documented rule for periodic boluses (docs/plans.md, "Time of day and daylight saving"),
+# written here apart from the firmware's code so that the ideal is not the firmware judging itself.
+LATE_MAX_MS = 3_600_000
+
+
+class PeriodicIdeal:
+    """The periodic boluses of the ideal, as windows in world ms.
+
+    Slot T of local day d starts at the first instant at which the clock shows day d at T or
+    later. If the clock jumps over T (an offset change) by at most LATE_MAX_MS, the bolus starts
+    at the jump, whole; by more, it is not given. Each (day, slot) once, so a repeated hour
+    repeats nothing; none before the basal starts. The clock is the host's (epoch, offset, one
+    pending change), which simulate sets again at every change with the same time; windows are
+    generated a couple of local days ahead of the time asked for.
+    """
+
+    def __init__(self, per, clock, basal_start_ms, conc_at, from_ms):
+        self.ng = per["ng"]
+        self.dur = per["dur_s"] * 1000
+        self.times = [tm * 60_000 for tm in per["times_min"]]
+        self.clock = clock
+        self.basal = basal_start_ms
+        self.conc_at = conc_at  # world ms -> ng/mL (the bridge after a refill)
+        self.starts = []  # sorted
+        self.day = clock.local_ms(from_ms) // DAY_MS - 1  # next local day to generate
+
+    def _first_at(self, target):
+        """World ms at which the clock first shows local ms `target` or later (None: it
+        jumped over it by more than LATE_MAX_MS)."""
+        c = self.clock
+        e0 = c.epoch_ms - c.base_ms  # epoch ms = world ms + e0
+        t1 = target - c.offset_s * 1000 - e0
+        change = c.next_change_epoch_s * 1000
+        if not change or t1 + e0 < change:
+            return t1
+        tc = change - e0
+        t2 = target - c.next_offset_s * 1000 - e0
+        if t2 >= tc:
+            return t2
+        late = change + c.next_offset_s * 1000 - target  # what the clock shows after the jump
+        return tc if late <= LATE_MAX_MS else None
+
+    def _generate(self, t_ms):
+        want = self.clock.local_ms(t_ms) // DAY_MS + 2
+        while self.day <= want:
+            for T in self.times:
+                s = self._first_at(self.day * DAY_MS + T)
+                if s is not None and s >= self.basal:
+                    bisect.insort(self.starts, s)
+            self.day += 1
+
+    def _rate(self, s):
+        """At the concentration of its start (the old one while a refill's bridge lasts)."""
+        return bolus_rate_nl_day(ng_to_nl(self.ng, self.conc_at(s)), self.dur)
+
+    def rate_nl_day(self, t_ms):
+        self._generate(t_ms)
+        r = 0
+        j = bisect.bisect_right(self.starts, t_ms) - 1
+        while j >= 0 and self.starts[j] > t_ms - self.dur:
+            r += self._rate(self.starts[j])
+            j -= 1
+        return r
+
+    def next_change_ms(self, t_ms):
+        self._generate(t_ms)
+        i = bisect.bisect_right(self.starts, t_ms)
+        best = self.starts[i] if i < len(self.starts) else None
+        j = i - 1
+        while j >= 0 and self.starts[j] > t_ms - self.dur:
+            e = self.starts[j] + self.dur
+            if best is None or e < best:
+                best = e
+            j -= 1
+        return best
+
+
+class _Ideal:
+    """The oracle's rate as a schedule (what the bridge computation integrates): the base
+    schedule's attributes, the oracle's rate."""
+
+    def __init__(self, oracle):
+        object.__setattr__(self, "_o", oracle)
+
+    def rate_nl_day(self, t_ms):
+        return self._o.rate_nl_day(t_ms)
+
+    def next_change_ms(self, t_ms):
+        return self._o.next_change_ms(t_ms)
+
+    def __getattr__(self, name):
+        return getattr(self._o.sched, name)
+
+    def __setattr__(self, name, value):
+        setattr(self._o.sched, name, value)
+
+
 class Oracle:
     """The plan's ideal cumulative delivery, integrated exactly over world time.
 
     Mirrors only what the host itself asked for (plan, clock, accepted boluses, refills with a
-    new concentration); the firmware's accounting plays no part.
+    new concentration); the firmware's accounting plays no part. The basal, start, patient
+    boluses and bridge come from pumpcore.schedule with the plan's periodic boluses left out;
+    those come from PeriodicIdeal, the documented rule written apart.
     """
 
     def __init__(self, plan, program_ms, clock: Clock, step_pl: int, pullin_nl_day: int,
@@ -83,17 +185,38 @@ class Oracle:
         self.step_pl = step_pl
         self.pullin = pullin_nl_day
         self.dead_nl = dead_nl
-        self.sched = Schedule(plan, clock, program_ms, pullin_nl_day)
+        self.sched = Schedule(dict(plan, periodic=None), clock, program_ms, pullin_nl_day)
+        self.periodic = None
+        if plan.get("periodic"):
+            self.periodic = PeriodicIdeal(plan["periodic"], clock, self.sched.basal_start_ms,
+                                          self._conc_at, program_ms)
         self.t_ms = program_ms
         self.acc = 0  # nL/day x ms
         self.stopped_from = None  # world ms after which the ideal is no longer defined
 
+    def _conc_at(self, t_ms):
+        return self.sched.conc_at(t_ms)
+
+    def rate_nl_day(self, t_ms):
+        r = self.sched.rate_nl_day(t_ms)
+        if self.periodic is not None:
+            r += self.periodic.rate_nl_day(t_ms)
+        return r
+
+    def next_change_ms(self, t_ms):
+        a = self.sched.next_change_ms(t_ms)
+        if self.periodic is not None:
+            b = self.periodic.next_change_ms(t_ms)
+            if a is None or (b is not None and b < a):
+                return b
+        return a
+
     def advance(self, t_ms):
         t = self.t_ms
         while t < t_ms:
-            nxt = self.sched.next_change_ms(t)
+            nxt = self.next_change_ms(t)
             e = t_ms if nxt is None or nxt > t_ms else nxt
-            self.acc += self.sched.rate_nl_day(t) * (e - t)
+            self.acc += self.rate_nl_day(t) * (e - t)
             t = e
         self.t_ms = max(self.t_ms, t_ms)
 
@@ -101,7 +224,7 @@ class Oracle:
         """Ideal volume in nL/day x µs at t_us (>= the oracle's integrated time)."""
         t_ms = t_us // 1000
         self.advance(t_ms)
-        return self.acc * 1000 + self.sched.rate_nl_day(t_ms) * (t_us - t_ms * 1000)
+        return self.acc * 1000 + self.rate_nl_day(t_ms) * (t_us - t_ms * 1000)
 
     def add_bolus(self, t_ms, nl, dur_ms):
         self.advance(t_ms)
@@ -115,10 +238,10 @@ class Oracle:
         old = self.plan["conc_ng_ml"]
         sd = self.sched.to_dict()
         self.plan = dict(self.plan, conc_ng_ml=conc)
-        self.sched = Schedule(self.plan, self.clock, 0, self.pullin)
+        self.sched = Schedule(dict(self.plan, periodic=None), self.clock, 0, self.pullin)
         self.sched.load_dict(sd)
         if self.dead_nl:
-            self.sched.start_bridge(t_ms, old, self.dead_nl)
+            planning.start_bridge(_Ideal(self), t_ms, old, self.dead_nl)
 
     def ideal_nl(self, t_ms):
         self.advance(t_ms)
@@ -166,7 +289,7 @@ class StepError:
                 # linear in the pulse index, so its extremes are at the first and last pulse
                 j = n if iv == 0 else min(n, (until_us - base) // iv + 1)
                 last_t = base + (j - 1) * iv
-                nxt = self.o.sched.next_change_ms(t // 1000)
+                nxt = self.o.next_change_ms(t // 1000)
                 if j - i > 2 and (nxt is None or nxt * 1000 > last_t + 1000):
                     self._check(t, self.steps)
                     self._check(last_t, self.steps + (j - 1 - i))
@@ -410,6 +533,7 @@ def _run(cli, world, plan, days, fill_nl, start_epoch_s, tz, scenario, boluses_s
     prev_ideal = 0
     ai = 0
     events_all = []
+    local_segs = {}  # with --tz: the world's segments, for the doses per local day
 
     def catch_up(t_ms):
         """Check every pulse the world logged up to t_ms against the ideal, before the
@@ -418,6 +542,8 @@ def _run(cli, world, plan, days, fill_nl, start_epoch_s, tz, scenario, boluses_s
         segs = world.segments(seg_since)
         for sg in segs:
             err.add(sg)
+            if tz:
+                local_segs[sg["index"]] = sg  # a newer copy (aborted since) replaces it
         # the last segment may still run (or be aborted later): fetch it again next time
         if segs:
             seg_since = segs[-1]["index"]
@@ -533,7 +659,52 @@ def _run(cli, world, plan, days, fill_nl, start_epoch_s, tz, scenario, boluses_s
         "battery_state": per_day[-1]["battery_state"] if per_day else None,
         "limits": limits, "wall_s": round(time.monotonic() - t_wall, 3),
     }
+    if tz:
+        report["per_local_day"] = _per_local_day(
+            list(local_segs.values()), tz, start_epoch_s, t0, program_ms, end_ms, step,
+            oracle.plan["conc_ng_ml"])
     return report
+
+
+def _per_local_day(segs, tz, start_epoch_s, t0, program_ms, end_ms, step, conc):
+    """Pulses the world made in each whole local day (midnight to midnight on the --tz clock,
+    23, 24 or 25 hours) between programming and the end of the run."""
+    from zoneinfo import ZoneInfo
+
+    z = ZoneInfo(tz)
+
+    def world_us(local_date):
+        e = dt.datetime(local_date.year, local_date.month, local_date.day, tzinfo=z).timestamp()
+        return (t0 + (int(e) - start_epoch_s) * 1000) * 1000
+
+    d = dt.datetime.fromtimestamp(start_epoch_s + (program_ms - t0) // 1000, z).date()
+    dates, bounds = [], []
+    while True:
+        d += dt.timedelta(days=1)
+        b = world_us(d)
+        if b > end_ms * 1000:
+            break
+        dates.append(d)
+        bounds.append(b)
+    cum = [0] * len(bounds)  # pulses strictly before each midnight
+    for sg in segs:
+        n = sg["made"] if sg["made"] is not None else sg["count"]
+        if not n:
+            continue
+        first = sg["start_us"] + sg["first_us"]
+        iv = sg["interval_us"]
+        last = first + (n - 1) * iv
+        for k in range(bisect.bisect_right(bounds, first), len(bounds)):
+            b = bounds[k]
+            cum[k] += n if b > last else (b - first - 1) // iv + 1
+    out = []
+    for k in range(len(bounds) - 1):
+        steps = cum[k + 1] - cum[k]
+        nl = steps * step // 1000
+        out.append({"date": dates[k].isoformat(),
+                    "hours": (bounds[k + 1] - bounds[k]) // 3_600_000_000,
+                    "steps": steps, "volume_nl": nl, "dose_ng": core.nl_to_ng(nl, conc)})
+    return out
 
 
 def _volume_left_ml(world, fill_nl, step, program_ms, alarm):
