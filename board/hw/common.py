@@ -340,6 +340,12 @@ class CommonBoard:
     def reset(self) -> None:
         self._machine.reset()
 
+    def kbd_intr(self, on: bool) -> None:
+        """Ctrl-C (0x03) on the serial line interrupts the firmware (on) or is plain data."""
+        import micropython
+
+        micropython.kbd_intr(3 if on else -1)
+
     def feed_from_timer(self) -> None:
         """The main loop was left on purpose (Ctrl-C from mpremote, to flash or inspect):
         the RP2040 and ESP32 watchdogs cannot be stopped, so a timer keeps feeding it while

@@ -28,25 +28,32 @@ def board_name():
 
 
 def make_board():
-    """(board, names of the resident modules): everything else main.py may drop."""
+    """(board, names of the resident modules): everything else main.py may drop.
+
+    The watchdog is armed first, before any module of the app is imported: an import that
+    never returns (a torn .mpy can spin) is reset like a hung loop."""
     name = board_name()
+    with open("boards/%s.json" % name) as f:
+        cfg = json.load(f)
+    import machine
+    from hw import setup
+
+    wdt = setup.arm_watchdog(cfg, machine)
     for m in MODULES + ("hw." + ("rp2" if name == "pico" else name),):
         __import__(m)
         gc.collect()
-    resident = [m for m in sys.modules if m != "hw.start"]
+    if wdt is not None:
+        wdt.feed()  # the imports came back: the app starts with a whole watchdog period
+    resident = [m for m in sys.modules if m not in ("hw.start", "hw.setup")]
     if name == "pico":
         from hw import rp2 as hw
     elif name == "esp32":
         from hw import esp32 as hw
     else:
         from hw import sim as hw
-    with open("boards/%s.json" % name) as f:
-        cfg = json.load(f)
     board = hw.make_board(cfg)
     if not getattr(board, "uid", None):
         import binascii
-
-        import machine
 
         board.uid = binascii.hexlify(machine.unique_id()).decode()
     return board, resident

@@ -34,7 +34,11 @@ from .store import Store
 # (the rest a clinician sends now and then, `log`). Plans are checked by App.check_plan.
 _PROGRAM = ("plan_set", "refill", "calib_set", "load", "load_keys")
 _ADMIN = ("clock_get", "clock_set", "therapy_stop", "therapy_resume", "motor_run",
-          "alarm_test", "ack", "log")
+          "alarm_test", "ack", "log", "maintenance")
+# In the boot-loop guard's safe state (pumpcore.fault) only these are answered: the rest are
+# refused with SAFE_STATE until a clinician leaves it (ack FAULT or therapy.resume)
+_GUARD_OPEN = ("status", "log", "alarms", "ack", "therapy.resume", "therapy.stop", "plan.get",
+               "calib.get", "clock.get", "maintenance")
 # MicroPython: modules imported for one call are dropped after it (CPython keeps them)
 _DROP = sys.implementation.name == "micropython"
 _DROP_SOURCE = False  # tests: drop .py modules too
@@ -136,7 +140,10 @@ class App:
         self.deadline_ms = now
         self._dirty = False
         self._rand = rand or _urandom
+        self.maint = False  # `maintenance` opened the REPL (Ctrl-C) until the next reset
+        self._kbd = None  # Ctrl-C as last set on the board (None: not yet)
         self._overlay("load", now)
+        self._boot_guard(now)
         if not self.clock.valid:
             rtc = board.wall_epoch_s()
             if rtc is not None:
@@ -155,7 +162,50 @@ class App:
         self._auth_failures = self.server.auth_failures
         self._event("reset", {"therapy": self.therapy}, now)
         self.save_state(now)
+        self._kbd_sync()
         self._shed()
+
+    # ------------------------------------------------------------------ faults
+    def _boot_guard(self, now):
+        """The boot-loop guard (pumpcore.fault): after CRASH_LIMIT crashes within
+        CRASH_WINDOW_S the pump stays in its safe state instead of resuming."""
+        from . import fault
+
+        reason = fault.guard_reason(self.store, self.board.wall_epoch_s())
+        if reason is not None and self.therapy != "safe":
+            self._safe(now, reason, al.FAULT)
+
+    def crash(self, exc, now):
+        """The loop failed (main.py calls this, then resets the board): stop the motor with an
+        exact account, log a FAULT event (the exception's type and place), raise the critical
+        FAULT alarm, count the crash for the boot-loop guard, persist. Never raises."""
+        try:
+            self.shutdown(now)
+        except Exception:  # noqa: S110  (the reset follows whatever happens here)
+            pass
+        try:
+            gc.collect()
+            from . import fault
+
+            ep = self.board.wall_epoch_s()
+            info = fault.count_crash(self.store, exc, ep if ep is not None else self.epoch(now), now)
+            self._event("fault", info, now)
+            # latched until a clinician acknowledges it, sounding again if it was acknowledged
+            self.alarms.condition_cleared(al.FAULT, None)
+            self._alarm(al.FAULT, now)
+            self.alarms.condition_cleared(al.FAULT, None)
+            self.save_state(now)
+            self.server.write_output(self.board.write_serial)
+        except Exception:  # noqa: S110
+            pass
+
+    def _kbd_sync(self):
+        """Ctrl-C on the serial line interrupts the firmware (opens the REPL) only while
+        therapy is stopped, or after `maintenance`; while it runs, 0x03 is plain data."""
+        k = self.therapy == "stopped" or self.maint
+        if k != self._kbd:
+            self._kbd = k
+            self.board.kbd_intr(k)
 
     # ------------------------------------------------------------------ persistence
     def save_count(self):
@@ -372,7 +422,13 @@ class App:
                 self._dirty = True  # saved with the state record by tick()
         self.tick(now)
         self.server.write_output(self.board.write_serial)
+        self._kbd_sync()
         self._shed()
+        f = self.server.fault
+        if f is not None:
+            # a command raised (it was answered INTERNAL): the loop's fault handling takes over
+            self.server.fault = None
+            raise f
 
     def _shed(self):
         """Drop the modules imported since boot for one job (overlays, power-on code)."""
@@ -500,6 +556,10 @@ class App:
 
     # ------------------------------------------------------------------ commands
     def call(self, cmd, args, role, req_id, now):
+        if self.therapy == "safe" and cmd not in _GUARD_OPEN and self.safe_reason and \
+                self.safe_reason.startswith("boot loop"):  # pumpcore.fault.GUARD
+            raise proto.CommandError(proto.SAFE_STATE, "boot-loop guard: ack FAULT or "
+                                     "therapy.resume first")
         name = cmd.replace(".", "_")
         fn = getattr(self, "cmd_" + name, None)
         if fn is not None:
@@ -602,6 +662,7 @@ class App:
             boluses_24h=self._boluses_24h(now),
             eri_days_left=self.battery.eri_days_left(ep),
             stall_detect=getattr(self.board, "stall_detect", None),
+            mem_free=gc.mem_free() if _DROP else None,
         )
 
     def cmd_plan_get(self, args, now, req_id):

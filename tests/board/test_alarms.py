@@ -33,11 +33,11 @@ def tones(src, t0, t_end):
 
 
 def test_kinds_and_severity():
-    for k in ("EMPTY", "EOS", "STALL", "OCCLUSION", "MEMORY", "BATTERY_FAULT"):
+    for k in ("EMPTY", "EOS", "STALL", "OCCLUSION", "MEMORY", "BATTERY_FAULT", "FAULT"):
         assert A.is_critical(k)
-    for k in ("LOW", "REFILL_BY", "ERI", "RESET", "CLOCK"):
+    for k in ("LOW", "REFILL_BY", "ERI", "RESET", "CLOCK", "MAINTENANCE"):
         assert not A.is_critical(k)
-    assert len(A.KINDS) == 11
+    assert len(A.KINDS) == 13
     raises(AlarmError, A.is_critical, "FIRE")
     raises(AlarmError, Alarms().raise_, "FIRE", EPOCH)
 

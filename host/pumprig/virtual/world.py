@@ -25,6 +25,8 @@ wait. A fault the host sets meanwhile shows at the next wait, the same virtual i
     F <pin> <freq_hz> <duty_u16>   PWM (no answer; freq 0 = deinit)
     D <timeout_ms>            start the watchdog (no answer)
     K                         feed the watchdog (no answer)
+    k                         a timer feeds the watchdog from now until the next reset (a
+                              board left at the REPL on purpose, hw.common.feed_from_timer)
     R                         machine.reset() (the world restarts the interpreter)
     Z                         machine.soft_reset()
     Q                         the boot script dropped to the REPL (no firmware loop running)
@@ -239,6 +241,7 @@ class World:
         self.history = []
         # watchdog
         self.wdt_timeout_ms = None
+        self.wdt_timer_fed = False
         self.wdt_feed_us = 0
         self.wdt_contact_ns = 0
         self.resets = {}
@@ -290,6 +293,7 @@ class World:
         self.uart_rx = bytearray()
         self.state = "booting"
         self.wdt_timeout_ms = None
+        self.wdt_timer_fed = False
         self.boots += 1
 
     def detach(self, cause=None):
@@ -429,6 +433,8 @@ class World:
         elif op == b"K":
             self.wdt_feed_us = self.now_us()
             self.wdt_contact_ns = time.monotonic_ns()
+        elif op == b"k":
+            self.wdt_timer_fed = True
         elif op == b"R":
             self._reset("machine", "power")
         elif op == b"Z":
@@ -460,7 +466,8 @@ class World:
 
     # ---- time-driven events --------------------------------------------------------------
     def wdt_expiry_us(self):
-        if self.wdt_timeout_ms is None or (self.keep_fed and self.pending_w_us is not None):
+        if self.wdt_timeout_ms is None or self.wdt_timer_fed or \
+                (self.keep_fed and self.pending_w_us is not None):
             return None
         return self.wdt_feed_us + self.wdt_timeout_ms * US_PER_MS
 
