@@ -37,16 +37,16 @@ def ds3231_epoch_s(regs):
     return days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + sec
 
 
-_wdt = None  # the watchdog, once armed (hw.start arms it before the app is imported)
+armed_wdt = None  # the watchdog hw.start armed before it imported the app (None: not yet)
 
 
 def arm_watchdog(config, machine):
-    """Start the watchdog of ``config["watchdog_ms"]`` (once; None when 0: bench only)."""
-    global _wdt
+    """The watchdog of ``config["watchdog_ms"]``, started once (None when 0: bench only)."""
+    global armed_wdt
     wdt_ms = config.get("watchdog_ms", 0)
-    if _wdt is None and wdt_ms:
-        _wdt = machine.WDT(timeout=wdt_ms)
-    return _wdt
+    if armed_wdt is None and wdt_ms:
+        armed_wdt = machine.WDT(timeout=wdt_ms)
+    return armed_wdt
 
 
 def build_parts(config, machine, adc_factory=None):

@@ -187,15 +187,7 @@ class App:
             gc.collect()
             from . import fault
 
-            ep = self.board.wall_epoch_s()
-            info = fault.count_crash(self.store, exc, ep if ep is not None else self.epoch(now), now)
-            self._event("fault", info, now)
-            # latched until a clinician acknowledges it, sounding again if it was acknowledged
-            self.alarms.condition_cleared(al.FAULT, None)
-            self._alarm(al.FAULT, now)
-            self.alarms.condition_cleared(al.FAULT, None)
-            self.save_state(now)
-            self.server.write_output(self.board.write_serial)
+            fault.record(self, exc, now)
         except Exception:  # noqa: S110
             pass
 

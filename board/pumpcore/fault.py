@@ -97,6 +97,22 @@ def count_crash(store, exc, epoch_s, uptime_ms):
     return info
 
 
+def record(app, exc, now):
+    """App.crash's work once the motor is stopped: the crash counted, a FAULT event with the
+    exception's type and place, the FAULT alarm latched (sounding again if it had been
+    acknowledged), the state saved, the queued frames written out."""
+    from . import alarms as al
+
+    ep = app.board.wall_epoch_s()
+    info = count_crash(app.store, exc, ep if ep is not None else app.epoch(now), now)
+    app._event("fault", info, now)
+    app.alarms.condition_cleared(al.FAULT, None)
+    app._alarm(al.FAULT, now)
+    app.alarms.condition_cleared(al.FAULT, None)  # latched: listed until acknowledged
+    app.save_state(now)
+    app.server.write_output(app.board.write_serial)
+
+
 def clear(store):
     """A clinician left the guard: the count starts again."""
     store.save("crash", {"crashes": []})
