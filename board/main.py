@@ -29,9 +29,15 @@ def run():
             # the loop failed: motor stopped, FAULT event and alarm, crash counted for the
             # boot-loop guard, all persisted; then a clean reset (never the REPL, never a
             # timer feeding a dead loop). The plan resumes where the account stands.
-            gc.collect()
-            app.crash(e, board.now_ms())
-            board.reset()
+            try:
+                gc.collect()
+                reset = app.crash(e, board.now_ms())
+            except Exception:  # noqa: BLE001
+                reset = True
+            if reset:
+                board.reset()
+            # in the boot-loop guard's safe state the loop goes on (motor off): a fault that
+            # keeps the loop from reaching board.wait() is reset by the watchdog
 
 
 run()

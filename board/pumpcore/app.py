@@ -176,13 +176,17 @@ class App:
             self._safe(now, reason, al.FAULT)
 
     def crash(self, exc, now):
-        """The loop failed (main.py calls this, then resets the board): stop the motor with an
-        exact account, log a FAULT event (the exception's type and place), raise the critical
-        FAULT alarm, count the crash for the boot-loop guard, persist. Never raises."""
+        """The loop failed: stop the motor with an exact account, log a FAULT event (the
+        exception's type and place), raise the critical FAULT alarm, count the crash for the
+        boot-loop guard, persist. Never raises. Returns True when main.py is to reset the
+        board; False in the guard's safe state (motor off already: a reset would only loop, so
+        the loop goes on, without logging every repeat)."""
         try:
             self.shutdown(now)
         except Exception:  # noqa: S110  (the reset follows whatever happens here)
             pass
+        if self.therapy == "safe" and self.safe_reason and self.safe_reason.startswith("boot loop"):
+            return False
         try:
             gc.collect()
             from . import fault
@@ -190,6 +194,7 @@ class App:
             fault.record(self, exc, now)
         except Exception:  # noqa: S110
             pass
+        return True
 
     def _kbd_sync(self):
         """Ctrl-C on the serial line interrupts the firmware (opens the REPL) only while

@@ -615,7 +615,8 @@ class Rig:
             w.fault(stall=req.get("stall"), occlusion=req.get("occlusion"),
                     battery_mv=req.get("battery_mv"), true_step_pl=req.get("true_step_pl"),
                     kill_at_ms=req.get("kill_at_ms"),
-                    clear_battery=bool(req.get("clear_battery")))
+                    clear_battery=bool(req.get("clear_battery")),
+                    garble_waits=req.get("garble_waits"))
             return w.status()
         if op == "power_cut":
             self.power_cut("power")

@@ -243,6 +243,7 @@ class World:
         self.wdt_timeout_ms = None
         self.wdt_timer_fed = False
         self.wdt_feed_us = 0
+        self.garble_waits = 0   # fault injection: answer this many waits with a garbled T line
         self.wdt_contact_ns = 0
         self.resets = {}
         self.boots = 0
@@ -349,6 +350,12 @@ class World:
         serial = serial or self.serial_pending
         self.pending_w_us = None
         self.serial_pending = False
+        if self.garble_waits > 0:
+            # the board's clock read fails inside its wait (int() of garbage raises in the
+            # shim): an exception in the firmware's loop, with no hook in the firmware
+            self.garble_waits -= 1
+            self._send(b"T garbled\n")
+            return
         self._send(self._t_line(serial))
 
     def serial_from_host(self):
@@ -757,8 +764,10 @@ class World:
 
     # ---- faults --------------------------------------------------------------------------
     def fault(self, stall=None, occlusion=None, battery_mv=None, true_step_pl=None,
-              kill_at_ms=None, clear_battery=False):
+              kill_at_ms=None, clear_battery=False, garble_waits=None):
         self.settle()
+        if garble_waits is not None:
+            self.garble_waits = max(0, int(garble_waits))
         if stall is not None:
             self.stall = bool(stall)
         if occlusion is not None:
@@ -823,6 +832,7 @@ class World:
             "battery_forced_mv": self.battery_forced_mv,
             "true_step_pl": self.true_step_pl,
             "kill_at_ms": None if self.kill_at_us is None else self.kill_at_us // US_PER_MS,
+            "garble_waits": self.garble_waits,
             "segments": len(self.segments),
             "history": [list(h) for h in self.history],
             "resets": dict(self.resets),
