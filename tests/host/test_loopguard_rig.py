@@ -111,6 +111,10 @@ def test_ctrl_c_is_data_while_therapy_runs_maintenance_opens_the_repl(home):
         c._write(b"\r\x03")
         _until(lambda: w.status()["state"] == "repl", "Ctrl-C did not open the REPL")
         c.close()
+        # left on purpose: a timer keeps the watchdog fed at the REPL (a minute of it here)
+        boots = w.status()["boots"]
+        w.advance(by_ms=60_000)
+        assert w.status()["state"] == "repl" and w.status()["boots"] == boots
         out = subprocess.run([sys.executable, "-m", "mpremote", "connect", rig.link, "exec",
                               "print(6 * 7)"], capture_output=True, text=True, timeout=60)
         assert out.stdout.strip().splitlines()[-1] == "42", out
@@ -186,3 +190,19 @@ def test_a_fault_in_the_loop_resets_cleanly_and_resumes_then_the_guard_holds(hom
         c.therapy_resume()
         assert c.status()["therapy"] == "running"
         c.close()
+
+
+def test_the_watchdog_is_armed_before_the_app_is_imported(home):
+    """Finding 1 (and 5): an import of the app that never returns (here an app module that
+    spins) is reset by the watchdog; before, the watchdog was armed after the imports and such
+    a boot hung forever."""
+    with VirtualRig(blank=True) as rig:
+        w = rig.world
+        campaign.install(rig.fs)
+        os.remove(os.path.join(rig.fs, "pumpcore", "app.mpy"))
+        with open(os.path.join(rig.fs, "pumpcore", "app.py"), "w") as f:
+            f.write("while True:\n    pass\n")
+        w.reset()
+        _until(lambda: w.status()["wdt_timeout_ms"] == 8000, "the watchdog was not armed")
+        assert w.status()["state"] == "booting"
+        _until(lambda: w.wdt_resets >= 1, "the hung import was never reset", timeout_s=40)

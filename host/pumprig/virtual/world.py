@@ -244,6 +244,12 @@ class World:
         self.wdt_timer_fed = False
         self.wdt_feed_us = 0
         self.garble_waits = 0   # fault injection: answer this many waits with a garbled T line
+        # wall-clock ms the firmware spent between two waits (its longest step: what the
+        # watchdog timeout must cover) and from power-on to its first wait (boot)
+        self.max_step_ms = 0
+        self.max_boot_ms = 0
+        self._last_back_ns = None
+        self._attach_ns = 0
         self.wdt_contact_ns = 0
         self.resets = {}
         self.boots = 0
@@ -296,6 +302,8 @@ class World:
         self.wdt_timeout_ms = None
         self.wdt_timer_fed = False
         self.boots += 1
+        self._attach_ns = time.monotonic_ns()
+        self._last_back_ns = None
 
     def detach(self, cause=None):
         """The interpreter stopped (killed or exited): the hardware resets at this instant."""
@@ -343,6 +351,7 @@ class World:
         return head + tail + b"\n"
 
     def _answer_w(self, serial=False):
+        self._last_back_ns = time.monotonic_ns()   # the firmware's step starts now
         if self.keep_fed:
             self.wdt_feed_us = self.now_us()
             self.wdt_contact_ns = time.monotonic_ns()
@@ -398,7 +407,13 @@ class World:
             return
         args = [int(p) for p in parts[1:]]
         if op == b"W" or op == b"w":
-            self.wdt_contact_ns = time.monotonic_ns()
+            t = time.monotonic_ns()
+            if self._last_back_ns is not None:
+                self.max_step_ms = max(self.max_step_ms, (t - self._last_back_ns) // 1000000)
+                self._last_back_ns = None
+            elif self.state == "booting":
+                self.max_boot_ms = max(self.max_boot_ms, (t - self._attach_ns) // 1000000)
+            self.wdt_contact_ns = t
             if op == b"w":
                 self.keep_fed = True
                 self.wdt_feed_us = self.now_us()
@@ -833,6 +848,8 @@ class World:
             "true_step_pl": self.true_step_pl,
             "kill_at_ms": None if self.kill_at_us is None else self.kill_at_us // US_PER_MS,
             "garble_waits": self.garble_waits,
+            "max_step_ms": self.max_step_ms,
+            "max_boot_ms": self.max_boot_ms,
             "segments": len(self.segments),
             "history": [list(h) for h in self.history],
             "resets": dict(self.resets),
