@@ -1,6 +1,8 @@
 """`make bench`: run every benchmark; each writes its own section of docs/benchmarks.md.
 
-The long campaigns (200 power cuts, long fuzzing) are `make campaign` (bench/campaign.py).
+The long campaigns (200 power cuts, the brute force) are `make campaign` (bench/campaign.py);
+the 100,000-frame protocol fuzz on the virtual rig (bench/fuzz_rig.py, about 4 minutes) runs
+here.
 """
 
 import subprocess
@@ -9,7 +11,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["bench_protocol.py", "bench_simulate.py", "bench_memory.py", "bench_hil.py"]
+SCRIPTS = ["bench_protocol.py", "bench_simulate.py", "bench_memory.py", "bench_hil.py",
+           "bench_watchdog.py", "fuzz_rig.py"]
 
 
 def main():
