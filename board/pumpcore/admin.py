@@ -67,7 +67,7 @@ def _leave_guard(app, now):
     """A clinician leaves the boot-loop guard's safe state: the crash count starts again."""
     from . import fault
 
-    if app.therapy != "safe" or not (app.safe_reason or "").startswith(fault.GUARD):
+    if not fault.guarded(app):
         return False
     fault.clear(app.store)
     app.therapy = "stopped"

@@ -143,7 +143,11 @@ class App:
         self.maint = False  # `maintenance` opened the REPL (Ctrl-C) until the next reset
         self._kbd = None  # Ctrl-C as last set on the board (None: not yet)
         self._overlay("load", now)
-        self._boot_guard(now)
+        from . import fault  # the boot-loop guard: transient, dropped at once (no hole later)
+
+        fault.boot_guard(self, now)
+        del fault
+        self._shed()
         if not self.clock.valid:
             rtc = board.wall_epoch_s()
             if rtc is not None:
@@ -166,15 +170,6 @@ class App:
         self._shed()
 
     # ------------------------------------------------------------------ faults
-    def _boot_guard(self, now):
-        """The boot-loop guard (pumpcore.fault): after CRASH_LIMIT crashes within
-        CRASH_WINDOW_S the pump stays in its safe state instead of resuming."""
-        from . import fault
-
-        reason = fault.guard_reason(self.store, self.board.wall_epoch_s())
-        if reason is not None and self.therapy != "safe":
-            self._safe(now, reason, al.FAULT)
-
     def crash(self, exc, now):
         """The loop failed: stop the motor with an exact account, log a FAULT event (the
         exception's type and place), raise the critical FAULT alarm, count the crash for the
@@ -185,16 +180,13 @@ class App:
             self.shutdown(now)
         except Exception:  # noqa: S110  (the reset follows whatever happens here)
             pass
-        if self.therapy == "safe" and self.safe_reason and self.safe_reason.startswith("boot loop"):
-            return False
         try:
             gc.collect()
             from . import fault
 
-            fault.record(self, exc, now)
-        except Exception:  # noqa: S110
-            pass
-        return True
+            return fault.record(self, exc, now)
+        except Exception:  # noqa: BLE001
+            return True
 
     def _kbd_sync(self):
         """Ctrl-C on the serial line interrupts the firmware (opens the REPL) only while

@@ -97,12 +97,31 @@ def count_crash(store, exc, epoch_s, uptime_ms):
     return info
 
 
+def guarded(app):
+    """True in the guard's safe state."""
+    return app.therapy == "safe" and (app.safe_reason or "").startswith(GUARD)
+
+
+def boot_guard(app, now):
+    """At power-on (App.__init__, after the records are restored): CRASH_LIMIT crashes within
+    CRASH_WINDOW_S put the pump in its safe state instead of resuming."""
+    from . import alarms as al
+
+    reason = guard_reason(app.store)
+    if reason is not None and app.therapy != "safe":
+        app._safe(now, reason, al.FAULT)
+
+
 def record(app, exc, now):
     """App.crash's work once the motor is stopped: the crash counted, a FAULT event with the
     exception's type and place, the FAULT alarm latched (sounding again if it had been
-    acknowledged), the state saved, the queued frames written out."""
+    acknowledged), the state saved, the queued frames written out. Returns True: reset the
+    board; False in the guard's safe state (motor off already: a reset would only loop, so
+    the loop goes on, without logging every repeat)."""
     from . import alarms as al
 
+    if guarded(app):
+        return False
     ep = app.board.wall_epoch_s()
     info = count_crash(app.store, exc, ep if ep is not None else app.epoch(now), now)
     app._event("fault", info, now)
@@ -111,6 +130,7 @@ def record(app, exc, now):
     app.alarms.condition_cleared(al.FAULT, None)  # latched: listed until acknowledged
     app.save_state(now)
     app.server.write_output(app.board.write_serial)
+    return True
 
 
 def clear(store):
@@ -134,7 +154,7 @@ def tripped(c, window_s=CRASH_WINDOW_S, limit=CRASH_LIMIT):
         return False
 
 
-def guard_reason(store, epoch_s=None):
+def guard_reason(store):
     """The safe-state reason if the guard holds at this power-on, else None."""
     c = crashes(store)
     if not tripped(c):
