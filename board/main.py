@@ -3,6 +3,14 @@
 # pumpcore (pure) and hw (the only code that touches hardware). Short on purpose: a board
 # compiles main.py from source, in its heap.
 import gc
+import sys
+
+if sys.platform != "linux":  # (the virtual rig's power-on does this through its world)
+    import micropython
+
+    # Ctrl-C is data from the first line on: a Ctrl-C during boot must not open the REPL of a
+    # pump about to resume therapy. The app opens it while therapy is stopped (App._kbd_sync).
+    micropython.kbd_intr(-1)
 
 
 def run():

@@ -97,6 +97,20 @@ def count_crash(store, exc, epoch_s, uptime_ms):
     return info
 
 
+# In the guard's safe state only these are answered; the rest are refused with SAFE_STATE
+# until a clinician leaves it (ack FAULT or therapy.resume)
+GUARD_OPEN = ("status", "log", "alarms", "ack", "therapy.resume", "therapy.stop", "plan.get",
+              "calib.get", "clock.get", "maintenance")
+
+
+def check_cmd(app, cmd):
+    """Raise CommandError(SAFE_STATE) for a command the guard's safe state refuses."""
+    if cmd not in GUARD_OPEN and guarded(app):
+        from .proto import SAFE_STATE, CommandError
+
+        raise CommandError(SAFE_STATE, "boot-loop guard: ack FAULT or therapy.resume first")
+
+
 def guarded(app):
     """True in the guard's safe state."""
     return app.therapy == "safe" and (app.safe_reason or "").startswith(GUARD)

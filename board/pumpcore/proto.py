@@ -34,8 +34,8 @@ MAX_NAME = const(32)
 MAX_DEPTH = const(8)  # deepest nesting level of a value in a frame's JSON (canon's limit)
 MAX_INT_DIGITS = const(18)
 NO_ID = "0"  # the id of an error response to a line whose id could not be read (reserved)
-MAX_MESSAGE = const(120)  # characters of an error message: an answer never quotes input unbounded
-_QUOTE = const(32)  # characters of a name from the input quoted in a message
+MAX_MESSAGE = const(120)  # characters of an error message (encode_err cuts): always fits a frame
+_QUOTE = const(32)  # characters of an argument name quoted in a message
 
 # Error codes
 BAD_CRC = "BAD_CRC"
@@ -122,19 +122,12 @@ class CommandError(Exception):
         return "%s: %s" % (self.code, self.message)
 
 
-def quote(s):
-    """A name from the input, as an error message may show it: at most _QUOTE characters."""
-    if not isinstance(s, str):
-        return "?"
-    return s if len(s) <= _QUOTE else s[:_QUOTE] + "..."
-
-
 def check_args(cmd, args):
     """Raise CommandError(UNKNOWN_CMD | BAD_ARGS) unless args fit the dictionary entry and
     every integer argument is within its range (pumpcore.bounds)."""
     entry = COMMANDS.get(cmd)
     if entry is None:
-        raise CommandError(UNKNOWN_CMD, "unknown command " + quote(cmd))
+        raise CommandError(UNKNOWN_CMD, "unknown command " + cmd)
     if not isinstance(args, dict):
         raise CommandError(BAD_ARGS, "arguments must be an object")
     for k in entry[1]:
@@ -142,7 +135,7 @@ def check_args(cmd, args):
             raise CommandError(BAD_ARGS, "missing argument " + k)
     for k in args:
         if k not in entry[1] and k not in entry[2]:
-            raise CommandError(BAD_ARGS, "unexpected argument " + quote(k))
+            raise CommandError(BAD_ARGS, "unexpected argument " + k[:_QUOTE])
     if args and cmd != "plan.set" and cmd != "auth":  # those two have no integer argument
         from pumpcore import bounds  # for this call only: requests with arguments are rare
 

@@ -206,3 +206,33 @@ def test_the_watchdog_is_armed_before_the_app_is_imported(home):
         _until(lambda: w.status()["wdt_timeout_ms"] == 8000, "the watchdog was not armed")
         assert w.status()["state"] == "booting"
         _until(lambda: w.wdt_resets >= 1, "the hung import was never reset", timeout_s=40)
+
+
+def test_ctrl_c_during_boot_does_not_open_the_repl(home):
+    """Finding 3: Ctrl-C bytes sent while the board boots (an ESP32 resets when its port is
+    opened) neither open the REPL nor keep therapy from resuming: Ctrl-C is data from the
+    first line of main.py on."""
+    import serial
+
+    with VirtualRig(blank=True, warp=True) as rig:
+        w = rig.world
+        c = _running_rig(rig, home)
+        crc = c.status()["plan_crc"]
+        c.close()
+        boots = w.status()["boots"]
+        s = serial.Serial(rig.link, timeout=0.01)
+        try:
+            w.reset()
+            end = time.monotonic() + 2.0
+            while time.monotonic() < end:
+                s.write(b"\x03" * 16)
+                s.read(4096)
+                time.sleep(0.002)
+        finally:
+            s.close()
+        st = w.status()
+        assert st["state"] == "running" and st["boots"] == boots + 1
+        c = _connect(Client, rig.link, home)
+        s2 = c.status()
+        assert s2["therapy"] == "running" and s2["plan_crc"] == crc
+        c.close()

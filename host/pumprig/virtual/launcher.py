@@ -3,8 +3,9 @@
     python -m pumprig.virtual.launcher --link PATH --state DIR [--blank] [--heap 384k] [--warp]
 
 The link PATH is a symlink to the slave of an outer pty, opened by pyserial and mpremote like
-/dev/ttyACM0. The interpreter runs on an inner pty (own session, controlling tty, ISIG so a 0x03
-byte raises KeyboardInterrupt); the launcher relays bytes between the two and restarts the
+/dev/ttyACM0. The interpreter runs on an inner pty (own session, controlling tty; ISIG, so that a
+0x03 byte raises KeyboardInterrupt, is turned on and off by the board through the world: on for
+boot.py and the REPL, off for main.py until the firmware allows Ctrl-C); the launcher relays bytes between the two and restarts the
 interpreter on a soft reset (printing "MPY: soft reboot"), machine.reset(), a watchdog reset or
 power on. Standard library only.
 
@@ -311,7 +312,10 @@ class Rig:
         tb_r, tb_w = os.pipe()      # world -> board (fd 3)
         fb_r, fb_w = os.pipe()      # board -> world (fd 4)
         master, slave = pty.openpty()
-        _raw(slave, isig=True)
+        # ISIG off until the power-on script (shim/_power.py) turns it on for boot.py or the
+        # REPL: a Ctrl-C before the interpreter has its SIGINT handler would kill it, which
+        # no board does (a board's main.py turns Ctrl-C into data from its first line)
+        _raw(slave, isig=False)
         env = dict(os.environ)
         if self.shim != SHIM_DIR and not _shim_complete(self.shim):
             self.shim = shim_dir(self.micropython, self.state)    # the cache was cleared
