@@ -14,7 +14,7 @@ INT_RANGES = {
     "since": (0, 999_999_999), "limit": (1, 50),
     "epoch_s": _EPOCH, "offset_s": (-86_400, 86_400),
     "next_change_epoch_s": _EPOCH, "next_offset_s": (-86_400, 86_400),
-    "steps": (1, 10_000_000), "rate_nl_day": (1, 1_000_000_000),
+    "steps": (1, 10_000_000), "rate_nl_day": (1, 10_000_000_000_000),
 }
 
 
