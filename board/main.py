@@ -2,15 +2,11 @@
 # arms the watchdog before it imports the app), run the app. Wiring only; the logic is in
 # pumpcore (pure) and hw (the only code that touches hardware). Short on purpose: a board
 # compiles main.py from source, in its heap.
-import gc
-import sys
-
-if sys.platform != "linux":  # (the virtual rig's power-on does this through its world)
-    import micropython
-
-    # Ctrl-C is data from the first line on: a Ctrl-C during boot must not open the REPL of a
-    # pump about to resume therapy. The app opens it while therapy is stopped (App._kbd_sync).
-    micropython.kbd_intr(-1)
+#
+# Ctrl-C is data from power-on: hw/start.py calls micropython.kbd_intr(-1) first thing (the
+# virtual rig's power-on, which reads this line, turns its pty's ISIG off before main.py runs),
+# so a Ctrl-C during boot cannot open the REPL of a pump about to resume therapy. The app opens
+# it while therapy is stopped (App._kbd_sync).
 
 
 def run():
@@ -21,7 +17,12 @@ def run():
     from pumpcore.app import App, drop_transient
 
     drop_transient(resident)  # hw.start, hw.setup: power-on only
-    app = App(board)
+    try:
+        app = App(board)
+    except Exception as e:  # noqa: BLE001
+        from pumpcore import fault
+
+        fault.boot_failed(board, e)  # counted; a reset, or the guard's minimal safe state
     while True:
         try:
             app.step(board.now_ms())
@@ -37,12 +38,7 @@ def run():
             # the loop failed: motor stopped, FAULT event and alarm, crash counted for the
             # boot-loop guard, all persisted; then a clean reset (never the REPL, never a
             # timer feeding a dead loop). The plan resumes where the account stands.
-            try:
-                gc.collect()
-                reset = app.crash(e, board.now_ms())
-            except Exception:  # noqa: BLE001
-                reset = True
-            if reset:
+            if app.crash(e):  # never raises
                 board.reset()
             # in the boot-loop guard's safe state the loop goes on (motor off): a fault that
             # keeps the loop from reaching board.wait() is reset by the watchdog

@@ -33,6 +33,10 @@ def make_board():
     The watchdog is armed first, before any module of the app is imported: an import that
     never returns (a torn .mpy can spin) is reset like a hung loop."""
     name = board_name()
+    if name != "sim":  # the virtual rig turned its pty's ISIG off at power-on (see main.py)
+        import micropython
+
+        micropython.kbd_intr(-1)  # Ctrl-C is data until the app allows it (App._kbd_sync)
     path = "boards/%s.json" % name
     with open(path) as f:
         wdt_ms = json.load(f).get("watchdog_ms", 0)

@@ -140,11 +140,12 @@ class App:
         self.maint = False  # `maintenance` opened the REPL (Ctrl-C) until the next reset
         self._kbd = None  # Ctrl-C as last set on the board (None: not yet)
         self._overlay("load", now)
-        from . import fault  # the boot-loop guard: transient, dropped at once (no hole later)
+        if self.store.exists("crash"):
+            from . import fault  # the boot-loop guard: transient, dropped at once (no hole)
 
-        fault.boot_guard(self, now)
-        del fault
-        self._shed()
+            fault.boot_guard(self, now)
+            del fault
+            self._shed()
         if not self.clock.valid:
             rtc = board.wall_epoch_s()
             if rtc is not None:
@@ -167,18 +168,20 @@ class App:
         self._shed()
 
     # ------------------------------------------------------------------ faults
-    def crash(self, exc, now):
+    def crash(self, exc):
         """The loop failed: stop the motor with an exact account, log a FAULT event (the
         exception's type and place), raise the critical FAULT alarm, count the crash for the
         boot-loop guard, persist. Never raises. Returns True when main.py is to reset the
         board; False in the guard's safe state (motor off already: a reset would only loop, so
         the loop goes on, without logging every repeat)."""
+        now = self.deadline_ms  # if even the clock fails
         try:
+            gc.collect()
+            now = self.board.now_ms()
             self.shutdown(now)
         except Exception:  # noqa: S110  (the reset follows whatever happens here)
             pass
         try:
-            gc.collect()
             from . import fault
 
             return fault.record(self, exc, now)
@@ -236,7 +239,7 @@ class App:
     def _info(self):
         return {"firmware": FIRMWARE, "board": self.cfg.get("board", "?"),
                 "uid": getattr(self.board, "uid", "0"), "step_pl": self.step_pl,
-                "limits": self.limits()}
+                "limits": self.limits(), "mem_free": gc.mem_free() if _DROP else None}
 
     def plan_crc(self):
         """The running plan's CRC, computed once per plan (a plan is replaced, never edited)."""
@@ -648,7 +651,6 @@ class App:
             boluses_24h=self._boluses_24h(now),
             eri_days_left=self.battery.eri_days_left(ep),
             stall_detect=getattr(self.board, "stall_detect", None),
-            mem_free=gc.mem_free() if _DROP else None,
         )
 
     def cmd_plan_get(self, args, now, req_id):

@@ -147,6 +147,32 @@ def record(app, exc, now):
     return True
 
 
+def boot_failed(board, exc):
+    """The App could not be built at power-on (main.py): count the crash and reset; once the
+    guard holds (CRASH_LIMIT within CRASH_WINDOW_S), stay instead in a minimal safe state that
+    needs no App: motor off, the critical two-tone alarm, the serial line read and not
+    answered, Ctrl-C allowed (no therapy runs: the REPL and `pumprig flash` can repair it), the
+    watchdog fed by the wait. Never returns."""
+    try:
+        board.motor_enable(False)
+        from .store import Store
+
+        st = Store(root=getattr(board, "fs_prefix", "") + "data")
+        count_crash(st, exc, board.wall_epoch_s(), board.now_ms())
+        held = tripped(crashes(st))
+    except Exception:
+        held = False
+    if not held:
+        board.reset()
+    board.kbd_intr(True)
+    hz = 880
+    while True:
+        board.tone(hz)
+        hz = 660 if hz == 880 else 880
+        board.read_serial()
+        board.wait(board.now_ms() + 250)
+
+
 def clear(store):
     """A clinician left the guard: the count starts again."""
     store.save("crash", {"crashes": []})
