@@ -72,6 +72,8 @@ def body(r):
         f"rig ({r['heap']} heap): the richest plan for {r['days']} days with a bolus asked for "
         "every 3 h, plan.set, 450 alarm tests (the event log compacted on the way), the "
         f"log read back ({r['events_read']} events), 5 resets (boots restoring every record).\n\n"
+        f"The longest of {r['runs']} runs (each: steps {r['steps_each']} ms; boots "
+        f"{r['boots_each']} ms):\n\n"
         "| longest loop step | longest boot (power-on to first wait) | watchdog timeout | "
         "watchdog resets |\n|---|---|---|---|\n"
         f"| {r['max_step_ms']} ms | {r['max_boot_ms']} ms | {r['watchdog_ms']} ms | "
@@ -86,9 +88,16 @@ def body(r):
     )
 
 
-def main():
-    r = run()
-    print(json.dumps(r, indent=1))
+def main(runs=3):
+    rs = [run() for _ in range(runs)]
+    print(json.dumps(rs, indent=1))
+    # a watchdog budget is about the worst case: the longest of the runs, each run shown
+    r = dict(rs[0])
+    for k in ("max_step_ms", "max_boot_ms", "wdt_resets"):
+        r[k] = max(x[k] for x in rs)
+    r["runs"] = runs
+    r["steps_each"] = ", ".join("%d" % x["max_step_ms"] for x in rs)
+    r["boots_each"] = ", ".join("%d" % x["max_boot_ms"] for x in rs)
     from _report import write_section
 
     write_section("watchdog", "Watchdog budget (issue 12)", ".venv/bin/python bench/bench_watchdog.py",
