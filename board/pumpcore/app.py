@@ -137,7 +137,7 @@ class App:
         self.deadline_ms = now
         self._dirty = False
         self._rand = rand or _urandom
-        self.maint = False  # `maintenance` opened the REPL (Ctrl-C) until the next reset
+        self.maint = False  # `maintenance` opened the REPL (Ctrl-C) until therapy.resume or a reset
         self._kbd = None  # Ctrl-C as last set on the board (None: not yet)
         self._overlay("load", now)
         if self.store.exists("crash"):
