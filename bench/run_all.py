@@ -1,7 +1,8 @@
 """`make bench`: run every benchmark; each writes its own section of docs/benchmarks.md.
 
-The long campaigns (200 power cuts, long fuzzing, power cuts during flash) are `make campaign`
-(bench/campaign.py, bench/campaign_flash.py).
+The long campaigns (200 power cuts, the brute force, power cuts during flash) are `make
+campaign` (bench/campaign.py, bench/campaign_flash.py); the 100,000-frame protocol fuzz on the
+virtual rig (bench/fuzz_rig.py, about 4 minutes) runs here.
 """
 
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = ["bench_protocol.py", "bench_simulate.py", "bench_memory.py", "bench_hil.py",
-           "bench_plan_check.py", "bench_bootcheck.py"]
+           "bench_plan_check.py", "bench_bootcheck.py", "bench_watchdog.py", "fuzz_rig.py"]
 
 
 def main():

@@ -1,6 +1,13 @@
-# Runs at power-on on a Pico, an ESP32 and the virtual rig: make the board (hw/start.py), run
-# the app. Wiring only; the logic is in pumpcore (pure) and hw (the only code that touches
-# hardware). Short on purpose: a board compiles main.py from source, in its heap.
+# Runs at power-on on a Pico, an ESP32 and the virtual rig: make the board (hw/start.py, which
+# arms the watchdog before it imports the app), run the app. Wiring only; the logic is in
+# pumpcore (pure) and hw (the only code that touches hardware). Short on purpose: a board
+# compiles main.py from source, in its heap.
+#
+# Ctrl-C is data from power-on: hw/start.py calls micropython.kbd_intr(-1) first thing (the
+# virtual rig's power-on, which reads this line, turns its pty's ISIG off before main.py runs),
+# so a Ctrl-C during boot cannot open the REPL of a pump about to resume therapy. The app opens
+# it while therapy is stopped (App._kbd_sync). The boot check runs first (no therapy yet) and
+# arms no watchdog: its safe state is never reset into a loop.
 import gc
 import sys
 
@@ -23,30 +30,31 @@ def run():
     from pumpcore.app import App, drop_transient
 
     drop_transient(resident)  # hw.start, hw.setup: power-on only
-    app = App(board)
     try:
-        while True:
-            try:
-                app.step(board.now_ms())
-                board.wait(app.deadline_ms)
-            except MemoryError as e:
-                # never stop silently: stop the motor with an exact account, then reset; the
-                # records are atomic and the plan resumes where it was (RESET alarm)
-                gc.collect()
-                sys.print_exception(e)  # the console shows why the board restarted
-                try:
-                    with open("data/crash.txt", "w") as f:  # and so does the filesystem
-                        sys.print_exception(e, f)
-                except OSError:
-                    pass
-                app.shutdown(board.now_ms())
+        app = App(board)
+    except Exception as e:  # noqa: BLE001
+        from pumpcore import fault
+
+        fault.boot_failed(board, e)  # counted; a reset, or the guard's minimal safe state
+    while True:
+        try:
+            app.step(board.now_ms())
+            board.wait(app.deadline_ms)  # the only place the watchdog is fed
+        except KeyboardInterrupt:
+            # Ctrl-C interrupts only while therapy is stopped or after `maintenance`
+            # (App._kbd_sync): no pulse keeps running unaccounted, and a timer keeps the
+            # watchdog fed at the REPL (mpremote, flashing) on a board left on purpose
+            app.shutdown(board.now_ms())
+            board.feed_from_timer()
+            raise
+        except Exception as e:  # noqa: BLE001  (MemoryError too)
+            # the loop failed: motor stopped, FAULT event and alarm, crash counted for the
+            # boot-loop guard, all persisted; then a clean reset (never the REPL, never a
+            # timer feeding a dead loop). The plan resumes where the account stands.
+            if app.crash(e):  # never raises
                 board.reset()
-    finally:
-        # Ctrl-C (mpremote, flashing) or a crash: no pulse keeps running unaccounted.
-        app.shutdown(board.now_ms())
-        feed = getattr(board, "feed_from_timer", None)
-        if feed is not None:
-            feed()
+            # in the boot-loop guard's safe state the loop goes on (motor off): a fault that
+            # keeps the loop from reaching board.wait() is reset by the watchdog
 
 
 run()

@@ -340,10 +340,18 @@ class CommonBoard:
     def reset(self) -> None:
         self._machine.reset()
 
+    def kbd_intr(self, on: bool) -> None:
+        """Ctrl-C (0x03) on the serial line interrupts the firmware (on) or is plain data."""
+        import micropython
+
+        micropython.kbd_intr(3 if on else -1)
+
     def feed_from_timer(self) -> None:
-        """The main loop was left on purpose (Ctrl-C from mpremote, to flash or inspect):
-        the RP2040 and ESP32 watchdogs cannot be stopped, so a timer keeps feeding it while
-        the REPL is in use. A hang of the main loop never gets here and is still reset."""
+        """The main loop was left on purpose (a Ctrl-C while it is allowed: therapy stopped, or
+        after `maintenance`; mpremote, to flash or inspect): the RP2040 and ESP32 watchdogs
+        cannot be stopped, so a timer keeps feeding it while the REPL is in use. A hang or a
+        crash of the main loop never gets here (main.py resets the board) and nothing feeds
+        the watchdog for a dead loop."""
         if self._wdt is None or self._feed_timer is not None:
             return
         # a virtual timer on the RP2040; the ESP32 has none, so its hardware timer 3 (timer 0

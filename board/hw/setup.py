@@ -37,6 +37,18 @@ def ds3231_epoch_s(regs):
     return days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + sec
 
 
+armed_wdt = None  # the watchdog hw.start armed before it imported the app (None: not yet)
+
+
+def arm_watchdog(config, machine):
+    """The watchdog of ``config["watchdog_ms"]``, started once (None when 0: bench only)."""
+    global armed_wdt
+    wdt_ms = config.get("watchdog_ms", 0)
+    if armed_wdt is None and wdt_ms:
+        armed_wdt = machine.WDT(timeout=wdt_ms)
+    return armed_wdt
+
+
 def build_parts(config, machine, adc_factory=None):
     """The pins and peripherals of ``config["pins"]`` as machine objects.
 
@@ -64,9 +76,9 @@ def build_parts(config, machine, adc_factory=None):
         "pressure": adc_factory(pins["pressure_adc"]),
     }
     parts["buzzer"].duty_u16(0)
-    wdt_ms = config.get("watchdog_ms", 0)
-    if wdt_ms:
-        parts["wdt"] = machine.WDT(timeout=wdt_ms)
+    wdt = arm_watchdog(config, machine)
+    if wdt is not None:
+        parts["wdt"] = wdt
     rtc = config.get("rtc")
     if rtc:
         parts["i2c"] = machine.I2C(rtc["i2c"], sda=Pin(rtc["sda"]), scl=Pin(rtc["scl"]))

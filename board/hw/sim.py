@@ -57,6 +57,16 @@ class SimBoard(common.CommonBoard):
             # to deliver them (wall time: virtual time stands still meanwhile)
             self._poller.poll(50)
 
+    def feed_from_timer(self):
+        """A board's timer feeding the watchdog at the REPL (hw.common): the world does it."""
+        if self._wdt is not None:
+            _world.send("k\n")
+
+    def kbd_intr(self, on):
+        """On the unix port kbd_intr(-1) would make 0x03 kill the process: the world turns
+        the pty's ISIG off instead, so the byte arrives as data, as on a board."""
+        _world.kbd_intr(on)
+
     def _hw_start(self, count, first_us, interval_us):
         _world.motor(count, first_us, interval_us, self._forward is not False)
         # when the last pulse is due, in world µs: like a PIO program's known duration, so

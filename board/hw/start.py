@@ -28,25 +28,44 @@ def board_name():
 
 
 def make_board():
-    """(board, names of the resident modules): everything else main.py may drop."""
+    """(board, names of the resident modules): everything else main.py may drop.
+
+    The watchdog is armed first, before any module of the app is imported: an import that
+    never returns (a torn .mpy can spin) is reset like a hung loop."""
     name = board_name()
+    if name != "sim":  # the virtual rig turned its pty's ISIG off at power-on (see main.py)
+        import micropython
+
+        micropython.kbd_intr(-1)  # Ctrl-C is data until the app allows it (App._kbd_sync)
+    path = "boards/%s.json" % name
+    with open(path) as f:
+        wdt_ms = json.load(f).get("watchdog_ms", 0)
+    gc.collect()  # the config is read again after the imports: nothing of it among their code
+    import machine
+
+    # armed here, handed to hw.setup after the imports (loading it now would leave a hole
+    # among the resident modules' code when it is dropped)
+    wdt = machine.WDT(timeout=wdt_ms) if wdt_ms else None
     for m in MODULES + ("hw." + ("rp2" if name == "pico" else name),):
         __import__(m)
         gc.collect()
     resident = [m for m in sys.modules if m != "hw.start"]
+    if wdt is not None:
+        wdt.feed()  # the imports came back: the app starts with a whole watchdog period
+        from hw import setup
+
+        setup.armed_wdt = wdt
+    with open(path) as f:
+        cfg = json.load(f)
     if name == "pico":
         from hw import rp2 as hw
     elif name == "esp32":
         from hw import esp32 as hw
     else:
         from hw import sim as hw
-    with open("boards/%s.json" % name) as f:
-        cfg = json.load(f)
     board = hw.make_board(cfg)
     if not getattr(board, "uid", None):
         import binascii
-
-        import machine
 
         board.uid = binascii.hexlify(machine.unique_id()).decode()
     return board, resident

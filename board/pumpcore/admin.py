@@ -53,7 +53,40 @@ def therapy_stop(app, args, now, req_id):
     return {"therapy": app.therapy}
 
 
+def maintenance(app, args, now, req_id):
+    """Stop therapy for maintenance (flashing, inspection): an event, the MAINTENANCE alarm
+    (non-critical: a clinician is at the pump; its condition lasts until therapy resumes),
+    and Ctrl-C interrupts the firmware from now until therapy.resume or the next reset
+    (App._kbd_sync)."""
+    app._stop_motor(now)
+    app.bench = None
+    was = app.therapy
+    if app.therapy == "running":
+        app.therapy = "stopped"
+    app.maint = True
+    app._event("maintenance", {"therapy": was}, now)
+    app._alarm(al.MAINTENANCE, now)
+    app.save_state(now)
+    return {"therapy": app.therapy, "repl": True}
+
+
+def _leave_guard(app, now):
+    """A clinician leaves the boot-loop guard's safe state: the crash count starts again."""
+    from . import fault
+
+    if not fault.guarded(app):
+        return False
+    fault.clear(app.store)
+    app.therapy = "stopped"
+    app.safe_reason = None
+    app._clear(al.FAULT, now)
+    app._event("fault.cleared", {}, now)
+    return True
+
+
 def therapy_resume(app, args, now, req_id):
+    if _leave_guard(app, now):
+        app.alarms.ack(al.FAULT)
     if app.therapy == "safe":
         raise proto.CommandError(proto.SAFE_STATE, "in the safe state (%s): program a plan"
                                  % app.safe_reason)
@@ -62,6 +95,8 @@ def therapy_resume(app, args, now, req_id):
     app.bench = None
     app.delivery.rebase(now)
     app.therapy = "running"
+    app.maint = False  # Ctrl-C is data again (App._kbd_sync)
+    app._clear(al.MAINTENANCE, now)
     app._event("therapy.resumed", {}, now)
     app.save_state(now)
     return {"therapy": app.therapy}
@@ -96,6 +131,8 @@ def ack(app, args, now, req_id):
     if kind is not None and kind not in al.KINDS:
         raise proto.CommandError(proto.BAD_ARGS, "unknown alarm kind %s" % kind)
     stalled = app.alarms.condition_active(al.STALL)
+    if kind is None or kind == al.FAULT:
+        _leave_guard(app, now)  # therapy stays stopped until therapy.resume
     done = app.alarms.ack(kind)
     if stalled and (al.STALL in done or kind is None):
         # acknowledging a stall is the clinician's "retry": the motor runs again, and

@@ -37,9 +37,11 @@ ERI = "ERI"
 RESET = "RESET"
 CLOCK = "CLOCK"
 CAP_REACHED = "CAP_REACHED"  # the dose limiter holds delivery (pumpcore.limiter)
+FAULT = "FAULT"  # the loop failed and the board was reset (pumpcore.fault)
+MAINTENANCE = "MAINTENANCE"  # a clinician stopped therapy for maintenance (REPL open)
 
-CRITICAL_KINDS = (EMPTY, EOS, STALL, OCCLUSION, MEMORY, BATTERY_FAULT, CAP_REACHED)
-NONCRITICAL_KINDS = (LOW, REFILL_BY, ERI, RESET, CLOCK)
+CRITICAL_KINDS = (EMPTY, EOS, STALL, OCCLUSION, MEMORY, BATTERY_FAULT, CAP_REACHED, FAULT)
+NONCRITICAL_KINDS = (LOW, REFILL_BY, ERI, RESET, CLOCK, MAINTENANCE)
 KINDS = CRITICAL_KINDS + NONCRITICAL_KINDS
 
 # severities (higher is worse)

@@ -40,7 +40,7 @@ from .store import Store
 _PROGRAM = ("plan_set", "refill", "calib_set")
 _RESTORE = ("load", "load_keys")
 _ADMIN = ("clock_get", "clock_set", "therapy_stop", "therapy_resume", "motor_run",
-          "alarm_test", "ack", "log", "plan_get")
+          "alarm_test", "ack", "log", "plan_get", "maintenance")
 # MicroPython: modules imported for one call are dropped after it (CPython keeps them)
 _DROP = sys.implementation.name == "micropython"
 _DROP_SOURCE = False  # tests: drop .py modules too
@@ -147,7 +147,15 @@ class App:
         self.deadline_ms = now
         self._dirty = False
         self._rand = rand or _urandom
+        self.maint = False  # `maintenance` opened the REPL (Ctrl-C) until therapy.resume or a reset
+        self._kbd = None  # Ctrl-C as last set on the board (None: not yet)
         self._overlay("load", now)
+        if self.store.exists("crash"):
+            from . import fault  # the boot-loop guard: transient, dropped at once (no hole)
+
+            fault.boot_guard(self, now)
+            del fault
+            self._shed()
         if not self.clock.valid:
             rtc = board.wall_epoch_s()
             if rtc is not None:
@@ -168,7 +176,37 @@ class App:
         # a blank board's first set includes its calibration: from then on a missing calib is
         # corruption, never a silent return to the board's default
         self.save_state(now, ("calib",) if not self.gens and self.therapy != "safe" else ())
+        self._kbd_sync()
         self._shed()
+
+    # ------------------------------------------------------------------ faults
+    def crash(self, exc):
+        """The loop failed: stop the motor with an exact account, log a FAULT event (the
+        exception's type and place), raise the critical FAULT alarm, count the crash for the
+        boot-loop guard, persist. Never raises. Returns True when main.py is to reset the
+        board; False in the guard's safe state (motor off already: a reset would only loop, so
+        the loop goes on, without logging every repeat)."""
+        now = self.deadline_ms  # if even the clock fails
+        try:
+            gc.collect()
+            now = self.board.now_ms()
+            self.shutdown(now)
+        except Exception:  # noqa: S110  (the reset follows whatever happens here)
+            pass
+        try:
+            from . import fault
+
+            return fault.record(self, exc, now)
+        except Exception:  # noqa: BLE001
+            return True
+
+    def _kbd_sync(self):
+        """Ctrl-C on the serial line interrupts the firmware (opens the REPL) only while
+        therapy is stopped, or after `maintenance`; while it runs, 0x03 is plain data."""
+        k = self.therapy == "stopped" or self.maint
+        if k != self._kbd:
+            self._kbd = k
+            self.board.kbd_intr(k)
 
     # ------------------------------------------------------------------ persistence
     def save_count(self):
@@ -240,7 +278,7 @@ class App:
     def _info(self):
         return {"firmware": FIRMWARE, "board": self.cfg.get("board", "?"),
                 "uid": getattr(self.board, "uid", "0"), "step_pl": self.step_pl,
-                "limits": self.limits()}
+                "limits": self.limits(), "mem_free": gc.mem_free() if _DROP else None}
 
     def plan_crc(self):
         """The running plan's CRC, computed once per plan (a plan is replaced, never edited)."""
@@ -442,7 +480,13 @@ class App:
                 self._dirty = True  # saved with the state record by tick()
         self.tick(now)
         self.server.write_output(self.board.write_serial)
+        self._kbd_sync()
         self._shed()
+        f = self.server.fault
+        if f is not None:
+            # a command raised (it was answered INTERNAL): the loop's fault handling takes over
+            self.server.fault = None
+            raise f
 
     def _shed(self):
         """Drop the modules imported since boot for one job (overlays, power-on code)."""
@@ -570,6 +614,10 @@ class App:
 
     # ------------------------------------------------------------------ commands
     def call(self, cmd, args, role, req_id, now):
+        if self.therapy == "safe":
+            from . import fault  # transient: the boot-loop guard refuses most commands
+
+            fault.check_cmd(self, cmd)
         name = cmd.replace(".", "_")
         fn = getattr(self, "cmd_" + name, None)
         if fn is not None:

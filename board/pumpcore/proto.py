@@ -33,7 +33,9 @@ MAX_ID = const(24)
 MAX_NAME = const(32)
 MAX_DEPTH = const(8)  # deepest nesting level of a value in a frame's JSON (canon's limit)
 MAX_INT_DIGITS = const(18)
-NO_ID = "0"  # the id of an error response to a line whose id could not be read
+NO_ID = "0"  # the id of an error response to a line whose id could not be read (reserved)
+MAX_MESSAGE = const(120)  # characters of an error message (encode_err cuts): always fits a frame
+_QUOTE = const(32)  # characters of an argument name quoted in a message
 
 # Error codes
 BAD_CRC = "BAD_CRC"
@@ -96,12 +98,27 @@ COMMANDS = {
     "therapy.stop": (ROLE_CLINICIAN, (), ()),
     "therapy.resume": (ROLE_CLINICIAN, (), ()),
     "motor.run": (ROLE_CLINICIAN, ("steps",), ("rate_nl_day",)),
+    "maintenance": (ROLE_CLINICIAN, (), ()),
 }
+
+# Every integer argument and its range (inclusive): name, low, high, flat (a dict would cost a
+# hash table in the resident heap). Commands then check their own, tighter rules. An optional
+# argument may also be null (absent). Epoch times: 2000-01-01 .. 2100-01-01 UTC.
+INT_RANGES = (
+    "volume_nl", 1, 1_000_000_000, "conc_ng_ml", 1, 1_000_000_000,
+    "refill_by_epoch_s", 946_684_800, 4_102_444_800, "step_pl", 1, 1_000_000_000,
+    "since", 0, 999_999_999, "limit", 1, 50,
+    "epoch_s", 946_684_800, 4_102_444_800, "offset_s", -86_400, 86_400,
+    "next_change_epoch_s", 946_684_800, 4_102_444_800, "next_offset_s", -86_400, 86_400,
+    "steps", 1, 10_000_000, "rate_nl_day", 1, 10_000_000_000_000,
+)  # fmt: skip
+
 
 # Events the firmware pushes unsolicited.
 EVENTS = (
     "alarm.raised", "alarm.cleared", "bolus.started", "bolus.done", "bolus.refused",
-    "plan.changed", "refill", "reset", "therapy.stopped", "therapy.resumed",
+    "plan.changed", "refill", "reset", "therapy.stopped", "therapy.resumed", "fault",
+    "maintenance",
 )  # fmt: skip
 
 
@@ -118,7 +135,8 @@ class CommandError(Exception):
 
 
 def check_args(cmd, args):
-    """Raise CommandError(UNKNOWN_CMD | BAD_ARGS) unless args fit the dictionary entry."""
+    """Raise CommandError(UNKNOWN_CMD | BAD_ARGS) unless args fit the dictionary entry and
+    every integer argument is within its range (INT_RANGES)."""
     entry = COMMANDS.get(cmd)
     if entry is None:
         raise CommandError(UNKNOWN_CMD, "unknown command " + cmd)
@@ -129,7 +147,19 @@ def check_args(cmd, args):
             raise CommandError(BAD_ARGS, "missing argument " + k)
     for k in args:
         if k not in entry[1] and k not in entry[2]:
-            raise CommandError(BAD_ARGS, "unexpected argument " + k)
+            raise CommandError(BAD_ARGS, "unexpected argument " + k[:_QUOTE])
+        i = 0
+        while i < len(INT_RANGES):
+            if INT_RANGES[i] == k:
+                v = args[k]
+                lo = INT_RANGES[i + 1]
+                hi = INT_RANGES[i + 2]
+                if v is None and k in entry[2]:
+                    break
+                if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                    raise CommandError(BAD_ARGS, "%s must be an integer %d..%d" % (k, lo, hi))
+                break
+            i += 3
     return entry
 
 
@@ -263,6 +293,12 @@ def encode_ok(req_id, result):
 
 
 def encode_err(req_id, code, message=""):
+    """An error answer; the message is cut to MAX_MESSAGE characters (so it always fits a
+    frame, whatever it quotes)."""
+    if not isinstance(message, str):
+        message = "?"
+    if len(message) > MAX_MESSAGE:
+        message = message[: MAX_MESSAGE - 3] + "..."
     return _frame("=" + req_id + " err", {"code": code, "message": message})
 
 

@@ -53,6 +53,7 @@ class Server:
         self._cache = []  # [(id, crc, response line)], oldest first
         self._seq = 0
         self.dropped_events = 0
+        self.fault = None  # an exception a command raised, for the loop's fault handling
 
     # ------------------------------------------------------------------ I/O
 
@@ -60,6 +61,10 @@ class Server:
         """Take bytes from the line; answer every complete line."""
         if not isinstance(data, (bytes, bytearray)):
             data = bytes(data)
+        if 3 in data:
+            # Ctrl-C while it is plain data (therapy running, App._kbd_sync): never part of a
+            # frame (printable ASCII only), so dropped, and the frame around it still counts
+            data = bytes(data).replace(b"\x03", b"")
         start = 0
         n = len(data)
         while start < n:
@@ -142,6 +147,9 @@ class Server:
             self._reply_err(f.id if f.kind == proto.RESPONSE else proto.NO_ID, proto.BAD_FRAME,
                             "only requests are accepted")  # fmt: skip
             return
+        if f.id == proto.NO_ID:
+            self._reply_err(proto.NO_ID, proto.BAD_ARGS, "request id 0 is reserved")
+            return
         for fid, crc, resp in self._cache:
             if fid == f.id:
                 if crc == f.crc:
@@ -161,9 +169,10 @@ class Server:
         except MemoryError:
             code = proto.INTERNAL
             resp = proto.encode_err(f.id, proto.INTERNAL, "out of memory")
-        except Exception as e:  # the app failed: report it, keep serving
+        except Exception as e:  # the app failed: answer, then the loop takes the fault
             code = proto.INTERNAL
             resp = proto.encode_err(f.id, proto.INTERNAL, "internal error (%s)" % type(e).__name__)
+            self.fault = e  # App.step raises it after the answer is out (main loop: FAULT)
         if code not in _TRANSIENT:
             if len(self._cache) >= _CACHE_SIZE:
                 self._cache.pop(0)

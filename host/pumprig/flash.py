@@ -102,6 +102,38 @@ def _mpremote(port, args, progress=None, timeout=120):
     return out
 
 
+def maintenance(port, home=None, timeout=0.5):
+    """While therapy runs the firmware takes Ctrl-C as data (the REPL stays closed): ask it,
+    as a clinician, to stop for maintenance first, which opens the REPL. Returns what the
+    firmware answered ({"therapy", "repl"}), or None when nothing answered like the pumprig
+    firmware (a blank board, one at the REPL): mpremote's plain Ctrl-C path follows, as it
+    does on a board whose therapy is stopped. AuthError when the firmware answers but the
+    clinician key is missing or refused: a running pump is not flashed without it."""
+    from pumprig.client import Client
+    from pumprig.errors import AuthError, DeviceError
+
+    c = Client(port, role=None, timeout=timeout, home=home)
+    try:
+        c.open()  # hello only
+    except AuthError:
+        raise
+    except PumprigError:
+        return None  # no firmware answering: blank, at the REPL, or another protocol
+    try:
+        c.role = "clinician"
+        c.timeout = 2.0
+        try:
+            c.handshake()
+            return c.request("maintenance")
+        except AuthError as e:
+            raise AuthError("%s runs the pumprig firmware and `pumprig flash` needs the "
+                            "clinician's key to stop it for maintenance: %s" % (port, e)) from None
+        except DeviceError:
+            return None  # a firmware without `maintenance`: Ctrl-C as before
+    finally:
+        c.close()
+
+
 def probe(port):
     """(sys.platform, sys.implementation._mpy, {remote path: sha256 of it on the board},
     manifest text or None) of the board at port: the files its manifest lists, hashed as they
@@ -254,6 +286,9 @@ def flash(port, board_dir=None, progress=None, compile_mpy=True, reset=True):
         if progress is not None:
             progress(msg)
 
+    st = maintenance(port)
+    if st is not None:
+        say("firmware stopped for maintenance (therapy %s)" % st.get("therapy"))
     say("probing %s" % port)
     platform, board_mpy, old, old_text = probe(port)
     say("board: %s, mpy %s" % (platform, board_mpy))

@@ -28,6 +28,8 @@ class FakeBoard:
         self.tones = []
         self.led_state = False
         self.rtc = None
+        self.kbd = None  # Ctrl-C interrupts (True) or is data (False), as the app last set it
+        self.resets = 0
 
     # time
     def now_ms(self):
@@ -102,7 +104,10 @@ class FakeBoard:
         pass
 
     def reset(self):
-        pass
+        self.resets += 1
+
+    def kbd_intr(self, on):
+        self.kbd = on
 
 
 def run_until(app, b, t_end):

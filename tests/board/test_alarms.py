@@ -33,11 +33,12 @@ def tones(src, t0, t_end):
 
 
 def test_kinds_and_severity():
-    for k in ("EMPTY", "EOS", "STALL", "OCCLUSION", "MEMORY", "BATTERY_FAULT", "CAP_REACHED"):
+    for k in ("EMPTY", "EOS", "STALL", "OCCLUSION", "MEMORY", "BATTERY_FAULT", "CAP_REACHED",
+              "FAULT"):
         assert A.is_critical(k)
-    for k in ("LOW", "REFILL_BY", "ERI", "RESET", "CLOCK"):
+    for k in ("LOW", "REFILL_BY", "ERI", "RESET", "CLOCK", "MAINTENANCE"):
         assert not A.is_critical(k)
-    assert len(A.KINDS) == 12
+    assert len(A.KINDS) == 14
     raises(AlarmError, A.is_critical, "FIRE")
     raises(AlarmError, Alarms().raise_, "FIRE", EPOCH)
 

@@ -159,7 +159,7 @@ def test_dictionary():
 
 def test_check_args():
     proto.check_args("refill", {"volume_nl": 1})
-    proto.check_args("refill", {"volume_nl": 1, "conc_ng_ml": 2, "refill_by_epoch_s": 3})
+    proto.check_args("refill", {"volume_nl": 1, "conc_ng_ml": 2, "refill_by_epoch_s": 1_800_000_000})
     assert raises(proto.CommandError, proto.check_args, "refill", {}).code == proto.BAD_ARGS
     e = raises(proto.CommandError, proto.check_args, "status", {"x": 1})
     assert e.code == proto.BAD_ARGS and "x" in e.message

@@ -132,3 +132,48 @@ def test_server_garbage_stream():
                 f = proto.decode(line)
                 assert f.error is None and f.kind == "="
     assert app.calls == 0 and srv.role == "none"
+
+
+def test_server_answers_oversized_and_out_of_range_requests_within_a_frame():
+    """Issue 12, findings 1 and 8: requests with argument names and values of every length up
+    to a full line, huge or negative integers, deep nesting and id 0 are answered with one
+    error frame each, never longer than proto.MAX_LINE, and the server never raises (before:
+    a long argument name made the BAD_ARGS answer itself too long, and feed() raised)."""
+    rng = XorShift(4242)
+    app = _App()
+    srv = server.Server(app, {"patient": "00" * 16}, {"uid": "u"}, lambda n: bytes(n))
+    srv.role = "clinician"  # as after `auth`: the argument checks are reached
+    cmds = sorted(proto.COMMANDS)
+    answered = 0
+    for i in range(1500):
+        cmd = cmds[rng.below(len(cmds))]
+        kind = i % 5
+        if kind == 0:
+            args = {"k" * (1 + rng.below(990) if rng.below(2) else 930 + rng.below(70)): 1}
+        elif kind == 1:
+            args = {"since": "v" * rng.below(980)}
+        elif kind == 2:
+            v = rng.next() * rng.next() * rng.next() % 10**18
+            args = {"since": -v if rng.below(2) else v, "limit": v}
+        elif kind == 3:
+            d = 1 + rng.below(12)
+            args = {"a": 1}
+            for _ in range(d):
+                args = {"a": [args]}
+        else:
+            args = {}
+        rid = "0" if kind == 4 and rng.below(2) else "x%d" % i
+        try:
+            line = proto.encode_request(rid, cmd, args)
+        except proto.CommandError:
+            continue  # would not fit a frame: the sender cannot even build it
+        srv.feed(line, i)
+        out = srv.take_output()
+        for ln in out.split(b"\n"):
+            if ln:
+                assert len(ln) + 1 <= proto.MAX_LINE
+                f = proto.decode(ln)
+                assert f.error is None and f.kind == "=", ln[:80]
+                answered += 1
+    assert answered > 1000
+    assert app.calls < 1500

@@ -121,7 +121,8 @@ def test_an_error_in_main_goes_to_the_repl_with_the_world_told(cache, tmp_path):
     out = boot(d, tmp_path, main="import machine\nprint('up')\nraise ValueError('boom')\n")
     assert "up" in out and "ValueError: boom" in out and 'File "main.py", line 3' in out
     assert ">>> " in out        # the REPL follows, as on a board
-    assert (tmp_path / "to_world").read_text() == "N\nQ\n"   # boot time; at the REPL
+    # boot time; Ctrl-C on for main.py and the REPL (the launcher starts with it off); REPL
+    assert (tmp_path / "to_world").read_text() == "N\nC 1\nC 1\nQ\n"
 
 
 UART_PROBE = """import gc
@@ -168,7 +169,7 @@ def test_machine_uart_is_loaded_at_first_use_only(cache, tmp_path):
     again = [x for x in out.splitlines() if x.startswith("AGAIN ")]
     # opened and let go three times more: nothing stays (the first use's names stay interned)
     assert again and int(again[0].split()[1]) < 256, out
-    assert (tmp_path / "to_world").read_text().startswith("N\nu 0 1\nU 050002\nu 0 1\nU 05\n")
+    assert (tmp_path / "to_world").read_text().startswith("N\nC 1\nu 0 1\nU 050002\nu 0 1\nU 05\n")
 
 
 SNAPSHOT = """import _world
@@ -192,4 +193,4 @@ def test_inputs_are_read_from_the_frozen_instant_in_warp_mode(cache, tmp_path):
                "V 0\n")                           # DIAG: asked
     out = boot(d, tmp_path, main=SNAPSHOT, answers_text=answers)
     assert "SNAP 1 40000 1234" in out and "ASKED 0" in out, out
-    assert (tmp_path / "to_world").read_text() == "N\nW 100\nA 27\nW 200\nI 7\nQ\n"
+    assert (tmp_path / "to_world").read_text() == "N\nC 1\nW 100\nA 27\nW 200\nI 7\nC 1\nQ\n"

@@ -84,10 +84,12 @@ class WorldClient:
         return self.call("set_epoch", epoch_s=int(epoch_s))
 
     def fault(self, stall=None, occlusion=None, battery_mv=None, true_step_pl=None,
-              kill_at_ms=None, clear_battery=False):
+              kill_at_ms=None, clear_battery=False, garble_waits=None):
+        """garble_waits=n: the firmware's next n waits are answered with a garbled time line,
+        which raises inside its loop (fault injection with no hook in the firmware)."""
         return self.call("fault", stall=stall, occlusion=occlusion, battery_mv=battery_mv,
                          true_step_pl=true_step_pl, kill_at_ms=kill_at_ms,
-                         clear_battery=clear_battery)
+                         clear_battery=clear_battery, garble_waits=garble_waits)
 
     def power_cut(self):
         return self.call("power_cut")

@@ -3,8 +3,9 @@
     python -m pumprig.virtual.launcher --link PATH --state DIR [--blank] [--heap 384k] [--warp]
 
 The link PATH is a symlink to the slave of an outer pty, opened by pyserial and mpremote like
-/dev/ttyACM0. The interpreter runs on an inner pty (own session, controlling tty, ISIG so a 0x03
-byte raises KeyboardInterrupt); the launcher relays bytes between the two and restarts the
+/dev/ttyACM0. The interpreter runs on an inner pty (own session, controlling tty; ISIG, so that a
+0x03 byte raises KeyboardInterrupt, is turned on and off by the board through the world: on for
+boot.py and the REPL, off for main.py until the firmware allows Ctrl-C); the launcher relays bytes between the two and restarts the
 interpreter on a soft reset (printing "MPY: soft reboot"), machine.reset(), a watchdog reset or
 power on. Standard library only.
 
@@ -306,7 +307,10 @@ class Rig:
         tb_r, tb_w = os.pipe()      # world -> board (fd 3)
         fb_r, fb_w = os.pipe()      # board -> world (fd 4)
         master, slave = pty.openpty()
-        _raw(slave, isig=True)
+        # ISIG off until the power-on script (shim/_power.py) turns it on for boot.py or the
+        # REPL: a Ctrl-C before the interpreter has its SIGINT handler would kill it, which
+        # no board does (a board's main.py turns Ctrl-C into data from its first line)
+        _raw(slave, isig=False)
         env = dict(os.environ)
         if self.shim != SHIM_DIR and not _shim_complete(self.shim):
             self.shim = shim_dir(self.micropython, self.state)    # the cache was cleared
@@ -610,7 +614,8 @@ class Rig:
             w.fault(stall=req.get("stall"), occlusion=req.get("occlusion"),
                     battery_mv=req.get("battery_mv"), true_step_pl=req.get("true_step_pl"),
                     kill_at_ms=req.get("kill_at_ms"),
-                    clear_battery=bool(req.get("clear_battery")))
+                    clear_battery=bool(req.get("clear_battery")),
+                    garble_waits=req.get("garble_waits"))
             return w.status()
         if op == "power_cut":
             self.power_cut("power")

@@ -25,6 +25,8 @@ wait. A fault the host sets meanwhile shows at the next wait, the same virtual i
     F <pin> <freq_hz> <duty_u16>   PWM (no answer; freq 0 = deinit)
     D <timeout_ms>            start the watchdog (no answer)
     K                         feed the watchdog (no answer)
+    k                         a timer feeds the watchdog from now until the next reset (a
+                              board left at the REPL on purpose, hw.common.feed_from_timer)
     R                         machine.reset() (the world restarts the interpreter)
     Z                         machine.soft_reset()
     Q                         the boot script dropped to the REPL (no firmware loop running)
@@ -239,7 +241,15 @@ class World:
         self.history = []
         # watchdog
         self.wdt_timeout_ms = None
+        self.wdt_timer_fed = False
         self.wdt_feed_us = 0
+        self.garble_waits = 0   # fault injection: answer this many waits with a garbled T line
+        # wall-clock ms the firmware spent between two waits (its longest step: what the
+        # watchdog timeout must cover) and from power-on to its first wait (boot)
+        self.max_step_ms = 0
+        self.max_boot_ms = 0
+        self._last_back_ns = None
+        self._attach_ns = 0
         self.wdt_contact_ns = 0
         self.resets = {}
         self.boots = 0
@@ -290,7 +300,10 @@ class World:
         self.uart_rx = bytearray()
         self.state = "booting"
         self.wdt_timeout_ms = None
+        self.wdt_timer_fed = False
         self.boots += 1
+        self._attach_ns = time.monotonic_ns()
+        self._last_back_ns = None
 
     def detach(self, cause=None):
         """The interpreter stopped (killed or exited): the hardware resets at this instant."""
@@ -338,6 +351,7 @@ class World:
         return head + tail + b"\n"
 
     def _answer_w(self, serial=False):
+        self._last_back_ns = time.monotonic_ns()   # the firmware's step starts now
         if self.keep_fed:
             self.wdt_feed_us = self.now_us()
             self.wdt_contact_ns = time.monotonic_ns()
@@ -345,6 +359,12 @@ class World:
         serial = serial or self.serial_pending
         self.pending_w_us = None
         self.serial_pending = False
+        if self.garble_waits > 0:
+            # the board's clock read fails inside its wait (int() of garbage raises in the
+            # shim): an exception in the firmware's loop, with no hook in the firmware
+            self.garble_waits -= 1
+            self._send(b"T garbled\n")
+            return
         self._send(self._t_line(serial))
 
     def serial_from_host(self):
@@ -387,7 +407,13 @@ class World:
             return
         args = [int(p) for p in parts[1:]]
         if op == b"W" or op == b"w":
-            self.wdt_contact_ns = time.monotonic_ns()
+            t = time.monotonic_ns()
+            if self._last_back_ns is not None:
+                self.max_step_ms = max(self.max_step_ms, (t - self._last_back_ns) // 1000000)
+                self._last_back_ns = None
+            elif self.state == "booting":
+                self.max_boot_ms = max(self.max_boot_ms, (t - self._attach_ns) // 1000000)
+            self.wdt_contact_ns = t
             if op == b"w":
                 self.keep_fed = True
                 self.wdt_feed_us = self.now_us()
@@ -429,6 +455,8 @@ class World:
         elif op == b"K":
             self.wdt_feed_us = self.now_us()
             self.wdt_contact_ns = time.monotonic_ns()
+        elif op == b"k":
+            self.wdt_timer_fed = True
         elif op == b"R":
             self._reset("machine", "power")
         elif op == b"Z":
@@ -460,7 +488,8 @@ class World:
 
     # ---- time-driven events --------------------------------------------------------------
     def wdt_expiry_us(self):
-        if self.wdt_timeout_ms is None or (self.keep_fed and self.pending_w_us is not None):
+        if self.wdt_timeout_ms is None or self.wdt_timer_fed or \
+                (self.keep_fed and self.pending_w_us is not None):
             return None
         return self.wdt_feed_us + self.wdt_timeout_ms * US_PER_MS
 
@@ -750,8 +779,10 @@ class World:
 
     # ---- faults --------------------------------------------------------------------------
     def fault(self, stall=None, occlusion=None, battery_mv=None, true_step_pl=None,
-              kill_at_ms=None, clear_battery=False):
+              kill_at_ms=None, clear_battery=False, garble_waits=None):
         self.settle()
+        if garble_waits is not None:
+            self.garble_waits = max(0, int(garble_waits))
         if stall is not None:
             self.stall = bool(stall)
         if occlusion is not None:
@@ -816,6 +847,9 @@ class World:
             "battery_forced_mv": self.battery_forced_mv,
             "true_step_pl": self.true_step_pl,
             "kill_at_ms": None if self.kill_at_us is None else self.kill_at_us // US_PER_MS,
+            "garble_waits": self.garble_waits,
+            "max_step_ms": self.max_step_ms,
+            "max_boot_ms": self.max_boot_ms,
             "segments": len(self.segments),
             "history": [list(h) for h in self.history],
             "resets": dict(self.resets),

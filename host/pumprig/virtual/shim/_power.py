@@ -2,6 +2,7 @@
 # directory: put the shim's silicon in place, make the board filesystem the root, run boot.py
 # and main.py as a board does (in __main__, the REPL's namespace), then fall through to the
 # REPL. The firmware runs inside this import: what it keeps in the heap is kept small.
+import gc
 import os
 import sys
 
@@ -23,6 +24,15 @@ for f in ("boot.py", "main.py"):
         os.stat(f)
     except OSError:
         continue
+    on = True  # Ctrl-C interrupts, as on a board
+    if f == "main.py":
+        # a main.py that turns Ctrl-C into data on its first lines (micropython.kbd_intr(-1),
+        # which on the unix port would make 0x03 kill the process: the firmware skips it here)
+        # gets it off before it runs; the firmware turns it on while therapy is stopped
+        with open(f, "rb") as h:
+            on = b"kbd_intr(-1)" not in h.read(8192)
+        gc.collect()
+    _world.kbd_intr(on)
     try:
         execfile(f, __main__.__dict__)  # noqa: F821  (MicroPython's; reads the file as it parses)
     except SystemExit:
@@ -30,6 +40,7 @@ for f in ("boot.py", "main.py"):
     except BaseException as e:      # KeyboardInterrupt and errors go to the REPL, as on a board
         sys.print_exception(e)
         break
+_world.kbd_intr(True)           # the REPL takes Ctrl-C, as a board's does
 _world._frozen = False
 _world.send("Q\n")              # at the REPL: no firmware loop waits on the world
 del sys.modules["_power"]       # the REPL's heap keeps nothing of the power-on
