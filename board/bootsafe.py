@@ -154,6 +154,12 @@ def safe(files, bad):
         micropython.kbd_intr(3)  # Ctrl-C works here, whatever ran before
     except Exception:
         pass
+    try:
+        import _world  # the virtual rig only (its shim): ISIG is off from power-on there
+
+        _world.kbd_intr(True)
+    except ImportError:
+        pass
     poll = select.poll()
     poll.register(sys.stdin, select.POLLIN)
     rd = sys.stdin.buffer

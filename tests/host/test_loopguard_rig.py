@@ -202,6 +202,9 @@ def test_the_watchdog_is_armed_before_the_app_is_imported(home):
         os.remove(os.path.join(rig.fs, "pumpcore", "app.mpy"))
         with open(os.path.join(rig.fs, "pumpcore", "app.py"), "w") as f:
             f.write("while True:\n    pass\n")
+        from pumprig.flash import write_manifest
+
+        write_manifest(rig.fs)  # flashed as such: the boot check passes, the import spins
         w.reset()
         _until(lambda: w.status()["wdt_timeout_ms"] == 8000, "the watchdog was not armed")
         assert w.status()["state"] == "booting"
@@ -254,6 +257,9 @@ def test_a_boot_that_keeps_failing_reaches_a_minimal_safe_state(home):
         del cfg["reservoir_nl"]
         with open(path, "w") as f:
             json.dump(cfg, f)
+        from pumprig.flash import write_manifest
+
+        write_manifest(rig.fs)  # a bad config flashed as such: the boot check passes
         boots = w.status()["boots"]
         w.reset()
         _until(lambda: w.status()["boots"] >= boots + 3 and w.status()["waiting"],
