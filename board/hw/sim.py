@@ -34,6 +34,11 @@ class SimBoard(common.CommonBoard):
     def wall_epoch_s(self):
         return _world.epoch_s()         # the rig's battery-backed RTC
 
+    def link_drops(self):
+        """Times the host closed the serial port since the rig started, as of the world's
+        last time answer (the launcher sees the pty's HUP): a session ends with its link."""
+        return _world.link_drops
+
     def wait(self, deadline_ms):
         """Sleep until deadline_ms or serial input. The world keeps the watchdog fed while we
         sleep (a board's wake-feed-sleep idle loop, done in O(1)); a firmware that stops

@@ -146,13 +146,22 @@ class App:
         self.server = Server(self, keys if keys is not None else self._overlay("load_keys"),
                              self._info, self._rand)
         a = self._auth_restore
+        srv = self.server
         if a:
             # failed logins survive a reset: resetting the board (DTR on an ESP32, a power
             # cut) must not reset the brute-force delay
-            srv = self.server
             srv.auth_failures = a[0]
-            srv.auth_until_ms = now + (a[1] if a[1] > 1000 else 1000)
-        self._auth_failures = self.server.auth_failures
+            srv.auth_until_ms = now + (a[1] if a[1] > 1000 else 1000) if a[0] else 0
+            if len(a) > 2:
+                srv.glob_until_ms = now + a[2]
+        # a role ends with its connection: where the board sees the host close the port
+        # (link_drops() counts it), at that moment; elsewhere after an idle time
+        ld = getattr(board, "link_drops", None)
+        self._link = ld() if ld is not None else None
+        if self._link is None:
+            srv.idle_ms = cfg.get("session_idle_ms", 300_000)
+        self._auth_failures = srv.auth_failures
+        self._glob = srv.glob_until_ms
         self._event("reset", {"therapy": self.therapy}, now)
         self.save_state(now)
         self._shed()
@@ -225,6 +234,10 @@ class App:
         d["epoch_s"] = ev["epoch_s"]
         d["ms"] = now
         self.server_event(kind, d)
+
+    def log_event(self, kind, data, now):
+        """An event for the log (and the host): the server's audit of logins and commands."""
+        self._event(kind, data, now)
 
     def server_event(self, kind, data):
         srv = getattr(self, "server", None)
@@ -359,17 +372,28 @@ class App:
     # ------------------------------------------------------------------ the loop
     def _auth_state(self, now):
         srv = getattr(self, "server", None)
-        if srv is None or not srv.auth_failures:
+        if srv is None:
             return None
-        return [srv.auth_failures, srv.auth_until_ms - now if srv.auth_until_ms > now else 0]
+        g = srv.glob_until_ms - now
+        if not srv.auth_failures and g <= 0:
+            return None
+        return [srv.auth_failures, srv.auth_until_ms - now if srv.auth_until_ms > now else 0,
+                g if g > 0 else 0]
 
     def step(self, now):
+        srv = self.server
+        if self._link is not None:
+            n = self.board.link_drops()
+            if n != self._link:
+                self._link = n
+                srv.link_down()  # before the bytes of whoever opened the port next
         data = self.board.read_serial()
         if data:
-            self.server.feed(data, now)
-            if self.server.auth_failures != self._auth_failures:
-                self._auth_failures = self.server.auth_failures
-                self._dirty = True  # saved with the state record by tick()
+            srv.feed(data, now)
+        if srv.auth_failures != self._auth_failures or srv.glob_until_ms != self._glob:
+            self._auth_failures = srv.auth_failures
+            self._glob = srv.glob_until_ms
+            self._dirty = True  # saved with the state record by tick()
         self.tick(now)
         self.server.write_output(self.board.write_serial)
         self._shed()

@@ -12,8 +12,18 @@ rand(n) -> n random bytes.
 
 `hello` and `auth` run in pumpcore.session, imported for the call (not resident: a login
 happens once a session). The login throttle is plain data here: auth_failures (failed attempts
-in a row) and auth_until_ms (board time before which `auth` is refused with THROTTLED).
+in a row on this connection), auth_until_ms (board time before which `auth` is refused with
+THROTTLED), glob_until_ms (the rig-wide ceiling, pumpcore.auth.global_wait_ms).
+
+A session: after `auth`, the role applies only to requests signed with the session key and a
+sequence number above the last one (_signed; docs/protocol.md). A request without the trailer
+runs with role none. The session ends at the next `hello`, a failed `auth`, link_down() (the
+board saw the host close the port) or, where the board cannot see that (idle_ms set), after
+idle_ms without a signed request.
 """
+
+from binascii import hexlify
+from hashlib import sha256
 
 from pumpcore import proto
 
@@ -32,6 +42,7 @@ _OUT_MAX = const(8192)  # queued bytes beyond which events are dropped (response
 _ID_PREFIX = const(40)  # bytes kept of an over-long line, to read its id
 # Answers that may change on a retry: never replayed from the cache.
 _TRANSIENT = (proto.BAD_CRC, proto.TOO_LONG, proto.BAD_FRAME, proto.THROTTLED, proto.BUSY)
+_CLINICIAN = const(2)  # proto.role_rank of the clinician role
 
 
 class Server:
@@ -44,8 +55,17 @@ class Server:
         self._rand = rand
         self.role = proto.ROLE_NONE
         self._nonce = None
+        self.skey = None  # (ipad, opad) of the session key (pumpcore.auth.pads), or None
+        self.rseq = 0  # the highest request sequence number accepted in this session
+        self.seen_ms = 0  # board time of the last signed request (or of the login)
+        self.idle_ms = None  # a session quiet this long ends (None: the board sees the link)
         self.auth_failures = 0
         self.auth_until_ms = 0
+        self.auth_fail_ms = 0
+        self.glob_until_ms = 0
+        self.fail_logged_ms = None  # when the last auth.fail event was logged
+        self.fails_unlogged = 0
+        self.audit = None  # (kind, data) the login left for the event log
         self._buf = bytearray()
         self._discard = None  # prefix of an over-long line being discarded, or None
         self._out = []
@@ -120,6 +140,21 @@ class Server:
         self._queue(line)
         return self._seq
 
+    def end_session(self):
+        """The role ends: role none, no session key, no challenge, no remembered requests."""
+        self.role = proto.ROLE_NONE
+        self.skey = None
+        self._nonce = None
+        self.rseq = 0
+        self._cache = []
+
+    def link_down(self):
+        """The host closed the port: the session ends, and the next connection starts with a
+        fresh back-off (the rig-wide ceiling stays)."""
+        self.end_session()
+        self.auth_failures = 0
+        self.auth_until_ms = 0
+
     # ------------------------------------------------------------ internals
 
     def _queue(self, line):
@@ -149,11 +184,18 @@ class Server:
                 else:
                     self._reply_err(f.id, proto.BAD_FRAME, "id reused for a different request")
                 return
+        role = proto.ROLE_NONE
+        if f.seq is not None:
+            err = self._signed(line, f, now_ms)
+            if err is not None:
+                self._reply_err(f.id, err[0], err[1])  # not remembered: nothing was run
+                return
+            role = self.role
         if f.name == "hello":
             self._cache = []  # a new session: ids of the old one mean nothing now
         code = None
         try:
-            result = self._dispatch(f.id, f.name, f.body, now_ms)
+            result = self._dispatch(f.id, f.name, f.body, now_ms, role)
             resp = proto.encode_ok(f.id, result)
         except proto.CommandError as e:
             code = e.code
@@ -170,12 +212,40 @@ class Server:
             self._cache.append((f.id, f.crc, resp))
         self._queue(resp)
 
-    def _dispatch(self, req_id, cmd, args, now_ms):
+    def _signed(self, line, f, now_ms):
+        """None if the signed request f (the bytes of line) is this session's next one, else
+        (code, message). The MAC is checked before the sequence number and in constant time."""
+        pad = self.skey
+        if pad is None:
+            return proto.AUTH_REQUIRED, "no session: hello and auth first"
+        idle = self.idle_ms
+        if idle is not None and now_ms - self.seen_ms > idle:
+            self.end_session()
+            return proto.AUTH_REQUIRED, "session expired: hello and auth again"
+        at = f.mac_at
+        h = sha256(pad[0])
+        h.update(memoryview(line)[:at])
+        d = h.digest()
+        h = sha256(pad[1])
+        h.update(d)
+        d = hexlify(h.digest()[:16])
+        diff = 0
+        for i in range(proto.MAC_HEX):
+            diff |= d[i] ^ line[at + i]
+        if diff:
+            return proto.BAD_MAC, "wrong session MAC"
+        if f.seq <= self.rseq:
+            return proto.REPLAY, "sequence number %d not above %d" % (f.seq, self.rseq)
+        self.rseq = f.seq
+        self.seen_ms = now_ms
+        return None
+
+    def _dispatch(self, req_id, cmd, args, now_ms, role):
         entry = proto.COMMANDS.get(cmd)
         if entry is None:
             raise proto.CommandError(proto.UNKNOWN_CMD, "unknown command " + cmd)
         need = proto.role_rank(entry[0])
-        have = proto.role_rank(self.role)
+        have = proto.role_rank(role)
         if need > have:
             if have <= 0:
                 raise proto.CommandError(proto.AUTH_REQUIRED, "%s needs the %s role" % (cmd, entry[0]))
@@ -186,6 +256,14 @@ class Server:
 
             if cmd == "hello":
                 return session.hello(self)
-            return session.login(self, args, now_ms)
-        result = self.app.call(cmd, args, self.role, req_id, now_ms)
+            try:
+                return session.login(self, args, now_ms)
+            finally:
+                ev = self.audit
+                if ev is not None:
+                    self.audit = None
+                    self.app.log_event(ev[0], ev[1], now_ms)
+        if need >= _CLINICIAN:
+            self.app.log_event("cmd", {"cmd": cmd, "role": role}, now_ms)  # audit, before it runs
+        result = self.app.call(cmd, args, role, req_id, now_ms)
         return {} if result is None else result

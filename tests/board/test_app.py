@@ -156,12 +156,11 @@ def _frames(app, line, now):
 
 
 def _login(app, key_hex, now, n):
-    from pumpcore import auth
+    from _util import ClientSession
 
     hello = _frames(app, proto.encode_request("h%d" % n, "hello", {}), now)[0].body
-    mac = auth.mac_hex(key_hex, hello["nonce"], "clinician", hello["uid"])
-    return _frames(app, proto.encode_request("a%d" % n, "auth", {"role": "clinician",
-                                                                  "mac": mac}), now)[0]
+    args = ClientSession().auth_args(key_hex, hello, "clinician")
+    return _frames(app, proto.encode_request("a%d" % n, "auth", args), now)[0]
 
 
 def test_failed_logins_stay_throttled_across_a_reset():

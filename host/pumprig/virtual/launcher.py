@@ -24,6 +24,7 @@ import json
 import os
 import pty
 import secrets
+import select
 import selectors
 import shutil
 import signal
@@ -47,6 +48,7 @@ MPY_CROSS_FLAGS = ("-O3",)          # no asserts, no line-number tables
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
 SIM_CONFIG = os.path.join(REPO, "board", "boards", "sim.json")
 OUT_LIMIT = 65536       # host-bound bytes kept while nobody reads the port; older ones drop
+LINK_POLL_S = 0.02      # while nobody has the port open, how often we look for an opener
 
 
 def pumprig_home():
@@ -271,12 +273,19 @@ class Rig:
         self.running = True
         self.registry = os.path.join(pumprig_home(), "rigs", self.name + ".json")
 
-        # outer pty: the host's serial port
-        self.outer, self.outer_slave = pty.openpty()
-        _raw(self.outer_slave)
+        # outer pty: the host's serial port. We keep no slave fd open ourselves, so the master
+        # sees a hang-up (POLLHUP, reads fail with EIO) while no program has the port open:
+        # that is how the world learns that the host closed it (link_drops, a session ends).
+        self.outer, slave = pty.openpty()
+        _raw(slave)
         _nonblock(self.outer)
-        _link(os.ttyname(self.outer_slave), self.link)
-        self.sel.register(self.outer, selectors.EVENT_READ, "outer")
+        _link(os.ttyname(slave), self.link)
+        os.close(slave)
+        self.outer_slave = None
+        self.link_up = False
+        self._hup = select.poll()
+        self._hup.register(self.outer, select.POLLIN)
+        self._check_link()
         # the balance's port
         self.bal, self.bal_slave = pty.openpty()
         _raw(self.bal_slave)
@@ -462,10 +471,32 @@ class Rig:
                 break
             del self.to_inner[:n]
 
+    def _check_link(self):
+        """Watch the outer pty again once a program has opened the port (no hang-up)."""
+        if self.link_up:
+            return
+        if any(ev & select.POLLHUP for _, ev in self._hup.poll(0)):
+            return
+        self.link_up = True
+        self.sel.register(self.outer, selectors.EVENT_READ, "outer")
+
+    def _link_down(self):
+        """The last program holding the port closed it: count it for the board, stop
+        watching the master (it stays readable while hung up) until the port is opened."""
+        self.link_up = False
+        self.world.link_drops += 1
+        try:
+            self.sel.unregister(self.outer)
+        except (KeyError, ValueError):
+            pass
+
     def _on_outer(self):
         try:
             data = os.read(self.outer, 65536)
-        except (BlockingIOError, OSError):
+        except BlockingIOError:
+            return
+        except OSError:
+            self._link_down()   # EIO: nobody has the port open now
             return
         if not data:
             return
@@ -644,6 +675,8 @@ class Rig:
                 timeout = self.world.next_timeout_s()
                 if self.to_host or self.to_inner:
                     timeout = 0.005 if timeout is None else min(timeout, 0.005)
+                if not self.link_up:
+                    timeout = LINK_POLL_S if timeout is None else min(timeout, LINK_POLL_S)
                 try:
                     events = self.sel.select(timeout)
                 except InterruptedError:
@@ -666,6 +699,7 @@ class Rig:
                         self._accept()
                     elif what == "client":
                         self._on_client(key.fileobj)
+                self._check_link()
                 self._flush_inner()
                 self._flush_host()
                 self.world.tick()
@@ -685,7 +719,7 @@ class Rig:
                 pass
         for c in list(self.clients):
             self._drop(c)
-        for fd in (self.outer, self.outer_slave, self.bal, self.bal_slave):
+        for fd in (self.outer, self.bal, self.bal_slave):
             try:
                 os.close(fd)
             except OSError:

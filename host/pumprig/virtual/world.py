@@ -4,7 +4,8 @@ watchdog and the balance, all living in the launcher process.
 The firmware reaches the world through two pipes (fd 3 world->board, fd 4 board->world) with a
 line protocol, one ASCII letter and space-separated integers per line. Board -> world:
 
-    W <deadline_ms>           wait; answered by exactly one "T <now_ms> <frozen>"
+    W <deadline_ms>           wait; answered by exactly one "T <now_ms> <frozen> <serial> L<n>"
+                              (n: times the host closed the serial port since the rig started)
     w <deadline_ms>           the same, feeding the watchdog now and while asleep (the wake-
                               feed-sleep cycle of a board's idle loop, done by the world in O(1))
     N                         now -> "T <now_ms> <frozen>"
@@ -243,6 +244,7 @@ class World:
         self.wdt_contact_ns = 0
         self.resets = {}
         self.boots = 0
+        self.link_drops = 0  # the host closed the serial port (the launcher counts)
         self.kill_at_us = None
         self.messages = 0
         self.balance = None
@@ -325,8 +327,8 @@ class World:
         briefly for them). In warp mode the tail holds DIAG and the ADC inputs at this frozen
         instant: the board reads them from here until its next wait instead of asking (they
         cannot change while time stands still), a third of the round trips of a run."""
-        head = b"T %d %d %d" % (self.now_us() // US_PER_MS, 1 if self.warp else 0,
-                                1 if serial else 0)
+        head = b"T %d %d %d L%d" % (self.now_us() // US_PER_MS, 1 if self.warp else 0,
+                                    1 if serial else 0, self.link_drops)
         if not self.warp:
             return head + b"\n"
         tail = b""
