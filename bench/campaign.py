@@ -380,9 +380,11 @@ def power_loss(kills=200, days=30, seed=1, heap="384k", progress=None, mpy=True)
 
 
 # ---------------------------------------------------------------------- auth brute force
-def auth_attack(minutes=10, seed=1, step_ms=10):
+def auth_attack(minutes=10, seed=1, step_ms=10, reconnect=False):
     """Hammer `auth` with wrong MACs as fast as the server answers, board time advancing
-    `step_ms` per attempt, for `minutes` of board time. Returns the figures."""
+    `step_ms` per attempt, for `minutes` of board time; with `reconnect`, every attempt on a
+    new connection (the port closed and opened again: a fresh per-connection back-off, only
+    the rig-wide ceiling left). Returns the figures."""
     sys.path.insert(0, os.path.join(ROOT, "tests", "board"))
     from fakeboard import FakeBoard
     from pumpcore import proto
@@ -399,14 +401,19 @@ def auth_attack(minutes=10, seed=1, step_ms=10):
         now = 0
         end = minutes * 60_000
         while now < end:
+            if reconnect:
+                srv.link_down()
             sent += 1
             srv.feed(proto.encode_request("h%d" % sent, "hello", {}), now)
             srv.take_output()
             sent += 1
             mac = "%064x" % rng.getrandbits(256)
+            cnonce = "%032x" % rng.getrandbits(128)
             srv.feed(proto.encode_request("a%d" % sent, "auth",
-                                          {"role": "clinician", "mac": mac}), now)
-            out = proto.decode(srv.take_output().split(b"\n")[0] + b"\n")
+                                          {"role": "clinician", "mac": mac, "cnonce": cnonce}),
+                     now)
+            out = [proto.decode(x + b"\n") for x in srv.take_output().split(b"\n")
+                   if x.startswith(b"=")][0]  # the answer (events may come first)
             code = out.body.get("code") if out.name == "err" else None
             if code == proto.THROTTLED:
                 throttled += 1

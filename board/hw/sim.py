@@ -35,9 +35,9 @@ class SimBoard(common.CommonBoard):
         return _world.epoch_s()         # the rig's battery-backed RTC
 
     def link_drops(self):
-        """Times the host closed the serial port since the rig started, as of the world's
-        last time answer (the launcher sees the pty's HUP): a session ends with its link."""
-        return _world.link_drops
+        """Times a host program closed the serial port since the rig started (the launcher
+        counts them, inotify on the pty): a session ends with its link."""
+        return _world.link_drops()
 
     def wait(self, deadline_ms):
         """Sleep until deadline_ms or serial input. The world keeps the watchdog fed while we

@@ -151,6 +151,7 @@ class App:
             # failed logins survive a reset: resetting the board (DTR on an ESP32, a power
             # cut) must not reset the brute-force delay
             srv.auth_failures = a[0]
+            srv.auth_fail_ms = now
             srv.auth_until_ms = now + (a[1] if a[1] > 1000 else 1000) if a[0] else 0
             if len(a) > 2:
                 srv.glob_until_ms = now + a[2]
@@ -382,13 +383,15 @@ class App:
 
     def step(self, now):
         srv = self.server
-        if self._link is not None:
-            n = self.board.link_drops()
-            if n != self._link:
-                self._link = n
-                srv.link_down()  # before the bytes of whoever opened the port next
         data = self.board.read_serial()
         if data:
+            if self._link is not None:
+                # asked when bytes come (a round trip on the virtual rig): a close of the port
+                # before them ends the session before they are read
+                n = self.board.link_drops()
+                if n != self._link:
+                    self._link = n
+                    srv.link_down()
             srv.feed(data, now)
         if srv.auth_failures != self._auth_failures or srv.glob_until_ms != self._glob:
             self._auth_failures = srv.auth_failures

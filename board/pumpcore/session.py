@@ -88,6 +88,7 @@ def login(srv, args, now_ms):
     if key is None or not auth.verify(key, nonce, role, uid, cnonce, mac):
         srv.auth_until_ms = now_ms + auth.throttle_ms(srv.auth_failures)
         srv.auth_failures += 1
+        srv.auth_fail_ms = now_ms
         srv.glob_until_ms = auth.global_after_fail(srv.glob_until_ms, now_ms)
         srv.end_session()
         reason = "no key" if key is None else "wrong key"

@@ -24,7 +24,6 @@ import json
 import os
 import pty
 import secrets
-import select
 import selectors
 import shutil
 import signal
@@ -48,7 +47,6 @@ MPY_CROSS_FLAGS = ("-O3",)          # no asserts, no line-number tables
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
 SIM_CONFIG = os.path.join(REPO, "board", "boards", "sim.json")
 OUT_LIMIT = 65536       # host-bound bytes kept while nobody reads the port; older ones drop
-LINK_POLL_S = 0.02      # while nobody has the port open, how often we look for an opener
 
 
 def pumprig_home():
@@ -244,6 +242,53 @@ class _Stop(Exception):
     pass
 
 
+class _CloseWatch:
+    """Closes of a device file by any process, through Linux inotify (IN_CLOSE_WRITE and
+    IN_CLOSE_NOWRITE; libc through ctypes, no package). The kernel queues the events, so a
+    close is seen even if another open follows at once; identical events in a row merge, so
+    take() says whether there was at least one. Without inotify (not Linux) fd is None and
+    take() is always False: the board then sees no link drops."""
+
+    _MASK = 0x08 | 0x10
+
+    def __init__(self, path):
+        self.fd = None
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+            if fd < 0:
+                return
+            if libc.inotify_add_watch(fd, os.fsencode(path), self._MASK) < 0:
+                os.close(fd)
+                return
+            self.fd = fd
+        except (OSError, AttributeError, ImportError):
+            self.fd = None
+
+    def take(self):
+        if self.fd is None:
+            return False
+        seen = False
+        while True:
+            try:
+                data = os.read(self.fd, 4096)
+            except (BlockingIOError, OSError):
+                return seen
+            if not data:
+                return seen
+            seen = True
+
+    def close(self):
+        if self.fd is not None:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = None
+
+
 class Rig:
     def __init__(self, link, state, heap="384k", warp=False, blank=False, config=None):
         self.link = os.path.abspath(link)
@@ -273,19 +318,18 @@ class Rig:
         self.running = True
         self.registry = os.path.join(pumprig_home(), "rigs", self.name + ".json")
 
-        # outer pty: the host's serial port. We keep no slave fd open ourselves, so the master
-        # sees a hang-up (POLLHUP, reads fail with EIO) while no program has the port open:
-        # that is how the world learns that the host closed it (link_drops, a session ends).
-        self.outer, slave = pty.openpty()
-        _raw(slave)
+        # outer pty: the host's serial port
+        self.outer, self.outer_slave = pty.openpty()
+        _raw(self.outer_slave)
         _nonblock(self.outer)
-        _link(os.ttyname(slave), self.link)
-        os.close(slave)
-        self.outer_slave = None
-        self.link_up = False
-        self._hup = select.poll()
-        self._hup.register(self.outer, select.POLLIN)
-        self._check_link()
+        _link(os.ttyname(self.outer_slave), self.link)
+        self.sel.register(self.outer, selectors.EVENT_READ, "outer")
+        # every close of the port by a host program, queued by the kernel (inotify), so a
+        # close followed at once by another program's open is never missed: the board ends
+        # the session (link_drops)
+        self.closes = _CloseWatch(os.ttyname(self.outer_slave))
+        if self.closes.fd is not None:
+            self.sel.register(self.closes.fd, selectors.EVENT_READ, "closes")
         # the balance's port
         self.bal, self.bal_slave = pty.openpty()
         _raw(self.bal_slave)
@@ -471,35 +515,20 @@ class Rig:
                 break
             del self.to_inner[:n]
 
-    def _check_link(self):
-        """Watch the outer pty again once a program has opened the port (no hang-up)."""
-        if self.link_up:
-            return
-        if any(ev & select.POLLHUP for _, ev in self._hup.poll(0)):
-            return
-        self.link_up = True
-        self.sel.register(self.outer, selectors.EVENT_READ, "outer")
-
-    def _link_down(self):
-        """The last program holding the port closed it: count it for the board, stop
-        watching the master (it stays readable while hung up) until the port is opened."""
-        self.link_up = False
-        self.world.link_drops += 1
-        try:
-            self.sel.unregister(self.outer)
-        except (KeyError, ValueError):
-            pass
+    def _on_closes(self):
+        """A host program closed the port since we last looked: tell the board (in the
+        time answers it gets from the world)."""
+        if self.closes.take():
+            self.world.link_drops += 1
 
     def _on_outer(self):
         try:
             data = os.read(self.outer, 65536)
-        except BlockingIOError:
-            return
-        except OSError:
-            self._link_down()   # EIO: nobody has the port open now
+        except (BlockingIOError, OSError):
             return
         if not data:
             return
+        self._on_closes()   # a close before these bytes counts before they reach the board
         for b in data:
             if b in (0x01, 0x02):
                 self.last_ctrl = b
@@ -675,8 +704,6 @@ class Rig:
                 timeout = self.world.next_timeout_s()
                 if self.to_host or self.to_inner:
                     timeout = 0.005 if timeout is None else min(timeout, 0.005)
-                if not self.link_up:
-                    timeout = LINK_POLL_S if timeout is None else min(timeout, LINK_POLL_S)
                 try:
                     events = self.sel.select(timeout)
                 except InterruptedError:
@@ -693,13 +720,14 @@ class Rig:
                         if w.from_board is not None and key.fd == w.from_board:
                             if not w.on_board_readable():
                                 self.board_eof()
+                    elif what == "closes":
+                        self._on_closes()
                     elif what == "balance":
                         self._on_balance()
                     elif what == "accept":
                         self._accept()
                     elif what == "client":
                         self._on_client(key.fileobj)
-                self._check_link()
                 self._flush_inner()
                 self._flush_host()
                 self.world.tick()
@@ -719,7 +747,8 @@ class Rig:
                 pass
         for c in list(self.clients):
             self._drop(c)
-        for fd in (self.outer, self.bal, self.bal_slave):
+        self.closes.close()
+        for fd in (self.outer, self.outer_slave, self.bal, self.bal_slave):
             try:
                 os.close(fd)
             except OSError:

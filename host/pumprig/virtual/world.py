@@ -4,8 +4,7 @@ watchdog and the balance, all living in the launcher process.
 The firmware reaches the world through two pipes (fd 3 world->board, fd 4 board->world) with a
 line protocol, one ASCII letter and space-separated integers per line. Board -> world:
 
-    W <deadline_ms>           wait; answered by exactly one "T <now_ms> <frozen> <serial> L<n>"
-                              (n: times the host closed the serial port since the rig started)
+    W <deadline_ms>           wait; answered by exactly one "T <now_ms> <frozen>"
     w <deadline_ms>           the same, feeding the watchdog now and while asleep (the wake-
                               feed-sleep cycle of a board's idle loop, done by the world in O(1))
     N                         now -> "T <now_ms> <frozen>"
@@ -16,6 +15,8 @@ that instant, " i<pin>:<v>" for DIAG and " a<pin>:<u16>" for the ADCs: they cann
 time stands still, and the board reads them from there instead of asking (I, A) until its next
 wait. A fault the host sets meanwhile shows at the next wait, the same virtual instant.
     E                         wall clock -> "E <epoch_s>"
+    L                         link -> "L <n>": times a host program closed the serial port
+                              since the rig started (the launcher counts them)
     e <epoch_s>               set the wall clock (RTC.datetime(tuple))
     M <n> <first_us> <interval_us> <fwd>   start a motor segment now (no answer)
     S                         stop the motor -> "P <pulses made by the aborted segment>"
@@ -327,8 +328,8 @@ class World:
         briefly for them). In warp mode the tail holds DIAG and the ADC inputs at this frozen
         instant: the board reads them from here until its next wait instead of asking (they
         cannot change while time stands still), a third of the round trips of a run."""
-        head = b"T %d %d %d L%d" % (self.now_us() // US_PER_MS, 1 if self.warp else 0,
-                                    1 if serial else 0, self.link_drops)
+        head = b"T %d %d %d" % (self.now_us() // US_PER_MS, 1 if self.warp else 0,
+                                1 if serial else 0)
         if not self.warp:
             return head + b"\n"
         tail = b""
@@ -408,6 +409,8 @@ class World:
             self._send(self._t_line())
         elif op == b"E":
             self._send(b"E %d\n" % self.epoch_s())
+        elif op == b"L":
+            self._send(b"L %d\n" % self.link_drops)
         elif op == b"e":
             self.set_epoch(args[0])
         elif op == b"M":
@@ -823,6 +826,7 @@ class World:
             "resets": dict(self.resets),
             "boots": self.boots,
             "messages": self.messages,
+            "link_drops": self.link_drops,
         }
 
     def segment_log(self, since=0):

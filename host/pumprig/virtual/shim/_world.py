@@ -12,20 +12,10 @@ _dirty = False          # a request was interrupted (Ctrl-C): drop stale answers
 _frozen = False         # warp: time stands still until our next wait
 _now_ms = 0
 woke_by_serial = False  # the last wait ended because the host sent bytes
-link_drops = 0          # times the host closed the serial port (the world counts; "L<n>" in T)
-
-
-def _link(ans):
-    global link_drops
-    j = ans.find(b" L")
-    if j > 0:
-        k = ans.find(32, j + 2)
-        link_drops = int(ans[j + 2:k if k > 0 else len(ans) - 1])
 
 # world time at this power-on: board.now_ms() counts from here
 send("N\n")
-boot_ms = _rx.readline()                        # 'T <now_ms> <frozen> <serial> L<n>'
-_link(boot_ms)
+boot_ms = _rx.readline()                        # 'T <now_ms> <frozen> <serial>'
 boot_ms = int(boot_ms[2:boot_ms.find(32, 2)]) if boot_ms.find(84) == 0 else 0
 
 
@@ -61,7 +51,6 @@ def _time(line):
     _now_ms = int(ans[2:i])
     _frozen = ans[i + 1] == 49
     woke_by_serial = len(ans) > i + 3 and ans[i + 3] == 49
-    _link(ans)
     _snap = ans
     return _now_ms
 
@@ -99,6 +88,10 @@ def now_ms():
 
 def epoch_s():
     return ask("E\n", 69)                       # 'E'
+
+
+def link_drops():
+    return ask("L\n", 76)                       # 'L': the host closed the port n times
 
 
 def motor(count, first_us, interval_us, forward):
