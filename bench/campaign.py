@@ -223,11 +223,10 @@ class PowerLoss:
     def _raw(self, req_id, tries=20):
         """Send the bolus request with this id (resent with the same id while unanswered, as
         a client retries); returns the result or raises DeviceError."""
-        from pumpcore import proto
         from pumprig.errors import DeviceError, RigTimeout
 
         c = self.c
-        line = proto.encode_request(req_id, "bolus", {})
+        line = c.frame("bolus", {}, req_id=req_id)[1]  # signed in this session, then resent
         for _ in range(tries):
             c._write(line)
             f = c._wait_response(req_id, time.monotonic() + 0.25)
@@ -260,12 +259,11 @@ class PowerLoss:
     def _power_cut(self):
         """Write a bolus request, then cut the power a random few ms later (wall clock), while
         the firmware is busy with it: parsing, dosing, writing its records."""
-        from pumpcore import proto
 
         rng = self.rng
         before = self._account()
         req = "c%d-%d" % (self.fig["kills"], rng.randrange(1 << 30))
-        self.c._write(proto.encode_request(req, "bolus", {}))
+        self.c._write(self.c.frame("bolus", {}, req_id=req)[1])
         time.sleep(rng.random() * 0.004)
         m = self.w2.power_cut()
         self.fig["power_cut"] += 1

@@ -151,10 +151,10 @@ class App:
             # failed logins survive a reset: resetting the board (DTR on an ESP32, a power
             # cut) must not reset the brute-force delay
             srv.auth_failures = a[0]
-            srv.auth_fail_ms = now
+            srv.guard[1] = now  # the last failure: the connection's back-off decays from here
             srv.auth_until_ms = now + (a[1] if a[1] > 1000 else 1000) if a[0] else 0
             if len(a) > 2:
-                srv.glob_until_ms = now + a[2]
+                srv.guard[0] = now + a[2]  # the rig-wide ceiling
         # a role ends with its connection: where the board sees the host close the port
         # (link_drops() counts it), at that moment; elsewhere after an idle time
         ld = getattr(board, "link_drops", None)
@@ -162,7 +162,6 @@ class App:
         if self._link is None:
             srv.idle_ms = cfg.get("session_idle_ms", 300_000)
         self._auth_failures = srv.auth_failures
-        self._glob = srv.glob_until_ms
         self._event("reset", {"therapy": self.therapy}, now)
         self.save_state(now)
         self._shed()
@@ -375,7 +374,7 @@ class App:
         srv = getattr(self, "server", None)
         if srv is None:
             return None
-        g = srv.glob_until_ms - now
+        g = srv.guard[0] - now
         if not srv.auth_failures and g <= 0:
             return None
         return [srv.auth_failures, srv.auth_until_ms - now if srv.auth_until_ms > now else 0,
@@ -393,9 +392,9 @@ class App:
                     self._link = n
                     srv.link_down()
             srv.feed(data, now)
-        if srv.auth_failures != self._auth_failures or srv.glob_until_ms != self._glob:
+        if srv.auth_failures != self._auth_failures:
+            # (the rig-wide ceiling moves only with a failure, which changes this count)
             self._auth_failures = srv.auth_failures
-            self._glob = srv.glob_until_ms
             self._dirty = True  # saved with the state record by tick()
         self.tick(now)
         self.server.write_output(self.board.write_serial)

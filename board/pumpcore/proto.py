@@ -522,13 +522,14 @@ def _decode(line):
     elif not valid_name(name):
         return Frame(None, fid, None, None, BAD_FRAME, "bad command name")
     end = star
-    seq = None
-    if kind == "@" and star > MAC_HEX and text[star - 1] != "}" and text[star - 1] != " ":
+    m = star - MAC_HEX
+    if kind == "@" and m > 0 and text[star - 1] != "}" and text[star - 1] != " ":
         # a signed request: <json>|<seq>|<mac>  (a JSON object ends with "}" or a space)
-        end = _trailer(text, star)
-        if end < 0:
-            return Frame(None, fid, None, None, BAD_FRAME, "bad session trailer |<seq>|<mac>")
-        seq = int(text[end + 1 : star - MAC_HEX - 1])
+        end = text.rfind("|", 0, m - 1)
+        seq = text[end + 1 : m - 1]
+        if (end < 0 or text[m - 1] != "|" or len(seq) > 9 or not _valid_seq(seq)
+                or seq[0] == "0" or not _lowhex(text[m:star])):
+            return Frame(None, fid, None, None, BAD_FRAME, "bad trailer |<seq>|<mac>")
     try:
         body = _parse_object(text[sp2 + 1 : end])  # printable ASCII checked above
     except ValueError as e:
@@ -539,22 +540,7 @@ def _decode(line):
         if not isinstance(code, str) or not isinstance(msg, str):
             return Frame(None, fid, None, None, BAD_FRAME, "err without code/message")
     f = Frame(kind, ident, name, body, None, None, crc)
-    if seq is not None:
-        f.seq = seq
-        f.mac_at = star - MAC_HEX
+    if end < star:
+        f.seq = int(seq)
+        f.mac_at = m
     return f
-
-
-def _trailer(text, star):
-    """Where `|<seq>|<mac>` starts before the `*` at star, or -1 if it is malformed."""
-    m = star - MAC_HEX
-    if text[m - 1] != "|" or not _lowhex(text[m:star]):
-        return -1
-    j = m - 1
-    i = text.rfind("|", 0, j)
-    if i < 0 or not 1 <= j - i - 1 <= 9 or text[i + 1] == "0":
-        return -1
-    for k in range(i + 1, j):
-        if not 48 <= ord(text[k]) <= 57:
-            return -1
-    return i

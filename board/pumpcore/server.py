@@ -13,13 +13,13 @@ rand(n) -> n random bytes.
 `hello` and `auth` run in pumpcore.session, imported for the call (not resident: a login
 happens once a session). The login throttle is plain data here: auth_failures (failed attempts
 in a row on this connection), auth_until_ms (board time before which `auth` is refused with
-THROTTLED), glob_until_ms (the rig-wide ceiling, pumpcore.auth.global_wait_ms).
+THROTTLED), guard (the rig-wide ceiling and the audit's counters: pumpcore.session).
 
 A session: after `auth`, the role applies only to requests signed with the session key and a
 sequence number above the last one (_signed; docs/protocol.md). A request without the trailer
 runs with role none. The session ends at the next `hello`, a failed `auth`, link_down() (the
 board saw the host close the port) or, where the board cannot see that (idle_ms set), after
-idle_ms without a signed request.
+idle_ms without a signed request. Few fields, one list: this object is resident.
 """
 
 from binascii import hexlify
@@ -55,17 +55,15 @@ class Server:
         self._rand = rand
         self.role = proto.ROLE_NONE
         self._nonce = None
-        self.skey = None  # (ipad, opad) of the session key (pumpcore.auth.pads), or None
-        self.rseq = 0  # the highest request sequence number accepted in this session
-        self.seen_ms = 0  # board time of the last signed request (or of the login)
+        # the session after `auth`: [ipad, opad (pumpcore.auth.pads of the session key), the
+        # last sequence number accepted, board time of the last signed request], or None
+        self.sess = None
         self.idle_ms = None  # a session quiet this long ends (None: the board sees the link)
         self.auth_failures = 0
         self.auth_until_ms = 0
-        self.auth_fail_ms = 0
-        self.glob_until_ms = 0
-        self.fail_logged_ms = None  # when the last auth.fail event was logged
-        self.fails_unlogged = 0
-        self.audit = None  # (kind, data) the login left for the event log
+        # [rig-wide ceiling's drain time, last failure, last auth.fail logged, failures not
+        # logged] (board ms; see pumpcore.session)
+        self.guard = [0, 0, None, 0]
         self._buf = bytearray()
         self._discard = None  # prefix of an over-long line being discarded, or None
         self._out = []
@@ -140,20 +138,12 @@ class Server:
         self._queue(line)
         return self._seq
 
-    def end_session(self):
-        """The role ends: role none, no session key, no challenge, no remembered requests."""
-        self.role = proto.ROLE_NONE
-        self.skey = None
-        self._nonce = None
-        self.rseq = 0
-        self._cache = []
-
     def link_down(self):
         """The host closed the port: the session ends, and the next connection starts with a
         fresh back-off (the rig-wide ceiling stays)."""
-        self.end_session()
-        self.auth_failures = 0
-        self.auth_until_ms = 0
+        from pumpcore import session  # rare: for the call
+
+        session.link_down(self)
 
     # ------------------------------------------------------------ internals
 
@@ -215,18 +205,20 @@ class Server:
     def _signed(self, line, f, now_ms):
         """None if the signed request f (the bytes of line) is this session's next one, else
         (code, message). The MAC is checked before the sequence number and in constant time."""
-        pad = self.skey
-        if pad is None:
+        s = self.sess
+        if s is None:
             return proto.AUTH_REQUIRED, "no session: hello and auth first"
         idle = self.idle_ms
-        if idle is not None and now_ms - self.seen_ms > idle:
-            self.end_session()
+        if idle is not None and now_ms - s[3] > idle:
+            from pumpcore import session  # rare: for the call
+
+            session.end(self)
             return proto.AUTH_REQUIRED, "session expired: hello and auth again"
         at = f.mac_at
-        h = sha256(pad[0])
+        h = sha256(s[0])
         h.update(memoryview(line)[:at])
         d = h.digest()
-        h = sha256(pad[1])
+        h = sha256(s[1])
         h.update(d)
         d = hexlify(h.digest()[:16])
         diff = 0
@@ -234,10 +226,10 @@ class Server:
             diff |= d[i] ^ line[at + i]
         if diff:
             return proto.BAD_MAC, "wrong session MAC"
-        if f.seq <= self.rseq:
-            return proto.REPLAY, "sequence number %d not above %d" % (f.seq, self.rseq)
-        self.rseq = f.seq
-        self.seen_ms = now_ms
+        if f.seq <= s[2]:
+            return proto.REPLAY, "sequence number %d not above %d" % (f.seq, s[2])
+        s[2] = f.seq
+        s[3] = now_ms
         return None
 
     def _dispatch(self, req_id, cmd, args, now_ms, role):
@@ -256,13 +248,7 @@ class Server:
 
             if cmd == "hello":
                 return session.hello(self)
-            try:
-                return session.login(self, args, now_ms)
-            finally:
-                ev = self.audit
-                if ev is not None:
-                    self.audit = None
-                    self.app.log_event(ev[0], ev[1], now_ms)
+            return session.login(self, args, now_ms)
         if need >= _CLINICIAN:
             self.app.log_event("cmd", {"cmd": cmd, "role": role}, now_ms)  # audit, before it runs
         result = self.app.call(cmd, args, role, req_id, now_ms)

@@ -440,7 +440,7 @@ def test_link_down_and_idle_end_the_session():
     assert t.req("alarm.test").name == "ok"  # within the idle time
     t.now_ms += 300001
     assert t.req("alarm.test").body["code"] == proto.AUTH_REQUIRED
-    assert srv.role == "none" and srv.skey is None
+    assert srv.role == "none" and srv.sess is None
 
 
 def test_throttle_per_connection_under_a_rig_wide_ceiling():
@@ -472,7 +472,7 @@ def test_throttle_per_connection_under_a_rig_wide_ceiling():
     # a burst across connections hits the ceiling: 10 failures, then one per 6 s
     t += 60000
     refused = 0
-    for i in range(12):
+    for _ in range(12):
         srv.link_down()
         a = Talk(srv)
         a.now_ms = t
@@ -489,7 +489,7 @@ def test_throttle_per_connection_under_a_rig_wide_ceiling():
 
 def test_global_ceiling_numbers():
     until = 0
-    for i in range(auth.GLOBAL_FAILS):
+    for _ in range(auth.GLOBAL_FAILS):
         assert auth.global_wait_ms(until, 0) == 0
         until = auth.global_after_fail(until, 0)
     assert auth.global_wait_ms(until, 0) == auth.GLOBAL_STEP_MS
@@ -516,7 +516,7 @@ def test_audit_events():
         ("cmd", {"cmd": "alarm.test", "role": "clinician"}),
         ("cmd", {"cmd": "plan.set", "role": "clinician"}),
     ]
-    for kind, data in app.events:
+    for _, data in app.events:
         assert TEST_KEY not in repr(data) and CLIN_KEY not in repr(data)
     t.now_ms += 61000
     srv.link_down()

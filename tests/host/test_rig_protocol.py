@@ -14,8 +14,8 @@ import pytest
 
 pytest.importorskip("serial")
 import serial  # noqa: E402
-from pumpcore import plan as core  # noqa: E402
 from pumpcore import auth, proto  # noqa: E402
+from pumpcore import plan as core  # noqa: E402
 from pumprig import keys as keystore  # noqa: E402
 from pumprig.client import Client  # noqa: E402
 from pumprig.errors import AuthError, DeviceError, PumprigError  # noqa: E402
