@@ -435,9 +435,19 @@ def main(argv=None):
                     help="firmware as flashed (.mpy, default) or as .py sources")
     ap.add_argument("--firmware", default=None, help="a firmware tree instead of board/")
     ap.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
+    ap.add_argument("--auth-only", action="store_true",
+                    help="only the auth brute force (seconds), only its section")
     args = ap.parse_args(argv)
     sys.path.insert(0, HERE)
     from _report import write_section
+
+    if args.auth_only:
+        auth, again = auth_attack(), auth_attack(reconnect=True)
+        print(json.dumps([auth, again], indent=1, sort_keys=True))
+        if not args.no_write:
+            write_section("campaign-auth", "Auth brute-force throttle",
+                          ".venv/bin/python bench/campaign.py --auth-only", _auth_body(auth, again))
+        return 0
 
     def progress(i, fig):
         if i % 20 == 0:
@@ -463,8 +473,8 @@ def main(argv=None):
             failure = ("kill %d: the firmware fell to the REPL after the restart (a crash; "
                        "seen: MemoryError in canon.dumps, a fragmented heap)" % fig["kills"])
     print(json.dumps(fig, indent=1, sort_keys=True))
-    auth = auth_attack()
-    print(json.dumps(auth, indent=1, sort_keys=True))
+    auth, again = auth_attack(), auth_attack(reconnect=True)
+    print(json.dumps([auth, again], indent=1, sort_keys=True))
     if not args.no_write and args.firmware is None:
         fig.setdefault("wall_s", 0)
         cmd = "make campaign  (.venv/bin/python bench/campaign.py --kills %d --days %d --seed %d)" \
@@ -496,18 +506,25 @@ def main(argv=None):
                fig["wall_s"],
                "" if ok else "\n**FAILED** after %d power losses: %s\n" % (fig["kills"], failure)))
         write_section("campaign-power-loss", "Power-loss campaign", cmd, body)
-        body = (
-            "A clinician MAC guessed by brute force against the firmware's server (App on a fake "
-            "board), `hello` + `auth` with a random MAC as fast as the server answers, board "
-            "time advancing 10 ms per attempt, for %d minutes of board time.\n\n"
-            "| figure | value |\n|---|---|\n"
-            "| auth requests sent | %d |\n| MACs actually checked | %d |\n"
-            "| refused unchecked (THROTTLED) | %d |\n"
-            "| MACs checked per minute | %.1f (the throttle: 1 s doubling to 60 s) |\n"
-            % (auth["minutes"], auth["requests"], auth["macs_checked"], auth["throttled"],
-               auth["per_minute"]))
-        write_section("campaign-auth", "Auth brute-force throttle", cmd, body)
+        write_section("campaign-auth", "Auth brute-force throttle", cmd, _auth_body(auth, again))
     return 0 if ok else 1
+
+
+def _auth_body(auth, again):
+    return (
+        "A clinician MAC guessed by brute force against the firmware's server (App on a fake "
+        "board), `hello` + `auth` with a random MAC as fast as the server answers, board "
+        "time advancing 10 ms per attempt, for %d minutes of board time: on one connection, "
+        "and with the port closed and opened again before every attempt (a fresh "
+        "per-connection back-off each time: only the rig-wide ceiling is left).\n\n"
+        "| figure | one connection | a new connection per attempt |\n|---|---|---|\n"
+        "| auth requests sent | %d | %d |\n| MACs actually checked | %d | %d |\n"
+        "| refused unchecked (THROTTLED) | %d | %d |\n"
+        "| MACs checked per minute | %.1f (1 s doubling to 60 s) | %.1f (rig-wide: 10, then "
+        "one per 6 s) |\n"
+        % (auth["minutes"], auth["requests"], again["requests"], auth["macs_checked"],
+           again["macs_checked"], auth["throttled"], again["throttled"], auth["per_minute"],
+           again["per_minute"]))
 
 
 if __name__ == "__main__":
