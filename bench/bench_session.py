@@ -13,7 +13,6 @@ the client and the firmware always match. The medians over all rounds go to docs
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess

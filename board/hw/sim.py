@@ -35,8 +35,9 @@ class SimBoard(common.CommonBoard):
         return _world.epoch_s()         # the rig's battery-backed RTC
 
     def link_drops(self):
-        """Times a host program closed the serial port since the rig started (the launcher
-        counts them, inotify on the pty): a session ends with its link."""
+        """Times a host program closed the serial port (the launcher sees it with inotify on
+        the pty and tells us before relaying the next program's bytes): a session ends with
+        its link. No round trip."""
         return _world.link_drops()
 
     def wait(self, deadline_ms):

@@ -519,7 +519,7 @@ class Rig:
         """A host program closed the port since we last looked: tell the board (in the
         time answers it gets from the world)."""
         if self.closes.take():
-            self.world.link_drops += 1
+            self.world.link_dropped()
 
     def _on_outer(self):
         try:

@@ -15,8 +15,11 @@ that instant, " i<pin>:<v>" for DIAG and " a<pin>:<u16>" for the ADCs: they cann
 time stands still, and the board reads them from there instead of asking (I, A) until its next
 wait. A fault the host sets meanwhile shows at the next wait, the same virtual instant.
     E                         wall clock -> "E <epoch_s>"
-    L                         link -> "L <n>": times a host program closed the serial port
-                              since the rig started (the launcher counts them)
+
+World -> board, unasked: "L <n>" when a host program has closed the serial port (n: times since
+the rig started; the launcher sees it through inotify), written before the bytes of whoever
+opens the port next are relayed. The board reads it without waiting (_world.link_drops) or
+while it waits for an answer, and ends the session.
     e <epoch_s>               set the wall clock (RTC.datetime(tuple))
     M <n> <first_us> <interval_us> <fwd>   start a motor segment now (no answer)
     S                         stop the motor -> "P <pulses made by the aborted segment>"
@@ -314,6 +317,11 @@ class World:
         if cause:
             self.resets[cause] = self.resets.get(cause, 0) + 1
 
+    def link_dropped(self):
+        """A host program closed the port: count it and tell the board now."""
+        self.link_drops += 1
+        self._send(b"L %d\n" % self.link_drops)
+
     def _send(self, line):
         if self.to_board is None:
             return
@@ -409,8 +417,6 @@ class World:
             self._send(self._t_line())
         elif op == b"E":
             self._send(b"E %d\n" % self.epoch_s())
-        elif op == b"L":
-            self._send(b"L %d\n" % self.link_drops)
         elif op == b"e":
             self.set_epoch(args[0])
         elif op == b"M":
