@@ -178,6 +178,12 @@ def test_failed_logins_stay_throttled_across_a_reset():
         assert r.name == "err" and r.body["code"] == proto.THROTTLED
         r = _login(app2, "11" * 32, 1500, 3)  # once the delay has passed
         assert r.name == "ok" and r.body["role"] == "clinician"
+        # the rig-wide ceiling survives a reset too (issue 12, finding 4)
+        for i in range(10):
+            _login(app2, "33" * 32, 2000 + 70_000 * i, 10 + i)
+        assert app2.server.guard[0] > 2000 + 70_000 * 9
+        app3 = App(FakeBoard(root=root + "/"), keys=keys)
+        assert app3.server.guard[0] > 0
     finally:
         rmtree(root)
 

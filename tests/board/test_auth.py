@@ -523,3 +523,21 @@ def test_audit_events():
     t.login("patient", CLIN_KEY)
     assert app.events[-1] == ("auth.fail", {"role": "patient", "reason": "wrong key",
                                             "failures": 1})
+
+
+def test_back_off_of_a_quiet_line_decays_where_the_link_is_not_seen():
+    """Finding 4 on boards without link sensing: a connection is what lies between quiet
+    spells, so a back-off ends once the line has been quiet (no attempt) for the idle time."""
+    srv, app = _server()
+    srv.idle_ms = 300000
+    t = Talk(srv)
+    for _ in range(6):
+        t.login("clinician", TEST_KEY)
+        t.now_ms = srv.auth_until_ms
+    assert srv.auth_failures == 6 and srv.auth_until_ms - t.now_ms == 0
+    t.login("clinician", TEST_KEY)  # the 7th: 60 s
+    t.now_ms += 60000
+    assert srv.auth_failures == 7
+    t.now_ms += 240000  # 300 s since the last failure
+    assert t.login("clinician", TEST_KEY).body["code"] == proto.AUTH_FAILED
+    assert srv.auth_failures == 1  # started again from the first delay
