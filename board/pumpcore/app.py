@@ -235,9 +235,7 @@ class App:
         d["ms"] = now
         self.server_event(kind, d)
 
-    def log_event(self, kind, data, now):
-        """An event for the log (and the host): the server's audit of logins and commands."""
-        self._event(kind, data, now)
+    log_event = _event  # public, for the server's audit (logins, clinician commands)
 
     def server_event(self, kind, data):
         srv = getattr(self, "server", None)
@@ -389,8 +387,10 @@ class App:
                 # before them ends the session before they are read
                 n = self.board.link_drops()
                 if n != self._link:
+                    from . import session  # rare: for the call
+
                     self._link = n
-                    srv.link_down()
+                    session.link_down(srv)
             srv.feed(data, now)
         if srv.auth_failures != self._auth_failures:
             # (the rig-wide ceiling moves only with a failure, which changes this count)

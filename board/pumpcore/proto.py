@@ -34,7 +34,6 @@ MAX_NAME = const(32)
 MAX_DEPTH = const(8)  # deepest nesting level of a value in a frame's JSON (canon's limit)
 MAX_INT_DIGITS = const(18)
 MAC_HEX = const(32)  # a request's session MAC: 32 lowercase hex digits (16 bytes)
-MAX_SEQ = const(999999999)  # a request's sequence number: 1..MAX_SEQ (9 digits)
 NO_ID = "0"  # the id of an error response to a line whose id could not be read
 
 # Error codes
@@ -106,8 +105,7 @@ COMMANDS = {
 EVENTS = (
     "alarm.raised", "alarm.cleared", "bolus.started", "bolus.done", "bolus.refused",
     "plan.changed", "refill", "reset", "therapy.stopped", "therapy.resumed",
-    "auth.ok", "auth.fail", "cmd",
-)  # fmt: skip
+)  # and the audit's auth.ok, auth.fail, cmd (docs/protocol.md)  # fmt: skip
 
 
 class CommandError(Exception):

@@ -17,8 +17,8 @@ THROTTLED), guard (the rig-wide ceiling and the audit's counters: pumpcore.sessi
 
 A session: after `auth`, the role applies only to requests signed with the session key and a
 sequence number above the last one (_signed; docs/protocol.md). A request without the trailer
-runs with role none. The session ends at the next `hello`, a failed `auth`, link_down() (the
-board saw the host close the port) or, where the board cannot see that (idle_ms set), after
+runs with role none. The session ends at the next `hello`, a failed `auth`,
+pumpcore.session.link_down (the board saw the host close the port) or, where the board cannot see that (idle_ms set), after
 idle_ms without a signed request. Few fields, one list: this object is resident.
 """
 
@@ -42,7 +42,6 @@ _OUT_MAX = const(8192)  # queued bytes beyond which events are dropped (response
 _ID_PREFIX = const(40)  # bytes kept of an over-long line, to read its id
 # Answers that may change on a retry: never replayed from the cache.
 _TRANSIENT = (proto.BAD_CRC, proto.TOO_LONG, proto.BAD_FRAME, proto.THROTTLED, proto.BUSY)
-_CLINICIAN = const(2)  # proto.role_rank of the clinician role
 
 
 class Server:
@@ -138,13 +137,6 @@ class Server:
         self._queue(line)
         return self._seq
 
-    def link_down(self):
-        """The host closed the port: the session ends, and the next connection starts with a
-        fresh back-off (the rig-wide ceiling stays)."""
-        from pumpcore import session  # rare: for the call
-
-        session.link_down(self)
-
     # ------------------------------------------------------------ internals
 
     def _queue(self, line):
@@ -196,6 +188,10 @@ class Server:
         except Exception as e:  # the app failed: report it, keep serving
             code = proto.INTERNAL
             resp = proto.encode_err(f.id, proto.INTERNAL, "internal error (%s)" % type(e).__name__)
+        if role == proto.ROLE_CLINICIAN and proto.COMMANDS.get(f.name, "n")[0] == role:
+            # audit: who ran which clinician command, and how it ended (after it ran: the
+            # heaviest commands get the heap as it was)
+            self.app.log_event("cmd", {"cmd": f.name, "role": role, "code": code}, now_ms)
         if code not in _TRANSIENT:
             if len(self._cache) >= _CACHE_SIZE:
                 self._cache.pop(0)
@@ -249,7 +245,5 @@ class Server:
             if cmd == "hello":
                 return session.hello(self)
             return session.login(self, args, now_ms)
-        if need >= _CLINICIAN:
-            self.app.log_event("cmd", {"cmd": cmd, "role": role}, now_ms)  # audit, before it runs
         result = self.app.call(cmd, args, role, req_id, now_ms)
         return {} if result is None else result

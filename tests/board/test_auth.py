@@ -3,7 +3,7 @@
 from binascii import hexlify
 
 from _util import ClientSession, raises
-from pumpcore import auth, proto, server
+from pumpcore import auth, proto, server, session
 
 # The documented test key (docs/protocol.md): never a real pump's key.
 TEST_KEY = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
@@ -431,7 +431,7 @@ def test_link_down_and_idle_end_the_session():
     srv, app = _server()
     t = Talk(srv)
     t.login("clinician", CLIN_KEY)
-    srv.link_down()
+    session.link_down(srv)
     f = t.req("therapy.stop")
     assert f.body["code"] == proto.AUTH_REQUIRED and app.calls == []
     srv.idle_ms = 300000
@@ -453,7 +453,7 @@ def test_throttle_per_connection_under_a_rig_wide_ceiling():
         attacker.now_ms = srv.auth_until_ms
     assert srv.auth_until_ms - attacker.now_ms == 0 and srv.auth_failures == 3
     attacker.login("clinician", TEST_KEY)  # a 4th: this connection now waits 8 s
-    srv.link_down()  # the attacker's program closes the port
+    session.link_down(srv)  # the attacker's program closes the port
     clin = Talk(srv)
     clin.now_ms = attacker.now_ms  # right away
     assert clin.login("clinician", CLIN_KEY).body == {"role": "clinician"}
@@ -461,11 +461,11 @@ def test_throttle_per_connection_under_a_rig_wide_ceiling():
     t = clin.now_ms
     for i in range(60):
         t += 60000
-        srv.link_down()
+        session.link_down(srv)
         a = Talk(srv)
         a.now_ms = t
         assert a.login("clinician", TEST_KEY).body["code"] == proto.AUTH_FAILED
-        srv.link_down()
+        session.link_down(srv)
         c = Talk(srv)
         c.now_ms = t + 1
         assert c.login("clinician", CLIN_KEY).name == "ok", i
@@ -473,13 +473,13 @@ def test_throttle_per_connection_under_a_rig_wide_ceiling():
     t += 60000
     refused = 0
     for _ in range(12):
-        srv.link_down()
+        session.link_down(srv)
         a = Talk(srv)
         a.now_ms = t
         code = a.login("clinician", TEST_KEY).body["code"]
         refused += code == proto.THROTTLED
     assert refused == 2
-    srv.link_down()
+    session.link_down(srv)
     c = Talk(srv)
     c.now_ms = t + auth.GLOBAL_STEP_MS - 1
     assert c.login("clinician", CLIN_KEY).body["code"] == proto.THROTTLED
@@ -513,13 +513,13 @@ def test_audit_events():
     assert app.events == [
         ("auth.fail", {"role": "clinician", "reason": "wrong key", "failures": 1}),
         ("auth.ok", {"role": "clinician", "failures": 1}),
-        ("cmd", {"cmd": "alarm.test", "role": "clinician"}),
-        ("cmd", {"cmd": "plan.set", "role": "clinician"}),
+        ("cmd", {"cmd": "alarm.test", "role": "clinician", "code": None}),
+        ("cmd", {"cmd": "plan.set", "role": "clinician", "code": None}),
     ]
     for _, data in app.events:
         assert TEST_KEY not in repr(data) and CLIN_KEY not in repr(data)
     t.now_ms += 61000
-    srv.link_down()
+    session.link_down(srv)
     t.login("patient", CLIN_KEY)
     assert app.events[-1] == ("auth.fail", {"role": "patient", "reason": "wrong key",
                                             "failures": 1})
