@@ -145,7 +145,7 @@ def safe(files, bad):
             pass
     t0 = time.ticks_ms()
     logged = _log_event(files, bad, 0)
-    info = {"firmware": "safe", "protocol": 1, "board": name, "uid": uid, "nonce": "",
+    info = {"firmware": "safe", "protocol": 2, "board": name, "uid": uid, "nonce": "",
             "therapy": "safe", "safe_reason": "FIRMWARE", "mode": "none", "alarms": ["FIRMWARE"],
             "bad": bad[:8], "logged": logged, "motor": en is not None}
     try:

@@ -2,7 +2,6 @@
 
 import pytest
 from _plans import dye_plan, example, start
-from pumpcore import proto
 from pumprig_hil.plugin import for_target
 
 pytestmark = [pytest.mark.needs_steps, pytest.mark.needs_power_relay, pytest.mark.fresh_rig]
@@ -32,10 +31,9 @@ def test_power_cut_mid_bolus(rig):
     rig.run_for(p["lockout_s"] + 1, samples=3)
     # the bolus request goes out as a raw frame with a known id, to be retried after the cut
     req_id = "hilbolus1"
-    line = proto.encode_request(req_id, "bolus", {})
     with rig.as_role("patient"):
         t_ms = rig.now_ms()
-        (resp,) = rig.raw(line, wait_s=2)
+        (resp,) = rig.raw(rig.frame(req_id, "bolus"), wait_s=2)
     assert resp.name == "ok", resp.body
     ideal.add_bolus(t_ms, resp.body["volume_nl"], resp.body["dur_s"])
     rig.run_for(p["dur_s"] / 2, samples=4)
@@ -54,9 +52,10 @@ def test_power_cut_mid_bolus(rig):
     assert 0 <= unc <= SEGMENT and fw - unc <= counted, (
         "account %d steps, uncertain %d, the instrument counted %d" % (fw, unc, counted))
     assert "RESET" in st["alarms"]
-    # the patient's retry (same id) is answered from the record, not dosed again
+    # the patient's retry (same id, signed in the new session) is answered from the record,
+    # not dosed again
     with rig.as_role("patient"):
-        (again,) = rig.raw(line, wait_s=2)
+        (again,) = rig.raw(rig.frame(req_id, "bolus"), wait_s=2)
     assert again.name == "ok" and again.body == resp.body
     assert len(rig.events_of("bolus.started")) == 1
     rig.run_for(p["dur_s"] * 3, samples=8)

@@ -333,6 +333,11 @@ class CommonBoard:
         if self._led is not None:
             self._led.value(1 if on else 0)
 
+    def link_drops(self):
+        """None: MicroPython shows no USB DTR state for the REPL's CDC port on rp2 or esp32,
+        so the app ends a session after an idle time instead (docs/architecture.md)."""
+        return None
+
     def feed(self) -> None:
         if self._wdt is not None:
             self._wdt.feed()

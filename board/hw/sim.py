@@ -34,6 +34,12 @@ class SimBoard(common.CommonBoard):
     def wall_epoch_s(self):
         return _world.epoch_s()         # the rig's battery-backed RTC
 
+    def link_drops(self):
+        """Times a host program closed the serial port (the launcher sees it with inotify on
+        the pty and tells us before relaying the next program's bytes): a session ends with
+        its link. No round trip."""
+        return _world.link_drops()
+
     def wait(self, deadline_ms):
         """Sleep until deadline_ms or serial input. The world keeps the watchdog fed while we
         sleep (a board's wake-feed-sleep idle loop, done in O(1)); a firmware that stops

@@ -165,13 +165,22 @@ class App:
         self.server = Server(self, keys if keys is not None else self._overlay("load_keys"),
                              self._info, self._rand)
         a = self._auth_restore
+        srv = self.server
         if a:
             # failed logins survive a reset: resetting the board (DTR on an ESP32, a power
             # cut) must not reset the brute-force delay
-            srv = self.server
             srv.auth_failures = a[0]
-            srv.auth_until_ms = now + (a[1] if a[1] > 1000 else 1000)
-        self._auth_failures = self.server.auth_failures
+            srv.guard[1] = now  # the last failure: the connection's back-off decays from here
+            srv.auth_until_ms = now + (a[1] if a[1] > 1000 else 1000) if a[0] else 0
+            if len(a) > 2:
+                srv.guard[0] = now + a[2]  # the rig-wide ceiling
+        # a role ends with its connection: where the board sees the host close the port
+        # (link_drops() counts it), at that moment; elsewhere after an idle time
+        ld = getattr(board, "link_drops", None)
+        self._link = ld() if ld is not None else None
+        if self._link is None:
+            srv.idle_ms = cfg.get("session_idle_ms", 300_000)
+        self._auth_failures = srv.auth_failures
         self._event("reset", {"therapy": self.therapy}, now)
         # a blank board's first set includes its calibration: from then on a missing calib is
         # corruption, never a silent return to the board's default
@@ -303,6 +312,8 @@ class App:
         d["epoch_s"] = ev["epoch_s"]
         d["ms"] = now
         self.server_event(kind, d)
+
+    log_event = _event  # public, for the server's audit (logins, clinician commands)
 
     def server_event(self, kind, data):
         srv = getattr(self, "server", None)
@@ -467,17 +478,32 @@ class App:
     # ------------------------------------------------------------------ the loop
     def _auth_state(self, now):
         srv = getattr(self, "server", None)
-        if srv is None or not srv.auth_failures:
+        if srv is None:
             return None
-        return [srv.auth_failures, srv.auth_until_ms - now if srv.auth_until_ms > now else 0]
+        g = srv.guard[0] - now
+        if not srv.auth_failures and g <= 0:
+            return None
+        return [srv.auth_failures, srv.auth_until_ms - now if srv.auth_until_ms > now else 0,
+                g if g > 0 else 0]
 
     def step(self, now):
+        srv = self.server
         data = self.board.read_serial()
         if data:
-            self.server.feed(data, now)
-            if self.server.auth_failures != self._auth_failures:
-                self._auth_failures = self.server.auth_failures
-                self._dirty = True  # saved with the state record by tick()
+            if self._link is not None:
+                # asked when bytes come (a round trip on the virtual rig): a close of the port
+                # before them ends the session before they are read
+                n = self.board.link_drops()
+                if n != self._link:
+                    from . import session  # rare: for the call
+
+                    self._link = n
+                    session.link_down(srv)
+            srv.feed(data, now)
+        if srv.auth_failures != self._auth_failures:
+            # (the rig-wide ceiling moves only with a failure, which changes this count)
+            self._auth_failures = srv.auth_failures
+            self._dirty = True  # saved with the state record by tick()
         self.tick(now)
         self.server.write_output(self.board.write_serial)
         self._kbd_sync()

@@ -27,12 +27,13 @@ except ImportError:  # CPython
         return x
 
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: requests after `auth` carry a session MAC and a sequence number
 MAX_LINE = const(1024)  # bytes per frame, the newline included
 MAX_ID = const(24)
 MAX_NAME = const(32)
 MAX_DEPTH = const(8)  # deepest nesting level of a value in a frame's JSON (canon's limit)
 MAX_INT_DIGITS = const(18)
+MAC_HEX = const(32)  # a request's session MAC: 32 lowercase hex digits (16 bytes)
 NO_ID = "0"  # the id of an error response to a line whose id could not be read (reserved)
 MAX_MESSAGE = const(120)  # characters of an error message (encode_err cuts): always fits a frame
 _QUOTE = const(32)  # characters of an argument name quoted in a message
@@ -56,10 +57,12 @@ THERAPY_STOPPED = "THERAPY_STOPPED"
 SAFE_STATE = "SAFE_STATE"
 BUSY = "BUSY"
 INTERNAL = "INTERNAL"
+BAD_MAC = "BAD_MAC"
+REPLAY = "REPLAY"
 
 ERROR_CODES = (
     BAD_CRC, TOO_LONG, BAD_FRAME, UNKNOWN_CMD, BAD_ARGS, AUTH_REQUIRED, FORBIDDEN,
-    AUTH_FAILED, THROTTLED, PLAN_INVALID, LOCKOUT, MAX_24H, BOLUS_NOT_ALLOWED, CAP_EXCEEDED,
+    AUTH_FAILED, THROTTLED, BAD_MAC, REPLAY, PLAN_INVALID, LOCKOUT, MAX_24H, BOLUS_NOT_ALLOWED, CAP_EXCEEDED,
     THERAPY_STOPPED, SAFE_STATE, BUSY, INTERNAL,
 )  # fmt: skip
 
@@ -81,7 +84,7 @@ def role_rank(role):
 # The command dictionary: name -> (role, required arg keys, optional arg keys).
 COMMANDS = {
     "hello": (ROLE_NONE, (), ()),
-    "auth": (ROLE_NONE, ("role", "mac"), ()),
+    "auth": (ROLE_NONE, ("role", "mac", "cnonce"), ()),
     "status": (ROLE_PATIENT, (), ()),
     "plan.get": (ROLE_PATIENT, (), ()),
     "plan.set": (ROLE_CLINICIAN, ("plan",), ()),
@@ -119,7 +122,7 @@ EVENTS = (
     "alarm.raised", "alarm.cleared", "bolus.started", "bolus.done", "bolus.refused",
     "plan.changed", "refill", "reset", "therapy.stopped", "therapy.resumed", "fault",
     "maintenance",
-)  # fmt: skip
+)  # and the audit's auth.ok, auth.fail, cmd (docs/protocol.md)  # fmt: skip
 
 
 class CommandError(Exception):
@@ -180,9 +183,11 @@ class Frame:
     body: the JSON object (dict); for an "err" response {"code":..., "message":...}.
     error/message: None, or the protocol error code and a reason, when the line is invalid.
     crc: the 8 hex digits of the frame (used by the server to recognise retries).
+    seq/mac_at: a signed request's sequence number and where its MAC starts in the line (the
+        MAC covers the bytes before it); seq None for a request without a session trailer.
     """
 
-    __slots__ = ("kind", "id", "name", "body", "error", "message", "crc")
+    __slots__ = ("kind", "id", "name", "body", "error", "message", "crc", "seq", "mac_at")
 
     def __init__(self, kind, fid, name, body, error=None, message=None, crc=None):
         self.kind = kind
@@ -192,6 +197,8 @@ class Frame:
         self.error = error
         self.message = message
         self.crc = crc
+        self.seq = None
+        self.mac_at = 0
 
     def __repr__(self):
         if self.error:
@@ -475,8 +482,10 @@ def _parse_object(s):
 
 
 def _hexdigits8(s):
-    if len(s) != 8:
-        return False
+    return len(s) == 8 and _lowhex(s)
+
+
+def _lowhex(s):
     for ch in s:
         o = ord(ch)
         if not (48 <= o <= 57 or 97 <= o <= 102):
@@ -546,8 +555,17 @@ def _decode(line):
             return Frame(None, fid, None, None, BAD_FRAME, "response must be ok or err")
     elif not valid_name(name):
         return Frame(None, fid, None, None, BAD_FRAME, "bad command name")
+    end = star
+    m = star - MAC_HEX
+    if kind == "@" and m > 0 and text[star - 1] != "}" and text[star - 1] != " ":
+        # a signed request: <json>|<seq>|<mac>  (a JSON object ends with "}" or a space)
+        end = text.rfind("|", 0, m - 1)
+        seq = text[end + 1 : m - 1]
+        if (end < 0 or text[m - 1] != "|" or len(seq) > 9 or not _valid_seq(seq)
+                or seq[0] == "0" or not _lowhex(text[m:star])):
+            return Frame(None, fid, None, None, BAD_FRAME, "bad trailer |<seq>|<mac>")
     try:
-        body = _parse_object(text[sp2 + 1 : star])  # printable ASCII checked above
+        body = _parse_object(text[sp2 + 1 : end])  # printable ASCII checked above
     except ValueError as e:
         return Frame(None, fid, None, None, BAD_FRAME, "bad JSON: %s" % e)
     if kind == "=" and name == "err":
@@ -555,4 +573,8 @@ def _decode(line):
         msg = body.get("message", "")
         if not isinstance(code, str) or not isinstance(msg, str):
             return Frame(None, fid, None, None, BAD_FRAME, "err without code/message")
-    return Frame(kind, ident, name, body, None, None, crc)
+    f = Frame(kind, ident, name, body, None, None, crc)
+    if end < star:
+        f.seq = int(seq)
+        f.mac_at = m
+    return f

@@ -12,8 +12,18 @@ rand(n) -> n random bytes.
 
 `hello` and `auth` run in pumpcore.session, imported for the call (not resident: a login
 happens once a session). The login throttle is plain data here: auth_failures (failed attempts
-in a row) and auth_until_ms (board time before which `auth` is refused with THROTTLED).
+in a row on this connection), auth_until_ms (board time before which `auth` is refused with
+THROTTLED), guard (the rig-wide ceiling and the audit's counters: pumpcore.session).
+
+A session: after `auth`, the role applies only to requests signed with the session key and a
+sequence number above the last one (_signed; docs/protocol.md). A request without the trailer
+runs with role none. The session ends at the next `hello`, a failed `auth`,
+pumpcore.session.link_down (the board saw the host close the port) or, where the board cannot see that (idle_ms set), after
+idle_ms without a signed request. Few fields, one list: this object is resident.
 """
+
+from binascii import hexlify
+from hashlib import sha256
 
 from pumpcore import proto
 
@@ -44,8 +54,15 @@ class Server:
         self._rand = rand
         self.role = proto.ROLE_NONE
         self._nonce = None
+        # the session after `auth`: [ipad, opad (pumpcore.auth.pads of the session key), the
+        # last sequence number accepted, board time of the last signed request], or None
+        self.sess = None
+        self.idle_ms = None  # a session quiet this long ends (None: the board sees the link)
         self.auth_failures = 0
         self.auth_until_ms = 0
+        # [rig-wide ceiling's drain time, last failure, last auth.fail logged, failures not
+        # logged] (board ms; see pumpcore.session)
+        self.guard = [0, 0, None, 0]
         self._buf = bytearray()
         self._discard = None  # prefix of an over-long line being discarded, or None
         self._out = []
@@ -157,11 +174,18 @@ class Server:
                 else:
                     self._reply_err(f.id, proto.BAD_FRAME, "id reused for a different request")
                 return
+        role = proto.ROLE_NONE
+        if f.seq is not None:
+            err = self._signed(line, f, now_ms)
+            if err is not None:
+                self._reply_err(f.id, err[0], err[1])  # not remembered: nothing was run
+                return
+            role = self.role
         if f.name == "hello":
             self._cache = []  # a new session: ids of the old one mean nothing now
         code = None
         try:
-            result = self._dispatch(f.id, f.name, f.body, now_ms)
+            result = self._dispatch(f.id, f.name, f.body, now_ms, role)
             resp = proto.encode_ok(f.id, result)
         except proto.CommandError as e:
             code = e.code
@@ -173,18 +197,52 @@ class Server:
             code = proto.INTERNAL
             resp = proto.encode_err(f.id, proto.INTERNAL, "internal error (%s)" % type(e).__name__)
             self.fault = e  # App.step raises it after the answer is out (main loop: FAULT)
+        if role == proto.ROLE_CLINICIAN and proto.COMMANDS.get(f.name, "n")[0] == role:
+            # audit: who ran which clinician command, and how it ended (after it ran: the
+            # heaviest commands get the heap as it was)
+            self.app.log_event("cmd", {"cmd": f.name, "role": role, "code": code}, now_ms)
         if code not in _TRANSIENT:
             if len(self._cache) >= _CACHE_SIZE:
                 self._cache.pop(0)
             self._cache.append((f.id, f.crc, resp))
         self._queue(resp)
 
-    def _dispatch(self, req_id, cmd, args, now_ms):
+    def _signed(self, line, f, now_ms):
+        """None if the signed request f (the bytes of line) is this session's next one, else
+        (code, message). The MAC is checked before the sequence number and in constant time."""
+        s = self.sess
+        if s is None:
+            return proto.AUTH_REQUIRED, "no session: hello and auth first"
+        idle = self.idle_ms
+        if idle is not None and now_ms - s[3] > idle:
+            from pumpcore import session  # rare: for the call
+
+            session.end(self)
+            return proto.AUTH_REQUIRED, "session expired: hello and auth again"
+        at = f.mac_at
+        h = sha256(s[0])
+        h.update(memoryview(line)[:at])
+        d = h.digest()
+        h = sha256(s[1])
+        h.update(d)
+        d = hexlify(h.digest()[:16])
+        diff = 0
+        for i in range(proto.MAC_HEX):
+            diff |= d[i] ^ line[at + i]
+        if diff:
+            return proto.BAD_MAC, "wrong session MAC"
+        if f.seq <= s[2]:
+            return proto.REPLAY, "sequence number %d not above %d" % (f.seq, s[2])
+        s[2] = f.seq
+        s[3] = now_ms
+        return None
+
+    def _dispatch(self, req_id, cmd, args, now_ms, role):
         entry = proto.COMMANDS.get(cmd)
         if entry is None:
             raise proto.CommandError(proto.UNKNOWN_CMD, "unknown command " + cmd)
         need = proto.role_rank(entry[0])
-        have = proto.role_rank(self.role)
+        have = proto.role_rank(role)
         if need > have:
             if have <= 0:
                 raise proto.CommandError(proto.AUTH_REQUIRED, "%s needs the %s role" % (cmd, entry[0]))
@@ -196,5 +254,5 @@ class Server:
             if cmd == "hello":
                 return session.hello(self)
             return session.login(self, args, now_ms)
-        result = self.app.call(cmd, args, self.role, req_id, now_ms)
+        result = self.app.call(cmd, args, role, req_id, now_ms)
         return {} if result is None else result

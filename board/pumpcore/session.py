@@ -4,12 +4,46 @@ A login happens once a session, so this code (and pumpcore.auth, which it import
 resident: Server._dispatch imports it for the call, and on MicroPython App._shed drops it after
 the step (see pumpcore.app.drop_transient). Everything it leaves behind is plain data on the
 Server: the keys (srv._keys, from key_table at boot), the nonce (srv._nonce), the role
-(srv.role) and the throttle (srv.auth_failures, failed attempts in a row; srv.auth_until_ms,
-board time before which an attempt is refused).
+(srv.role), the session (srv.sess: the session key's pads, the last sequence number, the last
+signed request's time) and the throttle: this connection's failures in a row
+(srv.auth_failures) and the board time before which its next attempt is refused
+(srv.auth_until_ms), and srv.guard (the rig-wide ceiling's drain time, the last failure, the
+last auth.fail logged, the failures not logged). Logins go to the App's event log (audit).
 Nothing may keep a reference to this module or to its functions.
 """
 
 from pumpcore import auth, proto
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+AUDIT_FAIL_MS = const(60000)  # at most one auth.fail event a minute (the others are counted)
+# srv.guard
+_G_UNTIL = const(0)  # the rig-wide ceiling's drain time (pumpcore.auth.global_wait_ms)
+_G_FAIL = const(1)  # board time of the last failure
+_G_LOGGED = const(2)  # board time of the last auth.fail logged, or None
+_G_UNLOGGED = const(3)  # failures since then, not logged
+
+
+def end(srv):
+    """The role ends: role none, no session, no challenge, no remembered requests."""
+    srv.role = proto.ROLE_NONE
+    srv.sess = None
+    srv._nonce = None
+    srv._cache = []
+
+
+def link_down(srv):
+    """The host closed the port: the session ends; the next connection starts without this
+    one's back-off, under the same rig-wide ceiling."""
+    end(srv)
+    srv.auth_failures = 0
+    srv.auth_until_ms = 0
 
 
 def key_table(keys):
@@ -30,7 +64,7 @@ def hello(srv):
     """A new session: role none, a fresh nonce; the board's info for the client."""
     info = srv._info() if callable(srv._info) else srv._info
     res = dict(info) if info else {}
-    srv.role = proto.ROLE_NONE
+    end(srv)
     srv._nonce = auth.new_nonce(srv._rand)
     res["protocol"] = proto.PROTOCOL_VERSION
     res["nonce"] = srv._nonce
@@ -43,16 +77,30 @@ def hello(srv):
 
 
 def login(srv, args, now_ms):
-    """auth {role, mac}: one attempt per nonce, throttled after failures on board time."""
+    """auth {role, mac, cnonce}: one attempt per nonce; a per-connection back-off under a
+    rig-wide ceiling. Logs auth.ok / auth.fail (never a secret) through srv.app.log_event."""
     role = args.get("role")
     mac = args.get("mac")
+    cnonce = args.get("cnonce")
     if role != proto.ROLE_PATIENT and role != proto.ROLE_CLINICIAN:
         raise proto.CommandError(proto.BAD_ARGS, "role must be patient or clinician")
     if not isinstance(mac, str):
         raise proto.CommandError(proto.BAD_ARGS, "mac must be hex text")
+    if not auth.valid_nonce(cnonce):
+        raise proto.CommandError(proto.BAD_ARGS, "cnonce must be 32 lowercase hex digits")
+    g = srv.guard
+    idle = srv.idle_ms
+    if idle is not None and srv.auth_failures and now_ms - g[_G_FAIL] >= idle:
+        # no link sensing: a connection ends when it has been quiet for the idle time
+        srv.auth_failures = 0
+        srv.auth_until_ms = 0
     if now_ms < srv.auth_until_ms:
         raise proto.CommandError(proto.THROTTLED, "too many failures: retry in %d ms"
                                  % (srv.auth_until_ms - now_ms))  # fmt: skip
+    wait = auth.global_wait_ms(g[_G_UNTIL], now_ms)
+    if wait:
+        raise proto.CommandError(proto.THROTTLED, "too many failures on this rig: retry in %d ms"
+                                 % wait)  # fmt: skip
     nonce = srv._nonce
     srv._nonce = None  # one attempt per challenge
     if nonce is None:
@@ -60,14 +108,30 @@ def login(srv, args, now_ms):
     key = srv._keys.get(role)
     info = srv._info() if callable(srv._info) else srv._info
     uid = (info or {}).get("uid", "")
-    if key is None or not auth.verify(key, nonce, role, uid, mac):
+    if key is None or not auth.verify(key, nonce, role, uid, cnonce, mac):
         srv.auth_until_ms = now_ms + auth.throttle_ms(srv.auth_failures)
         srv.auth_failures += 1
-        srv.role = proto.ROLE_NONE
+        g[_G_FAIL] = now_ms
+        g[_G_UNTIL] = auth.global_after_fail(g[_G_UNTIL], now_ms)
+        end(srv)
+        g[_G_UNLOGGED] += 1
+        if g[_G_LOGGED] is None or now_ms - g[_G_LOGGED] >= AUDIT_FAIL_MS:
+            srv.app.log_event("auth.fail", {"role": role, "failures": g[_G_UNLOGGED],
+                                            "reason": "no key" if key is None else "wrong key"},
+                              now_ms)  # fmt: skip
+            g[_G_LOGGED] = now_ms
+            g[_G_UNLOGGED] = 0
         if key is None:
             raise proto.CommandError(proto.AUTH_FAILED, "no %s key provisioned" % role)
         raise proto.CommandError(proto.AUTH_FAILED, "wrong key for %s" % role)
     srv.auth_failures = 0
     srv.auth_until_ms = 0
     srv.role = role
+    pad = auth.pads(auth.session_key(key, nonce, cnonce, role, uid))
+    srv.sess = [pad[0], pad[1], 0, now_ms]
+    data = {"role": role}
+    if g[_G_UNLOGGED]:
+        data["failures"] = g[_G_UNLOGGED]  # failures not yet in the log
+        g[_G_UNLOGGED] = 0
+    srv.app.log_event("auth.ok", data, now_ms)
     return {"role": role}

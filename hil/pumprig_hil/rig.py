@@ -193,6 +193,12 @@ class HilRig:
         finally:
             self.connect(role="clinician")
 
+    def frame(self, req_id, cmd, args=None):
+        """A request line with this id, signed in the current session (requests after `auth`
+        carry the session MAC and the next sequence number: docs/protocol.md); sent again
+        unchanged it is a retry."""
+        return self.client.frame(cmd, args, req_id=req_id)[1]
+
     def raw(self, line: bytes, wait_s=0.5):
         """Send raw bytes on the link; return the frames that came back up to the first
         response (events kept aside). For protocol robustness tests. On a virtual rig an

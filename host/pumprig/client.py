@@ -17,7 +17,8 @@ from pumpcore import auth, proto
 from pumprig import keys as keystore
 from pumprig.errors import AuthError, DeviceError, PortError, ProtocolError, RigTimeout
 
-_AUTH_CODES = (proto.AUTH_REQUIRED, proto.FORBIDDEN, proto.AUTH_FAILED, proto.THROTTLED)
+_AUTH_CODES = (proto.AUTH_REQUIRED, proto.FORBIDDEN, proto.AUTH_FAILED, proto.THROTTLED,
+               proto.BAD_MAC, proto.REPLAY)
 _RX_MAX = 65536  # bytes of a line without newline kept (REPL noise); beyond that, dropped
 _EVENTS_MAX = 1000
 _POLL_S = 0.05  # longest a read blocks before the deadline is checked again
@@ -66,6 +67,8 @@ class Client:
         self._events = []
         self._prefix = "h%s" % os.urandom(3).hex()
         self._n = 0
+        self._pad = None  # the session key's HMAC pads after auth (pumpcore.auth.pads)
+        self._seq = 0  # the last request sequence number used in this session
 
     # -------------------------------------------------------------- session
 
@@ -89,6 +92,7 @@ class Client:
         return self
 
     def close(self):
+        self._pad = None  # the rig ends the session when the port closes
         ser, self.ser = self.ser, None
         if ser is not None:
             try:
@@ -132,10 +136,18 @@ class Client:
         if self.role is not None:
             uid = hello.get("uid")
             key = self._key_for(uid, self.role)
-            mac = auth.mac_hex(key, hello.get("nonce", ""), self.role, uid)
+            nonce = hello.get("nonce", "")
+            cnonce = os.urandom(auth.NONCE_BYTES).hex()
+            try:
+                mac = auth.mac_hex(key, nonce, self.role, uid, cnonce)
+                pad = auth.pads(auth.session_key(key, nonce, cnonce, self.role, uid))
+            except auth.AuthKeyError as e:
+                raise AuthError("the %s key for rig %s is unusable: %s" % (self.role, uid, e)) from None
             # Retrying auth is safe: the resent frame has the same id, so a rig that already
             # ran it replays its verdict instead of spending a second nonce.
-            self.request("auth", {"role": self.role, "mac": mac})
+            self.request("auth", {"role": self.role, "mac": mac, "cnonce": cnonce})
+            self._pad = pad
+            self._seq = 0
         return hello
 
     def _key_for(self, uid, role):
@@ -158,16 +170,28 @@ class Client:
         self._n += 1
         return "%s-%d" % (self._prefix, self._n)
 
-    def request(self, cmd, args=None, retries=2):
-        """Send one request and return its result; a retry reuses the id, so the rig executes
-        it at most once."""
-        if self.ser is None:
-            raise PortError("not connected")
-        req_id = self._next_id()
+    def frame(self, cmd, args=None, req_id=None):
+        """(id, line) of the next request: signed with the session key and the next sequence
+        number once logged in (docs/protocol.md), plain before. Sending the same line again
+        is a retry: the rig answers it from its record, never runs it twice."""
+        if req_id is None:
+            req_id = self._next_id()
         try:
-            line = proto.encode_request(req_id, cmd, args)
+            if cmd == "hello" or self._pad is None:
+                if cmd == "hello":
+                    self._pad = None  # hello ends the session on the rig
+                return req_id, proto.encode_request(req_id, cmd, args)
+            self._seq += 1
+            return req_id, auth.sign_request(self._pad, req_id, cmd, args, self._seq)
         except proto.CommandError as e:
             raise ProtocolError("cannot send %s: %s" % (cmd, e.message)) from None
+
+    def request(self, cmd, args=None, retries=2):
+        """Send one request and return its result; a retry reuses the id (and the sequence
+        number), so the rig executes it at most once."""
+        if self.ser is None:
+            raise PortError("not connected")
+        req_id, line = self.frame(cmd, args)
         relogged = False
         for attempt in range(retries + 1):
             self._write(line)
@@ -183,6 +207,7 @@ class Client:
                     and not relogged):
                 relogged = True
                 self.handshake()  # the rig reset under the request: log in again, resend
+                req_id, line = self.frame(cmd, args, req_id)  # same id, the new session
                 continue
             if code in _AUTH_CODES:
                 err = AuthError("%s: %s (%s)" % (cmd, message, code))

@@ -156,12 +156,11 @@ def _frames(app, line, now):
 
 
 def _login(app, key_hex, now, n):
-    from pumpcore import auth
+    from _util import ClientSession
 
     hello = _frames(app, proto.encode_request("h%d" % n, "hello", {}), now)[0].body
-    mac = auth.mac_hex(key_hex, hello["nonce"], "clinician", hello["uid"])
-    return _frames(app, proto.encode_request("a%d" % n, "auth", {"role": "clinician",
-                                                                  "mac": mac}), now)[0]
+    args = ClientSession().auth_args(key_hex, hello, "clinician")
+    return _frames(app, proto.encode_request("a%d" % n, "auth", args), now)[0]
 
 
 def test_failed_logins_stay_throttled_across_a_reset():
@@ -179,6 +178,12 @@ def test_failed_logins_stay_throttled_across_a_reset():
         assert r.name == "err" and r.body["code"] == proto.THROTTLED
         r = _login(app2, "11" * 32, 1500, 3)  # once the delay has passed
         assert r.name == "ok" and r.body["role"] == "clinician"
+        # the rig-wide ceiling survives a reset too (issue 12, finding 4)
+        for i in range(10):
+            _login(app2, "33" * 32, 2000 + 70_000 * i, 10 + i)
+        assert app2.server.guard[0] > 2000 + 70_000 * 9
+        app3 = App(FakeBoard(root=root + "/"), keys=keys)
+        assert app3.server.guard[0] > 0
     finally:
         rmtree(root)
 

@@ -2,13 +2,14 @@
 
 from binascii import hexlify
 
-from _util import raises
-from pumpcore import auth, proto, server
+from _util import ClientSession, raises
+from pumpcore import auth, proto, server, session
 
 # The documented test key (docs/protocol.md): never a real pump's key.
 TEST_KEY = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
 CLIN_KEY = "c1" * 32
 NONCE = "00112233445566778899aabbccddeeff"
+CNONCE = "ffeeddccbbaa99887766554433221100"
 
 
 # RFC 4231 test case 2 and 6 (key longer than a block)
@@ -33,18 +34,38 @@ def test_hmac_matches_cpython_hmac():
 
 def test_worked_example():
     # the example in docs/protocol.md
-    msg = auth.challenge(NONCE, "clinician", "e6614103e7452d2f")
-    assert msg == b"00112233445566778899aabbccddeeff:clinician:e6614103e7452d2f"
-    mac = auth.mac_hex(TEST_KEY, NONCE, "clinician", "e6614103e7452d2f")
-    assert mac == "83cef0eaf8546a3f2933cef0f4b80621eba48492e591c8d9999de7c2581d9359"
-    assert auth.verify(TEST_KEY, NONCE, "clinician", "e6614103e7452d2f", mac)
-    assert auth.verify(TEST_KEY, NONCE, "clinician", "e6614103e7452d2f", mac.upper())
-    assert not auth.verify(TEST_KEY, NONCE, "patient", "e6614103e7452d2f", mac)
-    assert not auth.verify(TEST_KEY, NONCE, "clinician", "other", mac)
-    assert not auth.verify(TEST_KEY, NONCE, "clinician", "e6614103e7452d2f", mac[:-1] + "0")
-    assert not auth.verify(TEST_KEY, NONCE, "clinician", "e6614103e7452d2f", None)
-    line = proto.encode_request("h1a2b3c-2", "auth", {"role": "clinician", "mac": mac})
-    assert line.endswith(b'"role":"clinician"}*1764a717\n')
+    uid = "e6614103e7452d2f"
+    msg = auth.challenge(NONCE, "clinician", uid, CNONCE)
+    assert msg == (b"00112233445566778899aabbccddeeff:clinician:e6614103e7452d2f:"
+                   b"ffeeddccbbaa99887766554433221100")
+    mac = auth.mac_hex(TEST_KEY, NONCE, "clinician", uid, CNONCE)
+    assert mac == WORKED["mac"]
+    assert auth.verify(TEST_KEY, NONCE, "clinician", uid, CNONCE, mac)
+    assert auth.verify(TEST_KEY, NONCE, "clinician", uid, CNONCE, mac.upper())
+    assert not auth.verify(TEST_KEY, NONCE, "patient", uid, CNONCE, mac)
+    assert not auth.verify(TEST_KEY, NONCE, "clinician", "other", CNONCE, mac)
+    assert not auth.verify(TEST_KEY, NONCE, "clinician", uid, CNONCE[:-1] + "1", mac)
+    assert not auth.verify(TEST_KEY, NONCE, "clinician", uid, CNONCE, mac[:-1] + "0")
+    assert not auth.verify(TEST_KEY, NONCE, "clinician", uid, CNONCE, None)
+    line = proto.encode_request("h1a2b3c-2", "auth",
+                                {"role": "clinician", "mac": mac, "cnonce": CNONCE})
+    assert line == WORKED["auth"]
+    # the session key and the first signed request of the example
+    k = auth.session_key(TEST_KEY, NONCE, CNONCE, "clinician", uid)
+    assert hexlify(k).decode() == WORKED["session_key"]
+    line = auth.sign_request(auth.pads(k), "h1a2b3c-3", "therapy.stop", {}, 1)
+    assert line == WORKED["signed"]
+    assert auth.request_mac(auth.pads(k), b"@h1a2b3c-3 therapy.stop {}|1|") == line[-42:-10]
+
+
+# docs/protocol.md, "Worked authentication example" (protocol 2)
+WORKED = {
+    "mac": "347d9b719f3c61947da0410144793b52cc4bb45388d21b5c6eedab35fdfcfa61",
+    "auth": b'@h1a2b3c-2 auth {"cnonce":"ffeeddccbbaa99887766554433221100","mac":"347d9b719f3c6194'
+            b'7da0410144793b52cc4bb45388d21b5c6eedab35fdfcfa61","role":"clinician"}*d307ce5f\n',
+    "session_key": "582aa3125591da9070010fb7c7de826e25b1c6a287ffb55c3652b4d7248356df",
+    "signed": b"@h1a2b3c-3 therapy.stop {}|1|354dc3d9980591afe7d9f639e1457f23*86540725\n",
+}
 
 
 def test_equal():
@@ -78,6 +99,10 @@ class FakeApp:
     def __init__(self):
         self.calls = []
         self.counter = 0
+        self.events = []
+
+    def log_event(self, kind, data, now):
+        self.events.append((kind, data))
 
     def plan_crc(self):
         return "0badf00d"
@@ -111,6 +136,8 @@ class Talk:
         self.srv = srv
         self.n = 0
         self.now_ms = 100000
+        self.cs = ClientSession()
+        self.last = None
 
     def raw(self, data):
         self.srv.feed(data, self.now_ms)
@@ -121,23 +148,33 @@ class Talk:
         if rid is None:
             self.n += 1
             rid = "t%d" % self.n
-        frames = self.raw(proto.encode_request(rid, cmd, args))
+        self.last = self.cs.line(rid, cmd, args)
+        return self.send(self.last, rid)
+
+    def send(self, line, rid):
+        frames = self.raw(line)
         assert len(frames) == 1, frames
         f = frames[0]
         assert f.error is None and f.kind == "=" and f.id == rid
         return f
 
+    def again(self):
+        """The last request line sent again (a retry)."""
+        return self.send(self.last, proto.decode(self.last).id)
+
     def login(self, role, key):
         hello = self.req("hello").body
-        mac = auth.mac_hex(key, hello["nonce"], role, hello["uid"])
-        return self.req("auth", {"role": role, "mac": mac})
+        f = self.req("auth", self.cs.auth_args(key, hello, role))
+        if f.name == "ok":
+            self.cs.logged_in()
+        return f
 
 
 def test_hello():
     srv, app = _server()
     t = Talk(srv)
     b = t.req("hello").body
-    assert b["protocol"] == 1 and b["uid"] == UID and b["plan_crc"] == "0badf00d"
+    assert b["protocol"] == proto.PROTOCOL_VERSION and b["uid"] == UID and b["plan_crc"] == "0badf00d"
     assert b["nonce"] == "00" * 16 and b["firmware"] == "0.1.0"
     assert b["limits"]["max_line"] == 1024
     assert TEST_KEY not in repr(b) and CLIN_KEY not in repr(b)
@@ -209,15 +246,19 @@ def test_throttle_state_doubles_to_60s_and_resets():
 def test_nonce_single_use_and_required():
     srv, app = _server()
     t = Talk(srv)
-    f = t.req("auth", {"role": "patient", "mac": "00" * 32})
+    f = t.req("auth", {"role": "patient", "mac": "00" * 32, "cnonce": CNONCE})
     assert f.body["code"] == proto.AUTH_FAILED
     t.now_ms += 1000
     hello = t.req("hello").body
-    mac = auth.mac_hex(TEST_KEY, hello["nonce"], "patient", UID)
-    assert t.req("auth", {"role": "patient", "mac": mac}).name == "ok"
+    args = t.cs.auth_args(TEST_KEY, hello, "patient")
+    assert t.req("auth", args).name == "ok"
     # the same answer again (a replay, new id): the challenge is spent
-    assert t.req("auth", {"role": "patient", "mac": mac}).body["code"] == proto.AUTH_FAILED
-    assert t.req("auth", {"role": "root", "mac": mac}).body["code"] == proto.BAD_ARGS
+    assert t.req("auth", args).body["code"] == proto.AUTH_FAILED
+    args["role"] = "root"
+    assert t.req("auth", args).body["code"] == proto.BAD_ARGS
+    args["role"] = "patient"
+    args["cnonce"] = "short"
+    assert t.req("auth", args).body["code"] == proto.BAD_ARGS
 
 
 def test_missing_key_role_cannot_log_in():
@@ -233,17 +274,21 @@ def test_retry_same_id_executes_once():
     t = Talk(srv)
     t.login("patient", TEST_KEY)
     a = t.req("bolus", rid="b1")
-    b = t.req("bolus", rid="b1")
+    b = t.again()  # the same line: same id, same sequence number
     assert a.body == b.body == {"dose_ng": 100000, "n": 1}
     assert app.counter == 1
     f = t.req("status", rid="b1")
     assert f.body["code"] == proto.BAD_FRAME
-    assert t.req("bolus", rid="b2").body["n"] == 2
+    b2 = t.req("bolus", rid="b2")
+    assert b2.body["n"] == 2
+    line = t.last
     for i in range(3):
         t.req("status", rid="s%d" % i)
-    assert t.req("bolus", rid="b2").body["n"] == 2  # still remembered after 3 others
+    assert t.send(line, "b2").body["n"] == 2  # still remembered after 3 others
     t.req("status", rid="s3")
-    assert t.req("bolus", rid="b2").body["n"] == 3  # forgotten after 4 others
+    # forgotten after 4 others: its sequence number is spent, so it is not run again
+    f = t.send(line, "b2")
+    assert f.body["code"] == proto.REPLAY and app.counter == 2
 
 
 def test_app_errors():
@@ -286,7 +331,7 @@ def test_feed_in_pieces_and_bounded():
     for i in range(len(line)):
         srv.feed(line[i : i + 1], 0)
     f = proto.decode(srv.take_output())
-    assert f.id == "p1" and f.body["protocol"] == 1
+    assert f.id == "p1" and f.body["protocol"] == proto.PROTOCOL_VERSION
     # a long run of bytes without a newline: the buffer stays bounded
     for _ in range(50):
         srv.feed(b"@z9 " + b"y" * 500, 0)
@@ -307,3 +352,192 @@ def test_events():
     for _ in range(500):
         srv.event("alarm.raised", {"kind": "LOW"})
     assert len(srv.take_output()) <= 8192 and srv.dropped_events > 0
+
+
+# ------------------------------------------------- issue 12: sessions, throttle, audit
+
+
+def test_signed_requests_only_after_auth():
+    """Finding 2: after `auth` the role applies only to requests signed with the session key;
+    a second program on the line without the key gets nothing but `hello`."""
+    srv, app = _server()
+    t = Talk(srv)
+    assert t.login("clinician", CLIN_KEY).name == "ok"
+    assert t.req("therapy.stop").body["code"] == proto.SAFE_STATE  # signed: ran (FakeApp)
+    # the other program: plain frames, as the old protocol allowed
+    other = Talk(srv)
+    other.n = 100  # its own ids
+    for cmd in ("therapy.stop", "clock.set", "alarm.test", "status", "log"):
+        f = other.req(cmd, {"epoch_s": 1, "offset_s": 0} if cmd == "clock.set" else None)
+        assert f.body["code"] == proto.AUTH_REQUIRED, (cmd, f.body)
+    # signed with a key it does not have: refused before anything runs
+    forged = ClientSession()
+    forged.pad = auth.pads(b"\x00" * 32)
+    f = other.send(forged.line("x1", "therapy.stop", {}, seq=1000), "x1")
+    assert f.body["code"] == proto.BAD_MAC
+    assert other.req("hello").name == "ok"  # hello alone is open (and ends the session)
+    assert [c[0] for c in app.calls] == ["therapy.stop"]
+    assert t.req("status").body["code"] == proto.AUTH_REQUIRED  # the old signer's session ended
+
+
+def test_replayed_signed_frame_refused():
+    """Finding 2: a signed frame replayed outside the retry record, or an old sequence
+    number, is refused (REPLAY) and never runs."""
+    srv, app = _server()
+    t = Talk(srv)
+    t.login("clinician", CLIN_KEY)
+    t.req("bolus", rid="r1")
+    old = t.last
+    assert t.again().body["n"] == 1  # a retry (same id and seq): the recorded answer
+    for i in range(4):
+        t.req("status", rid="s%d" % i)
+    f = t.send(old, "r1")
+    assert f.body["code"] == proto.REPLAY and app.counter == 1
+    # a new id with a used sequence number, correctly signed: refused
+    f = t.send(t.cs.line("r2", "bolus", {}, seq=3), "r2")
+    assert f.body["code"] == proto.REPLAY and app.counter == 1
+    # a gap is fine: numbers only have to grow
+    f = t.send(t.cs.line("r3", "bolus", {}, seq=50), "r3")
+    assert f.body["n"] == 2
+    # the frame altered after signing (CRC made right again): the MAC no longer matches
+    line = t.cs.line("r4", "bolus", {}, seq=60)
+    body = line[: line.rfind(b"*")].replace(b"r4", b"r5")
+    from binascii import crc32
+
+    forged = body + b"*%08x\n" % (crc32(body) & 0xFFFFFFFF)
+    assert t.send(forged, "r5").body["code"] == proto.BAD_MAC and app.counter == 2
+
+
+def test_malformed_trailer_is_bad_frame():
+    srv, app = _server()
+    t = Talk(srv)
+    t.login("clinician", CLIN_KEY)
+    good = t.cs.line("m1", "status", {}, seq=7)
+    head = good[: good.rfind(b"|", 0, good.rfind(b"|"))]
+    mac = good[-42:-10]
+    for tail in (b"|07|" + mac, b"||" + mac, b"|7|" + mac[:-1], b"|7|" + mac.upper(),
+                 b"|1234567890|" + mac, b"|x|" + mac):
+        body = head + tail
+        from binascii import crc32
+
+        fs = t.raw(body + b"*%08x\n" % (crc32(body) & 0xFFFFFFFF))
+        assert fs[0].body["code"] == proto.BAD_FRAME, tail
+    assert app.calls == []
+
+
+def test_link_down_and_idle_end_the_session():
+    """Finding 2: the role ends with the connection (link_down), or after the idle time
+    where the board cannot see the link."""
+    srv, app = _server()
+    t = Talk(srv)
+    t.login("clinician", CLIN_KEY)
+    session.link_down(srv)
+    f = t.req("therapy.stop")
+    assert f.body["code"] == proto.AUTH_REQUIRED and app.calls == []
+    srv.idle_ms = 300000
+    t.login("clinician", CLIN_KEY)
+    t.now_ms += 300000
+    assert t.req("alarm.test").name == "ok"  # within the idle time
+    t.now_ms += 300001
+    assert t.req("alarm.test").body["code"] == proto.AUTH_REQUIRED
+    assert srv.role == "none" and srv.sess is None
+
+
+def test_throttle_per_connection_under_a_rig_wide_ceiling():
+    """Finding 4: an attacker's wrong MACs on one connection do not keep the clinician out on
+    the next: the back-off is per connection, under a short rig-wide ceiling."""
+    srv, app = _server()
+    attacker = Talk(srv)
+    for _ in range(3):
+        assert attacker.login("clinician", TEST_KEY).body["code"] == proto.AUTH_FAILED
+        attacker.now_ms = srv.auth_until_ms
+    assert srv.auth_until_ms - attacker.now_ms == 0 and srv.auth_failures == 3
+    attacker.login("clinician", TEST_KEY)  # a 4th: this connection now waits 8 s
+    session.link_down(srv)  # the attacker's program closes the port
+    clin = Talk(srv)
+    clin.now_ms = attacker.now_ms  # right away
+    assert clin.login("clinician", CLIN_KEY).body == {"role": "clinician"}
+    # one wrong MAC a minute, each from a new connection, for an hour: never in the way
+    t = clin.now_ms
+    for i in range(60):
+        t += 60000
+        session.link_down(srv)
+        a = Talk(srv)
+        a.now_ms = t
+        assert a.login("clinician", TEST_KEY).body["code"] == proto.AUTH_FAILED
+        session.link_down(srv)
+        c = Talk(srv)
+        c.now_ms = t + 1
+        assert c.login("clinician", CLIN_KEY).name == "ok", i
+    # a burst across connections hits the ceiling: 10 failures, then one per 6 s
+    t += 60000
+    refused = 0
+    for _ in range(12):
+        session.link_down(srv)
+        a = Talk(srv)
+        a.now_ms = t
+        code = a.login("clinician", TEST_KEY).body["code"]
+        refused += code == proto.THROTTLED
+    assert refused == 2
+    session.link_down(srv)
+    c = Talk(srv)
+    c.now_ms = t + auth.GLOBAL_STEP_MS - 1
+    assert c.login("clinician", CLIN_KEY).body["code"] == proto.THROTTLED
+    c.now_ms = t + auth.GLOBAL_STEP_MS  # at most 6 s after the burst, a minute at worst
+    assert c.login("clinician", CLIN_KEY).name == "ok"
+
+
+def test_global_ceiling_numbers():
+    until = 0
+    for _ in range(auth.GLOBAL_FAILS):
+        assert auth.global_wait_ms(until, 0) == 0
+        until = auth.global_after_fail(until, 0)
+    assert auth.global_wait_ms(until, 0) == auth.GLOBAL_STEP_MS
+    assert auth.global_wait_ms(until, auth.GLOBAL_STEP_MS) == 0
+    assert until == 60000  # empty a minute after the last failure
+
+
+def test_audit_events():
+    """Finding 7: logins that succeed or fail (role, never a secret) and every clinician
+    command (name, role) reach the event log."""
+    srv, app = _server()
+    t = Talk(srv)
+    t.login("clinician", TEST_KEY)
+    t.now_ms += 1000
+    t.login("patient", CLIN_KEY)  # within the minute: counted, not logged
+    t.now_ms += 2000
+    t.login("clinician", CLIN_KEY)
+    t.req("status")
+    t.req("alarm.test")
+    t.req("plan.set", {"plan": {}})
+    assert app.events == [
+        ("auth.fail", {"role": "clinician", "reason": "wrong key", "failures": 1}),
+        ("auth.ok", {"role": "clinician", "failures": 1}),
+        ("cmd", {"cmd": "alarm.test", "role": "clinician", "code": None}),
+        ("cmd", {"cmd": "plan.set", "role": "clinician", "code": None}),
+    ]
+    for _, data in app.events:
+        assert TEST_KEY not in repr(data) and CLIN_KEY not in repr(data)
+    t.now_ms += 61000
+    session.link_down(srv)
+    t.login("patient", CLIN_KEY)
+    assert app.events[-1] == ("auth.fail", {"role": "patient", "reason": "wrong key",
+                                            "failures": 1})
+
+
+def test_back_off_of_a_quiet_line_decays_where_the_link_is_not_seen():
+    """Finding 4 on boards without link sensing: a connection is what lies between quiet
+    spells, so a back-off ends once the line has been quiet (no attempt) for the idle time."""
+    srv, app = _server()
+    srv.idle_ms = 300000
+    t = Talk(srv)
+    for _ in range(6):
+        t.login("clinician", TEST_KEY)
+        t.now_ms = srv.auth_until_ms
+    assert srv.auth_failures == 6 and srv.auth_until_ms - t.now_ms == 0
+    t.login("clinician", TEST_KEY)  # the 7th: 60 s
+    t.now_ms += 60000
+    assert srv.auth_failures == 7
+    t.now_ms += 240000  # 300 s since the last failure
+    assert t.login("clinician", TEST_KEY).body["code"] == proto.AUTH_FAILED
+    assert srv.auth_failures == 1  # started again from the first delay

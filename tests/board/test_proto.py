@@ -143,7 +143,7 @@ def test_non_printable_and_types():
 
 
 def test_dictionary():
-    assert proto.PROTOCOL_VERSION == 1
+    assert proto.PROTOCOL_VERSION == 2
     assert proto.COMMANDS["plan.set"][0] == "clinician"
     assert proto.COMMANDS["status"][0] == "patient"
     assert proto.COMMANDS["hello"][0] == "none"
@@ -154,7 +154,20 @@ def test_dictionary():
         assert proto.valid_name(name)
     assert proto.role_rank("clinician") > proto.role_rank("patient") > proto.role_rank("none")
     assert proto.role_rank("root") == -1
-    assert len(proto.ERROR_CODES) == 18
+    assert len(proto.ERROR_CODES) == 20
+
+
+def test_signed_request_trailer():
+    line = b"@h1a2b3c-3 therapy.stop {}|1|354dc3d9980591afe7d9f639e1457f23*86540725\n"
+    f = proto.decode(line)
+    assert f.error is None and f.name == "therapy.stop" and f.body == {}
+    assert f.seq == 1 and line[: f.mac_at] == b"@h1a2b3c-3 therapy.stop {}|1|"
+    f = proto.decode(b"@7 status {}*cb76cfbd\n")
+    assert f.error is None and f.seq is None
+    # a "|" inside a JSON string is not a trailer
+    line = proto.encode_request("a", "ack", {"kind": "x|1|" + "0" * 32})
+    f = proto.decode(line)
+    assert f.error is None and f.seq is None and f.body["kind"].startswith("x|1|")
 
 
 def test_check_args():

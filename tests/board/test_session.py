@@ -52,8 +52,10 @@ class Rig:
         hello = self.frame("hello", {}, now)
         assert hello.name == "ok" and hello.body["protocol"] == proto.PROTOCOL_VERSION
         assert hello.body["limits"]["max_line"] == proto.MAX_LINE
-        mac = self.auth.mac_hex(key, hello.body["nonce"], role, hello.body["uid"])
-        return self.frame("auth", {"role": role, "mac": mac}, now)
+        cnonce = "0123456789abcdef" * 2
+        b = hello.body
+        mac = self.auth.mac_hex(key, b["nonce"], role, b["uid"], cnonce)
+        return self.frame("auth", {"role": role, "mac": mac, "cnonce": cnonce}, now)
 
 
 def test_login_loads_for_the_call_and_leaves_the_heap():
@@ -89,7 +91,7 @@ def test_login_loads_for_the_call_and_leaves_the_heap():
         assert srv.auth_failures == 1 and srv.auth_until_ms == 3000
         f = r.login(KEYS["clinician"], 2999)
         assert f.body == {"code": proto.THROTTLED, "message": "too many failures: retry in 1 ms"}
-        f = r.frame("auth", {"role": "root", "mac": "00" * 32}, 2999)
+        f = r.frame("auth", {"role": "root", "mac": "00" * 32, "cnonce": "00" * 16}, 2999)
         assert f.body["code"] == proto.BAD_ARGS  # the arguments are checked first
         assert r.login(WRONG, 3000, "patient").body["code"] == proto.AUTH_FAILED
         assert srv.auth_failures == 2 and srv.auth_until_ms == 5000

@@ -10,7 +10,7 @@ Runs under CPython and MicroPython.
 
 import sys
 
-from _util import forget_module, rmtree, tmpdir
+from _util import ClientSession, forget_module, rmtree, tmpdir
 from fakeboard import FakeBoard
 from pumpcore import app as appmod
 from pumpcore import proto
@@ -38,16 +38,19 @@ def _check(what):
 class Rig:
     def __init__(self, root):
         self.b = FakeBoard(root=root + "/")
-        self.app = appmod.App(self.b, keys={})
+        self.app = appmod.App(self.b, keys={"clinician": "11" * 32})
         _check("boot")
         self.n = 0
+        self.cs = ClientSession()  # logged in as a clinician (see test_session)
+        hello = self.frame("hello", {}, 0)
+        self.frame("auth", self.cs.auth_args("11" * 32, hello, "clinician"), 0)
+        self.cs.logged_in()
 
     def frame(self, cmd, args, now):
         """One request through the board's serial and App.step, as main.py's loop does."""
         self.n += 1
         b = self.b
-        self.app.server.role = proto.ROLE_CLINICIAN  # logged in (see test_session)
-        b.rx = proto.encode_request("q%d" % self.n, cmd, args)
+        b.rx = self.cs.line("q%d" % self.n, cmd, args)
         b.t_ms = now
         self.app.step(now)
         out, b.tx = b.tx, b""

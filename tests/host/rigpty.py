@@ -26,6 +26,10 @@ class FakeApp:
         self.therapy = "running"
         self.conc = 2000000
         self.reservoir_nl = 18500000
+        self.events = []
+
+    def log_event(self, kind, data, now_ms):
+        self.events.append((kind, data))
 
     def plan_crc(self):
         return "1234abcd"
@@ -85,8 +89,8 @@ class PtyRig:
         if protocol is not None:
             orig = self.srv._dispatch
 
-            def dispatch(req_id, cmd, args, now_ms):
-                res = orig(req_id, cmd, args, now_ms)
+            def dispatch(req_id, cmd, args, now_ms, role):
+                res = orig(req_id, cmd, args, now_ms, role)
                 if cmd == "hello":
                     res["protocol"] = protocol
                 return res
@@ -133,5 +137,5 @@ class PtyRig:
         os.close(self._slave)
 
 
-def mac(key, nonce, role):
-    return auth.mac_hex(key, nonce, role, UID)
+def mac(key, nonce, role, cnonce):
+    return auth.mac_hex(key, nonce, role, UID, cnonce)

@@ -19,7 +19,7 @@ def rig():
 
 def test_handshake_and_status(rig):
     with Client(rig.path, role="patient", keys=KEYS, timeout=1.0) as c:
-        assert c.info["uid"] == UID and c.info["protocol"] == 1
+        assert c.info["uid"] == UID and c.info["protocol"] == proto.PROTOCOL_VERSION
         assert c.info["plan_crc"] == "1234abcd"
         s = c.status()
         assert s["reservoir_nl"] == 18500000 and s["alarms"] == ["CLOCK"]
@@ -133,9 +133,9 @@ def test_malformed_frames_change_nothing(rig):
 
 
 def test_device_error_and_wrong_version():
-    r = PtyRig(protocol=2)
+    r = PtyRig(protocol=1)  # firmware from before signed requests
     try:
-        with pytest.raises(ProtocolError, match="protocol 2"):
+        with pytest.raises(ProtocolError, match="protocol 1"):
             Client(r.path, role="patient", keys=KEYS, timeout=1.0).open()
     finally:
         r.close()

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from pumpcore import proto
 from pumprig.errors import PortError
 from pumprig.flash import MANIFEST, flash, mpy_compatible, select_files
 
@@ -85,7 +86,7 @@ def test_flashed_firmware_comes_up_and_stock_mpremote_sees_it():
         assert cli.main(["--port", rig.link, "flash"]) == 0
         with Client(rig.link, role="patient", timeout=5.0) as c:
             st = c.status()
-        assert st["firmware"] and st["board"] == "sim" and st["protocol"] == 1
+        assert st["firmware"] and st["board"] == "sim" and st["protocol"] == proto.PROTOCOL_VERSION
         out = subprocess.run([sys.executable, "-m", "mpremote", "connect", rig.link, "exec",
                               "import sys; print(sys.implementation.name)"],
                              capture_output=True, text=True, timeout=30).stdout

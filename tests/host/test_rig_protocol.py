@@ -14,8 +14,8 @@ import pytest
 
 pytest.importorskip("serial")
 import serial  # noqa: E402
+from pumpcore import auth, proto  # noqa: E402
 from pumpcore import plan as core  # noqa: E402
-from pumpcore import proto  # noqa: E402
 from pumprig import keys as keystore  # noqa: E402
 from pumprig.client import Client  # noqa: E402
 from pumprig.errors import AuthError, DeviceError, PumprigError  # noqa: E402
@@ -70,16 +70,30 @@ def steps_for(nl):
 
 class Raw:
     """Bytes on the rig's pty through pyserial, no client logic: what a hand-written client or
-    a noisy line sends. The session role is the firmware's (a Client that logged in and
-    closed leaves it in place until the next hello)."""
+    a noisy line sends. Given a logged-in Client, it writes on that client's port and signs
+    the lines it builds (frame) with the client's session: a role lasts only as long as the
+    connection, and only for signed requests (issue 12)."""
 
-    def __init__(self, link):
-        self.s = serial.Serial(link, baudrate=115200, timeout=0.02, exclusive=True)
-        self.s.reset_input_buffer()
+    def __init__(self, link=None, client=None):
+        self.c = client
+        if client is not None:
+            self.s = client.ser
+        else:
+            self.s = serial.Serial(link, baudrate=115200, timeout=0.02, exclusive=True)
+            self.s.reset_input_buffer()
         self.rx = b""
 
+    def frame(self, rid, cmd, args=None):
+        """A request line: signed with the client's session, plain without a client."""
+        if self.c is None:
+            return proto.encode_request(rid, cmd, args)
+        return self.c.frame(cmd, args, req_id=rid)[1]
+
     def close(self):
-        self.s.close()
+        if self.c is not None:
+            self.c.close()
+        else:
+            self.s.close()
 
     def write(self, data):
         self.s.write(data)
@@ -252,24 +266,23 @@ def test_same_raw_bolus_frame_twice_delivers_once(rig, home, p5_short):
     c.close()
     lockout_ms = plan["patient"]["lockout_s"] * 1000
     rig.world.advance(to_ms=t_prog + lockout_ms + 1000)
-    connect(rig, home, role="patient").close()  # the session keeps the patient role
-    raw = Raw(rig.link)
+    raw = Raw(client=connect(rig, home, role="patient"))
     try:
-        frame = proto.encode_request("retry-7", "bolus", {})
+        frame = raw.frame("retry-7", "bolus")
         f1, line1 = raw.ask(frame, "retry-7")  # the response "was lost": ask again, later
         assert f1.name == "ok" and f1.body["volume_nl"] == BOLUS_NL
         rig.world.advance(by_ms=lockout_ms + 1000)
         f2, line2 = raw.ask(frame, "retry-7")
         assert line2 == line1  # replayed from the record of ids, not executed again
         # the same id on a different request is refused, and does not dose either
-        f3, _ = raw.ask(proto.encode_request("retry-7", "bolus", {"x": 1}), "retry-7")
+        f3, _ = raw.ask(raw.frame("retry-7", "bolus", {"x": 1}), "retry-7")
         assert f3.name == "err" and f3.body["code"] == proto.BAD_FRAME
         assert "reused" in f3.body["message"]
-        f4, _ = raw.ask(proto.encode_request("s1", "status", {}), "s1")
+        f4, _ = raw.ask(raw.frame("s1", "status"), "s1")
         assert f4.body["boluses_24h"] == 1
         # control: a new request (new id) at the same moment is a second bolus, and the world
         # sees it, so a re-executed retry could not have gone unnoticed
-        f5, _ = raw.ask(proto.encode_request("retry-8", "bolus", {}), "retry-8")
+        f5, _ = raw.ask(raw.frame("retry-8", "bolus"), "retry-8")
         assert f5.name == "ok", f5.body
     finally:
         raw.close()
@@ -283,24 +296,23 @@ def test_bolus_retry_after_a_reset_is_answered_not_dosed(rig, home, p5_short):
     c, plan, t_prog = program(rig, home, p5_short)
     c.close()
     rig.world.advance(to_ms=t_prog + plan["patient"]["lockout_s"] * 1000 + 1000)
-    connect(rig, home, role="patient").close()
-    frame = proto.encode_request("across-1", "bolus", {})
-    raw = Raw(rig.link)
+    raw = Raw(client=connect(rig, home, role="patient"))
     try:
-        f1, _ = raw.ask(frame, "across-1")
+        f1, _ = raw.ask(raw.frame("across-1", "bolus"), "across-1")
     finally:
         raw.close()
     assert f1.name == "ok"
     boots = rig.world.measure()["boots"]
     rig.world.reset()  # the response "was lost" in a reset; the host retries in a new session
-    connect(rig, home, role="patient").close()  # hello empties the record of ids
+    # a new session after the reset: the same request id, signed in it (the old session's
+    # signature means nothing now); hello emptied the record of ids
+    raw = Raw(client=connect(rig, home, role="patient"))
     assert rig.world.measure()["boots"] == boots + 1
     rig.world.advance(by_ms=plan["patient"]["lockout_s"] * 1000 + 1000)  # retried much later
-    raw = Raw(rig.link)
     try:
-        f2, _ = raw.ask(frame, "across-1")
+        f2, _ = raw.ask(raw.frame("across-1", "bolus"), "across-1")
         assert f2.name == "ok" and f2.body == f1.body  # answered from the persisted bolus
-        f3, _ = raw.ask(proto.encode_request("s2", "status", {}), "s2")
+        f3, _ = raw.ask(raw.frame("s2", "status"), "s2")
         assert f3.body["boluses_24h"] == 1
     finally:
         raw.close()
@@ -362,20 +374,34 @@ def test_programming_with_the_patient_key_or_a_wrong_key_is_refused(rig, home):
 
 
 def test_wrong_key_throttles_the_next_login_in_board_time(rig, home):
+    """A wrong MAC delays the next attempt on the same connection (board time); a new
+    connection starts without that delay (issue 12, finding 4), under the rig-wide ceiling."""
     c, plan, _ = program(rig, home, P1)
     c.close()
     ks = keystore.KeyStore(home)
     uid = next(iter(ks.load()))
-    good = ks.load()[uid]
-    ks.save(uid, {"patient": good["patient"], "clinician": "cd" * 32})
-    with pytest.raises(AuthError):
-        Client(rig.link, role="clinician", home=home, timeout=TIMEOUT_S).open()
-    ks.save(uid, good)
-    with pytest.raises(AuthError) as e:
-        Client(rig.link, role="clinician", home=home, timeout=TIMEOUT_S).open()  # right key, too soon
-    assert e.value.code == proto.THROTTLED
-    rig.world.advance(by_ms=1100)  # the delay runs on board time (frozen in warp)
-    with connect(rig, home, tries=1) as c:
+    key = ks.load()[uid]["clinician"]
+    line = connect(rig, home, role="none")  # one connection for all the attempts below
+
+    def attempt(k):
+        nonce = line.request("hello")["nonce"]
+        cn = os.urandom(16).hex()
+        try:
+            line.request("auth", {"role": "clinician", "cnonce": cn,
+                                  "mac": auth.mac_hex(k, nonce, "clinician", uid, cn)})
+            return "ok"
+        except AuthError as e:
+            return e.code
+
+    try:
+        assert attempt("cd" * 32) == proto.AUTH_FAILED
+        assert attempt(key) == proto.THROTTLED  # the right key, too soon, same connection
+        rig.world.advance(by_ms=1100)  # the delay runs on board time (frozen in warp)
+        assert attempt(key) == "ok"
+        assert attempt("cd" * 32) == proto.AUTH_FAILED
+    finally:
+        line.close()
+    with connect(rig, home, tries=1) as c:  # a new connection: right away
         assert c.status()["plan_crc"] == core.crc(plan)
 
 
@@ -392,12 +418,11 @@ def test_malformed_lines_get_an_error_and_change_nothing(rig, home):
     rig.world.advance(to_ms=t_prog + DAY_MS // 8)  # some delivery to keep an eye on
     before = snapshot(c, rig.world)
     assert before["pulses"] > 0 and before["delivered_steps"] == before["pulses"]
-    c.close()  # the clinician role stays with the firmware's session
     other = _half_dose(load_plan(P1))
-    raw = Raw(rig.link)
+    raw = Raw(client=c)  # the clinician's connection
     try:
         # a bad checksum on a request that would change the plan
-        good = proto.encode_request("bc1", "plan.set", {"plan": other})
+        good = raw.frame("bc1", "plan.set", {"plan": other})
         bad = good[:-9] + (b"0" * 8 if good[-9:-1] != b"0" * 8 else b"1" * 8) + b"\n"
         assert _err(raw.ask(bad, "bc1")[0]) == proto.BAD_CRC
         # a bit flipped inside the JSON, CRC left as it was
@@ -415,7 +440,7 @@ def test_malformed_lines_get_an_error_and_change_nothing(rig, home):
         assert _err(raw.line_for("long1")[0]) == proto.TOO_LONG
         # an over-long line without an id: dropped (no id to answer); the next frame is fine
         raw.write(b"z" * 3000 + b"\n")
-        f, _ = raw.ask(proto.encode_request("after-long", "calib.get", {}), "after-long")
+        f, _ = raw.ask(raw.frame("after-long", "calib.get"), "after-long")
         assert f.name == "ok" and f.body == {"step_pl": STEP_PL}
         # junk and REPL-looking lines: an error for id 0 (or the id, when one can be read)
         for junk, fid in ((b"\x00\xff\xfe garbage\n", "0"), (b"hello\n", "0"),
@@ -430,13 +455,14 @@ def test_malformed_lines_get_an_error_and_change_nothing(rig, home):
             (_crc_line(b'@fl1 plan.set {"plan":{"v":1.5}}'), proto.BAD_FRAME),
             (_crc_line(b"=resp1 ok {}"), proto.BAD_FRAME),
             (_crc_line(b"@uk1 motor.spin {}"), proto.UNKNOWN_CMD),
-            (_crc_line(b'@ba1 refill {"volume_nl":-5}'), proto.BAD_ARGS),
-            (_crc_line(b'@ba2 calib.set {"step_pl":1,"extra":2}'), proto.BAD_ARGS),
+            (raw.frame("ba1", "refill", {"volume_nl": -5}), proto.BAD_ARGS),
+            (raw.frame("ba2", "calib.set", {"step_pl": 1, "extra": 2}), proto.BAD_ARGS),
+            (_crc_line(b'@ba3 refill {"volume_nl":-5}'), proto.AUTH_REQUIRED),  # not signed
         ):
             fid = line[1:].split(b" ", 1)[0].decode()
             assert _err(raw.ask(line, fid)[0]) == want, line
         # a valid request right after all that still works, in the same session
-        f, _ = raw.ask(proto.encode_request("ok2", "plan.get", {}), "ok2")
+        f, _ = raw.ask(raw.frame("ok2", "plan.get"), "ok2")
         assert f.name == "ok" and f.body["plan_crc"] == before["plan_crc"]
     finally:
         raw.close()
@@ -451,10 +477,9 @@ def _crc_line(body):
 
 def test_ctrl_bytes_and_crlf(rig, home):
     """A \\r before the newline is tolerated; a byte outside printable ASCII is refused."""
-    connect(rig, home, role="patient").close()
-    raw = Raw(rig.link)
+    raw = Raw(client=connect(rig, home, role="patient"))
     try:
-        f, _ = raw.ask(proto.encode_request("cr1", "clock.get", {})[:-1] + b"\r\n", "cr1")
+        f, _ = raw.ask(raw.frame("cr1", "clock.get")[:-1] + b"\r\n", "cr1")
         assert f.name == "ok" and f.body["set"] is True  # CRLF accepted: answered
         tab = _crc_line(b'@tab1 status {\t}')
         assert _err(raw.ask(tab, "tab1")[0]) == proto.BAD_FRAME

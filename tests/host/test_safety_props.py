@@ -257,7 +257,7 @@ def test_random_commands_never_crash_and_refusals_change_nothing(calls):
             srv.role = role
             # through the real dispatcher (role and argument checks), as a frame would go
             try:
-                srv._dispatch("q%d" % COUNT["calls"], cmd, args, p.b.t_ms)
+                srv._dispatch("q%d" % COUNT["calls"], cmd, args, p.b.t_ms, role)
             except proto.CommandError as e:
                 assert e.code in proto.ERROR_CODES
                 if cmd != "auth":  # a failed auth only counts towards its throttle

@@ -238,6 +238,53 @@ class _Stop(Exception):
     pass
 
 
+class _CloseWatch:
+    """Closes of a device file by any process, through Linux inotify (IN_CLOSE_WRITE and
+    IN_CLOSE_NOWRITE; libc through ctypes, no package). The kernel queues the events, so a
+    close is seen even if another open follows at once; identical events in a row merge, so
+    take() says whether there was at least one. Without inotify (not Linux) fd is None and
+    take() is always False: the board then sees no link drops."""
+
+    _MASK = 0x08 | 0x10
+
+    def __init__(self, path):
+        self.fd = None
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+            if fd < 0:
+                return
+            if libc.inotify_add_watch(fd, os.fsencode(path), self._MASK) < 0:
+                os.close(fd)
+                return
+            self.fd = fd
+        except (OSError, AttributeError, ImportError):
+            self.fd = None
+
+    def take(self):
+        if self.fd is None:
+            return False
+        seen = False
+        while True:
+            try:
+                data = os.read(self.fd, 4096)
+            except (BlockingIOError, OSError):
+                return seen
+            if not data:
+                return seen
+            seen = True
+
+    def close(self):
+        if self.fd is not None:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = None
+
+
 class Rig:
     def __init__(self, link, state, heap="384k", warp=False, blank=False, config=None):
         self.link = os.path.abspath(link)
@@ -273,6 +320,12 @@ class Rig:
         _nonblock(self.outer)
         _link(os.ttyname(self.outer_slave), self.link)
         self.sel.register(self.outer, selectors.EVENT_READ, "outer")
+        # every close of the port by a host program, queued by the kernel (inotify), so a
+        # close followed at once by another program's open is never missed: the board ends
+        # the session (link_drops)
+        self.closes = _CloseWatch(os.ttyname(self.outer_slave))
+        if self.closes.fd is not None:
+            self.sel.register(self.closes.fd, selectors.EVENT_READ, "closes")
         # the balance's port
         self.bal, self.bal_slave = pty.openpty()
         _raw(self.bal_slave)
@@ -461,6 +514,12 @@ class Rig:
                 break
             del self.to_inner[:n]
 
+    def _on_closes(self):
+        """A host program closed the port since we last looked: tell the board (in the
+        time answers it gets from the world)."""
+        if self.closes.take():
+            self.world.link_dropped()
+
     def _on_outer(self):
         try:
             data = os.read(self.outer, 65536)
@@ -468,6 +527,7 @@ class Rig:
             return
         if not data:
             return
+        self._on_closes()   # a close before these bytes counts before they reach the board
         for b in data:
             if b in (0x01, 0x02):
                 self.last_ctrl = b
@@ -660,6 +720,8 @@ class Rig:
                         if w.from_board is not None and key.fd == w.from_board:
                             if not w.on_board_readable():
                                 self.board_eof()
+                    elif what == "closes":
+                        self._on_closes()
                     elif what == "balance":
                         self._on_balance()
                     elif what == "accept":
@@ -685,6 +747,7 @@ class Rig:
                 pass
         for c in list(self.clients):
             self._drop(c)
+        self.closes.close()
         for fd in (self.outer, self.outer_slave, self.bal, self.bal_slave):
             try:
                 os.close(fd)

@@ -15,6 +15,11 @@ that instant, " i<pin>:<v>" for DIAG and " a<pin>:<u16>" for the ADCs: they cann
 time stands still, and the board reads them from there instead of asking (I, A) until its next
 wait. A fault the host sets meanwhile shows at the next wait, the same virtual instant.
     E                         wall clock -> "E <epoch_s>"
+
+World -> board, unasked: "L <n>" when a host program has closed the serial port (n: times since
+the rig started; the launcher sees it through inotify), written before the bytes of whoever
+opens the port next are relayed. The board reads it without waiting (_world.link_drops) or
+while it waits for an answer, and ends the session.
     e <epoch_s>               set the wall clock (RTC.datetime(tuple))
     M <n> <first_us> <interval_us> <fwd>   start a motor segment now (no answer)
     S                         stop the motor -> "P <pulses made by the aborted segment>"
@@ -253,6 +258,7 @@ class World:
         self.wdt_contact_ns = 0
         self.resets = {}
         self.boots = 0
+        self.link_drops = 0  # the host closed the serial port (the launcher counts)
         self.kill_at_us = None
         self.messages = 0
         self.balance = None
@@ -323,6 +329,11 @@ class World:
             self.driver_regs = dict(DRV_POWER_ON)   # a power cut: the driver loses its setup
         if cause:
             self.resets[cause] = self.resets.get(cause, 0) + 1
+
+    def link_dropped(self):
+        """A host program closed the port: count it and tell the board now."""
+        self.link_drops += 1
+        self._send(b"L %d\n" % self.link_drops)
 
     def _send(self, line):
         if self.to_board is None:
@@ -855,6 +866,7 @@ class World:
             "resets": dict(self.resets),
             "boots": self.boots,
             "messages": self.messages,
+            "link_drops": self.link_drops,
         }
 
     def segment_log(self, since=0):

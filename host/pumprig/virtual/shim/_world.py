@@ -12,10 +12,20 @@ _dirty = False          # a request was interrupted (Ctrl-C): drop stale answers
 _frozen = False         # warp: time stands still until our next wait
 _now_ms = 0
 woke_by_serial = False  # the last wait ended because the host sent bytes
+link = 0                # "L <n>" lines the world sends unasked when the host closes the port
+_lp = None              # a poller on fd 3 for them (made at the first link_drops())
+
+
+def _link(ans):
+    global link
+    link = int(ans[2:])
 
 # world time at this power-on: board.now_ms() counts from here
 send("N\n")
 boot_ms = _rx.readline()                        # 'T <now_ms> <frozen> <serial>'
+while boot_ms and boot_ms[0] == 76:             # an 'L' line came first
+    _link(boot_ms)
+    boot_ms = _rx.readline()
 boot_ms = int(boot_ms[2:boot_ms.find(32, 2)]) if boot_ms.find(84) == 0 else 0
 
 
@@ -26,7 +36,9 @@ def _ask(line, letter):
         p = select.poll()
         p.register(_rx, select.POLLIN)
         while p.poll(0):
-            _rx.readline()
+            ans = _rx.readline()
+            if ans and ans[0] == 76:
+                _link(ans)
     _dirty = True
     send(line)
     while True:
@@ -36,6 +48,8 @@ def _ask(line, letter):
         if ans[0] == letter:
             _dirty = False
             return ans
+        if ans[0] == 76:                        # 'L', unasked
+            _link(ans)
 
 
 def ask(line, letter):
@@ -88,6 +102,24 @@ def now_ms():
 
 def epoch_s():
     return ask("E\n", 69)                       # 'E'
+
+
+def link_drops():
+    """The times the host closed the port, as the world last said (unasked 'L <n>' lines, read
+    here without waiting: no round trip). The world writes one before it relays the bytes of
+    whoever opens the port next, so it is readable here once they are."""
+    global _lp
+    if _lp is None:
+        import select
+        _lp = select.poll()
+        _lp.register(_rx, select.POLLIN)
+    while _lp.poll(0):
+        ans = _rx.readline()
+        if not ans:
+            break
+        if ans[0] == 76:
+            _link(ans)
+    return link
 
 
 def motor(count, first_us, interval_us, forward):
