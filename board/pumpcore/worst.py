@@ -15,7 +15,8 @@ afterwards (steps only go up); a window longer than a day that holds the start a
 the first step (the dose limiter's 24 h 30 min) takes the last step after the start too: an
 upper bound, not exact, for such step plans. Patient boluses come on top of every window at their maximum:
 lockout-spaced, at most max_24h in any 24 h (also in the first lockout after programming, where
-the pump would refuse them: an upper bound). Boluses are taken without the motor's
+the pump would refuse them: an upper bound); a window longer than a day holds a train whose
+bolus max_24h + 1 comes a day after the first. Boluses are taken without the motor's
 acceleration ramp (pumpcore.planning): the ramp only spreads the first 400 ms of a fast bolus.
 
 The drug in a window [u, u+W) is piecewise linear in (u, x), linear inside each cell of the
@@ -190,6 +191,22 @@ class _Plan:
         if self.pat is None:
             return 0
         rate, dd, lock, n = self.pat
+        if w > DAY_MS:
+            # a window longer than a day (the limiter's 24 h 30 min) holds more than max_24h
+            if dd > lock:  # overlapping pulses (rounding): a day's most and the rest's, a bound
+                return self.patient(DAY_MS) + self.patient(w - DAY_MS)
+            # the earliest train from the window's start: lockout-spaced, each one at least
+            # a day after the one max_24h before it (what the pump lets through)
+            ts = []
+            v = 0
+            t = 0
+            while t < w:
+                ts.append(t)
+                v += rate * (w - t if w - t < dd else dd)
+                t += lock
+                if len(ts) >= n and ts[len(ts) - n] + DAY_MS > t:
+                    t = ts[len(ts) - n] + DAY_MS
+            return v
         one = rate * dd
         q, r = divmod(w, lock)
         if dd <= lock:

@@ -118,16 +118,23 @@ def _patient_brute(plan, w_ms, G=G):
     rate = bolus_rate_nl_day(nl, p["dur_s"] * 1000)
     dd = (nl * DAY + rate // 2) // rate
     lock = p["lockout_s"] * 1000
+    n = p["max_24h"]
     best = 0
-    s = -p["max_24h"] * lock
+    s = -n * lock
     while s < w_ms:
+        # lockout-spaced from s, each at least a day after the one max_24h before it
         v = 0
-        for k in range(p["max_24h"]):
-            a = s + k * lock
+        ts = []
+        a = s
+        while a < w_ms:
+            ts.append(a)
             lo = a if a > 0 else 0
             hi = a + dd if a + dd < w_ms else w_ms
             if hi > lo:
                 v += rate * (hi - lo)
+            a += lock
+            if len(ts) >= n and ts[len(ts) - n] + DAY > a:
+                a = ts[len(ts) - n] + DAY
         best = v if v > best else best
         s += G
     return best
