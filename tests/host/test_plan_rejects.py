@@ -252,9 +252,10 @@ def test_plan_check_shows_the_worst_windows_next_to_the_caps(capsys):
     assert cli.main(["plan", "check", p9]) == 0
     out = capsys.readouterr().out
     # the exact worst windows, and as the plan check and the dose limiter count them (62 min
-    # and 24 h 30 min, whole steps, one ahead): a 24 h 30 min window holds a third periodic
+    # and 24 h 30 min, whole steps, one ahead): 24 h 30 min hold a third periodic bolus and
+    # a fifth patient bolus
     assert "worst hour  283.334 mcg (cap 500 mcg; 287.5 mcg as the dose limiter counts it)" in out
-    assert "worst 24 h  2.45 mg (cap 3 mg; 2.59375 mg as the dose limiter counts it)" in out, out
+    assert "worst 24 h  2.45 mg (cap 3 mg; 2.69375 mg as the dose limiter counts it)" in out, out
     assert cli.main(["plan", "check", "--json", p9]) == 0
     import json
 
@@ -262,7 +263,7 @@ def test_plan_check_shows_the_worst_windows_next_to_the_caps(capsys):
     assert w["ng_1h"] == 283_334 and w["cap_ng_1h"] == 500_000
     assert w["parts_1h"] == {"start": 0, "basal": 83_334, "periodic": 100_000, "patient": 100_000}
     assert w["ng_24h"] == 2_450_000 and w["cap_ng_24h"] == 3_000_000
-    assert w["counted_1h"] == 287_500 and w["counted_24h"] == 2_593_750
+    assert w["counted_1h"] == 287_500 and w["counted_24h"] == 2_693_750
 
 
 def test_plan_check_on_a_board_counts_a_prime_at_the_tip(tmp_path, capsys):
