@@ -35,7 +35,7 @@ LIMITS = {"max_nl_day": 4_320_000, "reservoir_nl": 20_000_000, "pump_path_nl": 2
 MPY_SCRIPT = r"""
 import gc, sys, time
 sys.path.insert(0, sys.argv[1])
-from pumpcore import dose, canon, schedule
+from pumpcore import dose, canon, schedule, limiter  # resident in the App (pumpcore.app)
 PLANS = %(plans)r
 LIM = %(limits)r
 REPS = %(reps)d

@@ -279,7 +279,7 @@ class App:
     def limits(self):
         return {"max_nl_day": self.max_hz * 86_400 * self.step_pl // 1000,
                 "reservoir_nl": self.cfg["reservoir_nl"],
-                "pump_path_nl": self.cfg.get("pump_path_nl", 0)}
+                "pump_path_nl": self.cfg.get("pump_path_nl", 0), "step_pl": self.step_pl}
 
     def _pullin_nl_day(self):
         return self.pullin_hz * 86_400 * self.step_pl // 1000

@@ -169,8 +169,9 @@ def validate(plan, limits=None):
     """Check a whole plan; return its normalised copy or raise PlanError.
 
     limits: {"max_nl_day": mechanism rate limit, "reservoir_nl": capacity, "pump_path_nl":
-    the pump path's dead volume} from the board. Without pump_path_nl (an offline check) a
-    prime's `pump_nl` is taken as the empty pump path it declares.
+    the pump path's dead volume, "step_pl": the step volume} from the board. Without
+    pump_path_nl (an offline check) a prime's `pump_nl` is taken as the empty pump path it
+    declares; without step_pl the worst windows are counted in the sim board's steps.
 
     Two stages: shape() (this module) and pumpcore.worst.check (the worst windows against the
     caps). The firmware runs them one after the other with only one of the two modules in
@@ -187,13 +188,15 @@ def validate(plan, limits=None):
 
 def error(err):
     """PlanError from a pumpcore.worst.check answer, with its figures (ng) as attributes:
-    cap (the cap's field), window, worst_ng, cap_ng, parts {source: ng}."""
+    cap (the cap's field), window, worst_ng (as the dose limiter counts it), cap_ng, parts
+    {source: ng, exact}, counted (how the window is counted, in words)."""
     e = PlanError(err["field"], err["reason"])
     e.cap = err.get("cap")
     e.window = err.get("window")
     e.worst_ng = err.get("worst_ng")
     e.cap_ng = err.get("cap_ng")
     e.parts = err.get("parts")
+    e.counted = err.get("counted")
     return e
 
 
@@ -230,7 +233,7 @@ def shape(plan, limits=None):
     if out["min_nl_day"] and ng_to_nl(basal_day, conc) and out["min_nl_day"] > ng_to_nl(basal_day, conc):
         raise PlanError("min_nl_day", "the minimum rate must not exceed the basal rate")
     out["caps"] = _validate_caps(_obj(plan, "caps", "") or {}, rules, drug)
-    ctx = {"pump_path_nl": lim.get("pump_path_nl")}
+    ctx = {"pump_path_nl": lim.get("pump_path_nl"), "step_pl": lim.get("step_pl")}
     if rules is None:
         ctx["drugs"] = tuple(DRUGS)  # for the near-miss check of the second stage
     return out, ctx

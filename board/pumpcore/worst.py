@@ -11,9 +11,12 @@ only pushes the empty pump path and catheter out of the tip) runs on [0, S); fro
 and the periodic boluses follow the local clock, a day-periodic pattern; a periodic bolus whose
 slot began before S is not given (as pumpcore.schedule does). Step dosing is at its first step
 next to the start (a window is at most a day, a step at least a day) and at its last step
-afterwards (steps only go up). Patient boluses come on top of every window at their maximum:
+afterwards (steps only go up); a window longer than a day that holds the start and may reach
+the first step (the dose limiter's 24 h 30 min) takes the last step after the start too: an
+upper bound, not exact, for such step plans. Patient boluses come on top of every window at their maximum:
 lockout-spaced, at most max_24h in any 24 h (also in the first lockout after programming, where
-the pump would refuse them: an upper bound). Boluses are taken without the motor's
+the pump would refuse them: an upper bound); a window longer than a day holds a train whose
+bolus max_24h + 1 comes a day after the first. Boluses are taken without the motor's
 acceleration ramp (pumpcore.planning): the ramp only spreads the first 400 ms of a fast bolus.
 
 The drug in a window [u, u+W) is piecewise linear in (u, x), linear inside each cell of the
@@ -24,6 +27,7 @@ limiter holds the caps whatever the clock does.
 """
 
 from .dose import ng_to_nl, step_dose_ng_day
+from .limiter import D_MS, H_MS
 from .schedule import bolus_rate_nl_day
 
 try:
@@ -36,6 +40,14 @@ except ImportError:  # CPython
 
 DAY_MS = const(86_400_000)
 HOUR_MS = const(3_600_000)
+# The windows the run-time dose limiter (pumpcore.limiter) counts: an hour as the 31 two-minute
+# buckets that hold it (62 min), a day as the 49 half-hour ones (24 h 30 min).
+LIM_HOUR_MS = HOUR_MS + H_MS
+LIM_DAY_MS = DAY_MS + D_MS
+# The step volume when the check is not given the board's (an offline check without a board):
+# the sim board's (board/boards/sim.json), so such a check counts in the steps of the
+# reference rig; a board's own check always passes its calibrated step_pl (App.limits).
+DEFAULT_STEP_PL = const(250_000)
 
 
 def _bolus_ms(nl, rate):
@@ -61,6 +73,7 @@ class _Plan:
         elif kind == "step":
             self.seg_first = [(0, ng_to_nl(step_dose_ng_day(b, 0), conc))]
             self.seg_last = [(0, ng_to_nl(step_dose_ng_day(b, b["steps"]), conc))]
+            self.step_ms = b["every_days"] * DAY_MS
         else:
             self.seg_first = self.seg_last = [(0, ng_to_nl(b["ng_day"], conc))]
         per = plan["periodic"]
@@ -73,6 +86,8 @@ class _Plan:
             self.per_t = [t * 60_000 for t in per["times_min"]]
         # the start: [0, S) at rate sr; the drug reaches the tip from `arrive` on
         self.S = self.arrive = self.sr = 0
+        if kind != "step":
+            self.step_ms = 0
         st = plan["start"]
         if st is not None:
             if st["kind"] == "bolus":
@@ -176,6 +191,22 @@ class _Plan:
         if self.pat is None:
             return 0
         rate, dd, lock, n = self.pat
+        if w > DAY_MS:
+            # a window longer than a day (the limiter's 24 h 30 min) holds more than max_24h
+            if dd > lock:  # overlapping pulses (rounding): a day's most and the rest's, a bound
+                return self.patient(DAY_MS) + self.patient(w - DAY_MS)
+            # the earliest train from the window's start: lockout-spaced, each one at least
+            # a day after the one max_24h before it (what the pump lets through)
+            ts = []
+            v = 0
+            t = 0
+            while t < w:
+                ts.append(t)
+                v += rate * (w - t if w - t < dd else dd)
+                t += lock
+                if len(ts) >= n and ts[len(ts) - n] + DAY_MS > t:
+                    t = ts[len(ts) - n] + DAY_MS
+            return v
         one = rate * dd
         q, r = divmod(w, lock)
         if dd <= lock:
@@ -231,17 +262,18 @@ def _with_start(p, pat, w):
         left = p.running_left(pj)
         for k in range(n):
             L = pos[k] - pj
-            v = cum[k] - cum[j]
-            if L < 0 or (L == 0 and w >= DAY_MS):
+            v0 = cum[k] - cum[j]
+            if L < 0:
                 L += DAY_MS
-                v += total
-            if L > w:
-                continue
-            u = S + L - w
-            v += p.start_to(S) - p.start_to(u if u > 0 else 0)
-            v -= per * (left if left < L else L)
-            if best is None or v > best[0]:
-                best = (v, u, pj - S)
+                v0 += total
+            while L <= w:  # every whole day more that fits too (a window may pass a day)
+                u = S + L - w
+                v = v0 + p.start_to(S) - p.start_to(u if u > 0 else 0)
+                v -= per * (left if left < L else L)
+                if best is None or v > best[0]:
+                    best = (v, u, pj - S)
+                L += DAY_MS
+                v0 += total
     return best
 
 
@@ -256,6 +288,12 @@ def worst(plan, w_ms, pump_path_nl=None):
     per = p.periodic(x, x + w_ms, False)
     if p.S:
         s = _with_start(p, p.pattern(p.seg_first), w_ms)
+        if p.step_ms and w_ms > p.step_ms:  # steps count from the basal start S
+            # a window with the start that reaches the first step (the limiter's day is longer
+            # than a day): its basal at the last step, an upper bound (steps only go up)
+            s2 = _with_start(p, p.pattern(p.seg_last), w_ms)
+            if s2[0] > s[0]:
+                s = s2
         if s[0] > v:
             v, u, x = s
             st = p.start_to(u + w_ms) - p.start_to(u if u > 0 else 0)
@@ -271,10 +309,13 @@ SOURCES = ("start", "basal", "periodic", "patient")
 
 def check(plan, ctx):
     """The second stage of pumpcore.plan.validate: a drug that is not listed, then the plan's
-    worst hour and 24 h within its caps. Sets caps.ng_1h to caps.ng_24h when the plan
-    gives none. -> None, or a dict (field, reason; for a cap also cap, window, worst_ng,
-    cap_ng, parts; field is then the source with the largest share of the window) that
-    plan.error turns into a PlanError."""
+    worst hour and 24 h within its caps, counted as the run-time dose limiter counts them (a
+    plan that passes is never held by it): over its windows (LIM_HOUR_MS, LIM_DAY_MS), in
+    whole pulses of ctx["step_pl"] each charged its ng rounded up, with one pulse ahead of the
+    schedule (limiter_ng). Sets caps.ng_1h to caps.ng_24h when the plan gives none.
+    -> None, or a dict (field, reason; for a cap also cap, window, worst_ng (as counted),
+    cap_ng, parts (exact, per source), counted (how, in words); field is then the source with the largest share of
+    the window) that plan.error turns into a PlanError."""
     conc = plan["conc_ng_ml"]
     caps = plan["caps"]
     if ctx.get("drugs") is not None:
@@ -282,6 +323,7 @@ def check(plan, ctx):
         if err is not None:
             return err
     path = ctx.get("pump_path_nl")
+    step_pl = ctx.get("step_pl") or DEFAULT_STEP_PL
     hour = "ng_1h" in caps
     if not hour:
         # no per-hour cap stated: the daily cap bounds any hour too (the run-time limiter
@@ -290,12 +332,21 @@ def check(plan, ctx):
         caps["ng_1h"] = caps["ng_24h"]
     err = None
     # the cap the plan states is named first; a defaulted hour only after the day
-    order = ((HOUR_MS, "ng_1h", "hour"), (DAY_MS, "ng_24h", "24 h"))
+    order = ((LIM_HOUR_MS, "ng_1h", "hour"), (LIM_DAY_MS, "ng_24h", "24 h"))
     for i in (0, 1):
         w_ms, key, name = order[i if hour else 1 - i]
         if err is None:
-            err = _over(worst(plan, w_ms, path), conc, caps[key], "caps." + key, name)
+            err = _over(worst(plan, w_ms, path), conc, step_pl, caps[key], "caps." + key, name)
     return err
+
+
+def limiter_ng(v, conc_ng_ml, step_pl):
+    """The most the dose limiter can count for a window whose exact drug is v (nL/day x ms):
+    the pulses of v in whole steps of step_pl, one more (delivery leads the schedule by up to
+    one step, and a window holds a pulse more than its share), each charged at its ng rounded
+    up as the limiter charges it."""
+    pulses = v * 1000 // (DAY_MS * step_pl) + 1
+    return pulses * ((step_pl * conc_ng_ml + 999_999_999) // 1_000_000_000)
 
 
 def _custom(drug, custom, caps, drugs):
@@ -361,8 +412,9 @@ def _edits(a, b, most):
     return prev[len(b)]
 
 
-def _over(w, conc, cap_ng, cap_field, window):
-    if not above(w[0], conc, cap_ng):
+def _over(w, conc, step_pl, cap_ng, cap_field, window):
+    counted = limiter_ng(w[0], conc, step_pl)
+    if counted <= cap_ng:
         return None
     top = 1
     text = []
@@ -374,11 +426,12 @@ def _over(w, conc, cap_ng, cap_field, window):
         parts[SOURCES[i - 1]] = ng
         if ng:
             text.append("%s %s" % (SOURCES[i - 1], mass_text(ng)))
-    worst_ng = to_ng(w[0], conc)
+    how = "counted over %s in whole steps of %s, one step ahead, as the dose limiter does" % (
+        "24 h 30 min" if window == "24 h" else "62 min", mass_text(limiter_ng(0, conc, step_pl)))
     return {"field": SOURCES[top - 1], "cap": cap_field, "window": window,
-            "worst_ng": worst_ng, "cap_ng": cap_ng, "parts": parts,
-            "reason": "the plan gives %s in the worst %s (%s), above %s %s"
-                      % (mass_text(worst_ng), window, ", ".join(text), cap_field,
+            "worst_ng": counted, "cap_ng": cap_ng, "parts": parts, "counted": how,
+            "reason": "the plan gives %s in the worst %s (%s; %s), above %s %s"
+                      % (mass_text(counted), window, how, ", ".join(text), cap_field,
                          mass_text(cap_ng))}
 
 

@@ -213,13 +213,14 @@ def _therapy_gap(got, st):
 def cmd_plan_check(args):
     plans = _plans()
     plan = plans.load_plan(args.plan)
-    path_nl = None
+    path_nl = step_pl = None
     if args.board:
         limits = plans.board_limits(args.board)
         plan = plans.validate_for_rig(plan, limits)
         path_nl = limits["pump_path_nl"]
+        step_pl = limits["step_pl"]
     fill = plans.parse_volume_nl(args.fill, "--fill") if args.fill else None
-    summary = plans.summarize(plan, fill_nl=fill, pump_path_nl=path_nl)
+    summary = plans.summarize(plan, fill_nl=fill, pump_path_nl=path_nl, step_pl=step_pl)
     if args.json:
         _json_out({"plan": plan, "summary": summary})
     else:
@@ -232,8 +233,9 @@ def cmd_plan_check(args):
         ]
         worst = summary["worst"]
         for key, label in (("1h", "worst hour"), ("24h", "worst 24 h")):
-            rows.append((label, "%s (cap %s)" % (_fmt_mass(worst["ng_" + key]),
-                                                 _fmt_mass(worst["cap_ng_" + key]))))
+            rows.append((label, "%s (cap %s; %s as the dose limiter counts it)"
+                          % (_fmt_mass(worst["ng_" + key]), _fmt_mass(worst["cap_ng_" + key]),
+                             _fmt_mass(worst["counted_" + key]))))
         if fill is not None:
             rows.append(("fill", _fmt_ml(fill)))
             for key, label in (("days_to_low", "days to LOW"), ("days_to_empty", "days to EMPTY")):

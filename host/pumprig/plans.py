@@ -388,7 +388,8 @@ def plan_error_text(e: core.PlanError, plan) -> str:
 
     parts = ", ".join(f"{k} {mass_text(v)}" for k, v in e.parts.items() if v)
     return (f"{field}: {_source_text(e.field, plan)} gives {mass_text(e.worst_ng)} in the worst "
-            f"{e.window} ({parts}), above {_FILE_FIELD[e.cap]} {mass_text(e.cap_ng)}")
+            f"{e.window} ({e.counted}; {parts}), above {_FILE_FIELD[e.cap]} "
+            f"{mass_text(e.cap_ng)}")
 
 
 def load_plan_file(path) -> tuple[dict, dict]:
@@ -439,19 +440,25 @@ def board_limits(name: str) -> dict:
         names = sorted(p.stem for p in (Path(BOARD_DIR) / "boards").glob("*.json"))
         raise PlanFileError(f"--board: no board {name!r} (one of {', '.join(names)})") from None
     return {"max_nl_day": cfg["max_step_hz"] * 86_400 * cfg["step_pl"] // 1000,
-            "reservoir_nl": cfg["reservoir_nl"], "pump_path_nl": cfg.get("pump_path_nl", 0)}
+            "reservoir_nl": cfg["reservoir_nl"], "pump_path_nl": cfg.get("pump_path_nl", 0),
+            "step_pl": cfg["step_pl"]}
 
 
-def worst_windows(plan: dict, pump_path_nl: int | None = None) -> dict:
-    """The worst hour and 24 h of the plan (pumpcore.worst, the firmware's own check), in ng,
-    with each source's share and the caps."""
+def worst_windows(plan: dict, pump_path_nl: int | None = None,
+                  step_pl: int | None = None) -> dict:
+    """The worst hour and 24 h of the plan (pumpcore.worst), in ng, with each source's share
+    and the caps; counted_*: the same windows as the firmware's plan check and its dose limiter
+    count them (62 min and 24 h 30 min, whole steps of step_pl, one ahead), which the caps
+    must hold."""
     from pumpcore import worst as wm
 
     conc = plan["conc_ng_ml"]
     out = {}
-    for key, w in (("1h", wm.HOUR_MS), ("24h", wm.DAY_MS)):
+    step = step_pl or wm.DEFAULT_STEP_PL
+    for key, w, lw in (("1h", wm.HOUR_MS, wm.LIM_HOUR_MS), ("24h", wm.DAY_MS, wm.LIM_DAY_MS)):
         v = wm.worst(plan, w, pump_path_nl)
         out["ng_" + key] = wm.to_ng(v[0], conc)
+        out["counted_" + key] = wm.limiter_ng(wm.worst(plan, lw, pump_path_nl)[0], conc, step)
         out["parts_" + key] = {k: wm.to_ng(x, conc) for k, x in zip(wm.SOURCES, v[1:], strict=True)}
         out["cap_ng_" + key] = plan["caps"]["ng_" + key]
     out["pump_path_nl"] = pump_path_nl
@@ -492,7 +499,7 @@ def ideal_volume_nl(plan: dict, seconds: int, start_epoch_s: int = 0) -> int:
 
 
 def summarize(plan: dict, fill_nl: int | None = None, start_epoch_s: int | None = None,
-              pump_path_nl: int | None = None) -> dict:
+              pump_path_nl: int | None = None, step_pl: int | None = None) -> dict:
     start = int(start_epoch_s if start_epoch_s is not None else _dt.datetime.now(_dt.timezone.utc).timestamp())
     day_nl = ideal_volume_nl(plan, 86_400, start)
     conc = plan["conc_ng_ml"]
@@ -500,7 +507,7 @@ def summarize(plan: dict, fill_nl: int | None = None, start_epoch_s: int | None 
         "drug": plan["drug"], "conc_ng_ml": conc, "mode": plan["basal"]["kind"],
         "volume_nl_day": day_nl, "dose_ng_day": core.nl_to_ng(day_nl, conc),
         "plan_crc": core.crc(plan), "violations": [],
-        "worst": worst_windows(plan, pump_path_nl),
+        "worst": worst_windows(plan, pump_path_nl, step_pl),
     }
     if plan["patient"]:
         p = plan["patient"]

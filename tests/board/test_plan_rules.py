@@ -54,7 +54,9 @@ def test_finding1_a_start_bolus_outside_the_caps_is_refused():
     def check(app):
         msg = _refused(app, F1)
         assert msg.startswith("start: "), msg
-        assert "50 mg in the worst hour" in msg and "above caps.ng_1h 500 mcg" in msg, msg
+        # counted as the dose limiter counts: 62 min (50 mg and 2 min of basal), one step more
+        assert "50.005 mg in the worst hour (counted over 62 min in whole steps of 2.5 mcg" in msg
+        assert "above caps.ng_1h 500 mcg" in msg, msg
         # within the hourly cap but not the daily one: the 24 h window holds it too
         # (2.5 mg over 12 h, then 12 h of basal: 3.5 mg)
         f = dict(F1, start={"kind": "bolus", "ng": 2_500_000, "dur_s": 43_200},
@@ -69,7 +71,7 @@ def test_finding2_a_periodic_burst_against_the_hourly_cap_is_refused():
     def check(app):
         msg = _refused(app, F2)
         assert msg.startswith("periodic: "), msg
-        assert "(basal 83.334 mcg, periodic 4.8 mg)" in msg and "above caps.ng_1h" in msg, msg
+        assert "; basal 86.112 mcg, periodic 4.8 mg)" in msg and "above caps.ng_1h" in msg, msg
         # the same boluses an hour and a half apart fit: one per hour at most
         ok = dict(F2, periodic={"times_min": [90 * i for i in range(12)], "ng": 400_000,
                                 "dur_s": 60})
@@ -121,7 +123,7 @@ def test_finding7_near_misses_of_a_listed_drug_are_refused():
 def test_a_custom_drug_says_so_and_states_both_caps():
     tracer = {"drug": "tracer", "conc_ng_ml": 1_000_000,
               "basal": {"kind": "continuous", "ng_day": 240_000},
-              "caps": {"ng_24h": 300_000, "ng_1h": 10_000}}
+              "caps": {"ng_24h": 300_000, "ng_1h": 11_000}}  # 10.5 mcg counted in 62 min
 
     def check(app):
         assert "custom_drug" in _refused(app, tracer)

@@ -24,6 +24,11 @@ pytestmark = pytest.mark.skipif(not HAVE_MPY, reason="MicroPython unix port not 
 
 # The plan of finding 3: baclofen 300 mcg/day and 50 mcg at 02:30 and 14:00, 400 mcg a day.
 # At 2000 mcg/mL a step (0.25 uL) is 0.5 mcg: 600 steps of basal a day, 100 steps a bolus.
+# per_day is the tightest the plan check accepts: the dose limiter counts a day as 24 h 30 min
+# of half-hour buckets, which can hold the 02:30 bolus of two days (306.25 + 150 mcg, in whole
+# steps one ahead: 456.5 mcg). The assertions hold the run to the plan's 400 mcg a day: a
+# repeated 02:30 bolus (450 mcg in a day) fails them.
+DAY_NG = 400_000
 F3_PLAN = """
 [drug]
 name = "baclofen"
@@ -38,7 +43,7 @@ times = ["02:30", "14:00"]
 bolus = "50 mcg over 15 min"
 
 [caps]
-per_day = "400 mcg"
+per_day = "457 mcg"
 """
 STEP_NG = 500
 BOLUS_STEPS = 100
@@ -66,11 +71,11 @@ def test_finding3_autumn_change_gives_the_0230_bolus_once(tmp_path, capsys):
     r = _simulate(capsys, tmp_path, "2027-10-29")
     assert r["max_step_error"] <= 1.0  # the ideal follows the same documented rule
     for d in r["per_day"]:  # 24 h each, from 2027-10-29 00:00 UTC
-        assert d["dose_ng"] <= 400_000 + STEP_NG, d
+        assert d["dose_ng"] <= DAY_NG + STEP_NG, d
     local = {d["date"]: d for d in r["per_local_day"]}
     assert sorted(local) == ["2027-10-30", "2027-10-31", "2027-11-01"]
     for d in local.values():
-        assert d["dose_ng"] <= 400_000 * d["hours"] // 24 + STEP_NG, d
+        assert d["dose_ng"] <= DAY_NG * d["hours"] // 24 + STEP_NG, d
     oct31 = local["2027-10-31"]
     assert oct31["hours"] == 25
     # 25 h of basal and two boluses: 02:30 once, 14:00 once (three would be 925 steps)

@@ -216,13 +216,15 @@ def test_finding1_plan_check_refuses_a_start_bolus_outside_the_caps(tmp_path, ca
     """Issue 11 finding 1: the start bolus was left out of the cap check."""
     rc, out, err = _check_file(tmp_path, capsys, F1_TOML)
     assert rc == 1
-    assert ("start.bolus: 50 mg over 1 h gives 50 mg in the worst hour (start 50 mg), above "
-            "caps.per_hour 500 mcg") in err, err
+    assert ("start.bolus: 50 mg over 1 h gives 50.005 mg in the worst hour (counted over 62 min "
+            "in whole steps of 2.5 mcg, one step ahead, as the dose limiter does; start 50 mg, "
+            "basal 2.778 mcg), above caps.per_hour 500 mcg") in err, err
     # the same on the firmware's door, through the host's conversion
     plan, _ = plans_parse(F1_TOML)
     with pytest.raises(planmod.PlanError) as ei:
         planmod.validate(plan, LIMITS)
-    assert ei.value.field == "start" and ei.value.worst_ng == 50_000_000
+    assert ei.value.field == "start" and ei.value.worst_ng == 50_005_000
+    assert ei.value.parts == {"start": 50_000_000, "basal": 2778, "periodic": 0, "patient": 0}
     assert ei.value.cap == "caps.ng_1h" and ei.value.cap_ng == 500_000
 
 
@@ -230,8 +232,9 @@ def test_finding2_plan_check_refuses_a_periodic_burst(tmp_path, capsys):
     """Issue 11 finding 2: only one periodic bolus was counted in the worst hour."""
     rc, out, err = _check_file(tmp_path, capsys, F2_TOML)
     assert rc == 1
-    assert ("periodic.bolus: 400 mcg over 1 min at 12 times a day gives 4.884 mg in the worst "
-            "hour (basal 83.334 mcg, periodic 4.8 mg), above caps.per_hour 500 mcg") in err, err
+    assert ("periodic.bolus: 400 mcg over 1 min at 12 times a day gives 4.888 mg in the worst "
+            "hour (counted over 62 min in whole steps of 2.5 mcg, one step ahead, as the dose "
+            "limiter does; basal 86.112 mcg, periodic 4.8 mg), above caps.per_hour 500 mcg") in err
 
 
 def plans_parse(text):
@@ -248,8 +251,11 @@ def test_plan_check_shows_the_worst_windows_next_to_the_caps(capsys):
     p9 = os.path.join(ROOT, "examples", "p9-morphine-rich.toml")
     assert cli.main(["plan", "check", p9]) == 0
     out = capsys.readouterr().out
-    assert "worst hour  283.334 mcg (cap 500 mcg)" in out, out
-    assert "worst 24 h  2.45 mg (cap 3 mg)" in out, out
+    # the exact worst windows, and as the plan check and the dose limiter count them (62 min
+    # and 24 h 30 min, whole steps, one ahead): 24 h 30 min hold a third periodic bolus and
+    # a fifth patient bolus
+    assert "worst hour  283.334 mcg (cap 500 mcg; 287.5 mcg as the dose limiter counts it)" in out
+    assert "worst 24 h  2.45 mg (cap 3 mg; 2.69375 mg as the dose limiter counts it)" in out, out
     assert cli.main(["plan", "check", "--json", p9]) == 0
     import json
 
@@ -257,6 +263,7 @@ def test_plan_check_shows_the_worst_windows_next_to_the_caps(capsys):
     assert w["ng_1h"] == 283_334 and w["cap_ng_1h"] == 500_000
     assert w["parts_1h"] == {"start": 0, "basal": 83_334, "periodic": 100_000, "patient": 100_000}
     assert w["ng_24h"] == 2_450_000 and w["cap_ng_24h"] == 3_000_000
+    assert w["counted_1h"] == 287_500 and w["counted_24h"] == 2_693_750
 
 
 def test_plan_check_on_a_board_counts_a_prime_at_the_tip(tmp_path, capsys):
@@ -266,7 +273,7 @@ def test_plan_check_on_a_board_counts_a_prime_at_the_tip(tmp_path, capsys):
             '\n[start.prime]\npump = "0.2 mL"\ncatheter = "0.1 mL"\nrate = "1 mL/min"\n'
             '[basal]\nmode = "continuous"\ndose = "400 mcg/day"\n[caps]\nper_hour = "20 mcg"\n')
     rc, out, err = _check_file(tmp_path, capsys, text, "--board", "sim")
-    assert rc == 0 and "worst hour  16.667 mcg (cap 20 mcg)" in out, out + err
+    assert rc == 0 and "worst hour  16.667 mcg (cap 20 mcg; 17.5 mcg as the dose" in out, out + err
     # sim.json's pump path holds 0.2 mL; a board with none would count the pump part as drug
     rc, out, err = _check_file(tmp_path, capsys, text, "--board", "nosuchboard")
     assert rc == 1 and "--board: no board 'nosuchboard'" in err, err
@@ -297,8 +304,8 @@ def test_finding7_plan_check_refuses_near_misses(tmp_path, capsys, name, drug):
 
 def test_a_custom_drug_in_a_plan_file(tmp_path, capsys):
     base = ('[drug]\nname = "tracer"\nconcentration = "1 mg/mL"\n%s[basal]\nmode = "continuous"'
-            '\ndose = "240 mcg/day"\n[caps]\nper_day = "300 mcg"\n%s')
-    rc, out, err = _check_file(tmp_path, capsys, base % ("", 'per_hour = "10 mcg"\n'))
+            '\ndose = "240 mcg/day"\n[caps]\nper_day = "300 mcg"\n%s')  # 10.5 mcg in 62 min
+    rc, out, err = _check_file(tmp_path, capsys, base % ("", 'per_hour = "11 mcg"\n'))
     assert rc == 1 and "drug.name: 'tracer' is not a listed drug" in err, err
     assert "custom = true in [drug]" in err, err
     rc, out, err = _check_file(tmp_path, capsys, base % ("custom = true\n", ""))
@@ -306,10 +313,10 @@ def test_a_custom_drug_in_a_plan_file(tmp_path, capsys):
     rc, out, err = _check_file(tmp_path, capsys, base % ('custom = "yes"\n', ""))
     assert rc == 1 and "drug.custom: write custom = true" in err, err
     rc, out, err = _check_file(tmp_path, capsys, base % ("custom = true\n",
-                                                         'per_hour = "10 mcg"\n'), "--json")
+                                                         'per_hour = "11 mcg"\n'), "--json")
     import json
 
     assert rc == 0 and json.loads(out)["plan"]["custom_drug"] is True
-    rc, out, err = _check_file(tmp_path, capsys, (base % ("custom = true\n", 'per_hour = "10 mcg"\n'))
+    rc, out, err = _check_file(tmp_path, capsys, (base % ("custom = true\n", 'per_hour = "11 mcg"\n'))
                                .replace("tracer", "baclofen"))
     assert rc == 1 and "drug.custom: baclofen is a listed drug" in err, err

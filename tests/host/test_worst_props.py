@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, os.path.join(ROOT, "tests", "board"))
 from pumpcore import plan as pm  # noqa: E402
 from pumpcore import worst as wm  # noqa: E402
-from test_worst import DAY, HOUR, _brute  # noqa: E402
+from test_worst import DAY, HOUR, _brute, _brute_hour  # noqa: E402
 
 CELL_MIN = 15
 
@@ -65,34 +65,52 @@ def plans(draw):
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(plans(), st.sampled_from([HOUR, DAY]))
+@given(plans(), st.sampled_from([HOUR, DAY, wm.LIM_DAY_MS]))
 def test_worst_equals_the_brute_force(pp, w):
     plan, path = pp
-    assert wm.worst(plan, w, path)[0] == _brute(plan, w, path)
+    exact = wm.worst(plan, w, path)[0]
+    if w > DAY and plan["basal"]["kind"] == "step" and plan["start"] is not None:
+        assert exact >= _brute(plan, w, path)  # the documented upper bound
+    else:
+        assert exact == _brute(plan, w, path)
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(plans())
+def test_worst_62_min_equals_the_brute_force(pp):
+    """The limiter's hour (62 min, off the 15-minute grid) on 1-minute cells."""
+    plan, path = pp
+    assert wm.worst(plan, wm.LIM_HOUR_MS, path)[0] == _brute_hour(plan, path)
 
 
 @settings(max_examples=60, deadline=None)
 @given(plans(), st.integers(-2, 2), st.integers(-2, 2))
 def test_a_plan_is_refused_exactly_above_a_cap(pp, d1, d24):
+    """Refused exactly when the worst 62 min or 24 h 30 min, as the dose limiter counts them
+    (whole steps, one ahead, ng rounded up per step), is above a cap."""
     plan, path = pp
     conc = plan["conc_ng_ml"]
-    w1 = wm.worst(plan, HOUR, path)
-    w24 = wm.worst(plan, DAY, path)
-    # caps a few ng around the exact figures (to_ng rounds up: the exact worst is in
-    # (ng - 1, ng]), so both sides of each boundary are drawn
-    cap1 = max(0, wm.to_ng(w1[0], conc) + d1)
-    cap24 = max(0, wm.to_ng(w24[0], conc) + d24)
+    step = wm.DEFAULT_STEP_PL  # no step_pl given: the sim board's
+    w1 = wm.worst(plan, wm.LIM_HOUR_MS, path)
+    w24 = wm.worst(plan, wm.LIM_DAY_MS, path)
+    n1 = wm.limiter_ng(w1[0], conc, step)
+    n24 = wm.limiter_ng(w24[0], conc, step)
+    # the counted figure never understates the exact one
+    assert n1 >= wm.to_ng(w1[0], conc) and n24 >= wm.to_ng(w24[0], conc)
+    cap1 = max(0, n1 + d1)
+    cap24 = max(0, n24 + d24)
     raw = dict(plan, caps={"ng_1h": cap1, "ng_24h": cap24})
-    over1 = w1[0] * conc > cap1 * 1_000_000 * DAY
-    over24 = w24[0] * conc > cap24 * 1_000_000 * DAY
+    over1 = n1 > cap1
+    over24 = n24 > cap24
     try:
         out = pm.validate(raw, {"pump_path_nl": path})
     except pm.PlanError as e:
         assert over1 or over24
         assert e.cap == ("caps.ng_1h" if over1 else "caps.ng_24h")
-        assert e.worst_ng == wm.to_ng((w1 if over1 else w24)[0], conc)
+        assert e.worst_ng == (n1 if over1 else n24)
         assert e.field in wm.SOURCES and e.parts[e.field] == max(e.parts.values())
-        assert sum(e.parts.values()) >= e.worst_ng - 4  # each part rounded up, at most 4 ng
+        assert sum(e.parts.values()) - 4 <= e.worst_ng  # each exact part rounded up
+        assert ("62 min" if over1 else "24 h 30 min") in e.reason
     else:
         assert not over1 and not over24
         assert out["caps"] == {"ng_1h": cap1, "ng_24h": cap24}
