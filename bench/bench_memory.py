@@ -379,7 +379,7 @@ def compare(args):
     from _report import write_section
 
     def cell(r):
-        return "ok" if r[0] else "fails (%s)" % r[1].split(" from ")[0][:60]
+        return "ok" if r[0] else "fails (%s)" % r[1].split(" from ")[0].split(": the ")[0]
 
     def smallest(rs):
         best = None
