@@ -344,8 +344,8 @@ def restart(args):
         "rules again, drops the state record and collects the heap before the schedule is "
         "built; event lines are read in 256-byte pieces and a `log` answer carries about 480 "
         "bytes of events, so a long-running (fragmented) heap still has blocks for them. "
-        "p9 is programmed in a larger heap for the restore figure (its plan.set needs more "
-        "than 128 KB: the plan rules).\n"
+        "p9 is programmed in a larger heap for the restore figure (its plan.set, with the "
+        "plan rules loaded, is the command that needs the most heap).\n"
         % (args.days, "ok" if ok30 else "**failed**", why30,
            "%d KB" % restore_p9 if restore_p9 else "> 160 KB",
            "%d KB" % program_p9 if program_p9 else "> 192 KB"))
