@@ -664,7 +664,10 @@ class App:
         the unix port. Sources (.py) stay loaded: compiling them again at every command would
         cost more heap than it frees."""
         if _DROP:
-            gc.collect()  # the code about to load gets the largest free blocks there are
+            # the request's decoder (pumpcore.parse) goes first; the code about to load gets
+            # the largest free blocks there are
+            self._shed()
+            gc.collect()
         try:
             if fn_name in _RESTORE:
                 from . import restore as mod
@@ -688,6 +691,7 @@ class App:
 
     def _check_stage(self, plan, arg, prefix, windows):
         if _DROP:
+            self._shed()
             gc.collect()
         try:
             if windows:
