@@ -410,7 +410,7 @@ def program_cuts(cuts=20, seed=1, heap="384k", mpy=True):
     or the one after (read from status before the retry), and the same request (same id)
     retried after the restart must complete it: bridge bolus of the refill, the new plan
     with its start bolus pending or given. Returns the figures; CampaignError on a failure."""
-    from pumpcore import dose, proto
+    from pumpcore import dose
     from pumprig.client import Client
     from pumprig.simulate import _connect
     from pumprig.virtual.control import WorldClient
@@ -448,7 +448,7 @@ def program_cuts(cuts=20, seed=1, heap="384k", mpy=True):
                     cmd, args = "plan.set", {"plan": new_plan}
                     fig["plan_cuts"] += 1
                 req = "pc%d-%d" % (k, rng.randrange(1 << 30))
-                line = proto.encode_request(req, cmd, args)
+                line = c.frame(cmd, args, req)[1]  # signed in this session
                 c._write(line)
                 time.sleep(rng.random() * 0.006)
                 w2.power_cut()
@@ -471,7 +471,10 @@ def program_cuts(cuts=20, seed=1, heap="384k", mpy=True):
                     raise CampaignError("cut %d inside %s: the rig holds neither the state "
                                         "before nor after: %s" % (k, cmd, st))
                 fig["found_before" if before else "found_after"] += 1
-                for _ in range(20):  # the client's retry: same id, after logging in again
+                # the client's retry: same id, after logging in again (signed in the new
+                # session, as Client.request does); resent as it is while unanswered
+                line = c.frame(cmd, args, req)[1]
+                for _ in range(20):
                     c._write(line)
                     f = c._wait_response(req, time.monotonic() + 0.5)
                     if f is not None:
@@ -517,8 +520,8 @@ def power_loss(kills=200, days=30, seed=1, heap="384k", progress=None, mpy=True)
 
 
 # ---------------------------------------------------------------------- cuts inside commands
-PLAN_B = dict(PLAN, start={"kind": "bolus", "ng": 500_000, "dur_s": 3600},
-              caps={"ng_24h": 4_000_000, "ng_1h": 800_000})
+CMD_PLAN_B = dict(PLAN, start={"kind": "bolus", "ng": 500_000, "dur_s": 3600},
+                  caps={"ng_24h": 4_000_000, "ng_1h": 800_000})
 CMD_KINDS = ("plan.set", "refill", "clock.set", "ack")
 
 
@@ -613,7 +616,7 @@ class CommandCuts(PowerLoss):
         """(args, the view expected after it; plan_crc is filled in from the answer)."""
         if kind == "plan.set":
             self.use_b = not self.use_b
-            plan = dict(PLAN_B if self.use_b else PLAN, conc_ng_ml=self.conc)
+            plan = dict(CMD_PLAN_B if self.use_b else PLAN, conc_ng_ml=self.conc)
             return {"plan": plan}, {"start_bolus": self.use_b}
         if kind == "refill":
             self.conc = 5_000_000 if self.conc == 10_000_000 else 10_000_000
@@ -628,12 +631,11 @@ class CommandCuts(PowerLoss):
         return {}, {}
 
     def _send(self, req_id, cmd, args, tries=20):
-        """Send a request with this id (resent with the same id while unanswered); returns the
-        answer frame."""
-        from pumpcore import proto
+        """Send a request with this id, signed in the client's session (resent as it is while
+        unanswered); returns the answer frame."""
         from pumprig.errors import RigTimeout
 
-        line = proto.encode_request(req_id, cmd, args)
+        line = self.c.frame(cmd, args, req_id)[1]
         for _ in range(tries):
             self.c._write(line)
             f = self.c._wait_response(req_id, time.monotonic() + 0.5)
@@ -642,13 +644,11 @@ class CommandCuts(PowerLoss):
         raise RigTimeout("no answer to %s %s" % (cmd, req_id))
 
     def _cut_in(self, kind):
-        from pumpcore import proto
-
         fig, rng = self.fig, self.rng
         args, expect = self._request(kind)
         view_before = self._view(kind, self.c.status())
         req = "x%d-%d" % (fig["cuts"], rng.randrange(1 << 30))
-        self.c._write(proto.encode_request(req, kind, args))
+        self.c._write(self.c.frame(kind, args, req)[1])
         # biased late (square root): the records are written at the end of a command
         time.sleep(rng.random() ** 0.5 * self.window_s[kind])
         self.w2.power_cut()

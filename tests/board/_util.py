@@ -124,3 +124,31 @@ class ClientSession:
             self.seq += 1
             seq = self.seq
         return auth.sign_request(self.pad, rid, cmd, args, seq)
+
+
+def answers(app, line, now_ms=None):
+    """Put one request line on app's board serial, run one App.step (as main.py's loop does)
+    and return the answer frames ("=") written back."""
+    from pumpcore import proto
+
+    b = app.board
+    if now_ms is not None:
+        b.t_ms = now_ms
+    b.rx = line
+    app.step(b.t_ms)
+    out, b.tx = b.tx, b""
+    return [proto.decode(x + b"\n") for x in out.split(b"\n") if x.startswith(b"=")]
+
+
+def login(app, key_hex, role="clinician", now_ms=None):
+    """Log in to app's Server with hello and auth frames through its board's serial line;
+    returns the ClientSession whose line() signs the next requests (the App must hold key_hex
+    for that role)."""
+    cs = ClientSession()
+    hello = answers(app, cs.line("lh", "hello", {}), now_ms)
+    assert len(hello) == 1 and hello[0].name == "ok", hello
+    auth = answers(app, cs.line("la", "auth", cs.auth_args(key_hex, hello[0].body, role)),
+                   now_ms)
+    assert len(auth) == 1 and auth[0].name == "ok" and auth[0].body["role"] == role, auth
+    cs.logged_in()
+    return cs

@@ -5,20 +5,21 @@ raises), never from resident code; the main loop's handling is main.py's, repeat
 step, and on an exception App.crash then board.reset().
 """
 
-from _util import rmtree, tmpdir
+from _util import login, rmtree, tmpdir
 from fakeboard import FakeBoard, run_until
 from pumpcore import proto
 from pumpcore.app import App
 
 DAY = 86_400_000
 EPOCH = 1_767_225_600
+KEY = "11" * 32  # the clinician's key: requests over the line come from a signed session
 P1 = {"drug": "baclofen", "conc_ng_ml": 2_000_000,
       "basal": {"kind": "continuous", "ng_day": 400_000}}
 
 
 def _app(root):
     b = FakeBoard(root=root + "/")
-    return App(b, keys={}), b
+    return App(b, keys={"clinician": KEY}), b
 
 
 def _call(app, cmd, args=None, req="r1"):
@@ -93,7 +94,7 @@ def test_integer_arguments_are_bounded():
     root = tmpdir()
     try:
         app, b = _app(root)
-        app.server.role = "clinician"  # as after `auth` (session.py is tested elsewhere)
+        cs = login(app, KEY)  # the argument checks come after the role check
         reqs = [("l1", "log", {"since": -1}), ("r1", "refill", {"volume_nl": 1_000_000,
                                                                "refill_by_epoch_s": 10**18 - 1}),
                 ("c1", "clock.set", {"epoch_s": EPOCH, "offset_s": True}),
@@ -101,7 +102,7 @@ def test_integer_arguments_are_bounded():
                 ("0", "status", {})]
         for rid, cmd, args in reqs:
             b.tx = b""
-            b.rx = proto.encode_request(rid, cmd, args)
+            b.rx = cs.line(rid, cmd, args)
             app.step(b.t_ms)
             fs = _frames(b.tx)
             assert len(fs) == 1 and fs[0].name == "err", (cmd, fs)
@@ -243,13 +244,13 @@ def test_a_command_that_raises_is_answered_then_handled_as_a_fault():
     try:
         app, b = _running(root)
         run_until(app, b, 60_000)
-        app.server.role = "clinician"
+        cs = login(app, KEY)
 
         def broken(args, now, req_id):
             raise TypeError("bug")
 
         app.cmd_calib_get = broken
-        b.rx = proto.encode_request("c1", "calib.get", {})
+        b.rx = cs.line("c1", "calib.get", {})
         assert _loop(app, b, 61_000)
         fs = _frames(b.tx, "=!")
         errs = [f for f in fs if f.kind == "=" and f.id == "c1"]

@@ -115,6 +115,26 @@ class _App:
         self.calls += 1
         return {}
 
+    def log_event(self, kind, data, now_ms):
+        pass
+
+
+_CLINICIAN_KEY = "11" * 32
+
+
+def _login(srv, now_ms):
+    """hello and auth as a clinician through srv.feed; the ClientSession signs what follows."""
+    from _util import ClientSession
+
+    cs = ClientSession()
+    srv.feed(cs.line("lh", "hello", {}), now_ms)
+    hello = proto.decode(srv.take_output())
+    srv.feed(cs.line("la", "auth", cs.auth_args(_CLINICIAN_KEY, hello.body, "clinician")), now_ms)
+    f = proto.decode(srv.take_output())
+    assert f.name == "ok" and f.body["role"] == "clinician", f.body
+    cs.logged_in()
+    return cs
+
 
 def test_server_garbage_stream():
     rng = XorShift(777)
@@ -141,10 +161,12 @@ def test_server_answers_oversized_and_out_of_range_requests_within_a_frame():
     a long argument name made the BAD_ARGS answer itself too long, and feed() raised)."""
     rng = XorShift(4242)
     app = _App()
-    srv = server.Server(app, {"patient": "00" * 16}, {"uid": "u"}, lambda n: bytes(n))
-    srv.role = "clinician"  # as after `auth`: the argument checks are reached
+    srv = server.Server(app, {"patient": "00" * 16, "clinician": _CLINICIAN_KEY}, {"uid": "u"},
+                        lambda n: bytes(n))
+    cs = _login(srv, 0)  # signed requests as a clinician: the argument checks are reached
     cmds = sorted(proto.COMMANDS)
     answered = 0
+    bad_args = 0
     for i in range(1500):
         cmd = cmds[rng.below(len(cmds))]
         kind = i % 5
@@ -163,8 +185,10 @@ def test_server_answers_oversized_and_out_of_range_requests_within_a_frame():
         else:
             args = {}
         rid = "0" if kind == 4 and rng.below(2) else "x%d" % i
+        if srv.sess is None or cs.pad is None:  # after a `hello`: log in again
+            cs = _login(srv, i)
         try:
-            line = proto.encode_request(rid, cmd, args)
+            line = cs.line(rid, cmd, args)
         except proto.CommandError:
             continue  # would not fit a frame: the sender cannot even build it
         srv.feed(line, i)
@@ -175,5 +199,11 @@ def test_server_answers_oversized_and_out_of_range_requests_within_a_frame():
                 f = proto.decode(ln)
                 assert f.error is None and f.kind == "=", ln[:80]
                 answered += 1
+                if f.name == "err":
+                    # never stopped at the session or the role check
+                    assert f.body["code"] not in (proto.AUTH_REQUIRED, proto.FORBIDDEN,
+                                                  proto.BAD_MAC, proto.REPLAY), (cmd, f.body)
+                    bad_args += f.body["code"] == proto.BAD_ARGS
     assert answered > 1000
+    assert bad_args > 1000  # the argument checks answered most of them
     assert app.calls < 1500

@@ -3,7 +3,7 @@
 import os
 
 import pytest
-from pumpcore import proto
+from pumpcore import proto, session
 from pumprig import keys as keystore
 from pumprig.client import Client
 from pumprig.errors import AuthError, DeviceError, PortError, ProtocolError, RigTimeout
@@ -176,13 +176,13 @@ def test_a_refill_is_resent_with_the_same_id_after_the_rig_reset(rig):
     by its committed request key; a command without a persisted key is not resent."""
     with Client(rig.path, role="clinician", keys=KEYS, timeout=0.3) as c:
         rig.drop = 1  # the request is lost with the power...
-        rig.srv.role = proto.ROLE_NONE  # ...and the rig restarts: no session
+        session.end(rig.srv)  # ...and the rig restarts: no session, no role
         res = c.refill(18_000_000, 500_000)
         assert res["bridge_nl"] == 300000
         assert rig.app.calls.count("refill") == 1
         sent = [proto.decode(line + b"\n") for chunk in rig.received
                 for line in chunk.split(b"\n") if b" refill " in line]
         assert len(sent) == 3 and len({f.id for f in sent}) == 1  # lost, refused, answered
-        rig.srv.role = proto.ROLE_NONE
+        session.end(rig.srv)
         with pytest.raises(AuthError):
             c.clock_set(1_767_225_600, 0)

@@ -128,22 +128,34 @@ def test_the_app_refuses_each_and_keeps_the_running_plan(tmp_path):
 
 
 def test_a_frame_with_a_float_never_reaches_the_plan(tmp_path):
-    b = FakeBoard(root=str(tmp_path) + "/")
-    app = App(b, keys={})
-    app.call("plan.set", {"plan": P5}, "clinician", "p", 0)
-    crc = app.plan_crc()
-    app.server.role = "clinician"
-    body = proto.encode_request("z1", "plan.set", {"plan": P5}).decode()
-    body = body.replace('"ng_day":2000000', '"ng_day":2000000.5')
+    """A float in a signed clinician request is refused by the frame decoder (BAD_FRAME):
+    the plan stays as it was. The same request with the integer goes through."""
     from binascii import crc32
 
-    line = body[: body.rfind("*")]
-    line = "%s*%08x\n" % (line, crc32(line.encode()) & 0xFFFFFFFF)
-    app.server.take_output()
-    app.server.feed(line.encode(), 0)
-    frames = [proto.decode(x + b"\n") for x in app.server.take_output().split(b"\n") if x]
-    out = [f for f in frames if f.id == "z1"][0]
-    assert out.name == "err" and out.body["code"] == proto.BAD_FRAME
+    from _util import answers, login
+    from pumpcore import auth
+
+    b = FakeBoard(root=str(tmp_path) + "/")
+    key = "11" * 32
+    app = App(b, keys={"clinician": key})
+    app.call("plan.set", {"plan": P5}, "clinician", "p", 0)
+    crc = app.plan_crc()
+    cs = login(app, key, now_ms=0)
+
+    def signed(rid, seq, number):
+        body = proto.encode_request(rid, "plan.set", {"plan": P5})
+        assert b'"ng_day":2000000}' in body
+        body = body.replace(b'"ng_day":2000000}', b'"ng_day":%s}' % number)
+        data = body[: body.rfind(b"*")] + b"|%d|" % seq
+        data += auth.request_mac(cs.pad, data)
+        return data + b"*%08x\n" % (crc32(data) & 0xFFFFFFFF)
+
+    out = answers(app, signed("z1", 1, b"2000000.5"))
+    assert [(f.id, f.name, f.body["code"]) for f in out] == [("z1", "err", proto.BAD_FRAME)]
+    assert app.plan_crc() == crc
+    # the control: the same signed request with the integer (seq 2) is run
+    out = answers(app, signed("z2", 2, b"2000000"))
+    assert [(f.id, f.name) for f in out] == [("z2", "ok")], out[0].body
     assert app.plan_crc() == crc
 
 

@@ -254,8 +254,8 @@ def test_random_commands_never_crash_and_refusals_change_nothing(calls):
         for cmd, args, role in calls:
             COUNT["calls"] += 1
             before = _snapshot(p.app)
-            srv.role = role
-            # through the real dispatcher (role and argument checks), as a frame would go
+            # through the real dispatcher (role and argument checks) with the role Server._line
+            # gives a request: that of the signed session, none for a plain frame
             try:
                 srv._dispatch("q%d" % COUNT["calls"], cmd, args, p.b.t_ms, role)
             except proto.CommandError as e:
