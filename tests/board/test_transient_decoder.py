@@ -7,7 +7,7 @@ command's own code loads (App._overlay). Runs under CPython and MicroPython.
 
 import sys
 
-from _util import forget_module, rmtree, tmpdir
+from _util import forget_module, login, rmtree, tmpdir
 from fakeboard import FakeBoard
 from pumpcore import app as appmod
 from pumpcore import parse, proto
@@ -46,9 +46,9 @@ def test_the_decoder_leaves_after_a_request():
         if MPY:
             forget_module("pumpcore.parse")  # not resident, as on a board
         b = FakeBoard(root=root + "/")
-        app = appmod.App(b, keys={})
-        app.server.role = proto.ROLE_CLINICIAN
-        b.rx = proto.encode_request("q1", "clock.get", {})
+        app = appmod.App(b, keys={"clinician": "11" * 32})
+        cs = login(app, "11" * 32, now_ms=1000)
+        b.rx = cs.line("q1", "clock.get", {})  # signed, in the session
         app.step(1000)
         if MPY:
             assert "pumpcore.parse" not in sys.modules
