@@ -335,7 +335,9 @@ def with_caps(shape, conc, catheter_nl, limits):
             planmod.validate(p, limits)
             return True
         except planmod.PlanError as e:
-            return e.field
+            # a window over a cap names the source that weighs most in `field` and the cap in
+            # `cap` (pumpcore.worst); a shape error has no `cap`
+            return getattr(e, "cap", None) or e.field
     for c24 in ladder:
         p = dict(base, caps={"ng_24h": c24})
         r = ok(p)
