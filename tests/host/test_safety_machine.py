@@ -708,3 +708,47 @@ def _settings():
 
 SafetyMachine.TestCase.settings = _settings()
 TestSafetyMachine = SafetyMachine.TestCase
+
+
+# ------------------------------------------------------------------ the shrunk findings, replayed
+def _replay(conc, catheter_nl, shape, rules):
+    """Drive the machine through fixed rules [(name, kwargs)], checking every invariant after
+    each, as hypothesis does (the counterexamples the machine found, kept as plain tests)."""
+    m = SafetyMachine()
+    try:
+        m.setup(conc=conc, catheter_nl=catheter_nl, shape=shape)
+        for name, kw in rules:
+            getattr(m, name)(**kw)
+            m.caps_from_the_pulses()
+            m.account_between_pulses_and_one_segment_per_cut()
+        return m.status()
+    finally:
+        m.teardown()
+
+
+def test_two_refills_with_new_concentrations_in_a_row_stay_within_the_caps():
+    """Finding of this machine (before the limiter): 10 mg/mL in the line, refills to 5 then
+    1 mg/mL in a row; the second bridge assumed the line held 5 mg/mL while it held mostly
+    10: 127.5 ug left the tip in an hour under a 125 ug hourly cap (fails so on e3c93fc). Now
+    the run-time limiter holds the excess (CAP_REACHED) and the tip stays within the caps."""
+    shape = {"drug": DRUG, "basal": {"kind": "continuous", "ng_day": 3 * MG}, "_tight": True}
+    rules = [("refill", {"vol": 20_000_000, "new_conc": 5_000_000, "cut": None}),
+             ("refill", {"vol": 20_000_000, "new_conc": 1_000_000, "cut": None})]
+    rules += [("wait", {"ms": 6 * HOUR})] * 8
+    s = _replay(10_000_000, 250_000, shape, rules)
+    assert "CAP_REACHED" in s["alarms"]  # held, not delivered past the cap
+
+
+def test_an_older_bolus_id_retried_after_a_newer_one_is_not_dosed_again():
+    """Finding of this machine: retrying an OLDER patient-bolus request id after a newer bolus
+    (the lockout over) dosed it again: only the last id was remembered (pumpcore/patient.py).
+    bolus_retry asserts the 24 h count does not rise and the answer is the first one."""
+    shape = {"drug": DRUG, "basal": {"kind": "continuous", "ng_day": MG}, "_tight": False,
+             "patient": {"ng": MG // 10, "dur_s": 60, "lockout_s": 600, "max_24h": 8}}
+    rules = [("wait", {"ms": HOUR}), ("bolus_new", {"cut": None}), ("wait", {"ms": HOUR}),
+             ("bolus_new", {"cut": None}), ("wait", {"ms": HOUR}),
+             ("bolus_retry", {"back": 2, "cut": None}),
+             ("cut_between", {"downtime": 1000}),
+             ("bolus_retry", {"back": 2, "cut": None}), ("bolus_retry", {"back": 1, "cut": 3})]
+    s = _replay(10_000_000, 100_000, shape, rules)
+    assert s["boluses_24h"] == 2
