@@ -131,7 +131,8 @@ class App:
         self.bench = None  # [ConstRate, steps_left] for motor.run
         self.boluses = []  # board ms of accepted patient boluses (last 24 h)
         self.lockout_until_ms = 0
-        self.last_bolus = None  # [req_id, result] survives resets: a retry never doses twice
+        self.last_bolus = []  # [[req_id, result]] of the last 24 h's boluses (pumpcore.patient),
+        # persisted: a retry, even of an older id, never doses twice
         self.last_req = None  # ["id cmd args-CRC", result] of the last plan.set/refill
         self.gen = 0  # generation of the committed record set (the head)
         self.gens = {}  # {record: generation} as the head names them

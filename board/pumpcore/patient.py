@@ -8,9 +8,15 @@ from . import dose, proto
 
 
 def bolus(app, args, now, req_id):
+    # [req_id, answer] of each bolus of the last 24 h, oldest first (one per app.boluses entry:
+    # both are appended together and app.boluses only loses its oldest)
     lb = app.last_bolus
-    if lb is not None and lb[0] == req_id:
-        return lb[1]  # a retry, possibly across a reset: answered, never dosed again
+    n = app._boluses_24h(now)
+    if len(lb) > n:
+        del lb[:len(lb) - n]
+    for r in lb:
+        if r[0] == req_id:
+            return r[1]  # a retry, possibly across a reset: answered, never dosed again
     p = app.plan["patient"] if app.plan else None
     if p is None:
         _refuse(app, now, "no patient bolus in this plan")
@@ -36,7 +42,7 @@ def bolus(app, args, now, req_id):
     app.lockout_until_ms = now + p["lockout_s"] * 1000
     res = {"dose_ng": p["ng"], "volume_nl": nl, "dur_s": p["dur_s"],
            "started_epoch_s": app.epoch(now)}
-    app.last_bolus = [req_id, res]
+    lb.append([req_id, res])
     app._event("bolus.started", {"dose_ng": p["ng"], "volume_nl": nl}, now)
     app.save_state(now)
     return res

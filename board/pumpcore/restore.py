@@ -110,7 +110,8 @@ def load_therapy(app, now):
             app.battery.restore(state["battery"])
             app.boluses = [t + delta for t in state["boluses"]]
             app.lockout_until_ms = state["lockout_until_ms"] + delta
-            app.last_bolus = state["last_bolus"]
+            lb = state["last_bolus"] or []
+            app.last_bolus = [lb] if lb and isinstance(lb[0], str) else lb  # older: one pair
             app.fallback = state["fallback"]
             app._auth_restore = state.get("auth")
             app.last_req = state["req"]

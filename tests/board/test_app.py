@@ -103,6 +103,31 @@ def test_patient_bolus_lockout_max_and_retry():
         rmtree(root)
 
 
+def test_an_older_bolus_id_retried_after_a_newer_bolus_is_not_dosed_again():
+    """Finding of the safety state machine (issue 11): only the last patient-bolus request id
+    was remembered, so retrying an OLDER id after a newer bolus (the lockout over) dosed it a
+    second time, also across a reset. Now the ids of the last 24 h's boluses are kept."""
+    app, b, root = _app()
+    try:
+        _call(app, "clock.set", {"epoch_s": 1_767_225_600, "offset_s": 0})
+        _call(app, "refill", {"volume_nl": 20_000_000})
+        _call(app, "plan.set", {"plan": P5})
+        run_until(app, b, 2 * 3_600_000)
+        r1 = app.call("bolus", {}, "patient", "b1", b.t_ms)
+        run_until(app, b, 4 * 3_600_000)
+        r2 = app.call("bolus", {}, "patient", "b2", b.t_ms)
+        assert r2 != r1
+        run_until(app, b, 6 * 3_600_000)  # the lockout is over
+        assert app.call("bolus", {}, "patient", "b1", b.t_ms) == r1
+        assert len(app.boluses) == 2
+        app2 = App(FakeBoard(root=root + "/"), keys={})  # a reset
+        assert app2.call("bolus", {}, "patient", "b1", 0) == r1
+        assert app2.call("bolus", {}, "patient", "b2", 0) == r2
+        assert len(app2.boluses) == 2
+    finally:
+        rmtree(root)
+
+
 def test_reset_resumes_plan_and_never_undercounts():
     app, b, root = _app()
     try:

@@ -17,16 +17,23 @@ Invariants, checked after every rule, from the pulses and never from the firmwar
              each pulse. The drug that leaves the tip is computed here, independent of the
              firmware: each pulse pushes one step of reservoir fluid (the concentration of the
              last refill) into a FIFO as long as the dead volume (the board's pump_path_nl plus
-             the plan's catheter_nl) and pushes one step of the FIFO's head out of the tip. The
-             window holds all drug that left in it, whichever plan gave it: a new plan's caps
-             apply to every pulse made under it (drug in the patient does not care about
-             programming).
+             the plan's catheter_nl) and pushes one step of the FIFO's head out of the tip.
+             Exact 60 min and 24 h windows: stricter than the limiter's own 62 min / 24 h 30 min
+             buckets. A missing `ng_1h` is the daily cap (the firmware's default; a 60 min
+             window is inside a 24 h one anyway).
+             Across plan.set (a design choice, documented here): the firmware keeps the
+             limiter's ledger when the plan changes (docs/architecture.md, "Persistence": a new
+             plan does not reset it), so the machine checks the strictest reading of that
+             promise: the window ending at each pulse holds ALL drug that left in it, whichever
+             plan gave it, and must be within the caps of the plan in force at that pulse (a
+             stricter new plan is held until the old plan's drug leaves its window).
   account    the firmware's delivered_steps (status) is at least the pulses made and at most the
              pulses plus one segment (max_segment_nl) per power cut; and where status shows an
              `uncertain_*` bound, account - uncertain <= pulses.
   ids        no patient-bolus request id is dosed twice: a retried id (the last one or one of the
              few before it, after a cut or not) never raises the 24 h bolus count nor is it
-             answered with a different dose.
+             answered with a different dose (the firmware remembers the ids of the last 24 h's
+             boluses; an id older than that may dose again, as a new request).
   torn       after a cut inside a command, the state restored from the files is the state before
              the command or the state after it (compared as what a restored App reports: plan
              CRC, drug, concentration, therapy, activity, reservoir within one segment, bolus
@@ -39,11 +46,18 @@ Invariants, checked after every rule, from the pulses and never from the firmwar
 Covers issue 11's stateful property test, and through it findings 1 (a start bolus outside
 every cap), 2 and 3 (periodic boluses against the caps, repeated when the clock goes back), 4
 and 5 (torn refill and programming) and 9 (the account against the pulses, `uncertain_*`). On
-the main of 2026-12-04 it fails; shrunk counterexamples seen there: a 50 µg start bolus over
-60 s under the default hourly cap of a 0.1 mg/day plan (4250 ng in the first 5 s, cap 4167 ng);
-plan.set cut between its plan and state records (new plan, old schedule: start bolus skipped,
-or a restored App whose `status` raises TypeError); two refills with new concentrations in a
-row (the second bridge assumes the dead volume holds the first refill's drug).
+the main of 2026-12-04 before the limiter, generations and request ids it failed; shrunk
+counterexamples seen there: a 50 µg start bolus over 60 s under the default hourly cap of a
+0.1 mg/day plan (4250 ng in the first 5 s, cap 4167 ng); plan.set cut between its plan and
+state records (new plan, old schedule: start bolus skipped, or a restored App whose `status`
+raises TypeError); two refills with new concentrations in a row (the second bridge assumes the
+dead volume holds the first refill's drug: now held by the limiter, see the replayed test
+below); an older patient-bolus id retried after a newer bolus, dosed again (fixed in
+pumpcore/patient.py). The plain tests at the end replay those findings.
+
+Plans: `with_caps` takes the tightest daily cap of a 5 % ladder that the exact worst-window
+check (pumpcore.worst, through plan.validate) accepts, then an hourly one if the hour is what
+refuses; a refusal names the cap in PlanError.cap (its `field` is the source that weighs most).
 
 Profiles: the short one runs in `make test`; PUMPRIG_LONG=1 selects the long one that
 bench/safety_machine.py runs in `make campaign` (figures in docs/benchmarks.md).
@@ -335,7 +349,9 @@ def with_caps(shape, conc, catheter_nl, limits):
             planmod.validate(p, limits)
             return True
         except planmod.PlanError as e:
-            return e.field
+            # a window over a cap names the source that weighs most in `field` and the cap in
+            # `cap` (pumpcore.worst); a shape error has no `cap`
+            return getattr(e, "cap", None) or e.field
     for c24 in ladder:
         p = dict(base, caps={"ng_24h": c24})
         r = ok(p)
@@ -540,7 +556,8 @@ class SafetyMachine(RuleBasedStateMachine):
             caps = self.caps_for(t_us)
             if caps is None:
                 continue
-            c1, c24 = caps.get("ng_1h"), caps.get("ng_24h")
+            c24 = caps.get("ng_24h")
+            c1 = caps.get("ng_1h") or c24  # the firmware's default hourly cap
             if c1:
                 STATS["worst_1h_pct"] = max(STATS["worst_1h_pct"], self.s1 // (c1 * 10_000_000))
             if c24:
@@ -706,3 +723,61 @@ def _settings():
 
 SafetyMachine.TestCase.settings = _settings()
 TestSafetyMachine = SafetyMachine.TestCase
+
+
+# ------------------------------------------------------------------ the shrunk findings, replayed
+def _replay(conc, catheter_nl, shape, rules):
+    """Drive the machine through fixed rules [(name, kwargs)], checking every invariant after
+    each, as hypothesis does (the counterexamples the machine found, kept as plain tests)."""
+    m = SafetyMachine()
+    try:
+        m.setup(conc=conc, catheter_nl=catheter_nl, shape=shape)
+        for name, kw in rules:
+            getattr(m, name)(**kw)
+            m.caps_from_the_pulses()
+            m.account_between_pulses_and_one_segment_per_cut()
+        return m.status()
+    finally:
+        m.teardown()
+
+
+def test_two_refills_with_new_concentrations_in_a_row_stay_within_the_caps():
+    """Finding of this machine (before the limiter): 10 mg/mL in the line, refills to 5 then
+    1 mg/mL in a row; the second bridge assumed the line held 5 mg/mL while it held mostly
+    10: 127.5 ug left the tip in an hour under a 125 ug hourly cap (fails so on e3c93fc). Now
+    the run-time limiter holds the excess (CAP_REACHED) and the tip stays within the caps."""
+    shape = {"drug": DRUG, "basal": {"kind": "continuous", "ng_day": 3 * MG}, "_tight": True}
+    rules = [("refill", {"vol": 20_000_000, "new_conc": 5_000_000, "cut": None}),
+             ("refill", {"vol": 20_000_000, "new_conc": 1_000_000, "cut": None})]
+    rules += [("wait", {"ms": 6 * HOUR})] * 8
+    s = _replay(10_000_000, 250_000, shape, rules)
+    assert "CAP_REACHED" in s["alarms"]  # held, not delivered past the cap
+
+
+def test_an_older_bolus_id_retried_after_a_newer_one_is_not_dosed_again():
+    """Finding of this machine: retrying an OLDER patient-bolus request id after a newer bolus
+    (the lockout over) dosed it again: only the last id was remembered (pumpcore/patient.py).
+    bolus_retry asserts the 24 h count does not rise and the answer is the first one."""
+    shape = {"drug": DRUG, "basal": {"kind": "continuous", "ng_day": MG}, "_tight": False,
+             "patient": {"ng": MG // 10, "dur_s": 60, "lockout_s": 600, "max_24h": 8}}
+    rules = [("wait", {"ms": HOUR}), ("bolus_new", {"cut": None}), ("wait", {"ms": HOUR}),
+             ("bolus_new", {"cut": None}), ("wait", {"ms": HOUR}),
+             ("bolus_retry", {"back": 2, "cut": None}),
+             ("cut_between", {"downtime": 1000}),
+             ("bolus_retry", {"back": 2, "cut": None}), ("bolus_retry", {"back": 1, "cut": 3})]
+    s = _replay(10_000_000, 100_000, shape, rules)
+    assert s["boluses_24h"] == 2
+
+
+def test_a_plan_change_keeps_the_drug_already_given_in_the_window():
+    """The design choice across plan.set: the firmware keeps the limiter's ledger (docs/
+    architecture.md, dose limiter, Persistence), so the machine checks the strictest reading:
+    a new plan's caps bound ALL drug in the window ending at each of its pulses, the old plan's
+    included. 3 mg/day for 12 h, then a 0.1 mg/day plan with the tightest caps it validates
+    under: the 1.5 mg already given fill its 24 h cap, so delivery is held."""
+    big = {"drug": DRUG, "basal": {"kind": "continuous", "ng_day": 3 * MG}, "_tight": False}
+    small = {"drug": DRUG, "basal": {"kind": "continuous", "ng_day": MG // 10}, "_tight": True}
+    rules = [("wait", {"ms": 12 * HOUR}), ("plan_set", {"shape": small, "cut": None}),
+             ("wait", {"ms": 6 * HOUR}), ("wait", {"ms": 20 * HOUR})]
+    s = _replay(1_000_000, 100_000, big, rules)
+    assert "CAP_REACHED" in s["alarms"]
