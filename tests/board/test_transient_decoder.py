@@ -24,7 +24,7 @@ def test_proto_keeps_no_decoder_code():
 def test_the_decoder_limits_are_protos():
     assert parse.MAX_LINE == proto.MAX_LINE and parse.MAX_ID == proto.MAX_ID
     assert parse.MAX_NAME == proto.MAX_NAME and parse.MAX_DEPTH == proto.MAX_DEPTH
-    assert parse.MAX_INT_DIGITS == proto.MAX_INT_DIGITS
+    assert parse.MAX_INT_DIGITS == proto.MAX_INT_DIGITS and parse.MAC_HEX == proto.MAC_HEX
     assert (parse.BAD_FRAME, parse.BAD_CRC, parse.TOO_LONG) == (
         proto.BAD_FRAME, proto.BAD_CRC, proto.TOO_LONG)
 
