@@ -11,121 +11,110 @@ import datetime as _dt
 import difflib
 import re
 import tomllib
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from pumpcore import plan as core
 from pumpcore.schedule import DAY_MS, Clock, Schedule
 
+from . import units
 from .errors import PlanFileError
+from .units import MASS_NG, PER_DAY, TIME_S, VOLUME_NL, did_you_mean  # noqa: F401 (re-exported)
 
-MASS_NG = {"ng": 1, "mcg": 1_000, "ug": 1_000, "µg": 1_000, "μg": 1_000, "mg": 1_000_000,
-           "g": 1_000_000_000}
-VOLUME_NL = {"nl": 1, "ul": 1_000, "µl": 1_000, "μl": 1_000, "ml": 1_000_000}
-TIME_S = {"s": 1, "sec": 1, "second": 1, "seconds": 1, "min": 60, "minute": 60, "minutes": 60,
-          "h": 3600, "hr": 3600, "hour": 3600, "hours": 3600, "d": 86_400, "day": 86_400,
-          "days": 86_400}
-PER_DAY = {"day": 1, "d": 1, "24h": 1, "h": 24, "hour": 24, "hr": 24, "min": 1440}
-
-_NUM = r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
+# The keys each table of a plan file may hold (a key not listed gets "did you mean").
+TOP_KEYS = ("title", "drug", "basal", "catheter_volume", "start", "periodic", "patient",
+            "reservoir", "caps", "scenario")
+DRUG_KEYS = ("name", "concentration", "custom")
+BASAL_KEYS = ("mode", "dose", "segments", "increase", "every", "steps", "minimum_rate")
+START_KEYS = ("bolus", "prime")
+PRIME_KEYS = ("pump", "catheter", "rate")
+PERIODIC_KEYS = ("times", "bolus")
+PATIENT_KEYS = ("bolus", "lockout", "max_per_day")
+RESERVOIR_KEYS = ("low", "empty", "refill_by", "on_empty", "fill")
+CAPS_KEYS = ("per_day", "per_hour")
+SCENARIO_KEYS = ("events",)
+EVENT_KEYS = ("at", "refill", "concentration", "bolus")
 
 
 class _Field:
-    """Reads one TOML table, remembering which keys were used so unknown keys are errors."""
+    """One TOML table of the plan file and the keys it may hold: a key it may not hold is an
+    error with the nearest allowed key, before any value is read (so a typo `dosee` is not
+    reported as a missing `dose`)."""
 
-    def __init__(self, table, path):
+    def __init__(self, table, path, allowed=()):
         if not isinstance(table, dict):
-            raise PlanFileError(f"{path}: must be a table")
+            raise PlanFileError(f"{path}: must be a table, like [{path}]")
         self.t = table
         self.path = path
-        self.used = set()
+        for k in table:
+            if k not in allowed:
+                what = "table" if isinstance(table[k], dict) else "key"
+                raise PlanFileError(f"{self.name(k)}: unknown {what}"
+                                    f"{did_you_mean(k, allowed)}")
 
     def get(self, key, default=None):
-        self.used.add(key)
         return self.t.get(key, default)
 
     def name(self, key):
         return f"{self.path}.{key}" if self.path else key
 
     def done(self):
-        for k in self.t:
-            if k not in self.used:
-                raise PlanFileError(f"{self.name(k)}: unknown key")
+        """Kept for the callers: unknown keys are refused when the table is opened."""
 
 
-def _scaled(num: str, scale: int, field: str, what: str) -> int:
-    try:
-        v = Decimal(num) * scale
-    except InvalidOperation:
-        raise PlanFileError(f"{field}: {num!r} is not a number") from None
-    iv = int(v.to_integral_value())
-    if v != iv and abs(v - iv) * 1000 > abs(v):  # more than 0.1 % lost to rounding
-        raise PlanFileError(f"{field}: {what} below the resolution of the pump")
-    return iv
+def _unit_error(fn):
+    """A units reader whose UnitError becomes this module's PlanFileError (same message)."""
+    def read(text, field, *a, **kw):
+        if text is None:
+            raise PlanFileError(f"{field}: is required")
+        try:
+            return fn(text, field, *a, **kw)
+        except units.UnitError as e:
+            raise PlanFileError(str(e)) from None
+    read.__doc__ = fn.__doc__
+    return read
+
+
+_mass = _unit_error(units.mass_ng)
+_volume = _unit_error(units.volume_nl)
+_duration = _unit_error(units.duration_s)
+_conc = _unit_error(units.concentration_ng_ml)
+_dose_rate = _unit_error(units.dose_rate_ng_day)
+_volume_rate = _unit_error(units.volume_rate_nl_day)
 
 
 def _match(text, field, pattern, example):
     if isinstance(text, bool) or not isinstance(text, (str, int, float)):
         raise PlanFileError(f"{field}: expected text like {example!r}")
-    s = str(text).strip().lower().replace("per ", "/").replace(" / ", "/")
+    s = str(text).strip().lower()
     m = re.fullmatch(pattern, s)
     if not m:
         raise PlanFileError(f"{field}: cannot read {text!r}; write it like {example!r}")
     return m
 
 
-def _with_unit(text, field, pattern, example, table, what, hint=""):
-    """Match `pattern` (number, unit, ...) and look the unit up: (match, scale)."""
-    m = _match(text, field, pattern, example)
-    unit = m.group(2)
-    if unit not in table:
-        raise PlanFileError(f"{field}: unknown {what} unit {unit!r}{hint}")
-    return m, table[unit]
-
-
 def parse_mass_ng(text, field="mass") -> int:
-    m, scale = _with_unit(text, field, _NUM + r"\s*([a-zµμ]+)", "50 mcg", MASS_NG, "mass",
-                          " (use ng, mcg, mg)")
-    return _scaled(m.group(1), scale, field, "mass")
+    return _mass(text, field)
 
 
 def parse_volume_nl(text, field="volume") -> int:
-    m, scale = _with_unit(text, field, _NUM + r"\s*([a-zµμ]+)", "20 mL", VOLUME_NL, "volume",
-                          " (use nL, uL, mL)")
-    return _scaled(m.group(1), scale, field, "volume")
+    return _volume(text, field)
 
 
 def parse_duration_s(text, field="duration") -> int:
-    if isinstance(text, int) and not isinstance(text, bool):
-        return text
-    m, scale = _with_unit(text, field, _NUM + r"\s*([a-z]+)", "15 min", TIME_S, "time",
-                          " (use s, min, h, day)")
-    return _scaled(m.group(1), scale, field, "duration")
+    return _duration(text, field)
 
 
 def parse_conc(text, field="concentration") -> int:
     """'2000 mcg/mL' -> ng/mL."""
-    m, scale = _with_unit(text, field, _NUM + r"\s*([a-zµμ]+)\s*/\s*ml", "2000 mcg/mL",
-                          MASS_NG, "mass")
-    return _scaled(m.group(1), scale, field, "concentration")
+    return _conc(text, field)
 
 
 def parse_dose_rate_ng_day(text, field="dose") -> int:
-    m = _match(text, field, _NUM + r"\s*([a-zµμ]+)\s*/\s*([0-9a-z]+)", "400 mcg/day")
-    unit, per = m.group(2), m.group(3)
-    if unit not in MASS_NG:
-        raise PlanFileError(f"{field}: {unit!r} is not a mass unit (a dose is mcg/day or mg/day)")
-    if per not in PER_DAY:
-        raise PlanFileError(f"{field}: rate per {per!r}? use /day or /h")
-    return _scaled(m.group(1), MASS_NG[unit] * PER_DAY[per], field, "dose rate")
+    return _dose_rate(text, field)
 
 
 def parse_volume_rate_nl_day(text, field="rate") -> int:
-    m = _match(text, field, _NUM + r"\s*([a-zµμ]+)\s*/\s*([0-9a-z]+)", "0.2 mL/day")
-    unit, per = m.group(2), m.group(3)
-    if unit not in VOLUME_NL or per not in PER_DAY:
-        raise PlanFileError(f"{field}: write a volume rate like '0.2 mL/day' or '1 mL/min'")
-    return _scaled(m.group(1), VOLUME_NL[unit] * PER_DAY[per], field, "rate")
+    return _volume_rate(text, field)
 
 
 def parse_dose_over(text, field="bolus") -> tuple[int, int]:
@@ -167,8 +156,19 @@ def parse_date(text, field="date") -> int:
     return int(d.timestamp())
 
 
+_MODE_KEYS = {"stopped": (), "continuous": ("dose",), "flex": ("segments",),
+              "step": ("dose", "increase", "every", "steps")}
+
+
 def _basal(t: _Field) -> dict:
     mode = t.get("mode")
+    if mode not in _MODE_KEYS:
+        raise PlanFileError(f"{t.name('mode')}: must be stopped, continuous, flex or step, "
+                            f"not {mode!r}{did_you_mean(mode, _MODE_KEYS)}")
+    for k in t.t:
+        if k not in ("mode", "minimum_rate") + _MODE_KEYS[mode]:
+            raise PlanFileError(f"{t.name(k)}: not used with mode = {mode!r} (it takes "
+                                + (", ".join(_MODE_KEYS[mode]) or "no dose") + ")")
     if mode == "stopped":
         return {"kind": "stopped"}
     if mode == "continuous":
@@ -197,14 +197,16 @@ def _basal(t: _Field) -> dict:
 
 def parse_plan(doc: dict) -> tuple[dict, dict]:
     """TOML document -> (raw canonical plan, host-side metadata such as the fill volume)."""
-    top = _Field(doc, "")
+    top = _Field(doc, "", TOP_KEYS)
     plan: dict = {"v": core.PLAN_VERSION}
     meta: dict = {}
     title = top.get("title")
     if title is not None:
         meta["title"] = str(title)
-    drug = _Field(top.get("drug") or {}, "drug")
+    drug = _Field(top.get("drug") or {}, "drug", DRUG_KEYS)
     plan["drug"] = drug.get("name")
+    if plan["drug"] is None:
+        raise PlanFileError("drug.name: is required (e.g. name = \"baclofen\" in [drug])")
     custom = drug.get("custom", False)
     if not isinstance(custom, bool):
         raise PlanFileError("drug.custom: write custom = true (a drug without built-in rules)")
@@ -215,7 +217,7 @@ def parse_plan(doc: dict) -> tuple[dict, dict]:
     drug.done()
     if top.get("basal") is None:
         raise PlanFileError("basal: is required (mode = stopped | continuous | flex | step)")
-    basal = _Field(top.get("basal"), "basal")
+    basal = _Field(top.get("basal"), "basal", BASAL_KEYS)
     plan["basal"] = _basal(basal)
     if basal.get("minimum_rate") is not None:
         plan["min_nl_day"] = parse_volume_rate_nl_day(basal.get("minimum_rate"), "basal.minimum_rate")
@@ -224,12 +226,12 @@ def parse_plan(doc: dict) -> tuple[dict, dict]:
         plan["catheter_nl"] = parse_volume_nl(top.get("catheter_volume"), "catheter_volume")
 
     if top.get("start") is not None:
-        st = _Field(top.get("start"), "start")
+        st = _Field(top.get("start"), "start", START_KEYS)
         if st.get("bolus") is not None:
             ng, dur = parse_dose_over(st.get("bolus"), "start.bolus")
             plan["start"] = {"kind": "bolus", "ng": ng, "dur_s": dur}
         elif st.get("prime") is not None:
-            pr = _Field(st.get("prime"), "start.prime")
+            pr = _Field(st.get("prime"), "start.prime", PRIME_KEYS)
             plan["start"] = {
                 "kind": "prime",
                 "pump_nl": parse_volume_nl(pr.get("pump", "0 mL"), "start.prime.pump"),
@@ -242,7 +244,7 @@ def parse_plan(doc: dict) -> tuple[dict, dict]:
         st.done()
 
     if top.get("periodic") is not None:
-        pe = _Field(top.get("periodic"), "periodic")
+        pe = _Field(top.get("periodic"), "periodic", PERIODIC_KEYS)
         times = pe.get("times")
         if not isinstance(times, list):
             raise PlanFileError("periodic.times: list clock times like [\"06:00\", \"14:00\"]")
@@ -252,7 +254,7 @@ def parse_plan(doc: dict) -> tuple[dict, dict]:
         pe.done()
 
     if top.get("patient") is not None:
-        pa = _Field(top.get("patient"), "patient")
+        pa = _Field(top.get("patient"), "patient", PATIENT_KEYS)
         ng, dur = parse_dose_over(pa.get("bolus"), "patient.bolus")
         plan["patient"] = {"ng": ng, "dur_s": dur,
                            "lockout_s": parse_duration_s(pa.get("lockout"), "patient.lockout"),
@@ -260,7 +262,7 @@ def parse_plan(doc: dict) -> tuple[dict, dict]:
         pa.done()
 
     if top.get("reservoir") is not None:
-        rs = _Field(top.get("reservoir"), "reservoir")
+        rs = _Field(top.get("reservoir"), "reservoir", RESERVOIR_KEYS)
         res: dict = {}
         if rs.get("low") is not None:
             res["low_nl"] = parse_volume_nl(rs.get("low"), "reservoir.low")
@@ -276,7 +278,7 @@ def parse_plan(doc: dict) -> tuple[dict, dict]:
         plan["reservoir"] = res
 
     if top.get("caps") is not None:
-        cp = _Field(top.get("caps"), "caps")
+        cp = _Field(top.get("caps"), "caps", CAPS_KEYS)
         caps = {}
         if cp.get("per_day") is not None:
             caps["ng_24h"] = parse_mass_ng(cp.get("per_day"), "caps.per_day")
@@ -293,13 +295,13 @@ def parse_plan(doc: dict) -> tuple[dict, dict]:
 
 def _scenario(sc) -> dict:
     """[scenario] for `pumprig simulate`: refills and patient bolus requests at given times."""
-    t = _Field(sc, "scenario")
+    t = _Field(sc, "scenario", SCENARIO_KEYS)
     out = {"events": []}
     evs = t.get("events") or []
     if not isinstance(evs, list):
         raise PlanFileError("scenario.events: must be a list of tables")
     for i, e in enumerate(evs):
-        f = _Field(e, f"scenario.events[{i}]")
+        f = _Field(e, f"scenario.events[{i}]", EVENT_KEYS)
         ev = {"at_s": parse_duration_s(f.get("at"), f.name("at"))}
         if f.get("refill") is not None:
             ev["refill_nl"] = parse_volume_nl(f.get("refill"), f.name("refill"))
@@ -317,22 +319,79 @@ def _scenario(sc) -> dict:
 
 def _check_drug_name(name) -> None:
     """A second opinion on the drug's name (difflib), on top of pumpcore.worst.near_drug which
-    host and firmware share: the host may refuse more names, never fewer."""
+    host and firmware share: the host may refuse more names, never fewer. A near miss is
+    refused here, first, so that 'baclofen ' is answered with the drug it resembles rather
+    than with what a custom drug would lack (issue 14)."""
     from pumpcore.worst import near_drug
 
-    if not isinstance(name, str) or name in core.DRUGS or near_drug(name, core.DRUGS) is not None:
-        return  # listed, or the shared rule will refuse it with its own "did you mean"
+    if not isinstance(name, str) or name in core.DRUGS:
+        return  # listed, or the shared rule refuses the type
+    near = near_drug(name, core.DRUGS)
+    if near is not None:
+        raise PlanFileError(f"drug.name: unknown drug {name!r}: did you mean {near}?")
     close = difflib.get_close_matches(name.strip().lower(), list(core.DRUGS), n=1, cutoff=0.8)
     if close:
         raise PlanFileError(f"drug.name: unknown drug {name!r}: did you mean {close[0]}?")
 
 
-# canonical field -> the plan file's field, for error messages
+# canonical field -> (the plan file's field, how its numbers are written there), for messages
 _FILE_FIELD = {"caps.ng_24h": "caps.per_day", "caps.ng_1h": "caps.per_hour",
                "drug": "drug.name", "custom_drug": "drug.custom",
                "conc_ng_ml": "drug.concentration", "periodic": "periodic.bolus",
                "patient": "patient.bolus", "catheter_nl": "catheter_volume",
                "min_nl_day": "basal.minimum_rate"}
+_CANON = {
+    "basal.ng_day": ("basal.dose", units.format_dose_rate),
+    "basal.pct": ("basal.increase", lambda v: f"{v} %"),
+    "basal.every_days": ("basal.every", lambda v: units.format_duration_s(v * 86_400)),
+    "basal.steps": ("basal.steps", str),
+    "basal.segments": ("basal.segments", units.format_dose_rate),
+    "basal.kind": ("basal.mode", str),
+    "conc_ng_ml": ("drug.concentration", units.format_concentration),
+    "min_nl_day": ("basal.minimum_rate", units.format_volume_rate),
+    "catheter_nl": ("catheter_volume", units.format_volume_nl),
+    "start.ng": ("start.bolus", units.format_mass_ng),
+    "start.dur_s": ("start.bolus", units.format_duration_s),
+    "start.kind": ("start", str),
+    "start.pump_nl": ("start.prime.pump", units.format_volume_nl),
+    "start.catheter_nl": ("start.prime.catheter", units.format_volume_nl),
+    "start.nl_min": ("start.prime.rate", lambda v: units.format_volume_nl(v) + "/min"),
+    "periodic.ng": ("periodic.bolus", units.format_mass_ng),
+    "periodic.dur_s": ("periodic.bolus", units.format_duration_s),
+    "periodic.times_min": ("periodic.times", str),
+    "patient.ng": ("patient.bolus", units.format_mass_ng),
+    "patient.dur_s": ("patient.bolus", units.format_duration_s),
+    "patient.lockout_s": ("patient.lockout", units.format_duration_s),
+    "patient.max_24h": ("patient.max_per_day", str),
+    "reservoir.low_nl": ("reservoir.low", units.format_volume_nl),
+    "reservoir.empty_nl": ("reservoir.empty", units.format_volume_nl),
+    "reservoir.refill_by_days": ("reservoir.refill_by",
+                                 lambda v: units.format_duration_s(v * 86_400)),
+    "reservoir.on_empty": ("reservoir.on_empty", str),
+    "caps.ng_24h": ("caps.per_day", units.format_mass_ng),
+    "caps.ng_1h": ("caps.per_hour", units.format_mass_ng),
+}
+_NAMES = {"low_nl": "reservoir.low", "custom_drug = true": "custom = true in [drug]"}
+
+
+def _human_reason(reason: str, fmt) -> str:
+    """A canonical reason with its integers in the plan file's units."""
+    reason = re.sub(r"(must be at (?:least|most)) (-?\d+), got (-?\d+)",
+                    lambda m: f"{m.group(1)} {fmt(int(m.group(2)))}, not {fmt(int(m.group(3)))}",
+                    reason)
+    reason = re.sub(r"needs (\d+) nL/day, above the mechanism limit of (\d+) nL/day",
+                    lambda m: (f"needs {units.format_volume_rate(int(m.group(1)))}, above the "
+                               f"pump's limit of {units.format_volume_rate(int(m.group(2)))}"),
+                    reason)
+    reason = re.sub(r"(\d+) ng is above the (.+) ceiling of (\d+) ng/day",
+                    lambda m: (f"{units.format_mass_ng(int(m.group(1)))} is above the "
+                               f"{m.group(2)} ceiling of "
+                               f"{units.format_dose_rate(int(m.group(3)))}"), reason)
+    if reason == "dose rate out of range":
+        reason = f"dose rate out of range (0 to {units.format_dose_rate(10**10)})"
+    for a, b in _NAMES.items():
+        reason = reason.replace(a, b)
+    return reason
 
 
 def _fmt_dur(s: int) -> str:
@@ -344,6 +403,9 @@ def _fmt_dur(s: int) -> str:
 
 
 def _file_field(field: str, plan: dict) -> str:
+    base = re.sub(r"\[\d+\]$", "", field)
+    if base in _CANON:
+        return _CANON[base][0] + field[len(base):]
     if field == "start":
         st = plan.get("start") if isinstance(plan, dict) else None
         return "start.prime" if isinstance(st, dict) and st.get("kind") == "prime" else "start.bolus"
@@ -383,7 +445,8 @@ def plan_error_text(e: core.PlanError, plan) -> str:
     """A PlanError in the plan file's words: its field, and for a cap its figures."""
     field = _file_field(e.field, plan)
     if getattr(e, "cap", None) is None:
-        return f"{field}: {e.reason}".replace("custom_drug = true", "custom = true in [drug]")
+        fmt = _CANON.get(re.sub(r"\[\d+\]$", "", e.field), (None, str))[1]
+        return f"{field}: {_human_reason(e.reason, fmt)}"
     from pumpcore.worst import mass_text
 
     parts = ", ".join(f"{k} {mass_text(v)}" for k, v in e.parts.items() if v)

@@ -170,6 +170,10 @@ def concentration_ng_ml(value, field: str = "concentration") -> int:
 
 def dose_rate_ng_day(value, field: str = "dose") -> int:
     """'400 mcg/day', '20 mcg/h', '0.5 mg per day' -> ng/day."""
+    num, unit, given = _split(value, field, "400 mcg/day", None)
+    if unit.split("/", 1)[0] in VOLUME_NL:
+        raise UnitError(f"{field}: {given!r} is a volume, not a mass unit: write a dose like "
+                        "'400 mcg/day'", given, field)
     d, scale, per, given = _ratio(value, field, "400 mcg/day", MASS_NG, "dose rate",
                                   "mcg/day, mg/day, mcg/h", None)
     per_day = _unit(per, PER_DAY, given, field, "dose rate", "/day, /h")

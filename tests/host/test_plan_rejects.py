@@ -164,9 +164,9 @@ BASAL = '[basal]\nmode = "continuous"\n'
 FLEX = "".join('["%02d:%02d", "100 mcg/day"],' % (i * 50 // 60, i * 50 % 60) for i in range(25))
 TOML = [
     ("wrong units", DRUG + BASAL + 'dose = "2 mL/day"\n', "basal.dose", "not a mass unit"),
-    ("negative", DRUG + BASAL + 'dose = "-2 mg/day"\n', "basal.dose", "cannot read"),
+    ("negative", DRUG + BASAL + 'dose = "-2 mg/day"\n', "basal.dose", "is negative"),
     ("NaN", DRUG + BASAL + 'dose = "nan mg/day"\n', "basal.dose", "cannot read"),
-    ("a bare float", DRUG + BASAL + "dose = 2.5\n", "basal.dose", "cannot read"),
+    ("a bare float", DRUG + BASAL + "dose = 2.5\n", "basal.dose", "has no unit"),
     ("unknown key", DRUG + BASAL + 'dose = "2 mg/day"\ncolour = "red"\n', "basal.colour",
      "unknown key"),
     ("huge", DRUG + BASAL + 'dose = "500 mg/day"\n', "basal.dose", "above caps.per_day 20 mg"),
