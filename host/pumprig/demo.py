@@ -30,10 +30,10 @@ def run_demo(out_dir, plan_path=DEFAULT_PLAN, days=90):
     from . import flash as flashmod
     from . import plans, simulate
     from .client import Client
+    from .progress import Progress
     from .virtual.rig import VirtualRig
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = out_folder(out_dir)
     home = out / "home"
     home.mkdir(exist_ok=True)
     os.environ["PUMPRIG_HOME"] = str(home)  # the demo rig's keys stay in the demo folder
@@ -57,9 +57,10 @@ def run_demo(out_dir, plan_path=DEFAULT_PLAN, days=90):
         for line in plans.describe(plan):
             _say("   " + line)
         _say(f"4. simulating {days} days with a {fill / 1e6:g} mL fill")
-        start_epoch = simulate._start_epoch(None)
-        report = simulate.simulate(plan, days, fill, start_epoch, scenario=meta.get("scenario"),
-                                   rig=rig, progress=simulate.progress_bar(sys.stdout))
+        start_epoch = simulate.start_epoch(None)
+        with Progress("   simulating", days, unit="day", stream=sys.stdout) as show:
+            report = simulate.simulate(plan, days, fill, start_epoch,
+                                       scenario=meta.get("scenario"), rig=rig, progress=show)
     finally:
         rig.stop()
     _say("5. summary")
@@ -75,6 +76,23 @@ def run_demo(out_dir, plan_path=DEFAULT_PLAN, days=90):
     return report
 
 
+def out_folder(path) -> Path:
+    """The demo's output folder: created if missing, inside a folder that exists (a typo in
+    the parent is a mistake to report, not a tree to create)."""
+    out = Path(path)
+    parent = out.parent if str(out.parent) else Path(".")
+    if out.exists() and not out.is_dir():
+        raise PumprigError(f"--out {path}: is a file, not a folder")
+    if not parent.is_dir():
+        raise PumprigError(f"--out {path}: no folder {parent} (create it first, or give "
+                           "another --out)")
+    try:
+        out.mkdir(exist_ok=True)
+    except OSError as e:
+        raise PumprigError(f"--out {path}: cannot create it ({e.strerror})") from None
+    return out
+
+
 def add_parser(sub):
     sp = sub.add_parser("demo", help="start a virtual rig, flash it, program P1, simulate 90 "
                                      "days and plot (what `make demo` runs)")
@@ -87,5 +105,6 @@ def add_parser(sub):
 def cmd_demo(args):
     if args.days < 1:
         raise PumprigError("--days must be at least 1")
+    out_folder(args.out)  # before anything starts
     run_demo(args.out, args.plan, args.days)
     return 0
