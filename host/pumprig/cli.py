@@ -1,6 +1,9 @@
 """The `pumprig` command line.
 
-    pumprig [--port PORT] [--role ROLE] [--timeout S] <command> ...
+    pumprig <command> [options] [--port PORT] [--role ROLE] [--timeout S] [--json]
+
+The global options go anywhere on the line, before or after the command. Every command that
+reads or writes a rig (or a plan) prints JSON with --json.
 
 One exit path: every failure is a pumprig.errors.PumprigError, printed as `pumprig: message`
 on stderr with exit status 1 (2 for usage errors); never a traceback for a user mistake.
@@ -9,26 +12,26 @@ on stderr with exit status 1 (2 for usage errors); never a traceback for a user 
 import argparse
 import csv
 import datetime as dt
-import importlib
 import json
 import os
 import sys
 import time
 
-from pumprig import __version__, argtypes
+from pumprig import __version__, argtypes, bench, demo, flash, simulate, units
 from pumprig.errors import PumprigError
+from pumprig.virtual import command as sim_command
 
 # ---------------------------------------------------------------------------------------------
-# EXTENSIONS: modules that contribute subcommands. Each has `add_parser(subparsers)`, which adds
-# its parsers and sets `func=handler(args) -> int | None` (args has port, role, timeout).
-# A module that is not installed is skipped; any other import error is a bug and is raised.
-EXTENSIONS = [
-    "pumprig.virtual.command",  # sim
-    "pumprig.flash",  # flash
-    "pumprig.simulate",  # simulate
-    "pumprig.bench",  # bench, calibrate
-    "pumprig.demo",  # demo
-]
+# COMMANDS of other modules, a static table: each module's `add_parser(subparsers)` adds its
+# parsers and sets `func=handler(args) -> int | None` (args has port, role, timeout, json).
+# A module missing here is an ImportError at start, never a command silently left out.
+COMMANDS = (
+    (sim_command, ("sim",)),
+    (flash, ("flash",)),
+    (simulate, ("simulate",)),
+    (bench, ("bench", "calibrate")),
+    (demo, ("demo",)),
+)
 # ---------------------------------------------------------------------------------------------
 
 _READ_ROLE = "patient"
@@ -44,6 +47,10 @@ def _client(args, need_role):
 
     role = args.role or need_role
     return Client(args.port, role=role, timeout=args.timeout)
+
+
+def _err(line=""):
+    sys.stderr.write(line + "\n")
 
 
 def _json_out(obj):
@@ -78,7 +85,7 @@ def _table(rows):
     """Aligned `label  value` lines."""
     w = max(len(k) for k, _ in rows)
     for k, v in rows:
-        _out("%-*s  %s" % (w, k, v))
+        _out("%-*s  %s" % (w, k, "-" if v is None else v))
 
 
 # --------------------------------------------------------------------------- status
@@ -98,6 +105,19 @@ def status_json(st):
     return out
 
 
+def _drug_text(st):
+    """'baclofen 2 mg/mL'; on a rig never programmed or filled, what to do instead of
+    'None -/mL'."""
+    drug, conc = st.get("drug"), st.get("conc_ng_ml")
+    if drug is None and conc is None:
+        return "none: no plan yet (`pumprig program PLAN.toml`)"
+    if drug is None:
+        return "no plan yet, reservoir at %s/mL" % _fmt_mass(conc)
+    if conc is None:
+        return "%s, concentration not set (`pumprig refill --conc`)" % drug
+    return "%s %s/mL" % (drug, _fmt_mass(conc))
+
+
 def status_lines(st):
     rate = st.get("rate_nl_day")
     rows = [
@@ -112,8 +132,8 @@ def status_lines(st):
         ("battery", "-" if st.get("battery_mv") is None
          else "%.2f V (%s)" % (st["battery_mv"] / 1000, st.get("battery_state"))),  # fmt: skip
         ("alarms", ", ".join(st.get("alarms") or []) or "none"),
-        ("drug", "%s %s/mL" % (st.get("drug"), _fmt_mass(st.get("conc_ng_ml")))),
-        ("plan CRC", st.get("plan_crc")),
+        ("drug", _drug_text(st)),
+        ("plan CRC", st.get("plan_crc") or "- (no plan)"),
         ("clock", _fmt_epoch(st.get("epoch_s"))),
         ("LOW expected", _fmt_epoch(st.get("low_epoch_s"))),
         ("refill by", _fmt_epoch(st.get("refill_by_epoch_s"))),
@@ -156,31 +176,45 @@ def cmd_program(args):
     from pumprig.errors import ProtocolError
 
     new = plans.load_plan(args.plan)
+    want = core.crc(new)
+    # with --json the human lines go to stderr and stdout holds one JSON object
+    say = _err if args.json else _out
+    result = {"plan_crc": want, "programmed": False}
     with _client(args, _WRITE_ROLE) as c:
         limits = (c.info or {}).get("limits")
         if limits and hasattr(plans, "validate_for_rig"):
             new = plans.validate_for_rig(new, limits)
         got = c.plan_get()
         cur = got.get("plan")
-        for line in plans.diff(cur, new):
-            _out(line)
+        result["diff"] = plans.diff(cur, new)
+        result["previous_plan_crc"] = None if cur is None else core.crc(cur)
+        for line in result["diff"]:
+            say(line)
         if cur is not None and core.crc(cur) == core.crc(new):
             gap = _therapy_gap(got, c.status())
             if gap is None:
-                _out("nothing to send: the rig runs this plan (therapy generation %s)"
-                     % got.get("gen"))
+                say("nothing to send: the rig runs this plan (therapy generation %s)"
+                    % got.get("gen"))
+                if args.json:
+                    _json_out(dict(result, gen=got.get("gen"), unchanged=True))
                 return 0
-            _out("the rig holds this plan, but %s: programming it again restarts it" % gap)
+            say("the rig holds this plan, but %s: programming it again restarts it" % gap)
         if not args.yes:
             try:
-                answer = input("Program this plan into the rig? [y/N] ")
+                if args.json:
+                    sys.stderr.write("Program this plan into the rig? [y/N] ")
+                    sys.stderr.flush()
+                    answer = sys.stdin.readline()
+                else:
+                    answer = input("Program this plan into the rig? [y/N] ")
             except EOFError:
                 answer = ""
             if answer.strip().lower() not in ("y", "yes"):
-                _out("not programmed")
+                say("not programmed")
+                if args.json:
+                    _json_out(result)
                 return 1
         res = c.plan_set(new)
-        want = core.crc(new)
         if res.get("plan_crc") != want:
             raise ProtocolError("the rig reports plan CRC %s, expected %s: check with "
                                 "`pumprig status`" % (res.get("plan_crc"), want))
@@ -192,7 +226,10 @@ def cmd_program(args):
             gap = "its therapy generation did not move (%s)" % after.get("gen")
         if gap is not None:
             raise ProtocolError("after programming, %s: check with `pumprig status`" % gap)
-    _out("programmed: plan CRC %s" % want)
+    if args.json:
+        _json_out(dict(result, programmed=True, gen=after.get("gen")))
+    else:
+        _out("programmed: plan CRC %s" % want)
     return 0
 
 
@@ -263,9 +300,17 @@ def cmd_refill(args):
     by = plans.parse_date(args.refill_by, "--refill-by") if args.refill_by else None
     from pumprig.errors import ProtocolError
 
+    if by is not None and by <= time.time():
+        raise PumprigError("--refill-by %s: must be a date in the future (today is %s)"
+                           % (args.refill_by, _fmt_epoch(time.time()).split()[0]))
+    from pumprig.errors import DeviceError
+
     with _client(args, _WRITE_ROLE) as c:
         before = c.status()
-        res = c.refill(vol, conc, by)
+        try:
+            res = c.refill(vol, conc, by)
+        except DeviceError as e:
+            raise PumprigError(device_text(e, before)) from None
         gap = _refill_gap(before, c.status(), vol, conc, res)
     if gap is not None:
         raise ProtocolError("after the refill, %s: check with `pumprig status`" % gap)
@@ -275,6 +320,33 @@ def cmd_refill(args):
         _table([("reservoir", _fmt_ml(res.get("reservoir_nl"))),
                 ("bridge bolus", _fmt_ml(res.get("bridge_nl")))])  # fmt: skip
     return 0
+
+
+# A refused request's argument (the protocol's name) -> (the CLI option, its human units)
+_ARG_WORDS = {
+    "volume_nl": ("--volume", lambda v: units.format_volume_nl(int(v))),
+    "conc_ng_ml": ("--conc", lambda v: units.format_concentration(int(v))),
+    "refill_by_epoch_s": ("--refill-by", lambda v: _fmt_epoch(int(v))),
+}
+
+
+def device_text(err, st=None):
+    """A rig's refusal in the CLI's own terms: its option names and human units ("--volume
+    must be 1 nL to 20 mL" for "volume_nl must be 1..20000000 (BAD_ARGS)"); `st` a status
+    read just before, for the rig's clock."""
+    import re
+
+    text = err.detail
+    for arg, (opt, fmt) in _ARG_WORDS.items():
+        m = re.fullmatch(re.escape(arg) + r" must be (\d+)\.\.(\d+)", text)
+        if m:
+            return "%s must be %s to %s" % (opt, fmt(m.group(1)), fmt(m.group(2)))
+        if text.startswith(arg + " must be a time in the future"):
+            clock = (st or {}).get("epoch_s")
+            return ("%s must be a date in the future%s" % (
+                opt, " (the rig's clock reads %s)" % _fmt_epoch(clock) if clock else ""))
+        text = text.replace(arg, opt)
+    return "%s (%s)" % (text, err.code)
 
 
 def _refill_gap(before, st, vol, conc, res):
@@ -348,7 +420,10 @@ def cmd_ack(args):
 def cmd_alarm_test(args):
     with _client(args, _WRITE_ROLE) as c:
         c.alarm_test()
-    _out("alarm test started: listen for the critical then the non-critical tone")
+    if args.json:
+        _json_out({"alarm_test": "started"})
+    else:
+        _out("alarm test started: listen for the critical then the non-critical tone")
     return 0
 
 
@@ -451,9 +526,26 @@ def monitor_lines(st, events):
     return lines
 
 
+def _monitor_json(c, events):
+    """One JSON line: the status (as `status --json`) and the events seen so far."""
+    sys.stdout.write(json.dumps({"status": status_json(c.status()), "events": events},
+                                sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
 def cmd_monitor(args):
     events = []
     with _client(args, _READ_ROLE) as c:
+        if args.json:  # one JSON object per line, per update (a log a program can follow)
+            try:
+                while True:
+                    events = (events + c.events())[-5:]
+                    _monitor_json(c, events)
+                    if args.once:
+                        return 0
+                    events = (events + c.events(wait_s=args.interval))[-5:]
+            except KeyboardInterrupt:
+                return 0
         if args.once:
             events += c.events()
             for line in monitor_lines(c.status(), events):
@@ -539,7 +631,8 @@ def cmd_provision(args):
     new = keystore.generate()
     write_board_keys(args.port, new)
     path = keystore.KeyStore().save(uid, new)
-    _out("provisioned rig %s: keys written to the board and to %s" % (uid, path))
+    say = _err if args.json else _out
+    say("provisioned rig %s: keys written to the board and to %s" % (uid, path))
     if not args.no_verify:
         deadline = time.monotonic() + max(5.0, args.timeout)
         while True:
@@ -550,34 +643,63 @@ def cmd_provision(args):
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)  # the board is restarting after the soft reset
-        _out("verified: clinician login works")
+        say("verified: clinician login works")
+    if args.json:
+        _json_out({"uid": uid, "keys": str(path), "verified": not args.no_verify})
     return 0
 
 
 # --------------------------------------------------------------------------- parser
 
 
+# Options of the whole line, accepted before or after the command: (flags, keywords). Each
+# is declared on the top parser with its default and on every command's parser with
+# default=SUPPRESS, so that where it is given does not matter and a command's parser leaves
+# the top parser's value alone when it is not given there.
+GLOBAL_OPTIONS = (
+    (("--port",), {"help": "serial port or pyserial URL (default $PUMPRIG_PORT)"}),
+    (("--role",), {"choices": ("none", "patient", "clinician"),
+                   "help": "role to log in as (default: the least the command needs)"}),
+    (("--timeout",), {"type": argtypes.seconds, "metavar": "S",
+                      "help": "seconds to wait for each answer (default 2)"}),
+    (("--json",), {"action": "store_true", "help": "machine-readable output (JSON)"}),
+)
+
+
+def _global_defaults():
+    return {"port": os.environ.get("PUMPRIG_PORT"), "role": None, "timeout": 2.0, "json": False}
+
+
+def _add_globals(parser, top=False):
+    """Declare the global options on `parser`; an option the parser already has (a command
+    with its own --port, say) is left to it."""
+    for flags, kw in GLOBAL_OPTIONS:
+        kw = dict(kw)
+        if not top:
+            kw["default"] = argparse.SUPPRESS
+        try:
+            parser.add_argument(*flags, **kw)
+        except argparse.ArgumentError:
+            pass  # declared by the command itself
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="pumprig", description="Drive a pumprig test rig.")
     p.add_argument("--version", action="version", version="pumprig " + __version__)
-    p.add_argument("--port", default=os.environ.get("PUMPRIG_PORT"),
-                   help="serial port or pyserial URL (default $PUMPRIG_PORT)")  # fmt: skip
-    p.add_argument("--role", choices=("none", "patient", "clinician"), default=None,
-                   help="role to log in as (default: the least the command needs)")  # fmt: skip
-    p.add_argument("--timeout", type=argtypes.seconds, default=2.0, metavar="S",
-                   help="seconds to wait for each answer (default 2)")  # fmt: skip
+    _add_globals(p, top=True)
+    p.set_defaults(**_global_defaults())
     sub = p.add_subparsers(dest="command", metavar="<command>")
     sub.required = True
+    leaves = []
 
-    def add(name, func, help_, json_flag=True):
-        sp = sub.add_parser(name, help=help_, description=help_)
+    def add(name, func, help_, parent=sub):
+        sp = parent.add_parser(name, help=help_, description=help_)
         sp.set_defaults(func=func)
-        if json_flag:
-            sp.add_argument("--json", action="store_true", help="machine-readable output")
+        leaves.append(sp)
         return sp
 
     add("status", cmd_status, "show the rig's state")
-    sp = add("program", cmd_program, "program a plan file into the rig", json_flag=False)
+    sp = add("program", cmd_program, "program a plan file into the rig")
     sp.add_argument("plan", metavar="PLAN.toml")
     sp.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     sp = add("refill", cmd_refill, "record a refill")
@@ -588,48 +710,56 @@ def build_parser():
     add("alarms", cmd_alarms, "list alarms")
     sp = add("ack", cmd_ack, "acknowledge alarms (all, or one KIND)")
     sp.add_argument("kind", nargs="?", metavar="KIND")
-    add("alarm-test", cmd_alarm_test, "sound the alarm tones", json_flag=False)
+    add("alarm-test", cmd_alarm_test, "sound the alarm tones")
     sp = add("log", cmd_log, "print the event log")
     sp.add_argument("--format", choices=("table", "csv", "json"), default="table")
     sp.add_argument("--since", type=argtypes.count, help="first sequence number")
     sp.add_argument("--limit", type=argtypes.count, help="at most this many events")
     sp = sub.add_parser("clock", help="set or show the rig's wall clock")
+    leaves.append(sp)
     csub = sp.add_subparsers(dest="clock_command", metavar="<sync|show>")
     csub.required = True
-    sp = csub.add_parser("sync", help="set the rig's clock from this host (UTC, offset, next DST change)")
+    sp = add("sync", cmd_clock_sync,
+             "set the rig's clock from this host (UTC, offset, next DST change)", csub)
     sp.add_argument("--tz", help="time zone name (default: the host's local zone)")
-    sp.add_argument("--json", action="store_true")
-    sp.set_defaults(func=cmd_clock_sync)
-    sp = csub.add_parser("show", help="show the rig's clock")
-    sp.add_argument("--json", action="store_true")
-    sp.set_defaults(func=cmd_clock_show)
-    sp = add("monitor", cmd_monitor, "live view of rate, reservoir, battery and alarms", json_flag=False)
+    add("show", cmd_clock_show, "show the rig's clock", csub)
+    sp = add("monitor", cmd_monitor, "live view of rate, reservoir, battery and alarms")
     sp.add_argument("--once", action="store_true", help="print one view and exit")
     sp.add_argument("--interval", type=argtypes.seconds, default=1.0, metavar="S")
-    sp = add("provision", cmd_provision, "generate and install role keys (physical access)", json_flag=False)
+    sp = add("provision", cmd_provision, "generate and install role keys (physical access)")
     sp.add_argument("--no-verify", action="store_true", help="do not log in afterwards")
     add("list", cmd_list, "list attached boards and running virtual rigs")
     sp = sub.add_parser("plan", help="work with plan files offline")
+    leaves.append(sp)
     psub = sp.add_subparsers(dest="plan_command", metavar="<check>")
     psub.required = True
-    sp = psub.add_parser("check", help="validate a plan file and show what it delivers")
+    sp = add("check", cmd_plan_check, "validate a plan file and show what it delivers", psub)
     sp.add_argument("plan", metavar="PLAN.toml")
     sp.add_argument("--fill", help='fill volume for the projection, e.g. "20 mL"')
     sp.add_argument("--board", metavar="NAME",
                     help="check against this board's limits and pump path (board/boards/NAME.json)")
-    sp.add_argument("--json", action="store_true")
-    sp.set_defaults(func=cmd_plan_check)
 
-    for name in EXTENSIONS:
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name and (name == e.name or name.startswith(e.name + ".")):
-                continue  # not written yet / not installed
-            raise
-        if hasattr(mod, "add_parser"):
-            mod.add_parser(sub)
+    for mod, names in COMMANDS:
+        mod.add_parser(sub)
+        leaves.extend(sub.choices[n] for n in names)
+    for sp in leaves:
+        _add_globals(sp)
     return p
+
+
+def at_repl_text(port, err):
+    """What to do with a board at the MicroPython REPL: a blank one (no pumprig manifest on
+    it) needs `pumprig flash`; a flashed one left there by mpremote needs a reset."""
+    from pumprig import flash as flashmod
+
+    try:
+        manifest = flashmod.probe(port)[3]
+    except PumprigError:
+        manifest = "unknown"  # the probe failed: keep the client's own advice
+    if manifest is None:
+        return ("%s runs MicroPython but no pumprig firmware: install it with `pumprig flash "
+                "--port %s`" % (port, port))
+    return str(err)
 
 
 _NEEDS_PORT = {"status", "program", "refill", "bolus", "alarms", "ack", "alarm-test", "log",
@@ -639,13 +769,19 @@ _NEEDS_PORT = {"status", "program", "refill", "bolus", "alarms", "ack", "alarm-t
 def main(argv=None):
     try:
         parser = build_parser()
+        argv = sys.argv[1:] if argv is None else list(argv)
         args = parser.parse_args(argv)
+        # a command that declares its own --json (default False) would hide one given before
+        # the command: the flag anywhere on the line counts
+        words = argv[:argv.index("--")] if "--" in argv else argv
+        args.json = bool(getattr(args, "json", False)) or "--json" in words
         if args.command in _NEEDS_PORT and not args.port:
             parser.error("no port: give --port PORT or set PUMPRIG_PORT (see `pumprig list`)")
         rc = args.func(args)
         return 0 if rc is None else int(rc)
     except PumprigError as e:
-        sys.stderr.write("pumprig: %s\n" % e)
+        port = getattr(e, "at_repl", None)
+        sys.stderr.write("pumprig: %s\n" % (at_repl_text(port, e) if port else e))
         return 1
     except KeyboardInterrupt:
         sys.stderr.write("pumprig: interrupted\n")

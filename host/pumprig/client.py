@@ -215,10 +215,12 @@ class Client:
                 raise err
             raise DeviceError(code, message)
         if getattr(self, "_at_repl", False) or b">>>" in self._rx:
-            raise RigTimeout(
+            err = RigTimeout(
                 "%s is at the MicroPython REPL, not running the pumprig firmware (mpremote "
                 "leaves a board there): restart it with `mpremote connect %s reset`"
                 % (self.port, self.port))
+            err.at_repl = self.port  # the CLI tells a blank board (`pumprig flash`) apart
+            raise err
         raise RigTimeout(
             "no answer to %s from %s after %d tries of %.1f s: is the pumprig firmware running?"
             % (cmd, self.port, retries + 1, self.timeout)

@@ -21,9 +21,12 @@ REPO = Path(__file__).resolve().parents[2]
 DEFAULT_PLAN = REPO / "examples" / "p1-baclofen-continuous.toml"
 
 
+_stream = sys.stdout  # stderr with --json, so that stdout holds the JSON report alone
+
+
 def _say(text=""):
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
+    _stream.write(text + "\n")
+    _stream.flush()
 
 
 def run_demo(out_dir, plan_path=DEFAULT_PLAN, days=90):
@@ -58,7 +61,7 @@ def run_demo(out_dir, plan_path=DEFAULT_PLAN, days=90):
             _say("   " + line)
         _say(f"4. simulating {days} days with a {fill / 1e6:g} mL fill")
         start_epoch = simulate.start_epoch(None)
-        with Progress("   simulating", days, unit="day", stream=sys.stdout) as show:
+        with Progress("   simulating", days, unit="day", stream=_stream) as show:
             report = simulate.simulate(plan, days, fill, start_epoch,
                                        scenario=meta.get("scenario"), rig=rig, progress=show)
     finally:
@@ -106,5 +109,9 @@ def cmd_demo(args):
     if args.days < 1:
         raise PumprigError("--days must be at least 1")
     out_folder(args.out)  # before anything starts
-    run_demo(args.out, args.plan, args.days)
+    global _stream
+    _stream = sys.stderr if getattr(args, "json", False) else sys.stdout
+    report = run_demo(args.out, args.plan, args.days)
+    if getattr(args, "json", False):
+        sys.stdout.write(json.dumps(report) + "\n")
     return 0

@@ -414,11 +414,17 @@ def run(args):
     if not port:
         raise PortError("no port: give --port PORT")
 
+    as_json = getattr(args, "json", False)
+    out = sys.stderr if as_json else sys.stdout  # --json: stdout holds the JSON alone
+
     def show(msg):
-        print("flash: %s" % msg, flush=True)
+        print("flash: %s" % msg, file=out, flush=True)
 
     rep = flash(port, board_dir=args.board_dir, progress=show,
                 compile_mpy=not args.no_compile, reset=not args.no_reset)
-    print("flashed %s: %d copied, %d unchanged, %d removed" % (
-        port, len(rep["copied"]), rep["unchanged"], len(rep["removed"])))
+    if as_json:
+        print(json.dumps(dict(rep, port=port), sort_keys=True))
+    else:
+        print("flashed %s: %d copied, %d unchanged, %d removed" % (
+            port, len(rep["copied"]), rep["unchanged"], len(rep["removed"])))
     return 0

@@ -38,7 +38,6 @@ def add_parser(sub):
     sp.add_argument("--fault", action="append", default=[], metavar="KIND@TIME[:DUR]",
                     help="inject a fault: stall@30d:6h, occlusion@12h:30min, "
                          "battery=3.2V@60d, power@45d (repeatable)")
-    sp.add_argument("--json", action="store_true", help="print the report as one JSON object")
     sp.add_argument("--plot", metavar="FILE.png",
                     help="draw delivery (ideal, measured, their difference), reservoir, battery")
     sp.set_defaults(func=cmd_simulate)
