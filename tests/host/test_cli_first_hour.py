@@ -1,0 +1,301 @@
+"""Issue 14 "first hour" and issue 16 (static command table) for the host CLI. Each test names
+the finding it covers; each failed on the code before this branch. A user mistake is answered
+with one `pumprig:` line and a non-zero exit, never a traceback."""
+
+import io
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from pumprig import cli
+from pumprig.progress import Progress
+from rigpty import CLINICIAN_KEY, PATIENT_KEY, UID, PtyRig
+
+REPO = Path(__file__).resolve().parents[2]
+P1 = str(REPO / "examples" / "p1-baclofen-continuous.toml")
+HAVE_MPY = os.path.exists(os.path.join(os.path.dirname(sys.executable), "micropython"))
+needs_mpy = pytest.mark.skipif(not HAVE_MPY, reason="MicroPython unix port not installed")
+
+
+def run(capsys, *argv):
+    rc = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return rc, out, err
+
+
+def one_line(rc, err):
+    assert rc == 1, err
+    assert err.startswith("pumprig: ") and err.count("\n") == 1, err
+    assert "\r" not in err
+    return err
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("PUMPRIG_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("PUMPRIG_PORT", raising=False)
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def fake(home):
+    from pumprig import keys as keystore
+
+    keystore.KeyStore(home).save(UID, {"patient": PATIENT_KEY, "clinician": CLINICIAN_KEY})
+    r = PtyRig()
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def no_run(monkeypatch):
+    """A simulation that must not start: the check has to come first."""
+    def boom(*a, **kw):
+        raise AssertionError("the simulation ran before the arguments were checked")
+
+    monkeypatch.setattr("pumprig.simulate.command.simulate", boom)
+
+
+# --- simulate --plot, checked before the run ---------------------------------------------------
+
+def test_plot_into_a_missing_folder_is_refused_before_the_run(capsys, home, no_run):
+    """Finding: `simulate --plot /nonexistent/x.png` ran the whole simulation, then a traceback."""
+    err = one_line(*run(capsys, "simulate", P1, "--plot", "/nonexistent/x.png")[::2])
+    assert "--plot /nonexistent/x.png: no folder /nonexistent" in err
+
+
+def test_plot_with_an_unknown_format_is_refused_before_the_run(capsys, home, no_run, tmp_path):
+    """Finding: `simulate --plot x.xyz` ran the whole simulation, then a traceback."""
+    err = one_line(*run(capsys, "simulate", P1, "--plot", str(tmp_path / "x.xyz"))[::2])
+    assert ".xyz image format" in err and ".png" in err
+    err = one_line(*run(capsys, "simulate", P1, "--plot", str(tmp_path / "x.pgn"))[::2])
+    assert "did you mean 'png'" in err
+
+
+# --- demo --out -----------------------------------------------------------------------------
+
+def test_demo_out_in_a_missing_folder(capsys, home, tmp_path):
+    """Finding: `demo --out` into a folder that cannot be created was a traceback."""
+    (tmp_path / "afile").write_text("x")
+    err = one_line(*run(capsys, "demo", "--out", str(tmp_path / "afile" / "out"))[::2])
+    assert "no folder" in err
+    err = one_line(*run(capsys, "demo", "--out", str(tmp_path / "nope" / "deeper"))[::2])
+    assert "no folder %s" % (tmp_path / "nope") in err
+    err = one_line(*run(capsys, "demo", "--out", str(tmp_path / "afile"))[::2])
+    assert "is a file" in err
+
+
+# --- global options anywhere, --json everywhere -------------------------------------------------
+
+def test_global_options_go_before_or_after_the_command(capsys, fake):
+    """Finding: --port worked only before the subcommand for most commands."""
+    for argv in (["--port", fake.path, "status", "--json"],
+                 ["status", "--port", fake.path, "--json"],
+                 ["--json", "status", "--port", fake.path, "--timeout", "2"],
+                 ["status", "--json", "--role", "patient", "--port", fake.path]):
+        rc, out, err = run(capsys, *argv)
+        assert rc == 0, (argv, err)
+        assert json.loads(out)["reservoir_ml"] == 18.5, argv
+    rc, out, err = run(capsys, "plan", "check", P1, "--json")
+    assert rc == 0 and "plan" in json.loads(out)
+    rc, out, err = run(capsys, "--json", "plan", "check", P1)
+    assert rc == 0 and "plan" in json.loads(out)
+    rc, out, err = run(capsys, "clock", "show", "--port", fake.path, "--json")
+    assert rc == 0 and isinstance(json.loads(out), dict)
+
+
+def test_program_and_alarm_test_have_json(capsys, fake):
+    """Finding: `program` had no --json."""
+    fake.app.fixed_crc = False
+    rc, out, err = run(capsys, "program", P1, "--yes", "--json", "--port", fake.path)
+    assert rc == 0, err
+    res = json.loads(out)
+    assert res["programmed"] is True and res["plan_crc"] and res["diff"]
+    rc, out, err = run(capsys, "program", P1, "--json", "--port", fake.path)
+    assert rc == 0 and json.loads(out)["unchanged"] is True
+    rc, out, err = run(capsys, "alarm-test", "--json", "--port", fake.path)
+    assert rc == 0 and json.loads(out) == {"alarm_test": "started"}
+    rc, out, err = run(capsys, "monitor", "--once", "--json", "--port", fake.path)
+    assert rc == 0 and json.loads(out)["status"]["reservoir_ml"] == 18.5
+
+
+def test_every_rig_command_takes_json():
+    """Every command that reads or writes a rig or a plan accepts --json."""
+    p = cli.build_parser()
+    for argv in (["status"], ["program", "x.toml"], ["refill", "--volume", "1 mL"], ["bolus"],
+                 ["alarms"], ["ack"], ["alarm-test"], ["log"], ["clock", "sync"],
+                 ["clock", "show"], ["monitor"], ["provision"], ["list"],
+                 ["plan", "check", "x.toml"], ["flash"], ["simulate", "x.toml"], ["demo"]):
+        assert p.parse_args(argv + ["--json"]).json is True, argv
+
+
+def test_the_command_table_is_static(capsys):
+    """Issue 16: cli imported its extensions with importlib and skipped the missing ones."""
+    src = (REPO / "host" / "pumprig" / "cli.py").read_text()
+    assert "importlib" not in src
+    names = {n for _, ns in cli.COMMANDS for n in ns}
+    assert {"sim", "flash", "simulate", "bench", "calibrate", "demo"} <= names
+    for name in names:
+        assert cli.main([name, "--help"]) == 0, name
+        assert "usage: pumprig " + name in capsys.readouterr().out
+
+
+# --- messages in human units ----------------------------------------------------------------
+
+def test_refill_refusals_in_option_names_and_units():
+    """Finding: "volume_nl must be 1..20000000 (BAD_ARGS)", "refill_by_epoch_s must be a time
+    in the future"."""
+    from pumprig.errors import DeviceError
+
+    assert cli.device_text(DeviceError("BAD_ARGS", "volume_nl must be 1..20000000")) == \
+        "--volume must be 1 nL to 20 mL"
+    text = cli.device_text(DeviceError("BAD_ARGS", "refill_by_epoch_s must be a time in the "
+                                       "future"), {"epoch_s": 1_800_000_000})
+    assert text == "--refill-by must be a date in the future (the rig's clock reads " \
+        "2027-01-15 08:00:00 UTC)"
+
+
+def test_refill_by_in_the_past_is_refused_before_the_rig(capsys, fake):
+    err = one_line(*run(capsys, "refill", "--volume", "20 mL", "--refill-by", "2020-01-01",
+                        "--port", fake.path)[::2])
+    assert "--refill-by 2020-01-01: must be a date in the future" in err
+    assert "refill" not in fake.app.calls
+
+
+@needs_mpy
+def test_a_blank_rig_status_has_no_none(capsys, monkeypatch):
+    """Finding: a freshly flashed rig (no plan, no refill) showed `drug None -/mL`."""
+    from pumprig.simulate import open_rig
+
+    rig, home = open_rig()
+    try:
+        monkeypatch.setenv("PUMPRIG_HOME", home)
+        for _ in range(100):  # the firmware may still be starting
+            rc, out, err = run(capsys, "status", "--port", rig.link)
+            if rc == 0:
+                break
+    finally:
+        rig.stop()
+        shutil.rmtree(home, ignore_errors=True)
+    assert rc == 0, err
+    assert "None" not in out, out
+    drug = [ln for ln in out.splitlines() if ln.startswith("drug")][0]
+    assert "no plan yet" in drug and "pumprig program" in drug, drug
+
+
+# --- progress -------------------------------------------------------------------------------
+
+class _Tty(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_is_quiet_off_a_terminal():
+    """Finding: progress bars left `\\r` clutter in logs."""
+    buf = io.StringIO()
+    with Progress("simulating", 10, unit="day", stream=buf) as show:
+        for i in range(1, 11):
+            show(i, 10)
+    assert buf.getvalue() == ""
+
+
+def test_an_error_never_lands_on_the_bar_line():
+    """Finding: "log needs the patient role" was printed on the progress bar's line."""
+    buf = _Tty()
+    with pytest.raises(RuntimeError):
+        with Progress("simulating", 10, unit="day", stream=buf) as show:
+            show(3, 10)
+            assert "simulating" in buf.getvalue()
+            raise RuntimeError("boom")
+    # the bar erased its line: what is written next starts at the beginning of a line
+    assert buf.getvalue().endswith("\r") or buf.getvalue().endswith("\n"), repr(buf.getvalue())
+    assert buf.getvalue().rsplit("\r", 1)[-1] == ""
+
+
+# --- on the real firmware -------------------------------------------------------------------
+
+@needs_mpy
+def test_status_on_a_blank_rig_says_pumprig_flash(capsys, home):
+    """Finding: `status` on a blank rig said "run mpremote reset"; the fix is `pumprig flash`."""
+    from pumprig.virtual.rig import VirtualRig
+
+    r = VirtualRig(blank=True).start()
+    try:
+        err = one_line(*run(capsys, "status", "--port", r.link, "--timeout", "0.5")[::2])
+    finally:
+        r.stop()
+    assert "no pumprig firmware" in err and "pumprig flash --port %s" % r.link in err
+    assert "mpremote" not in err
+
+
+@needs_mpy
+def test_simulate_power_fault_from_its_own_help(capsys, home):
+    """Finding: `simulate --fault power@45d` (its own help's example) failed with "log needs
+    the patient role (AUTH_REQUIRED)" on the progress bar's line."""
+    rc, out, err = run(capsys, "simulate", P1, "--days", "46", "--fault", "power@45d")
+    assert rc == 0, err
+    assert "AUTH" not in out + err and "\r" not in out + err
+    assert "fault          power at day 45.00: rig restarted" in out
+
+
+@needs_mpy
+def test_simulate_stall_fault_is_in_the_summary_and_a_long_one_raises_stall(capsys, home):
+    """Finding: `--fault stall@30d:2h` raised no alarm and the summary did not mention it. The
+    summary now says what the firmware did (a 2 h stall at P1's rate is one stalled segment,
+    below the 3 in a row STALL needs); a 6 h stall raises the critical STALL alarm."""
+    rc, out, err = run(capsys, "simulate", P1, "--days", "31", "--fault", "stall@30d:2h")
+    assert rc == 0, err
+    assert "fault          stall at day 30.00 for 2 h: 1 stalled segment, no alarm" in out, out
+    rc, out, err = run(capsys, "simulate", P1, "--days", "31", "--fault", "stall@30d:6h",
+                       "--json")
+    assert rc == 0, err
+    r = json.loads(out)
+    assert [a["kind"] for a in r["alarms"]] == ["STALL"]
+    assert r["faults"][0]["alarms"] == ["STALL"] and r["faults"][0]["stall_episodes"] >= 3
+
+
+@needs_mpy
+def test_simulate_plot_has_the_panels(capsys, home, tmp_path):
+    """Issue 14 reports: the ideal visible over the measured line, a measured-minus-ideal
+    panel, fault markers, units on the axes, 150 dpi or more."""
+    png = tmp_path / "p.png"
+    rc, out, err = run(capsys, "simulate", P1, "--days", "3", "--fault", "power@1d",
+                       "--plot", str(png), "--json")
+    assert rc == 0, err
+    r = json.loads(out)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    seen = {}
+
+    def keep(fig, *a, **kw):
+        seen["fig"], seen["dpi"] = fig, kw.get("dpi")
+        return orig(fig, *a, **kw)
+
+    from matplotlib.figure import Figure
+
+    orig = Figure.savefig
+    Figure.savefig = keep
+    try:
+        from pumprig.simulate import plot
+
+        plot(r, tmp_path / "q.png")
+    finally:
+        Figure.savefig = orig
+    fig = seen["fig"]
+    assert seen["dpi"] >= 150
+    labels = [ax.get_ylabel() for ax in fig.axes]
+    assert labels[0] == "cumulative delivery (mL)" and "measured − ideal (µL)" in labels
+    a1 = fig.axes[0]
+    lines = {ln.get_label(): ln for ln in a1.get_lines()}
+    assert lines["ideal (plan)"].get_zorder() > lines["measured by the rig"].get_zorder()
+    assert "fault: power" in [t.get_text() for t in a1.texts]
+    assert fig.axes[-1].get_xlabel().endswith("(days)")
+    plt.close(fig)
+    assert png.stat().st_size > 10_000
