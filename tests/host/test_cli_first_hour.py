@@ -299,3 +299,15 @@ def test_simulate_plot_has_the_panels(capsys, home, tmp_path):
     assert fig.axes[-1].get_xlabel().endswith("(days)")
     plt.close(fig)
     assert png.stat().st_size > 10_000
+
+
+def test_fault_typos_get_did_you_mean():
+    """Issue 14: "did you mean" for units; a fault spec uses the same units module."""
+    from pumprig.errors import PumprigError
+    from pumprig.simulate import parse_fault
+
+    with pytest.raises(PumprigError, match="unknown fault 'stal' \\(did you mean 'stall'\\?\\)"):
+        parse_fault("stal@30d")
+    with pytest.raises(PumprigError, match="did you mean 'd'"):
+        parse_fault("stall@30dd")
+    assert parse_fault("stall@1d 2h:1h30m") == {"kind": "stall", "at_s": 93_600, "for_s": 5400}

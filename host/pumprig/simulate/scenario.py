@@ -10,12 +10,18 @@ from .. import units
 from ..errors import PumprigError
 
 _MAX_FAULT_S = 3650 * 86_400  # the longest simulation
+FAULT_KINDS = ("stall", "occlusion", "battery", "power")
 
 
 def parse_fault(spec: str) -> dict:
     """'stall@30d', 'stall@30d:2h', 'occlusion@12h:30min', 'battery=3.2V@60d', 'power@45d'.
     Times are >= 0 and within 3650 days, durations > 0, a battery voltage 0.1-10 V (or mV);
     anything else is a PumprigError naming the spec."""
+    kind = spec.split("@", 1)[0].split("=", 1)[0].strip().lower()
+    if "@" in spec and kind not in FAULT_KINDS:
+        raise PumprigError(f"--fault {spec!r}: unknown fault {kind!r}"
+                           f"{units.did_you_mean(kind, FAULT_KINDS)}; one of "
+                           + ", ".join(FAULT_KINDS))
     try:
         what, when = spec.split("@", 1)
         dur = None
@@ -25,10 +31,11 @@ def parse_fault(spec: str) -> dict:
         if "=" in what:
             what, value = what.split("=", 1)
         kind = what.strip().lower()
-        if kind not in ("stall", "occlusion", "battery", "power"):
+        if kind not in FAULT_KINDS:
             raise ValueError
-        out = {"kind": kind, "at_s": _dur(when, "--fault"),
-               "for_s": _dur(dur, "--fault") if dur is not None else None}
+        field = f"--fault {spec!r}"
+        out = {"kind": kind, "at_s": _dur(when, field),
+               "for_s": _dur(dur, field) if dur is not None else None}
         if out["for_s"] is not None and out["for_s"] <= 0:
             raise ValueError
         if kind == "battery":
@@ -40,7 +47,9 @@ def parse_fault(spec: str) -> dict:
         elif value is not None:
             raise ValueError
         return out
-    except (ValueError, AttributeError, TypeError, ArithmeticError, PumprigError):
+    except PumprigError:
+        raise  # names the spec and the time in it
+    except (ValueError, AttributeError, TypeError, ArithmeticError):
         raise PumprigError(f"--fault {spec!r}: write KIND@TIME[:DURATION], e.g. stall@30d:2h, "
                            "occlusion@12h:30min, battery=3.2V@60d, power@45d (times from 0 "
                            "to 3650 days)") from None
