@@ -296,6 +296,8 @@ def cmd_plan_check(args):
 def cmd_refill(args):
     plans = _plans()
     vol = plans.parse_volume_nl(args.volume, "--volume")
+    if vol <= 0:
+        raise PumprigError("--volume %s: give the volume put in, more than 0 mL" % args.volume)
     conc = plans.parse_conc(args.conc, "--conc") if args.conc else None
     by = plans.parse_date(args.refill_by, "--refill-by") if args.refill_by else None
     from pumprig.errors import ProtocolError
