@@ -311,3 +311,15 @@ def test_fault_typos_get_did_you_mean():
     with pytest.raises(PumprigError, match="did you mean 'd'"):
         parse_fault("stall@30dd")
     assert parse_fault("stall@1d 2h:1h30m") == {"kind": "stall", "at_s": 93_600, "for_s": 5400}
+
+
+@needs_mpy
+def test_a_battery_fault_with_a_duration_ends(capsys, home):
+    """Found here: `--fault battery=3.2V@12h:1d` never ended (the world was told battery_mv=None,
+    which means "no change"), so the run ended at 3.2 V."""
+    rc, out, err = run(capsys, "simulate", P1, "--days", "3", "--fault", "battery=3.2V@12h:1d",
+                       "--json")
+    assert rc == 0, err
+    r = json.loads(out)
+    assert r["per_day"][0]["battery_mv"] == 3200
+    assert r["battery_mv"] > 3500 and r["faults"][0]["alarms"] == ["ERI"]

@@ -295,7 +295,10 @@ class _Run:
         elif k == "occlusion":
             w.fault(occlusion=on)
         elif k == "battery":
-            w.fault(battery_mv=f["mv"] if on else None)
+            if on:
+                w.fault(battery_mv=f["mv"])
+            else:
+                w.fault(clear_battery=True)  # battery_mv=None would leave it forced
         elif k == "power":
             if on:
                 w.power_cut()
