@@ -7,8 +7,9 @@ import json
 import os
 
 import pytest
-from pumprig import bench
 from pumprig.balance import Balance
+from pumprig.bench import command, procedures, report
+from pumprig.bench.rig import BenchError, BenchRig
 from pumprig.errors import PumprigError
 from pumprig.virtual.balance import VirtualBalance, serve_on_pty
 
@@ -16,7 +17,7 @@ DENSITY = 0.998
 RATE_NL_DAY = 500_000  # 0.5 mL/day: one 0.25 uL step every 43.2 s
 
 
-class SimRig(bench.BenchRig):
+class SimRig(BenchRig):
     """An honest stepper pump in virtual time.
 
     The "firmware" times its steps from the calibration it holds (``step_pl``): at a rate, one
@@ -90,7 +91,7 @@ def bench_setup():
 def test_slow_pump_reads_slow_then_calibration_corrects_it(bench_setup, tmp_path):
     rig, bal, _ = bench_setup
     seen = []
-    res = bench.bench_run(rig, bal, RATE_NL_DAY, 7200, progress=lambda *a: seen.append(a),
+    res = procedures.bench_run(rig, bal, RATE_NL_DAY, 7200, progress=lambda *a: seen.append(a),
                           boluses=5, bolus_volume_nl=10_000)
     assert seen[0] == ("run", 1, 240) and seen[239] == ("run", 240, 240)
     assert seen[-1] == ("bolus", 5, 5)
@@ -111,7 +112,7 @@ def test_slow_pump_reads_slow_then_calibration_corrects_it(bench_setup, tmp_path
     assert b["largest_under_pct"] <= b["mean_error_pct"] <= b["largest_over_pct"]
     assert rig.calls[:2] == [("start_rate", RATE_NL_DAY), ("stop",)]
 
-    cal = bench.calibrate(rig, bal, steps=400, repeats=5)
+    cal = procedures.calibrate(rig, bal, steps=400, repeats=5)
     assert cal["previous_step_pl"] == 250_000
     assert cal["step_pl"] == pytest.approx(242_500, rel=0.001)
     assert rig.step_pl == cal["step_pl"] and cal["applied"]
@@ -119,7 +120,7 @@ def test_slow_pump_reads_slow_then_calibration_corrects_it(bench_setup, tmp_path
     assert 0 <= cal["sd_pct"] < 0.05 and 0 <= cal["range_pct"] < 0.1
     assert len(cal["runs"]) == 5
 
-    after = bench.bench_run(rig, bal, RATE_NL_DAY, 7200, extra_windows_min=[60])
+    after = procedures.bench_run(rig, bal, RATE_NL_DAY, 7200, extra_windows_min=[60])
     assert abs(after["overall_error_pct"]) < 0.5
     assert after["windows_min"] == [2, 5, 11, 19, 31, 60]
     for row in after["trumpet"]:
@@ -129,7 +130,7 @@ def test_slow_pump_reads_slow_then_calibration_corrects_it(bench_setup, tmp_path
         assert -tol < row["ep_min"] <= row["ep_max"] < tol
     assert after["trumpet"][2]["artefact_bound_pct"] < 1
 
-    paths = bench.write_report(after, str(tmp_path / "report"))
+    paths = report.write_report(after, str(tmp_path / "report"))
     for key in ("csv", "json", "startup_png", "trumpet_png", "html"):
         assert os.path.getsize(paths[key]) > 0
     for key in ("startup_png", "trumpet_png"):
@@ -156,41 +157,41 @@ def test_slow_pump_reads_slow_then_calibration_corrects_it(bench_setup, tmp_path
 def test_calibrate_refuses_a_dry_line(bench_setup):
     rig, bal, _ = bench_setup
     rig.true_step_pl = 0  # nothing reaches the vessel
-    with pytest.raises(bench.BenchError, match="outlet"):
-        bench.calibrate(rig, bal, steps=100, repeats=2)
+    with pytest.raises(BenchError, match="outlet"):
+        procedures.calibrate(rig, bal, steps=100, repeats=2)
     assert rig.step_pl == 250_000
 
 
 def test_calibrate_max_sd_refuses_to_store(bench_setup):
     rig, bal, _ = bench_setup
-    with pytest.raises(bench.BenchError, match="not stored"):
-        bench.calibrate(rig, bal, steps=2, repeats=3, max_sd_pct=0.0)
+    with pytest.raises(BenchError, match="not stored"):
+        procedures.calibrate(rig, bal, steps=2, repeats=3, max_sd_pct=0.0)
     assert rig.step_pl == 250_000
 
 
 def test_parsers():
-    assert bench.parse_rate("0.5 mL/day") == 500_000
-    assert bench.parse_rate("500000 nL/day") == 500_000
-    assert bench.parse_rate("500000") == 500_000
-    assert bench.parse_rate("20 uL/h") == 480_000
-    assert bench.parse_rate("0.5mL/d") == 500_000
-    assert bench.parse_duration("2h") == 7200
-    assert bench.parse_duration("1h30m") == 5400
-    assert bench.parse_duration("90 min") == 5400
-    assert bench.parse_duration("30s") == 30
-    assert bench.parse_volume("10 uL") == 10_000
-    assert bench.parse_volume("10 \u00b5L") == 10_000
-    assert bench.parse_analysis("1h-25h") == (3600, 90000)
-    assert bench.parse_windows("60,120") == [60, 120]
-    for bad in (lambda: bench.parse_rate("fast"), lambda: bench.parse_rate("1 L/s"),
-                lambda: bench.parse_duration("2 fortnights"), lambda: bench.parse_volume("0 uL")):
+    assert command.parse_rate("0.5 mL/day") == 500_000
+    assert command.parse_rate("500000 nL/day") == 500_000
+    assert command.parse_rate("500000") == 500_000
+    assert command.parse_rate("20 uL/h") == 480_000
+    assert command.parse_rate("0.5mL/d") == 500_000
+    assert command.parse_duration("2h") == 7200
+    assert command.parse_duration("1h30m") == 5400
+    assert command.parse_duration("90 min") == 5400
+    assert command.parse_duration("30s") == 30
+    assert command.parse_volume("10 uL") == 10_000
+    assert command.parse_volume("10 \u00b5L") == 10_000
+    assert command.parse_analysis("1h-25h") == (3600, 90000)
+    assert command.parse_windows("60,120") == [60, 120]
+    for bad in (lambda: command.parse_rate("fast"), lambda: command.parse_rate("1 L/s"),
+                lambda: command.parse_duration("2 fortnights"), lambda: command.parse_volume("0 uL")):
         with pytest.raises(PumprigError):
             bad()
 
 
 def cli(argv):
     ap = argparse.ArgumentParser(prog="pumprig")
-    bench.add_parser(ap.add_subparsers(dest="command"))
+    command.add_parser(ap.add_subparsers(dest="command"))
     return ap.parse_args(argv)
 
 
@@ -201,7 +202,7 @@ def test_bench_arguments_in_human_units():
 
 def test_cli_end_to_end(bench_setup, tmp_path, monkeypatch):
     rig, _, path = bench_setup
-    monkeypatch.setattr(bench, "make_bench_rig", lambda args: rig)
+    monkeypatch.setattr(command, "make_bench_rig", lambda args: rig)
     out = io.StringIO()
     args = cli(["calibrate", "--balance", path, "--steps", "200", "--repeats", "3", "--json"])
     assert args.func(args, out=out) == 0
