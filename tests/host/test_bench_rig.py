@@ -63,7 +63,7 @@ def test_bench_json_windows_and_report_files(capsys, tmp_path):
     # --json: stdout is only the JSON, no progress bar on a non-terminal stderr
     assert "[" not in err
     files = data["files"]
-    assert set(files) == {"csv", "json", "startup_png", "trumpet_png", "html"}
+    assert set(files) == {"csv", "summary_csv", "json", "startup_png", "trumpet_png", "html"}
     for key, path in files.items():
         assert os.path.dirname(path) == str(out) and os.path.getsize(path) > 100, key
     for key in ("startup_png", "trumpet_png"):

@@ -9,7 +9,7 @@ import re
 import sys
 
 from pumprig import argtypes, trumpet
-from pumprig.bench import procedures, report
+from pumprig.bench import limits, procedures, report
 from pumprig.bench import rig as benchrig
 from pumprig.errors import PumprigError
 
@@ -136,6 +136,15 @@ def _common(p):
                    help="with --port sim: keep the throwaway rig's board files (calibration) "
                         "and keys in DIR, so a later --port sim run continues from them")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--operator", default=None, metavar="NAME",
+                   help="who ran the test, for the report's record")
+    p.add_argument("--limits", default=None, metavar="FILE",
+                   help="acceptance limits from a TOML file (name = [low, high] in %%); see "
+                        "docs/bench.md for the names and defaults")
+    p.add_argument("--limit", type=limits.parse_option, action="append", default=[],
+                   metavar="NAME=LOW,HIGH",
+                   help="one acceptance limit in %%, e.g. rate_error_pct=-5,5 (a side may be "
+                        "empty); repeatable, wins over --limits")
     _allow_negative_values(p)
 
 
@@ -173,6 +182,7 @@ def add_parser(subparsers):
     c.add_argument("--max-sd", type=argtypes.positive, default=None,
                    help="refuse to store when the SD between runs exceeds this (%%)")
     c.add_argument("--dry-run", action="store_true", help="measure but do not store")
+    c.add_argument("--out", default=None, help="write CSV, JSON and HTML here")
     c.set_defaults(func=run, bench_command="calibrate")
     return p, c
 
@@ -209,48 +219,77 @@ def _progress_writer(err, enabled):
     return progress
 
 
+def _balance_identity(bal):
+    """The balance's model and serial number (MT-SICS I2, I4); None for what it does not say
+    (some balances answer ES): the run goes on, the record says "not recorded"."""
+    from pumprig.errors import BalanceError
+
+    out = {}
+    for key, ask in (("model", bal.model), ("serial", bal.serial_number)):
+        try:
+            out[key] = ask()
+        except BalanceError:
+            out[key] = None
+    return out
+
+
 def run(args, out=None, err=None):
     """Run ``pumprig bench`` or ``pumprig calibrate``; returns the exit status. Failures are
     PumprigError (the CLI prints ``pumprig: message`` and exits 1)."""
+    from pumprig import __version__
     from pumprig.balance import Balance
 
     out = out or sys.stdout
     err = err or sys.stderr
     show = not args.json or (hasattr(err, "isatty") and err.isatty())
     progress = _progress_writer(err, show)
-    if args.bench_command == "bench" and args.boluses and not args.bolus_volume:
+    command = args.bench_command
+    if command == "bench" and args.boluses and not args.bolus_volume:
         raise PumprigError("--boluses needs --bolus-volume")
+    limit_set = limits.resolve(args.limits, args.limit)
 
+    started = report.utc_now()
     rig = make_bench_rig(args)
     try:
+        rig_info = rig.describe()
         ready = getattr(rig, "ready_for_bench", None)
-        if args.bench_command == "bench" and ready is not None:
+        if command == "bench" and ready is not None:
             ready()
         balance_port = args.balance or getattr(rig, "balance_link", None)
         if not balance_port:
             raise PumprigError("no balance: give --balance PORT (the balance's serial port)")
         with Balance(balance_port, timeout=args.balance_timeout,
                      baudrate=args.balance_baud) as bal:
-            if args.bench_command == "calibrate":
+            balance_info = _balance_identity(bal)
+            if command == "calibrate":
                 res = procedures.calibrate(rig, bal, steps=args.steps, repeats=args.repeats,
-                                density=args.density, settle_s=args.settle,
-                                apply=not args.dry_run, max_sd_pct=args.max_sd,
-                                progress=progress)
+                                           density=args.density, settle_s=args.settle,
+                                           apply=not args.dry_run, max_sd_pct=args.max_sd,
+                                           progress=progress)
             else:
                 extra = list(args.windows or [])
                 if args.windows_scale:
                     extra += trumpet.scaled_windows_min(args.windows_scale)
-                res = procedures.bench_run(rig, bal, args.rate, args.duration, sample_s=args.sample,
-                                progress=progress, boluses=args.boluses,
-                                bolus_volume_nl=args.bolus_volume, density=args.density,
-                                extra_windows_min=extra or None, analysis=args.analysis,
-                                settle_s=args.settle)
+                res = procedures.bench_run(rig, bal, args.rate, args.duration,
+                                           sample_s=args.sample, progress=progress,
+                                           boluses=args.boluses,
+                                           bolus_volume_nl=args.bolus_volume,
+                                           density=args.density,
+                                           extra_windows_min=extra or None,
+                                           analysis=args.analysis, settle_s=args.settle)
     finally:
         rig.close()
 
-    if args.bench_command == "calibrate":
+    res["record"] = report.make_record(
+        started, report.utc_now(), operator=args.operator, rig=rig_info,
+        rig_port=getattr(args, "port", None), balance=balance_info, balance_port=balance_port,
+        version=__version__, revision=report.git_revision())
+    res["limits"] = limits.relevant(limit_set, command)
+    if command == "calibrate":
+        res["acceptance"] = limits.evaluate_calibration(res, limit_set)
+        paths = report.write_calibration_report(res, args.out) if args.out else None
         if args.json:
-            out.write(json.dumps(res, sort_keys=True) + "\n")
+            out.write(json.dumps(dict(res, files=paths), sort_keys=True) + "\n")
             return 0
         for k, r in enumerate(res["runs"]):
             out.write("  run %d: %d steps, %d ug, %.3f nL, %.1f pL/step\n"
@@ -259,16 +298,21 @@ def run(args, out=None, err=None):
                   % (res["step_pl"], res["previous_step_pl"], res["change_pct"] or 0.0,
                      res["sd_pct"], res["range_pct"],
                      "stored" if res["applied"] else "not stored"))
+        _write_verdict(out, res["acceptance"])
+        if paths:
+            out.write("report: %s\n" % paths["html"])
         return 0
 
+    res["acceptance"] = limits.evaluate_bench(res, limit_set)
     paths = report.write_report(res, args.out) if args.out else None
     if args.json:
         out.write(json.dumps({"results": res, "files": paths}, sort_keys=True) + "\n")
         return 0
     cyc = res["cycle"]
-    out.write("rate %d nL/day (%.6g mL/h), %d pL/step: one step every %.2f s; %d samples every"
-              " %g s\n" % (res["rate_nl_day"], res["rate_ml_h"], res["step_pl"],
-                           res["pulse_period_s"], res["n_samples"], res["sample_s"]))
+    out.write("rate %s = %d nL/day (%.6g mL/h), %d pL/step: one step every %.2f s; %d samples "
+              "every %g s\n" % (report.human_rate(res["rate_nl_day"]), res["rate_nl_day"],
+                                res["rate_ml_h"], res["step_pl"], res["pulse_period_s"],
+                                res["n_samples"], res["sample_s"]))
     if cyc["applied"]:
         out.write("whole-cycle averaging over %d samples = %s pulse cycles (residual %.3f)\n"
                   % (cyc["span_samples"], cyc["span_cycles"], cyc["residual_cycles"]))
@@ -284,6 +328,19 @@ def run(args, out=None, err=None):
         b = res["boluses"]
         out.write("boluses: mean %+.3f %%, largest over %+.3f %%, largest under %+.3f %%\n"
                   % (b["mean_error_pct"], b["largest_over_pct"], b["largest_under_pct"]))
+    _write_verdict(out, res["acceptance"])
     if paths:
         out.write("report: %s\n" % paths["html"])
     return 0
+
+
+def _write_verdict(out, acc):
+    failed = [c for c in acc["checks"] if c["result"] == limits.FAIL]
+    out.write("acceptance: %s" % acc["verdict"])
+    if failed:
+        shown = ["%s %s outside %s" % (c["what"], report.fmt(c["measured"], "%+.3f %%"),
+                                       c["limit"]) for c in failed[:3]]
+        if len(failed) > 3:
+            shown.append("%d more" % (len(failed) - 3))
+        out.write(" (%s)" % "; ".join(shown))
+    out.write("\n")

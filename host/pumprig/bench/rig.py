@@ -83,6 +83,11 @@ class BenchRig:
         """Optional hint before :meth:`start_rate`: the run should last about ``seconds`` (a
         rig may bound its delivery with it). The default ignores it."""
 
+    def describe(self):
+        """What the report records about the rig: a dict with any of ``uid``, ``board``,
+        ``firmware``, ``protocol``, ``plan_crc``, ``virtual``. The default knows nothing."""
+        return {}
+
     def close(self):
         """Release the rig (connections, a throwaway virtual rig). The default does nothing."""
 
@@ -173,6 +178,13 @@ class ProtocolRig(BenchRig):
                              % (st.get("safe_reason") or "no reason given",
                                 ", ".join(st.get("alarms") or []) or "none"))
 
+    def describe(self):
+        """The board's own account of itself, from its ``hello`` when the rig was opened."""
+        info = self.info
+        out = {k: info.get(k) for k in ("uid", "board", "firmware", "protocol", "plan_crc")}
+        out["virtual"] = False
+        return out
+
     # -- calibration -----------------------------------------------------------------------
     def get_step_pl(self):
         return int(self.client.calib_get()["step_pl"])
@@ -259,6 +271,12 @@ class VirtualBenchRig(ProtocolRig):
         if to_ms * 1000 > self.world.measure()["time_us"]:
             self._quiesce()
             self.world.advance(to_ms=to_ms, timeout_s=120.0)
+
+    def describe(self):
+        out = super().describe()
+        out["virtual"] = True
+        out["mechanism_step_pl"] = int(self.world.status().get("true_step_pl") or 0) or None
+        return out
 
     def set_true_step_pl(self, true_step_pl):
         """What one step really moves in the virtual mechanism (a slow or fast pump)."""
