@@ -172,7 +172,6 @@ def test_calibrate_max_sd_refuses_to_store(bench_setup):
 def test_parsers():
     assert command.parse_rate("0.5 mL/day") == 500_000
     assert command.parse_rate("500000 nL/day") == 500_000
-    assert command.parse_rate("500000") == 500_000
     assert command.parse_rate("20 uL/h") == 480_000
     assert command.parse_rate("0.5mL/d") == 500_000
     assert command.parse_duration("2h") == 7200
@@ -184,9 +183,30 @@ def test_parsers():
     assert command.parse_analysis("1h-25h") == (3600, 90000)
     assert command.parse_windows("60,120") == [60, 120]
     for bad in (lambda: command.parse_rate("fast"), lambda: command.parse_rate("1 L/s"),
-                lambda: command.parse_duration("2 fortnights"), lambda: command.parse_volume("0 uL")):
+                lambda: command.parse_duration("2 fortnights"), lambda: command.parse_volume("0 uL"),
+                lambda: command.parse_rate("0 mL/day")):
         with pytest.raises(PumprigError):
             bad()
+
+
+def test_bare_number_rate_is_an_error_with_a_hint(capsys):
+    """Finding (issue 14): `bench --rate 1` silently meant 1 nL/day. Now a bare number is a
+    `pumprig:` line naming the option and showing how to write it (exit 1, no traceback)."""
+    from pumprig import cli as pumprig_cli
+
+    with pytest.raises(PumprigError, match=r"--rate: '1' has no unit; write it like '0.5 mL/day'"):
+        command.parse_rate("1")
+    with pytest.raises(PumprigError, match="did you mean 'mL'"):
+        command.parse_rate("0.5 mk/day")
+    with pytest.raises(PumprigError, match="--bolus-volume: '10' has no unit"):
+        command.parse_volume("10")
+    for argv, msg in ((["bench", "--port", "sim", "--rate", "1"],
+                       "pumprig: --rate: '1' has no unit; write it like '0.5 mL/day'\n"),
+                      (["bench", "--port", "sim", "--rate", "1 mL/day", "--duration", "2"],
+                       "pumprig: --duration: '2' has no unit; write it like '90 min'\n")):
+        assert pumprig_cli.main(argv) == 1
+        err = capsys.readouterr().err
+        assert err == msg and "Traceback" not in err
 
 
 def cli(argv):

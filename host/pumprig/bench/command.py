@@ -8,67 +8,47 @@ import json
 import re
 import sys
 
-from pumprig import argtypes, trumpet
+from pumprig import argtypes, trumpet, units
 from pumprig.bench import limits, procedures, report
 from pumprig.bench import rig as benchrig
 from pumprig.errors import PumprigError
 
-_NUM = r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*"
-_RATE_NL_DAY = {"nl/day": 1, "nl/d": 1, "ul/day": 1000, "ul/d": 1000, "ml/day": 1_000_000,
-                "ml/d": 1_000_000, "ul/h": 24_000, "ml/h": 24_000_000}
-_VOLUME_NL = {"nl": 1, "ul": 1000, "ml": 1_000_000}
-_DURATION_S = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400,
-               "day": 86400}
 
-
-def _unit(text):
-    return text.strip().lower().replace("\u00b5", "u").replace("\u03bc", "u").replace(" ", "")
-
-
-def parse_rate(text):
-    """``"0.5 mL/day"`` -> 500000 (nL/day). Units nL/day, uL/day, mL/day, uL/h, mL/h; a bare
-    number is nL/day."""
-    m = re.fullmatch(_NUM + r"([^\s].*)?", text)
-    if not m:
-        raise PumprigError("cannot read the rate %r (e.g. \"0.5 mL/day\")" % text)
-    unit = _unit(m.group(2) or "nl/day")
-    if unit not in _RATE_NL_DAY:
-        raise PumprigError("unknown rate unit %r (nL/day, uL/day, mL/day, uL/h, mL/h)"
-                           % m.group(2))
-    value = int(round(float(m.group(1)) * _RATE_NL_DAY[unit]))
+def _read(reader, text, field, what, **kw):
+    """One quantity through :mod:`pumprig.units`, positive; a failure is one ``pumprig:``
+    line (a PumprigError, not a ValueError that argparse would turn into "invalid value")."""
+    try:
+        value = reader(text, field=field, **kw)
+    except units.UnitError as e:
+        raise PumprigError(str(e)) from None
     if value <= 0:
-        raise PumprigError("the rate must be positive")
+        raise PumprigError("%s: %r: the %s must be positive" % (field, text, what))
     return value
 
 
-def parse_volume(text):
-    """``"10 uL"`` -> 10000 (nL). Units nL, uL, mL; a bare number is nL."""
-    m = re.fullmatch(_NUM + r"([^\s].*)?", text)
-    unit = _unit(m.group(2) or "nl") if m else None
-    if not m or unit not in _VOLUME_NL:
-        raise PumprigError("cannot read the volume %r (e.g. \"10 uL\")" % text)
-    value = int(round(float(m.group(1)) * _VOLUME_NL[unit]))
-    if value <= 0:
-        raise PumprigError("the volume must be positive")
-    return value
+def parse_rate(text, field="--rate"):
+    """``"0.5 mL/day"`` -> 500000 (nL/day); nL, uL or mL per day, h or min. A bare number is
+    refused with a hint (issue 14: ``--rate 1`` silently meant 1 nL/day)."""
+    return _read(units.volume_rate_nl_day, text, field, "rate")
 
 
-def parse_duration(text):
-    """``"2h"``, ``"90 min"``, ``"1h30m"``, ``"30s"`` -> seconds (float); a bare number is s."""
-    t = text.strip().lower().replace(" ", "")
-    if re.fullmatch(r"[0-9]*\.?[0-9]+", t):
-        return float(t)
-    parts = re.findall(r"([0-9]*\.?[0-9]+)([a-z]+)", t)
-    if not parts or "".join(a + b for a, b in parts) != t:
-        raise PumprigError("cannot read the duration %r (e.g. \"2h\", \"90min\", \"30s\")" % text)
-    total = 0.0
-    for num, unit in parts:
-        if unit not in _DURATION_S:
-            raise PumprigError("unknown time unit %r in %r (s, min, h, d)" % (unit, text))
-        total += float(num) * _DURATION_S[unit]
-    if total <= 0:
-        raise PumprigError("the duration must be positive")
-    return total
+def parse_volume(text, field="--bolus-volume"):
+    """``"10 uL"`` -> 10000 (nL); nL, uL or mL. A bare number is refused."""
+    return _read(units.volume_nl, text, field, "volume")
+
+
+def parse_duration(text, field="duration"):
+    """``"2h"``, ``"90 min"``, ``"1h30m"``, ``"30s"`` -> seconds (float). A bare number is
+    refused."""
+    return _read(units.duration_s, text, field, "duration", whole=False)
+
+
+def _duration(field):
+    def parse(text):
+        return parse_duration(text, field)
+
+    parse.__name__ = "duration"
+    return parse
 
 
 def parse_windows(text):
@@ -89,7 +69,7 @@ def parse_analysis(text):
         return text
     if "-" in text:
         a, b = text.split("-", 1)
-        return (parse_duration(a), parse_duration(b))
+        return (parse_duration(a, "--analysis"), parse_duration(b, "--analysis"))
     raise PumprigError("cannot read the analysis period %r (auto, second-hour, second-half, "
                        "after-first-hour or START-END like 1h-25h)" % text)
 
@@ -127,7 +107,7 @@ def _common(p):
                    help="seconds to wait for a balance answer (10)")
     p.add_argument("--density", type=argtypes.positive, default=procedures.DEFAULT_DENSITY_G_ML,
                    help="liquid density in g/mL (0.998, water at 20 C)")
-    p.add_argument("--settle", type=parse_duration, default=10.0,
+    p.add_argument("--settle", type=_duration("--settle"), default=10.0,
                    help="wait after a step move before a stable weighing (10s)")
     p.add_argument("--pump-error", type=parse_pump_error, default=None, metavar="PCT",
                    help="virtual rig only: make its mechanism deliver PCT %% off the nominal "
@@ -157,9 +137,12 @@ def add_parser(subparsers):
                     "overall error, IEC 60601-2-24 style. See docs/bench.md.")
     _common(p)
     p.add_argument("--rate", type=parse_rate, required=True,
-                   help='rate, e.g. "0.5 mL/day" or "500000 nL/day"')
-    p.add_argument("--duration", type=parse_duration, default=7200.0, help="run length (2h)")
-    p.add_argument("--sample", type=parse_duration, default=30.0, help="sample period (30s)")
+                   help='rate with its unit, e.g. "0.5 mL/day", "20 uL/h" or "500000 nL/day" (a '
+                        "bare number is refused)")
+    p.add_argument("--duration", type=_duration("--duration"), default=7200.0,
+                   help="run length with its unit (2h)")
+    p.add_argument("--sample", type=_duration("--sample"), default=30.0,
+                   help="sample period with its unit (30s)")
     p.add_argument("--windows", type=parse_windows, default=None,
                    help="extra observation windows in minutes, e.g. 60,120,240")
     p.add_argument("--windows-scale", type=argtypes.positive, default=None,
