@@ -418,3 +418,43 @@ def test_limits_from_options_and_a_file(tmp_path):
         limits.resolve(str(f))
     with pytest.raises(PumprigError, match="cannot read the limits file"):
         limits.resolve(str(tmp_path / "none.toml"))
+
+
+def test_bench_package_has_no_import_circle():
+    """Finding (issue 16): bench.py and benchrig.py imported each other. The bench is now a
+    package whose modules import in one direction: command -> report, limits, procedures ->
+    rig; nothing imports command, and the old benchrig module is gone."""
+    import ast
+    import importlib.util
+    import pathlib
+
+    pkg = pathlib.Path(procedures.__file__).parent
+    names = {p.stem for p in pkg.glob("*.py")} - {"__init__"}
+    assert names == {"rig", "procedures", "report", "limits", "command"}
+    graph = {}
+    for name in names:
+        tree = ast.parse((pkg / (name + ".py")).read_text())
+        deps = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                if node.module == "pumprig.bench":
+                    deps |= {a.name for a in node.names}
+                elif node.module.startswith("pumprig.bench."):
+                    deps.add(node.module.rsplit(".", 1)[1])
+            elif isinstance(node, ast.Import):
+                deps |= {a.name.rsplit(".", 1)[1] for a in node.names
+                         if a.name.startswith("pumprig.bench.")}
+        graph[name] = deps & names
+    assert graph["rig"] == set() and graph["limits"] == set()
+    assert graph["procedures"] == {"rig"}
+    assert not any("command" in deps for deps in graph.values())
+
+    def reach(start, seen):
+        for d in graph[start]:
+            assert d != seen[0], "import circle through %s" % d
+            if d not in seen:
+                reach(d, seen + [d])
+
+    for name in names:
+        reach(name, [name])
+    assert importlib.util.find_spec("pumprig.benchrig") is None
