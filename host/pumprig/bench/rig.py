@@ -275,7 +275,6 @@ class VirtualBenchRig(ProtocolRig):
     def describe(self):
         out = super().describe()
         out["virtual"] = True
-        out["mechanism_step_pl"] = int(self.world.status().get("true_step_pl") or 0) or None
         return out
 
     def set_true_step_pl(self, true_step_pl):
