@@ -458,3 +458,23 @@ def test_bench_package_has_no_import_circle():
     for name in names:
         reach(name, [name])
     assert importlib.util.find_spec("pumprig.benchrig") is None
+
+
+def test_git_revision_only_of_a_pumprig_checkout(tmp_path):
+    """The record's git revision is this checkout's, and never that of some other repository
+    the package happens to sit in (an installed package inside a lab's own repository)."""
+    import subprocess
+
+    rev = report.git_revision()
+    here = subprocess.run(["git", "-C", os.path.dirname(report.__file__), "rev-parse",
+                           "--short=12", "HEAD"], capture_output=True, text=True)
+    assert rev is not None and rev.split("-")[0] == here.stdout.strip()
+    other = tmp_path / "lab-repo"
+    (other / "site" / "pumprig").mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(other)], check=True)
+    (other / "x.txt").write_text("x")
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@t")
+    subprocess.run(["git", "-C", str(other), "add", "x.txt"], check=True)
+    subprocess.run(["git", "-C", str(other), "commit", "-q", "-m", "x"], check=True, env=env)
+    assert report.git_revision(str(other / "site" / "pumprig")) is None

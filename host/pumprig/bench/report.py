@@ -49,17 +49,27 @@ def utc_now():
 
 
 def git_revision(path=None):
-    """The git revision of the checkout holding this package (``abc1234``, with ``-dirty``
-    when it has uncommitted changes), or None when it is not a checkout (an installed
-    wheel) or git is missing."""
+    """The git revision of the pumprig checkout holding this package (``abc1234``, with
+    ``-dirty`` when tracked files have uncommitted changes), or None when it is not one: an
+    installed wheel (even inside a lab's own repository, whose revision would be a wrong
+    record), or no git."""
     where = path or os.path.dirname(os.path.abspath(__file__))
+
+    def git(*argv):
+        return subprocess.run(["git", "-C", where, *argv], capture_output=True, text=True,
+                              timeout=10)
+
     try:
-        rev = subprocess.run(["git", "-C", where, "rev-parse", "--short=12", "HEAD"],
-                             capture_output=True, text=True, timeout=10)
+        top = git("rev-parse", "--show-toplevel")
+        if top.returncode != 0:
+            return None
+        root = top.stdout.strip()
+        if not os.path.isfile(os.path.join(root, "host", "pumprig", "__init__.py")):
+            return None
+        rev = git("rev-parse", "--short=12", "HEAD")
         if rev.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "-C", where, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10)
+        dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return None
     return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
