@@ -339,26 +339,15 @@ def _virtual_client_class():
     return VirtualClient
 
 
-def _connect(link, home, timeout=2.0, tries=100):
-    """A clinician session on a virtual rig with the resending client above. With ``home``
-    (a rig this process just started) the firmware may still be booting: retry ``tries``
-    times. Kept here, not borrowed from simulate, because the client class matters: a plain
-    client would lose the resends."""
+def _connect(link, home, timeout=2.0):
+    from pumprig.simulate import _connect as connect_retrying
+
     cls = _virtual_client_class()
     if home is None:
         c = cls(link, role="clinician", timeout=timeout)
         c.open()
         return c
-    last = None
-    for _ in range(tries):
-        try:
-            c = cls(link, role="clinician", home=home, timeout=timeout)
-            c.open()
-            return c
-        except PumprigError as e:
-            last = e
-            time.sleep(0.02)
-    raise PumprigError("the firmware on the virtual rig did not answer: %s" % last)
+    return connect_retrying(cls, link, home)
 
 
 def start_sim(state_dir=None):
