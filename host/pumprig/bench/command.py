@@ -8,10 +8,15 @@ import json
 import re
 import sys
 
+import pumprig.bench.limits as limits
+import pumprig.bench.procedures as procedures
+import pumprig.bench.report as report
+import pumprig.bench.rig as benchrig
 from pumprig import argtypes, trumpet, units
-from pumprig.bench import limits, procedures, report
-from pumprig.bench import rig as benchrig
 from pumprig.errors import PumprigError
+
+# The package's modules are imported by their full names, never `from pumprig.bench import
+# x`: that would make this module depend on the package's __init__, which imports this one.
 
 
 def _read(reader, text, field, what, **kw):
