@@ -111,10 +111,10 @@ def scaled_windows_min(factor, base=STANDARD_WINDOWS_MIN):
     """
     if factor <= 0:
         raise AnalysisError("window scale factor must be positive")
-    return [_tidy(w * factor) for w in base]
+    return [tidy(w * factor) for w in base]
 
 
-def _tidy(x):
+def tidy(x):
     """An integral float as int (keeps JSON and window lists readable)."""
     if isinstance(x, float) and x.is_integer():
         return int(x)
@@ -219,7 +219,7 @@ def analysis_period(samples, analysis="auto", sample_s=DEFAULT_SAMPLE_S):
     if not (0 - eps <= start < end <= dur + eps):
         raise AnalysisError("analysis period %.1f..%.1f s is not inside the run (0..%.1f s)"
                             % (start, end, dur))
-    return {"start_s": _tidy(start), "end_s": _tidy(end), "rule": rule}
+    return {"start_s": tidy(start), "end_s": tidy(end), "rule": rule}
 
 
 # --------------------------------------------------------------------------------------------
@@ -299,7 +299,7 @@ def analyse(samples, rate_ml_h, sample_s=DEFAULT_SAMPLE_S, density=DEFAULT_DENSI
     pts = _check_samples(samples, sample_s, grid_tolerance)
     if rate_ml_h <= 0:
         raise AnalysisError("set rate must be positive")
-    wins = [_tidy(w) for w in windows_min] + [_tidy(w) for w in (extra_windows_min or [])]
+    wins = [tidy(w) for w in windows_min] + [tidy(w) for w in (extra_windows_min or [])]
     for w in wins:
         if not w > 0:
             raise AnalysisError("observation windows must be positive, got %r" % (w,))
@@ -353,7 +353,7 @@ def analyse(samples, rate_ml_h, sample_s=DEFAULT_SAMPLE_S, density=DEFAULT_DENSI
     for w in wins:
         m, k = _window_samples(w, sample_s, pulse_period_s if use_cycles else None)
         errs = window_errors(used, rate_ml_h, m)
-        row = {"window_min": w, "window_eff_min": _tidy(m * sample_s / 60.0), "samples": m,
+        row = {"window_min": w, "window_eff_min": tidy(m * sample_s / 60.0), "samples": m,
                "cycles": k, "positions": len(errs), "artefact_bound_pct": None}
         if pulse_period_s:
             pulses = m * sample_s / pulse_period_s
@@ -391,7 +391,7 @@ def analyse(samples, rate_ml_h, sample_s=DEFAULT_SAMPLE_S, density=DEFAULT_DENSI
     cycle = {"applied": use_cycles, "pulse_period_s": pulse_period_s,
              "span_samples": n, "span_cycles": span["span_cycles"] if span else None,
              "residual_cycles": span["residual_cycles"] if span else None,
-             "span_min": _tidy(n * sample_s / 60.0)}
+             "span_min": tidy(n * sample_s / 60.0)}
     return {
         "rate_ml_h": rate_ml_h,
         "sample_s": sample_s,

@@ -41,8 +41,20 @@ def run_json(capsys, argv):
 def test_bench_json_windows_and_report_files(capsys, tmp_path):
     out = tmp_path / "report"
     data, err = run_json(capsys, ["--port", "sim", "bench", *RUN, "--windows-scale", "2",
-                                  "--out", str(out)])
+                                  "--operator", "A. Tester", "--out", str(out)])
     res = data["results"]
+    # issue 14: the record a lab files, from the rig's hello and the balance's I2/I4
+    rec = res["record"]
+    assert rec["operator"] == "A. Tester" and rec["rig_port"] == "sim"
+    assert re.fullmatch(r"[0-9a-f]{16}", rec["rig_uid"]) and rec["board"] == "sim"
+    assert rec["firmware"] and rec["virtual_rig"] is True
+    assert re.fullmatch(r"[0-9a-f]{8}", rec["plan_crc"])
+    assert rec["balance_model"].startswith("PUMPRIG-VB") and rec["balance_serial"]
+    assert rec["package_version"] == __import__("pumprig").__version__
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", rec["started_utc"])
+    assert rec["started_utc"] <= rec["finished_utc"]
+    assert res["limits"]["rate_error_pct"] == [-15.0, 14.5]
+    assert res["acceptance"]["verdict"] == "PASS"
     assert res["windows_min"][:5] == [2, 5, 11, 19, 31]
     assert res["windows_min"] == [2, 5, 11, 19, 31, 4, 10, 22, 38, 62]
     rows = {r["window_min"]: r for r in res["trumpet"]}
@@ -63,7 +75,7 @@ def test_bench_json_windows_and_report_files(capsys, tmp_path):
     # --json: stdout is only the JSON, no progress bar on a non-terminal stderr
     assert "[" not in err
     files = data["files"]
-    assert set(files) == {"csv", "json", "startup_png", "trumpet_png", "html"}
+    assert set(files) == {"csv", "summary_csv", "json", "startup_png", "trumpet_png", "html"}
     for key, path in files.items():
         assert os.path.dirname(path) == str(out) and os.path.getsize(path) > 100, key
     for key in ("startup_png", "trumpet_png"):
@@ -77,6 +89,24 @@ def test_bench_json_windows_and_report_files(capsys, tmp_path):
     with open(files["html"], encoding="utf-8") as f:
         page = f.read()
     assert "Trumpet curve" in page and page.count("data:image/png;base64,") == 2
+    assert rec["rig_uid"] in page and "A. Tester" in page and "PASS" in page
+    with open(files["summary_csv"], encoding="utf-8") as f:
+        summary = f.read()
+    assert rec["rig_uid"] in summary and rec["balance_serial"] in summary
+
+
+def test_bench_verdict_follows_the_limits(capsys, tmp_path):
+    """A lab's own limits: a -3 % pump fails a +-2 % rate limit; the text says which check."""
+    lim = tmp_path / "limits.toml"
+    lim.write_text("rate_error_pct = [-2.0, 2.0]\n")
+    rc = cli.main(["bench", "--port", "sim", "--pump-error", "-3%", *RUN, "--limits", str(lim)])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err  # the measurement worked; the verdict is the result
+    line = [x for x in cap.out.splitlines() if x.startswith("acceptance:")]
+    assert len(line) == 1
+    m = re.fullmatch(r"acceptance: FAIL \(overall error A ([-+0-9.]+) % outside -2 to \+2 %\)",
+                     line[0])
+    assert m and float(m.group(1)) == pytest.approx(-3.0, abs=0.05), line[0]
 
 
 def test_bench_text_prints_every_window_and_a(capsys, tmp_path):
@@ -119,8 +149,14 @@ def test_slow_pump_then_calibrate_then_bench(capsys, tmp_path):
     # a blank board commits its first set with the config's calibration (issue 11: from then
     # on a missing calib record is corruption, not a silent return to the default)
     assert re.match(rb'[{]"gen":[0-9]+,"step_pl":250000[}][*]', _record(fs))
-    cal, _ = run_json(capsys, ["calibrate", *sim])
+    cal, _ = run_json(capsys, ["calibrate", *sim, "--operator", "B. Tester", "--out",
+                               str(tmp_path / "cal")])
     assert cal["applied"] and cal["repeats"] == 5 and cal["previous_step_pl"] == 250_000
+    assert cal["record"]["operator"] == "B. Tester" and cal["record"]["board"] == "sim"
+    assert cal["acceptance"]["verdict"] == "PASS" and "calib_sd_pct" in cal["limits"]
+    assert set(cal["files"]) == {"csv", "summary_csv", "json", "html"}
+    with open(cal["files"]["html"], encoding="utf-8") as f:
+        assert cal["record"]["rig_uid"] in f.read()
     assert cal["step_pl"] == pytest.approx(242_500, rel=0.0005)
     assert cal["change_pct"] == pytest.approx(-3.0, abs=0.05)
     assert 0 < cal["sd_pct"] < 0.05 and cal["range_pct"] >= cal["sd_pct"]
@@ -211,6 +247,10 @@ def test_errors_are_one_line(capsys, tmp_path):
         (["bench", "--port", "sim", "--rate", RATE, "--balance", str(tmp_path / "nobal"),
           "--duration", "2min"], "pumprig: "),
         (["calibrate", "--port", "sim", "--pump-error", "-80%"], "pumprig: the pump error"),
+        (["bench", "--port", "sim", "--rate", RATE, "--limit", "rate_eror_pct=-5,5"],
+         "pumprig: unknown acceptance limit 'rate_eror_pct' (did you mean 'rate_error_pct'?)"),
+        (["bench", "--port", "sim", "--rate", RATE, "--limits", str(tmp_path / "no.toml")],
+         "pumprig: cannot read the limits file"),
     ]
     for argv, msg in cases:
         rc = cli.main(argv)

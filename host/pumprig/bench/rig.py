@@ -1,11 +1,14 @@
-"""The :class:`pumprig.bench.BenchRig` adapters: a pump rig driven over the wire protocol.
+"""The bench's interface to a pump rig, and the rigs that implement it.
+
+:class:`BenchRig` is what the procedures (:mod:`pumprig.bench.procedures`) need: a clock, the
+rate, raw steps, the calibration, and a description for the report. Two implementations:
 
 - :class:`ProtocolRig`: a real board (or any rig) over :class:`pumprig.client.Client`, on the
   host's monotonic clock (the procedures sleep).
 - :class:`VirtualBenchRig`: the same commands to a virtual rig's firmware, but the clock is the
   world's virtual clock and waiting advances it (warp), so a two-hour run takes seconds.
 
-:func:`open_bench_rig` picks one from a port: ``"sim"`` starts a throwaway virtual rig with the
+:func:`open_rig` picks one from a port: ``"sim"`` starts a throwaway virtual rig with the
 firmware installed (and its virtual balance); a port that matches a running virtual rig
 registered in ``$PUMPRIG_HOME/rigs/*.json`` (``pumprig sim --link L``) drives that rig in
 virtual time; anything else is a board.
@@ -31,8 +34,63 @@ import shutil
 import tempfile
 import time
 
-from pumprig.bench import BenchError, BenchRig
 from pumprig.errors import PumprigError
+
+
+class BenchError(PumprigError):
+    """A bench procedure could not produce a trustworthy result."""
+
+
+class BenchRig:
+    """What the bench procedures need from a pump rig. Subclass it (or provide the same
+    methods); every method here raises NotImplementedError.
+
+    Times are seconds on one monotonic clock (the world's virtual clock on the virtual rig,
+    the host's monotonic clock on a real bench).
+    """
+
+    def now_s(self):
+        """Current time, seconds (float)."""
+        raise NotImplementedError
+
+    def wait_until_s(self, t_s):
+        """Return once ``now_s() >= t_s``. Virtual rig: advance the world's clock (the firmware
+        runs meanwhile); real bench: sleep. Returns at once if ``t_s`` is past."""
+        raise NotImplementedError
+
+    def start_rate(self, rate_nl_day):
+        """Deliver continuously at ``rate_nl_day`` (integer nL/day) from now until stop()."""
+        raise NotImplementedError
+
+    def stop(self):
+        """Stop any delivery (rate or steps); the motor is idle when this returns."""
+        raise NotImplementedError
+
+    def run_steps(self, steps):
+        """Make ``steps`` forward motor steps (bench/calibration move, therapy stopped) and
+        return when the last one is done."""
+        raise NotImplementedError
+
+    def get_step_pl(self):
+        """The rig's calibration: picolitres per step (int)."""
+        raise NotImplementedError
+
+    def set_step_pl(self, step_pl):
+        """Store a new calibration (int pL per step) on the rig."""
+        raise NotImplementedError
+
+    def expect_run_s(self, seconds):
+        """Optional hint before :meth:`start_rate`: the run should last about ``seconds`` (a
+        rig may bound its delivery with it). The default ignores it."""
+
+    def describe(self):
+        """What the report records about the rig: a dict with any of ``uid``, ``board``,
+        ``firmware``, ``protocol``, ``plan_crc``, ``virtual``. The default knows nothing."""
+        return {}
+
+    def close(self):
+        """Release the rig (connections, a throwaway virtual rig). The default does nothing."""
+
 
 MAX_MOTOR_RUN_STEPS = 10_000_000  # cmd_motor_run's limit
 ASSUMED_MOVE_HZ = 50  # the firmware's default pull-in rate: only used to pace the polling
@@ -120,6 +178,13 @@ class ProtocolRig(BenchRig):
                              % (st.get("safe_reason") or "no reason given",
                                 ", ".join(st.get("alarms") or []) or "none"))
 
+    def describe(self):
+        """The board's own account of itself, from its ``hello`` when the rig was opened."""
+        info = self.info
+        out = {k: info.get(k) for k in ("uid", "board", "firmware", "protocol", "plan_crc")}
+        out["virtual"] = False
+        return out
+
     # -- calibration -----------------------------------------------------------------------
     def get_step_pl(self):
         return int(self.client.calib_get()["step_pl"])
@@ -206,6 +271,11 @@ class VirtualBenchRig(ProtocolRig):
         if to_ms * 1000 > self.world.measure()["time_us"]:
             self._quiesce()
             self.world.advance(to_ms=to_ms, timeout_s=120.0)
+
+    def describe(self):
+        out = super().describe()
+        out["virtual"] = True
+        return out
 
     def set_true_step_pl(self, true_step_pl):
         """What one step really moves in the virtual mechanism (a slow or fast pump)."""
@@ -392,3 +462,27 @@ def open_bench_rig(port, timeout=2.0, home=None):
     except BaseException:
         client.close()
         raise
+
+
+def open_rig(port, timeout=2.0, sim_state=None, pump_error=None, home=None):
+    """Open the :class:`BenchRig` for ``port``: ``"sim"`` starts a throwaway virtual rig (its
+    board files and keys kept in ``sim_state`` when given), a running virtual rig's link drives
+    it in virtual time, anything else is a board over the protocol. ``pump_error`` (a fraction,
+    virtual rigs only) makes the simulated mechanism move that much off the nominal step.
+    The caller closes the rig."""
+    if sim_state and port != "sim":
+        raise PumprigError("--sim-state goes with --port sim")
+    if port == "sim":
+        rig = start_sim(state_dir=sim_state)
+    else:
+        rig = open_bench_rig(port, timeout=timeout, home=home)
+    try:
+        if pump_error is not None:
+            if not isinstance(rig, VirtualBenchRig):
+                raise PumprigError("--pump-error works on a virtual rig only (it sets the "
+                                   "simulated mechanism); %s is a board" % port)
+            rig.set_true_step_pl(int(round(rig.nominal_step_pl * (1.0 + pump_error))))
+    except BaseException:
+        rig.close()
+        raise
+    return rig
