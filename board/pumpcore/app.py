@@ -437,6 +437,11 @@ class App:
         sched = self.sched
         if sched is not None and sched.overlays:
             sched.prune(now)
+            if not sched.overlays and self.last_bolus:
+                # the patient bolus's time is over: its event, with the volume it added
+                r = self.last_bolus[-1][1]
+                self._event("bolus.done", {"dose_ng": r["dose_ng"], "volume_nl": r["volume_nl"]},
+                            now)
         if src is sched:
             self.settle_slots(now)  # saved with the count below, before the next pulse
         seg, wake = self.delivery.plan_segment(now, src, self._max_steps(),
