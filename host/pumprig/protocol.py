@@ -171,15 +171,14 @@ def _type(s: dict) -> str:
     if "$ref" in s:
         name = s["$ref"].rsplit("/", 1)[1]
         target = _resolve(s)
-        if name in ("epoch_s", "epoch_s_or_null", "crc", "hex32", "hex64", "role", "therapy",
-                    "alarm_kind", "activity", "error_code"):
-            return {"epoch_s": "epoch s", "epoch_s_or_null": "epoch s \\| null",
-                    "crc": "8 hex", "hex32": "32 hex", "hex64": "64 hex",
-                    "role": "role", "therapy": "therapy", "alarm_kind": "alarm kind",
-                    "activity": "activity", "error_code": "error code"}[name]
+        short = {"epoch_s": "epoch s", "epoch_s_or_null": "epoch s \\| null", "crc": "8 hex",
+                 "hex32": "32 hex", "hex64": "64 hex", "alarm_kind": "alarm kind",
+                 "error_code": "error code"}
+        if name in short:
+            return short[name]
         if name in ("plan", "plan_in", "plan_or_null", "status", "log_entry"):
             return {"plan": "canonical plan", "plan_in": "plan", "plan_or_null":
-                    "canonical plan | null", "status": "status object",
+                    "canonical plan \\| null", "status": "status object",
                     "log_entry": "log entry"}[name]
         return _type(target)
     if "const" in s:
@@ -231,7 +230,8 @@ def _keys(s: dict) -> str:
 
 
 def _commands_table() -> str:
-    rows = ["| cmd | role | args | result | errors (besides the common ones) |", "|---|---|---|---|---|"]
+    rows = ["| cmd | role | args | result | errors (besides the common ones) | what |",
+            "|---|---|---|---|---|---|"]
     for name, c in commands().items():
         args = c["args"]
         req = set(args.get("required", ()))
@@ -240,7 +240,10 @@ def _commands_table() -> str:
         r = "the clock, as `clock.get`" if "$ref" in res and "x-commands" in res["$ref"] \
             else "the status object" if res.get("$ref", "").endswith("/status") else _keys(res)
         e = ", ".join("`%s`" % x for x in c["errors"]) or "–"
-        rows.append("| `%s` | %s | %s | %s | %s |" % (name, c["role"], a, r, e))
+        rows.append("| `%s` | %s | %s | %s | %s | %s |" % (name, c["role"], a, r, e, c["summary"]))
+    rows.append("")
+    rows.append("Common errors (any command may answer them): %s."
+                % ", ".join("`%s`" % x for x in schema()["x-common-errors"]))
     return "\n".join(rows) + "\n"
 
 
