@@ -236,7 +236,7 @@ def _commands_table() -> str:
         args = c["args"]
         req = set(args.get("required", ()))
         a = ", ".join("`%s`%s" % (k, "" if k in req else "?") for k in args["properties"]) or "–"
-        res = c["result"]
+        res = c["result"].get("anyOf", [c["result"]])[0]  # the others: the FIRMWARE safe state
         r = "the clock, as `clock.get`" if "$ref" in res and "x-commands" in res["$ref"] \
             else "the status object" if res.get("$ref", "").endswith("/status") else _keys(res)
         e = ", ".join("`%s`" % x for x in c["errors"]) or "–"
@@ -270,9 +270,16 @@ def _fields(props: dict, required=(), prefix="") -> list[str]:
 
 
 def _result_table(cmd: str) -> str:
-    s = _resolve(commands()[cmd]["result"])
+    s = _resolve(commands()[cmd]["result"].get("anyOf", [commands()[cmd]["result"]])[0])
     rows = ["| field | value | meaning |", "|---|---|---|"]
     rows += _fields(s["properties"], set(s.get("required", ())))
+    return "\n".join(rows) + "\n"
+
+
+def _def_table(name: str) -> str:
+    s = schema()["$defs"][name]
+    rows = ["| field | value | meaning |", "|---|---|---|"]
+    rows += _fields(s["properties"], set(s["required"]))
     return "\n".join(rows) + "\n"
 
 
@@ -380,6 +387,7 @@ SECTIONS = {
     "args": _args_table,
     "hello": lambda: _result_table("hello"),
     "status": _status_table,
+    "firmware-safe": lambda: _def_table("firmware_safe"),
     "errors": _errors_table,
     "events": _events_table,
     "plan": _plan_table,
