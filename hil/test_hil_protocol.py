@@ -205,7 +205,7 @@ def test_every_event_fits_the_schema_pushed_and_logged(rig):
             "therapy.stopped", "maintenance", "therapy.resumed", "cmd", "clock.set"} <= names, names
     done = [e for e in pushed if e["name"] == "bolus.done"]
     assert len(done) == 1 and done[0]["data"]["volume_nl"] == b["volume_nl"]
-    assert done[0]["data"]["dose_ng"] == 1_000
+    assert done[0]["data"]["dose_ng"] == 1_000 and done[0]["data"]["halted"] is False
     changed = [e for e in pushed if e["name"] == "plan.changed"]
     assert changed[-1]["data"]["plan_crc"] == res["plan_crc"]
     log = rig.log_all()

@@ -37,13 +37,35 @@ def test_bolus_done_is_pushed_and_logged_with_the_volume_given():
         run_until(app, b, b.t_ms + 600_000 + 5_000)  # the bolus's 10 min, and a little more
         done = [e for e in app.events.events() if e["kind"] == "bolus.done"]
         assert len(done) == 1, done
-        assert done[0]["data"] == {"dose_ng": 100_000, "volume_nl": res["volume_nl"]}
+        assert done[0]["data"] == {"dose_ng": 100_000, "volume_nl": res["volume_nl"],
+                                   "halted": False}
         assert res["volume_nl"] == 10_000
         pushed = [x for x in b.tx.split(b"\n") if b" bolus.done " in x]
         assert len(pushed) == 1 and b'"volume_nl":10000' in pushed[0], pushed
         # a later loop step does not send it again
         run_until(app, b, b.t_ms + 3_600_000)
         assert len([e for e in app.events.events() if e["kind"] == "bolus.done"]) == 1
+    finally:
+        rmtree(root)
+
+
+def test_bolus_done_says_halted_when_therapy_stopped_during_the_bolus():
+    """Issue 13: bolus.done never claims a whole bolus that was not given whole."""
+    root = tmpdir()
+    try:
+        b = FakeBoard(root=root + "/")
+        app = App(b, keys={})
+        app.call("refill", {"volume_nl": 20_000_000}, "clinician", "r1", 0)
+        app.call("plan.set", {"plan": P5}, "clinician", "p1", 0)
+        run_until(app, b, 2 * 3_600_000)
+        app.call("bolus", {}, "patient", "b1", b.t_ms)
+        run_until(app, b, b.t_ms + 120_000)
+        app.call("therapy.stop", {}, "clinician", "s1", b.t_ms)
+        run_until(app, b, b.t_ms + 60_000)
+        app.call("therapy.resume", {}, "clinician", "s2", b.t_ms)
+        run_until(app, b, b.t_ms + 600_000)
+        done = [e for e in app.events.events() if e["kind"] == "bolus.done"]
+        assert len(done) == 1 and done[0]["data"]["halted"] is True, done
     finally:
         rmtree(root)
 
