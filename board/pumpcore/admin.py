@@ -106,7 +106,8 @@ def motor_run(app, args, now, req_id):
     steps = args["steps"]
     rate = args.get("rate_nl_day") or app._pullin_nl_day()
     if app.therapy == "running":
-        raise proto.CommandError(proto.BUSY, "stop therapy first (therapy.stop)")
+        # not BUSY (try again later): it cannot succeed until a clinician stops therapy
+        raise proto.CommandError(proto.THERAPY_RUNNING, "stop therapy first (therapy.stop)")
     if not isinstance(steps, int) or steps < 1 or steps > 10_000_000:
         raise proto.CommandError(proto.BAD_ARGS, "steps must be 1..10000000")
     if not isinstance(rate, int) or rate < 1 or rate > app.limits()["max_nl_day"]:

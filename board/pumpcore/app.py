@@ -133,6 +133,9 @@ class App:
         self.lockout_until_ms = 0
         self.last_bolus = []  # [[req_id, result]] of the last 24 h's boluses (pumpcore.patient),
         # persisted: a retry, even of an older id, never doses twice
+        # a patient bolus's delivery was halted (or the board reset) while it ran: its
+        # bolus.done says so (pumpcore.patient clears it when a bolus starts)
+        self.bolus_halted = True
         self.last_req = None  # ["id cmd args-CRC", result] of the last plan.set/refill
         self.gen = 0  # generation of the committed record set (the head)
         self.gens = {}  # {record: generation} as the head names them
@@ -425,6 +428,9 @@ class App:
     def _drive(self, now):
         """Start the next segment if the motor is idle. Returns the wake time without one."""
         src = self._source(now)
+        sched = self.sched
+        if src is not sched and sched is not None and sched.overlays:
+            self.bolus_halted = True  # the bolus's volume is not being given
         if src is None:
             self.delivery.rebase(now)
             if self.delivery.owed > self.delivery.q:
@@ -434,9 +440,15 @@ class App:
         lim = self.limiter
         if lim.held:
             self.delivery.drop_fraction()  # what came due while held is dropped, not rushed
-        sched = self.sched
+            if sched is not None and sched.overlays:
+                self.bolus_halted = True
         if sched is not None and sched.overlays:
             sched.prune(now)
+            if not sched.overlays and self.last_bolus:
+                # the patient bolus's time is over: its event, with the volume it added
+                r = self.last_bolus[-1][1]
+                self._event("bolus.done", {"dose_ng": r["dose_ng"], "volume_nl": r["volume_nl"],
+                                           "halted": self.bolus_halted}, now)
         if src is sched:
             self.settle_slots(now)  # saved with the count below, before the next pulse
         seg, wake = self.delivery.plan_segment(now, src, self._max_steps(),

@@ -39,6 +39,7 @@ def bolus(app, args, now, req_id):
     app.sched.prune(now)
     app.sched.add_bolus(now, nl, p["dur_s"] * 1000)
     app.boluses.append(now)
+    app.bolus_halted = False  # until delivery halts during it (App._drive)
     app.lockout_until_ms = now + p["lockout_s"] * 1000
     res = {"dose_ng": p["ng"], "volume_nl": nl, "dur_s": p["dur_s"],
            "started_epoch_s": app.epoch(now)}

@@ -52,6 +52,7 @@ MAX_24H = "MAX_24H"
 BOLUS_NOT_ALLOWED = "BOLUS_NOT_ALLOWED"
 CAP_EXCEEDED = "CAP_EXCEEDED"
 THERAPY_STOPPED = "THERAPY_STOPPED"
+THERAPY_RUNNING = "THERAPY_RUNNING"
 SAFE_STATE = "SAFE_STATE"
 BUSY = "BUSY"
 INTERNAL = "INTERNAL"
@@ -61,7 +62,7 @@ REPLAY = "REPLAY"
 ERROR_CODES = (
     BAD_CRC, TOO_LONG, BAD_FRAME, UNKNOWN_CMD, BAD_ARGS, AUTH_REQUIRED, FORBIDDEN,
     AUTH_FAILED, THROTTLED, BAD_MAC, REPLAY, PLAN_INVALID, LOCKOUT, MAX_24H, BOLUS_NOT_ALLOWED, CAP_EXCEEDED,
-    THERAPY_STOPPED, SAFE_STATE, BUSY, INTERNAL,
+    THERAPY_STOPPED, THERAPY_RUNNING, SAFE_STATE, BUSY, INTERNAL,
 )  # fmt: skip
 
 # Roles, lowest first: a role may do everything a lower one may.
@@ -115,12 +116,13 @@ INT_RANGES = (
 )  # fmt: skip
 
 
-# Events the firmware pushes unsolicited.
+# Events the firmware pushes unsolicited and logs (their payloads: host/pumprig/protocol.schema.json).
 EVENTS = (
-    "alarm.raised", "alarm.cleared", "bolus.started", "bolus.done", "bolus.refused",
-    "plan.changed", "refill", "reset", "therapy.stopped", "therapy.resumed", "fault",
-    "maintenance",
-)  # and the audit's auth.ok, auth.fail, cmd (docs/protocol.md)  # fmt: skip
+    "alarm.raised", "alarm.cleared", "alarm.test", "auth.ok", "auth.fail", "bolus.started",
+    "bolus.done", "bolus.refused", "bolus.late", "bolus.skipped", "calibrated", "cap.reached",
+    "clock.set", "cmd", "fault", "fault.cleared", "maintenance", "plan.changed", "refill",
+    "reset", "stall", "therapy.stopped", "therapy.resumed",
+)  # fmt: skip
 
 
 class CommandError(Exception):

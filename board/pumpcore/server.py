@@ -161,8 +161,8 @@ class Server:
             self._reply_err(f.id if f.id is not None else proto.NO_ID, f.error, f.message)
             return
         if f.kind != proto.REQUEST:
-            self._reply_err(f.id if f.kind == proto.RESPONSE else proto.NO_ID, proto.BAD_FRAME,
-                            "only requests are accepted")  # fmt: skip
+            # id 0: the answer is to no request of the client's (docs/protocol.md)
+            self._reply_err(proto.NO_ID, proto.BAD_FRAME, "only requests are accepted")
             return
         if f.id == proto.NO_ID:
             self._reply_err(proto.NO_ID, proto.BAD_ARGS, "request id 0 is reserved")

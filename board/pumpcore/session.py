@@ -84,8 +84,11 @@ def login(srv, args, now_ms):
     cnonce = args.get("cnonce")
     if role != proto.ROLE_PATIENT and role != proto.ROLE_CLINICIAN:
         raise proto.CommandError(proto.BAD_ARGS, "role must be patient or clinician")
-    if not isinstance(mac, str):
-        raise proto.CommandError(proto.BAD_ARGS, "mac must be hex text")
+    if not isinstance(mac, str) or len(mac) != 64 or not auth.valid_nonce(mac[:32]) \
+            or not auth.valid_nonce(mac[32:]):
+        # a malformed MAC is a client bug, not a guess: refused before the throttle and the
+        # nonce are touched (a wrong MAC of the right form is what the throttle counts)
+        raise proto.CommandError(proto.BAD_ARGS, "mac must be 64 lowercase hex digits")
     if not auth.valid_nonce(cnonce):
         raise proto.CommandError(proto.BAD_ARGS, "cnonce must be 32 lowercase hex digits")
     g = srv.guard

@@ -15,6 +15,7 @@ import shutil
 import time
 
 from pumpcore import proto
+from pumprig import protocol
 from pumprig.client import Client
 from pumprig.errors import AuthError, DeviceError, PortError, PumprigError, RigTimeout
 
@@ -25,7 +26,36 @@ EPOCH0 = 1_799_020_800
 STEP_NL = 250  # nominal; tests read the rig's own step_pl
 
 
-class _NudgingClient(Client):
+class _CheckedClient(Client):
+    """Client whose every answer (ok or err, log pages entry by entry) and every event is
+    validated against the protocol schema (pumprig.protocol, issue 13): an answer of the
+    firmware that does not fit fails the test that got it with SchemaViolation."""
+
+    def frame(self, cmd, args=None, req_id=None):
+        rid, line = super().frame(cmd, args, req_id)
+        sent = self.__dict__.setdefault("_sent_cmds", {})
+        if len(sent) > 64:
+            sent.clear()
+        sent[rid] = cmd
+        return rid, line
+
+    def _wait_response(self, req_id, deadline):
+        f = super()._wait_response(req_id, deadline)
+        if f is not None:
+            cmd = self.__dict__.get("_sent_cmds", {}).get(req_id)
+            found = protocol.check_response(cmd, f)
+            if not found and cmd == "log" and f.name == "ok":
+                for ev in f.body["events"]:
+                    found += protocol.check_log_entry(ev)
+            protocol.require(found, "the answer to %s (%s %s)" % (cmd, f.name, f.body))
+        return f
+
+    def _push_event(self, f):
+        super()._push_event(f)
+        protocol.require(protocol.check_event(f.name, f.body), "event %s %s" % (f.name, f.body))
+
+
+class _NudgingClient(_CheckedClient):
     """Client for virtual rigs. Works around a lost wake-up in the virtual rig's launcher
     (pumprig/virtual/launcher.py `_on_outer` wakes the waiting firmware *before* it writes
     the host's bytes into the interpreter's pty; on a multi-core host the firmware can look,
@@ -146,7 +176,7 @@ class HilRig:
             try:
                 if self.client is None:
                     self.port = self._resolve_port()
-                    cls = _NudgingClient if self.spec.is_sim else Client
+                    cls = _NudgingClient if self.spec.is_sim else _CheckedClient
                     self.client = cls(self.port, role=role, home=self.home, timeout=2.0)
                     self.client.open()
                 else:

@@ -259,7 +259,11 @@ def cmd_plan_check(args):
     fill = plans.parse_volume_nl(args.fill, "--fill") if args.fill else None
     summary = plans.summarize(plan, fill_nl=fill, pump_path_nl=path_nl, step_pl=step_pl)
     if args.json:
-        _json_out({"plan": plan, "summary": summary})
+        # the canonical wire plan, its canonical JSON and CRC (docs/protocol.md, "The plan CRC")
+        from pumpcore import canon
+
+        _json_out({"plan": plan, "wire": canon.dumps(plan), "plan_crc": summary["plan_crc"],
+                   "summary": summary})
     else:
         for line in plans.describe(plan):
             _out(line)

@@ -319,7 +319,7 @@ def test_malformed_lines():
     fs = t.raw(b"@long1 plan.set " + b"x" * 3000 + b"\n")
     assert len(fs) == 1 and fs[0].id == "long1" and fs[0].body["code"] == proto.TOO_LONG
     fs = t.raw(proto.encode_ok("r1", {}))
-    assert fs[0].id == "r1" and fs[0].body["code"] == proto.BAD_FRAME
+    assert fs[0].id == proto.NO_ID and fs[0].body["code"] == proto.BAD_FRAME  # issue 13: id 0
     assert app.calls == []
     # after the bad CRC, the same id with the right frame executes (errors are not cached)
     assert t.req("bolus", rid="q1").body["n"] == 1

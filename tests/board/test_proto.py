@@ -154,7 +154,7 @@ def test_dictionary():
         assert proto.valid_name(name)
     assert proto.role_rank("clinician") > proto.role_rank("patient") > proto.role_rank("none")
     assert proto.role_rank("root") == -1
-    assert len(proto.ERROR_CODES) == 20
+    assert len(proto.ERROR_CODES) == 21  # THERAPY_RUNNING (issue 13)
 
 
 def test_signed_request_trailer():
