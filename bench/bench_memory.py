@@ -70,9 +70,8 @@ def runs_in(heap_k, mpy, days, plan=None, reboot=False, firmware=None):
     and pages through its whole event log (issue 11, finding 8). `firmware`: a board/ tree
     (default: this checkout's)."""
     from campaign import install
-    from pumprig.client import Client
     from pumprig.errors import DeviceError, PumprigError
-    from pumprig.simulate import _connect
+    from pumprig.virtual.link import connect as _vconnect
     from pumprig.virtual.rig import VirtualRig
 
     home = tempfile.mkdtemp(prefix="pumprig-mem-")
@@ -87,7 +86,7 @@ def runs_in(heap_k, mpy, days, plan=None, reboot=False, firmware=None):
             if why:
                 return False, why + " at boot"
             try:
-                c = _connect(Client, rig.link, home, tries=5)
+                c = _vconnect(rig.link, home=home, wait_s=1.0)
                 c.clock_set(1_767_225_600, 3600)
                 c.refill(20_000_000)
                 c.plan_set(plan or PLAN)
@@ -113,7 +112,7 @@ def runs_in(heap_k, mpy, days, plan=None, reboot=False, firmware=None):
                 why = _wait_boot(w)
                 if why:
                     return False, why + " restoring the plan after a power cut"
-                c = _connect(Client, rig.link, home, tries=5)
+                c = _vconnect(rig.link, home=home, wait_s=1.0)
                 if c.status()["therapy"] != "running":
                     return False, "the plan did not resume after a power cut"
                 try:
@@ -145,9 +144,8 @@ def restores_in(heap_k, plan, days=1, program_heap_k=192):
     and the same rig (its filesystem) powered on with `heap_k`: the firmware restores the plan,
     runs, takes a refill and pages through its event log (issue 11, finding 8)."""
     from campaign import install
-    from pumprig.client import Client
     from pumprig.errors import DeviceError, PumprigError
-    from pumprig.simulate import _connect
+    from pumprig.virtual.link import connect as _vconnect
     from pumprig.virtual.rig import VirtualRig
 
     home = tempfile.mkdtemp(prefix="pumprig-mem-")
@@ -162,7 +160,7 @@ def restores_in(heap_k, plan, days=1, program_heap_k=192):
             why = _wait_boot(w)
             if why:
                 return False, why + " at boot (programming heap)"
-            c = _connect(Client, rig.link, home, tries=5)
+            c = _vconnect(rig.link, home=home, wait_s=1.0)
             c.clock_set(1_767_225_600, 3600)
             c.refill(20_000_000)
             c.plan_set(plan)
@@ -181,7 +179,7 @@ def restores_in(heap_k, plan, days=1, program_heap_k=192):
             if why:
                 return False, why + " restoring the plan in %d KB" % heap_k
             try:
-                c = _connect(Client, rig.link, home, tries=5)
+                c = _vconnect(rig.link, home=home, wait_s=1.0)
                 if c.status()["therapy"] != "running":
                     return False, "the plan did not resume"
                 w.advance(by_ms=HOUR, timeout_s=30)

@@ -17,6 +17,7 @@ import time
 from pumpcore import proto
 from pumprig.client import Client
 from pumprig.errors import AuthError, DeviceError, PortError, PumprigError, RigTimeout
+from pumprig.virtual.link import VirtualClient
 
 from .instruments import BenchInstruments, SimInstruments
 
@@ -25,16 +26,10 @@ EPOCH0 = 1_799_020_800
 STEP_NL = 250  # nominal; tests read the rig's own step_pl
 
 
-class _NudgingClient(Client):
-    """Client for virtual rigs. Works around a lost wake-up in the virtual rig's launcher
-    (pumprig/virtual/launcher.py `_on_outer` wakes the waiting firmware *before* it writes
-    the host's bytes into the interpreter's pty; on a multi-core host the firmware can look,
-    find nothing and sleep again, and in warp mode nothing wakes it until the client's
-    retry). An empty line is ignored by the firmware (docs/protocol.md) but wakes it again,
-    so a request that is not answered within 50 ms is followed by one. Remove once the
-    launcher writes first and wakes second."""
+class _ConsoleClient(VirtualClient):
+    """Client for virtual rigs (pumprig.virtual.link's connect-and-retry policy) that keeps
+    what the board printed besides frames, for the report of a firmware crash."""
 
-    NUDGE_S = 0.05
     CONSOLE_BYTES = 65536
 
     def _read_some(self, deadline):
@@ -49,13 +44,6 @@ class _NudgingClient(Client):
         lines = getattr(self, "console", b"").decode("ascii", "replace").splitlines()
         return "\n".join(x for x in lines if x.strip() and x[:1] not in "=!"
                          and x.strip() not in (">>>", "..."))
-
-    def _wait_response(self, req_id, deadline):
-        while True:
-            f = super()._wait_response(req_id, min(deadline, time.monotonic() + self.NUDGE_S))
-            if f is not None or time.monotonic() >= deadline:
-                return f
-            self._write(b"\n")
 
 
 class RigError(PumprigError):
@@ -79,14 +67,10 @@ class HilRig:
     @classmethod
     def start(cls, spec, home):
         if spec.is_sim:
-            from pumprig.simulate import install_firmware
-            from pumprig.virtual.rig import VirtualRig
+            from pumprig.virtual.rig import open_rig
 
-            vrig = VirtualRig(blank=True, warp=True, name="hil-%s-%d" % (spec.name, os.getpid()))
-            vrig.start()
+            vrig = open_rig(warp=True, name="hil-%s-%d" % (spec.name, os.getpid()), home=home)
             try:
-                install_firmware(vrig.fs)
-                vrig.world.reset()
                 hr = cls(spec, home, vrig, SimInstruments(vrig))
                 hr.port = vrig.link
                 hr.connect()
@@ -146,7 +130,7 @@ class HilRig:
             try:
                 if self.client is None:
                     self.port = self._resolve_port()
-                    cls = _NudgingClient if self.spec.is_sim else Client
+                    cls = _ConsoleClient if self.spec.is_sim else Client
                     self.client = cls(self.port, role=role, home=self.home, timeout=2.0)
                     self.client.open()
                 else:
@@ -208,7 +192,7 @@ class HilRig:
         out = []
         end = time.monotonic() + wait_s
         while time.monotonic() < end:
-            step = min(end, time.monotonic() + _NudgingClient.NUDGE_S)
+            step = min(end, time.monotonic() + VirtualClient.NUDGE_S)
             for f in c._frames(step):
                 if f.kind == proto.EVENT:
                     c._push_event(f)

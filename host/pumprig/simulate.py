@@ -404,8 +404,8 @@ def simulate(plan: dict, days: int, fill_nl: int, start_epoch_s: int, tz: str | 
              scenario: dict | None = None, boluses_s: list[int] | None = None,
              faults: list[dict] | None = None, rig=None, progress=None, step_pl=None) -> dict:
     """Run `plan` for `days` on a virtual rig in warp mode and return the report dict."""
-    from .client import Client
-    from .virtual.rig import VirtualRig
+    from .virtual.link import connect
+    from .virtual.rig import open_rig
 
     t_wall = time.monotonic()
     own = rig is None
@@ -414,22 +414,16 @@ def simulate(plan: dict, days: int, fill_nl: int, start_epoch_s: int, tz: str | 
         import tempfile
 
         home = tempfile.mkdtemp(prefix="pumprig-sim-home-")
-        old_home = os.environ.get("PUMPRIG_HOME")
-        os.environ["PUMPRIG_HOME"] = home
         try:
-            rig = VirtualRig(blank=True, warp=True).start()
-        finally:
-            if old_home is None:
-                os.environ.pop("PUMPRIG_HOME", None)
-            else:
-                os.environ["PUMPRIG_HOME"] = old_home
-        install_firmware(rig.fs)
-        rig.world.reset()
+            rig = open_rig(warp=True, home=home)  # the .mpy firmware, as `pumprig flash` installs
+        except BaseException:
+            shutil.rmtree(home, ignore_errors=True)
+            raise
     try:
         world = rig.world
         world.set_warp(True)
         world.set_epoch(start_epoch_s)
-        cli = _connect(Client, rig.link, home)
+        cli = connect(rig.link, home=home)
         try:
             return _run(cli, world, plan, days, fill_nl, start_epoch_s, tz, scenario or {},
                         boluses_s or [], faults or [], progress, t_wall, step_pl)

@@ -116,7 +116,7 @@ def test_a_provisioned_rig_never_shows_its_keys(tmp_path, monkeypatch):
     pytest.importorskip("serial")
     from pumprig.client import Client
     from pumprig.errors import AuthError
-    from pumprig.simulate import _connect
+    from pumprig.virtual.link import connect as _vconnect
     from pumprig.virtual.rig import VirtualRig
 
     home = str(tmp_path / "home")
@@ -127,7 +127,7 @@ def test_a_provisioned_rig_never_shows_its_keys(tmp_path, monkeypatch):
         keys = json.load(open(os.path.join(rig.fs, "data", "keys.json")))
         secrets_ = [keys["patient"].lower(), keys["clinician"].lower()]
         said = []
-        c = _connect(Client, rig.link, home)
+        c = _vconnect(rig.link, home=home)
         said.append(json.dumps(c.info))
         c.refill(20_000_000)
         c.plan_set(campaign.PLAN)

@@ -155,13 +155,10 @@ def boot_rig(home, board_json=None):
     """A warp-mode rig with the repository's firmware, its boards/sim.json edited by
     board_json(cfg); returns (rig, client) once the firmware answers."""
     pytest.importorskip("serial")
-    from pumprig.client import Client
-    from pumprig.simulate import _connect, install_firmware
-    from pumprig.virtual.rig import VirtualRig
+    from pumprig.virtual.rig import open_rig
 
-    rig = VirtualRig(blank=True, warp=True).start()
+    rig = open_rig(warp=True)
     try:
-        install_firmware(rig.fs)
         if board_json is not None:
             path = os.path.join(rig.fs, "boards", "sim.json")
             with open(path) as f:
@@ -178,7 +175,7 @@ def boot_rig(home, board_json=None):
             assert rig.world.status()["state"] != "repl", "the firmware crashed at boot"
             assert time.monotonic() < end, "the firmware did not boot"
             time.sleep(0.005)
-        return rig, _connect(Client, rig.link, home, tries=50)
+        return rig, rig.connect()
     except BaseException:
         rig.stop()
         raise

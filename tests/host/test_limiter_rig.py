@@ -64,10 +64,9 @@ def _rig(tmp_path, monkeypatch, firmware=None):
 
 
 def _connect(rig, tmp_path):
-    from pumprig.client import Client
-    from pumprig.simulate import _connect
+    from pumprig.virtual.link import connect as _vconnect
 
-    return _connect(Client, rig.link, str(tmp_path / "home"))
+    return _vconnect(rig.link, home=str(tmp_path / "home"))
 
 
 def test_finding1_plan_held_by_the_firmware_within_caps(tmp_path, monkeypatch):

@@ -23,8 +23,7 @@ pytestmark = pytest.mark.skipif(not HAVE_MPY, reason="MicroPython unix port not 
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 import campaign  # noqa: E402
 from pumpcore import proto  # noqa: E402
-from pumprig.client import Client  # noqa: E402
-from pumprig.simulate import _connect  # noqa: E402
+from pumprig.virtual.link import connect as _vconnect  # noqa: E402
 from pumprig.virtual.rig import VirtualRig  # noqa: E402
 
 DAY = 86_400_000
@@ -39,7 +38,7 @@ def test_a_hung_firmware_is_reset_by_the_watchdog_and_resumes(tmp_path, monkeypa
         w = rig.world
         campaign.install(rig.fs)
         w.reset()
-        c = _connect(Client, rig.link, home)
+        c = _vconnect(rig.link, home=home)
         c.refill(20_000_000)
         c.plan_set(P1)
         crc = c.status()["plan_crc"]
@@ -62,7 +61,7 @@ def test_a_hung_firmware_is_reset_by_the_watchdog_and_resumes(tmp_path, monkeypa
                 pass
         c.close()
         assert w.status()["pid"] != pid
-        c = _connect(Client, rig.link, home)
+        c = _vconnect(rig.link, home=home)
         st = c.status()
         pulsed = w.measure()["pulses_fwd"]
         assert st["therapy"] == "running" and st["plan_crc"] == crc

