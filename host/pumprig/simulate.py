@@ -489,7 +489,7 @@ def _run(cli, world, plan, days, fill_nl, start_epoch_s, tz, scenario, boluses_s
     if cap and fill_nl > cap:
         raise PumprigError(f"--fill {fill_nl / 1e6:g} mL is more than the rig's "
                            f"{cap / 1e6:g} mL reservoir")
-    cfg_pullin = 50 * 86_400 * step // 1000
+    cfg_pullin = limits["pullin_step_hz"] * 86_400 * step // 1000  # the board's, from hello
     off, nxt_change, nxt_off = _tz_offsets(tz, start_epoch_s)
     cli.therapy_stop()
     cli.clock_set(start_epoch_s, off, nxt_change or None, nxt_off if nxt_change else None)
@@ -499,7 +499,7 @@ def _run(cli, world, plan, days, fill_nl, start_epoch_s, tz, scenario, boluses_s
     seg_since = len(world.segments())
     cli.plan_set(plan)
     program_ms = world.status()["time_ms"]
-    dead_nl = plan["catheter_nl"] + 200_000
+    dead_nl = plan["catheter_nl"] + limits["pump_path_nl"]
     oracle = Oracle(plan, program_ms, clock, step, cfg_pullin, dead_nl)
     err = StepError(oracle, step)
     log_since = _drain_log(cli, 0)[1]
