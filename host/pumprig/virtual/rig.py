@@ -124,6 +124,8 @@ class VirtualRig:
         shutil.rmtree(self._tmp, ignore_errors=True)
 
     def __enter__(self):
+        if self.proc is not None:
+            return self     # open_rig() started it already
         return self.start()
 
     def __exit__(self, *exc):
