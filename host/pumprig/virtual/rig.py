@@ -49,12 +49,16 @@ class VirtualRig:
         return os.path.join(self.state, "fs")
 
     def start(self):
+        from pumprig.virtual.supervisor import parse_heap
+
+        # --owned: the launcher stops when our end of its stdin closes, so a rig never
+        # outlives its owner (a SIGTERM or a crash of this process included)
         argv = [sys.executable, "-m", "pumprig.virtual.launcher", "--link", self.link,
-                "--state", self.state, "--heap", self.heap]
+                "--state", self.state, "--heap", parse_heap(self.heap), "--owned"]
         blank = self.blank
         if self.firmware:
             from pumprig.virtual import firmware
-            from pumprig.virtual.launcher import find_micropython
+            from pumprig.virtual.supervisor import find_micropython
 
             if blank:
                 shutil.rmtree(self.fs, ignore_errors=True)
@@ -72,7 +76,7 @@ class VirtualRig:
         env = None
         if self.home:
             env = dict(os.environ, PUMPRIG_HOME=self.home)
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log,
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=self._log,
                                      stderr=subprocess.STDOUT, env=env)
         end = time.monotonic() + self.start_timeout_s
         while True:
@@ -110,6 +114,11 @@ class VirtualRig:
         if self.world is not None:
             self.world.close()
             self.world = None
+        if self.proc is not None and self.proc.stdin is not None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
