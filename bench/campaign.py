@@ -108,7 +108,7 @@ class PowerLoss:
     def run(self):
         from pumprig.virtual.control import WorldClient
         from pumprig.virtual.link import connect
-        from pumprig.virtual.rig import VirtualRig
+        from pumprig.virtual.rig import open_rig
 
         self._connect_fn = connect
         home = tempfile.mkdtemp(prefix="pumprig-campaign-")
@@ -117,12 +117,11 @@ class PowerLoss:
         self.home = home
         t_wall = time.monotonic()
         try:
-            with VirtualRig(blank=True, warp=True, heap=self.heap) as rig:
+            with open_rig(warp=True, heap=self.heap, board_dir=self.firmware,
+                          compile_mpy=self.mpy) as rig:
                 self.rig = rig
                 self.w = rig.world
                 self.w2 = WorldClient(rig.control)  # a second line for cuts during an advance
-                install(rig.fs, self.mpy, self.firmware)
-                self.w.reset()
                 self.c = self._connect()
                 self.c.refill(20_000_000)
                 self.c.plan_set(PLAN)
@@ -396,7 +395,7 @@ def program_cuts(cuts=20, seed=1, heap="384k", mpy=True):
     from pumpcore import dose
     from pumprig.virtual.control import WorldClient
     from pumprig.virtual.link import connect as _vconnect
-    from pumprig.virtual.rig import VirtualRig
+    from pumprig.virtual.rig import open_rig
 
     rng = random.Random(seed)
     fig = {"cuts": 0, "refill_cuts": 0, "plan_cuts": 0, "found_before": 0, "found_after": 0,
@@ -405,11 +404,9 @@ def program_cuts(cuts=20, seed=1, heap="384k", mpy=True):
     old_home = os.environ.get("PUMPRIG_HOME")
     os.environ["PUMPRIG_HOME"] = home
     try:
-        with VirtualRig(blank=True, warp=True, heap=heap) as rig:
+        with open_rig(warp=True, heap=heap, compile_mpy=mpy) as rig:
             w = rig.world
             w2 = WorldClient(rig.control)
-            install(rig.fs, mpy)
-            w.reset()
             c = _vconnect(rig.link, home=home)
             c.calib_set(STEP_PL)
             c.refill(20_000_000)

@@ -117,13 +117,11 @@ def test_a_provisioned_rig_never_shows_its_keys(tmp_path, monkeypatch):
     from pumprig.client import Client
     from pumprig.errors import AuthError
     from pumprig.virtual.link import connect as _vconnect
-    from pumprig.virtual.rig import VirtualRig
+    from pumprig.virtual.rig import open_rig
 
     home = str(tmp_path / "home")
     monkeypatch.setenv("PUMPRIG_HOME", home)
-    with VirtualRig(blank=True, warp=True) as rig:
-        campaign.install(rig.fs)
-        rig.world.reset()
+    with open_rig(warp=True) as rig:
         keys = json.load(open(os.path.join(rig.fs, "data", "keys.json")))
         secrets_ = [keys["patient"].lower(), keys["clinician"].lower()]
         said = []

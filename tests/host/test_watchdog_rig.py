@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 import campaign  # noqa: E402
 from pumpcore import proto  # noqa: E402
 from pumprig.virtual.link import connect as _vconnect  # noqa: E402
-from pumprig.virtual.rig import VirtualRig  # noqa: E402
+from pumprig.virtual.rig import open_rig  # noqa: E402
 
 DAY = 86_400_000
 P1 = {"drug": "baclofen", "conc_ng_ml": 2_000_000,
@@ -34,10 +34,8 @@ P1 = {"drug": "baclofen", "conc_ng_ml": 2_000_000,
 def test_a_hung_firmware_is_reset_by_the_watchdog_and_resumes(tmp_path, monkeypatch):
     home = str(tmp_path / "home")
     monkeypatch.setenv("PUMPRIG_HOME", home)
-    with VirtualRig(blank=True, warp=True) as rig:
+    with open_rig(warp=True) as rig:
         w = rig.world
-        campaign.install(rig.fs)
-        w.reset()
         c = _vconnect(rig.link, home=home)
         c.refill(20_000_000)
         c.plan_set(P1)

@@ -27,7 +27,8 @@ from pumprig.virtual.control import WorldClient
 
 class VirtualRig:
     def __init__(self, state=None, blank=False, warp=False, heap="384k", name=None,
-                 link=None, start_timeout_s=10.0, firmware=False, home=None):
+                 link=None, start_timeout_s=10.0, firmware=False, home=None, board_dir=None,
+                 compile_mpy=True):
         self._tmp = tempfile.mkdtemp(prefix="pumprig-rig-")
         self._own_state = state is None
         self.state = os.path.abspath(state) if state else os.path.join(self._tmp, "state")
@@ -43,6 +44,8 @@ class VirtualRig:
         self.world = None
         self.firmware = firmware    # install the firmware (pumprig.virtual.firmware) at start
         self.home = os.path.abspath(home) if home else None  # PUMPRIG_HOME: keys, registry
+        self.board_dir = board_dir      # firmware sources (default: pumprig.virtual.firmware's)
+        self.compile_mpy = compile_mpy  # False: the .py sources (a benchmark's comparison)
 
     @property
     def fs(self):
@@ -63,7 +66,8 @@ class VirtualRig:
             if blank:
                 shutil.rmtree(self.fs, ignore_errors=True)
                 blank = False
-            firmware.install(self.fs, find_micropython())
+            firmware.install(self.fs, find_micropython(), src=self.board_dir,
+                             compile_mpy=self.compile_mpy)
         if blank:
             argv.append("--blank")
         if self.warp:
@@ -142,10 +146,12 @@ class VirtualRig:
 
 
 def open_rig(state=None, blank=True, warp=False, heap="384k", name=None, link=None, home=None,
-             start_timeout_s=10.0):
+             start_timeout_s=10.0, board_dir=None, compile_mpy=True):
     """A started virtual rig running the firmware as `pumprig flash` installs it (use it as a
     context manager, or call stop()). blank: a fresh board filesystem (keys and records new);
-    otherwise the firmware is replaced and data/ kept."""
+    otherwise the firmware is replaced and data/ kept. board_dir: other firmware sources;
+    compile_mpy=False: the .py sources, for a benchmark that compares the two."""
     rig = VirtualRig(state=state, blank=blank, warp=warp, heap=heap, name=name, link=link,
-                     start_timeout_s=start_timeout_s, firmware=True, home=home)
+                     start_timeout_s=start_timeout_s, firmware=True, home=home,
+                     board_dir=board_dir, compile_mpy=compile_mpy)
     return rig.start()
