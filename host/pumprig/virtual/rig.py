@@ -154,4 +154,8 @@ def open_rig(state=None, blank=True, warp=False, heap="384k", name=None, link=No
     rig = VirtualRig(state=state, blank=blank, warp=warp, heap=heap, name=name, link=link,
                      start_timeout_s=start_timeout_s, firmware=True, home=home,
                      board_dir=board_dir, compile_mpy=compile_mpy)
-    return rig.start()
+    try:
+        return rig.start()
+    except BaseException:
+        rig.stop()          # its temporary folder and any launcher it started
+        raise
