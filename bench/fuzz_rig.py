@@ -239,13 +239,12 @@ class Fuzzer:
     """Drive one rig: snapshot, fuzz in batches, snapshot again."""
 
     def __init__(self, rig, home, batch=40):
-        from pumprig.client import Client
-        from pumprig.simulate import _connect
+        from pumprig.virtual.link import connect as _vconnect
 
         self.rig = rig
         self.home = home
         self.batch = batch
-        self._connect = lambda role="clinician": _connect(Client, rig.link, home)
+        self._connect = lambda role="clinician": _vconnect(rig.link, home=home)
         self.lines = 0
         self.longest = 0
         self.sent = 0

@@ -283,7 +283,8 @@ class App:
     def limits(self):
         return {"max_nl_day": self.max_hz * 86_400 * self.step_pl // 1000,
                 "reservoir_nl": self.cfg["reservoir_nl"],
-                "pump_path_nl": self.cfg.get("pump_path_nl", 0), "step_pl": self.step_pl}
+                "pump_path_nl": self.cfg.get("pump_path_nl", 0), "step_pl": self.step_pl,
+                "max_step_hz": self.max_hz, "pullin_step_hz": self.pullin_hz}
 
     def _pullin_nl_day(self):
         return self.pullin_hz * 86_400 * self.step_pl // 1000

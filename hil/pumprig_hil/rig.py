@@ -13,11 +13,13 @@ import contextlib
 import os
 import shutil
 import time
+from pathlib import Path
 
 from pumpcore import proto
 from pumprig import protocol
 from pumprig.client import Client
 from pumprig.errors import AuthError, DeviceError, PortError, PumprigError, RigTimeout
+from pumprig.virtual.link import VirtualClient
 
 from .instruments import BenchInstruments, SimInstruments
 
@@ -26,7 +28,7 @@ EPOCH0 = 1_799_020_800
 STEP_NL = 250  # nominal; tests read the rig's own step_pl
 
 
-class _CheckedClient(Client):
+class _Checked:
     """Client whose every answer (ok or err, log pages entry by entry) and every event is
     validated against the protocol schema (pumprig.protocol, issue 13): an answer of the
     firmware that does not fit fails the test that got it with SchemaViolation."""
@@ -55,16 +57,15 @@ class _CheckedClient(Client):
         protocol.require(protocol.check_event(f.name, f.body), "event %s %s" % (f.name, f.body))
 
 
-class _NudgingClient(_CheckedClient):
-    """Client for virtual rigs. Works around a lost wake-up in the virtual rig's launcher
-    (pumprig/virtual/launcher.py `_on_outer` wakes the waiting firmware *before* it writes
-    the host's bytes into the interpreter's pty; on a multi-core host the firmware can look,
-    find nothing and sleep again, and in warp mode nothing wakes it until the client's
-    retry). An empty line is ignored by the firmware (docs/protocol.md) but wakes it again,
-    so a request that is not answered within 50 ms is followed by one. Remove once the
-    launcher writes first and wakes second."""
+class _CheckedClient(_Checked, Client):
+    """Client for a bench rig, every answer and event checked against the schema."""
 
-    NUDGE_S = 0.05
+
+class _ConsoleClient(_Checked, VirtualClient):
+    """Client for virtual rigs (pumprig.virtual.link's connect-and-retry policy), every answer
+    checked against the schema, that keeps what the board printed besides frames, for the
+    report of a firmware crash."""
+
     CONSOLE_BYTES = 65536
 
     def _read_some(self, deadline):
@@ -79,13 +80,6 @@ class _NudgingClient(_CheckedClient):
         lines = getattr(self, "console", b"").decode("ascii", "replace").splitlines()
         return "\n".join(x for x in lines if x.strip() and x[:1] not in "=!"
                          and x.strip() not in (">>>", "..."))
-
-    def _wait_response(self, req_id, deadline):
-        while True:
-            f = super()._wait_response(req_id, min(deadline, time.monotonic() + self.NUDGE_S))
-            if f is not None or time.monotonic() >= deadline:
-                return f
-            self._write(b"\n")
 
 
 class RigError(PumprigError):
@@ -109,14 +103,10 @@ class HilRig:
     @classmethod
     def start(cls, spec, home):
         if spec.is_sim:
-            from pumprig.simulate import install_firmware
-            from pumprig.virtual.rig import VirtualRig
+            from pumprig.virtual.rig import open_rig
 
-            vrig = VirtualRig(blank=True, warp=True, name="hil-%s-%d" % (spec.name, os.getpid()))
-            vrig.start()
+            vrig = open_rig(warp=True, name="hil-%s-%d" % (spec.name, os.getpid()), home=home)
             try:
-                install_firmware(vrig.fs)
-                vrig.world.reset()
                 hr = cls(spec, home, vrig, SimInstruments(vrig))
                 hr.port = vrig.link
                 hr.connect()
@@ -176,7 +166,7 @@ class HilRig:
             try:
                 if self.client is None:
                     self.port = self._resolve_port()
-                    cls = _NudgingClient if self.spec.is_sim else _CheckedClient
+                    cls = _ConsoleClient if self.spec.is_sim else _CheckedClient
                     self.client = cls(self.port, role=role, home=self.home, timeout=2.0)
                     self.client.open()
                 else:
@@ -232,13 +222,13 @@ class HilRig:
     def raw(self, line: bytes, wait_s=0.5):
         """Send raw bytes on the link; return the frames that came back up to the first
         response (events kept aside). For protocol robustness tests. On a virtual rig an
-        empty line follows every 50 ms of silence (see _NudgingClient)."""
+        empty line follows every 50 ms of silence (see pumprig.virtual.link)."""
         c = self.client
         c._write(line)
         out = []
         end = time.monotonic() + wait_s
         while time.monotonic() < end:
-            step = min(end, time.monotonic() + _NudgingClient.NUDGE_S)
+            step = min(end, time.monotonic() + VirtualClient.NUDGE_S)
             for f in c._frames(step):
                 if f.kind == proto.EVENT:
                     c._push_event(f)
@@ -304,11 +294,11 @@ class HilRig:
         periods the suites scale their waits by."""
         import json
 
-        from pumprig.simulate import board_dir
+        from pumprig.flash import BOARD_DIR
 
         name = {"sim": "sim", "rp2040": "pico", "esp32": "esp32"}.get(
             (self.client.info or {}).get("board"), "pico")
-        return json.loads((board_dir() / "boards" / (name + ".json")).read_text())
+        return json.loads((Path(BOARD_DIR) / "boards" / (name + ".json")).read_text())
 
     def set_clock(self, epoch_s, offset_s=0, next_change_epoch_s=None, next_offset_s=None):
         """Set the pump clock (and, on a virtual rig, its battery-backed RTC to match, which

@@ -116,18 +116,16 @@ def test_a_provisioned_rig_never_shows_its_keys(tmp_path, monkeypatch):
     pytest.importorskip("serial")
     from pumprig.client import Client
     from pumprig.errors import AuthError
-    from pumprig.simulate import _connect
-    from pumprig.virtual.rig import VirtualRig
+    from pumprig.virtual.link import connect as _vconnect
+    from pumprig.virtual.rig import open_rig
 
     home = str(tmp_path / "home")
     monkeypatch.setenv("PUMPRIG_HOME", home)
-    with VirtualRig(blank=True, warp=True) as rig:
-        campaign.install(rig.fs)
-        rig.world.reset()
+    with open_rig(warp=True) as rig:
         keys = json.load(open(os.path.join(rig.fs, "data", "keys.json")))
         secrets_ = [keys["patient"].lower(), keys["clinician"].lower()]
         said = []
-        c = _connect(Client, rig.link, home)
+        c = _vconnect(rig.link, home=home)
         said.append(json.dumps(c.info))
         c.refill(20_000_000)
         c.plan_set(campaign.PLAN)

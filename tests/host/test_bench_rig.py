@@ -196,15 +196,11 @@ def test_slow_pump_then_calibrate_then_bench(capsys, tmp_path):
 def running_rig(home):
     """A virtual rig as `pumprig sim --link L` leaves it: real time (no warp), registered in
     $PUMPRIG_HOME/rigs, firmware flashed and running."""
-    from pumprig.simulate import _connect, install_firmware
-    from pumprig.virtual.rig import VirtualRig
+    from pumprig.virtual.rig import open_rig
 
-    rig = VirtualRig(blank=True).start()
+    rig = open_rig()
     try:
-        install_firmware(rig.fs)
-        rig.world.reset()
-        _connect(__import__("pumprig.client", fromlist=["Client"]).Client, rig.link,
-                 str(home)).close()
+        rig.connect().close()
         yield rig
     finally:
         rig.stop()

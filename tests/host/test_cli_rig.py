@@ -27,8 +27,7 @@ from pumprig import keys as keystore  # noqa: E402
 from pumprig.client import Client  # noqa: E402
 from pumprig.errors import PumprigError  # noqa: E402
 from pumprig.plans import load_plan, parse_date  # noqa: E402
-from pumprig.simulate import install_firmware  # noqa: E402
-from pumprig.virtual.rig import VirtualRig  # noqa: E402
+from pumprig.virtual.rig import open_rig  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HAVE_MPY = os.path.exists(os.path.join(os.path.dirname(sys.executable), "micropython"))
@@ -43,10 +42,7 @@ STATUS_KEYS = {"firmware", "protocol", "board", "mode", "reservoir_ml", "battery
 
 
 def _start(warp):
-    r = VirtualRig(blank=True, warp=warp).start()
-    install_firmware(r.fs)
-    r.world.reset()
-    return r
+    return open_rig(warp=warp)
 
 
 def _ready(r, home):

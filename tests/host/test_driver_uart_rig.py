@@ -1,4 +1,4 @@
-"""The virtual rig's TMC2209 UART (pumprig/virtual/world.py, shim/_uart.py): the world answers
+"""The virtual rig's TMC2209 UART (pumprig/virtual/driver.py, shim/_uart.py): the world answers
 the firmware's datagrams as the driver does (echo, replies for its node, CRC8, IFCNT), keeps the
 register file, and raises DIAG on a stall only once StallGuard is set up, as a TMC2209 does.
 
@@ -37,8 +37,8 @@ def world(cfg=None):
 
 def send(w, data):
     w.handle(b"U " + data.hex().encode())
-    got = bytes(w.uart_rx)
-    w.uart_rx.clear()
+    got = bytes(w.driver.rx)
+    w.driver.rx.clear()
     return got
 
 
@@ -61,16 +61,16 @@ def test_writes_count_in_ifcnt_and_bad_datagrams_are_ignored():
     w = world()
     good = tmc2209.write_datagram(0, tmc2209.SGTHRS, 20)
     assert send(w, good) == good                                     # only the echo
-    assert w.driver_regs[tmc2209.SGTHRS] == 20 and w.driver_regs[tmc2209.IFCNT] == 1
+    assert w.driver.regs[tmc2209.SGTHRS] == 20 and w.driver.regs[tmc2209.IFCNT] == 1
     bad = bytearray(tmc2209.write_datagram(0, tmc2209.SGTHRS, 99))
     bad[7] ^= 1                                                      # CRC
     other = tmc2209.write_datagram(3, tmc2209.SGTHRS, 99)            # another node
     for d in (bytes(bad), other, tmc2209.read_request(3, tmc2209.IFCNT)):
         assert send(w, d) == d                                       # echo, no reply
-    assert w.driver_regs[tmc2209.SGTHRS] == 20 and w.driver_regs[tmc2209.IFCNT] == 1
+    assert w.driver.regs[tmc2209.SGTHRS] == 20 and w.driver.regs[tmc2209.IFCNT] == 1
     for _ in range(256):
         send(w, good)
-    assert w.driver_regs[tmc2209.IFCNT] == 1                         # modulo 256
+    assert w.driver.regs[tmc2209.IFCNT] == 1                         # modulo 256
 
 
 def test_the_node_address_follows_ms1_ms2():
@@ -96,12 +96,12 @@ def test_configure_through_the_world_turns_on_stall_reporting():
             w.handle(b"U " + b.hex().encode())
 
         def any(self):
-            return len(w.uart_rx)
+            return len(w.driver.rx)
 
         def read(self, n=None):
-            n = len(w.uart_rx) if n is None else n
-            got = bytes(w.uart_rx[:n])
-            del w.uart_rx[:n]
+            n = len(w.driver.rx) if n is None else n
+            got = bytes(w.driver.rx[:n])
+            del w.driver.rx[:n]
             return got or None
 
     w.fault(stall=True)
@@ -138,7 +138,7 @@ def test_a_power_cut_resets_the_driver_a_board_reset_does_not():
     w = world()
     send(w, tmc2209.write_datagram(0, tmc2209.SGTHRS, 20))
     w.detach("machine")
-    assert w.driver_regs[tmc2209.SGTHRS] == 20
+    assert w.driver.regs[tmc2209.SGTHRS] == 20
     w.detach("power")
     assert w.driver_status() == {"GCONF": 0x101, "GSTAT": 1, "IFCNT": 0, "TCOOLTHRS": 0,
                                  "SGTHRS": 0}
@@ -155,13 +155,10 @@ def boot_rig(home, board_json=None):
     """A warp-mode rig with the repository's firmware, its boards/sim.json edited by
     board_json(cfg); returns (rig, client) once the firmware answers."""
     pytest.importorskip("serial")
-    from pumprig.client import Client
-    from pumprig.simulate import _connect, install_firmware
-    from pumprig.virtual.rig import VirtualRig
+    from pumprig.virtual.rig import open_rig
 
-    rig = VirtualRig(blank=True, warp=True).start()
+    rig = open_rig(warp=True)
     try:
-        install_firmware(rig.fs)
         if board_json is not None:
             path = os.path.join(rig.fs, "boards", "sim.json")
             with open(path) as f:
@@ -178,7 +175,7 @@ def boot_rig(home, board_json=None):
             assert rig.world.status()["state"] != "repl", "the firmware crashed at boot"
             assert time.monotonic() < end, "the firmware did not boot"
             time.sleep(0.005)
-        return rig, _connect(Client, rig.link, home, tries=50)
+        return rig, rig.connect()
     except BaseException:
         rig.stop()
         raise

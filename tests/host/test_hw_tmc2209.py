@@ -14,12 +14,12 @@ if str(BOARD) not in sys.path:
     sys.path.insert(0, str(BOARD))
 
 from hw import common, tmc2209  # noqa: E402
-from pumprig.virtual import world  # noqa: E402
+from pumprig.virtual import driver  # noqa: E402
 from test_hw_common import PICO, board, fake_parts  # noqa: E402
 
 
 class EmulatedTMC2209:
-    """A UART wired to PDN_UART of the virtual rig's driver (pumprig.virtual.world): what is
+    """A UART wired to PDN_UART of the virtual rig's driver (pumprig.virtual.driver): what is
     written is read back (the echo), then the driver's replies to valid read requests; valid
     writes to this node update its registers and IFCNT."""
 
@@ -27,7 +27,7 @@ class EmulatedTMC2209:
         self.node = node
         self.answers = answers
         self.corrupt = corrupt
-        self.regs = dict(world.DRV_POWER_ON)
+        self.regs = dict(driver.DRV_POWER_ON)
         self.rx = b""
 
     def any(self):
@@ -42,7 +42,7 @@ class EmulatedTMC2209:
         data = bytes(data)
         self.rx += data  # the echo on the single wire
         if self.answers:
-            reply = bytearray(world.driver_hears(self.regs, data, self.node))
+            reply = bytearray(driver.driver_hears(self.regs, data, self.node))
             if self.corrupt and reply:
                 reply[5] ^= 0x10
             self.rx += bytes(reply)

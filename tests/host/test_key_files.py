@@ -14,7 +14,7 @@ import pytest
 from pumprig import cli
 from pumprig.errors import AuthError
 from pumprig.keys import KeyStore
-from pumprig.virtual import launcher
+from pumprig.virtual import supervisor
 
 OTHER = {"0011223344556677": {"patient": "ab" * 32, "clinician": "cd" * 32}}
 
@@ -30,7 +30,7 @@ def home(tmp_path, monkeypatch):
 def test_a_new_rig_gets_a_private_board_copy_and_other_keys_are_kept(home, tmp_path):
     (home / "keys.json").write_text(json.dumps(OTHER))
     state = tmp_path / "state"
-    uid = launcher.prepare_state(str(state), blank=True)
+    uid = supervisor.prepare_state(str(state), blank=True)
     board = state / "fs" / "data" / "keys.json"
     assert stat.S_IMODE(os.stat(board).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(home / "keys.json").st_mode) == 0o600
@@ -41,10 +41,10 @@ def test_a_new_rig_gets_a_private_board_copy_and_other_keys_are_kept(home, tmp_p
 
 def test_an_older_rigs_board_copy_is_made_private_at_start(home, tmp_path):
     state = tmp_path / "state"
-    launcher.prepare_state(str(state), blank=True)
+    supervisor.prepare_state(str(state), blank=True)
     board = state / "fs" / "data" / "keys.json"
     os.chmod(board, 0o644)
-    launcher.prepare_state(str(state), blank=False)
+    supervisor.prepare_state(str(state), blank=False)
     assert stat.S_IMODE(os.stat(board).st_mode) == 0o600
 
 
@@ -53,7 +53,7 @@ def test_an_unparseable_store_is_never_overwritten(home, tmp_path, content):
     (home / "keys.json").write_bytes(content)
     state = tmp_path / "state"
     with pytest.raises(AuthError) as e:
-        launcher.prepare_state(str(state), blank=True)
+        supervisor.prepare_state(str(state), blank=True)
     assert str(home / "keys.json") in str(e.value)
     assert (home / "keys.json").read_bytes() == content
     assert not (state / "fs" / "data" / "keys.json").exists()  # retried once it is repaired
@@ -65,7 +65,7 @@ def test_an_unparseable_store_is_never_overwritten(home, tmp_path, content):
 def test_an_unreadable_store_stops_with_an_error_naming_it(home, tmp_path):
     (home / "keys.json").mkdir()            # read fails (as root, mode bits would not)
     with pytest.raises(AuthError, match="cannot read the key store .*keys.json"):
-        launcher.prepare_state(str(tmp_path / "state"), blank=True)
+        supervisor.prepare_state(str(tmp_path / "state"), blank=True)
     with pytest.raises(AuthError, match="cannot read the key store"):
         KeyStore().key("aa" * 8, "patient")
     assert (home / "keys.json").is_dir()

@@ -16,7 +16,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 HAVE_MPY = os.path.exists(os.path.join(os.path.dirname(sys.executable), "micropython"))
 pytestmark = pytest.mark.skipif(not HAVE_MPY, reason="MicroPython unix port not installed")
 sys.path.insert(0, os.path.join(ROOT, "bench"))
-import campaign  # noqa: E402
 
 HOUR_MS = 3_600_000
 NG_PER_STEP = 2500  # 0.25 µL at 10 mg/mL
@@ -57,17 +56,16 @@ def _max_in_window(times, w_us):
 
 
 def _rig(tmp_path, monkeypatch, firmware=None):
-    from pumprig.virtual.rig import VirtualRig
+    from pumprig.virtual.rig import open_rig
 
     monkeypatch.setenv("PUMPRIG_HOME", str(tmp_path / "home"))
-    return VirtualRig(blank=True, warp=True)
+    return open_rig(warp=True, board_dir=firmware)
 
 
 def _connect(rig, tmp_path):
-    from pumprig.client import Client
-    from pumprig.simulate import _connect
+    from pumprig.virtual.link import connect as _vconnect
 
-    return _connect(Client, rig.link, str(tmp_path / "home"))
+    return _vconnect(rig.link, home=str(tmp_path / "home"))
 
 
 def test_finding1_plan_held_by_the_firmware_within_caps(tmp_path, monkeypatch):
@@ -82,10 +80,8 @@ def test_finding1_plan_held_by_the_firmware_within_caps(tmp_path, monkeypatch):
                 "    return plan\n")
     with open(fw / "pumpcore" / "worst.py", "a") as f:  # the worst-window stage too
         f.write("\n\ndef check(plan, ctx):\n    return None\n")
-    with _rig(tmp_path, monkeypatch) as rig:
+    with _rig(tmp_path, monkeypatch, firmware=fw) as rig:
         w = rig.world
-        campaign.install(rig.fs, firmware=fw)
-        w.reset()
         c = _connect(rig, tmp_path)
         c.refill(20_000_000)
         c.plan_set(F1)
@@ -114,8 +110,6 @@ def test_finding9_cut_mid_segment_uncertainty_bounds_the_pulses(tmp_path, monkey
     pulses lie within [account - uncertain, account]."""
     with _rig(tmp_path, monkeypatch) as rig:
         w = rig.world
-        campaign.install(rig.fs)
-        w.reset()
         c = _connect(rig, tmp_path)
         c.refill(20_000_000)
         c.plan_set(P1)

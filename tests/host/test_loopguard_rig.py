@@ -21,9 +21,8 @@ pytestmark = pytest.mark.skipif(not HAVE_MPY, reason="MicroPython unix port not 
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 import campaign  # noqa: E402
 from pumpcore import proto  # noqa: E402
-from pumprig.client import Client  # noqa: E402
 from pumprig.errors import DeviceError  # noqa: E402
-from pumprig.simulate import _connect  # noqa: E402
+from pumprig.virtual.link import connect as _vconnect  # noqa: E402
 from pumprig.virtual.rig import VirtualRig  # noqa: E402
 
 DAY = 86_400_000
@@ -36,7 +35,7 @@ def _running_rig(rig, home):
     w = rig.world
     campaign.install(rig.fs)
     w.reset()
-    c = _connect(Client, rig.link, home)
+    c = _vconnect(rig.link, home=home)
     c.clock_set(1_767_225_600, 0)
     c.refill(20_000_000)
     c.plan_set(P1)
@@ -134,7 +133,7 @@ def test_flash_stops_a_running_firmware_with_maintenance(home):
         seen = []
         flash(rig.link, progress=seen.append)
         assert any("maintenance" in s for s in seen), seen
-        c = _connect(Client, rig.link, home)
+        c = _vconnect(rig.link, home=home)
         st = c.status()
         assert st["therapy"] == "stopped" and "MAINTENANCE" in st["alarms"]
         c.therapy_resume()
@@ -160,7 +159,7 @@ def test_a_fault_in_the_loop_resets_cleanly_and_resumes_then_the_guard_holds(hom
         st = w.status()
         assert st["boots"] == boots + 1 and st["state"] == "running"
         assert st["resets"].get("machine", 0) == 1 and w.wdt_resets == 0
-        c = _connect(Client, rig.link, home)
+        c = _vconnect(rig.link, home=home)
         s = c.status()
         pulsed = m["pulses_fwd"]
         assert s["therapy"] == "running" and s["plan_crc"] == crc and "FAULT" in s["alarms"]
@@ -175,7 +174,7 @@ def test_a_fault_in_the_loop_resets_cleanly_and_resumes_then_the_guard_holds(hom
         c.close()
         w.fault(garble_waits=3)
         w.advance(by_ms=HOUR)
-        c = _connect(Client, rig.link, home)
+        c = _vconnect(rig.link, home=home)
         s = c.status()
         assert s["therapy"] == "safe" and s["safe_reason"].startswith("boot loop"), s
         assert "FAULT" in s["alarms"] and s["rate_nl_day"] == 0
@@ -238,7 +237,7 @@ def test_ctrl_c_during_boot_does_not_open_the_repl(home):
             s.close()
         st = w.status()
         assert st["state"] == "running" and st["boots"] == boots + 1
-        c = _connect(Client, rig.link, home)
+        c = _vconnect(rig.link, home=home)
         s2 = c.status()
         assert s2["therapy"] == "running" and s2["plan_crc"] == crc
         c.close()

@@ -16,8 +16,7 @@ from pumprig import cli
 from pumprig.client import Client
 from pumprig.errors import PumprigError
 from pumprig.plans import load_plan
-from pumprig.simulate import install_firmware
-from pumprig.virtual.rig import VirtualRig
+from pumprig.virtual.rig import open_rig
 
 HAVE_MPY = os.path.exists(os.path.join(os.path.dirname(sys.executable), "micropython"))
 pytestmark = pytest.mark.skipif(not HAVE_MPY, reason="MicroPython unix port not installed")
@@ -97,10 +96,8 @@ def test_spring_change_gives_the_0230_bolus_late_once(tmp_path, capsys):
 
 @pytest.fixture
 def rig(home):
-    r = VirtualRig(blank=True, warp=True).start()
+    r = open_rig(warp=True)
     try:
-        install_firmware(r.fs)
-        r.world.reset()
         yield r
     finally:
         r.stop()

@@ -49,8 +49,7 @@ P1 = {"drug": "baclofen", "conc_ng_ml": 2_000_000,
 @pytest.mark.parametrize("record,damage", [("plan", "flip"), ("count", "truncate"),
                                            ("calib", "flip")])
 def test_a_corrupt_record_on_the_rig_stops_the_pump(tmp_path, monkeypatch, record, damage):
-    from pumprig.client import Client
-    from pumprig.simulate import _connect
+    from pumprig.virtual.link import connect as _vconnect
     from pumprig.virtual.rig import VirtualRig
 
     home = str(tmp_path / "home")
@@ -59,7 +58,7 @@ def test_a_corrupt_record_on_the_rig_stops_the_pump(tmp_path, monkeypatch, recor
         w = rig.world
         campaign.install(rig.fs)
         w.reset()
-        c = _connect(Client, rig.link, home)
+        c = _vconnect(rig.link, home=home)
         c.calib_set(250_000)
         c.refill(20_000_000)
         c.plan_set(P1)
@@ -74,7 +73,7 @@ def test_a_corrupt_record_on_the_rig_stops_the_pump(tmp_path, monkeypatch, recor
             data = data[: len(data) - 6]
         open(path, "wb").write(bytes(data))
         w.reset()
-        c = _connect(Client, rig.link, home)
+        c = _vconnect(rig.link, home=home)
         st = c.status()
         assert st["therapy"] == "safe" and "MEMORY" in st["alarms"], st
         before = w.measure()["pulses_fwd"]

@@ -20,8 +20,7 @@ from pumprig import keys as keystore  # noqa: E402
 from pumprig.client import Client  # noqa: E402
 from pumprig.errors import AuthError, DeviceError, PumprigError  # noqa: E402
 from pumprig.plans import load_plan  # noqa: E402
-from pumprig.simulate import install_firmware  # noqa: E402
-from pumprig.virtual.rig import VirtualRig  # noqa: E402
+from pumprig.virtual.rig import open_rig  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HAVE_MPY = os.path.exists(os.path.join(os.path.dirname(sys.executable), "micropython"))
@@ -44,10 +43,8 @@ TIMEOUT_S = 0.5
 def rig(home):
     """A virtual rig in warp mode running the repository's firmware (time stands still until
     world.advance)."""
-    r = VirtualRig(blank=True, warp=True).start()
+    r = open_rig(warp=True)
     try:
-        install_firmware(r.fs)
-        r.world.reset()
         yield r
     finally:
         r.stop()

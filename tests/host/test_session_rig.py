@@ -15,8 +15,7 @@ from pumpcore import auth, proto  # noqa: E402
 from pumprig import keys as keystore  # noqa: E402
 from pumprig.client import Client  # noqa: E402
 from pumprig.errors import AuthError, PumprigError  # noqa: E402
-from pumprig.simulate import install_firmware  # noqa: E402
-from pumprig.virtual.rig import VirtualRig  # noqa: E402
+from pumprig.virtual.rig import open_rig  # noqa: E402
 
 HAVE_MPY = os.path.exists(os.path.join(os.path.dirname(sys.executable), "micropython"))
 pytestmark = pytest.mark.skipif(not HAVE_MPY, reason="MicroPython unix port not installed")
@@ -25,10 +24,8 @@ TIMEOUT_S = 0.5
 
 @pytest.fixture
 def rig(home):
-    r = VirtualRig(blank=True, warp=True).start()
+    r = open_rig(warp=True)
     try:
-        install_firmware(r.fs)
-        r.world.reset()
         yield r
     finally:
         r.stop()

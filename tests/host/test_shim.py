@@ -8,12 +8,12 @@ import subprocess
 import sys
 
 import pytest
-from pumprig.virtual import launcher
+from pumprig.virtual import supervisor
 
 HAVE_MPY = os.path.exists(os.path.join(os.path.dirname(sys.executable), "micropython"))
 pytestmark = pytest.mark.skipif(not HAVE_MPY, reason="MicroPython unix port not installed")
 
-MODULES = ["_power.mpy", "_uart.mpy", "_world.mpy", "machine.mpy"]
+MODULES = ["_fs.mpy", "_power.mpy", "_uart.mpy", "_world.mpy", "machine.mpy"]
 # the heap in use as main.py starts (shim, interpreter, this main.py); it was 14.4 KB with the
 # shim compiled from source at every power-on, with bytes constants and all its helpers kept
 HEAP_BUDGET = 12 * 1024
@@ -48,7 +48,7 @@ def boot(shim, tmp_path, main=PROBE, answers_text="T 0 1 0\n" * 100):
                PUMPRIG_MODE="power", MICROPYPATH="", PUMPRIG_SHIM=str(shim))
     r = subprocess.run(
         ["sh", "-c", 'exec "$0" -X heapsize=384k -i -c "$1" 3<"$2" 4>"$3" </dev/null',
-         launcher.find_micropython(), launcher.BOOT, str(answers), str(tmp_path / "to_world")],
+         supervisor.find_micropython(), supervisor.BOOT, str(answers), str(tmp_path / "to_world")],
         cwd=shim, env=env, capture_output=True, text=True, timeout=30)
     return r.stdout + r.stderr
 
@@ -63,19 +63,19 @@ def heap(out):
 
 def test_the_shim_is_compiled_once_into_a_cache_keyed_by_its_sources(cache, tmp_path,
                                                                       monkeypatch):
-    mp = launcher.find_micropython()
-    d = launcher.shim_dir(mp, str(tmp_path / "state"))
+    mp = supervisor.find_micropython()
+    d = supervisor.shim_dir(mp, str(tmp_path / "state"))
     assert os.path.dirname(d) == str(cache)
     assert sorted(os.listdir(d)) == MODULES
     before = _mtimes(d)
-    assert launcher.shim_dir(mp) == d and _mtimes(d) == before    # built once
+    assert supervisor.shim_dir(mp) == d and _mtimes(d) == before    # built once
     # another source is another entry: a rig never runs stale silicon
     src = tmp_path / "src"
-    shutil.copytree(launcher.SHIM_DIR, src, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(supervisor.SHIM_DIR, src, ignore=shutil.ignore_patterns("__pycache__"))
     with open(src / "machine.py", "a") as f:
         f.write("\n# changed\n")
-    monkeypatch.setattr(launcher, "SHIM_DIR", str(src))
-    d2 = launcher.shim_dir(mp)
+    monkeypatch.setattr(supervisor, "SHIM_DIR", str(src))
+    d2 = supervisor.shim_dir(mp)
     assert d2 != d and sorted(os.listdir(d2)) == MODULES
     assert sorted(os.listdir(cache)) == sorted([os.path.basename(d), os.path.basename(d2)])
 
@@ -83,7 +83,7 @@ def test_the_shim_is_compiled_once_into_a_cache_keyed_by_its_sources(cache, tmp_
 def test_an_unwritable_cache_builds_into_the_rig_state(tmp_path, monkeypatch):
     (tmp_path / "not-a-dir").write_text("")
     monkeypatch.setenv("PUMPRIG_CACHE", str(tmp_path / "not-a-dir" / "cache"))
-    d = launcher.shim_dir(launcher.find_micropython(), str(tmp_path / "state"))
+    d = supervisor.shim_dir(supervisor.find_micropython(), str(tmp_path / "state"))
     assert os.path.dirname(d) == str(tmp_path / "state")
     assert sorted(os.listdir(d)) == MODULES
 
@@ -91,9 +91,9 @@ def test_an_unwritable_cache_builds_into_the_rig_state(tmp_path, monkeypatch):
 def test_without_a_usable_mpy_cross_the_sources_run(cache, tmp_path, monkeypatch, capsys):
     import pumprig.flash
 
-    mp = launcher.find_micropython()
+    mp = supervisor.find_micropython()
     monkeypatch.setattr(pumprig.flash, "mpy_cross_path", lambda: None)
-    assert launcher.shim_dir(mp) == launcher.SHIM_DIR
+    assert supervisor.shim_dir(mp) == supervisor.SHIM_DIR
     assert "no mpy-cross" in capsys.readouterr().err
     # an mpy-cross for another MicroPython (.mpy version 5): its output would not load
     fake = tmp_path / "mpy-cross"
@@ -101,23 +101,23 @@ def test_without_a_usable_mpy_cross_the_sources_run(cache, tmp_path, monkeypatch
                     ".write(b'M\\x05\\x00\\x1f')\n" % sys.executable)
     fake.chmod(0o755)
     monkeypatch.setattr(pumprig.flash, "mpy_cross_path", lambda: str(fake))
-    assert launcher.shim_dir(mp) == launcher.SHIM_DIR
+    assert supervisor.shim_dir(mp) == supervisor.SHIM_DIR
     assert "cannot load" in capsys.readouterr().err
     assert not cache.exists() or not [n for n in os.listdir(cache) if n.startswith("shim-")]
 
 
 def test_the_shim_boots_precompiled_or_from_source_in_a_small_heap(cache, tmp_path):
-    d = launcher.shim_dir(launcher.find_micropython())
+    d = supervisor.shim_dir(supervisor.find_micropython())
     compiled, path = heap(boot(d, tmp_path))
     assert path == "machine.mpy"
-    source, path = heap(boot(launcher.SHIM_DIR, tmp_path))
+    source, path = heap(boot(supervisor.SHIM_DIR, tmp_path))
     assert path == "machine.py"
     assert compiled <= source
     assert compiled < HEAP_BUDGET, "the shim takes %d bytes of the board's heap" % compiled
 
 
 def test_an_error_in_main_goes_to_the_repl_with_the_world_told(cache, tmp_path):
-    d = launcher.shim_dir(launcher.find_micropython())
+    d = supervisor.shim_dir(supervisor.find_micropython())
     out = boot(d, tmp_path, main="import machine\nprint('up')\nraise ValueError('boom')\n")
     assert "up" in out and "ValueError: boom" in out and 'File "main.py", line 3' in out
     assert ">>> " in out        # the REPL follows, as on a board
@@ -157,7 +157,7 @@ UART_BUDGET = 1536
 
 
 def test_machine_uart_is_loaded_at_first_use_only(cache, tmp_path):
-    d = launcher.shim_dir(launcher.find_micropython())
+    d = supervisor.shim_dir(supervisor.find_micropython())
     out = boot(d, tmp_path, main=UART_PROBE)
     assert "LOADED False" in out, out
     line = [x for x in out.splitlines() if x.startswith("UART ")]
@@ -185,7 +185,7 @@ def test_inputs_are_read_from_the_frozen_instant_in_warp_mode(cache, tmp_path):
     """In warp mode time stands still between waits, so the world sends DIAG and the ADC
     inputs with its answer to a wait and the board reads them from there; an input it did
     not send (ADC 27 here), or any input while time runs, is asked for."""
-    d = launcher.shim_dir(launcher.find_micropython())
+    d = supervisor.shim_dir(supervisor.find_micropython())
     answers = ("T 0 1 0\n"                        # boot: now
                "T 100 1 0 i7:1 a26:40000\n"       # wait(100): frozen, with the inputs
                "V 1234\n"                         # ADC 27: asked

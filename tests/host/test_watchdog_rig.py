@@ -23,9 +23,8 @@ pytestmark = pytest.mark.skipif(not HAVE_MPY, reason="MicroPython unix port not 
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 import campaign  # noqa: E402
 from pumpcore import proto  # noqa: E402
-from pumprig.client import Client  # noqa: E402
-from pumprig.simulate import _connect  # noqa: E402
-from pumprig.virtual.rig import VirtualRig  # noqa: E402
+from pumprig.virtual.link import connect as _vconnect  # noqa: E402
+from pumprig.virtual.rig import open_rig  # noqa: E402
 
 DAY = 86_400_000
 P1 = {"drug": "baclofen", "conc_ng_ml": 2_000_000,
@@ -35,11 +34,9 @@ P1 = {"drug": "baclofen", "conc_ng_ml": 2_000_000,
 def test_a_hung_firmware_is_reset_by_the_watchdog_and_resumes(tmp_path, monkeypatch):
     home = str(tmp_path / "home")
     monkeypatch.setenv("PUMPRIG_HOME", home)
-    with VirtualRig(blank=True, warp=True) as rig:
+    with open_rig(warp=True) as rig:
         w = rig.world
-        campaign.install(rig.fs)
-        w.reset()
-        c = _connect(Client, rig.link, home)
+        c = _vconnect(rig.link, home=home)
         c.refill(20_000_000)
         c.plan_set(P1)
         crc = c.status()["plan_crc"]
@@ -62,7 +59,7 @@ def test_a_hung_firmware_is_reset_by_the_watchdog_and_resumes(tmp_path, monkeypa
                 pass
         c.close()
         assert w.status()["pid"] != pid
-        c = _connect(Client, rig.link, home)
+        c = _vconnect(rig.link, home=home)
         st = c.status()
         pulsed = w.measure()["pulses_fwd"]
         assert st["therapy"] == "running" and st["plan_crc"] == crc

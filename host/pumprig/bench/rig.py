@@ -311,43 +311,12 @@ def find_virtual(port, home=None):
     return None
 
 
-def _virtual_client_class():
-    from pumprig.client import Client
-
-    class VirtualClient(Client):
-        """A client for a virtual rig: after the handshake, a short timeout with many resends.
-
-        Works around lost wake-ups on the virtual rig: the launcher wakes a waiting firmware
-        as soon as it has relayed host bytes to the board's pty, but the pty may deliver them
-        a moment later; the firmware then finds no input, goes back to its wait, and (time
-        being frozen in warp) only new host bytes wake it again. A resend of the same request
-        id does that, and the firmware answers an id at most once, so resending is safe."""
-
-        RESEND_S = 0.2
-        RESENDS = 25
-
-        def open(self):
-            super().open()
-            self.timeout = min(self.timeout, self.RESEND_S)
-            return self
-
-        def request(self, cmd, args=None, retries=None):
-            if retries is None:
-                retries = self.RESENDS if self.timeout <= self.RESEND_S else 2
-            return super().request(cmd, args, retries)
-
-    return VirtualClient
-
-
 def _connect(link, home, timeout=2.0):
-    from pumprig.simulate import _connect as connect_retrying
+    """A clinician client on a virtual rig: the connect-and-retry policy of the virtual rig
+    (pumprig.virtual.link)."""
+    from pumprig.virtual.link import connect
 
-    cls = _virtual_client_class()
-    if home is None:
-        c = cls(link, role="clinician", timeout=timeout)
-        c.open()
-        return c
-    return connect_retrying(cls, link, home)
+    return connect(link, home=home, timeout=timeout)
 
 
 def start_sim(state_dir=None):
@@ -358,8 +327,7 @@ def start_sim(state_dir=None):
 
     Returns a :class:`VirtualBenchRig` that stops the rig on close (and removes its files
     unless ``state_dir``); its ``balance_link`` is the rig's virtual balance."""
-    from pumprig.simulate import install_firmware
-    from pumprig.virtual.rig import VirtualRig
+    from pumprig.virtual.rig import open_rig
 
     if state_dir:
         state_dir = os.path.abspath(state_dir)
@@ -372,21 +340,15 @@ def start_sim(state_dir=None):
         rig_state = None
         keep = False
     blank = not (rig_state and os.path.exists(os.path.join(rig_state, "fs", "main.py")))
-    old_home = os.environ.get("PUMPRIG_HOME")
-    os.environ["PUMPRIG_HOME"] = home
     rig = None
     try:
-        rig = VirtualRig(state=rig_state, blank=blank, warp=True,
-                         name="bench-%d" % os.getpid()).start()
+        # the firmware as a flash writes it; data/ (the records) is kept
+        rig = open_rig(state=rig_state, blank=blank, warp=True, name="bench-%d" % os.getpid(),
+                       home=home)
     except BaseException:
         if not keep:
             shutil.rmtree(home, ignore_errors=True)
         raise
-    finally:
-        if old_home is None:
-            os.environ.pop("PUMPRIG_HOME", None)
-        else:
-            os.environ["PUMPRIG_HOME"] = old_home
 
     def cleanup():
         rig.stop()
@@ -395,9 +357,7 @@ def start_sim(state_dir=None):
 
     try:
         nominal = int(rig.world.status()["true_step_pl"])  # a new world: the board config's
-        install_firmware(rig.fs)  # what a flash writes; data/ (the records) is kept
-        rig.world.reset()
-        client = _connect(rig.link, home)
+        client = rig.connect()
     except BaseException:
         cleanup()
         raise

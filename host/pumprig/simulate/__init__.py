@@ -7,14 +7,12 @@ The package by concern:
 - `run`: one run on a virtual rig (`simulate`, `RunOptions`), the report dict;
 - `report`: the summary lines and the plot;
 - `command`: `pumprig simulate`;
-- `firmware`: the firmware installer of throwaway rigs (called from `run.open_rig` only).
 
 Over the run it checks, at every pulse, how far the measured cumulative steps are from the
 ideal cumulative volume divided by the step size: `max_step_error`.
 """
 
 from .command import add_parser, cmd_simulate, start_epoch
-from .firmware import BOARD_DIR, FIRMWARE_FILES, board_dir, install_firmware
 from .oracle import LATE_MAX_MS, Oracle, PeriodicIdeal, StepError
 from .report import check_plot_path, format_summary, plot
 from .run import RunOptions, _connect, connect, open_rig, run, simulate
@@ -23,8 +21,8 @@ from .scenario import load_bolus_file, parse_fault
 _start_epoch = start_epoch  # the older name (demo, bench scripts)
 
 __all__ = [
-    "BOARD_DIR", "FIRMWARE_FILES", "LATE_MAX_MS", "Oracle", "PeriodicIdeal", "RunOptions",
-    "StepError", "_connect", "add_parser", "board_dir", "check_plot_path", "cmd_simulate",
-    "connect", "format_summary", "install_firmware", "load_bolus_file", "open_rig",
+    "LATE_MAX_MS", "Oracle", "PeriodicIdeal", "RunOptions",
+    "StepError", "_connect", "add_parser", "check_plot_path", "cmd_simulate",
+    "connect", "format_summary", "load_bolus_file", "open_rig",
     "parse_fault", "plot", "run", "simulate", "start_epoch",
 ]

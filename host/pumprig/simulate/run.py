@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -83,53 +82,31 @@ def run(opts: RunOptions, rig=None, progress=None) -> dict:
 
 
 def open_rig():
-    """A throwaway blank virtual rig in warp mode with the firmware installed, and the
-    PUMPRIG_HOME folder its keys went to: (rig, home). The one place simulate installs
-    firmware (the virtual-rig opener of issue 16 replaces this body)."""
+    """A throwaway blank virtual rig in warp mode running the .mpy firmware as `pumprig flash`
+    installs it, and the PUMPRIG_HOME folder its keys went to: (rig, home)."""
     import tempfile
 
-    from ..virtual.rig import VirtualRig
-    from .firmware import install_firmware
+    from ..virtual.rig import open_rig as open_virtual_rig
 
     home = tempfile.mkdtemp(prefix="pumprig-sim-home-")
-    old_home = os.environ.get("PUMPRIG_HOME")
-    os.environ["PUMPRIG_HOME"] = home
     try:
-        rig = VirtualRig(blank=True, warp=True).start()
-    finally:
-        if old_home is None:
-            os.environ.pop("PUMPRIG_HOME", None)
-        else:
-            os.environ["PUMPRIG_HOME"] = old_home
-    try:
-        install_firmware(rig.fs)
-        rig.world.reset()
+        return open_virtual_rig(warp=True, home=home), home
     except BaseException:
-        rig.stop()
         shutil.rmtree(home, ignore_errors=True)
         raise
-    return rig, home
 
 
-def connect(link, home, tries=100):
-    """A clinician session with the firmware on a virtual rig that may still be starting."""
-    from ..client import Client
+def connect(link, home):
+    """A clinician session with the firmware on a virtual rig that may still be starting
+    (the virtual rig's one connect-and-retry policy)."""
+    from ..virtual.link import connect as connect_virtual
 
-    last = None
-    for _ in range(tries):
-        try:
-            c = Client(link, role="clinician", home=home, timeout=2.0)
-            c.open()
-            return c
-        except PumprigError as e:
-            last = e
-            time.sleep(0.02)
-    raise SimError(f"the firmware on the virtual rig did not answer: {last}")
+    return connect_virtual(link, home=home)
 
 
-def _connect(Client, link, home, tries=100):
-    """The older spelling (tests and bench scripts pass the Client class)."""
-    return connect(link, home, tries)
+def _connect(Client, link, home):
+    """The older spelling (some bench scripts pass the Client class)."""
+    return connect(link, home)
 
 
 def _relogin(cli, tries=100):

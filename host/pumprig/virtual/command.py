@@ -19,25 +19,30 @@ def add_parser(subparsers):
 
 
 def run(args):
+    """Errors a user can make (the link's folder, a file at the link, the heap, no MicroPython
+    unix port) are PumprigErrors raised before anything is written: the CLI prints them as
+    `pumprig: ...`. SIGTERM and SIGHUP stop the rig as Ctrl-C does (interpreter, links,
+    registry)."""
     import signal
 
     from pumprig.virtual import launcher
+    from pumprig.virtual.supervisor import pumprig_home
 
-    state = args.state or os.path.join(launcher.pumprig_home(), "state",
+    state = args.state or os.path.join(pumprig_home(), "state",
                                        os.path.basename(os.path.abspath(args.link)))
     rig = launcher.Rig(args.link, state, heap=args.heap, warp=args.warp, blank=args.blank)
-    print("virtual rig %s (uid %s)" % (rig.name, rig.uid))
-    print("  serial port: %s" % rig.link)
-    print("  balance:     %s" % rig.balance_link)
-    print("  control:     %s" % rig.control_path)
-    print("  state:       %s%s" % (rig.state, " (warp)" if args.warp else ""))
-    print("Ctrl-C to stop.", flush=True)
-    signal.signal(signal.SIGINT, rig.stop)
-    signal.signal(signal.SIGTERM, rig.stop)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, rig.stop)
     try:
+        print("virtual rig %s (uid %s)" % (rig.name, rig.uid))
+        print("  serial port: %s" % rig.link)
+        print("  balance:     %s" % rig.balance_link)
+        print("  control:     %s" % rig.control_path)
+        print("  state:       %s%s" % (rig.state, " (warp)" if args.warp else ""))
+        print("Ctrl-C to stop.", flush=True)
         rig.run()
-    except launcher._Stop:
+    except (launcher.Stop, KeyboardInterrupt):
         pass
-    except KeyboardInterrupt:
-        pass
+    finally:
+        rig.shutdown()      # run() has done it unless it never started
     return 0

@@ -1,9 +1,163 @@
-"""Client of a virtual rig's control socket (JSON lines, one request, one reply)."""
+"""A virtual rig's control socket (JSON lines, one request, one reply): the server the launcher
+runs (ControlServer) and the client the host's tools use (WorldClient).
+
+A request is {"op": name, ...arguments}; the reply {"ok": true, "result": ...} or {"ok": false,
+"error": text}. A failure goes back to the client; the rig keeps running.
+"""
 
 import json
+import os
+import selectors
 import socket
 
 from pumprig.errors import SimError
+
+
+class ControlServer:
+    """Serves the control socket inside the launcher's select loop. `rig` is the launcher's
+    Rig: its world, status_info(), power_cut(), power_on() and external_reset()."""
+
+    def __init__(self, path, sel, rig):
+        self.path = path
+        self.sel = sel
+        self.rig = rig
+        self.clients = {}
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        self.sock.listen(8)
+        self.sock.setblocking(False)
+        sel.register(self.sock, selectors.EVENT_READ, "accept")
+
+    def accept(self):
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:
+            return
+        conn.setblocking(False)
+        self.clients[conn] = b""
+        self.sel.register(conn, selectors.EVENT_READ, "client")
+
+    def drop(self, conn):
+        self.clients.pop(conn, None)
+        try:
+            self.sel.unregister(conn)
+        except (KeyError, ValueError):
+            pass
+        conn.close()
+
+    def close(self):
+        for c in list(self.clients):
+            self.drop(c)
+        try:
+            self.sel.unregister(self.sock)
+        except (KeyError, ValueError):
+            pass
+        self.sock.close()
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+    def on_client(self, conn):
+        try:
+            data = conn.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.drop(conn)
+            return
+        buf = self.clients.get(conn, b"") + data
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            self.request(conn, line)
+        if conn in self.clients:
+            self.clients[conn] = buf
+
+    def reply(self, conn, obj):
+        data = (json.dumps(obj) + "\n").encode()
+        try:
+            conn.setblocking(True)
+            conn.sendall(data)
+            conn.setblocking(False)
+        except OSError:
+            self.drop(conn)
+
+    def request(self, conn, line):
+        try:
+            req = json.loads(line)
+            op = req.get("op")
+            if op == "advance":
+                self.advance(conn, req)
+                return
+            result = self.handle(op, req)
+        except Exception as e:     # any failure goes back to the client, the rig keeps running
+            self.reply(conn, {"ok": False, "error": "%s: %s" % (type(e).__name__, e)})
+            return
+        self.reply(conn, {"ok": True, "result": result})
+
+    def advance(self, conn, req):
+        w = self.rig.world
+        now = w.now_us()
+        if req.get("to_ms") is not None:
+            target = int(req["to_ms"]) * 1000
+        elif req.get("by_ms") is not None:
+            target = now + int(req["by_ms"]) * 1000
+        else:
+            raise ValueError("advance needs to_ms or by_ms")
+        target = max(target, now)
+
+        def done(err):
+            if err:
+                self.reply(conn, {"ok": False, "error": err})
+            else:
+                self.reply(conn, {"ok": True, "result": w.measure()})
+
+        w.start_advance(target, done, float(req.get("timeout_s", 60)))
+
+    def handle(self, op, req):
+        rig = self.rig
+        w = rig.world
+        if op == "status":
+            st = w.status()
+            st.update(rig.status_info())
+            return st
+        if op == "measure":
+            return w.measure()
+        if op == "set_warp":
+            w.set_warp(bool(req.get("on", True)))
+            return {"warp": w.warp, "time_ms": w.now_us() // 1000}
+        if op == "set_epoch":
+            w.set_epoch(int(req["epoch_s"]))
+            return {"epoch_s": w.epoch_s()}
+        if op == "fault":
+            w.fault(stall=req.get("stall"), occlusion=req.get("occlusion"),
+                    battery_mv=req.get("battery_mv"), true_step_pl=req.get("true_step_pl"),
+                    kill_at_ms=req.get("kill_at_ms"),
+                    clear_battery=bool(req.get("clear_battery")),
+                    garble_waits=req.get("garble_waits"))
+            return w.status()
+        if op == "power_cut":
+            rig.power_cut("power")
+            return w.measure()
+        if op == "power_on":
+            rig.power_on()
+            return w.measure()
+        if op == "reset":
+            rig.external_reset(req.get("cause") or "external")
+            return w.measure()
+        if op == "segments":
+            return w.segment_log(int(req.get("since", 0)))
+        if op == "wdt_resets":
+            return w.resets.get("wdt", 0) + w.resets.get("wdt_hang", 0)
+        if op == "history":
+            return [list(h) for h in w.history]
+        raise ValueError("unknown op %r" % (op,))
 
 
 class WorldClient:

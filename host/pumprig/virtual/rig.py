@@ -1,7 +1,16 @@
 """A virtual rig as a context manager: the launcher in a subprocess, ready in well under 1 s.
 
-    with VirtualRig(blank=True, warp=True) as rig:
+    with open_rig(warp=True) as rig:            # the firmware installed as `pumprig flash` does
+        client = rig.connect()                  # hello and login, retried while it boots
         rig.link, rig.balance_link, rig.world.measure()
+
+    with VirtualRig(blank=True) as rig:         # a bare MicroPython board (mpremote, flash)
+        ...
+
+open_rig() is the one way the host's tools (simulate, bench, the HIL fixture, bench/ scripts
+and the tests) open a rig that runs the firmware: the .mpy set from pumprig.virtual.firmware is
+written into the board filesystem before the interpreter powers on, so nothing has to reset it
+afterwards, and rig.connect() owns the connect-and-retry policy (pumprig.virtual.link).
 """
 
 import os
@@ -18,7 +27,8 @@ from pumprig.virtual.control import WorldClient
 
 class VirtualRig:
     def __init__(self, state=None, blank=False, warp=False, heap="384k", name=None,
-                 link=None, start_timeout_s=10.0):
+                 link=None, start_timeout_s=10.0, firmware=False, home=None, board_dir=None,
+                 compile_mpy=True):
         self._tmp = tempfile.mkdtemp(prefix="pumprig-rig-")
         self._own_state = state is None
         self.state = os.path.abspath(state) if state else os.path.join(self._tmp, "state")
@@ -32,15 +42,33 @@ class VirtualRig:
         self.start_timeout_s = start_timeout_s
         self.proc = None
         self.world = None
+        self.firmware = firmware    # install the firmware (pumprig.virtual.firmware) at start
+        self.home = os.path.abspath(home) if home else None  # PUMPRIG_HOME: keys, registry
+        self.board_dir = board_dir      # firmware sources (default: pumprig.virtual.firmware's)
+        self.compile_mpy = compile_mpy  # False: the .py sources (a benchmark's comparison)
 
     @property
     def fs(self):
         return os.path.join(self.state, "fs")
 
     def start(self):
+        from pumprig.virtual.supervisor import parse_heap
+
+        # --owned: the launcher stops when our end of its stdin closes, so a rig never
+        # outlives its owner (a SIGTERM or a crash of this process included)
         argv = [sys.executable, "-m", "pumprig.virtual.launcher", "--link", self.link,
-                "--state", self.state, "--heap", self.heap]
-        if self.blank:
+                "--state", self.state, "--heap", parse_heap(self.heap), "--owned"]
+        blank = self.blank
+        if self.firmware:
+            from pumprig.virtual import firmware
+            from pumprig.virtual.supervisor import find_micropython
+
+            if blank:
+                shutil.rmtree(self.fs, ignore_errors=True)
+                blank = False
+            firmware.install(self.fs, find_micropython(), src=self.board_dir,
+                             compile_mpy=self.compile_mpy)
+        if blank:
             argv.append("--blank")
         if self.warp:
             argv.append("--warp")
@@ -49,8 +77,11 @@ class VirtualRig:
                 os.unlink(p)
         os.makedirs(self.state, exist_ok=True)
         self._log = open(os.path.join(self._tmp, "launcher.log"), "w+b")
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=subprocess.STDOUT)
+        env = None
+        if self.home:
+            env = dict(os.environ, PUMPRIG_HOME=self.home)
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=self._log,
+                                     stderr=subprocess.STDOUT, env=env)
         end = time.monotonic() + self.start_timeout_s
         while True:
             if os.path.lexists(self.link) and os.path.exists(self.control):
@@ -68,6 +99,14 @@ class VirtualRig:
             time.sleep(0.005)
         return self
 
+    def connect(self, role="clinician", timeout=2.0, wait_s=10.0, cls=None):
+        """An open client on this rig (hello and login done), retried while the firmware
+        boots; the keys come from the rig's home. See pumprig.virtual.link."""
+        from pumprig.virtual import link
+
+        return link.connect(self.link, role=role, home=self.home, timeout=timeout,
+                            wait_s=wait_s, cls=cls or link.VirtualClient)
+
     def _logtext(self):
         try:
             self._log.seek(0)
@@ -79,6 +118,11 @@ class VirtualRig:
         if self.world is not None:
             self.world.close()
             self.world = None
+        if self.proc is not None and self.proc.stdin is not None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -93,7 +137,25 @@ class VirtualRig:
         shutil.rmtree(self._tmp, ignore_errors=True)
 
     def __enter__(self):
+        if self.proc is not None:
+            return self     # open_rig() started it already
         return self.start()
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def open_rig(state=None, blank=True, warp=False, heap="384k", name=None, link=None, home=None,
+             start_timeout_s=10.0, board_dir=None, compile_mpy=True):
+    """A started virtual rig running the firmware as `pumprig flash` installs it (use it as a
+    context manager, or call stop()). blank: a fresh board filesystem (keys and records new);
+    otherwise the firmware is replaced and data/ kept. board_dir: other firmware sources;
+    compile_mpy=False: the .py sources, for a benchmark that compares the two."""
+    rig = VirtualRig(state=state, blank=blank, warp=warp, heap=heap, name=name, link=link,
+                     start_timeout_s=start_timeout_s, firmware=True, home=home,
+                     board_dir=board_dir, compile_mpy=compile_mpy)
+    try:
+        return rig.start()
+    except BaseException:
+        rig.stop()          # its temporary folder and any launcher it started
+        raise

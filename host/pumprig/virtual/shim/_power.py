@@ -7,7 +7,7 @@ import os
 import sys
 
 import _world
-import machine  # noqa: F401  (the shim, loaded before the board fs becomes the root)
+import machine  # the shim, loaded before the board fs becomes the root
 
 import __main__
 
@@ -40,6 +40,9 @@ for f in ("boot.py", "main.py"):
     except BaseException as e:      # KeyboardInterrupt and errors go to the REPL, as on a board
         sys.print_exception(e)
         break
+
+os.umount("/")                  # at the REPL: the filesystem lists sizes (shim/_fs.py)
+os.mount(machine.Fs(os.getenv("PUMPRIG_FS")), "/")
 _world.kbd_intr(True)           # the REPL takes Ctrl-C, as a board's does
 _world._frozen = False
 _world.send("Q\n")              # at the REPL: no firmware loop waits on the world

@@ -4,12 +4,12 @@
 # driver's wiring: the echo of what is sent, then its replies; pumprig/virtual/world.py).
 # The read timeout is not waited out: the world answers at once with what the wire holds.
 import _world
-from machine import _pin_id
 
 
 class UART:
     def __init__(self, id, *args, **kw):
-        _world.send("u %d %d\n" % (_pin_id(kw.get("tx", -1)), _pin_id(kw.get("rx", -1))))
+        _world.send("u %d %d\n" % (_world.pin_id(kw.get("tx", -1)),
+                                    _world.pin_id(kw.get("rx", -1))))
 
     def write(self, b):
         _world.send("U %s\n" % b.hex())

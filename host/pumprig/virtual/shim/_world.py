@@ -122,6 +122,16 @@ def link_drops():
     return link
 
 
+def pin_id(p):
+    """The pin number the world knows a pin by: a Pin's id, "GP<n>" or "<n>", or an int."""
+    i = getattr(p, "id", None)      # a machine.Pin (here, not in machine: _uart uses it too)
+    if i is not None:
+        return i
+    if isinstance(p, str):
+        return int(p[2:]) if p.startswith("GP") else int(p)
+    return int(p)
+
+
 def motor(count, first_us, interval_us, forward):
     send("M %d %d %d %d\n" % (count, first_us, interval_us, 1 if forward else 0))
 

@@ -19,20 +19,22 @@ del _p, sys
 
 
 def __getattr__(name):
-    if name == "UART":
-        # shim/_uart.py, loaded by a board that opens a UART and by no other: the board fs is
-        # the root by now, so the shim's directory is mounted for the import, then let go
+    mod = "_uart" if name == "UART" else "_fs" if name == "Fs" else None
+    if mod:
+        # shim/_uart.py, loaded by a board that opens a UART and by no other; shim/_fs.py, by
+        # the power-on once at the REPL: the board fs is the root by now, so the shim's
+        # directory is mounted for the import, then let go
         import os
         import sys
         os.mount(os.VfsPosix(os.getenv("PUMPRIG_SHIM")), "/.shim")
         sys.path.append("/.shim")
         try:
-            from _uart import UART
+            m = __import__(mod)
         finally:
             sys.path.pop()
             os.umount("/.shim")
-            sys.modules.pop("_uart", None)  # gone with the last UART object
-        return UART
+            sys.modules.pop(mod, None)  # gone with the last object of its class
+        return getattr(m, name)
     return getattr(_builtin, name)      # the built-in's too: Signal, mem32, idle...
 
 
@@ -45,12 +47,7 @@ def _none(*args, **kw):
     pass
 
 
-def _pin_id(p):
-    if isinstance(p, Pin):
-        return p.id
-    if isinstance(p, str):
-        return int(p[2:]) if p.startswith("GP") else int(p)
-    return int(p)
+_pin_id = _world.pin_id
 
 
 class Pin:
