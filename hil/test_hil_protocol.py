@@ -5,6 +5,7 @@ import pytest
 from _plans import dye_plan, start
 from pumpcore import proto
 from pumprig.errors import AuthError
+from pumprig_hil.plugin import require
 
 WATCH = ("therapy", "plan_crc", "reservoir_nl", "delivered_steps", "rate_nl_day", "alarms")
 
@@ -16,6 +17,8 @@ def _state(rig):
 
 @pytest.fixture
 def running(rig):
+    # start() records the step counter's reading: a bench without one skips, saying why
+    require(rig, "steps", "starting a plan for the protocol checks (start() samples the counter)")
     start(rig, dye_plan(86_400))                 # running, slow: nothing moves in a request
     return rig
 

@@ -71,6 +71,7 @@ class HilRig:
         self.client = None
         self.port = None
         self.trace = []          # [(t_s, steps_fwd, label)] recorded by the running test
+        self.band = []           # [(t_s, ideal_steps, tolerance_steps)] the test's expectation
         self.clock = None        # (rig ms, epoch_s) when the test last set the pump clock
         self.role = "clinician"
         self.crashes = []        # consoles of firmware crashes seen (virtual rigs)
@@ -242,6 +243,7 @@ class HilRig:
         self.set_clock(EPOCH0)
         self.client.events()
         self.trace = []
+        self.band = []
 
     def fresh(self):
         """Pristine records (no plan, counters, alarms, bolus history or battery history),
@@ -274,11 +276,11 @@ class HilRig:
         periods the suites scale their waits by."""
         import json
 
-        from pumprig.simulate import board_dir
+        from pumprig.firmware import board_config_path
 
         name = {"sim": "sim", "rp2040": "pico", "esp32": "esp32"}.get(
             (self.client.info or {}).get("board"), "pico")
-        return json.loads((board_dir() / "boards" / (name + ".json")).read_text())
+        return json.loads(board_config_path(name).read_text())
 
     def set_clock(self, epoch_s, offset_s=0, next_change_epoch_s=None, next_offset_s=None):
         """Set the pump clock (and, on a virtual rig, its battery-backed RTC to match, which
@@ -304,6 +306,11 @@ class HilRig:
         s = self.inst.steps()
         self.trace.append((self.inst.now_s(), s.fwd, label))
         return s
+
+    def expect(self, ideal_steps, tolerance_steps):
+        """Record what the test allows now: the ideal counter reading (same origin as the
+        trace's) and the tolerance around it, drawn as a band on the trace's plot."""
+        self.band.append((self.inst.now_s(), ideal_steps, tolerance_steps))
 
     def run_for(self, seconds, samples=12):
         """Let `seconds` pass in `samples` chunks, recording the instrument trace."""

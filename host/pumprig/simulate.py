@@ -28,21 +28,13 @@ from pumpcore.dose import ng_to_nl
 from pumpcore.schedule import DAY_MS, Clock, Schedule, bolus_rate_nl_day
 
 from .errors import PumprigError, SimError
+from .firmware import board_dir
 from .plans import parse_duration_s
 
-BOARD_DIR = Path(__file__).resolve().parents[2] / "board"
 FIRMWARE_FILES = ("main.py", "bootcheck.py", "bootsafe.py", "pumpcore", "hw", "boards")
 
 
 # --- installing the firmware ---------------------------------------------------------------
-
-def board_dir() -> Path:
-    """The firmware sources: the repository's board/ (or PUMPRIG_BOARD_DIR)."""
-    d = Path(os.environ.get("PUMPRIG_BOARD_DIR", BOARD_DIR))
-    if not (d / "main.py").exists():
-        raise PumprigError(f"firmware sources not found at {d}: set PUMPRIG_BOARD_DIR")
-    return d
-
 
 def install_firmware(fs: str | Path, src: Path | None = None) -> int:
     """Copy the firmware into a virtual rig's filesystem directly (what a flash would write).

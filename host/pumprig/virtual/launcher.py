@@ -36,6 +36,7 @@ import termios
 import time
 import tty
 
+from pumprig.firmware import board_config_path
 from pumprig.virtual.world import World, load_config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -45,8 +46,6 @@ SHIM_DIR = os.path.join(HERE, "shim")
 BOOT = "__import__('_power')"
 SHIM_MODULES = ("_power.py", "_uart.py", "_world.py", "machine.py")
 MPY_CROSS_FLAGS = ("-O3",)          # no asserts, no line-number tables
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
-SIM_CONFIG = os.path.join(REPO, "board", "boards", "sim.json")
 OUT_LIMIT = 65536       # host-bound bytes kept while nobody reads the port; older ones drop
 
 
@@ -297,7 +296,8 @@ class Rig:
         self.uid = prepare_state(self.state, blank)
         self.micropython = find_micropython()
         self.shim = shim_dir(self.micropython, self.state)
-        self.world = World(load_config(config or SIM_CONFIG), rig=self, warp=warp,
+        config = config or str(board_config_path("sim"))
+        self.world = World(load_config(config), rig=self, warp=warp,
                            balance_seed=int(self.uid, 16) & 0xFFFFFFFF)
         self.sel = selectors.DefaultSelector()
         self.pid = None
