@@ -405,6 +405,7 @@ def simulate(plan: dict, days: int, fill_nl: int, start_epoch_s: int, tz: str | 
     if own:
         import tempfile
 
+        src = board_dir()      # before the rig starts: a missing firmware leaves nothing running
         home = tempfile.mkdtemp(prefix="pumprig-sim-home-")
         old_home = os.environ.get("PUMPRIG_HOME")
         os.environ["PUMPRIG_HOME"] = home
@@ -415,9 +416,10 @@ def simulate(plan: dict, days: int, fill_nl: int, start_epoch_s: int, tz: str | 
                 os.environ.pop("PUMPRIG_HOME", None)
             else:
                 os.environ["PUMPRIG_HOME"] = old_home
-        install_firmware(rig.fs)
-        rig.world.reset()
     try:
+        if own:
+            install_firmware(rig.fs, src)
+            rig.world.reset()
         world = rig.world
         world.set_warp(True)
         world.set_epoch(start_epoch_s)
