@@ -265,6 +265,10 @@ def test_step_plot_is_150_dpi_with_a_tolerance_band(tmp_path, monkeypatch):
     path = report.plot_trace([(0, 100, "start"), (10, 105, None), (20, 112, "LOW")],
                              tmp_path / "plots" / "a.png", "hil/test_x.py::test_a", "sim",
                              band=[(10, 104.5, 1.0), (20, 111.0, 1.5)])
-    assert _png_size(path) == (int(6.4 * 150), int(3.2 * 150))
-    # the band is drawn around the ideal, in the trace's origin (the first sample)
-    assert bands == [([10.0, 20.0], [3.5, 9.5], [5.5, 12.5], "tolerance")]
+    assert _png_size(path) == (int(6.4 * 150), int(4.8 * 150))   # two panels at 150 dpi
+    # the band around the ideal, in the trace's origin (the first sample), and around zero in
+    # the error panel (counted - ideal: 105 - 104.5, 112 - 111)
+    assert bands == [([10.0, 20.0], [3.5, 9.5], [5.5, 12.5], "tolerance"),
+                     ([10.0, 20.0], [-1.0, -1.5], [1.0, 1.5], "tolerance")]
+    plain = report.plot_trace([(0, 0, "start"), (5, 3, None)], tmp_path / "b.png", "t", "sim")
+    assert _png_size(plain) == (int(6.4 * 150), int(3.2 * 150))

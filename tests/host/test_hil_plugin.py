@@ -103,7 +103,7 @@ def test_lab_repository_gets_ini_options_time_limit_and_html_report(tmp_path):
     """Issue 14 (install): the plugin was loaded by a sys.path edit in hil/conftest.py, had no
     ini options, no time limit, and its report had no environment section (rig uid, board,
     firmware, package version)."""
-    _lab(tmp_path, ["steps"], 'rig = "bench-1"\nhil_report = "report"\nrig_timeout = "3"\n',
+    _lab(tmp_path, ["steps"], 'rig = "bench-1"\nhil_report = "report"\nrig_timeout = "10"\n',
          {"test_lab.py": LAB_TESTS})
     r = _pytest(tmp_path, "-s")
     out = r.stdout + r.stderr
@@ -119,7 +119,7 @@ def test_lab_repository_gets_ini_options_time_limit_and_html_report(tmp_path):
     assert version("pumprig") in page
     plots = list((tmp_path / "report" / "plots").glob("*test_delivers*.png"))
     assert len(plots) == 1 and "plots/" + plots[0].name in page
-    assert _png_size(plots[0]) == (960, 480)                # 150 dpi
+    assert _png_size(plots[0]) == (960, 720)   # 150 dpi, steps and error panels (a band)
 
 
 def test_command_line_wins_over_ini_and_timeout_can_be_off(tmp_path):
