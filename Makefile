@@ -45,7 +45,8 @@ test-board: venv
 	$(MPY) -X heapsize=1m tests/mpy_runner.py tests/board
 
 # the wheel installed with [sim,hil] into a new venv in a temporary folder, outside the checkout:
-# demo, bench, sim + flash + status, and a HIL test file run as a lab would (tools/test_install.sh)
+# demo, simulate, bench, sim + flash + status, and a HIL test file run as a lab would
+# (tools/test_install.sh)
 test-install: venv
 	PYTHON=$(PY) sh tools/test_install.sh
 

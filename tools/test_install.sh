@@ -2,8 +2,9 @@
 # The fresh-environment install test (`make test-install`, part of `make test`): build the
 # wheel, install it with its [sim,hil] extras into a new virtual environment in a temporary
 # folder outside the checkout, and from there run the demo (short) and one HIL test file as a
-# lab would keep it in its own repository: `pytest --rig sim`, no conftest of ours. Also bench on
-# a throwaway virtual rig, and `pumprig sim` with `flash` and `status` against it.
+# lab would keep it in its own repository: `pytest --rig sim`, no conftest of ours. Also
+# simulate on a packaged example plan, bench on a throwaway virtual rig, and `pumprig sim`
+# with `flash` and `status` against it.
 set -eu
 PYTHON=${PYTHON:-python3}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -33,6 +34,11 @@ print("firmware from", f.board_dir())
 PY
 "$TMP/venv/bin/pumprig" demo --days 3 --out "$TMP/lab/demo"
 test -s "$TMP/lab/demo/demo-delivery.png"
+"$TMP/venv/bin/pumprig" simulate --days 2 --plot "$TMP/lab/p5.png" \
+    "$TMP/venv/lib/python"*/site-packages/pumprig/_examples/p5-morphine-patient.toml \
+    >"$TMP/simulate.log" 2>&1 || { cat "$TMP/simulate.log"; exit 1; }
+test -s "$TMP/lab/p5.png"
+echo "simulate: $(grep -m1 'step error' "$TMP/simulate.log")"
 "$TMP/venv/bin/pumprig" bench --port sim --rate "0.5 mL/day" --duration 2h \
     --out "$TMP/lab/bench" >"$TMP/bench.log" 2>&1 || { cat "$TMP/bench.log"; exit 1; }
 test -s "$TMP/lab/bench/report.html"
@@ -54,4 +60,4 @@ cp "$REPO/hil/test_hil_protocol.py" "$REPO/hil/_plans.py" "$TMP/lab/"
 "$TMP/venv/bin/pytest" -q -p no:cacheprovider --rig sim --hil-report "$TMP/lab/report" \
     test_hil_protocol.py
 grep -q "Rig uid" "$TMP/lab/report/index.html"
-echo "install test: wheel into a fresh environment; demo, bench, sim, flash, status and a HIL file passed"
+echo "install test: wheel into a fresh environment; demo, simulate, bench, sim, flash, status and a HIL file passed"
