@@ -11,13 +11,14 @@ PORT   ?= $(PUMPRIG_PORT)
 RIGS   ?= 1
 OUT    ?= out
 
-.PHONY: all venv test test-host test-board lint demo flash hil bench campaign clean help
+.PHONY: all venv test test-host test-board test-install lint demo flash hil bench campaign clean help
 
 all: help
 
 help:
 	@echo "make demo      start a virtual rig, flash it, program P1, simulate 90 days, plot"
-	@echo "make test      every test: lint, host, board (CPython + MicroPython), HIL on virtual rigs"
+	@echo "make test      every test: lint, host, board (CPython + MicroPython), HIL on virtual rigs,"
+	@echo "               and the install test (wheel into a fresh environment outside the checkout)"
 	@echo "make lint      ruff over everything, mypy over board/ against rp2 and esp32 stubs"
 	@echo "make flash PORT=/dev/ttyACM0   flash the firmware to a board"
 	@echo "make hil [RIGS=4]              HIL suite against virtual rigs"
@@ -33,7 +34,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[sim,dev]'
 	touch $@
 
-test: venv lint test-host test-board hil
+test: venv lint test-host test-board hil test-install
 
 test-host: venv
 	$(BIN)/pytest -q -n 2 --dist loadfile tests
@@ -42,6 +43,12 @@ test-host: venv
 # board's. The firmware's own heap needs are measured by bench/bench_memory.py.
 test-board: venv
 	$(MPY) -X heapsize=1m tests/mpy_runner.py tests/board
+
+# the wheel installed with [sim,hil] into a new venv in a temporary folder, outside the checkout:
+# demo, simulate, bench, sim + flash + status, and a HIL test file run as a lab would
+# (tools/test_install.sh)
+test-install: venv
+	PYTHON=$(PY) sh tools/test_install.sh
 
 lint: venv
 	$(BIN)/ruff check board host tests hil bench tools

@@ -1,12 +1,11 @@
 """Plans and the ideal the HIL suites measure against (shared by the test modules)."""
 
-from pathlib import Path
-
 from pumpcore.schedule import Clock
+from pumprig.firmware import examples_dir
 from pumprig.plans import load_plan_file
 from pumprig.simulate import Oracle
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = examples_dir()
 PULLIN_HZ = 50  # board json pullin_step_hz: the schedule's ramp starts there
 
 

@@ -69,6 +69,7 @@ def test_delivery_accuracy(rig, mode):
         s = rig.sample()
         want = ideal.steps(rig.now_ms())
         err = abs((s.fwd - s0.fwd) - want)
+        rig.expect(s0.fwd + want, tol["steps"] + tol["rel"] * want)
         worst = max(worst, err)
         assert err <= tol["steps"] + tol["rel"] * want, (
             "%s: counted %d steps, ideal %.2f at t=%.0f s"

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from pumprig_hil import instruments as ins
 from pumprig_hil import inventory as inv
-from pumprig_hil.report import HtmlReport
 
 # ---------------------------------------------------------------------------- fake blinka
 
@@ -243,33 +242,33 @@ def test_locks_keep_two_workers_off_one_port(tmp_path):
 
 # ---------------------------------------------------------------------------- report
 
-class _Rep:
-    def __init__(self, nodeid, when, outcome, duration=0.1, longrepr=None, sections=(),
-                 props=()):
-        self.nodeid, self.when, self.outcome, self.duration = nodeid, when, outcome, duration
-        self.passed, self.failed, self.skipped = (outcome == x for x in ("passed", "failed",
-                                                                         "skipped"))
-        self.longrepr = longrepr
-        self.longreprtext = str(longrepr or "")
-        self.sections = list(sections)
-        self.user_properties = list(props)
+def _png_size(path):
+    """(width, height) in pixels from a PNG's IHDR chunk."""
+    b = Path(path).read_bytes()
+    assert b[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(b[16:20], "big"), int.from_bytes(b[20:24], "big")
 
 
-def test_html_report_lists_tests_logs_and_plots(tmp_path):
-    from pumprig_hil.report import plot_trace
+def test_step_plot_is_150_dpi_with_a_tolerance_band(tmp_path, monkeypatch):
+    """Issue 14 (reports): HIL plots were 80 dpi with no tolerance band."""
+    import matplotlib.axes
+    from pumprig_hil import report
 
-    plot_trace([(0, 0, "start"), (10, 5, None), (20, 12, "LOW")], tmp_path / "plots" / "a.png",
-               "hil/test_x.py::test_a", "sim")
-    h = HtmlReport(tmp_path)
-    for when in ("setup", "call", "teardown"):
-        h.add(_Rep("hil/test_x.py::test_a", when, "passed",
-                   props=[("hil_plot", "plots/a.png")] if when == "teardown" else ()))
-    h.add(_Rep("hil/test_x.py::test_b", "setup", "passed"))
-    h.add(_Rep("hil/test_x.py::test_b", "call", "failed", longrepr="assert 1 == 2",
-               sections=[("pumprig event log (call)", "1 reset <&>"),
-                         ("instrument readings (call)", "steps_fwd 3")]))
-    out = h.write().read_text()
-    assert out.index("test_b") < out.index("test_a")      # failures first
-    assert "plots/a.png" in out and (tmp_path / "plots" / "a.png").stat().st_size > 1000
-    assert "1 reset &lt;&amp;&gt;" in out and "steps_fwd 3" in out and "assert 1 == 2" in out
-    assert "1 failed, 1 passed" in out
+    bands = []
+    real = matplotlib.axes.Axes.fill_between
+
+    def spy(self, x, y1, y2=0, **kw):
+        bands.append((list(x), list(y1), list(y2), kw.get("label")))
+        return real(self, x, y1, y2, **kw)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "fill_between", spy)
+    path = report.plot_trace([(0, 100, "start"), (10, 105, None), (20, 112, "LOW")],
+                             tmp_path / "plots" / "a.png", "hil/test_x.py::test_a", "sim",
+                             band=[(10, 104.5, 1.0), (20, 111.0, 1.5)])
+    assert _png_size(path) == (int(6.4 * 150), int(4.8 * 150))   # two panels at 150 dpi
+    # the band around the ideal, in the trace's origin (the first sample), and around zero in
+    # the error panel (counted - ideal: 105 - 104.5, 112 - 111)
+    assert bands == [([10.0, 20.0], [3.5, 9.5], [5.5, 12.5], "tolerance"),
+                     ([10.0, 20.0], [-1.0, -1.5], [1.0, 1.5], "tolerance")]
+    plain = report.plot_trace([(0, 0, "start"), (5, 3, None)], tmp_path / "b.png", "t", "sim")
+    assert _png_size(plain) == (int(6.4 * 150), int(3.2 * 150))

@@ -17,6 +17,7 @@ from _plans import dye_plan, start
 from pumpcore import proto
 from pumprig import protocol
 from pumprig.errors import AuthError, DeviceError
+from pumprig_hil.plugin import require
 
 pytestmark = pytest.mark.protocol
 DOC = Path(__file__).resolve().parents[1] / "docs" / "protocol.md"
@@ -31,6 +32,8 @@ def _state(rig):
 
 @pytest.fixture
 def running(rig):
+    # start() records the step counter's reading: a bench without one skips, saying why
+    require(rig, "steps", "starting a plan for the protocol checks (start() samples the counter)")
     start(rig, dye_plan(86_400))                 # running, slow: nothing moves in a request
     return rig
 

@@ -13,7 +13,6 @@ import contextlib
 import os
 import shutil
 import time
-from pathlib import Path
 
 from pumpcore import proto
 from pumprig import protocol
@@ -95,6 +94,7 @@ class HilRig:
         self.client = None
         self.port = None
         self.trace = []          # [(t_s, steps_fwd, label)] recorded by the running test
+        self.band = []           # [(t_s, ideal_steps, tolerance_steps)] the test's expectation
         self.clock = None        # (rig ms, epoch_s) when the test last set the pump clock
         self.role = "clinician"
         self.crashes = []        # consoles of firmware crashes seen (virtual rigs)
@@ -262,6 +262,7 @@ class HilRig:
         self.set_clock(EPOCH0)
         self.client.events()
         self.trace = []
+        self.band = []
 
     def fresh(self):
         """Pristine records (no plan, counters, alarms, bolus history or battery history),
@@ -294,11 +295,11 @@ class HilRig:
         periods the suites scale their waits by."""
         import json
 
-        from pumprig.flash import BOARD_DIR
+        from pumprig.firmware import board_config_path
 
         name = {"sim": "sim", "rp2040": "pico", "esp32": "esp32"}.get(
             (self.client.info or {}).get("board"), "pico")
-        return json.loads((Path(BOARD_DIR) / "boards" / (name + ".json")).read_text())
+        return json.loads(board_config_path(name).read_text())
 
     def set_clock(self, epoch_s, offset_s=0, next_change_epoch_s=None, next_offset_s=None):
         """Set the pump clock (and, on a virtual rig, its battery-backed RTC to match, which
@@ -324,6 +325,11 @@ class HilRig:
         s = self.inst.steps()
         self.trace.append((self.inst.now_s(), s.fwd, label))
         return s
+
+    def expect(self, ideal_steps, tolerance_steps):
+        """Record what the test allows now: the ideal counter reading (same origin as the
+        trace's) and the tolerance around it, drawn as a band on the trace's plot."""
+        self.band.append((self.inst.now_s(), ideal_steps, tolerance_steps))
 
     def run_for(self, seconds, samples=12):
         """Let `seconds` pass in `samples` chunks, recording the instrument trace."""

@@ -519,57 +519,54 @@ def cmd_clock_show(args):
 # --------------------------------------------------------------------------- monitor
 
 
-def monitor_lines(st, events):
-    rows = status_lines(st)
-    w = max(len(k) for k, _ in rows)
-    lines = ["pumprig monitor  (Ctrl-C to quit)", ""]
-    for k, v in rows[2:9]:
-        lines.append("%-*s  %s" % (w, k, v))
-    lines.append("")
-    lines.append("recent events:")
-    for e in events[-5:]:
-        lines.append("  #%s %s %s" % (e["seq"], e["name"], json.dumps(e["data"], sort_keys=True)))
-    return lines
-
-
-def _monitor_json(c, events):
-    """One JSON line: the status (as `status --json`) and the events seen so far."""
-    sys.stdout.write(json.dumps({"status": status_json(c.status()), "events": events},
-                                sort_keys=True) + "\n")
+def _monitor_json(mon):
+    """One JSON line per update: the status (as `status --json`), the recent events, when."""
+    upd = mon.updated.strftime("%Y-%m-%dT%H:%M:%SZ") if mon.updated else None
+    sys.stdout.write(json.dumps({"status": status_json(mon.status) if mon.status else None,
+                                 "events": mon.events, "updated": upd,
+                                 "problem": mon.problem}, sort_keys=True) + "\n")
     sys.stdout.flush()
 
 
 def cmd_monitor(args):
-    events = []
-    with _client(args, _READ_ROLE) as c:
-        if args.json:  # one JSON object per line, per update (a log a program can follow)
-            try:
-                while True:
-                    events = (events + c.events())[-5:]
-                    _monitor_json(c, events)
-                    if args.once:
-                        return 0
-                    events = (events + c.events(wait_s=args.interval))[-5:]
-            except KeyboardInterrupt:
-                return 0
-        if args.once:
-            events += c.events()
-            for line in monitor_lines(c.status(), events):
+    """Polls (pumprig.monitor): the port is free between updates for other commands."""
+    from pumprig.monitor import Monitor
+
+    mon = Monitor(lambda: _client(args, _READ_ROLE))
+    if args.once:
+        if not mon.update():
+            raise PumprigError(mon.problem)
+        if args.json:
+            _monitor_json(mon)
+        else:
+            for line in mon.lines(status_lines):
                 _out(line)
-            return 0
-        sys.stdout.write("\x1b[2J")
+        return 0
+    if args.json:  # one JSON object per line, per update (a log a program can follow)
         try:
             while True:
-                st = c.status()
-                events = (events + c.events())[-5:]
+                mon.update()
+                _monitor_json(mon)
+                time.sleep(args.interval)       # the port is free meanwhile
+        except KeyboardInterrupt:
+            return 0
+    tty = sys.stdout.isatty()
+    if tty:
+        sys.stdout.write("\x1b[2J")
+    try:
+        while True:
+            mon.update()
+            if tty:
                 sys.stdout.write("\x1b[H")
-                for line in monitor_lines(st, events):
+                for line in mon.lines(status_lines):
                     sys.stdout.write(line + "\x1b[K\n")
                 sys.stdout.write("\x1b[J")
-                sys.stdout.flush()
-                events = (events + c.events(wait_s=args.interval))[-5:]
-        except KeyboardInterrupt:
-            _out("")
+            else:                               # a log or a pipe: one block per update
+                sys.stdout.write("\n".join(mon.lines(status_lines)) + "\n\n")
+            sys.stdout.flush()
+            time.sleep(args.interval)           # the port is free meanwhile
+    except KeyboardInterrupt:
+        _out("")
     return 0
 
 

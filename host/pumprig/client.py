@@ -26,6 +26,9 @@ _POLL_S = 0.05  # longest a read blocks before the deadline is checked again
 # the rig answers AUTH_REQUIRED to one (it reset, the session is gone), the client logs in
 # again and resends it with the same id; it is answered from the commit, never applied twice.
 _REPLAYABLE = ("plan.set", "refill", "bolus")
+# reads change nothing: sent again in a new session when the old one ended under them (the rig
+# reset, or saw the close of the program that had the port before, e.g. a `monitor` poll)
+_READS = ("status", "plan.get", "calib.get", "alarms", "log", "clock.get")
 
 # USB vendor ids whose serial is native USB CDC: the firmware only sends while DTR is set,
 # and (ESP32-S2/S3 USB-Serial-JTAG) DTR alone does not reset the chip.
@@ -47,6 +50,10 @@ def _line_states(port):
     except Exception:  # port listing is a nicety here; never fatal
         pass
     return False, False
+
+
+# how long opening a port that another process has locked waits for it to be let go
+PORT_WAIT_S = 3.0
 
 
 class Client:
@@ -105,19 +112,27 @@ class Client:
         if not is_url and not os.path.exists(self.port):
             raise PortError("no such port %s (see `pumprig list`)" % self.port)
         dtr, rts = _line_states(self.port)
-        try:
-            kw = {"baudrate": self.baudrate, "timeout": _POLL_S, "do_not_open": True}
-            if not is_url:
-                kw["exclusive"] = True
-            ser = serial.serial_for_url(self.port, **kw)
-            ser.dtr = dtr
-            ser.rts = rts
-            ser.open()
-        except (serial.SerialException, OSError, ValueError) as e:
-            msg = str(e)
-            if "lock" in msg or "busy" in msg.lower():
-                raise PortError("port %s is busy (another pumprig, mpremote or terminal?)" % self.port) from None
-            raise PortError("cannot open %s: %s" % (self.port, msg)) from None
+        # a port locked by another pumprig is waited for a little: `monitor` holds it only
+        # for each poll, so a command run beside it gets its turn
+        deadline = time.monotonic() + PORT_WAIT_S
+        while True:
+            try:
+                kw = {"baudrate": self.baudrate, "timeout": _POLL_S, "do_not_open": True}
+                if not is_url:
+                    kw["exclusive"] = True
+                ser = serial.serial_for_url(self.port, **kw)
+                ser.dtr = dtr
+                ser.rts = rts
+                ser.open()
+                break
+            except (serial.SerialException, OSError, ValueError) as e:
+                msg = str(e)
+                if "lock" in msg or "busy" in msg.lower():
+                    if time.monotonic() < deadline:
+                        time.sleep(0.05)
+                        continue
+                    raise PortError("port %s is busy (another pumprig, mpremote or terminal?)" % self.port) from None
+                raise PortError("cannot open %s: %s" % (self.port, msg)) from None
         self.ser = ser
         try:
             ser.reset_input_buffer()
@@ -125,6 +140,17 @@ class Client:
             pass
 
     def handshake(self):
+        try:
+            return self._handshake()
+        except AuthError as e:
+            # the rig saw the close of the program that had the port before us only after our
+            # hello (a `monitor` poll lets go just as we open): that close ended our fresh
+            # challenge. Nothing was tried with a key: log in once more.
+            if getattr(e, "code", None) != proto.AUTH_FAILED or "no challenge" not in str(e):
+                raise
+        return self._handshake()
+
+    def _handshake(self):
         hello = self.request("hello")
         version = hello.get("protocol")
         if version != proto.PROTOCOL_VERSION:
@@ -203,7 +229,8 @@ class Client:
             code, message = f.body.get("code"), f.body.get("message", "")
             if code == proto.BAD_CRC and attempt < retries:
                 continue  # our frame was damaged on the way: resend
-            if (code == proto.AUTH_REQUIRED and cmd in _REPLAYABLE and self.role is not None
+            if (code == proto.AUTH_REQUIRED and (cmd in _REPLAYABLE or cmd in _READS)
+                    and self.role is not None
                     and not relogged):
                 relogged = True
                 self.handshake()  # the rig reset under the request: log in again, resend

@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 from .errors import PumprigError
+from .firmware import examples_dir
 
-REPO = Path(__file__).resolve().parents[2]
-DEFAULT_PLAN = REPO / "examples" / "p1-baclofen-continuous.toml"
+DEFAULT_PLAN = examples_dir() / "p1-baclofen-continuous.toml"
 
 
 _stream = sys.stdout  # stderr with --json, so that stdout holds the JSON report alone

@@ -24,10 +24,9 @@ import sys
 import tempfile
 
 from pumprig.errors import PortError, ProtocolError, PumprigError
+from pumprig.firmware import board_dir as firmware_dir
 
 MANIFEST = ".pumprig-manifest.json"
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BOARD_DIR = os.path.join(REPO, "board")
 # sys.platform -> (hw module, boards/*.json)
 PLATFORMS = {"rp2": ("rp2", "pico"), "esp32": ("esp32", "esp32"), "linux": ("sim", "sim")}
 HW_ONLY = {"rp2": ("rp2.py", "pio_step.py"), "esp32": ("esp32.py",), "sim": ("sim.py",)}
@@ -276,11 +275,11 @@ def build(board_dir, platform, board_mpy, out_dir, compile_mpy=True):
 
 
 def flash(port, board_dir=None, progress=None, compile_mpy=True, reset=True):
-    """Flash board_dir (default: the repo's board/) to the board at port.
+    """Flash board_dir (default: pumprig.firmware.board_dir()) to the board at port.
 
     Returns {"platform", "mpy", "copied": [paths], "unchanged": n, "removed": [paths]}.
     """
-    board_dir = board_dir or BOARD_DIR
+    board_dir = board_dir or str(firmware_dir())
 
     def say(msg):
         if progress is not None:

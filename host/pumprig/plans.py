@@ -494,13 +494,13 @@ def board_limits(name: str) -> dict:
     firmware reports them at the default calibration."""
     import json
 
-    from .flash import BOARD_DIR
+    from .firmware import board_dir
 
-    path = Path(BOARD_DIR) / "boards" / f"{name}.json"
+    path = board_dir() / "boards" / f"{name}.json"
     try:
         cfg = json.loads(path.read_text())
     except (OSError, ValueError):
-        names = sorted(p.stem for p in (Path(BOARD_DIR) / "boards").glob("*.json"))
+        names = sorted(p.stem for p in path.parent.glob("*.json"))
         raise PlanFileError(f"--board: no board {name!r} (one of {', '.join(names)})") from None
     return {"max_nl_day": cfg["max_step_hz"] * 86_400 * cfg["step_pl"] // 1000,
             "reservoir_nl": cfg["reservoir_nl"], "pump_path_nl": cfg.get("pump_path_nl", 0),

@@ -5,21 +5,36 @@ import os
 
 from pumprig.keys import pumprig_home
 
-# (vid, pid or None for any) -> what it usually is
+# (vid, pid or None for any) -> the board it is: only IDs that name the board itself
 KNOWN_USB = {
     (0x2E8A, 0x0005): "rp2040 (MicroPython)",
-    (0x10C4, 0xEA60): "esp32 (CP210x)",
-    (0x1A86, 0x7523): "esp32 (CH340)",
-    (0x1A86, 0x55D4): "esp32 (CH9102)",
-    (0x0403, 0x6001): "esp32 (FTDI)",
     (0x303A, None): "esp32 (native USB)",
+}
+# USB-serial bridges: on ESP32 dev boards, but equally on balances, adapters and anything
+# else with a UART, so the ID alone says nothing of what is behind it. A bridge is "esp32"
+# only when its product string says so, otherwise "unknown".
+USB_SERIAL_BRIDGES = {
+    (0x0403, None): "FTDI",
+    (0x10C4, 0xEA60): "CP210x",
+    (0x1A86, 0x7523): "CH340",
+    (0x1A86, 0x55D4): "CH9102",
 }
 
 
-def _usb_kind(vid, pid):
+def _usb_kind(vid, pid, product=None):
+    """What a port is, by VID:PID and product string; None for a port that is no USB serial
+    device pumprig knows (not listed)."""
     if vid is None:
         return None
-    return KNOWN_USB.get((vid, pid)) or KNOWN_USB.get((vid, None))
+    kind = KNOWN_USB.get((vid, pid)) or KNOWN_USB.get((vid, None))
+    if kind:
+        return kind
+    bridge = USB_SERIAL_BRIDGES.get((vid, pid)) or USB_SERIAL_BRIDGES.get((vid, None))
+    if bridge is None:
+        return None
+    if "esp32" in (product or "").lower():
+        return "esp32 (%s)" % bridge
+    return "unknown (%s USB serial)" % bridge
 
 
 def _pid_alive(pid):
@@ -37,12 +52,14 @@ def _pid_alive(pid):
 
 
 def list_boards():
-    """Attached boards: [{port, kind, vid, pid, serial, description}]."""
+    """Attached USB serial ports that may be boards: [{port, kind, vid, pid, serial,
+    description}]; kind is "unknown (...)" for a USB-serial bridge that does not say what it
+    is on (a balance on an FTDI cable is no board)."""
     from serial.tools import list_ports
 
     out = []
     for p in sorted(list_ports.comports(), key=lambda p: p.device):
-        kind = _usb_kind(p.vid, p.pid)
+        kind = _usb_kind(p.vid, p.pid, getattr(p, "product", None) or p.description)
         if kind is None:
             continue
         out.append({

@@ -186,3 +186,33 @@ def test_a_refill_is_resent_with_the_same_id_after_the_rig_reset(rig):
         session.end(rig.srv)
         with pytest.raises(AuthError):
             c.clock_set(1_767_225_600, 0)
+
+
+def test_session_ended_by_a_late_close_is_logged_into_again(rig, monkeypatch):
+    """Issue 14 (monitor): with `monitor` letting go of the port between polls, the rig may
+    see its close only after the next program's hello (the challenge is gone: "no challenge")
+    or after its login (a read gets AUTH_REQUIRED). The client logs in again in both cases
+    instead of failing the command."""
+    real = Client.request
+    ended = []
+
+    def request(self, cmd, args=None, retries=2):
+        r = real(self, cmd, args, retries)
+        if cmd == "hello" and not ended:
+            ended.append(cmd)
+            session.end(rig.srv)          # the previous program's close, seen after our hello
+        return r
+
+    monkeypatch.setattr(Client, "request", request)
+    with Client(rig.path, role="patient", keys=KEYS, timeout=1.0) as c:
+        assert ended and rig.srv.role == "patient"
+        session.end(rig.srv)              # ... or seen after our login
+        assert c.status()["reservoir_nl"] == 18500000
+        assert rig.srv.role == "patient"
+
+
+def test_a_read_after_the_session_ended_logs_in_again(rig):
+    """The second case alone: a status after the session ended under it (was AUTH_REQUIRED)."""
+    with Client(rig.path, role="patient", keys=KEYS, timeout=1.0) as c:
+        session.end(rig.srv)
+        assert c.status()["reservoir_nl"] == 18500000

@@ -12,6 +12,7 @@ Over the run it checks, at every pulse, how far the measured cumulative steps ar
 ideal cumulative volume divided by the step size: `max_step_error`.
 """
 
+from ..firmware import board_dir  # the one firmware lookup (pumprig.firmware)
 from .command import add_parser, cmd_simulate, start_epoch
 from .oracle import LATE_MAX_MS, Oracle, PeriodicIdeal, StepError
 from .report import check_plot_path, format_summary, plot
@@ -22,7 +23,7 @@ _start_epoch = start_epoch  # the older name (demo, bench scripts)
 
 __all__ = [
     "LATE_MAX_MS", "Oracle", "PeriodicIdeal", "RunOptions",
-    "StepError", "_connect", "add_parser", "check_plot_path", "cmd_simulate",
+    "StepError", "_connect", "add_parser", "board_dir", "check_plot_path", "cmd_simulate",
     "connect", "format_summary", "load_bolus_file", "open_rig",
     "parse_fault", "plot", "run", "simulate", "start_epoch",
 ]

@@ -32,7 +32,14 @@ FAULTS = ("unstable", "ES", "ET", "EL", "silent", "overload", "underload")
 
 
 class VirtualBalance:
-    """MT-SICS replies for S, SI, Z, T, TA, I2, I4 and @ (anything else: ES)."""
+    """MT-SICS replies for S, SI, Z, T, TA, I0, I1, I2, I3, I4 and @ (anything else: ES)."""
+
+    # I0's list: (MT-SICS level, command), in the order answered. Level 0 is not complete here
+    # (no SIR, no ZI), so I1 names no fully implemented level.
+    COMMANDS = ((0, "@"), (0, "I0"), (0, "I1"), (0, "I2"), (0, "I3"), (0, "I4"), (0, "S"),
+                (0, "SI"), (0, "Z"), (1, "T"), (1, "TA"))
+    SICS_VERSIONS = ("1.0", "1.0", "", "")      # I1: the version implemented of levels 0..3
+    SOFTWARE = "1.0"                            # I3: the virtual balance's software version
 
     def __init__(self, seed=0, resolution_ug=1, noise_ug=2, drift_ug_per_h=0,
                  evaporation_ug_per_h=0, capacity_ug=220_000_000, underload_ug=1_000_000,
@@ -165,6 +172,15 @@ class VirtualBalance:
             return ('I2 A "%s %s g"' % (self.model, cap)).encode("ascii") + b"\r\n"
         if cmd == "I4":
             return ('I4 A "%s"' % self.serial_number).encode("ascii") + b"\r\n"
+        if cmd == "I0":         # one line per command: B while more follow, A on the last
+            last = len(self.COMMANDS) - 1
+            return b"".join(('I0 %s %d "%s"\r\n' % ("A" if i == last else "B", lvl, c))
+                            .encode("ascii") for i, (lvl, c) in enumerate(self.COMMANDS))
+        if cmd == "I1":
+            return ('I1 A ""' + "".join(' "%s"' % v for v in self.SICS_VERSIONS)
+                    ).encode("ascii") + b"\r\n"
+        if cmd == "I3":
+            return ('I3 A "%s"' % self.SOFTWARE).encode("ascii") + b"\r\n"
         if cmd == "@":
             self.tare_ug = 0
             self._faults = []

@@ -17,7 +17,6 @@ import subprocess
 import tempfile
 
 from pumprig import flash
-from pumprig.errors import PumprigError
 
 PLATFORM = "linux"      # sys.platform of the unix port: flash.PLATFORMS picks hw/sim.py, sim.json
 # What a firmware install replaces in a board filesystem (data/ and anything else stay)
@@ -25,11 +24,10 @@ _FIRMWARE_TOP = set(flash.FIRMWARE_DIRS)
 
 
 def board_dir():
-    """The firmware sources: PUMPRIG_BOARD_DIR, else the repository's board/."""
-    d = os.environ.get("PUMPRIG_BOARD_DIR") or flash.BOARD_DIR
-    if not os.path.exists(os.path.join(d, "main.py")):
-        raise PumprigError("firmware sources not found at %s: set PUMPRIG_BOARD_DIR" % d)
-    return d
+    """The firmware sources (pumprig.firmware: PUMPRIG_BOARD_DIR, the checkout, the package)."""
+    from pumprig.firmware import board_dir as find
+
+    return str(find())
 
 
 def cache_home():

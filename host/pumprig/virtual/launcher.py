@@ -23,6 +23,7 @@ import selectors
 import signal
 import sys
 
+from pumprig.firmware import board_config_path
 from pumprig.virtual.control import ControlServer
 from pumprig.virtual.relay import (
     CloseWatch,
@@ -44,8 +45,6 @@ from pumprig.virtual.supervisor import (
 from pumprig.virtual.world import World, load_config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
-SIM_CONFIG = os.path.join(REPO, "board", "boards", "sim.json")
 
 
 class Stop(Exception):
@@ -67,7 +66,8 @@ class Rig:
         check_link(self.balance_link)
         micropython = find_micropython()
         self.uid = prepare_state(self.state, blank)
-        self.world = World(load_config(config or SIM_CONFIG), rig=self, warp=warp,
+        config = config or str(board_config_path("sim"))
+        self.world = World(load_config(config), rig=self, warp=warp,
                            balance_seed=int(self.uid, 16) & 0xFFFFFFFF)
         self.sel = selectors.DefaultSelector()
         self.running = True
