@@ -340,6 +340,8 @@ def test_a_malformed_mac_is_bad_args_and_does_not_throttle(rig):
 
 def _doc_frames():
     frame = r"[@=!][A-Za-z0-9_-]+ [a-z0-9._]+ \{[^`\n]*\*[0-9a-f]{8}"
+    if not DOC.exists():  # the suite copied out of a checkout: the doc is not beside it
+        pytest.skip("docs/protocol.md is not in this tree (its frames are checked from a checkout)")
     text = DOC.read_text()
     out = [m.group(1) for m in re.finditer(r"^(?:[<>] |line:\s+)?(%s)(?:\\n)?$" % frame, text, re.M)]
     return out + [m.group(1) for m in re.finditer(r"`(%s)(?:\\n)?`" % frame, text)]
@@ -380,6 +382,7 @@ def test_documented_example_frames_round_trip(rig):
 def test_schema_examples_round_trip(rig):
     """Each command example of the schema is sent with its arguments; the answer fits the
     schema, and equals the example where the answer does not depend on time or chance."""
+    require(rig, "steps", "starting a plan for the protocol checks (start() samples the counter)")
     c = rig.client
     start(rig, _patient_plan())
     exact = ("calib.set", "alarm.test", "therapy.stop", "therapy.resume", "clock.set")

@@ -56,7 +56,7 @@ done
     || { cat "$TMP/flash.log" "$TMP/sim.log"; exit 1; }
 "$TMP/venv/bin/pumprig" --port "$TMP/lab/rig" status
 kill -INT $SIM; wait $SIM || true; SIM=
-cp "$REPO/hil/test_hil_protocol.py" "$REPO/hil/_plans.py" "$TMP/lab/"
+cp "$REPO/hil/test_hil_protocol.py" "$REPO/hil/_plans.py" "$REPO/hil/_plan_crc.py" "$TMP/lab/"
 "$TMP/venv/bin/pytest" -q -p no:cacheprovider --rig sim --hil-report "$TMP/lab/report" \
     test_hil_protocol.py
 grep -q "Rig uid" "$TMP/lab/report/index.html"

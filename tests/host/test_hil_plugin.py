@@ -8,6 +8,7 @@ for `hil_rig` (conftest override), so nothing here starts a virtual rig.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -136,12 +137,15 @@ def test_protocol_suite_on_a_bench_without_instruments_skips_cleanly(tmp_path):
     """Issue 14 (first hour): `pytest hil --rig PORT` on a bench with a board and no
     instruments gave 9 errors: the protocol suite's `running` fixture starts a plan, which
     reads the step counter, and nothing marked it so. Now those tests skip, naming the
-    missing instrument, and no test errors."""
-    for name in ("test_hil_protocol.py", "_plans.py"):
+    missing instrument, and no test errors. (The stub board here answers no protocol, so the
+    conformance tests that need only the serial line fail against it: they are not counted.)"""
+    for name in ("test_hil_protocol.py", "_plans.py", "_plan_crc.py"):
         shutil.copy(ROOT / "hil" / name, tmp_path / name)
     _lab(tmp_path, [], 'rig = "bench-1"\n', {})
     r = _pytest(tmp_path, "test_hil_protocol.py")
     out = r.stdout + r.stderr
-    assert " error" not in out, out[-3000:]
-    assert "9 skipped" in out, out[-3000:]
+    summary = out.strip().splitlines()[-1]
+    assert not re.search(r"\d+ errors?\b", summary), out[-3000:]
+    skipped = re.search(r"(\d+) skipped", summary)
+    assert skipped and int(skipped.group(1)) >= 9, out[-3000:]
     assert "rig bench-1 has no steps" in out

@@ -42,7 +42,7 @@ def test_open_rig_runs_the_flashed_mpy_firmware_from_its_first_boot(home):
         assert mods and all(p.endswith(".mpy") for p in mods)
         assert not [n for n in os.listdir(os.path.join(fs, "pumpcore")) if n.endswith(".py")]
         for keep in flash.KEEP_PY:      # as flash leaves them: source
-            if os.path.exists(os.path.join(flash.BOARD_DIR, keep)):
+            if os.path.exists(os.path.join(firmware.board_dir(), keep)):
                 assert keep in listed
         assert "boards/sim.json" in listed and "hw/sim.mpy" in listed
         for path, (size, digest) in listed.items():     # the boot check's view: all match
