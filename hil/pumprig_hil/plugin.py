@@ -93,15 +93,20 @@ def hil_rig(pytestconfig, tmp_path_factory):
         spec = inv.sim_spec(worker)
     else:
         try:
-            specs = inv.candidates(opt, inv.load(pytestconfig.getoption("--rigs-file")))
-            lock = inv.allocate(specs, inv.lock_dir(pytestconfig.getoption("--rig-lock-dir")),
-                                pytestconfig.getoption("--rig-wait"), owner=worker)
+            if opt.startswith("lg:"):  # labgrid places, one per worker (pumprig_hil/farm.py)
+                from .farm import take_place
+
+                lock = take_place(opt, worker, pytestconfig.getoption("--rig-wait"))
+            else:
+                specs = inv.candidates(opt, inv.load(pytestconfig.getoption("--rigs-file")))
+                lock = inv.allocate(specs, inv.lock_dir(pytestconfig.getoption("--rig-lock-dir")),
+                                    pytestconfig.getoption("--rig-wait"), owner=worker)
         except inv.InventoryError as e:
             raise pytest.UsageError(str(e)) from None
         spec = lock.spec
     hr = None
     try:
-        hr = HilRig.start(spec, home)
+        hr = lock.start(home) if hasattr(lock, "start") else HilRig.start(spec, home)
         yield hr
     finally:
         if hr is not None:

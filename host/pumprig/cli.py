@@ -28,6 +28,7 @@ EXTENSIONS = [
     "pumprig.simulate",  # simulate
     "pumprig.bench",  # bench, calibrate
     "pumprig.demo",  # demo
+    "pumprig.farm_command",  # farm
 ]
 # ---------------------------------------------------------------------------------------------
 
@@ -479,6 +480,10 @@ def cmd_monitor(args):
 
 
 def cmd_list(args):
+    if getattr(args, "farm", False):
+        from pumprig.farm_command import print_places
+
+        return print_places(args.json)
     from pumprig.ports import list_rigs
 
     rigs = list_rigs()
@@ -566,6 +571,8 @@ def build_parser():
                    help="role to log in as (default: the least the command needs)")  # fmt: skip
     p.add_argument("--timeout", type=argtypes.seconds, default=2.0, metavar="S",
                    help="seconds to wait for each answer (default 2)")  # fmt: skip
+    p.add_argument("--wait", action="store_true",
+                   help="--port lg:PLACE: wait for a place someone holds (docs/farm.md)")
     sub = p.add_subparsers(dest="command", metavar="<command>")
     sub.required = True
 
@@ -608,7 +615,9 @@ def build_parser():
     sp.add_argument("--interval", type=argtypes.seconds, default=1.0, metavar="S")
     sp = add("provision", cmd_provision, "generate and install role keys (physical access)", json_flag=False)
     sp.add_argument("--no-verify", action="store_true", help="do not log in afterwards")
-    add("list", cmd_list, "list attached boards and running virtual rigs")
+    sp = add("list", cmd_list, "list attached boards and running virtual rigs")
+    sp.add_argument("--farm", action="store_true",
+                    help="the labgrid places instead: their rigs and who holds them")
     sp = sub.add_parser("plan", help="work with plan files offline")
     psub = sp.add_subparsers(dest="plan_command", metavar="<check>")
     psub.required = True
@@ -636,13 +645,30 @@ _NEEDS_PORT = {"status", "program", "refill", "bolus", "alarms", "ack", "alarm-t
                "clock", "monitor", "provision"}  # fmt: skip
 
 
+_NO_PLACE = {"list", "plan", "sim", "simulate", "demo"}  # commands that never use the port
+
+
+def _run(args):
+    """Run the command; a labgrid place (--port lg:PLACE) is held around it (docs/farm.md)."""
+    from pumprig import farm
+
+    if (not farm.is_place(args.port) or args.command in _NO_PLACE
+            or getattr(args, "farm_command", "power") != "power"):
+        return args.func(args)
+    with farm.hold(args.port, wait=args.wait) as lease:
+        args.port, args.lease = lease.url, lease
+        if getattr(args, "balance", "") is None:
+            args.balance = lease.balance_url  # bench: the place's balance
+        return args.func(args)
+
+
 def main(argv=None):
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
         if args.command in _NEEDS_PORT and not args.port:
             parser.error("no port: give --port PORT or set PUMPRIG_PORT (see `pumprig list`)")
-        rc = args.func(args)
+        rc = _run(args)
         return 0 if rc is None else int(rc)
     except PumprigError as e:
         sys.stderr.write("pumprig: %s\n" % e)
