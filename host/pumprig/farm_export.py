@@ -69,7 +69,8 @@ def virtual_groups(rigs, address, base_port=CONTROL_BASE_PORT):
 
 def exporter_yaml(groups):
     """The exporter configuration text (YAML; JSON scalars are valid YAML)."""
-    lines = ["# labgrid exporter configuration written by `pumprig farm export`"]
+    # no comment line: labgrid reads the file as a Jinja2 template, where `#` starts a statement
+    lines = []
     for g, res in groups.items():
         lines.append("%s:" % g)
         for name, spec in res.items():

@@ -1,0 +1,273 @@
+"""Issue 15: rigs shared across hosts through labgrid, end to end on this machine.
+
+A coordinator on 127.0.0.1; two "hosts" (hostA, hostB), each with its own PUMPRIG_HOME, a
+virtual rig, `pumprig farm export --relay` (exporter configuration + control relay) and its
+own labgrid-exporter (which starts its own ser2net on acquire). One key store shared by
+configuration. A client host (a third PUMPRIG_HOME) runs a part of the HIL suite on both
+places with -n 2, including a remote power cut, and pumprig commands on `lg:PLACE` ports.
+Everything started here runs in its own process group, killed at the end.
+"""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[2]
+PLACES = ("place-a", "place-b")
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(cond, what, timeout_s=60.0, procs=()):
+    end = time.monotonic() + timeout_s
+    while True:
+        got = cond()
+        if got:
+            return got
+        for p in procs:
+            if p.poll() is not None:
+                raise AssertionError("%s: a process exited (%s) while waiting" % (what, p.args))
+        if time.monotonic() > end:
+            raise AssertionError("timed out waiting for %s" % what)
+        time.sleep(0.1)
+
+
+class Farm:
+    def __init__(self, tmp):
+        self.tmp = tmp
+        self.procs = []
+        self.coord = "127.0.0.1:%d" % _free_port()
+        self.keys = tmp / "shared" / "keys.json"   # a lab would mount this on every host
+
+    def env(self, home, **extra):
+        e = dict(os.environ)
+        e.update(PUMPRIG_HOME=str(home), LG_COORDINATOR=self.coord)
+        e.pop("PUMPRIG_PORT", None)
+        e.pop("PUMPRIG_RIG", None)
+        e.update(extra)
+        return e
+
+    def home(self, name):
+        h = self.tmp / name
+        h.mkdir(mode=0o700)
+        (h / "config.toml").write_text('keys = "%s"\n' % self.keys)
+        return h
+
+    def spawn(self, argv, env, log, cwd=None):
+        f = open(self.tmp / log, "wb")
+        p = subprocess.Popen(argv, env=env, stdout=f, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL, start_new_session=True, cwd=cwd)
+        p.log = self.tmp / log
+        self.procs.append(p)
+        return p
+
+    def log(self, p):
+        return p.log.read_text(errors="replace")
+
+    def lg(self, *args, user=None, check=True):
+        env = self.env(self.tmp / "client")
+        if user:
+            env.update(LG_USERNAME=user, LG_HOSTNAME="elsewhere")
+        r = subprocess.run([str(BIN / "labgrid-client"), "-x", self.coord] + list(args),
+                           env=env, capture_output=True, text=True, timeout=60)
+        if check:
+            assert r.returncode == 0, r.stderr
+        return r
+
+    def stop(self):
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    continue
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+            # the exporters' ser2net children share the group: nothing of ours survives
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _start_host(farm, name, place):
+    """One exporter host: a virtual rig with the firmware, the relay, the exporter."""
+    from pumprig.simulate import install_firmware
+    from pumprig.virtual.control import WorldClient
+
+    home = farm.home(name)
+    env = farm.env(home)
+    rig = "rig-" + name[-1].lower()
+    link, state = home / rig, home / "state"
+    sim = farm.spawn([str(BIN / "pumprig"), "sim", "--link", str(link), "--state", str(state),
+                      "--blank", "--warp"], env, name + "-sim.log")
+    ctl = state / "control.sock"
+    _wait(lambda: link.exists() and ctl.exists() and (home / "rigs" / (rig + ".json")).exists(),
+          "the virtual rig on " + name, procs=[sim])
+    install_firmware(state / "fs")
+    with WorldClient(str(ctl)) as w:
+        w.reset()
+    yaml = home / "exporter.yaml"
+    port = _free_port()
+    relay = farm.spawn([str(BIN / "pumprig"), "farm", "export", "--no-boards", "--address",
+                        "127.0.0.1", "--control-port", str(port), "--relay", "--out", str(yaml)],
+                       env, name + "-relay.log")
+    _wait(lambda: "control relays" in farm.log(relay), "the relay on " + name, procs=[relay])
+    exporter = farm.spawn([str(BIN / "labgrid-exporter"), "-c", farm.coord, "--name", name,
+                           "--hostname", "127.0.0.1", str(yaml)], env, name + "-exporter.log")
+    return {"home": home, "rig": rig, "yaml": yaml, "exporter": exporter, "sim": sim}
+
+
+@pytest.fixture(scope="module")
+def farm(tmp_path_factory):
+    f = Farm(tmp_path_factory.mktemp("farm"))
+    try:
+        (f.tmp / "coord").mkdir()
+        coord = f.spawn([str(BIN / "labgrid-coordinator"), "-l", f.coord], f.env(f.tmp),
+                        "coordinator.log", cwd=f.tmp / "coord")
+        f.home("client")
+        f.hosts = {}
+        for name, place in zip(("hostA", "hostB"), PLACES):
+            f.hosts[name] = _start_host(f, name, place)
+        for name, place in zip(("hostA", "hostB"), PLACES):
+            f.lg("-p", place, "create")
+            f.lg("-p", place, "add-match", "%s/%s/*" % (name, f.hosts[name]["rig"]))
+        procs = [coord] + [h["exporter"] for h in f.hosts.values()]
+        _wait(lambda: all("%s/%s/NetworkService" % (n, h["rig"]) in f.lg("resources").stdout
+                          for n, h in f.hosts.items()), "both exporters' resources",
+              procs=procs)
+        f.coordinator = coord
+        yield f
+    finally:
+        f.stop()
+
+
+def _pumprig(farm, *args, timeout=120, **env):
+    return subprocess.run([str(BIN / "pumprig")] + list(args), capture_output=True, text=True,
+                          env=farm.env(farm.tmp / "client", **env), timeout=timeout)
+
+
+def _holders(farm):
+    from pumprig.farm_command import place_rows
+    from pumprig.farm import parse_places
+
+    rows = place_rows(parse_places(farm.lg("-v", "places").stdout))
+    return {r["place"]: r["held_by"] for r in rows}
+
+
+def test_exporter_configuration_names_the_rig_its_balance_and_its_control(farm):
+    """farm export: the pty behind the link (labgrid wants /dev/...), the balance, the relay."""
+    h = farm.hosts["hostA"]
+    text = h["yaml"].read_text()
+    assert "%s:\n  console:\n    cls: \"RawSerialPort\"\n    port: \"/dev/pts/" % h["rig"] in text
+    assert "  balance:\n    cls: \"RawSerialPort\"" in text
+    assert "  control:\n    cls: \"NetworkService\"\n    address: \"127.0.0.1\"" in text
+    # the shared key store got both rigs' keys from their own hosts, and is private
+    assert len(json.loads(farm.keys.read_text())) == 2
+    assert os.stat(farm.keys).st_mode & 0o077 == 0
+
+
+def test_a_place_held_by_another_client_is_not_used(farm):
+    """The place another client holds is refused with a clear message, by the CLI and by the
+    HIL plugin; the worker's search for a place takes the free one; the holder keeps it."""
+    farm.lg("-p", "place-a", "acquire", user="intruder")
+    try:
+        r = _pumprig(farm, "--port", "lg:place-a", "status")
+        assert r.returncode == 1
+        assert r.stderr.startswith("pumprig: place place-a is held by elsewhere/intruder")
+        assert "Traceback" not in r.stderr
+        r = subprocess.run([str(BIN / "pytest"), "-q", "-p", "no:cacheprovider",
+                            "hil/test_hil_clock.py", "--rig", "lg:place-a"],
+                           cwd=REPO, capture_output=True, text=True, timeout=120,
+                           env=farm.env(farm.tmp / "client"))
+        assert r.returncode != 0 and "held by elsewhere/intruder" in r.stdout + r.stderr
+        from pumprig import farm as lgfarm
+
+        env = farm.env(farm.tmp / "client")
+        old = dict(os.environ)
+        os.environ.update(LG_COORDINATOR=env["LG_COORDINATOR"])
+        try:
+            lease = lgfarm.acquire_any(list(PLACES))
+            assert lease.place == "place-b"
+            assert lease.url.startswith("rfc2217://127.0.0.1:")
+            lease.release()
+        finally:
+            os.environ.clear()
+            os.environ.update(old)
+        assert _holders(farm) == {"place-a": "elsewhere/intruder", "place-b": None}
+    finally:
+        farm.lg("-p", "place-a", "release", user="intruder")
+
+
+def test_status_flash_free_commands_and_release_on_error(farm):
+    """status on lg:PLACE through ser2net (RFC 2217), the place released after it, after a
+    command that failed, and `list --farm` shows places, rigs and holders."""
+    r = _pumprig(farm, "--port", "lg:place-b", "status", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["board"] == "sim"
+    r = _pumprig(farm, "--port", "lg:place-b", "refill", "--volume", "nonsense")
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    r = _pumprig(farm, "list", "--farm", "--json")
+    rows = {x["place"]: x for x in json.loads(r.stdout)}
+    assert rows["place-a"]["rigs"] == ["hostA/rig-a"] and rows["place-b"]["held_by"] is None
+    r = _pumprig(farm, "--port", "lg:place-a", "farm", "power", "cycle")
+    assert r.returncode == 0 and r.stdout.strip() == "power on", r.stderr
+    assert _holders(farm) == {"place-a": None, "place-b": None}
+
+
+def test_wait_goes_through_a_reservation(farm):
+    """--wait: queued behind the holder, served once it releases."""
+    farm.lg("-p", "place-b", "acquire", user="intruder")
+    env = farm.env(farm.tmp / "client")
+    p = subprocess.Popen([str(BIN / "pumprig"), "--wait", "--port", "lg:place-b", "status"],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait(lambda: "place-b" in farm.lg("reservations").stdout or p.poll() is not None,
+              "the reservation")
+        assert p.poll() is None, p.communicate()
+        farm.lg("-p", "place-b", "release", user="intruder")
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        assert "firmware" in out
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        farm.lg("-p", "place-b", "release", user="intruder", check=False)
+    assert _holders(farm) == {"place-a": None, "place-b": None}
+
+
+def test_hil_on_two_remote_places(farm):
+    """pytest hil --rig lg:place-a,place-b -n 2: each worker holds its own place for the
+    session; the power-cut test runs on a remote virtual rig; both places are released."""
+    mark = len(farm.log(farm.coordinator))
+    r = subprocess.run([str(BIN / "pytest"), "-q", "-p", "no:cacheprovider", "-n", "2",
+                        "hil/test_hil_power.py",
+                        "hil/test_hil_clock.py::test_clock_get_reports_the_offset_in_force",
+                        "--rig", "lg:place-a,place-b"],
+                       cwd=REPO, capture_output=True, text=True, timeout=300,
+                       env=farm.env(farm.tmp / "client", LG_USERNAME="hil-run"))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert re.search(r"\b2 passed\b", r.stdout), r.stdout[-500:]
+    log = farm.log(farm.coordinator)[mark:]
+    for place in PLACES:
+        assert re.search(r"%s: place acquired by \S+/hil-run" % place, log), log[-2000:]
+        assert "%s: place released" % place in log
+    assert _holders(farm) == {"place-a": None, "place-b": None}
