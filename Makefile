@@ -11,7 +11,7 @@ PORT   ?= $(PUMPRIG_PORT)
 RIGS   ?= 1
 OUT    ?= out
 
-.PHONY: all venv test test-host test-board lint demo flash hil bench campaign clean help
+.PHONY: all venv test test-host test-board test-farm ser2net lint demo flash hil bench campaign clean help
 
 all: help
 
@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[sim,dev]'
 	touch $@
 
-test: venv lint test-host test-board hil
+test: venv lint test-host test-board hil test-farm
 
 test-host: venv
 	$(BIN)/pytest -q -n 2 --dist loadfile tests
@@ -42,6 +42,29 @@ test-host: venv
 # board's. The firmware's own heap needs are measured by bench/bench_memory.py.
 test-board: venv
 	$(MPY) -X heapsize=1m tests/mpy_runner.py tests/board
+
+# The farm (docs/farm.md): labgrid in its own environment. labgrid's pyserial fork installs the
+# same `serial` files as pyserial; reinstalling it last makes the fork the one .venv-farm runs,
+# so the farm test checks pumprig with it while .venv keeps stock pyserial.
+FARM_VENV  := .venv-farm
+FARM_STAMP := $(FARM_VENV)/.installed
+
+$(FARM_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(FARM_VENV)
+	$(FARM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(FARM_VENV)/bin/python -m pip install -q -e '.[sim,dev,farm]'
+	$(FARM_VENV)/bin/python -m pip install -q --force-reinstall --no-deps pyserial-labgrid
+	touch $@
+
+# ser2net from Debian's packages: installed here when we are root with apt, else the command
+ser2net:
+	@command -v ser2net >/dev/null 2>&1 || test -x /usr/sbin/ser2net || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get install -y -qq ser2net >/dev/null || { apt-get update -qq && apt-get install -y -qq ser2net >/dev/null; }; \
+	else echo "pumprig: the farm needs ser2net: run  sudo apt-get install -y ser2net"; exit 1; fi
+
+test-farm: $(FARM_STAMP) ser2net
+	$(FARM_VENV)/bin/pytest -q -p no:cacheprovider tests/farm
 
 lint: venv
 	$(BIN)/ruff check board host tests hil bench tools
@@ -69,4 +92,4 @@ campaign: venv
 	test $$a = 0 && test $$b = 0 && test $$c = 0 && test $$d = 0
 
 clean:
-	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(FARM_VENV) $(OUT) .pytest_cache .ruff_cache .mypy_cache

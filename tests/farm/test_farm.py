@@ -107,7 +107,7 @@ class Farm:
                 pass
 
 
-def _start_host(farm, name, place):
+def _start_host(farm, name):
     """One exporter host: a virtual rig with the firmware, the relay, the exporter."""
     from pumprig.simulate import install_firmware
     from pumprig.virtual.control import WorldClient
@@ -144,9 +144,9 @@ def farm(tmp_path_factory):
                         "coordinator.log", cwd=f.tmp / "coord")
         f.home("client")
         f.hosts = {}
-        for name, place in zip(("hostA", "hostB"), PLACES):
-            f.hosts[name] = _start_host(f, name, place)
-        for name, place in zip(("hostA", "hostB"), PLACES):
+        for name in ("hostA", "hostB"):
+            f.hosts[name] = _start_host(f, name)
+        for name, place in zip(("hostA", "hostB"), PLACES, strict=True):
             f.lg("-p", place, "create")
             f.lg("-p", place, "add-match", "%s/%s/*" % (name, f.hosts[name]["rig"]))
         procs = [coord] + [h["exporter"] for h in f.hosts.values()]
@@ -165,8 +165,8 @@ def _pumprig(farm, *args, timeout=120, **env):
 
 
 def _holders(farm):
-    from pumprig.farm_command import place_rows
     from pumprig.farm import parse_places
+    from pumprig.farm_command import place_rows
 
     rows = place_rows(parse_places(farm.lg("-v", "places").stdout))
     return {r["place"]: r["held_by"] for r in rows}
