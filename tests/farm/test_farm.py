@@ -80,6 +80,11 @@ def test_a_place_held_by_another_client_is_not_used(farm):
             lease = lgfarm.acquire_any(list(PLACES))
             assert lease.place == "place-b"
             assert lease.url.startswith("rfc2217://127.0.0.1:")
+            # the balance: a second serial resource of the place, over its own ser2net port
+            from pumprig.balance import Balance
+
+            with Balance(lease.balance_url, timeout=10) as bal:
+                assert isinstance(bal.weigh_now(), int)
             lease.release()
         finally:
             os.environ.clear()
