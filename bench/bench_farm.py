@@ -22,37 +22,44 @@ from _report import write_section  # noqa: E402
 
 
 def round_trips(f, n):
-    """Median status round trip (ms): place-a through labgrid, rig-b on its local pty,
-    interleaved in batches of 10 so both see the same machine load."""
+    """Median status round trip (ms) through place-a (ser2net as labgrid starts it), through
+    place-b (ser2net with TCP_NODELAY, `farm export --ser2net-nodelay`) and on a local pty,
+    interleaved in batches of 10 so all three see the same machine load."""
     import os
 
     from pumprig import farm as lgfarm
     from pumprig.client import Client
+    from pumprig.simulate import install_firmware
+    from pumprig.virtual.rig import VirtualRig
 
-    home = f.tmp / "client"
-    os.environ.update(PUMPRIG_HOME=str(home), LG_COORDINATOR=f.coord)
-    local_link = str(f.hosts["hostB"]["home"] / f.hosts["hostB"]["rig"])
-    with lgfarm.hold("lg:" + PLACES[0]) as lease:
-        with Client(lease.url, role="patient") as remote, \
-                Client(local_link, role="patient") as local:
-            times = {"remote": [], "local": []}
+    os.environ.update(PUMPRIG_HOME=str(f.tmp / "client"), LG_COORDINATOR=f.coord)
+    vr = VirtualRig(blank=True).start()
+    try:
+        install_firmware(vr.fs)
+        vr.world.reset()
+        with lgfarm.hold("lg:" + PLACES[0]) as la, lgfarm.hold("lg:" + PLACES[1]) as lb, \
+                Client(la.url, role="patient") as a, Client(lb.url, role="patient") as b, \
+                Client(vr.link, role="patient", home=f.tmp / "client") as local:
+            times = {"plain": [], "nodelay": [], "local": []}
             for _ in range(max(1, n // 10)):
-                for name, c in (("remote", remote), ("local", local)):
+                for name, c in (("plain", a), ("nodelay", b), ("local", local)):
                     for _ in range(10):
                         t = time.perf_counter()
                         c.status()
                         times[name].append((time.perf_counter() - t) * 1000)
-    return {k: statistics.median(v) for k, v in times.items()}, len(times["remote"])
+    finally:
+        vr.stop()
+    return {k: statistics.median(v) for k, v in times.items()}, len(times["local"])
 
 
 def command_walls(f, n):
     """Median wall time (s) of a whole `pumprig status` command: lg:PLACE (acquire, show,
     connect, request, release) against the local pty, interleaved."""
     env = f.env(f.tmp / "client")
-    local_link = str(f.hosts["hostB"]["home"] / f.hosts["hostB"]["rig"])
+    local_link = str(f.hosts["hostA"]["home"] / f.hosts["hostA"]["rig"])
     walls = {"remote": [], "local": []}
     for _ in range(n):
-        for name, port in (("remote", "lg:" + PLACES[0]), ("local", local_link)):
+        for name, port in (("remote", "lg:" + PLACES[1]), ("local", local_link)):
             t = time.monotonic()
             r = subprocess.run([str(BIN / "pumprig"), "--port", port, "status"], env=env,
                                capture_output=True, text=True, timeout=120)
@@ -83,10 +90,14 @@ def main(argv=None):
     ap.add_argument("--suite", default="hil", help="HIL paths (default: the whole suite)")
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="pumprig-bench-farm-") as tmp:
-        f = start_farm(Path(tmp))
+        f = start_farm(Path(tmp) / "rt", nodelay=("hostB",))
         try:
             rt, n = round_trips(f, a.requests)
             walls = command_walls(f, a.commands)
+        finally:
+            f.stop()
+        f = start_farm(Path(tmp) / "hil", nodelay=("hostA", "hostB"))
+        try:
             hil = {"remote": [], "local": []}
             tails = {}
             for _ in range(a.reps):
@@ -99,20 +110,26 @@ def main(argv=None):
     body = "\n".join([
         "| what | through a labgrid place | local pty | ratio |",
         "|---|---|---|---|",
-        "| status round trip (median of %d, logged in) | %.2f ms | %.2f ms | %.2f x |"
-        % (n, rt["remote"], rt["local"], rt["remote"] / rt["local"]),
-        "| whole `pumprig status` command (median of %d) | %.2f s | %.2f s | %.2f x |"
-        % (a.commands, walls["remote"], walls["local"], walls["remote"] / walls["local"]),
-        "| HIL suite `%s`, -n 2 (%d run(s) each) | %.1f s (%s) | %.1f s (%s) | %.2f x |"
-        % (a.suite, a.reps, hr["remote"], tails["remote"], hr["local"], tails["local"],
-           hr["remote"] / hr["local"]),
+        "| status round trip, ser2net as labgrid starts it (median of %d) | %.2f ms | %.2f ms "
+        "| %.2f x |" % (n, rt["plain"], rt["local"], rt["plain"] / rt["local"]),
+        "| status round trip, ser2net with TCP_NODELAY (median of %d) | %.2f ms | %.2f ms "
+        "| %.2f x |" % (n, rt["nodelay"], rt["local"], rt["nodelay"] / rt["local"]),
+        "| whole `pumprig status` command, TCP_NODELAY (median of %d) | %.2f s | %.2f s "
+        "| %.2f x |" % (a.commands, walls["remote"], walls["local"],
+                         walls["remote"] / walls["local"]),
+        "| HIL suite `%s`, -n 2, TCP_NODELAY (%d run(s) each) | %.1f s (%s) | %.1f s (%s) "
+        "| %.2f x |" % (a.suite, a.reps, hr["remote"], tails["remote"], hr["local"],
+                         tails["local"], hr["remote"] / hr["local"]),
         "",
-        "Round trips: one rig through place-a (labgrid coordinator and exporter on this host, "
-        "ser2net serving its pty over RFC 2217 on 127.0.0.1), the other rig of the same farm on "
-        "its local pty, interleaved in batches of 10. The whole command adds labgrid-client's "
-        "acquire, show and release (a Python start-up each). HIL: two places on two exporter "
-        "hosts against two local virtual rigs (`--rig sim`), both with two workers. All on one "
-        "machine: a lab network adds its own latency."])
+        "Round trips, logged in as patient, interleaved in batches of 10: two places of one "
+        "farm on this host (coordinator, exporters and ser2net on 127.0.0.1, RFC 2217) and a "
+        "third virtual rig on its local pty. labgrid starts ser2net without TCP_NODELAY: a "
+        "reply sent in two segments then waits for the client's delayed ACK (about 40 ms on "
+        "Linux); `pumprig farm export --ser2net-nodelay DIR` writes a ser2net wrapper that "
+        "turns it on (docs/farm.md). The whole command adds labgrid-client's acquire, show "
+        "and release (a Python start-up each). HIL: two places on two exporter hosts against "
+        "two local virtual rigs (`--rig sim`), two workers each. All on one machine: a lab "
+        "network adds its own latency."])
     sys.stdout.write(body + "\n")
     cmd = ".venv-farm/bin/python bench/bench_farm.py --requests %d --commands %d --reps %d" % (
         a.requests, a.commands, a.reps)

@@ -23,6 +23,10 @@ def add_parser(subparsers):
     e.add_argument("--balance", action="append", default=[], metavar="BOARD_SN=BALANCE_SN",
                    help="a board's balance, by USB serial numbers (repeatable)")
     e.add_argument("--no-boards", action="store_true", help="virtual rigs only")
+    e.add_argument("--ser2net-nodelay", default=None, metavar="DIR",
+                   help="also write DIR/ser2net, a wrapper that turns on TCP_NODELAY for "
+                        "labgrid's ser2net (about 40 ms less per request); start the exporter "
+                        "with PATH=DIR:$PATH")
     e.add_argument("--relay", action="store_true",
                    help="then serve the virtual rigs' control sockets until Ctrl-C")
     e.set_defaults(func=cmd_export)
@@ -66,6 +70,8 @@ def cmd_export(args):
     if args.udev:
         with open(args.udev, "w") as f:
             f.write(fx.udev_rules(boards))
+    if args.ser2net_nodelay:
+        fx.write_ser2net_wrapper(args.ser2net_nodelay)
     if not args.relay:
         return 0
     r = fx.Relays(relays, address).start()

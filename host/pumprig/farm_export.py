@@ -188,3 +188,44 @@ class Relays:
         for s in self.servers:
             s.shutdown()
             s.server_close()
+
+
+# ------------------------------------------------------------------------------ ser2net nodelay
+
+# labgrid's exporter starts ser2net with a plain `tcp` accepter: no TCP_NODELAY, so a reply that
+# ser2net sends in two segments waits for the client's delayed ACK (about 40 ms a round trip on
+# Linux, docs/benchmarks.md). The exporter finds ser2net on PATH: this wrapper, first on the
+# exporter's PATH, adds `nodelay` to the accepter and runs the real ser2net.
+WRAPPER = '''#!/bin/sh
+# ser2net with TCP_NODELAY on labgrid's accepters (written by `pumprig farm export`)
+a=""
+for x in "$@"; do
+  case "$x" in
+    *"),tcp,"*) x=$(printf '%%s' "$x" | sed 's/),tcp,/),tcp(nodelay),/') ;;
+  esac
+  a="$a$(printf '%%s' "$x" | sed "s/'/'\\\\\\\\''/g; s/^/'/; s/\\$/' /")"
+done
+eval "exec %(real)s $a"
+'''
+
+
+def real_ser2net(skip_dir=None):
+    """The ser2net binary (not a wrapper in skip_dir), or None."""
+    path = os.environ.get("PATH", "")
+    dirs = [d for d in path.split(os.pathsep) if d and os.path.abspath(d) != skip_dir]
+    found = shutil.which("ser2net", path=os.pathsep.join(dirs + ["/usr/sbin"]))
+    return found
+
+
+def write_ser2net_wrapper(directory):
+    """DIR/ser2net, the nodelay wrapper; the exporter is started with PATH=DIR:$PATH."""
+    directory = os.path.abspath(directory)
+    real = real_ser2net(skip_dir=directory)
+    if real is None:
+        raise PumprigError("ser2net is not installed: run  sudo apt-get install -y ser2net")
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, "ser2net")
+    with open(path, "w") as f:
+        f.write(WRAPPER % {"real": real})
+    os.chmod(path, 0o755)
+    return path

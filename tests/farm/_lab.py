@@ -98,8 +98,9 @@ class Farm:
                 pass
 
 
-def _start_host(farm, name):
-    """One exporter host: a virtual rig with the firmware, the relay, the exporter."""
+def _start_host(farm, name, nodelay=False):
+    """One exporter host: a virtual rig with the firmware, the relay, the exporter (its
+    ser2net with TCP_NODELAY through `farm export --ser2net-nodelay` when nodelay)."""
     from pumprig.simulate import install_firmware
     from pumprig.virtual.control import WorldClient
 
@@ -117,17 +118,22 @@ def _start_host(farm, name):
         w.reset()
     yaml = home / "exporter.yaml"
     port = _free_port()
+    extra, xenv = [], env
+    if nodelay:
+        extra = ["--ser2net-nodelay", str(home / "bin")]
+        xenv = dict(env, PATH=str(home / "bin") + os.pathsep + env.get("PATH", ""))
     relay = farm.spawn([str(BIN / "pumprig"), "farm", "export", "--no-boards", "--address",
-                        "127.0.0.1", "--control-port", str(port), "--relay", "--out", str(yaml)],
-                       env, name + "-relay.log")
+                        "127.0.0.1", "--control-port", str(port), "--relay", "--out", str(yaml)]
+                       + extra, env, name + "-relay.log")
     wait_for(lambda: "control relays" in farm.log(relay), "the relay on " + name, procs=[relay])
     exporter = farm.spawn([str(BIN / "labgrid-exporter"), "-c", farm.coord, "--name", name,
-                           "--hostname", "127.0.0.1", str(yaml)], env, name + "-exporter.log")
+                           "--hostname", "127.0.0.1", str(yaml)], xenv, name + "-exporter.log")
     return {"home": home, "rig": rig, "yaml": yaml, "exporter": exporter, "sim": sim}
 
 
-def start_farm(tmp):
-    """The coordinator, hostA and hostB, places place-a and place-b; a Farm (stop() it)."""
+def start_farm(tmp, nodelay=("hostB",)):
+    """The coordinator, hostA and hostB, places place-a and place-b; a Farm (stop() it).
+    The hosts in `nodelay` run ser2net with TCP_NODELAY (the others as labgrid starts it)."""
     f = Farm(tmp)
     try:
         (f.tmp / "coord").mkdir()
@@ -136,7 +142,7 @@ def start_farm(tmp):
         f.home("client")
         f.hosts = {}
         for name in ("hostA", "hostB"):
-            f.hosts[name] = _start_host(f, name)
+            f.hosts[name] = _start_host(f, name, nodelay=name in nodelay)
         for name, place in zip(("hostA", "hostB"), PLACES, strict=True):
             f.lg("-p", place, "create")
             f.lg("-p", place, "add-match", "%s/%s/*" % (name, f.hosts[name]["rig"]))

@@ -52,6 +52,8 @@ def test_exporter_configuration_names_the_rig_its_balance_and_its_control(farm):
     assert "%s:\n  console:\n    cls: \"RawSerialPort\"\n    port: \"/dev/pts/" % h["rig"] in text
     assert "  balance:\n    cls: \"RawSerialPort\"" in text
     assert "  control:\n    cls: \"NetworkService\"\n    address: \"127.0.0.1\"" in text
+    # hostB's exporter found the nodelay wrapper first on its PATH; hostA runs ser2net as is
+    assert (farm.hosts["hostB"]["home"] / "bin" / "ser2net").exists()
     # the shared key store got both rigs' keys from their own hosts, and is private
     assert len(json.loads(farm.keys.read_text())) == 2
     assert os.stat(farm.keys).st_mode & 0o077 == 0
@@ -149,3 +151,8 @@ def test_hil_on_two_remote_places(farm):
         assert re.search(r"%s: place acquired by \S+/hil-run" % place, log), log[-2000:]
         assert "%s: place released" % place in log
     assert _holders(farm) == {"place-a": None, "place-b": None}
+    # each exporter started its own ser2net; hostB's with TCP_NODELAY through the wrapper
+    a, b = (farm.log(farm.hosts[h]["exporter"]) for h in ("hostA", "hostB"))
+    assert "started ser2net" in a and "started ser2net" in b
+    wrapper = "Starting ser2net with: %s -d" % (farm.hosts["hostB"]["home"] / "bin" / "ser2net")
+    assert wrapper in b and "Starting ser2net with: /usr/sbin/ser2net -d" in a
