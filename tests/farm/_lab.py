@@ -136,7 +136,7 @@ def start_farm(tmp, nodelay=("hostB",)):
     The hosts in `nodelay` run ser2net with TCP_NODELAY (the others as labgrid starts it)."""
     f = Farm(tmp)
     try:
-        (f.tmp / "coord").mkdir()
+        (f.tmp / "coord").mkdir(parents=True)
         f.coordinator = f.spawn([str(BIN / "labgrid-coordinator"), "-l", f.coord],
                                 f.env(f.tmp), "coordinator.log", cwd=f.tmp / "coord")
         f.home("client")
