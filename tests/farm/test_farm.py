@@ -99,9 +99,13 @@ def test_a_place_held_by_another_client_is_not_used(farm):
 
 
 def test_commands_on_places_and_list_farm(farm):
-    """status on lg:PLACE through ser2net (RFC 2217) and a virtual rig's power from another
+    """flash and status on lg:PLACE through ser2net (RFC 2217), a virtual rig's power from another
     host, each place released after its command; `list --farm` shows places, rigs and
     holders. (Release after a failed command and on Ctrl-C: tests/host/test_farm_unit.py.)"""
+    # flashing through the place: mpremote over the same RFC 2217 URL
+    r = _pumprig(farm, "--port", "lg:place-b", "flash", timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"flashed rfc2217://127\.0\.0\.1:\d+\?ign_set_control: \d+ copied", r.stdout)
     r = _pumprig(farm, "--port", "lg:place-b", "status", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["board"] == "sim"
