@@ -277,3 +277,16 @@ def test_a_bad_configuration_is_named(tmp_path):
     with pytest.raises(AuthError, match="config.toml: keys must be"):
         keys.KeyStore(tmp_path)
 
+
+
+def test_commands_that_use_no_port_do_not_take_the_place(fake_lg, monkeypatch):
+    """PUMPRIG_PORT=lg:pa must not acquire the place for `list --farm` or `farm places`."""
+    log, show = fake_lg
+    show.write_text(SHOW)
+    monkeypatch.setenv("PUMPRIG_PORT", "lg:pa")
+    for args in (["list", "--farm"], ["farm", "places", "--json"], ["plan", "check", "x.toml"]):
+        log.write_text("")
+        _pumprig(*args)
+        assert "acquire" not in _commands(log), args
+    r = _pumprig("farm", "places", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout) == []   # the stand-in prints no place
