@@ -11,7 +11,7 @@ PORT   ?= $(PUMPRIG_PORT)
 RIGS   ?= 1
 OUT    ?= out
 
-.PHONY: all venv test test-host test-board test-install lint demo flash hil bench campaign clean help
+.PHONY: all venv test test-host test-board test-install test-farm ser2net lint demo flash hil bench campaign clean help
 
 all: help
 
@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[sim,dev]'
 	touch $@
 
-test: venv lint test-host test-board hil test-install
+test: venv lint test-host test-board hil test-install test-farm
 
 test-host: venv
 	$(BIN)/pytest -q -n 2 --dist loadfile tests
@@ -49,6 +49,29 @@ test-board: venv
 # (tools/test_install.sh)
 test-install: venv
 	PYTHON=$(PY) sh tools/test_install.sh
+
+# The farm (docs/farm.md): labgrid in its own environment. labgrid's pyserial fork installs the
+# same `serial` files as pyserial; reinstalling it last makes the fork the one .venv-farm runs,
+# so the farm test checks pumprig with it while .venv keeps stock pyserial.
+FARM_VENV  := .venv-farm
+FARM_STAMP := $(FARM_VENV)/.installed
+
+$(FARM_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(FARM_VENV)
+	$(FARM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(FARM_VENV)/bin/python -m pip install -q -e '.[sim,dev,farm]'
+	$(FARM_VENV)/bin/python -m pip install -q --force-reinstall --no-deps pyserial-labgrid
+	touch $@
+
+# ser2net from Debian's packages: installed here when we are root with apt, else the command
+ser2net:
+	@command -v ser2net >/dev/null 2>&1 || test -x /usr/sbin/ser2net || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get install -y -qq ser2net >/dev/null || { apt-get update -qq && apt-get install -y -qq ser2net >/dev/null; }; \
+	else echo "pumprig: the farm needs ser2net: run  sudo apt-get install -y ser2net"; exit 1; fi
+
+test-farm: $(FARM_STAMP) ser2net
+	$(FARM_VENV)/bin/pytest -q -p no:cacheprovider tests/farm
 
 lint: venv
 	$(BIN)/ruff check board host tests hil bench tools
@@ -76,4 +99,4 @@ campaign: venv
 	test $$a = 0 && test $$b = 0 && test $$c = 0 && test $$d = 0
 
 clean:
-	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(FARM_VENV) $(OUT) .pytest_cache .ruff_cache .mypy_cache

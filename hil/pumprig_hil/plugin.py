@@ -213,15 +213,20 @@ def hil_rig(pytestconfig, tmp_path_factory):
         spec = inv.sim_spec(worker)
     else:
         try:
-            specs = inv.candidates(opt, inv.load(option(pytestconfig, "rigs_file")))
-            lock = inv.allocate(specs, inv.lock_dir(option(pytestconfig, "rig_lock_dir")),
-                                _float_option(pytestconfig, "rig_wait"), owner=worker)
+            if opt.startswith("lg:"):  # labgrid places, one per worker (pumprig_hil/farm.py)
+                from .farm import take_place
+
+                lock = take_place(opt, worker, _float_option(pytestconfig, "rig_wait"))
+            else:
+                specs = inv.candidates(opt, inv.load(option(pytestconfig, "rigs_file")))
+                lock = inv.allocate(specs, inv.lock_dir(option(pytestconfig, "rig_lock_dir")),
+                                    _float_option(pytestconfig, "rig_wait"), owner=worker)
         except inv.InventoryError as e:
             raise pytest.UsageError(str(e)) from None
         spec = lock.spec
     hr = None
     try:
-        hr = HilRig.start(spec, home)
+        hr = lock.start(home) if hasattr(lock, "start") else HilRig.start(spec, home)
         with contextlib.suppress(Exception):
             _publish_rig(pytestconfig, hr)
         yield hr

@@ -268,7 +268,9 @@ class HilRig:
         """Pristine records (no plan, counters, alarms, bolus history or battery history),
         keys kept. Virtual rig: power cut, wipe data/, power on. Bench: interrupt the
         firmware through the raw REPL, delete the records, reset."""
-        if self.spec.is_sim:
+        if self.spec.is_sim and hasattr(self.vrig, "wipe_records"):
+            self.vrig.wipe_records()  # a virtual rig on another host (pumprig_hil/farm.py)
+        elif self.spec.is_sim:
             self.inst.power_cut()
             data = os.path.join(self.vrig.fs, "data")
             for name in os.listdir(data):

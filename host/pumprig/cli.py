@@ -17,7 +17,7 @@ import os
 import sys
 import time
 
-from pumprig import __version__, argtypes, bench, demo, flash, simulate, units
+from pumprig import __version__, argtypes, bench, demo, farm_command, flash, simulate, units
 from pumprig.errors import PumprigError
 from pumprig.virtual import command as sim_command
 
@@ -31,6 +31,7 @@ COMMANDS = (
     (simulate, ("simulate",)),
     (bench, ("bench", "calibrate")),
     (demo, ("demo",)),
+    (farm_command, ("farm",)),
 )
 # ---------------------------------------------------------------------------------------------
 
@@ -574,6 +575,10 @@ def cmd_monitor(args):
 
 
 def cmd_list(args):
+    if getattr(args, "farm", False):
+        from pumprig.farm_command import print_places
+
+        return print_places(args.json)
     from pumprig.ports import list_rigs
 
     rigs = list_rigs()
@@ -666,11 +671,14 @@ GLOBAL_OPTIONS = (
     (("--timeout",), {"type": argtypes.seconds, "metavar": "S",
                       "help": "seconds to wait for each answer (default 2)"}),
     (("--json",), {"action": "store_true", "help": "machine-readable output (JSON)"}),
+    (("--wait",), {"action": "store_true",
+                   "help": "--port lg:PLACE: wait for a place someone holds (docs/farm.md)"}),
 )
 
 
 def _global_defaults():
-    return {"port": os.environ.get("PUMPRIG_PORT"), "role": None, "timeout": 2.0, "json": False}
+    return {"port": os.environ.get("PUMPRIG_PORT"), "role": None, "timeout": 2.0, "json": False,
+            "wait": False}
 
 
 def _add_globals(parser, top=False):
@@ -731,7 +739,9 @@ def build_parser():
     sp.add_argument("--interval", type=argtypes.seconds, default=1.0, metavar="S")
     sp = add("provision", cmd_provision, "generate and install role keys (physical access)")
     sp.add_argument("--no-verify", action="store_true", help="do not log in afterwards")
-    add("list", cmd_list, "list attached boards and running virtual rigs")
+    sp = add("list", cmd_list, "list attached boards and running virtual rigs")
+    sp.add_argument("--farm", action="store_true",
+                    help="the labgrid places instead: their rigs and who holds them")
     sp = sub.add_parser("plan", help="work with plan files offline")
     leaves.append(sp)
     psub = sp.add_subparsers(dest="plan_command", metavar="<check>")
@@ -769,6 +779,23 @@ _NEEDS_PORT = {"status", "program", "refill", "bolus", "alarms", "ack", "alarm-t
                "clock", "monitor", "provision"}  # fmt: skip
 
 
+_NO_PLACE = {"list", "plan", "sim", "simulate", "demo"}  # commands that never use the port
+
+
+def _run(args):
+    """Run the command; a labgrid place (--port lg:PLACE) is held around it (docs/farm.md)."""
+    from pumprig import farm
+
+    if (not farm.is_place(args.port) or args.command in _NO_PLACE
+            or getattr(args, "farm_command", "power") != "power"):
+        return args.func(args)
+    with farm.hold(args.port, wait=args.wait) as lease:
+        args.port, args.lease = lease.url, lease
+        if getattr(args, "balance", "") is None:
+            args.balance = lease.balance_url  # bench: the place's balance
+        return args.func(args)
+
+
 def main(argv=None):
     try:
         parser = build_parser()
@@ -780,7 +807,7 @@ def main(argv=None):
         args.json = bool(getattr(args, "json", False)) or "--json" in words
         if args.command in _NEEDS_PORT and not args.port:
             parser.error("no port: give --port PORT or set PUMPRIG_PORT (see `pumprig list`)")
-        rc = args.func(args)
+        rc = _run(args)
         return 0 if rc is None else int(rc)
     except PumprigError as e:
         port = getattr(e, "at_repl", None)

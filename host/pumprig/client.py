@@ -106,12 +106,28 @@ class Client:
                 ser.close()
             except Exception:  # closing a dropped link must not mask the real error
                 pass
+        self._release()
 
     def _open_port(self):
-        is_url = "://" in self.port
-        if not is_url and not os.path.exists(self.port):
-            raise PortError("no such port %s (see `pumprig list`)" % self.port)
-        dtr, rts = _line_states(self.port)
+        from pumprig import farm
+
+        port, self._lease = farm.open_port(self.port)  # lg:PLACE: acquired until close()
+        try:
+            self._open_serial(port)
+        except BaseException:
+            self._release()
+            raise
+
+    def _release(self):
+        lease, self._lease = getattr(self, "_lease", None), None
+        if lease is not None:
+            lease.release()
+
+    def _open_serial(self, port):
+        is_url = "://" in port
+        if not is_url and not os.path.exists(port):
+            raise PortError("no such port %s (see `pumprig list`)" % port)
+        dtr, rts = _line_states(port)
         # a port locked by another pumprig is waited for a little: `monitor` holds it only
         # for each poll, so a command run beside it gets its turn
         deadline = time.monotonic() + PORT_WAIT_S
@@ -120,7 +136,7 @@ class Client:
                 kw = {"baudrate": self.baudrate, "timeout": _POLL_S, "do_not_open": True}
                 if not is_url:
                     kw["exclusive"] = True
-                ser = serial.serial_for_url(self.port, **kw)
+                ser = serial.serial_for_url(port, **kw)
                 ser.dtr = dtr
                 ser.rts = rts
                 ser.open()

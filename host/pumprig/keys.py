@@ -1,4 +1,5 @@
-"""The host key store: $PUMPRIG_HOME/keys.json maps a board uid to its role keys.
+"""The host key store: $PUMPRIG_HOME/keys.json (or the file `keys` names in
+$PUMPRIG_HOME/config.toml) maps a board uid to its role keys.
 
     {"e6614103e7452d2f": {"patient": "<64 hex>", "clinician": "<64 hex>"}}
 
@@ -41,20 +42,50 @@ def _valid_key(k):
     return True
 
 
+def store_path(home):
+    """Where the key store is: `keys = "PATH"` in $PUMPRIG_HOME/config.toml (one store that
+    every host of a farm shares, docs/farm.md), else $PUMPRIG_HOME/keys.json."""
+    import tomllib
+
+    cfg = Path(home) / "config.toml"
+    try:
+        conf = tomllib.loads(cfg.read_text("utf-8"))
+    except FileNotFoundError:
+        return Path(home) / "keys.json"
+    except (OSError, ValueError) as e:
+        raise AuthError("cannot read %s: %s" % (cfg, e)) from None
+    keys = conf.get("keys")
+    if keys is None:
+        return Path(home) / "keys.json"
+    if not isinstance(keys, str) or not keys:
+        raise AuthError("%s: keys must be the path of the key store file" % cfg)
+    return Path(home) / os.path.expanduser(keys)  # relative to PUMPRIG_HOME
+
+
 class KeyStore:
     def __init__(self, home=None):
         self.home = pumprig_home(home)
-        self.path = self.home / "keys.json"
+        self.path = store_path(self.home)
 
     def load(self):
-        """All entries ({} when there is no store yet)."""
+        """All entries ({} when there is no store yet). Keys are never world-readable: a
+        store of ours that is gets closed to other users, someone else's is refused."""
         try:
-            raw = self.path.read_bytes()
+            with open(self.path, "rb") as f:
+                st = os.fstat(f.fileno())
+                if st.st_mode & 0o007 and st.st_uid == os.getuid():
+                    os.fchmod(f.fileno(), st.st_mode & 0o770)  # ours: closed to other users
+                    st = os.fstat(f.fileno())
+                raw = f.read()
         except FileNotFoundError:
             return {}
         except OSError as e:
             raise AuthError("cannot read the key store %s: %s (it is left as it is)"
                             % (self.path, e.strerror)) from None
+        if st.st_mode & 0o007:
+            raise AuthError("the key store %s is open to every user: its owner must run "
+                            "`chmod o-rwx %s` (and re-provision: its keys are disclosed)"
+                            % (self.path, self.path))
         try:
             data = json.loads(raw.decode("utf-8"))
         except (ValueError, RecursionError):    # UnicodeDecodeError is a ValueError
@@ -87,21 +118,30 @@ class KeyStore:
         for role, k in keys.items():
             if role not in ROLES or not _valid_key(k):
                 raise AuthError("refusing to store an invalid %s key" % role)
-        data = self.load()
-        data[uid] = dict(keys)
-        self.home.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name("keys.json.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        import fcntl
+
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # hosts sharing one store write one at a time (read-modify-write under the lock)
+        lock = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT,
+                       0o600)
         try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(data, f, indent=2, sort_keys=True)
-                f.write("\n")
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, self.path)
-        except BaseException:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            data = self.load()
+            data[uid] = dict(keys)
+            tmp = self.path.with_name(self.path.name + ".tmp%d" % os.getpid())
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+                with os.fdopen(fd, "w") as f:
+                    json.dump(data, f, indent=2, sort_keys=True)
+                    f.write("\n")
+                os.chmod(tmp, 0o600)
+                os.replace(tmp, self.path)
+            except BaseException:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+                raise
+        finally:
+            os.close(lock)
         return self.path

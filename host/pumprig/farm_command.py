@@ -1,0 +1,142 @@
+"""`pumprig farm ...`: export this host's rigs to a labgrid farm, list places, power a virtual
+rig on a place. `pumprig --port lg:PLACE <command>` itself is handled by pumprig.farm."""
+
+import json
+import os
+import sys
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser("farm", help="share rigs across hosts through labgrid (docs/farm.md)",
+                              description="Rigs shared across lab hosts through labgrid.")
+    sub = p.add_subparsers(dest="farm_command", metavar="<export|places|power>")
+    sub.required = True
+    e = sub.add_parser("export", help="write the labgrid exporter configuration for this host's "
+                                      "boards and virtual rigs")
+    e.add_argument("--out", default="-", help="exporter YAML file (default: stdout)")
+    e.add_argument("--udev", default=None, metavar="FILE",
+                   help="also write the udev rules the boards need (60-pumprig.rules)")
+    e.add_argument("--address", default=None,
+                   help="address other hosts reach this one at (default: this host's name)")
+    e.add_argument("--control-port", type=int, default=None, metavar="N",
+                   help="first TCP port of the virtual rigs' control relays (default 20500)")
+    e.add_argument("--balance", action="append", default=[], metavar="BOARD_SN=BALANCE_SN",
+                   help="a board's balance, by USB serial numbers (repeatable)")
+    e.add_argument("--no-boards", action="store_true", help="virtual rigs only")
+    e.add_argument("--ser2net-nodelay", default=None, metavar="DIR",
+                   help="also write DIR/ser2net, a wrapper that turns on TCP_NODELAY for "
+                        "labgrid's ser2net (about 40 ms less per request); start the exporter "
+                        "with PATH=DIR:$PATH")
+    e.add_argument("--relay", action="store_true",
+                   help="then serve the virtual rigs' control sockets until Ctrl-C")
+    e.set_defaults(func=cmd_export)
+    pl = sub.add_parser("places", help="places, their rigs and who holds them")
+    pl.add_argument("--json", action="store_true")
+    pl.set_defaults(func=cmd_places)
+    pw = sub.add_parser("power", help="power a virtual rig on a held place (for labgrid's "
+                                      "ExternalPowerDriver)")
+    pw.add_argument("action", choices=("on", "off", "cycle", "get"))
+    pw.add_argument("--place", default=os.environ.get("LG_PLACE"),
+                    help="a place this user already holds (default $LG_PLACE); or give "
+                         "--port lg:PLACE to hold it for the command")
+    pw.set_defaults(func=cmd_power)
+
+
+def cmd_export(args):
+    from pumprig import farm_export as fx
+    from pumprig.errors import PumprigError
+    from pumprig.ports import list_boards, list_virtual
+
+    address = args.address or os.uname().nodename
+    balances = {}
+    for item in args.balance:
+        board, sep, bal = item.partition("=")
+        if not sep or not board or not bal:
+            raise PumprigError("--balance %r: write BOARD_SERIAL=BALANCE_SERIAL" % item)
+        balances[board] = bal
+    boards = [] if args.no_boards else list_boards()
+    groups = fx.board_groups(boards, balances)
+    vgroups, relays = fx.virtual_groups(list_virtual(), address,
+                                        args.control_port or fx.CONTROL_BASE_PORT)
+    groups.update(vgroups)
+    text = fx.exporter_yaml(groups)
+    if args.out == "-":
+        sys.stdout.write(text)
+    else:
+        with open(args.out, "w") as f:
+            f.write(text)
+        sys.stderr.write("pumprig: exporter configuration for %d rig(s) in %s\n"
+                         % (len(groups), args.out))
+    if args.udev:
+        with open(args.udev, "w") as f:
+            f.write(fx.udev_rules(boards))
+    if args.ser2net_nodelay:
+        fx.write_ser2net_wrapper(args.ser2net_nodelay)
+    if not args.relay:
+        return 0
+    r = fx.Relays(relays, address).start()
+    sys.stderr.write("pumprig: control relays on %s ports %s (Ctrl-C to stop)\n"
+                     % (address, ", ".join(str(p) for p, _, _ in relays) or "none"))
+    sys.stderr.flush()
+    try:
+        import signal
+
+        signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+        while True:
+            signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        r.stop()
+    return 0
+
+
+def place_rows(places):
+    """One row per place: name, rigs (exporter/group of each match), holder."""
+    rows = []
+    for p in places:
+        rigs = sorted({"/".join(m.split("/")[:2]) for m in p["matches"]})
+        rows.append({"place": p["name"], "rigs": rigs, "held_by": p["acquired"],
+                     "comment": p.get("comment") or ""})
+    return rows
+
+
+def print_places(as_json):
+    from pumprig import farm
+
+    rows = place_rows(farm.list_places())
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2, sort_keys=True) + "\n")
+        return 0
+    if not rows:
+        sys.stdout.write("no places on the coordinator %s (docs/farm.md)\n" % farm.coordinator())
+        return 0
+    sys.stdout.write("%-16s %-32s %s\n" % ("place", "rigs", "held by"))
+    for r in rows:
+        sys.stdout.write("%-16s %-32s %s\n" % (r["place"], ", ".join(r["rigs"]) or "-",
+                                               r["held_by"] or "free"))
+    return 0
+
+
+def cmd_places(args):
+    return print_places(args.json)
+
+
+def cmd_power(args):
+    """Acts on the place named by --port lg:PLACE, which the CLI holds around this command;
+    with LG_PLACE set by labgrid (ExternalPowerDriver), that place."""
+    from pumprig import farm
+
+    lease = getattr(args, "lease", None)
+    if lease is None:
+        if not args.place:
+            raise farm.FarmError("farm power needs --port lg:PLACE or --place PLACE")
+        lease = farm.Lease(args.place).refresh()  # held by this user already: not acquired
+    with farm.remote_world(lease) as w:
+        if args.action in ("off", "cycle"):
+            w.power_cut()
+        if args.action in ("on", "cycle"):
+            w.power_on()
+        powered = bool(w.status().get("powered", True))
+    sys.stdout.write("power %s\n" % ("on" if powered else "off"))
+    return 0

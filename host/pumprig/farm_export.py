@@ -1,0 +1,231 @@
+"""The exporter side of a farm: labgrid exporter configuration for the rigs on this host, the
+udev rule for its boards, and the TCP relay that makes a virtual rig's control socket (power
+cut, world measurements, records wipe) reachable from other hosts.
+
+Each rig is one exporter group, named after the rig; its resources have fixed names the client
+looks for (pumprig.farm.Lease): `console` (the rig's serial port), `balance` (the balance's
+serial port, when there is one) and `control` (a virtual rig's control service).
+"""
+
+import json
+import os
+import re
+import shutil
+import socket
+import socketserver
+import threading
+
+from pumprig.errors import PumprigError
+
+CONTROL_BASE_PORT = 20500
+# ops the relay answers itself (the rest goes to the rig's control socket unchanged)
+LOCAL_OPS = ("wipe_records",)
+
+
+def _group(name):
+    return re.sub(r"[^A-Za-z0-9_-]", "-", name)
+
+
+def board_groups(boards, balances=None):
+    """Exporter groups for attached boards: {group: {resource: {...}}}. Boards are matched by
+    their USB serial number (udev's ID_SERIAL_SHORT), so a re-plug on another USB port is the
+    same resource. balances: {board serial: balance USB serial}."""
+    balances = balances or {}
+    out = {}
+    for b in boards:
+        sn = b.get("serial")
+        if not sn:
+            continue
+        kind = (b.get("kind") or "board").split()[0]
+        g = {"console": {"cls": "USBSerialPort", "match": {"ID_SERIAL_SHORT": sn},
+                         "speed": 115200}}
+        bal = balances.get(sn)
+        if bal:
+            g["balance"] = {"cls": "USBSerialPort", "match": {"ID_SERIAL_SHORT": bal},
+                            "speed": 9600}
+        out[_group("%s-%s" % (kind, sn))] = g
+    return out
+
+
+def virtual_groups(rigs, address, base_port=CONTROL_BASE_PORT):
+    """Exporter groups for running virtual rigs (pumprig.ports.list_virtual entries): their
+    ptys as RawSerialPort (labgrid wants the /dev/pts/N path, not the link) and the control
+    relay as a NetworkService at address:base_port+i. Returns (groups, relays) with relays
+    [(port, control socket path, state dir)]."""
+    groups, relays = {}, []
+    for i, r in enumerate(rigs):
+        console = os.path.realpath(r["port"])
+        g = {"console": {"cls": "RawSerialPort", "port": console, "speed": 115200}}
+        if r.get("balance") and os.path.exists(r["balance"]):
+            g["balance"] = {"cls": "RawSerialPort", "port": os.path.realpath(r["balance"]),
+                            "speed": 9600}
+        port = base_port + i
+        g["control"] = {"cls": "NetworkService", "address": address, "username": "pumprig",
+                        "port": port}
+        groups[_group(r["name"])] = g
+        relays.append((port, r.get("control"), r.get("state")))
+    return groups, relays
+
+
+def exporter_yaml(groups):
+    """The exporter configuration text (YAML; JSON scalars are valid YAML)."""
+    # no comment line: labgrid reads the file as a Jinja2 template, where `#` starts a statement
+    lines = []
+    for g, res in groups.items():
+        lines.append("%s:" % g)
+        for name, spec in res.items():
+            lines.append("  %s:" % name)
+            for k, v in spec.items():
+                if isinstance(v, dict):
+                    lines.append("    %s:" % k)
+                    for kk, vv in v.items():
+                        lines.append("      %s: %s" % (kk, json.dumps(vv)))
+                else:
+                    lines.append("    %s: %s" % (k, json.dumps(v)))
+    return "\n".join(lines) + "\n"
+
+
+def udev_rules(boards, group="dialout"):
+    """udev rules that give every attached board a stable name and let the exporter's user
+    (group `group`) open it: /dev/pumprig/<serial>."""
+    lines = ["# pumprig boards: install as /etc/udev/rules.d/60-pumprig.rules, then",
+             "#   udevadm control --reload && udevadm trigger --subsystem-match=tty"]
+    for b in boards:
+        sn = b.get("serial")
+        if not sn:
+            continue
+        lines.append('SUBSYSTEM=="tty", ATTRS{idVendor}=="%s", ATTRS{idProduct}=="%s", '
+                     'ATTRS{serial}=="%s", MODE="0660", GROUP="%s", SYMLINK+="pumprig/%s"'
+                     % (b["vid"].lower(), b["pid"].lower(), sn, group, sn))
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------ control relay
+
+class _Handler(socketserver.StreamRequestHandler):
+    def handle(self):
+        target, state = self.server.rig
+        up = None
+        try:
+            for line in self.rfile:
+                if not line.strip():
+                    continue
+                try:
+                    req = json.loads(line)
+                except ValueError:
+                    self._reply({"ok": False, "error": "not JSON"})
+                    continue
+                if isinstance(req, dict) and req.get("op") in LOCAL_OPS:
+                    self._reply(self._local(req, target, state))
+                    continue
+                if up is None:
+                    up = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    up.connect(target)
+                    upr = up.makefile("rb")
+                up.sendall(line if line.endswith(b"\n") else line + b"\n")
+                reply = upr.readline()
+                if not reply:
+                    break
+                self.wfile.write(reply)
+                self.wfile.flush()
+        except OSError:
+            pass
+        finally:
+            if up is not None:
+                up.close()
+
+    def _reply(self, obj):
+        self.wfile.write((json.dumps(obj) + "\n").encode())
+        self.wfile.flush()
+
+    @staticmethod
+    def _local(req, target, state):
+        """wipe_records: power cut, delete the board's records (keys kept), power on: what a
+        HIL `fresh_rig` does to a virtual rig on its own host."""
+        from pumprig.virtual.control import WorldClient
+
+        try:
+            with WorldClient(target) as w:
+                w.power_cut()
+                data = os.path.join(state, "fs", "data")
+                for name in os.listdir(data):
+                    if name != "keys.json":
+                        p = os.path.join(data, name)
+                        if os.path.isdir(p):
+                            shutil.rmtree(p)
+                        else:
+                            os.remove(p)
+                w.power_on()
+            return {"ok": True, "result": None}
+        except (OSError, PumprigError) as e:
+            return {"ok": False, "error": str(e)}
+
+
+class _Server(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+
+
+class Relays:
+    """TCP relays to the control sockets of this host's virtual rigs, one port each."""
+
+    def __init__(self, relays, address):
+        self.servers = []
+        for port, control, state in relays:
+            s = _Server((address, port), _Handler)
+            s.rig = (control, state)
+            self.servers.append(s)
+        self.threads = []
+
+    def start(self):
+        for s in self.servers:
+            t = threading.Thread(target=s.serve_forever, daemon=True)
+            t.start()
+            self.threads.append(t)
+        return self
+
+    def stop(self):
+        for s in self.servers:
+            s.shutdown()
+            s.server_close()
+
+
+# ------------------------------------------------------------------------------ ser2net nodelay
+
+# labgrid's exporter starts ser2net with a plain `tcp` accepter: no TCP_NODELAY, so a reply that
+# ser2net sends in two segments waits for the client's delayed ACK (about 40 ms a round trip on
+# Linux, docs/benchmarks.md). The exporter finds ser2net on PATH: this wrapper, first on the
+# exporter's PATH, adds `nodelay` to the accepter and runs the real ser2net.
+WRAPPER = '''#!/bin/sh
+# ser2net with TCP_NODELAY on labgrid's accepters (written by `pumprig farm export`)
+a=""
+for x in "$@"; do
+  case "$x" in
+    *"),tcp,"*) x=$(printf '%%s' "$x" | sed 's/),tcp,/),tcp(nodelay),/') ;;
+  esac
+  a="$a$(printf '%%s' "$x" | sed "s/'/'\\\\\\\\''/g; s/^/'/; s/\\$/' /")"
+done
+eval "exec %(real)s $a"
+'''
+
+
+def real_ser2net(skip_dir=None):
+    """The ser2net binary (not a wrapper in skip_dir), or None."""
+    path = os.environ.get("PATH", "")
+    dirs = [d for d in path.split(os.pathsep) if d and os.path.abspath(d) != skip_dir]
+    found = shutil.which("ser2net", path=os.pathsep.join(dirs + ["/usr/sbin"]))
+    return found
+
+
+def write_ser2net_wrapper(directory):
+    """DIR/ser2net, the nodelay wrapper; the exporter is started with PATH=DIR:$PATH."""
+    directory = os.path.abspath(directory)
+    real = real_ser2net(skip_dir=directory)
+    if real is None:
+        raise PumprigError("ser2net is not installed: run  sudo apt-get install -y ser2net")
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, "ser2net")
+    with open(path, "w") as f:
+        f.write(WRAPPER % {"real": real})
+    os.chmod(path, 0o755)
+    return path

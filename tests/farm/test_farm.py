@@ -1,0 +1,163 @@
+"""Issue 15: rigs shared across hosts through labgrid, end to end on this machine.
+
+A coordinator on 127.0.0.1; two "hosts" (hostA, hostB), each with its own PUMPRIG_HOME, a
+virtual rig, `pumprig farm export --relay` (exporter configuration + control relay) and its
+own labgrid-exporter (which starts its own ser2net on acquire). One key store shared by
+configuration. A client host (a third PUMPRIG_HOME) runs a part of the HIL suite on both
+places with -n 2, including a remote power cut, and pumprig commands on `lg:PLACE` ports.
+Everything started here runs in its own process group, killed at the end.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _lab import BIN, PLACES, start_farm, wait_for  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def farm(tmp_path_factory):
+    f = start_farm(tmp_path_factory.mktemp("farm"))
+    try:
+        yield f
+    finally:
+        f.stop()
+
+
+def _pumprig(farm, *args, timeout=120, **env):
+    return subprocess.run([str(BIN / "pumprig")] + list(args), capture_output=True, text=True,
+                          env=farm.env(farm.tmp / "client", **env), timeout=timeout)
+
+
+def _holders(farm):
+    from pumprig.farm import parse_places
+    from pumprig.farm_command import place_rows
+
+    rows = place_rows(parse_places(farm.lg("-v", "places").stdout))
+    return {r["place"]: r["held_by"] for r in rows}
+
+
+def test_exporter_configuration_names_the_rig_its_balance_and_its_control(farm):
+    """farm export: the pty behind the link (labgrid wants /dev/...), the balance, the relay."""
+    h = farm.hosts["hostA"]
+    text = h["yaml"].read_text()
+    assert "%s:\n  console:\n    cls: \"RawSerialPort\"\n    port: \"/dev/pts/" % h["rig"] in text
+    assert "  balance:\n    cls: \"RawSerialPort\"" in text
+    assert "  control:\n    cls: \"NetworkService\"\n    address: \"127.0.0.1\"" in text
+    # hostB's exporter found the nodelay wrapper first on its PATH; hostA runs ser2net as is
+    assert (farm.hosts["hostB"]["home"] / "bin" / "ser2net").exists()
+    # the shared key store got both rigs' keys from their own hosts, and is private
+    assert len(json.loads(farm.keys.read_text())) == 2
+    assert os.stat(farm.keys).st_mode & 0o077 == 0
+
+
+def test_a_place_held_by_another_client_is_not_used(farm):
+    """The place another client holds is refused with a clear message, by the CLI and by the
+    HIL plugin; the worker's search for a place takes the free one; the holder keeps it."""
+    farm.lg("-p", "place-a", "acquire", user="intruder")
+    try:
+        r = _pumprig(farm, "--port", "lg:place-a", "status")
+        assert r.returncode == 1
+        assert r.stderr.startswith("pumprig: place place-a is held by elsewhere/intruder")
+        assert "Traceback" not in r.stderr
+        from pumprig import farm as lgfarm
+
+        env = farm.env(farm.tmp / "client")
+        old = dict(os.environ)
+        os.environ.update(LG_COORDINATOR=env["LG_COORDINATOR"])
+        try:
+            # what the HIL plugin's rig fixture calls for --rig lg:place-a (a usage error)
+            sys.path.insert(0, str(REPO / "hil"))
+            from pumprig_hil import inventory
+            from pumprig_hil.farm import take_place
+
+            with pytest.raises(inventory.InventoryError, match="held by elsewhere/intruder"):
+                take_place("lg:place-a", "gw0")
+            lease = lgfarm.acquire_any(list(PLACES))
+            assert lease.place == "place-b"
+            assert lease.url.startswith("rfc2217://127.0.0.1:")
+            # the balance: a second serial resource of the place, over its own ser2net port
+            from pumprig.balance import Balance
+
+            with Balance(lease.balance_url, timeout=10) as bal:
+                assert isinstance(bal.weigh_now(), int)
+            lease.release()
+        finally:
+            os.environ.clear()
+            os.environ.update(old)
+        assert _holders(farm) == {"place-a": "elsewhere/intruder", "place-b": None}
+    finally:
+        farm.lg("-p", "place-a", "release", user="intruder")
+
+
+def test_commands_on_places_and_list_farm(farm):
+    """flash and status on lg:PLACE through ser2net (RFC 2217), a virtual rig's power from another
+    host, each place released after its command; `list --farm` shows places, rigs and
+    holders. (Release after a failed command and on Ctrl-C: tests/host/test_farm_unit.py.)"""
+    # flashing through the place: mpremote over the same RFC 2217 URL
+    r = _pumprig(farm, "--port", "lg:place-b", "flash", timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"flashed rfc2217://127\.0\.0\.1:\d+\?ign_set_control: \d+ copied", r.stdout)
+    r = _pumprig(farm, "--port", "lg:place-b", "status", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["board"] == "sim"
+    r = _pumprig(farm, "list", "--farm", "--json")
+    rows = {x["place"]: x for x in json.loads(r.stdout)}
+    assert rows["place-a"]["rigs"] == ["hostA/rig-a"] and rows["place-b"]["held_by"] is None
+    r = _pumprig(farm, "--port", "lg:place-a", "farm", "power", "cycle")
+    assert r.returncode == 0 and r.stdout.strip() == "power on", r.stderr
+    assert _holders(farm) == {"place-a": None, "place-b": None}
+
+
+def test_wait_goes_through_a_reservation(farm):
+    """--wait: queued behind the holder, served once it releases."""
+    farm.lg("-p", "place-b", "acquire", user="intruder")
+    env = farm.env(farm.tmp / "client")
+    p = subprocess.Popen([str(BIN / "pumprig"), "--wait", "--port", "lg:place-b", "status"],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: "place-b" in farm.lg("reservations").stdout or p.poll() is not None,
+              "the reservation")
+        assert p.poll() is None, p.communicate()
+        farm.lg("-p", "place-b", "release", user="intruder")
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        assert "firmware" in out
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        farm.lg("-p", "place-b", "release", user="intruder", check=False)
+    assert _holders(farm) == {"place-a": None, "place-b": None}
+
+
+def test_hil_on_two_remote_places(farm):
+    """pytest hil --rig lg:place-a,place-b -n 2: each worker holds its own place for the
+    session; the power-cut test runs on a remote virtual rig; both places are released."""
+    mark = len(farm.log(farm.coordinator))
+    r = subprocess.run([str(BIN / "pytest"), "-q", "-p", "no:cacheprovider", "-n", "2",
+                        "hil/test_hil_power.py",
+                        "hil/test_hil_clock.py::test_clock_get_reports_the_offset_in_force",
+                        "--rig", "lg:place-a,place-b"],
+                       cwd=REPO, capture_output=True, text=True, timeout=300,
+                       env=farm.env(farm.tmp / "client", LG_USERNAME="hil-run"))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert re.search(r"\b2 passed\b", r.stdout), r.stdout[-500:]
+    log = farm.log(farm.coordinator)[mark:]
+    for place in PLACES:
+        assert re.search(r"%s: place acquired by \S+/hil-run" % place, log), log[-2000:]
+        assert "%s: place released" % place in log
+    assert _holders(farm) == {"place-a": None, "place-b": None}
+    # each exporter started its own ser2net; hostB's with TCP_NODELAY through the wrapper
+    a, b = (farm.log(farm.hosts[h]["exporter"]) for h in ("hostA", "hostB"))
+    assert "started ser2net" in a and "started ser2net" in b
+    wrapper = "Starting ser2net with: %s -d" % (farm.hosts["hostB"]["home"] / "bin" / "ser2net")
+    assert wrapper in b and "Starting ser2net with: /usr/sbin/ser2net -d" in a
