@@ -189,7 +189,7 @@ def test_the_place_is_released_on_ctrl_c_and_sigterm(fake_lg):
             srv.listen(1)
             show.write_text(_show_for(srv.getsockname()[1]))
             p = subprocess.Popen([sys.executable, "-m", "pumprig.cli", "--timeout", "30",
-                                  "--port", "lg:pa", "monitor"], stdout=subprocess.PIPE,
+                                  "--port", "lg:pa", "status"], stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True)
             conn = None
             try:
