@@ -223,7 +223,7 @@ class App:
         """The account, rewritten in place before every segment (in the current set), with the
         periodic slots given (Schedule.slots): the first pulse of a periodic bolus is never
         before the record that it was started."""
-        self.store.save("count", self._count(self.gen))
+        self.store.save_small("count", self._count(self.gen))
 
     def _count(self, gen):
         """The count record (the one place it is built)."""

@@ -25,7 +25,7 @@ Only os functions the MicroPython ports have: open, rename, remove, stat, mkdir.
 import json
 import os
 
-from pumpcore.canon import crc_hex, dumps, write
+from pumpcore.canon import crc_hex, crc_of, dumps, write
 
 try:
     from micropython import const
@@ -155,6 +155,15 @@ class Store:
     def save(self, name, obj):
         """Write a record atomically (name.tmp then rename over name)."""
         self._write_atomic(name, lambda f: write_line(f, obj))
+
+    def save_small(self, name, obj):
+        """save() for a record of bounded size written at every step (the count record, about
+        1 KB): the line is made by the runtime's json.dumps in one piece, some twenty times
+        faster than the canonical encoder on MicroPython (a record's bytes need not be
+        canonical: load() checks the CRC of the bytes as written). Same atomic write."""
+        body = json.dumps(obj).encode()
+        trailer = b"*%08x\n" % crc_of(body)
+        self._write_atomic(name, lambda f: f.write(body) + f.write(trailer))
 
     def commit(self, head, recs):
         """Records that change together, all or none: each (name, obj) of recs is written to
