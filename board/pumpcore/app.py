@@ -734,8 +734,9 @@ class App:
             vol = 0
         low_ep = None
         if ep is not None and rate > 0:
-            s = self.reservoir.seconds_to(self.reservoir.low_nl, rate)
-            low_ep = ep + s if s is not None else None
+            # Reservoir.seconds_to(low_nl, rate) without loading pumpcore.reservoirctl
+            above = self.reservoir.volume_nl - self.reservoir.low_nl
+            low_ep = ep + (-(-above * 86_400 // rate) if above > 0 else 0)
         mode = "none"
         if self.bench is not None:
             mode = "bench"

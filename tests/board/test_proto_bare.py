@@ -109,3 +109,43 @@ def test_changed_lines_with_a_good_crc():
             t = parse.decode(line)
             assert (f.kind, f.id, f.name, f.body, f.error, f.message, f.crc) == t[:7], text
     assert fast == 5  # the three plain ones within the limits, two good signed ones
+
+
+def test_a_signed_status_loads_no_module():
+    """The whole hot path of `status` is resident: on the virtual rig each signed status
+    loaded pumpcore.parse (the decoder), pumpcore.admin (the command) and
+    pumpcore.reservoirctl (the time to LOW), then dropped them and collected (about 1 ms of a
+    2.2 ms round trip, docs/benchmarks.md `session`). Fails on the code before: any of the
+    three is imported again by the step."""
+    from _util import login, rmtree, tmpdir
+    from fakeboard import FakeBoard
+    from pumpcore.app import App
+
+    root = tmpdir()
+    try:
+        b = FakeBoard(root=root + "/")
+        key = "11" * 32
+        app = App(b, keys={"clinician": key, "patient": key})
+        app.call("clock.set", {"epoch_s": 1798761600, "offset_s": 0}, "clinician", "c", 0)
+        app.call("refill", {"volume_nl": 20_000_000}, "clinician", "f", 0)
+        plan = {"drug": "baclofen", "conc_ng_ml": 2_000_000, "catheter_nl": 100_000,
+                "basal": {"kind": "continuous", "ng_day": 400_000}}
+        app.call("plan.set", {"plan": plan}, "clinician", "p", 0)
+        cs = login(app, key, "patient", now_ms=1000)
+        line = cs.line("st1", "status", {})
+        names = ("pumpcore.parse", "pumpcore.admin", "pumpcore.reservoirctl", "pumpcore.auth")
+        for name in names:
+            forget_module(name)
+        b.rx = line
+        app.step(2000)
+        for name in names:
+            assert name not in sys.modules, name
+        out = [x for x in b.tx.split(b"\n") if x.startswith(b"=st1 ")]
+        assert len(out) == 1, b.tx
+        st = proto.decode(out[0]).body
+        assert st["therapy"] == "running" and st["low_epoch_s"] > 1798761600, st
+        # the time to LOW as Reservoir.seconds_to gives it (reservoirctl, loaded here)
+        s = app.reservoir.seconds_to(app.reservoir.low_nl, st["rate_nl_day"])
+        assert st["low_epoch_s"] == st["epoch_s"] + s
+    finally:
+        rmtree(root)
