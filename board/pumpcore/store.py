@@ -24,8 +24,9 @@ Only os functions the MicroPython ports have: open, rename, remove, stat, mkdir.
 
 import json
 import os
+from binascii import crc32
 
-from pumpcore.canon import crc_hex, crc_of, dumps, write
+from pumpcore.canon import crc_hex, dumps, write
 
 try:
     from micropython import const
@@ -59,6 +60,23 @@ def write_line(f, obj):
     """Write encode(obj) to the open file f in chunks with a running CRC (canon.write):
     nothing the size of the whole record is built."""
     f.write(b"*%08x\n" % write(obj, f.write))
+
+
+def write_record(f, obj):
+    """Write one record line of the dict obj to the open file f, made by the runtime's
+    json.dumps one top-level value at a time (about thirty times faster than the canonical
+    encoder on MicroPython; no piece is larger than the largest value). A record's bytes
+    need not be canonical: load() checks the CRC of the bytes as written and parses them with
+    json. Event lines stay canonical (write_line): evlog reads their seq from the text."""
+    crc = 0
+    sep = "{"
+    for k in obj:
+        data = (sep + json.dumps(k) + ":" + json.dumps(obj[k])).encode()
+        crc = crc32(data, crc)
+        f.write(data)
+        sep = ","
+    crc = crc32(b"}", crc)
+    f.write(b"}*%08x\n" % (crc & 0xFFFFFFFF))
 
 
 def _check(line, name):
@@ -157,13 +175,9 @@ class Store:
         self._write_atomic(name, lambda f: write_line(f, obj))
 
     def save_small(self, name, obj):
-        """save() for a record of bounded size written at every step (the count record, about
-        1 KB): the line is made by the runtime's json.dumps in one piece, some twenty times
-        faster than the canonical encoder on MicroPython (a record's bytes need not be
-        canonical: load() checks the CRC of the bytes as written). Same atomic write."""
-        body = json.dumps(obj).encode()
-        trailer = b"*%08x\n" % crc_of(body)
-        self._write_atomic(name, lambda f: f.write(body) + f.write(trailer))
+        """save() of a dict record written often (the count record before every segment, the
+        head): write_record's encoding, the same atomic write."""
+        self._write_atomic(name, lambda f: write_record(f, obj))
 
     def commit(self, head, recs):
         """Records that change together, all or none: each (name, obj) of recs is written to
@@ -173,8 +187,8 @@ class Store:
         head names for it); after it, the next boot finishes the renames (pumpcore.evlog
         .load_gen)."""
         for name, obj in recs:
-            self._write_file(self.path(name) + ".new", lambda f, o=obj: write_line(f, o))
-        self.save("head", head)
+            self._write_file(self.path(name) + ".new", lambda f, o=obj: write_record(f, o))
+        self.save_small("head", head)
         for name, _ in recs:
             p = self.path(name)
             self._rename(p + ".new", p)
