@@ -175,9 +175,12 @@ class Store:
         self._write_atomic(name, lambda f: write_line(f, obj))
 
     def save_small(self, name, obj):
-        """save() of a dict record written often (the count record before every segment, the
-        head): write_record's encoding, the same atomic write."""
-        self._write_atomic(name, lambda f: write_record(f, obj))
+        """save() of a small record written often (the count record before every segment,
+        about 700 bytes; the head): the runtime's json.dumps in one piece and one write
+        (half the time of write_record's pieces on the unix port), the same atomic write."""
+        body = json.dumps(obj).encode()
+        body += b"*%08x\n" % (crc32(body) & 0xFFFFFFFF)
+        self._write_atomic(name, lambda f: f.write(body))
 
     def commit(self, head, recs):
         """Records that change together, all or none: each (name, obj) of recs is written to
