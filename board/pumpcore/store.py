@@ -1,6 +1,9 @@
 """Records on the filesystem, each protected by a CRC32.
 
-A record file holds exactly one line: `<canonical json>*<crc32 as 8 lowercase hex>\\n`.
+A record file holds exactly one line: `<json>*<crc32 as 8 lowercase hex>\\n`, the CRC over the
+bytes before the `*`. Records are written by the runtime's json (write_record, save_small: no
+need for canonical bytes, the CRC is of what was written); event lines are canonical (encode,
+write_line), evlog reads their seq from the text.
 save() writes `name.tmp` and renames it over `name` (atomic on littlefs and POSIX): one
 open/write/close/rename, no directory scan. load() rejects anything that is not exactly that
 form (a flipped bit anywhere, a truncation, a missing newline) with CorruptRecord.
