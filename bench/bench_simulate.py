@@ -51,17 +51,26 @@ from pumpcore.app import App
 from _util import tmpdir
 import json
 plan = json.loads(open(sys.argv[-1]).read())
+from pumpcore import store
+writes = [0]
+_open = open
+def _counted(path, mode='r'):
+    if 'w' in mode or 'a' in mode:
+        writes[0] += 1  # a file written: a record, its .tmp/.new, an event line appended
+    return _open(path, mode)
+store.open = _counted
 b = FakeBoard(root=tmpdir() + '/')
 app = App(b, keys={})
 app.call('clock.set', {'epoch_s': 1798761600, 'offset_s': 0}, 'clinician', 'a', 0)
 app.call('refill', {'volume_nl': 20000000}, 'clinician', 'b', 0)
 app.call('plan.set', {'plan': plan}, 'clinician', 'c', 0)
 t0 = time.ticks_us(); n = 0
+writes[0] = 0
 while app.deadline_ms < 90 * 86400000:
     b.t_ms = app.deadline_ms
     app.step(b.t_ms); n += 1
 dt = time.ticks_diff(time.ticks_us(), t0)
-print(n, dt)
+print(n, dt, writes[0])
 """
 
 
@@ -148,7 +157,8 @@ def side_by_side(base, rounds, mpy):
 
 def side_body(base, rounds, mpy, got):
     med = {k: statistics.median(r["wall"] for r in got[k]) for k in ("before", "after")}
-    fw = {k: statistics.median(s for _n, s in v) for k, v in got["fw"].items()}
+    fw = {k: statistics.median(s for _n, s, _w in v) for k, v in got["fw"].items()}
+    wr = {k: v[0][2] / DAYS for k, v in got["fw"].items()}
     wakes = {k: v[0][0] for k, v in got["fw"].items()}
     ratio = med["after"] / med["before"]
     errs = sorted({r["err"] for k in ("before", "after") for r in got[k]})
@@ -166,10 +176,12 @@ def side_body(base, rounds, mpy, got):
         "|---|---|---|---|",
         f"| {base} (before issues 11 and 12) | {med['before']:.2f} s | "
         + " ".join(f"{r['wall']:.2f}" for r in got["before"])
-        + f" | {wakes['before']} wake-ups, {fw['before']:.2f} s |",
+        + f" | {wakes['before']} wake-ups, {fw['before']:.2f} s, {wr['before']:.0f} file "
+        "writes a day |",
         f"| this tree | {med['after']:.2f} s | "
         + " ".join(f"{r['wall']:.2f}" for r in got["after"])
-        + f" | {wakes['after']} wake-ups, {fw['after']:.2f} s |",
+        + f" | {wakes['after']} wake-ups, {fw['after']:.2f} s, {wr['after']:.0f} file "
+        "writes a day |",
         "",
         f"Ratio this tree / {base}: **{ratio:.2f}** (target: at most 1.10, "
         + ("met" if ratio <= 1.10 else "**not met on this run**")
@@ -228,8 +240,8 @@ def firmware_only(plan, root=ROOT):
         pj.write_text(json.dumps(plan))
         out = subprocess.run([str(mpy), "-X", "heapsize=384k", str(script), str(pj)],
                              cwd=root, capture_output=True, text=True, timeout=300)
-    n, us = (int(x) for x in out.stdout.split())
-    return n, us / 1e6
+    n, us, writes = (int(x) for x in out.stdout.split())
+    return n, us / 1e6, writes
 
 
 def main():
@@ -265,7 +277,7 @@ def main():
     t = time.perf_counter()
     r, parts = one_run(plan, meta, breakdown=True)
     total = time.perf_counter() - t
-    wakes, fw_s = firmware_only(plan)
+    wakes, fw_s, _writes = firmware_only(plan)
     print(f"median {med:.2f} s for {DAYS} days: {ratio:,.0f} x real time")
     lines = [
         f"Plan `examples/{PLAN.name}` (flex 13 segments, periodic boluses, patient boluses with",
