@@ -3,6 +3,8 @@
 # same API as a Pico). What has no machine API on the unix port goes through `_world`, the
 # analog of the RP2040's PIO and timers: step segments, the clock, waiting. Serial is
 # stdin/stdout, as on a Pico's USB REPL. Nothing here runs in interrupt context.
+import termios
+
 import _world
 import machine
 from hw import common
@@ -42,16 +44,16 @@ class SimBoard(common.CommonBoard):
         if not self._poller.poll(0):
             return b""
         if self._vmin:
-            import termios
-
             _world.epoch_s()  # a round trip: every kbd_intr sent before is applied
-            a = termios.tcgetattr(0)
-            cc = a[6]
-            if cc[6] or cc[5]:  # VMIN, VTIME
-                cc[6] = 0
-                cc[5] = 0
-                termios.tcsetattr(0, termios.TCSANOW, a)
             self._vmin = False
+        # checked at every read (5 µs): whatever else sets the terminal's attributes, a read
+        # never waits for a full buffer
+        a = termios.tcgetattr(0)
+        cc = a[6]
+        if cc[6] or cc[5]:  # VMIN, VTIME
+            cc[6] = 0
+            cc[5] = 0
+            termios.tcsetattr(0, termios.TCSANOW, a)
         n = self._in.readinto(self._rx)
         return bytes(self._rx_mv[:n]) if n else b""
 
