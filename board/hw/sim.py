@@ -3,6 +3,8 @@
 # same API as a Pico). What has no machine API on the unix port goes through `_world`, the
 # analog of the RP2040's PIO and timers: step segments, the clock, waiting. Serial is
 # stdin/stdout, as on a Pico's USB REPL. Nothing here runs in interrupt context.
+import termios
+
 import _world
 import machine
 from hw import common
@@ -30,6 +32,30 @@ class SimBoard(common.CommonBoard):
     def __init__(self, config, parts):
         self._world_clock = _WorldClock()
         super().__init__(config, machine, parts, clock=self._world_clock)
+        self._vmin = True  # the terminal may block a read until it is full (read_serial)
+
+    def read_serial(self):
+        """What the pty holds now, in one read (hw.common's loop of a poll and a one-byte read
+        costs about 3 µs a byte on the unix port, and a signed request is some 70 bytes). The
+        terminal is set to return at once with what it has (VMIN 0): after a round trip to the
+        world, which applies kbd_intr to the same terminal by a read-modify-write of its
+        attributes, so none of those is still under way. shim/_power.py sets VMIN back to 1
+        before the REPL."""
+        if not self._poller.poll(0):
+            return b""
+        if self._vmin:
+            _world.epoch_s()  # a round trip: every kbd_intr sent before is applied
+            self._vmin = False
+        # checked at every read (5 µs): whatever else sets the terminal's attributes, a read
+        # never waits for a full buffer
+        a = termios.tcgetattr(0)
+        cc = a[6]
+        if cc[6] or cc[5]:  # VMIN, VTIME
+            cc[6] = 0
+            cc[5] = 0
+            termios.tcsetattr(0, termios.TCSANOW, a)
+        n = self._in.readinto(self._rx)
+        return bytes(self._rx_mv[:n]) if n else b""
 
     def wall_epoch_s(self):
         return _world.epoch_s()         # the rig's battery-backed RTC
@@ -72,6 +98,7 @@ class SimBoard(common.CommonBoard):
         """On the unix port kbd_intr(-1) would make 0x03 kill the process: the world turns
         the pty's ISIG off instead, so the byte arrives as data, as on a board."""
         _world.kbd_intr(on)
+        self._vmin = True  # the world rewrites the terminal's attributes: check VMIN again
 
     def _hw_start(self, count, first_us, interval_us):
         _world.motor(count, first_us, interval_us, self._forward is not False)

@@ -66,7 +66,26 @@ class BatteryMonitor:
     # --- input ------------------------------------------------------------------------------
 
     def sample(self, mv, now_ms, epoch_s):
-        """Feed one raw ADC reading of the cell. Returns the flag changes (possibly [])."""
+        """Feed one raw ADC reading of the cell. Returns the flag changes (possibly []).
+        A healthy cell's reading (no flag set, no count below a threshold started, the new
+        average above both thresholds and their hysteresis) is taken here: what
+        pumpcore.batteryctl.sample does then, without loading it at every hourly sample
+        (tests/board/test_battery.py compares the two)."""
+        acc = self._acc
+        n = self.debounce
+        if (acc is not None and type(mv) is int and n > 0 and mv >= self.brownout_mv
+                and not (self.eri or self.eos or self.fault or self._n_below_eri
+                         or self._n_below_eos)):
+            acc += mv - (acc >> self.shift)
+            avg = acc >> self.shift
+            h = self.hyst_mv
+            if avg > self.eri_mv + h and avg > self.eos_mv + h:
+                self._acc = acc
+                self.last_mv = mv
+                self.last_ms = now_ms
+                self._n_above_eri = self._n_above_eri + 1 if self._n_above_eri < n else n
+                self._n_above_eos = self._n_above_eos + 1 if self._n_above_eos < n else n
+                return []
         from pumpcore import batteryctl
 
         return batteryctl.sample(self, mv, now_ms, epoch_s)
@@ -74,9 +93,15 @@ class BatteryMonitor:
     def settling(self):
         """True while a reading is on its way somewhere: the average still moving towards the
         last sample, or a debounce count started. The app then samples more often."""
-        from pumpcore import batteryctl
-
-        return batteryctl.settling(self)
+        if self.last_mv is None or self._acc is None:
+            return False
+        if abs(self.last_mv - self.avg_mv) > self.hyst_mv:
+            return True
+        n = self.debounce
+        for c in (self._n_below_eri, self._n_below_eos, self._n_above_eri, self._n_above_eos):
+            if 0 < c < n:
+                return True
+        return False
 
     def clear_fault(self):
         """Reset the brown-out latch. Returns True if it was set."""

@@ -116,20 +116,6 @@ def sample(b, mv, now_ms, epoch_s):
     return changes
 
 
-def settling(b):
-    """True while a reading is on its way somewhere: the average still moving towards the
-    last sample, or a debounce count started. The app then samples more often."""
-    if b.last_mv is None or b._acc is None:
-        return False
-    if abs(b.last_mv - b.avg_mv) > b.hyst_mv:
-        return True
-    n = b.debounce
-    for c in (b._n_below_eri, b._n_below_eos, b._n_above_eri, b._n_above_eos):
-        if 0 < c < n:
-            return True
-    return False
-
-
 def restore(b, d):
     """Load state saved by to_dict() (debounce counters restart from zero)."""
     avg = d.get("avg_mv")

@@ -64,6 +64,10 @@ class Limiter:
         self.held = False  # ... cut to nothing
         self._pend = None  # the last allow(), then the segment in flight, with the line before
         self._plan = None
+        # the sum of each ring, kept up to date by _put (the hour's and the day's window at
+        # the newest bucket: allow() reads it instead of adding up 31 or 49 buckets); valid
+        # for the ring lists it was taken of (a restore assigns new lists)
+        self._sum = [None, 0, None, 0]
 
     def new_plan(self, plan, pump_path_nl):
         """plan.set: the line is declared anew (limitctl.on_plan) before the next segment,
@@ -75,8 +79,15 @@ class Limiter:
         r = self.d if w else self.h
         n = len(r)
         top = self.top[w]
-        if lo <= top - n:
-            lo = top - n + 1
+        if lo <= top - n + 1:
+            c = self._sum
+            if c[2 * w] is not r:  # first use, or rings restored: add them up once
+                t = 0
+                for x in r:
+                    t += x
+                c[2 * w] = r
+                c[2 * w + 1] = t
+            return c[2 * w + 1]
         s = 0
         while lo <= top:
             s += r[lo % n]
@@ -87,14 +98,25 @@ class Limiter:
         r = self.d if w else self.h
         n = len(r)
         top = self.top[w]
+        c = self._sum
+        i = 2 * w + 1
+        if c[i - 1] is not r:
+            c[i - 1] = None  # not the rings the sum was taken of: taken again when needed
         if j > top:
-            k = top + 1 if j - top < n else j - n + 1
-            while k <= j:
-                r[k % n] = 0
-                k += 1
+            if j - top < n:
+                k = top + 1
+                while k <= j:
+                    c[i] -= r[k % n]
+                    r[k % n] = 0
+                    k += 1
+            else:
+                for k in range(n):
+                    r[k] = 0
+                c[i] = 0
             self.top[w] = top = j
         if j > top - n:
             r[j % n] += ng
+            c[i] += ng
 
     def fold(self, t, iv, n, ngp, last_t):
         """Charge n pulses (pulse k at t + k * iv µs, none later than last_t) to both rings."""

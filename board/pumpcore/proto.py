@@ -283,12 +283,74 @@ def parse_json_object(s):
     return parse.parse_json_object(s)
 
 
+def _hex_ok(d, i, j):
+    while i < j:
+        o = d[i]
+        if not (48 <= o <= 57 or 97 <= o <= 102):
+            return False
+        i += 1
+    return True
+
+
+def decode_bare(d):
+    """The Frame parse.decode makes of a valid request with no arguments (`@<id> <cmd> {}`,
+    signed or not: `status`, `clock.get`, `alarms`, ...), without loading the decoder (a
+    module import, then its drop and a collection, cost more than the rest of a `status`
+    round trip); None for any other line, which parse.decode then judges. It accepts only
+    lines made entirely of the parts it checks, each checked as parse.decode checks it
+    (tests/board/test_proto_bare.py compares the two)."""
+    n = len(d)
+    if n and d[n - 1] == 10:
+        n -= 1
+    if n and d[n - 1] == 13:
+        n -= 1
+    star = n - 9
+    if n < 16 or n > 200 or d[0] != 64 or d[star] != 42 or not _hex_ok(d, star + 1, n):
+        return None
+    sp1 = d.find(b" ", 1, star)
+    sp2 = d.find(b" ", sp1 + 1, star) if sp1 > 1 else -1
+    if sp2 < sp1 + 2 or sp1 > MAX_ID + 1 or sp2 - sp1 > MAX_NAME + 1:
+        return None
+    for i in range(1, sp1):
+        o = d[i]
+        if not (48 <= o <= 57 or 65 <= o <= 90 or 97 <= o <= 122 or o == 45 or o == 95):
+            return None
+    for i in range(sp1 + 1, sp2):
+        o = d[i]
+        if not (48 <= o <= 57 or 97 <= o <= 122 or o == 46 or o == 95):
+            return None
+    e = sp2 + 3
+    if d[sp2 + 1] != 123 or d[sp2 + 2] != 125:  # {}
+        return None
+    m = star - MAC_HEX
+    if e != star:  # |<seq>|<mac>: a sequence number of 1 to 9 digits, not starting with 0
+        if m - e < 3 or m - e > 11 or d[e] != 124 or d[m - 1] != 124 or d[e + 1] == 48:
+            return None
+        for i in range(e + 1, m - 1):
+            if not 48 <= d[i] <= 57:
+                return None
+        if not _hex_ok(d, m, star):
+            return None
+    crc = "%08x" % canon.crc_of(d[:star])
+    if crc.encode() != d[star + 1 : n]:
+        return None  # BAD_CRC: parse.decode says so
+    f = Frame(REQUEST, d[1:sp1].decode(), d[sp1 + 1 : sp2].decode(), {}, None, None, crc)
+    if e != star:
+        f.seq = int(d[e + 1 : m - 1])
+        f.mac_at = m
+    return f
+
+
 def decode(line):
     """Decode one line (bytes, bytearray, memoryview or str; the newline optional).
 
     Never raises: returns a Frame, with `error` set when the line is not a valid frame.
     """
     try:
+        if isinstance(line, bytes):
+            f = decode_bare(line)
+            if f is not None:
+                return f
         from pumpcore import parse
 
         t = parse.decode(line)

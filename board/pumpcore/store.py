@@ -1,6 +1,9 @@
 """Records on the filesystem, each protected by a CRC32.
 
-A record file holds exactly one line: `<canonical json>*<crc32 as 8 lowercase hex>\\n`.
+A record file holds exactly one line: `<json>*<crc32 as 8 lowercase hex>\\n`, the CRC over the
+bytes before the `*`. Records are written by the runtime's json (write_record, save_small: no
+need for canonical bytes, the CRC is of what was written); event lines are canonical (encode,
+write_line), evlog reads their seq from the text.
 save() writes `name.tmp` and renames it over `name` (atomic on littlefs and POSIX): one
 open/write/close/rename, no directory scan. load() rejects anything that is not exactly that
 form (a flipped bit anywhere, a truncation, a missing newline) with CorruptRecord.
@@ -24,6 +27,7 @@ Only os functions the MicroPython ports have: open, rename, remove, stat, mkdir.
 
 import json
 import os
+from binascii import crc32
 
 from pumpcore.canon import crc_hex, dumps, write
 
@@ -59,6 +63,23 @@ def write_line(f, obj):
     """Write encode(obj) to the open file f in chunks with a running CRC (canon.write):
     nothing the size of the whole record is built."""
     f.write(b"*%08x\n" % write(obj, f.write))
+
+
+def write_record(f, obj):
+    """Write one record line of the dict obj to the open file f, made by the runtime's
+    json.dumps one top-level value at a time (about thirty times faster than the canonical
+    encoder on MicroPython; no piece is larger than the largest value). A record's bytes
+    need not be canonical: load() checks the CRC of the bytes as written and parses them with
+    json. Event lines stay canonical (write_line): evlog reads their seq from the text."""
+    crc = 0
+    sep = "{"
+    for k in obj:
+        data = (sep + json.dumps(k) + ":" + json.dumps(obj[k])).encode()
+        crc = crc32(data, crc)
+        f.write(data)
+        sep = ","
+    crc = crc32(b"}", crc)
+    f.write(b"}*%08x\n" % (crc & 0xFFFFFFFF))
 
 
 def _check(line, name):
@@ -156,6 +177,14 @@ class Store:
         """Write a record atomically (name.tmp then rename over name)."""
         self._write_atomic(name, lambda f: write_line(f, obj))
 
+    def save_small(self, name, obj):
+        """save() of a small record written often (the count record before every segment,
+        about 700 bytes; the head): the runtime's json.dumps in one piece and one write
+        (half the time of write_record's pieces on the unix port), the same atomic write."""
+        body = json.dumps(obj).encode()
+        body += b"*%08x\n" % (crc32(body) & 0xFFFFFFFF)
+        self._write_atomic(name, lambda f: f.write(body))
+
     def commit(self, head, recs):
         """Records that change together, all or none: each (name, obj) of recs is written to
         name.new, then `head` is saved as the record "head" (atomically: the commit point),
@@ -164,8 +193,8 @@ class Store:
         head names for it); after it, the next boot finishes the renames (pumpcore.evlog
         .load_gen)."""
         for name, obj in recs:
-            self._write_file(self.path(name) + ".new", lambda f, o=obj: write_line(f, o))
-        self.save("head", head)
+            self._write_file(self.path(name) + ".new", lambda f, o=obj: write_record(f, o))
+        self.save_small("head", head)
         for name, _ in recs:
             p = self.path(name)
             self._rename(p + ".new", p)

@@ -208,3 +208,44 @@ def test_round_trip():
     b.sample(3000, 2, EPOCH + 6)
     b2.sample(3000, 2, EPOCH + 6)
     assert b2.avg_mv == b.avg_mv
+
+
+def test_the_healthy_fast_path_is_batteryctl_sample():
+    """BatteryMonitor.sample takes a healthy cell's reading itself (loading
+    pumpcore.batteryctl at every hourly sample cost an import, a drop and a collection per
+    hour on a flashed board: docs/benchmarks.md, simulation side by side): the flags, the
+    average, the counts and the answer must be batteryctl.sample's, reading after reading,
+    through healthy spells, sags into ERI and EOS, brown-out dips and recoveries."""
+    import random
+
+    from pumpcore import batteryctl
+    from pumpcore.battery import BatteryMonitor
+
+    def rnd(a, b):
+        return a + random.getrandbits(16) % (b - a + 1)
+
+    fields = ("_acc", "eri", "eos", "fault", "eri_epoch_s", "fault_epoch_s", "fault_mv",
+              "last_mv", "last_ms", "_n_below_eri", "_n_below_eos", "_n_above_eri",
+              "_n_above_eos")
+    fast_taken = 0
+    for debounce in (1, 3, 8):
+        a = BatteryMonitor(debounce=debounce)
+        b = BatteryMonitor(debounce=debounce)
+        level = 3700
+        for i in range(3000):
+            if i % 97 == 0:
+                level = (3700, 3350, 3250, 2950, 3600)[rnd(0, 4)]
+            mv = level + rnd(-80, 80) if i % 211 else 2700  # a brown-out dip now and then
+            before = a._n_above_eri, a._acc
+            ca = a.sample(mv, i * 1000, 1_800_000_000 + i)
+            cb = batteryctl.sample(b, mv, i * 1000, 1_800_000_000 + i)
+            assert ca == cb, (debounce, i, mv, ca, cb)
+            for f in fields:
+                assert getattr(a, f) == getattr(b, f), (debounce, i, f)
+            assert a.settling() == b.settling() and a.state == b.state
+            if a.fault and i % 211 == 5:
+                a.clear_fault()
+                b.clear_fault()
+            if before[1] is not None and not ca and not a.eri and not a.fault:
+                fast_taken += 1
+    assert fast_taken > 1000
