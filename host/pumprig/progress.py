@@ -43,3 +43,37 @@ class Progress:
             self.bar.close()
             self.bar = None
         return False
+
+
+class Phases:
+    """Progress of work in named phases (a bench's settle, run and analysis): one bar per phase,
+    each replacing the last; call as `show(phase, done, total)`. A context manager, like
+    Progress: the bar is cleared on the way out, error or not."""
+
+    def __init__(self, unit: str = "sample", stream=None, enabled: bool = True):
+        self.unit = unit
+        self.stream = stream
+        self.enabled = enabled
+        self.phase = None
+        self.bar = None
+
+    def __enter__(self):
+        return self
+
+    def __call__(self, phase: str, done: int, total: int):
+        if not self.enabled:
+            return
+        if phase != self.phase:
+            self._close()
+            self.phase = phase
+            self.bar = Progress(phase, total, self.unit, self.stream).__enter__()
+        self.bar(done, total)
+
+    def _close(self):
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+    def __exit__(self, *exc):
+        self._close()
+        return False

@@ -323,3 +323,30 @@ def test_a_battery_fault_with_a_duration_ends(capsys, home):
     r = json.loads(out)
     assert r["per_day"][0]["battery_mv"] == 3200
     assert r["battery_mv"] > 3500 and r["faults"][0]["alarms"] == ["ERI"]
+
+
+def test_bench_phases_draw_on_a_terminal_and_clear_before_an_error():
+    """Issue 14: the bench drew its own bar with carriage returns into logs. Its phases now go
+    through tqdm (pumprig.progress.Phases): drawn on a terminal, cleared on the way out even
+    when the work fails, nothing at all off a terminal."""
+    import io
+
+    from pumprig.progress import Phases
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty = Tty()
+    with pytest.raises(RuntimeError):
+        with Phases(stream=tty) as show:
+            show("settle", 1, 4)
+            show("run", 3, 10)
+            raise RuntimeError("balance unplugged")
+    text = tty.getvalue()
+    assert "settle:" in text and "/4 " in text and "run:" in text and "/10 " in text
+    assert text.endswith("\r") and text.rsplit("\r", 2)[-2].strip() == ""  # cleared at the end
+    log = io.StringIO()
+    with Phases(stream=log) as show:
+        show("run", 5, 10)
+    assert log.getvalue() == ""

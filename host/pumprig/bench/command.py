@@ -14,6 +14,7 @@ import pumprig.bench.report as report
 import pumprig.bench.rig as benchrig
 from pumprig import argtypes, trumpet, units
 from pumprig.errors import PumprigError
+from pumprig.progress import Phases
 
 # The package's modules are imported by their full names, never `from pumprig.bench import
 # x`: that would make this module depend on the package's __init__, which imports this one.
@@ -182,31 +183,6 @@ def make_bench_rig(args):
                              pump_error=getattr(args, "pump_error", None))
 
 
-def _progress_writer(err, enabled):
-    """A progress bar on ``err``: redrawn in place on a terminal; on a pipe or file, one line
-    per tenth of the phase."""
-    tty = hasattr(err, "isatty") and err.isatty()
-    last = {}
-
-    def progress(phase, done, total):
-        if not enabled:
-            return
-        width = 30
-        full = width * done // total if total else width
-        bar = "%-9s [%s%s] %d/%d" % (phase, "#" * full, "." * (width - full), done, total)
-        if tty:
-            err.write("\r" + bar + ("\n" if done >= total else ""))
-        else:
-            tenth = 10 * done // total if total else 10
-            if last.get(phase) == tenth:
-                return
-            last[phase] = tenth
-            err.write(bar + "\n")
-        err.flush()
-
-    return progress
-
-
 def _balance_identity(bal):
     """The balance's model and serial number (MT-SICS I2, I4); None for what it does not say
     (some balances answer ES): the run goes on, the record says "not recorded"."""
@@ -224,13 +200,17 @@ def _balance_identity(bal):
 def run(args, out=None, err=None):
     """Run ``pumprig bench`` or ``pumprig calibrate``; returns the exit status. Failures are
     PumprigError (the CLI prints ``pumprig: message`` and exits 1)."""
-    from pumprig import __version__
-    from pumprig.balance import Balance
-
     out = out or sys.stdout
     err = err or sys.stderr
     show = not args.json or (hasattr(err, "isatty") and err.isatty())
-    progress = _progress_writer(err, show)
+    with Phases(stream=err, enabled=show) as progress:  # tqdm; nothing off a terminal
+        return _run(args, out, err, progress)
+
+
+def _run(args, out, err, progress):
+    from pumprig import __version__
+    from pumprig.balance import Balance
+
     command = args.bench_command
     if command == "bench" and args.boluses and not args.bolus_volume:
         raise PumprigError("--boluses needs --bolus-volume")
