@@ -8,15 +8,8 @@ that loaded it. Hence: functions only (taking the TonePlayer or the Alarms as th
 argument), nothing of it kept in long-lived state; what they leave behind is plain data.
 """
 
-from pumpcore.alarms import CRITICAL_KINDS, KINDS, NONE, AlarmError, is_critical
-
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
-
+from pumpcore import const
+from pumpcore.alarms import CRITICAL_KINDS, KINDS, NONE, is_critical
 
 # entry fields, as in pumpcore.alarms (its underscored consts are not module attributes on
 # MicroPython)
@@ -27,7 +20,7 @@ _ACKED = const(2)
 
 def _pos_int(name, v, lo=1):
     if not isinstance(v, int) or v < lo:
-        raise AlarmError("%s must be an integer >= %d" % (name, lo))
+        raise ValueError("%s must be an integer >= %d" % (name, lo))
     return v
 
 
@@ -67,9 +60,9 @@ def setup_player(
         (hi_hz, single_on_ms),
     )
     if _pos_int("critical_repeat_ms", critical_repeat_ms) < _total(crit):
-        raise AlarmError("critical_repeat_ms is shorter than the pattern")
+        raise ValueError("critical_repeat_ms is shorter than the pattern")
     if _pos_int("single_repeat_ms", single_repeat_ms) < _total(single) + single_off_ms:
-        raise AlarmError("single_repeat_ms is shorter than the pattern")
+        raise ValueError("single_repeat_ms is shorter than the pattern")
     p.critical_pattern = crit
     p.single_pattern = single
     p.critical_repeat_ms = critical_repeat_ms

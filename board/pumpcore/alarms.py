@@ -17,13 +17,7 @@ the `alarms` view, `ack`) is in pumpcore.alarmctl, a transient module the method
 for the call (see pumpcore.app.drop_transient).
 """
 
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
-
+from pumpcore import const
 
 EMPTY = "EMPTY"
 EOS = "EOS"
@@ -56,16 +50,13 @@ _ACKED = const(2)
 _CLEARED = const(3)
 
 
-class AlarmError(ValueError):
-    pass
-
 
 def is_critical(kind):
     if kind in CRITICAL_KINDS:
         return True
     if kind in NONCRITICAL_KINDS:
         return False
-    raise AlarmError("unknown alarm kind %r" % (kind,))
+    raise ValueError("unknown alarm kind %r" % (kind,))
 
 
 def severity(kind):
@@ -101,7 +92,7 @@ class TonePlayer:
         """Settings (keywords, all optional): hi_hz=880, lo_hz=660, critical_pairs=4,
         critical_tone_ms=250, critical_repeat_ms=600_000, single_beeps=3, single_on_ms=500,
         single_off_ms=500, single_repeat_ms=3_600_000, blink_ms=500, test_gap_ms=1000
-        (pumpcore.alarmctl.setup_player). AlarmError if one is out of range."""
+        (pumpcore.alarmctl.setup_player). ValueError if one is out of range."""
         from pumpcore import alarmctl
 
         alarmctl.setup_player(self, *args, **kw)

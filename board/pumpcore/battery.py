@@ -19,14 +19,11 @@ ERI = "eri"
 EOS = "eos"
 
 
-class BatteryError(ValueError):
-    pass
-
 
 class BatteryMonitor:
     def __init__(self, *args, **kw):
         """Settings (all optional): eri_mv=3300, eos_mv=3000, brownout_mv=2800, hyst_mv=50,
-        debounce=8, eri_days=90, shift=2 (pumpcore.batteryctl.setup); BatteryError if one is
+        debounce=8, eri_days=90, shift=2 (pumpcore.batteryctl.setup); ValueError if one is
         out of range."""
         from pumpcore import batteryctl
 

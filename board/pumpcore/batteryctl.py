@@ -4,7 +4,6 @@ module (see pumpcore.app.drop_transient): BatteryMonitor imports it inside the m
 need it; functions only, taking the monitor as their first argument.
 """
 
-from pumpcore.battery import BatteryError
 
 _DAY_S = 86400
 
@@ -28,13 +27,13 @@ def setup(
         ("shift", shift),
     ):
         if not isinstance(v, int) or v < 0:
-            raise BatteryError("%s must be an integer >= 0" % name)
+            raise ValueError("%s must be an integer >= 0" % name)
     if not isinstance(debounce, int) or debounce < 1:
-        raise BatteryError("debounce must be an integer >= 1")
+        raise ValueError("debounce must be an integer >= 1")
     if not eos_mv < eri_mv:
-        raise BatteryError("need eos_mv < eri_mv")
+        raise ValueError("need eos_mv < eri_mv")
     if shift > 8:
-        raise BatteryError("shift must be <= 8")
+        raise ValueError("shift must be <= 8")
     b.eri_mv = eri_mv
     b.eos_mv = eos_mv
     b.brownout_mv = brownout_mv
@@ -73,7 +72,7 @@ def eri_days_left(b, epoch_s):
 def sample(b, mv, now_ms, epoch_s):
     """Feed one raw ADC reading of the cell. Returns the flag changes (possibly [])."""
     if not isinstance(mv, int):
-        raise BatteryError("mv must be an integer")
+        raise ValueError("mv must be an integer")
     changes = []
     b.last_mv = mv
     b.last_ms = now_ms

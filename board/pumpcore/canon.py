@@ -7,13 +7,7 @@ boards have 32-bit floats and would not agree with the host).
 
 from binascii import crc32
 
-try:
-    from micropython import const
-except ImportError:  # CPython
-
-    def const(x):
-        return x
-
+from pumpcore import const
 
 _CHUNK = const(128)  # characters encoded at a time by write()
 

@@ -13,13 +13,7 @@ crossings are an arithmetic progression; first_us and interval_us are rounded do
 (a pulse is never late) and the count is limited so the lead never exceeds MAX_DRIFT_US.
 """
 
-try:
-    from micropython import const
-except ImportError:  # CPython
-
-    def const(x):
-        return x
-
+from pumpcore import const
 
 US_PER_DAY = const(86_400_000_000)
 MAX_DRIFT_US = const(500)

@@ -20,26 +20,17 @@ inside the methods below for the call (see pumpcore.app.drop_transient): nothing
 here, since() keeps its place in the file as ints.
 """
 
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
-
+from pumpcore import const
 
 SEQ_RECORD = "evseq"
 RESERVE = const(100)
 
 
-class EventError(ValueError):
-    pass
-
 
 class EventLog:
     def __init__(self, store, capacity=200):
         if not isinstance(capacity, int) or capacity < 1:
-            raise EventError("capacity must be an integer >= 1")
+            raise ValueError("capacity must be an integer >= 1")
         self.store = store
         self.capacity = capacity
         self.next_seq = 1
@@ -61,11 +52,11 @@ class EventLog:
     def new(self, kind, data, epoch_s, now_ms):
         """A new event with the next seq (not written yet: append() it)."""
         if not isinstance(kind, str):
-            raise EventError("kind must be a string")
+            raise ValueError("kind must be a string")
         if data is None:
             data = {}
         elif not isinstance(data, dict):
-            raise EventError("data must be a dict")
+            raise ValueError("data must be a dict")
         ev = {"seq": self.next_seq, "epoch_s": epoch_s, "ms": now_ms, "kind": kind, "data": data}
         self.next_seq += 1
         return ev

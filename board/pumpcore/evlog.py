@@ -16,16 +16,9 @@ event, with strictly increasing "seq". The log is only ever streamed, one line a
 
 import os
 
-from pumpcore.events import SEQ_RECORD, EventError
+from pumpcore import const
+from pumpcore.events import SEQ_RECORD
 from pumpcore.store import CorruptRecord, _check, _missing, decode
-
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
-
 
 _LINE_MAX = const(4096)  # longest event line read as one line (longer ones are dropped)
 # read in pieces: an event line is far shorter, and a small heap may have no free block of
@@ -328,7 +321,7 @@ def since(log, seq, limit, budget):
     if limit is None:
         limit = log.capacity
     if not isinstance(seq, int) or not isinstance(limit, int) or limit < 0:
-        raise EventError("seq and limit must be integers, limit >= 0")
+        raise ValueError("seq and limit must be integers, limit >= 0")
     out = []
     if not limit:
         return out, log.next_seq

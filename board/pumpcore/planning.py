@@ -9,16 +9,8 @@ only (taking the Schedule as their first argument), nothing of it kept in long-l
 what they produce is plain data on the Schedule (lists of (start_ms, end_ms, rate_nl_day)).
 """
 
-from pumpcore import dose
+from pumpcore import const, dose
 from pumpcore.schedule import bolus_rate_nl_day
-
-try:
-    from micropython import const
-except ImportError:  # CPython
-
-    def const(x):
-        return x
-
 
 _DAY_MS = const(86_400_000)
 RAMP_STAGES = const(4)

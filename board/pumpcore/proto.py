@@ -15,15 +15,7 @@ it returns a Frame whose `error` is None or one of the codes below.
 docs/protocol.md is the reference; keep the two in step.
 """
 
-from pumpcore import canon
-
-try:
-    from micropython import const
-except ImportError:  # CPython
-
-    def const(x):
-        return x
-
+from pumpcore import canon, const
 
 PROTOCOL_VERSION = 2  # 2: requests after `auth` carry a session MAC and a sequence number
 MAX_LINE = const(1024)  # bytes per frame, the newline included

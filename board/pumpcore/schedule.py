@@ -26,15 +26,9 @@ windows, the refill bridge, load_dict/shift after a reset) is in pumpcore.planni
 module the methods below import for the call (see pumpcore.app.drop_transient).
 """
 
+from pumpcore import const
+
 from . import dose
-
-try:
-    from micropython import const
-except ImportError:  # CPython
-
-    def const(x):
-        return x
-
 
 DAY_MS = const(86_400_000)
 

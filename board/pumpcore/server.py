@@ -25,15 +25,7 @@ idle_ms without a signed request. Few fields, one list: this object is resident.
 from binascii import hexlify
 from hashlib import sha256
 
-from pumpcore import proto
-
-try:
-    from micropython import const
-except ImportError:  # CPython
-
-    def const(x):
-        return x
-
+from pumpcore import const, proto
 
 # Requests remembered for retries. A client waits for each answer, so a retry is of its latest
 # request; 4 leave room for a late retry, and each entry holds a response line (up to 1 KB).

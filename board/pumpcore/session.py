@@ -12,15 +12,7 @@ last auth.fail logged, the failures not logged). Logins go to the App's event lo
 Nothing may keep a reference to this module or to its functions.
 """
 
-from pumpcore import auth, proto
-
-try:
-    from micropython import const
-except ImportError:  # CPython
-
-    def const(x):
-        return x
-
+from pumpcore import auth, const, proto
 
 AUDIT_FAIL_MS = const(60000)  # at most one auth.fail event a minute (the others are counted)
 # srv.guard

@@ -12,13 +12,7 @@ the clock jumped over by at most LATE_MAX_MS is given late, whole, from the jump
 skipped. Events say which.
 """
 
-try:
-    from micropython import const
-except ImportError:  # CPython
-
-    def const(x):
-        return x
-
+from pumpcore import const
 
 _DAY_MS = const(86_400_000)
 # a periodic slot the clock jumped over by at most this much is given late, else skipped

@@ -25,15 +25,8 @@ Only os functions the MicroPython ports have: open, rename, remove, stat, mkdir.
 import json
 import os
 
+from pumpcore import const
 from pumpcore.canon import crc_hex, dumps, write
-
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
-
 
 _ENOENT = const(2)
 

@@ -6,7 +6,7 @@ import sys
 
 from _util import forget_module, raises, read_bytes, rmtree, tmpdir, write_bytes
 from pumpcore import canon
-from pumpcore.events import RESERVE, SEQ_RECORD, EventError, EventLog
+from pumpcore.events import RESERVE, SEQ_RECORD, EventLog
 from pumpcore.store import Store, encode
 
 EPOCH = 1_700_000_000
@@ -45,8 +45,8 @@ def test_add_builds_events_with_increasing_seq():
         assert e1 == {"seq": 1, "epoch_s": EPOCH, "ms": 12, "kind": "reset",
                       "data": {"cause": "power"}}
         assert e2["seq"] == 2 and e2["data"] == {} and e2["epoch_s"] is None
-        raises(EventError, log.add, "x", [1], EPOCH, 0)
-        raises(EventError, log.add, 5, {}, EPOCH, 0)
+        raises(ValueError, log.add, "x", [1], EPOCH, 0)
+        raises(ValueError, log.add, 5, {}, EPOCH, 0)
         assert log.next_seq == 3 and log.last_seq == 2  # refused adds use no seq
         # the events are in the file, one line each, not in RAM
         assert read_bytes(root + "/events.log") == encode(e1) + encode(e2)
@@ -96,8 +96,8 @@ def test_since_pages_through():
         assert seqs(ev) == [5, 6] and nxt == 7
         ev, nxt = log.since(0, 1)
         assert seqs(ev) == [4] and nxt == 5  # seq 3 is past capacity now
-        raises(EventError, log.since, 0, -1)
-        raises(EventError, log.since, "0", 1)
+        raises(ValueError, log.since, 0, -1)
+        raises(ValueError, log.since, "0", 1)
 
     with_log(run, capacity=8, max_lines=16)
 
@@ -260,7 +260,7 @@ def test_ram_does_not_grow_with_events():
 
 
 def test_bad_capacity():
-    raises(EventError, EventLog, Store("/nonexistent-root-for-test"), 0)
+    raises(ValueError, EventLog, Store("/nonexistent-root-for-test"), 0)
 
 
 # ---------------------------------------------------------------------- the app's `log`
