@@ -8,9 +8,9 @@ on it as its methods would. Programming the pump (plans, refills, calibration, p
 restore) is in pumpcore.program, which also loads the plan rules.
 """
 
+from . import VERSION, canon, proto
 from . import alarms as al
-from . import canon, proto
-from .app import FIRMWARE, ConstRate
+from .delivery import ConstRate
 
 # bytes of events in one `log` answer (a frame is at most 1024 bytes): about half a frame, so
 # that a long-running heap (fragmented) still has a block for the answer (issue 11, finding 8)
@@ -26,10 +26,7 @@ def clock_set(app, args, now, req_id):
             raise proto.CommandError(proto.BAD_ARGS, "%s must be an integer" % k)
     if abs(args["offset_s"]) > 14 * 3600:
         raise proto.CommandError(proto.BAD_ARGS, "offset_s must be within +-14 h")
-    app._stop_motor(now)
-    src = app._source(now)
-    if src is not None:
-        app.delivery.advance(now, src)
+    src = app.halt(now)
     slots = src is not None and src is app.sched
     if slots:
         app.settle_slots(now)  # the periodic slots the old clock reached, recorded before it changes
@@ -37,18 +34,18 @@ def clock_set(app, args, now, req_id):
                    args.get("next_offset_s"))
     if slots:
         app.settle_slots(now)  # the slots it jumped over: given late or skipped, with an event
-    app._clear(al.CLOCK, now)
-    app._event("clock.set", {"epoch_s": args["epoch_s"], "offset_s": args["offset_s"]}, now)
+    app.clear_alarm(al.CLOCK, now)
+    app.log_event("clock.set", {"epoch_s": args["epoch_s"], "offset_s": args["offset_s"]}, now)
     app.save_state(now)
     return clock_get(app, args, now, req_id)
 
 
 def therapy_stop(app, args, now, req_id):
-    app._stop_motor(now)
+    app.stop_motor(now)
     app.bench = None
     if app.therapy == "running":
         app.therapy = "stopped"
-        app._event("therapy.stopped", {}, now)
+        app.log_event("therapy.stopped", {}, now)
     app.save_state(now)
     return {"therapy": app.therapy}
 
@@ -58,14 +55,14 @@ def maintenance(app, args, now, req_id):
     (non-critical: a clinician is at the pump; its condition lasts until therapy resumes),
     and Ctrl-C interrupts the firmware from now until therapy.resume or the next reset
     (App._kbd_sync)."""
-    app._stop_motor(now)
+    app.stop_motor(now)
     app.bench = None
     was = app.therapy
     if app.therapy == "running":
         app.therapy = "stopped"
     app.maint = True
-    app._event("maintenance", {"therapy": was}, now)
-    app._alarm(al.MAINTENANCE, now)
+    app.log_event("maintenance", {"therapy": was}, now)
+    app.raise_alarm(al.MAINTENANCE, now)
     app.save_state(now)
     return {"therapy": app.therapy, "repl": True}
 
@@ -79,8 +76,8 @@ def _leave_guard(app, now):
     fault.clear(app.store)
     app.therapy = "stopped"
     app.safe_reason = None
-    app._clear(al.FAULT, now)
-    app._event("fault.cleared", {}, now)
+    app.clear_alarm(al.FAULT, now)
+    app.log_event("fault.cleared", {}, now)
     return True
 
 
@@ -96,15 +93,15 @@ def therapy_resume(app, args, now, req_id):
     app.delivery.rebase(now)
     app.therapy = "running"
     app.maint = False  # Ctrl-C is data again (App._kbd_sync)
-    app._clear(al.MAINTENANCE, now)
-    app._event("therapy.resumed", {}, now)
+    app.clear_alarm(al.MAINTENANCE, now)
+    app.log_event("therapy.resumed", {}, now)
     app.save_state(now)
     return {"therapy": app.therapy}
 
 
 def motor_run(app, args, now, req_id):
     steps = args["steps"]
-    rate = args.get("rate_nl_day") or app._pullin_nl_day()
+    rate = args.get("rate_nl_day") or app.pullin_nl_day()
     if app.therapy == "running":
         raise proto.CommandError(proto.BUSY, "stop therapy first (therapy.stop)")
     if not isinstance(steps, int) or steps < 1 or steps > 10_000_000:
@@ -112,7 +109,7 @@ def motor_run(app, args, now, req_id):
     if not isinstance(rate, int) or rate < 1 or rate > app.limits()["max_nl_day"]:
         raise proto.CommandError(proto.BAD_ARGS, "rate_nl_day must be 1..%d"
                                  % app.limits()["max_nl_day"])
-    app._stop_motor(now)
+    app.stop_motor(now)
     app.delivery.rebase(now)
     app.delivery.owed = 0
     app.bench = [ConstRate(rate), steps]
@@ -122,7 +119,7 @@ def motor_run(app, args, now, req_id):
 def alarm_test(app, args, now, req_id):
     app.alarms.alarm_test(now)
     app.next_tone_ms = now
-    app._event("alarm.test", {}, now)
+    app.log_event("alarm.test", {}, now)
     return {}
 
 
@@ -137,7 +134,7 @@ def ack(app, args, now, req_id):
     if stalled and (al.STALL in done or kind is None):
         # acknowledging a stall is the clinician's "retry": the motor runs again, and
         # STALL_RETRIES more stalled segments raise it again
-        app._retry_after_stall(now)
+        app.retry_after_stall(now)
     if al.BATTERY_FAULT in done or kind is None:
         if app.fallback and app.battery.avg_mv is not None and \
                 app.battery.avg_mv > app.battery.brownout_mv:
@@ -145,7 +142,7 @@ def ack(app, args, now, req_id):
             app.fallback = False
             app.delivery.rebase(now)
     app.next_tone_ms = now
-    app._dirty = True
+    app.dirty = True
     return {"acked": done}
 
 
@@ -183,18 +180,18 @@ def log(app, args, now, req_id):
 def _live_volume_nl(app, now):
     v = app.reservoir.volume_nl
     if app.seg is not None:
-        v -= (app._pulses_done(now) * app.step_pl + app.pl_left) // 1000
+        v -= (app.pulses_done(now) * app.step_pl + app.pl_left) // 1000
     return v if v > 0 else 0
 
 
 def _live_steps(app, now):
     if app.seg is None:
         return app.steps
-    return app.steps - app.seg[1] + app._pulses_done(now)
+    return app.steps - app.seg[1] + app.pulses_done(now)
 
 
 def _rate_now(app, now):
-    src = app._source(now)
+    src = app.source(now)
     return src.rate_nl_day(now) if src is not None else 0
 
 
@@ -214,7 +211,7 @@ def status(app, args, now, req_id):
     # keyword names are interned (qstrs); "quoted" keys of 10 characters or more would each
     # be a string object of ~70 bytes in the resident heap
     return dict(
-        firmware=FIRMWARE, protocol=proto.PROTOCOL_VERSION,
+        firmware=VERSION, protocol=proto.PROTOCOL_VERSION,
         board=app.cfg.get("board", "?"), mode=mode, therapy=app.therapy,
         safe_reason=app.safe_reason, rate_nl_day=rate, reservoir_nl=vol,
         delivered_steps=_live_steps(app, now),
@@ -228,8 +225,18 @@ def status(app, args, now, req_id):
         refill_by_epoch_s=app.reservoir.refill_by_epoch_s,
         lockout_until_epoch_s=app.clock.epoch_s(app.lockout_until_ms)
         if app.clock.valid and app.lockout_until_ms > now else None,
-        boluses_24h=app._boluses_24h(now),
+        boluses_24h=app.boluses_24h(now),
         eri_days_left=app.battery.eri_days_left(ep),
         stall_detect=getattr(app.board, "stall_detect", None), gen=app.gen,
         uncertain_nl=app.limiter.uncertain_nl,
     )
+
+
+def alarms(app, args, now, req_id):
+    from . import alarmctl
+
+    return {"alarms": alarmctl.to_list(app.alarms)}
+
+
+def calib_get(app, args, now, req_id):
+    return {"step_pl": app.step_pl}

@@ -97,3 +97,16 @@ class Delivery:
         if interval_us < 1:
             interval_us = 1
         return (n, first_us, interval_us), None
+
+
+class ConstRate:
+    """A constant rate source (minimum-rate fallback, bench runs)."""
+
+    def __init__(self, nl_day):
+        self.nl_day = nl_day
+
+    def rate_nl_day(self, t_ms):
+        return self.nl_day
+
+    def next_change_ms(self, t_ms):
+        return None

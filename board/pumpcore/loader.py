@@ -20,7 +20,8 @@ import sys
 RESIDENT = ("pumpcore", "pumpcore.canon", "pumpcore.dose", "pumpcore.proto",
             "pumpcore.server", "pumpcore.store", "pumpcore.events", "pumpcore.alarms",
             "pumpcore.battery", "pumpcore.delivery", "pumpcore.limiter", "pumpcore.reservoir",
-            "pumpcore.schedule", "pumpcore.loader", "pumpcore.app", "hw.common")
+            "pumpcore.schedule", "pumpcore.loader", "pumpcore.app", "hw.common",
+            "hw.pio_step", "hw.rp2", "hw.esp32", "hw.sim")  # the board layers: this board's
 
 CALLS = (
     "admin", ("clock_get", "clock_set", "therapy_stop", "therapy_resume", "motor_run",

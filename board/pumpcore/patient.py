@@ -11,7 +11,7 @@ def bolus(app, args, now, req_id):
     # [req_id, answer] of each bolus of the last 24 h, oldest first (one per app.boluses entry:
     # both are appended together and app.boluses only loses its oldest)
     lb = app.last_bolus
-    n = app._boluses_24h(now)
+    n = app.boluses_24h(now)
     if len(lb) > n:
         del lb[:len(lb) - n]
     for r in lb:
@@ -21,7 +21,7 @@ def bolus(app, args, now, req_id):
     if p is None:
         _refuse(app, now, "no patient bolus in this plan")
         raise proto.CommandError(proto.BOLUS_NOT_ALLOWED, "the plan has no patient bolus")
-    if app.therapy != "running" or app._source(now) is not app.sched:
+    if app.therapy != "running" or app.source(now) is not app.sched:
         why = halted_reason(app)
         _refuse(app, now, why)
         raise proto.CommandError(proto.THERAPY_STOPPED, "no bolus now: " + why)
@@ -29,12 +29,11 @@ def bolus(app, args, now, req_id):
         left = (app.lockout_until_ms - now + 59_999) // 60_000
         _refuse(app, now, "lockout")
         raise proto.CommandError(proto.LOCKOUT, "in lockout for %d more min" % left)
-    if app._boluses_24h(now) >= p["max_24h"]:
+    if app.boluses_24h(now) >= p["max_24h"]:
         _refuse(app, now, "max per 24 h")
         raise proto.CommandError(proto.MAX_24H, "%d boluses in the last 24 h: the maximum"
                                  % p["max_24h"])
-    app._stop_motor(now)
-    app.delivery.advance(now, app.sched)
+    app.halt(now)  # the schedule drives delivery (checked above)
     nl = dose.ng_to_nl(p["ng"], app.sched.conc_at(now))
     app.sched.prune(now)
     app.sched.add_bolus(now, nl, p["dur_s"] * 1000)
@@ -43,7 +42,7 @@ def bolus(app, args, now, req_id):
     res = {"dose_ng": p["ng"], "volume_nl": nl, "dur_s": p["dur_s"],
            "started_epoch_s": app.epoch(now)}
     lb.append([req_id, res])
-    app._event("bolus.started", {"dose_ng": p["ng"], "volume_nl": nl}, now)
+    app.log_event("bolus.started", {"dose_ng": p["ng"], "volume_nl": nl}, now)
     app.save_state(now)
     return res
 
@@ -70,4 +69,4 @@ def halted_reason(app):
 
 
 def _refuse(app, now, why):
-    app._event("bolus.refused", {"reason": why}, now)
+    app.log_event("bolus.refused", {"reason": why}, now)

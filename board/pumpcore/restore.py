@@ -17,7 +17,8 @@ def load(app, now):
     """Restore the records at power-on (App.__init__): the set the head names (Store.commit),
     each of the generation the head gives it. A blank board (no head, no record) starts empty;
     a record missing, unreadable or of another generation is corruption: MEMORY alarm, safe
-    state."""
+    state. Returns the login throttle of the state record ([failures, ms left, ceiling ms
+    left]) for the App to give its Server, or None."""
     from . import evlog
 
     st = app.store
@@ -34,7 +35,7 @@ def load(app, now):
     except (CorruptRecord, KeyError, TypeError):
         if not evlog.any_record(st, _RECORDS + ("head",)):
             return  # a blank board: nothing was ever committed
-        app._safe(now, "therapy record corrupt (head)", al.MEMORY)
+        app.enter_safe(now, "therapy record corrupt (head)", al.MEMORY)
         return
     cal_bad = False
     try:
@@ -44,12 +45,12 @@ def load(app, now):
     except (CorruptRecord, KeyError, TypeError):
         cal_bad = True
     try:
-        load_therapy(app, now)
+        return load_therapy(app, now)
     finally:
         # after the therapy records: restoring them must not bring back "running" (or
         # drop the MEMORY alarm) when the calibration failed its check
         if cal_bad:
-            app._safe(now, "calibration record corrupt", al.MEMORY)
+            app.enter_safe(now, "calibration record corrupt", al.MEMORY)
 
 
 def load_keys(app):
@@ -66,17 +67,19 @@ def load_keys(app):
 
 
 def load_therapy(app, now):
-    """Restore the therapy records at power-on (App._load)."""
+    """Restore the therapy records at power-on (load); returns the state record's login
+    throttle, or None."""
     from . import evlog
 
     st = app.store
     gens = app.gens
+    auth = None
     try:
         rec = evlog.load_gen(st, "plan", gens["plan"]) if "plan" in gens else None
         state = evlog.load_gen(st, "state", gens.get("state"))
         count = evlog.load_gen(st, "count", gens.get("count"))
     except CorruptRecord as e:
-        app._safe(now, "therapy record corrupt (%s)" % e.name, al.MEMORY)
+        app.enter_safe(now, "therapy record corrupt (%s)" % e.name, al.MEMORY)
         return
     try:
         if count is not None:
@@ -113,7 +116,7 @@ def load_therapy(app, now):
             lb = state["last_bolus"] or []
             app.last_bolus = [lb] if lb and isinstance(lb[0], str) else lb  # older: one pair
             app.fallback = state["fallback"]
-            app._auth_restore = state.get("auth")
+            auth = state.get("auth")
             app.last_req = state["req"]
             was = state["therapy"]
             why = state.get("safe_reason")
@@ -128,7 +131,7 @@ def load_therapy(app, now):
             gc.collect()
             if plan is not None:
                 app.plan = plan
-                app.sched = Schedule(plan, app.clock, 0, app._pullin_nl_day())
+                app.sched = Schedule(plan, app.clock, 0, app.pullin_nl_day())
                 app.sched.load_dict(sd)
                 if count is not None:
                     app.sched.load_slots(count.get("slots"))  # newer than the state's
@@ -140,6 +143,7 @@ def load_therapy(app, now):
                 app.therapy = "safe"
                 app.safe_reason = why
     except (KeyError, TypeError, ValueError):  # PlanError is a ValueError
-        app._safe(now, "therapy record unreadable", al.MEMORY)
-        return
+        app.enter_safe(now, "therapy record unreadable", al.MEMORY)
+        return None
     app.delivery.rebase(now)
+    return auth

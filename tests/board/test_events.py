@@ -5,7 +5,7 @@ import os
 import sys
 
 from _util import forget_module, raises, read_bytes, rmtree, tmpdir, write_bytes
-from pumpcore import canon
+from pumpcore import canon, loader
 from pumpcore.events import RESERVE, SEQ_RECORD, EventLog
 from pumpcore.store import Store, encode
 
@@ -346,12 +346,11 @@ def test_the_rarely_used_log_code_is_transient():
     Under MicroPython a precompiled evlog (.mpy; here the sources stand in for it) is dropped
     after the step or command that loaded it, and `log` answers the same; appending an event
     does not load it. CPython keeps it."""
-    from pumpcore import app as appmod
 
     mpy = sys.implementation.name == "micropython"
     forget_module("pumpcore.evlog")
-    old = appmod._DROP_SOURCE
-    appmod._DROP_SOURCE = True
+    old = loader.DROP_SOURCE
+    loader.DROP_SOURCE = True
     d = tmpdir()
     try:
         app, b = _app(d)  # restore() scanned the file with evlog, then the boot shed it
@@ -399,5 +398,5 @@ def test_the_rarely_used_log_code_is_transient():
         assert seqs(evs) == [400, 401, 402] and evs[-1]["kind"] == "reset"
         assert ("pumpcore.evlog" in sys.modules) != mpy
     finally:
-        appmod._DROP_SOURCE = old
+        loader.DROP_SOURCE = old
         rmtree(d)

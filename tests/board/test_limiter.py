@@ -138,7 +138,7 @@ def test_finding1_start_bolus_held_at_the_caps_and_resumed():
         assert not app.alarms.condition_active("CAP_REACHED")
         assert "CAP_REACHED" in app.alarms.active()  # latched until a clinician acks it
         # what the schedule owed while held was dropped: no catch-up beyond the caps either
-        assert app.cmd_status({}, b.t_ms, "s")["delivered_steps"] == b.pulses_at(b.t_ms)
+        assert app.call("status", {}, "clinician", "s", b.t_ms)["delivered_steps"] == b.pulses_at(b.t_ms)
     finally:
         rmtree(root)
 
@@ -334,7 +334,7 @@ def test_finding9_power_cut_mid_segment_leaves_a_bounded_uncertainty():
         b.t_ms = seg[0] + (seg[4] - seg[0]) // 2  # the power fails halfway through it
         pulsed = b.pulses_at(b.t_ms)
         app2, b2 = _app(root)
-        st = app2.cmd_status({}, 0, "s")
+        st = app2.call("status", {}, "clinician", "s", 0)
         unc_steps = st["uncertain_nl"] * 1000 // 250_000
         assert st["uncertain_nl"] > 0
         assert st["delivered_steps"] - unc_steps <= pulsed < st["delivered_steps"]

@@ -214,7 +214,7 @@ def test_repeated_crashes_reach_the_boot_loop_guard():
         assert app.therapy == "safe" and app.safe_reason.startswith("boot loop")
         run_until(app, b, t + 3_600_000)
         assert app.seg is None and b.pulses_at(b.t_ms) == app.steps
-        st = app.cmd_status({}, b.t_ms, "s")
+        st = app.call("status", {}, "clinician", "s", b.t_ms)
         assert st["therapy"] == "safe" and "FAULT" in st["alarms"]
         assert [f for tt, f in b.tones if tt >= t and f]  # the FAULT alarm sounds
         assert app.call("log", {}, "patient", "l", b.t_ms)["events"]
@@ -246,12 +246,18 @@ def test_a_command_that_raises_is_answered_then_handled_as_a_fault():
         run_until(app, b, 60_000)
         cs = login(app, KEY)
 
-        def broken(args, now, req_id):
+        def broken(app, args, now, req_id):
             raise TypeError("bug")
 
-        app.cmd_calib_get = broken
-        b.rx = cs.line("c1", "calib.get", {})
-        assert _loop(app, b, 61_000)
+        from pumpcore import admin
+
+        good = admin.calib_get
+        admin.calib_get = broken
+        try:
+            b.rx = cs.line("c1", "calib.get", {})
+            assert _loop(app, b, 61_000)
+        finally:
+            admin.calib_get = good
         fs = _frames(b.tx, "=!")
         errs = [f for f in fs if f.kind == "=" and f.id == "c1"]
         assert errs and errs[0].body["code"] == proto.INTERNAL

@@ -138,7 +138,7 @@ def _run(raw, at_min, first_bolus_min, days):
         res = app.call("plan.set", {"plan": plan}, "clinician", "p", now)  # the check passes
         clock = Clock()
         clock.set(now, EPOCH + at_min * 60, 0)
-        oracle = Oracle(res["plan"], now, clock, app.step_pl, app._pullin_nl_day(), 0)
+        oracle = Oracle(res["plan"], now, clock, app.step_pl, app.pullin_nl_day(), 0)
         err = StepError(oracle, app.step_pl)
         end = days * DAY
         pat = plan.get("patient")
