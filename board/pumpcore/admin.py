@@ -83,7 +83,9 @@ def _leave_guard(app, now):
 
 def therapy_resume(app, args, now, req_id):
     if _leave_guard(app, now):
-        app.alarms.ack(al.FAULT)
+        from . import alarmctl
+
+        alarmctl.ack(app.alarms, al.FAULT)
     if app.therapy == "safe":
         raise proto.CommandError(proto.SAFE_STATE, "in the safe state (%s): program a plan"
                                  % app.safe_reason)
@@ -130,7 +132,9 @@ def ack(app, args, now, req_id):
     stalled = app.alarms.condition_active(al.STALL)
     if kind is None or kind == al.FAULT:
         _leave_guard(app, now)  # therapy stays stopped until therapy.resume
-    done = app.alarms.ack(kind)
+    from . import alarmctl
+
+    done = alarmctl.ack(app.alarms, kind)
     if stalled and (al.STALL in done or kind is None):
         # acknowledging a stall is the clinician's "retry": the motor runs again, and
         # STALL_RETRIES more stalled segments raise it again

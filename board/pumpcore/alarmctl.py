@@ -9,7 +9,7 @@ argument), nothing of it kept in long-lived state; what they leave behind is pla
 """
 
 from pumpcore import const
-from pumpcore.alarms import CRITICAL_KINDS, KINDS, NONE, is_critical
+from pumpcore.alarms import CRITICAL_KINDS, KINDS, is_critical
 
 # entry fields, as in pumpcore.alarms (its underscored consts are not module attributes on
 # MicroPython)
@@ -31,8 +31,7 @@ def _total(pattern):
     return t
 
 
-def setup_player(
-    p,
+def patterns(
     hi_hz=880,
     lo_hz=660,
     critical_pairs=4,
@@ -45,7 +44,9 @@ def setup_player(
     blink_ms=500,
     test_gap_ms=1000,
 ):
-    """TonePlayer's settings, checked, as its patterns: tuples of (freq_hz, dur_ms)."""
+    """TonePlayer's settings, checked (ValueError if one is out of range), as what
+    TonePlayer(patterns) takes: (critical, single, critical_repeat_ms, single_repeat_ms,
+    blink_ms, test pattern, test_ms), a pattern a tuple of (freq_hz, dur_ms)."""
     _pos_int("hi_hz", hi_hz)
     _pos_int("lo_hz", lo_hz)
     _pos_int("critical_pairs", critical_pairs)
@@ -63,27 +64,19 @@ def setup_player(
         raise ValueError("critical_repeat_ms is shorter than the pattern")
     if _pos_int("single_repeat_ms", single_repeat_ms) < _total(single) + single_off_ms:
         raise ValueError("single_repeat_ms is shorter than the pattern")
-    p.critical_pattern = crit
-    p.single_pattern = single
-    p.critical_repeat_ms = critical_repeat_ms
-    p.single_repeat_ms = single_repeat_ms
-    p.blink_ms = blink_ms
-    p.test_pattern = crit + ((0, test_gap_ms),) + single if test_gap_ms else crit + single
-    p.test_ms = _total(p.test_pattern)
-    p.level = NONE
-    p._t0 = 0
-    p._test_t0 = None
+    test = crit + ((0, test_gap_ms),) + single if test_gap_ms else crit + single
+    return (crit, single, critical_repeat_ms, single_repeat_ms, blink_ms, test, _total(test))
 
 
 def ack(a, kind=None):
     """Acknowledge one kind (or all when None): silences it; one whose condition has
     cleared is removed. Returns the kinds acknowledged by this call."""
-    items = a._items
+    items = a.items
     if kind is not None:
         is_critical(kind)
         kinds = (kind,) if kind in items else ()
     else:
-        kinds = a._sorted()
+        kinds = a.active()
     done = []
     for k in kinds:
         e = items[k]
@@ -100,8 +93,8 @@ def ack(a, kind=None):
 def to_list(a):
     """The protocol view: [{kind, critical, active, acked, since_epoch_s}]."""
     out = []
-    for k in a._sorted():
-        e = a._items[k]
+    for k in a.active():
+        e = a.items[k]
         out.append(
             {
                 "kind": k,
@@ -116,9 +109,11 @@ def to_list(a):
 
 def restore(a, d):
     """Load what Alarms.to_dict() saved; unknown kinds (a newer firmware's) are skipped."""
-    a._items = {}
+    items = {}
     for it in d.get("alarms", ()):
         k = it[0]
         if k in KINDS:
-            a._items[k] = [it[1], bool(it[2]), bool(it[3]), it[4]]
-    a._gen += 1
+            items[k] = [it[1], bool(it[2]), bool(it[3]), it[4]]
+    a.items = items
+    a.gen += 1
+    return a

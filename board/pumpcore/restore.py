@@ -109,7 +109,9 @@ def load_therapy(app, now):
             app.reservoir.empty_nl = state["res"]["empty_nl"]
             app.reservoir.refill_by_epoch_s = state["res"]["refill_by_epoch_s"]
             app.reservoir.refilled_epoch_s = state["res"]["refilled_epoch_s"]
-            app.alarms.restore(state["alarms"])
+            from . import alarmctl
+
+            alarmctl.restore(app.alarms, state["alarms"])
             app.battery.restore(state["battery"])
             app.boluses = [t + delta for t in state["boluses"]]
             app.lockout_until_ms = state["lockout_until_ms"] + delta
