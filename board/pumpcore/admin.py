@@ -169,7 +169,9 @@ def log(app, args, now, req_id):
     if not isinstance(since, int) or not isinstance(limit, int) or limit < 1 or limit > 50:
         raise proto.CommandError(proto.BAD_ARGS, "since >= 0 and limit 1..50")
     # streamed from the log file; with the budget it parses no more lines than fit
-    evs, nxt = app.events.since(since, limit, _LOG_BUDGET)
+    from . import evlog
+
+    evs, nxt = evlog.since(app.events, since, limit, _LOG_BUDGET)
     # the answer must fit one frame (proto.MAX_LINE): stop early, `next` says where
     size = 0
     for i in range(len(evs)):

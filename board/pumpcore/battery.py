@@ -34,9 +34,9 @@ class BatteryMonitor:
     @property
     def avg_mv(self):
         """The smoothed cell voltage, None before the first sample."""
-        if self._acc is None:
+        if self.acc is None:
             return None
-        return self._acc >> self.shift
+        return self.acc >> self.shift
 
     @property
     def state(self):
@@ -95,15 +95,3 @@ class BatteryMonitor:
             "fault_epoch_s": self.fault_epoch_s,
             "fault_mv": self.fault_mv,
         }
-
-    def restore(self, d):
-        """Load state saved by to_dict() (debounce counters restart from zero)."""
-        from pumpcore import batteryctl
-
-        batteryctl.restore(self, d)
-        return self
-
-    @classmethod
-    def from_dict(cls, d, **config):
-        """BatteryMonitor(**config) with the state of d."""
-        return cls(**config).restore(d)

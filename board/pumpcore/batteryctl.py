@@ -41,7 +41,7 @@ def setup(
     b.debounce = debounce
     b.eri_days = eri_days
     b.shift = shift
-    b._acc = None  # average * 2**shift; None until the first sample
+    b.acc = None  # average * 2**shift; None until the first sample
     b.last_mv = None
     b.last_ms = None
     b.eri = False
@@ -51,10 +51,10 @@ def setup(
     b.fault_epoch_s = None
     b.fault_mv = None
     # consecutive qualifying samples, capped at debounce
-    b._n_below_eri = 0
-    b._n_below_eos = 0
-    b._n_above_eri = 0
-    b._n_above_eos = 0
+    b.n_below_eri = 0
+    b.n_below_eos = 0
+    b.n_above_eri = 0
+    b.n_above_eos = 0
 
 
 def eri_days_left(b, epoch_s):
@@ -83,30 +83,30 @@ def sample(b, mv, now_ms, epoch_s):
         changes.append(("fault", True))
 
     sh = b.shift
-    if b._acc is None:
-        b._acc = mv << sh
+    if b.acc is None:
+        b.acc = mv << sh
     else:
-        b._acc += mv - (b._acc >> sh)
+        b.acc += mv - (b.acc >> sh)
     avg = b.avg_mv
 
     n = b.debounce
-    b._n_below_eri = _count(b._n_below_eri, avg < b.eri_mv, n)
-    b._n_below_eos = _count(b._n_below_eos, avg < b.eos_mv, n)
-    b._n_above_eri = _count(b._n_above_eri, avg > b.eri_mv + b.hyst_mv, n)
-    b._n_above_eos = _count(b._n_above_eos, avg > b.eos_mv + b.hyst_mv, n)
+    b.n_below_eri = _count(b.n_below_eri, avg < b.eri_mv, n)
+    b.n_below_eos = _count(b.n_below_eos, avg < b.eos_mv, n)
+    b.n_above_eri = _count(b.n_above_eri, avg > b.eri_mv + b.hyst_mv, n)
+    b.n_above_eos = _count(b.n_above_eos, avg > b.eos_mv + b.hyst_mv, n)
 
     # worse: ERI before EOS; better: EOS off before ERI off
-    if not b.eri and b._n_below_eri >= n:
+    if not b.eri and b.n_below_eri >= n:
         b.eri = True
         b.eri_epoch_s = epoch_s
         changes.append(("eri", True))
-    if not b.eos and b._n_below_eos >= n:
+    if not b.eos and b.n_below_eos >= n:
         b.eos = True
         changes.append(("eos", True))
-    if b.eos and b._n_above_eos >= n:
+    if b.eos and b.n_above_eos >= n:
         b.eos = False
         changes.append(("eos", False))
-    if b.eri and not b.eos and b._n_above_eri >= n:
+    if b.eri and not b.eos and b.n_above_eri >= n:
         b.eri = False
         b.eri_epoch_s = None
         changes.append(("eri", False))
@@ -118,12 +118,12 @@ def sample(b, mv, now_ms, epoch_s):
 def settling(b):
     """True while a reading is on its way somewhere: the average still moving towards the
     last sample, or a debounce count started. The app then samples more often."""
-    if b.last_mv is None or b._acc is None:
+    if b.last_mv is None or b.acc is None:
         return False
     if abs(b.last_mv - b.avg_mv) > b.hyst_mv:
         return True
     n = b.debounce
-    for c in (b._n_below_eri, b._n_below_eos, b._n_above_eri, b._n_above_eos):
+    for c in (b.n_below_eri, b.n_below_eos, b.n_above_eri, b.n_above_eos):
         if 0 < c < n:
             return True
     return False
@@ -132,7 +132,7 @@ def settling(b):
 def restore(b, d):
     """Load state saved by to_dict() (debounce counters restart from zero)."""
     avg = d.get("avg_mv")
-    b._acc = None if avg is None else avg << b.shift
+    b.acc = None if avg is None else avg << b.shift
     b.eri = bool(d.get("eri", False))
     b.eos = bool(d.get("eos", False))
     if b.eos:
@@ -141,7 +141,7 @@ def restore(b, d):
     b.eri_epoch_s = d.get("eri_epoch_s")
     b.fault_epoch_s = d.get("fault_epoch_s")
     b.fault_mv = d.get("fault_mv")
-    b._n_below_eri = b._n_below_eos = b._n_above_eri = b._n_above_eos = 0
+    b.n_below_eri = b.n_below_eos = b.n_above_eri = b.n_above_eos = 0
     return b
 
 

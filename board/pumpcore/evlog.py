@@ -17,8 +17,8 @@ event, with strictly increasing "seq". The log is only ever streamed, one line a
 import os
 
 from pumpcore import const
+from pumpcore.canon import CorruptRecord, check_line, decode
 from pumpcore.events import SEQ_RECORD
-from pumpcore.store import CorruptRecord, _check, _missing, decode
 
 _LINE_MAX = const(4096)  # longest event line read as one line (longer ones are dropped)
 # read in pieces: an event line is far shorter, and a small heap may have no free block of
@@ -33,7 +33,7 @@ _SEQ_KEY = b'"seq":'
 def good_line(line):
     """True if the line passes its check (form and CRC; the JSON is not parsed)."""
     try:
-        _check(line, "")
+        check_line(line, "")
     except CorruptRecord:
         return False
     return True
@@ -98,7 +98,7 @@ def event_seq(line):
 
 def mkdirs(st):
     """Store._mkdirs: make st.root and its parents (those that exist are fine)."""
-    if st._dir_ok or not st.root:
+    if st.dir_ok or not st.root:
         return
     parts = st.root.split("/")
     cur = ""
@@ -110,7 +110,7 @@ def mkdirs(st):
             os.mkdir(cur)
         except OSError:
             pass  # exists (or a real problem the write will report)
-    st._dir_ok = True
+    st.dir_ok = True
 
 
 def remove(st, name):
@@ -122,7 +122,7 @@ def remove(st, name):
         except OSError:
             pass
     if name == st.events_name:
-        st._event_lines = 0
+        st.n_event_lines = 0
         st.events_gen += 1
 
 
@@ -131,7 +131,7 @@ def open_events(st):
     try:
         return open(st.path(st.events_name), "rb")
     except OSError as e:
-        if not _missing(e):
+        if not (e.args and e.args[0] == 2):  # ENOENT: no log
             raise
         return None
 
@@ -140,7 +140,7 @@ def load_tmp(st, name):
     """Store.load of a record with no file: the object in a complete name.tmp (power failed
     between remove and rename), else None (a torn first write: nothing was ever committed)."""
     try:
-        data = st._read(st.path(name) + ".tmp")
+        data = st.read(st.path(name) + ".tmp")
     except OSError:
         return None
     try:
@@ -159,11 +159,11 @@ def load_gen(st, name, gen):
         return rec
     path = st.path(name)
     try:
-        new = decode(st._read(path + ".new"), name)
+        new = decode(st.read(path + ".new"), name)
     except (OSError, CorruptRecord):
         new = None
     if isinstance(new, dict) and new.get("gen") == gen:
-        st._rename(path + ".new", path)
+        st.rename(path + ".new", path)
         return new
     if rec is None:
         raise CorruptRecord(name, "missing")
@@ -224,11 +224,11 @@ def rewrite(st, skip):
     Returns the lines written."""
     src = open_events(st)
     if src is None:
-        st._event_lines = 0
+        st.n_event_lines = 0
         return 0
     kept = 0
     try:
-        dst = st._open_w(st.path(st.events_name) + ".tmp")
+        dst = st.open_w(st.path(st.events_name) + ".tmp")
         try:
             for line, _, _ in _good_lines(src, skip):
                 dst.write(line)
@@ -237,8 +237,8 @@ def rewrite(st, skip):
             dst.close()
     finally:
         src.close()
-    st._commit(st.events_name)
-    st._event_lines = kept
+    st.commit_tmp(st.events_name)
+    st.n_event_lines = kept
     st.events_gen += 1
     return kept
 
@@ -259,7 +259,7 @@ def scan(st):
     st.events_skipped = 0
     st.events_torn = False
     if f is None:
-        st._event_lines = 0
+        st.n_event_lines = 0
         return 0, 0
     total = 0
     top = 0
@@ -280,7 +280,7 @@ def scan(st):
             top = s
     finally:
         f.close()
-    st._event_lines = total
+    st.n_event_lines = total
     st.events_skipped = skipped
     st.events_torn = torn
     if skipped:
@@ -315,9 +315,20 @@ def first_readable(log):
     return n if n > 0 else 0
 
 
-def since(log, seq, limit, budget):
-    """EventLog.since (see there). The place where it stops is kept on the EventLog as ints
-    (_h_seq, _h_off, _h_line, valid for the file generation _h_gen)."""
+def events(log):
+    """The readable events, oldest first: a generator reading the file line by line (consume
+    it, do not keep it)."""
+    return iter_events(log.store, first_readable(log))
+
+
+def since(log, seq=0, limit=50, budget=None):
+    """Events with seq >= `seq`, oldest first, at most `limit` (None: capacity), and, with a
+    `budget`, no more than fit in that many bytes of canonical JSON with a separator each (at
+    least one). Returns (events, next): `next` is the seq to ask for next time (after the last
+    returned event, the seq of the first one left out for the budget, or next_seq when nothing
+    was returned). Reads the file line by line and parses only the lines returned; starts
+    where the previous call stopped when it can: that place is kept on the EventLog as ints
+    (page_seq, page_off, page_line, valid for the file generation page_gen)."""
     if limit is None:
         limit = log.capacity
     if not isinstance(seq, int) or not isinstance(limit, int) or limit < 0:
@@ -330,10 +341,10 @@ def since(log, seq, limit, budget):
     off = 0
     idx = 0
     top = 0
-    if log._h_gen == st.events_gen and log._h_seq <= seq:
-        off = log._h_off  # every line before it has a seq below _h_seq, so below `seq`
-        idx = log._h_line
-        top = log._h_seq - 1
+    if log.page_gen == st.events_gen and log.page_seq <= seq:
+        off = log.page_off  # every line before it has a seq below _h_seq, so below `seq`
+        idx = log.page_line
+        top = log.page_seq - 1
     f = open_events(st)
     if f is None:
         return out, log.next_seq
@@ -376,8 +387,8 @@ def since(log, seq, limit, budget):
     finally:
         f.close()
     if h_seq:
-        log._h_seq, log._h_off, log._h_line = h_seq, h_off, h_line
-        log._h_gen = st.events_gen
+        log.page_seq, log.page_off, log.page_line = h_seq, h_off, h_line
+        log.page_gen = st.events_gen
     if nxt is not None:
         return out, nxt
     if out:
@@ -385,8 +396,12 @@ def since(log, seq, limit, budget):
     return out, log.next_seq
 
 
-def restore(log, next_seq):
-    """EventLog.restore (see there): the seqs reserved on file, then the scan of the file."""
+def restore(log, next_seq=1):
+    """At boot: scan the file (Store.scan_events: counts its lines, drops torn or corrupt
+    ones) and continue after the highest seq in it. next_seq never goes below the given one,
+    nor below the seqs reserved on file when the file cannot vouch for its highest seq (no
+    good line in it, or a bad line other than a torn last one). OSError if the filesystem
+    fails (next_seq is then already past the reservation). Returns the EventLog."""
     st = log.store
     try:
         rec = st.load(SEQ_RECORD)
@@ -395,8 +410,8 @@ def restore(log, next_seq):
     reserved = rec.get("next_seq") if isinstance(rec, dict) else None
     if not isinstance(reserved, int):
         reserved = 0
-    log._reserved = reserved
-    log._h_gen = -1
+    log.reserved = reserved
+    log.page_gen = -1
     log.next_seq = next_seq if next_seq > reserved else reserved
     if log.next_seq < 1:
         log.next_seq = 1

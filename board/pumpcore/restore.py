@@ -24,7 +24,7 @@ def load(app, now):
     st = app.store
     try:
         # only scans the file (next seq, line count, torn lines dropped): no events in RAM
-        app.events.restore()
+        evlog.restore(app.events)
     except (CorruptRecord, OSError):
         pass
     try:
@@ -112,7 +112,9 @@ def load_therapy(app, now):
             from . import alarmctl
 
             alarmctl.restore(app.alarms, state["alarms"])
-            app.battery.restore(state["battery"])
+            from . import batteryctl
+
+            batteryctl.restore(app.battery, state["battery"])
             app.boluses = [t + delta for t in state["boluses"]]
             app.lockout_until_ms = state["lockout_until_ms"] + delta
             lb = state["last_bolus"] or []

@@ -41,11 +41,11 @@ class Server:
         from pumpcore import session  # at boot: not resident (dropped after the App boots)
 
         self.app = app
-        self._keys = session.key_table(keys)  # {role: key bytes}
-        self._info = info
-        self._rand = rand
+        self.keys = session.key_table(keys)  # {role: key bytes}
+        self.info = info
+        self.rand = rand
         self.role = proto.ROLE_NONE
-        self._nonce = None
+        self.nonce = None
         # the session after `auth`: [ipad, opad (pumpcore.auth.pads of the session key), the
         # last sequence number accepted, board time of the last signed request], or None
         self.sess = None
@@ -59,7 +59,7 @@ class Server:
         self._discard = None  # prefix of an over-long line being discarded, or None
         self._out = []
         self._out_bytes = 0
-        self._cache = []  # [(id, crc, response line)], oldest first
+        self.cache = []  # [(id, crc, response line)], oldest first
         self._seq = 0
         self.dropped_events = 0
         self.fault = None  # an exception a command raised, for the loop's fault handling
@@ -159,7 +159,7 @@ class Server:
         if f.id == proto.NO_ID:
             self._reply_err(proto.NO_ID, proto.BAD_ARGS, "request id 0 is reserved")
             return
-        for fid, crc, resp in self._cache:
+        for fid, crc, resp in self.cache:
             if fid == f.id:
                 if crc == f.crc:
                     self._queue(resp)  # a retry: answer again, do not execute again
@@ -174,7 +174,7 @@ class Server:
                 return
             role = self.role
         if f.name == "hello":
-            self._cache = []  # a new session: ids of the old one mean nothing now
+            self.cache = []  # a new session: ids of the old one mean nothing now
         code = None
         try:
             result = self._dispatch(f.id, f.name, f.body, now_ms, role)
@@ -194,9 +194,9 @@ class Server:
             # heaviest commands get the heap as it was)
             self.app.log_event("cmd", {"cmd": f.name, "role": role, "code": code}, now_ms)
         if code not in _TRANSIENT:
-            if len(self._cache) >= _CACHE_SIZE:
-                self._cache.pop(0)
-            self._cache.append((f.id, f.crc, resp))
+            if len(self.cache) >= _CACHE_SIZE:
+                self.cache.pop(0)
+            self.cache.append((f.id, f.crc, resp))
         self._queue(resp)
 
     def _signed(self, line, f, now_ms):

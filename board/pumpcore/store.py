@@ -22,24 +22,20 @@ pumpcore.app.drop_transient).
 Only os functions the MicroPython ports have: open, rename, remove, stat, mkdir.
 """
 
-import json
 import os
 
 from pumpcore import const
-from pumpcore.canon import crc_hex, dumps, write
+from pumpcore.canon import (  # noqa: F401  (the record line: re-exported)
+    CorruptRecord,
+    StoreError,
+    check_line,
+    crc_hex,
+    decode,
+    dumps,
+    write,
+)
 
 _ENOENT = const(2)
-
-
-class StoreError(Exception):
-    pass
-
-
-class CorruptRecord(StoreError):
-    def __init__(self, name, why="CRC mismatch"):
-        super().__init__("corrupt record %s: %s" % (name, why))
-        self.name = name
-        self.why = why
 
 
 def encode(obj):
@@ -54,26 +50,6 @@ def write_line(f, obj):
     f.write(b"*%08x\n" % write(obj, f.write))
 
 
-def _check(line, name):
-    """Raise CorruptRecord unless line (bytes, with its newline) is exactly what encode()
-    makes, up to the JSON: the form and the CRC."""
-    n = len(line)
-    if n < 11 or line[n - 1] != 0x0A or line[n - 10] != 0x2A:  # "\n", "*"
-        raise CorruptRecord(name, "truncated or malformed")
-    if line[n - 9 : n - 1] != crc_hex(line[: n - 10]).encode():
-        raise CorruptRecord(name, "CRC mismatch")
-
-
-def decode(line, name="record"):
-    """The object in one record line (bytes, with its newline); CorruptRecord if the line is
-    not exactly what encode() makes."""
-    _check(line, name)
-    try:
-        return json.loads(line[: len(line) - 10].decode())
-    except (ValueError, UnicodeError) as e:
-        raise CorruptRecord(name, "unparseable: %s" % (e,)) from None
-
-
 def _missing(e):
     return e.args and e.args[0] == _ENOENT
 
@@ -84,8 +60,8 @@ class Store:
         self._prefix = (root + "/") if root and not root.endswith("/") else root
         self.events_name = events_name
         self.events_max_lines = events_max_lines
-        self._dir_ok = False
-        self._event_lines = None  # lines in the event log, None until counted
+        self.dir_ok = False
+        self.n_event_lines = None  # lines in the event log, None until counted
         self.events_skipped = 0  # bad lines dropped by the last scan_events()
         self.events_torn = False  # ... and whether the last line was torn (no newline)
         self.events_gen = 0  # bumped whenever the event log is rewritten or removed
@@ -101,18 +77,18 @@ class Store:
 
         evlog.mkdirs(self)
 
-    def _open_w(self, path):
+    def open_w(self, path):
         """path opened for writing (the directory made if needed)."""
-        if not self._dir_ok:
+        if not self.dir_ok:
             self._mkdirs()
         try:
             return open(path, "wb")
         except OSError:
-            self._dir_ok = False
+            self.dir_ok = False
             self._mkdirs()
             return open(path, "wb")
 
-    def _rename(self, src, path):
+    def rename(self, src, path):
         """Rename src over path."""
         try:
             os.rename(src, path)
@@ -125,14 +101,14 @@ class Store:
                 pass
             os.rename(src, path)
 
-    def _commit(self, name):
+    def commit_tmp(self, name):
         """Rename name.tmp over name."""
         path = self.path(name)
-        self._rename(path + ".tmp", path)
+        self.rename(path + ".tmp", path)
 
     def _write_file(self, path, write):
         """write(f) into the file at path (made or truncated)."""
-        f = self._open_w(path)
+        f = self.open_w(path)
         try:
             write(f)
         finally:
@@ -141,7 +117,7 @@ class Store:
     def _write_atomic(self, name, write):
         """write(f) into name.tmp, then rename it over name."""
         self._write_file(self.path(name) + ".tmp", write)
-        self._commit(name)
+        self.commit_tmp(name)
 
     # --- records ----------------------------------------------------------------------------
 
@@ -161,9 +137,9 @@ class Store:
         self.save("head", head)
         for name, _ in recs:
             p = self.path(name)
-            self._rename(p + ".new", p)
+            self.rename(p + ".new", p)
 
-    def _read(self, path):
+    def read(self, path):
         f = open(path, "rb")
         try:
             return f.read()
@@ -174,7 +150,7 @@ class Store:
         """The saved object, None if there is no record, CorruptRecord if it fails its check."""
         path = self.path(name)
         try:
-            data = self._read(path)
+            data = self.read(path)
         except OSError as e:
             if not _missing(e):
                 raise
@@ -201,17 +177,17 @@ class Store:
 
     def event_lines(self):
         """Lines in the event log (counted once, then kept up to date)."""
-        if self._event_lines is None:
+        if self.n_event_lines is None:
             from pumpcore import evlog
 
-            self._event_lines = evlog.count_lines(self)
-        return self._event_lines
+            self.n_event_lines = evlog.count_lines(self)
+        return self.n_event_lines
 
     def append_event(self, ev):
         """Append one event line. Returns True when the log has grown past events_max_lines
         and should be compacted (compact_events)."""
         self.event_lines()
-        if not self._dir_ok:
+        if not self.dir_ok:
             self._mkdirs()
         f = open(self.path(self.events_name), "ab")
         try:
@@ -221,8 +197,8 @@ class Store:
             raise
         finally:
             f.close()
-        self._event_lines += 1
-        return self._event_lines > self.events_max_lines
+        self.n_event_lines += 1
+        return self.n_event_lines > self.events_max_lines
 
     def compaction_due(self):
         return self.event_lines() > self.events_max_lines

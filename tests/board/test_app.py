@@ -4,6 +4,7 @@ Runs under CPython and MicroPython. Delivery is counted by the fake board's puls
 by the app's own account.
 """
 
+from pumpcore import evlog
 from _util import forget_module, raises, rmtree, tmpdir
 from fakeboard import FakeBoard, run_until
 from pumpcore import loader, proto
@@ -43,7 +44,7 @@ def test_p1_low_at_day_90_exactly():
         run_until(app, b, 90 * DAY + 1)
         assert "LOW" in app.alarms.active()
         assert b.pulses_at(90 * DAY) == 72_000  # 18 mL at 0.25 µL/step, counted by the board
-        low = [e for e in app.events.events() if e["kind"] == "alarm.raised"
+        low = [e for e in evlog.events(app.events) if e["kind"] == "alarm.raised"
                and e["data"]["kind"] == "LOW"]
         assert low and abs(low[0]["ms"] - 90 * DAY) <= 1, low
         st = app.call("status", {}, "clinician", "s", b.t_ms)

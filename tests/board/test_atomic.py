@@ -39,7 +39,7 @@ def _arm(app, nth):
     list whose first item counts the operations done so far."""
     st = app.store
     real_write = getattr(st, "_write_file", None)
-    real_rename = getattr(st, "_rename", None)
+    real_rename = getattr(st, "rename", None)
     n = [0]
 
     def write_file(path, write):
@@ -70,7 +70,7 @@ def _arm(app, nth):
 
     if hasattr(st, "_write_file"):
         st._write_file = write_file
-        st._rename = rename
+        st.rename = rename
     else:  # a store with one atomic write per record (the code before issue 11)
         def write_atomic(name, write):
             path = st.path(name)

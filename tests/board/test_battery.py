@@ -1,4 +1,5 @@
 from _util import raises
+from pumpcore import batteryctl
 from pumpcore.battery import BatteryMonitor
 
 DAY_S = 86400
@@ -198,9 +199,8 @@ def test_round_trip():
     b.sample(3200, 0, EPOCH)
     b.sample(2000, 1, EPOCH + 5)
     d = b.to_dict()
-    b2 = BatteryMonitor.from_dict(
-        d, eri_mv=3300, eos_mv=3000, brownout_mv=2800, hyst_mv=50, debounce=1
-    )
+    b2 = BatteryMonitor(eri_mv=3300, eos_mv=3000, brownout_mv=2800, hyst_mv=50, debounce=1)
+    batteryctl.restore(b2, d)
     assert b2.to_dict() == d
     assert b2.state == b.state
     assert b2.fault and b2.eri_epoch_s == EPOCH

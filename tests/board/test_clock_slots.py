@@ -10,6 +10,7 @@ pulses, never from the app's account. Plan: baclofen 2000 mcg/mL, 300 mcg/day co
 steps of 0.25 uL a day) and 50 mcg over 15 min (100 steps) at 02:30 and 14:00.
 """
 
+from pumpcore import evlog
 from _util import rmtree, tmpdir
 from fakeboard import FakeBoard, run_until
 from pumpcore.app import App
@@ -61,7 +62,7 @@ def _set_clock(app, epoch_s, offset_s=0):
 
 
 def _slot_events(app):
-    return [(e["kind"], e["data"]) for e in app.events.events() if e["kind"] in
+    return [(e["kind"], e["data"]) for e in evlog.events(app.events) if e["kind"] in
             ("bolus.late", "bolus.skipped")]
 
 

@@ -5,6 +5,7 @@ fake board's motor made (their exact times) and the concentration each pulse pus
 catheter tip, never from the app's account or the limiter's own ledger.
 """
 
+from pumpcore import evlog
 from _util import rmtree, tmpdir
 from fakeboard import FakeBoard, run_until
 from pumpcore import limitctl, program
@@ -112,7 +113,7 @@ def _set(app, plan, now=0):
 
 
 def _events(app, kind):
-    return [e for e in app.events.events() if e["kind"] == kind]
+    return [e for e in evlog.events(app.events) if e["kind"] == kind]
 
 
 def test_finding1_start_bolus_held_at_the_caps_and_resumed():

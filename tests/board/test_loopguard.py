@@ -5,6 +5,7 @@ raises), never from resident code; the main loop's handling is main.py's, repeat
 step, and on an exception App.crash then board.reset().
 """
 
+from pumpcore import evlog
 from _util import login, rmtree, tmpdir
 from fakeboard import FakeBoard, run_until
 from pumpcore import proto
@@ -142,7 +143,7 @@ def test_ctrl_c_is_data_while_therapy_runs_and_maintenance_opens_it():
         run_until(app, b, 63_000)
         assert res["therapy"] == "stopped" and app.therapy == "stopped" and b.kbd is True
         assert "MAINTENANCE" in app.alarms.active()
-        assert [e for e in app.events.events() if e["kind"] == "maintenance"]
+        assert [e for e in evlog.events(app.events) if e["kind"] == "maintenance"]
         assert app.seg is None
         _call(app, "therapy.resume")
         run_until(app, b, 64_000)
@@ -168,7 +169,7 @@ def test_a_crash_stops_records_resets_and_resumes_from_the_account():
         assert _loop(app, b, DAY // 2 + 3_700_000)
         t = b.t_ms
         assert b.resets == 1 and app.seg is None and not b.motor_busy()
-        ev = [e for e in app.events.events() if e["kind"] == "fault"]
+        ev = [e for e in evlog.events(app.events) if e["kind"] == "fault"]
         assert len(ev) == 1 and ev[0]["data"]["type"] == "ValueError", ev
         assert "ADC on fire" in ev[0]["data"]["text"] and ev[0]["data"]["crashes"] == 1
         assert "FAULT" in app.alarms.active()

@@ -13,6 +13,7 @@ CAP_REACHED may be raised, and the pulses the fake motor made stay within one st
 host's ideal (pumprig.simulate.Oracle, written apart from the firmware's accounting).
 """
 
+from pumpcore import evlog
 import os
 import sys
 
@@ -170,7 +171,7 @@ def _run(raw, at_min, first_bolus_min, days):
             oracle.add_bolus(t_ms, nl, dur_ms)
         err.run_until(end * 1000)
         err.check_lag(end * 1000)
-        held = [e for e in app.events.events() if e["kind"] == "cap.reached"]
+        held = [e for e in evlog.events(app.events) if e["kind"] == "cap.reached"]
         assert "CAP_REACHED" not in app.alarms.active(), (held, plan)
         assert err.value() <= 1.0, (err.value(), err.worst_at_us, plan)
         return True
