@@ -36,7 +36,9 @@ def bolus(app, args, now, req_id):
     app.halt(now)  # the schedule drives delivery (checked above)
     nl = dose.ng_to_nl(p["ng"], app.sched.conc_at(now))
     app.sched.prune(now)
-    app.sched.add_bolus(now, nl, p["dur_s"] * 1000)
+    from . import planning
+
+    planning.add_bolus(app.sched, now, nl, p["dur_s"] * 1000)
     app.boluses.append(now)
     app.lockout_until_ms = now + p["lockout_s"] * 1000
     res = {"dose_ng": p["ng"], "volume_nl": nl, "dur_s": p["dur_s"],

@@ -10,7 +10,7 @@ what they produce is plain data on the Schedule (lists of (start_ms, end_ms, rat
 """
 
 from pumpcore import const, dose
-from pumpcore.schedule import bolus_rate_nl_day
+from pumpcore.dose import bolus_rate_nl_day
 
 _DAY_MS = const(86_400_000)
 RAMP_STAGES = const(4)

@@ -98,10 +98,12 @@ def refill(app, args, now, req_id):
         sd = app.sched.to_dict()
         app.plan = new
         app.sched = Schedule(new, app.clock, now, app.pullin_nl_day())
-        app.sched.load_dict(sd)
+        from . import planning
+
+        planning.load_dict(app.sched, sd)
         bridge_nl = app.cfg.get("pump_path_nl", 0) + new["catheter_nl"]
         if bridge_nl:
-            app.sched.start_bridge(now, old, bridge_nl)
+            planning.start_bridge(app.sched, now, old, bridge_nl)
     if app.plan and app.plan["patient"]:
         app.lockout_until_ms = now + app.plan["patient"]["lockout_s"] * 1000
     for k in (al.LOW, al.EMPTY, al.REFILL_BY):

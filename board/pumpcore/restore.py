@@ -89,7 +89,7 @@ def load_therapy(app, now):
             app.pl_left = count["pl_left"]
             from . import limitctl
 
-            app.limiter = limitctl.restore(count, now, app.board.wall_epoch_s())
+            limitctl.restore(app.limiter, count, now, app.board.wall_epoch_s())
         if state is not None:
             # The plan is paused while the power is off: every board-ms instant moves by
             # the downtime. The last instant known for sure is where the count record left
@@ -136,10 +136,12 @@ def load_therapy(app, now):
             if plan is not None:
                 app.plan = plan
                 app.sched = Schedule(plan, app.clock, 0, app.pullin_nl_day())
-                app.sched.load_dict(sd)
+                from . import planning
+
+                planning.load_dict(app.sched, sd)
                 if count is not None:
-                    app.sched.load_slots(count.get("slots"))  # newer than the state's
-                app.sched.shift(delta)
+                    planning.load_slots(app.sched, count.get("slots"))  # newer than the state's
+                planning.shift(app.sched, delta)
             if was == "running" and app.plan is not None:
                 app.therapy = "running"
                 app.alarms.raise_(al.RESET, app.clock.epoch_s(now))

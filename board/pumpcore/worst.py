@@ -28,9 +28,8 @@ limiter holds the caps whatever the clock does.
 
 from pumpcore import const
 
-from .dose import ng_to_nl, step_dose_ng_day
+from .dose import bolus_rate_nl_day, ng_to_nl, step_dose_ng_day
 from .limiter import D_MS, H_MS
-from .schedule import bolus_rate_nl_day
 
 DAY_MS = const(86_400_000)
 HOUR_MS = const(3_600_000)

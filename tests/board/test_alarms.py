@@ -1,6 +1,6 @@
 from _util import raises
-from pumpcore import alarms as A
 from pumpcore import alarmctl
+from pumpcore import alarms as A
 from pumpcore.alarms import CRITICAL_KINDS, Alarms, TonePlayer
 
 

@@ -4,10 +4,9 @@ Runs under CPython and MicroPython. Delivery is counted by the fake board's puls
 by the app's own account.
 """
 
-from pumpcore import evlog
 from _util import forget_module, raises, rmtree, tmpdir
 from fakeboard import FakeBoard, run_until
-from pumpcore import loader, proto
+from pumpcore import evlog, loader, proto
 from pumpcore import plan as planmod
 from pumpcore.app import App
 

@@ -10,9 +10,9 @@ pulses, never from the app's account. Plan: baclofen 2000 mcg/mL, 300 mcg/day co
 steps of 0.25 uL a day) and 50 mcg over 15 min (100 steps) at 02:30 and 14:00.
 """
 
-from pumpcore import evlog
 from _util import rmtree, tmpdir
 from fakeboard import FakeBoard, run_until
+from pumpcore import evlog
 from pumpcore.app import App
 
 DAY = 86_400_000

@@ -1,12 +1,11 @@
 """The event log: kept in the store's file, streamed back, seq never reused, RAM flat."""
 
-from pumpcore import evlog
 import gc
 import os
 import sys
 
 from _util import forget_module, raises, read_bytes, rmtree, tmpdir, write_bytes
-from pumpcore import canon, loader
+from pumpcore import canon, evlog, loader
 from pumpcore.events import RESERVE, SEQ_RECORD, EventLog
 from pumpcore.store import Store, encode
 

@@ -5,10 +5,9 @@ raises), never from resident code; the main loop's handling is main.py's, repeat
 step, and on an exception App.crash then board.reset().
 """
 
-from pumpcore import evlog
 from _util import login, rmtree, tmpdir
 from fakeboard import FakeBoard, run_until
-from pumpcore import proto
+from pumpcore import evlog, proto
 from pumpcore.app import App
 
 DAY = 86_400_000

@@ -27,15 +27,32 @@ HOST = ROOT / "host"
 # --- deliberate exceptions (reach-ins), each with its reason ---------------------------------
 # (module, "expr._attr" as written) -> reason
 REACH_INS = {
-    # sys._getframe and friends of the standard library are not another object of ours
+    ("pumprig.virtual.launcher", "os._exit"):
+        "the standard library's way to end a forked child without running the parent's "
+        "cleanup (not an object of ours)",
+    ("hw.sim", "_world._frozen"):
+        "the virtual rig's link module (host/pumprig/virtual/shim/_world.py) is the board "
+        "side of the world's wire protocol; its warp flag is read where the board waits. "
+        "The shim is being reshaped on the vrig branch: move it behind a function there",
 }
 
 # HOST-PENDING: reach-ins on host/ not fixed on this branch (vrig, benchpkg, cli restructure
-# these modules now). (module, "expr._attr") as found.
-HOST_REACH_INS_PENDING: set = set()
+# these modules now). (module, "expr._attr") as found. The integrator shrinks this list.
+HOST_REACH_INS_PENDING = {
+    ("pumprig.bench", "parser._negative_number_matcher"),  # benchpkg: argparse internals
+    ("pumprig.bench", "trumpet._tidy"),  # benchpkg: bench report/trumpet split
+    ("pumprig.benchrig", "pumprig.simulate._connect"),  # vrig: one way to open a virtual rig
+    ("pumprig.demo", "simulate._start_epoch"),  # cli: simulate as a package
+    ("pumprig.virtual.command", "launcher._Stop"),  # vrig: launcher split
+    ("pumprig.virtual.shim._power", "_world._frozen"),  # vrig: the shim's wire
+    ("pumprig.virtual.shim._uart", "_world._ask"),  # vrig: the shim's wire
+}
 
 # HOST-PENDING: import circles on host/ (sorted tuple of the modules in the circle).
-HOST_CIRCLES_PENDING: set = set()
+HOST_CIRCLES_PENDING = {
+    ("pumprig.bench", "pumprig.benchrig"),  # benchpkg: bench as a package
+    ("pumprig.virtual.shim._uart", "pumprig.virtual.shim.machine"),  # vrig: the shim
+}
 
 
 # --- reading the tree -----------------------------------------------------------------------
@@ -69,10 +86,15 @@ def host_modules():
     return _modules(HOST, ["pumprig"])
 
 
+SHIM = "pumprig.virtual.shim."  # mounted as the top level on the virtual rig
+
+
 def _resolve(mod, is_pkg, node):
-    """The absolute module names an import node names (relative imports resolved)."""
+    """The absolute module names an import node names (relative imports resolved; the
+    virtual rig's shim modules import each other by their top-level names)."""
     if isinstance(node, ast.Import):
-        return [a.name for a in node.names]
+        names = [a.name for a in node.names]
+        return names + [SHIM + n for n in names] if mod.startswith(SHIM) else names
     base = node.module or ""
     if node.level:
         parts = mod.split(".")
@@ -81,7 +103,10 @@ def _resolve(mod, is_pkg, node):
         parts = parts[: len(parts) - (node.level - 1)]
         base = ".".join(parts + ([base] if base else []))
     # `from pkg import sub` imports pkg.sub when it is a module
-    return [base] + [base + "." + a.name for a in node.names]
+    out = [base] + [base + "." + a.name for a in node.names]
+    if mod.startswith(SHIM) and not node.level:
+        out.append(SHIM + base)
+    return out
 
 
 def imports(mods, top_level_only=False):
@@ -168,7 +193,7 @@ def reach_ins(mods):
                         own.add(n.name)
                 owned[cls] = own
 
-        def walk(node, own):
+        def walk(node, own, name=name, owned=owned):
             for child in ast.iter_child_nodes(node):
                 o = owned[child] | own if isinstance(child, ast.ClassDef) else own
                 if isinstance(child, ast.Attribute) and _private(child.attr):
@@ -187,7 +212,7 @@ def reach_ins(mods):
                         if _private(a.name):
                             found.add((name, "%s.%s" % ("." * child.level + (child.module or ""),
                                                         a.name)))
-                walk(child, o)
+                walk(child, o, name, owned)
 
         walk(tree, set())
     return found
@@ -247,11 +272,14 @@ def test_resident_code_imports_no_per_call_code_at_the_top_level():
         closure - set(resident))
 
 
-def test_per_call_modules_are_not_imported_at_the_top_level_anywhere():
+def test_per_call_modules_are_imported_at_the_top_level_only_by_per_call_modules():
+    """A per-call module may load another for its call (session loads auth: both go after
+    it); any other firmware module imports them inside functions only."""
     _, calls = loader_tables()
     per_call = {"pumpcore." + m for m in calls[::2]}
     top = imports(board_modules(), top_level_only=True)
-    bad = sorted((m, t) for m, ts in top.items() for t in ts if t in per_call)
+    bad = sorted((m, t) for m, ts in top.items() for t in ts if t in per_call and
+                 m not in per_call)
     assert not bad, "per-call modules imported at the top level: %s" % bad
 
 
@@ -280,5 +308,6 @@ def test_the_checks_find_what_they_look_for(tmp_path):
     (pkg / "b.py").write_text("def g(app):\n    from .a import A\n    return app._stop_motor\n")
     mods = _modules(tmp_path, ["pumpcore"])
     assert circles(imports(mods)) == {("pumpcore.a", "pumpcore.b")}
-    assert imports(mods, top_level_only=True)["pumpcore.a"] == {"pumpcore.b"}
+    assert "pumpcore.b" in imports(mods, top_level_only=True)["pumpcore.a"]
+    assert "pumpcore.a" not in imports(mods, top_level_only=True)["pumpcore.b"]
     assert reach_ins(mods) == {("pumpcore.a", "o._y"), ("pumpcore.b", "app._stop_motor")}
