@@ -35,6 +35,7 @@ from .server import Server
 from .store import Store
 
 FIRMWARE = VERSION  # pumpcore.VERSION
+_COMMAND_MODULES = ("admin", "program", "patient")  # of pumpcore.loader.CALLS: the commands
 MAX_SLEEP_MS = 6 * 3_600_000  # re-check calendar alarms at least this often
 STALL_RETRIES = 3
 OCCLUSION_HYST_KPA = 20
@@ -609,7 +610,7 @@ class App:
             # the plan rules and the code that applies a plan are loaded one after the other,
             # never together: plan.set is the command that needs the most heap
             args = {"plan": self.check_plan(args["plan"])}
-        if cmd in proto.COMMANDS and loader.module_of(name) is not None:
+        if loader.module_of(name) in _COMMAND_MODULES:
             return self._overlay(name, args, now, req_id)
         raise proto.CommandError(proto.UNKNOWN_CMD, "unknown command " + cmd)
 

@@ -33,6 +33,7 @@ CALLS = (
     "session", (),  # hello, auth, the end of a session
     "auth", (),  # HMAC keys and MACs of a login
     "parse", (),  # the strict frame and JSON decoder
+    "commands", (),  # the command dictionary: roles, arguments, ranges
     "plan", (),  # the plan rules (stage 1 of a plan check)
     "worst", (),  # the worst hour and day at the catheter tip, drug names (stage 2)
     "planning", (),  # schedule compilation, boluses, the bridge, a record's schedule
