@@ -17,10 +17,10 @@ return values; what lasts is plain data on its owner.
 
 import sys
 
-RESIDENT = ("pumpcore", "pumpcore.canon", "pumpcore.dose", "pumpcore.proto",
+RESIDENT = ("pumpcore", "pumpcore.loader", "pumpcore.canon", "pumpcore.dose", "pumpcore.proto",
             "pumpcore.server", "pumpcore.store", "pumpcore.events", "pumpcore.alarms",
             "pumpcore.battery", "pumpcore.delivery", "pumpcore.limiter", "pumpcore.reservoir",
-            "pumpcore.schedule", "pumpcore.loader", "pumpcore.app", "hw.common",
+            "pumpcore.schedule", "pumpcore.app", "hw.common",
             "hw.pio_step", "hw.rp2", "hw.esp32", "hw.sim")  # the board layers: this board's
 
 CALLS = (

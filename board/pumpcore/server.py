@@ -22,10 +22,11 @@ pumpcore.session.link_down (the board saw the host close the port) or, where the
 idle_ms without a signed request. Few fields, one list: this object is resident.
 """
 
+import gc
 from binascii import hexlify
 from hashlib import sha256
 
-from pumpcore import const, proto
+from pumpcore import const, loader, proto
 
 # Requests remembered for retries. A client waits for each answer, so a retry is of its latest
 # request; 4 leave room for a late retry, and each entry holds a response line (up to 1 KB).
@@ -181,6 +182,7 @@ class Server:
             from pumpcore import commands  # per call: the dictionary, beside the decoder
 
             need, err, why = commands.check(f.name, f.body, role)
+            del commands  # nothing here keeps it: it goes with the decoder (loader.drop)
             if err is not None:
                 raise proto.CommandError(err, why)
             result = self._dispatch(f.id, f.name, f.body, now_ms, role)
@@ -238,6 +240,10 @@ class Server:
     def _dispatch(self, req_id, cmd, args, now_ms, role):
         """Run a request that passed proto.check_args."""
         if cmd == "hello" or cmd == "auth":
+            if loader.DROP:
+                # the decoder and the dictionary go first: a login is the boot's heap peak
+                loader.drop()
+                gc.collect()
             from pumpcore import session  # for this call only (see pumpcore.session)
 
             if cmd == "hello":
