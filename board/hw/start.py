@@ -45,7 +45,7 @@ def make_board():
     wdt = machine.WDT(timeout=wdt_ms) if wdt_ms else None
     from pumpcore.loader import RESIDENT
 
-    for m in RESIDENT:
+    for m in RESIDENT.split():
         if m not in _LAYERS:
             __import__(m)
             gc.collect()

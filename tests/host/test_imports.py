@@ -219,7 +219,9 @@ def reach_ins(mods):
 
 
 def loader_tables():
-    """(RESIDENT, CALLS) as board/pumpcore/loader.py declares them (literal tuples)."""
+    """(resident modules, per-call modules) as board/pumpcore/loader.py declares them
+    (RESIDENT: one string of module names; CALLS: a tuple of strings, each a module and the
+    functions run() may call in it)."""
     tree = ast.parse((BOARD / "pumpcore" / "loader.py").read_text())
     out = {}
     for node in tree.body:
@@ -227,7 +229,7 @@ def loader_tables():
                 isinstance(node.targets[0], ast.Name) and node.targets[0].id in (
                     "RESIDENT", "CALLS"):
             out[node.targets[0].id] = ast.literal_eval(node.value)
-    return out["RESIDENT"], out["CALLS"]
+    return tuple(out["RESIDENT"].split()), tuple(e.split()[0] for e in out["CALLS"])
 
 
 # --- the tests ------------------------------------------------------------------------------
@@ -254,7 +256,7 @@ def test_resident_code_imports_no_per_call_code_at_the_top_level():
     resident set's top-level imports must stay inside it."""
     resident, calls = loader_tables()
     mods = board_modules()
-    per_call = {"pumpcore." + m for m in calls[::2]}
+    per_call = {"pumpcore." + m for m in calls}
     assert per_call <= set(mods), "CALLS names modules that do not exist: %s" % sorted(
         per_call - set(mods))
     assert not per_call & set(resident), "per-call and resident at once: %s" % sorted(
@@ -276,7 +278,7 @@ def test_per_call_modules_are_imported_at_the_top_level_only_by_per_call_modules
     """A per-call module may load another for its call (session loads auth: both go after
     it); any other firmware module imports them inside functions only."""
     _, calls = loader_tables()
-    per_call = {"pumpcore." + m for m in calls[::2]}
+    per_call = {"pumpcore." + m for m in calls}
     top = imports(board_modules(), top_level_only=True)
     bad = sorted((m, t) for m, ts in top.items() for t in ts if t in per_call and
                  m not in per_call)
