@@ -4,7 +4,7 @@ An event is {"seq", "epoch_s", "ms", "kind", "data"}. seq increases by one per e
 never reused, also across restarts: restore() continues after the highest seq in the file.
 
 RAM holds only counters (next_seq, the highest seq written, where the last `since` stopped);
-the events are read back from the file one line at a time (Store.iter_events, since()). The
+the events are read back from the file one line at a time (pumpcore.evlog). The
 file holds up to the store's events_max_lines lines; past that it is compacted to the last
 `capacity`. Readable are always the last `capacity` lines, as a ring buffer of that size would
 keep them, so `log` answers the same before and after a compaction.

@@ -244,7 +244,7 @@ def rewrite(st, skip):
 
 
 def scan(st):
-    """Store.scan_events: count the lines, find the highest good seq, drop the bad lines by a
+    """At boot: count the lines, find the highest good seq, drop the bad lines by a
     streamed rewrite (events_skipped, events_torn). Returns (lines, highest seq or 0)."""
     f = open_events(st)
     if f is None:
@@ -289,7 +289,7 @@ def scan(st):
 
 
 def iter_events(st, skip=0):
-    """Store.iter_events: the good events (strictly increasing seq), oldest first, after the
+    """The good events (strictly increasing seq), oldest first, after the
     first `skip` lines; a generator reading one line at a time."""
     f = open_events(st)
     if f is None:
@@ -397,7 +397,7 @@ def since(log, seq=0, limit=50, budget=None):
 
 
 def restore(log, next_seq=1):
-    """At boot: scan the file (Store.scan_events: counts its lines, drops torn or corrupt
+    """At boot: scan the file (scan: counts its lines, drops torn or corrupt
     ones) and continue after the highest seq in it. next_seq never goes below the given one,
     nor below the seqs reserved on file when the file cannot vouch for its highest seq (no
     good line in it, or a bad line other than a torn last one). OSError if the filesystem

@@ -10,14 +10,13 @@ The event log is an append-only file of such lines, one event each, with strictl
 holds the whole log, or a list of its lines, in RAM.
   append_event()   appends one line; says when the file has grown past events_max_lines
   compact_events() copies the last `keep` good lines to name.tmp and renames it over the log
-  scan_events()    at boot: counts the lines, finds the highest good seq, and drops the lines
+  evlog.scan()     at boot: counts the lines, finds the highest good seq, and drops the lines
                    that fail their check (typically a torn last line after a power cut) by the
                    same streamed rewrite, so new lines do not get glued to a torn one
-  iter_events()    the good events, oldest first (a generator)
+  evlog.iter_events()  the good events, oldest first (a generator)
 What runs at every step stays here (save, load, append_event); the rest (the scan, compaction,
 reading the log back, counting its lines, a .tmp recovery, making the directory, remove) is in
-pumpcore.evlog, a transient module imported inside the methods that call it (see
-pumpcore.app.drop_transient).
+pumpcore.evlog, a per-call module (pumpcore.loader).
 
 Only os functions the MicroPython ports have: open, rename, remove, stat, mkdir.
 """
@@ -200,9 +199,6 @@ class Store:
         self.n_event_lines += 1
         return self.n_event_lines > self.events_max_lines
 
-    def compaction_due(self):
-        return self.event_lines() > self.events_max_lines
-
     # the rarely used event-log code: in pumpcore.evlog, loaded for the call
 
     def compact_events(self, keep):
@@ -213,20 +209,3 @@ class Store:
 
         skip = self.event_lines() - keep
         return evlog.rewrite(self, skip if skip > 0 else 0)
-
-    def scan_events(self):
-        """At boot: count the lines of the event log and find its highest good seq, reading
-        one line at a time. Lines that fail their check (a torn last line after a power cut, a
-        flipped bit) or do not increase the seq are dropped by a streamed rewrite; their number
-        is kept in events_skipped (events_torn: the last line was torn). A complete name.tmp
-        with no log is taken as the log. Returns (lines, highest seq or 0)."""
-        from pumpcore import evlog
-
-        return evlog.scan(self)
-
-    def iter_events(self, skip=0):
-        """The good events of the log (strictly increasing seq), oldest first, after its first
-        `skip` lines: a generator that reads one line at a time (consume it, do not keep it)."""
-        from pumpcore import evlog
-
-        return evlog.iter_events(self, skip)

@@ -156,7 +156,7 @@ def test_compaction_keeps_the_newest_lines():
         fill(log, 9)  # compacted at the 7th line: 4 kept, then 2 more
         lines = read_bytes(root + "/events.log").split(b"\n")[:-1]
         assert len(lines) == 6 and log.store.event_lines() == 6
-        assert seqs(Store(root).iter_events()) == [4, 5, 6, 7, 8, 9]
+        assert seqs(evlog.iter_events(Store(root))) == [4, 5, 6, 7, 8, 9]
         assert seqs(evlog.events(log)) == [6, 7, 8, 9]
 
     with_log(run, capacity=4, max_lines=6)
