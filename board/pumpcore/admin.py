@@ -1,10 +1,7 @@
 """The App's rarely used half: clinician commands and the `log` pages.
 
-App.call() imports this module for one command and, on MicroPython, drops it again after
-(App._overlay, App._shed): its bytecode stays out of the running pump's heap. It must not
-leave anything behind that refers to it (no functions or classes of its own in App state),
-or the module would stay alive. Every function takes the App as its first argument and works
-on it as its methods would. Programming the pump (plans, refills, calibration, power-on
+Per call (pumpcore.loader; the rule: docs/architecture.md, "Memory"). Every function takes the App
+and works through its public interface. Programming the pump (plans, refills, calibration, power-on
 restore) is in pumpcore.program, which also loads the plan rules.
 """
 

@@ -2,10 +2,8 @@
 alarm list from the state record (boot), its protocol view (the `alarms` command) and
 acknowledging (the `ack` command).
 
-A transient module (see pumpcore.app.drop_transient): TonePlayer and Alarms import it inside
-the methods that need it, and on MicroPython it is dropped again after the App step or command
-that loaded it. Hence: functions only (taking the TonePlayer or the Alarms as their first
-argument), nothing of it kept in long-lived state; what they leave behind is plain data.
+Per call (pumpcore.loader; the rule: docs/architecture.md, "Memory"). Imported by App.__init__, pumpcore.admin and
+pumpcore.restore; functions taking plain settings or the Alarms.
 """
 
 from pumpcore import const

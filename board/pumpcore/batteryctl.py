@@ -1,7 +1,6 @@
 """The rarely run code of pumpcore.battery: the settings check, one sample (hourly, or every
-5 minutes while a reading settles), the ERI countdown and the restore at power-on. A transient
-module (see pumpcore.app.drop_transient): BatteryMonitor imports it inside the methods that
-need it; functions only, taking the monitor as their first argument.
+5 minutes while a reading settles), the ERI countdown and the restore at power-on. 
+Per call (pumpcore.loader; the rule: docs/architecture.md, "Memory"). Functions taking the monitor.
 """
 
 

@@ -2,12 +2,9 @@
 compaction, reading the log back (`log`, EventLog.since/events), counting its lines, a record's
 .tmp recovery, making the data directory, removing a record.
 
-A transient module (see pumpcore.app.drop_transient): EventLog and Store import it inside the
-methods that need it, and on MicroPython it is dropped again after the App step or command that
-loaded it, so its code does not stay in the heap between the rare calls. Hence: functions only
-(taking the Store or the EventLog as their first argument), no classes, nothing of it kept in
-long-lived state; what must last between calls (the paging place of since()) is plain ints on
-the EventLog. Generators from here (iter_events) are consumed by their caller, never stored.
+Per call (pumpcore.loader; the rule: docs/architecture.md, "Memory"). Functions taking the Store or the EventLog;
+what lasts between calls (the paging place of since()) is plain ints on the EventLog.
+Generators from here (iter_events) are consumed by their caller, never stored.
 
 An event line is what Store.append_event writes: a record line (pumpcore.store.encode) of an
 event, with strictly increasing "seq". The log is only ever streamed, one line at a time

@@ -1,5 +1,5 @@
-"""Faults of the main loop and the boot-loop guard (transient: imported when a crash is being
-recorded and once at power-on, then dropped; see pumpcore.app.drop_transient).
+"""Faults of the main loop and the boot-loop guard, imported when a crash is being recorded and
+once at power-on. Per call (pumpcore.loader; the rule: docs/architecture.md, "Memory").
 
 A crash of the loop (App.crash, called by main.py before it resets the board) is counted in the
 `crash` record: the last CRASH_LIMIT crashes, each [epoch_s or None, ms since boot]. At power-on

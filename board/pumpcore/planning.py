@@ -2,11 +2,9 @@
 windows, a patient bolus's windows, the concentration bridge after a refill, and the moves of a
 Schedule across a reset (load_dict, shift).
 
-Runs at boot, on plan.set, refill and a patient bolus only. A transient module (see
-pumpcore.app.drop_transient): Schedule imports it inside the methods that need it, and on
-MicroPython it is dropped again after the App step or command that loaded it. Hence: functions
-only (taking the Schedule as their first argument), nothing of it kept in long-lived state;
-what they produce is plain data on the Schedule (lists of (start_ms, end_ms, rate_nl_day)).
+Runs at boot, on plan.set, refill and a patient bolus only. Per call (pumpcore.loader; the rule: docs/architecture.md, "Memory").
+Functions taking the Schedule; what they produce is plain data on it (lists of (start_ms,
+end_ms, rate_nl_day)).
 """
 
 from pumpcore import const, dose

@@ -1,6 +1,6 @@
 """The rarely run code of pumpcore.reservoir: the settings checks, a refill, the projections
-(status) and the record form. A transient module (see pumpcore.app.drop_transient): Reservoir
-imports it inside the methods that need it; functions only, taking the reservoir first.
+(status) and the record form. 
+Per call (pumpcore.loader; the rule: docs/architecture.md, "Memory"). Functions taking the reservoir.
 """
 
 

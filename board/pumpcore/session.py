@@ -1,8 +1,6 @@
 """The login path of the Server: the `hello` and `auth` commands (docs/protocol.md).
 
-A login happens once a session, so this code (and pumpcore.auth, which it imports) is not
-resident: Server._dispatch imports it for the call, and on MicroPython App._shed drops it after
-the step (see pumpcore.app.drop_transient). Everything it leaves behind is plain data on the
+A login happens once a session: Per call (pumpcore.loader; the rule: docs/architecture.md, "Memory"). Everything it leaves behind is plain data on the
 Server: the keys (srv.keys, from key_table at boot), the nonce (srv.nonce), the role
 (srv.role), the session (srv.sess: the session key's pads, the last sequence number, the last
 signed request's time) and the throttle: this connection's failures in a row
