@@ -1,5 +1,5 @@
 """The rarely run code of pumpcore.battery: the settings check, one sample (hourly, or every
-5 minutes while a reading settles), the ERI countdown and the restore at power-on. 
+5 minutes while a reading settles), the ERI countdown and the restore at power-on.
 Per call (pumpcore.loader; the rule: docs/architecture.md, "Memory"). Functions taking the monitor.
 """
 

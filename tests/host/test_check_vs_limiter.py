@@ -13,7 +13,6 @@ CAP_REACHED may be raised, and the pulses the fake motor made stay within one st
 host's ideal (pumprig.simulate.Oracle, written apart from the firmware's accounting).
 """
 
-from pumpcore import evlog
 import os
 import sys
 
@@ -24,8 +23,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, os.path.join(ROOT, "tests", "board"))
 from _util import rmtree, tmpdir  # noqa: E402
 from fakeboard import FakeBoard, run_until  # noqa: E402
+from pumpcore import evlog, proto  # noqa: E402
 from pumpcore import plan as pm  # noqa: E402
-from pumpcore import proto  # noqa: E402
 from pumpcore import worst as wm  # noqa: E402
 from pumpcore.app import App  # noqa: E402
 from pumpcore.schedule import Clock  # noqa: E402
