@@ -1,17 +1,14 @@
-"""The App's rarely used half: clinician commands and the `log` pages.
+"""The App's rarely used half: clinician commands (status: pumpcore.status; the log's pages:
+pumpcore.logpages).
 
 Per call (pumpcore.loader; the rule: docs/architecture.md, "Memory"). Every function takes the App
 and works through its public interface. Programming the pump (plans, refills, calibration, power-on
 restore) is in pumpcore.program, which also loads the plan rules.
 """
 
-from . import VERSION, canon, proto
 from . import alarms as al
+from . import proto
 from .delivery import ConstRate
-
-# bytes of events in one `log` answer (a frame is at most 1024 bytes): about half a frame, so
-# that a long-running heap (fragmented) still has a block for the answer (issue 11, finding 8)
-_LOG_BUDGET = 480
 
 
 def clock_set(app, args, now, req_id):
@@ -158,81 +155,6 @@ def clock_get(app, args, now, req_id):
     c = app.clock
     return {"epoch_s": app.epoch(now),
             "offset_s": c.offset_ms_at(c.epoch_ms_at(now)) // 1000, "set": c.valid}
-
-
-def log(app, args, now, req_id):
-    since = args.get("since", 0)
-    limit = args.get("limit", 20)
-    if not isinstance(since, int) or not isinstance(limit, int) or limit < 1 or limit > 50:
-        raise proto.CommandError(proto.BAD_ARGS, "since >= 0 and limit 1..50")
-    # streamed from the log file; with the budget it parses no more lines than fit
-    from . import evlog
-
-    evs, nxt = evlog.since(app.events, since, limit, _LOG_BUDGET)
-    # the answer must fit one frame (proto.MAX_LINE): stop early, `next` says where
-    size = 0
-    for i in range(len(evs)):
-        size += len(canon.dumps(evs[i])) + 1
-        if size > _LOG_BUDGET and i > 0:
-            nxt = evs[i]["seq"]
-            evs = evs[:i]
-            break
-    return {"events": evs, "next": nxt}
-
-
-def _live_volume_nl(app, now):
-    v = app.reservoir.volume_nl
-    if app.seg is not None:
-        v -= (app.pulses_done(now) * app.step_pl + app.pl_left) // 1000
-    return v if v > 0 else 0
-
-
-def _live_steps(app, now):
-    if app.seg is None:
-        return app.steps
-    return app.steps - app.seg[1] + app.pulses_done(now)
-
-
-def _rate_now(app, now):
-    src = app.source(now)
-    return src.rate_nl_day(now) if src is not None else 0
-
-
-def status(app, args, now, req_id):
-    ep = app.epoch(now)
-    rate = _rate_now(app, now)
-    vol = _live_volume_nl(app, now)
-    low_ep = None
-    if ep is not None and rate > 0:
-        s = app.reservoir.seconds_to(app.reservoir.low_nl, rate)
-        low_ep = ep + s if s is not None else None
-    mode = "none"
-    if app.bench is not None:
-        mode = "bench"
-    elif app.sched is not None:
-        mode = app.sched.activity(now)
-    # keyword names are interned (qstrs); "quoted" keys of 10 characters or more would each
-    # be a string object of ~70 bytes in the resident heap
-    return dict(
-        firmware=VERSION, protocol=proto.PROTOCOL_VERSION,
-        board=app.cfg.get("board", "?"), mode=mode, therapy=app.therapy,
-        safe_reason=app.safe_reason, rate_nl_day=rate, reservoir_nl=vol,
-        delivered_steps=_live_steps(app, now),
-        delivered_nl=_live_steps(app, now) * app.step_pl // 1000,
-        step_pl=app.step_pl, battery_mv=app.battery.avg_mv,
-        battery_state=app.battery.state, fallback=app.fallback,
-        alarms=app.alarms.active(), plan_crc=app.plan_crc(),
-        drug=app.plan["drug"] if app.plan else None,
-        conc_ng_ml=app.plan["conc_ng_ml"] if app.plan else None,
-        epoch_s=ep, ms=now, low_epoch_s=low_ep,
-        refill_by_epoch_s=app.reservoir.refill_by_epoch_s,
-        lockout_until_epoch_s=app.clock.epoch_s(app.lockout_until_ms)
-        if app.clock.valid and app.lockout_until_ms > now else None,
-        boluses_24h=app.boluses_24h(now),
-        eri_days_left=app.battery.eri_days_left(ep),
-        stall_detect=getattr(app.board, "stall_detect", None), gen=app.gen,
-        uncertain_nl=app.limiter.uncertain_nl,
-    )
 
 
 def alarms(app, args, now, req_id):

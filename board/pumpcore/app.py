@@ -35,7 +35,7 @@ from .server import Server
 from .store import Store
 
 FIRMWARE = VERSION  # pumpcore.VERSION
-_COMMAND_MODULES = ("admin", "program", "patient")  # of pumpcore.loader.CALLS: the commands
+_COMMAND_MODULES = ("admin", "program", "patient", "status", "logpages")  # of pumpcore.loader.CALLS: the commands
 MAX_SLEEP_MS = 6 * 3_600_000  # re-check calendar alarms at least this often
 STALL_RETRIES = 3
 OCCLUSION_HYST_KPA = 20

@@ -27,9 +27,11 @@ RESIDENT = (
 )
 
 CALLS = (
-    # clinician commands, status, the log's pages
-    "admin clock_get clock_set therapy_stop therapy_resume motor_run alarm_test ack log "
-    "plan_get maintenance status alarms calib_get",
+    # clinician commands
+    "admin clock_get clock_set therapy_stop therapy_resume motor_run alarm_test ack "
+    "plan_get maintenance alarms calib_get",
+    "status status",  # the status answer (the command sent most often)
+    "logpages log",  # the event log's pages
     "program plan_set refill calib_set",  # programming: plans, refills, calibration
     "patient bolus",  # the patient's bolus request
     "restore load load_keys",  # the records at power-on
