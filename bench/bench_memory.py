@@ -468,7 +468,7 @@ def main(argv=None):
             "each (a small heap fragments otherwise); code that runs now and then (clinician "
             "commands, the patient bolus, `log`, login, the plan rules, power-on restore, pin "
             "setup) is loaded from its .mpy for the call and dropped after it "
-            "(`pumpcore.app.drop_transient`); records and frames are written in pieces with a "
+            "(`pumpcore.loader.drop`); records and frames are written in pieces with a "
             "running CRC, so no temporary is the size of a record. Sources (.py) are not "
             "dropped, so the .py firmware needs a larger heap. The virtual rig runs with "
             "`-X heapsize=384k` by default (`pumprig sim --heap`). `make test` checks the "
