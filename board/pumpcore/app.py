@@ -23,8 +23,8 @@ alarm and puts the pump in its safe state (motor stopped) until a clinician prog
 import gc
 import sys
 
-from . import VERSION, dose, loader, proto
 from . import alarms as al
+from . import dose, loader, proto
 from .battery import BatteryMonitor
 from .delivery import ConstRate, Delivery
 from .events import EventLog
@@ -34,7 +34,7 @@ from .schedule import DAY_MS, Clock
 from .server import Server
 from .store import Store
 
-FIRMWARE = VERSION  # pumpcore.VERSION
+FIRMWARE = "0.1.0"  # as pumpcore.VERSION (bench/campaign_flash.py tags builds here)
 _COMMAND_MODULES = ("admin", "program", "patient", "status", "logpages")  # of pumpcore.loader.CALLS: the commands
 MAX_SLEEP_MS = 6 * 3_600_000  # re-check calendar alarms at least this often
 STALL_RETRIES = 3

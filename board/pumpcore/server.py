@@ -64,6 +64,7 @@ class Server:
         self._seq = 0
         self.dropped_events = 0
         self.fault = None  # an exception a command raised, for the loop's fault handling
+        self.audit = False  # the request in hand is a clinician command (logged after it)
 
     # ------------------------------------------------------------------ I/O
 
@@ -177,14 +178,8 @@ class Server:
         if f.name == "hello":
             self.cache = []  # a new session: ids of the old one mean nothing now
         code = None
-        need = None  # the role the command needs, once it passed the dictionary's check
+        self.audit = False
         try:
-            from pumpcore import commands  # per call: the dictionary, beside the decoder
-
-            need, err, why = commands.check(f.name, f.body, role)
-            del commands  # nothing here keeps it: it goes with the decoder (loader.drop)
-            if err is not None:
-                raise proto.CommandError(err, why)
             result = self._dispatch(f.id, f.name, f.body, now_ms, role)
             resp = proto.encode_ok(f.id, result)
         except proto.CommandError as e:
@@ -197,7 +192,7 @@ class Server:
             code = proto.INTERNAL
             resp = proto.encode_err(f.id, proto.INTERNAL, "internal error (%s)" % type(e).__name__)
             self.fault = e  # App.step raises it after the answer is out (main loop: FAULT)
-        if role == proto.ROLE_CLINICIAN and need == role:
+        if self.audit:
             # audit: who ran which clinician command, and how it ended (after it ran: the
             # heaviest commands get the heap as it was)
             self.app.log_event("cmd", {"cmd": f.name, "role": role, "code": code}, now_ms)
@@ -238,7 +233,14 @@ class Server:
         return None
 
     def _dispatch(self, req_id, cmd, args, now_ms, role):
-        """Run a request that passed proto.check_args."""
+        from pumpcore import commands  # per call: the dictionary, beside the decoder
+
+        need, err, why = commands.check(cmd, args, role)
+        del commands  # nothing here keeps it: it goes with the decoder (loader.drop)
+        if err is not None:
+            raise proto.CommandError(err, why)
+        # audit: who ran which clinician command, and how it ended (_line)
+        self.audit = role == proto.ROLE_CLINICIAN and need == role
         if cmd == "hello" or cmd == "auth":
             if loader.DROP:
                 # the decoder and the dictionary go first: a login is the boot's heap peak

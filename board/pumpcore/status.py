@@ -3,7 +3,8 @@
 sent most often loads only this.
 """
 
-from . import VERSION, proto
+from . import proto
+from .app import FIRMWARE
 
 
 def _live_volume_nl(app, now):
@@ -40,7 +41,7 @@ def status(app, args, now, req_id):
     # keyword names are interned (qstrs); "quoted" keys of 10 characters or more would each
     # be a string object of ~70 bytes in the resident heap
     return dict(
-        firmware=VERSION, protocol=proto.PROTOCOL_VERSION,
+        firmware=FIRMWARE, protocol=proto.PROTOCOL_VERSION,
         board=app.cfg.get("board", "?"), mode=mode, therapy=app.therapy,
         safe_reason=app.safe_reason, rate_nl_day=rate, reservoir_nl=vol,
         delivered_steps=_live_steps(app, now),
