@@ -349,11 +349,11 @@ def restart(args):
 
 def compare(args):
     """The 30-day run with the restart (runs_in(..., reboot=True)) of this checkout's firmware
-    and of git revision `args.compare`, side by side, at every heap from 116 to 132 KB (2 KB
+    and of git revision `args.compare`, side by side, at every heap from 124 to 146 KB (2 KB
     steps): near the boundary fragmentation decides, so a single bisection can mislead."""
     from pathlib import Path
 
-    heaps = list(range(116, 133, 2))
+    heaps = list(range(124, 147, 2))
     tmp = tempfile.mkdtemp(prefix="pumprig-rev-")
     rev = os.path.join(tmp, "rev")
     subprocess.run(["git", "-C", ROOT, "worktree", "add", "--detach", rev, args.compare],
@@ -410,7 +410,7 @@ def main(argv=None):
                     help="only the restart figures (issue 11, finding 8)")
     ap.add_argument("--compare", metavar="REV",
                     help="only the 30 days + restart of REV's firmware and this one's, side by "
-                         "side at 116-132 KB")
+                         "side at 124-146 KB")
     args = ap.parse_args(argv)
     if args.compare:
         compare(args)
@@ -461,7 +461,7 @@ def main(argv=None):
             "each (a small heap fragments otherwise); code that runs now and then (clinician "
             "commands, the patient bolus, `log`, login, the plan rules, power-on restore, pin "
             "setup) is loaded from its .mpy for the call and dropped after it "
-            "(`pumpcore.app.drop_transient`); records and frames are written in pieces with a "
+            "(`pumpcore.loader.drop`); records and frames are written in pieces with a "
             "running CRC, so no temporary is the size of a record. Sources (.py) are not "
             "dropped, so the .py firmware needs a larger heap. The virtual rig runs with "
             "`-X heapsize=384k` by default (`pumprig sim --heap`). `make test` checks the "

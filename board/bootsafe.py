@@ -87,10 +87,11 @@ def _log_event(files, bad, now_ms):
         if p not in files or p in bad:
             return False
     try:
+        from pumpcore import evlog
         from pumpcore.events import EventLog
         from pumpcore.store import Store
 
-        log = EventLog(Store(), 200).restore()
+        log = evlog.restore(EventLog(Store(), 200))
         log.add("alarm.raised", {"kind": "FIRMWARE", "critical": True, "files": bad[:4]},
                 None, now_ms)
         return True

@@ -25,11 +25,12 @@ def run():
         return
     from hw import start
 
-    board, resident = start.make_board()
+    board = start.make_board()
     del start
-    from pumpcore.app import App, drop_transient
+    from pumpcore import loader
+    from pumpcore.app import App
 
-    drop_transient(resident)  # hw.start, hw.setup: power-on only
+    loader.drop()  # hw.start, hw.setup: power-on only
     try:
         app = App(board)
     except Exception as e:  # noqa: BLE001

@@ -13,13 +13,7 @@ A motor segment whose first delay or interval is longer than one hardware segmen
 ``motor_busy()``/``wait()``, which the app calls far more often than once per hardware span.
 """
 
-try:
-    from micropython import const
-except ImportError:  # CPython
-
-    def const(x):
-        return x
-
+from pumpcore import const
 
 TICKS_PERIOD_MS = const(1 << 30)  # time.ticks_ms() wraps here on rp2, esp32 and unix
 _ADC_FULL = const(65535)

@@ -18,14 +18,7 @@ between pulses) the ms tick only runs for the last <= 2 s before each pulse.
 import esp32
 import machine
 from hw import common
-
-try:
-    from micropython import const
-except ImportError:  # CPython / unix tests with fakes
-
-    def const(x):
-        return x
-
+from pumpcore import const
 
 _RMT_CHANNEL = const(0)
 _RMT_CLOCK_DIV = const(80)  # 80 MHz / 80 = 1 MHz: one unit = 1 µs

@@ -29,13 +29,7 @@ X is decremented in the same cycle as the rising edge, so after a stop the pulse
 exactly ``count - X`` (``EXEC_MOV_ISR_X`` + ``EXEC_PUSH`` read X without the program's help).
 """
 
-try:
-    from micropython import const
-except ImportError:  # CPython
-
-    def const(x):
-        return x
-
+from pumpcore import const
 
 SM_FREQ_HZ = const(1_000_000)  # one PIO cycle = 1 µs
 PULSE_US = const(5)  # STEP high time; TMC2209 needs >= 100 ns

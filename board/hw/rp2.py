@@ -10,14 +10,7 @@ nothing runs in interrupt context and nothing can allocate there.
 import machine
 import rp2
 from hw import common, pio_step
-
-try:
-    from micropython import const
-except ImportError:  # CPython (tests with a fake rp2)
-
-    def const(x):
-        return x
-
+from pumpcore import const
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # names the asm_pio decorator provides while it assembles

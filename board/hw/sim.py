@@ -14,10 +14,10 @@ class _WorldClock:
     """ticks_ms/ticks_diff/sleep_us over the world's virtual clock (ms since this boot)."""
 
     def __init__(self):
-        self._boot_ms = _world.boot_ms
+        self.boot_ms = _world.boot_ms
 
     def ticks_ms(self):
-        return _world.now_ms() - self._boot_ms
+        return _world.now_ms() - self.boot_ms
 
     def ticks_diff(self, a, b):
         return a - b
@@ -82,7 +82,7 @@ class SimBoard(common.CommonBoard):
             self.feed()
             return
         # sleep_fed feeds the watchdog as the wait starts and ends: no separate feed message
-        boot = self._world_clock._boot_ms
+        boot = self._world_clock.boot_ms
         _world.sleep_fed(deadline_ms + boot)
         if _world.woke_by_serial:
             # the world wakes us as it relays the host's bytes; the pty may take a moment

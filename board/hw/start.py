@@ -8,15 +8,12 @@ import gc
 import json
 import sys
 
-# The firmware's resident modules, each after those it imports. They are loaded one at a time
+# The firmware's resident modules are pumpcore.loader.RESIDENT, each after those it imports
+# (the board layers hw.rp2, hw.esp32, hw.sim: only this board's). They are loaded one at a time
 # with a collection after each: loading a .mpy leaves garbage behind, and code allocated among
 # that garbage fragments a small heap. Measured on the unix port with a 136 KB heap: largest
 # free block after loading 0.7 KB at once, 14 KB one by one (bench/bench_memory.py).
-# Not here: the modules imported for a call and dropped after it (docs/architecture.md).
-MODULES = ("pumpcore.canon", "pumpcore.dose", "pumpcore.proto", "pumpcore.server",
-           "pumpcore.store", "pumpcore.events", "pumpcore.alarms", "pumpcore.battery",
-           "pumpcore.delivery", "pumpcore.limiter", "pumpcore.reservoir", "pumpcore.schedule", "pumpcore.app",
-           "hw.common")
+_LAYERS = ("hw.pio_step", "hw.rp2", "hw.esp32", "hw.sim")  # RESIDENT's last entries
 
 
 def board_name():
@@ -28,7 +25,7 @@ def board_name():
 
 
 def make_board():
-    """(board, names of the resident modules): everything else main.py may drop.
+    """This board's Board, with the resident modules (pumpcore.loader.RESIDENT) loaded.
 
     The watchdog is armed first, before any module of the app is imported: an import that
     never returns (a torn .mpy can spin) is reset like a hung loop."""
@@ -46,10 +43,14 @@ def make_board():
     # armed here, handed to hw.setup after the imports (loading it now would leave a hole
     # among the resident modules' code when it is dropped)
     wdt = machine.WDT(timeout=wdt_ms) if wdt_ms else None
-    for m in MODULES + ("hw." + ("rp2" if name == "pico" else name),):
-        __import__(m)
-        gc.collect()
-    resident = [m for m in sys.modules if m != "hw.start"]
+    from pumpcore.loader import RESIDENT
+
+    for m in RESIDENT.split():
+        if m not in _LAYERS:
+            __import__(m)
+            gc.collect()
+    __import__("hw." + ("rp2" if name == "pico" else name))  # this board's layer
+    gc.collect()
     if wdt is not None:
         wdt.feed()  # the imports came back: the app starts with a whole watchdog period
         from hw import setup
@@ -68,4 +69,4 @@ def make_board():
         import binascii
 
         board.uid = binascii.hexlify(machine.unique_id()).decode()
-    return board, resident
+    return board

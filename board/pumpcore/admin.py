@@ -1,20 +1,14 @@
-"""The App's rarely used half: clinician commands and the `log` pages.
+"""The App's rarely used half: clinician commands (status: App.cmd_status, resident; the log's pages:
+pumpcore.logpages).
 
-App.call() imports this module for one command and, on MicroPython, drops it again after
-(App._overlay, App._shed): its bytecode stays out of the running pump's heap. It must not
-leave anything behind that refers to it (no functions or classes of its own in App state),
-or the module would stay alive. Every function takes the App as its first argument and works
-on it as its methods would. Programming the pump (plans, refills, calibration, power-on
+Per call (pumpcore.loader; the rule: docs/architecture.md, "Memory"). Every function takes the App
+and works through its public interface. Programming the pump (plans, refills, calibration, power-on
 restore) is in pumpcore.program, which also loads the plan rules.
 """
 
 from . import alarms as al
-from . import canon, proto
-from .app import ConstRate
-
-# bytes of events in one `log` answer (a frame is at most 1024 bytes): about half a frame, so
-# that a long-running heap (fragmented) still has a block for the answer (issue 11, finding 8)
-_LOG_BUDGET = 480
+from . import proto
+from .delivery import ConstRate
 
 
 def clock_set(app, args, now, req_id):
@@ -26,10 +20,7 @@ def clock_set(app, args, now, req_id):
             raise proto.CommandError(proto.BAD_ARGS, "%s must be an integer" % k)
     if abs(args["offset_s"]) > 14 * 3600:
         raise proto.CommandError(proto.BAD_ARGS, "offset_s must be within +-14 h")
-    app._stop_motor(now)
-    src = app._source(now)
-    if src is not None:
-        app.delivery.advance(now, src)
+    src = app.halt(now)
     slots = src is not None and src is app.sched
     if slots:
         app.settle_slots(now)  # the periodic slots the old clock reached, recorded before it changes
@@ -37,18 +28,18 @@ def clock_set(app, args, now, req_id):
                    args.get("next_offset_s"))
     if slots:
         app.settle_slots(now)  # the slots it jumped over: given late or skipped, with an event
-    app._clear(al.CLOCK, now)
-    app._event("clock.set", {"epoch_s": args["epoch_s"], "offset_s": args["offset_s"]}, now)
+    app.clear_alarm(al.CLOCK, now)
+    app.log_event("clock.set", {"epoch_s": args["epoch_s"], "offset_s": args["offset_s"]}, now)
     app.save_state(now)
     return clock_get(app, args, now, req_id)
 
 
 def therapy_stop(app, args, now, req_id):
-    app._stop_motor(now)
+    app.stop_motor(now)
     app.bench = None
     if app.therapy == "running":
         app.therapy = "stopped"
-        app._event("therapy.stopped", {}, now)
+        app.log_event("therapy.stopped", {}, now)
     app.save_state(now)
     return {"therapy": app.therapy}
 
@@ -58,14 +49,14 @@ def maintenance(app, args, now, req_id):
     (non-critical: a clinician is at the pump; its condition lasts until therapy resumes),
     and Ctrl-C interrupts the firmware from now until therapy.resume or the next reset
     (App._kbd_sync)."""
-    app._stop_motor(now)
+    app.stop_motor(now)
     app.bench = None
     was = app.therapy
     if app.therapy == "running":
         app.therapy = "stopped"
     app.maint = True
-    app._event("maintenance", {"therapy": was}, now)
-    app._alarm(al.MAINTENANCE, now)
+    app.log_event("maintenance", {"therapy": was}, now)
+    app.raise_alarm(al.MAINTENANCE, now)
     app.save_state(now)
     return {"therapy": app.therapy, "repl": True}
 
@@ -79,14 +70,16 @@ def _leave_guard(app, now):
     fault.clear(app.store)
     app.therapy = "stopped"
     app.safe_reason = None
-    app._clear(al.FAULT, now)
-    app._event("fault.cleared", {}, now)
+    app.clear_alarm(al.FAULT, now)
+    app.log_event("fault.cleared", {}, now)
     return True
 
 
 def therapy_resume(app, args, now, req_id):
     if _leave_guard(app, now):
-        app.alarms.ack(al.FAULT)
+        from . import alarmctl
+
+        alarmctl.ack(app.alarms, al.FAULT)
     if app.therapy == "safe":
         raise proto.CommandError(proto.SAFE_STATE, "in the safe state (%s): program a plan"
                                  % app.safe_reason)
@@ -96,15 +89,15 @@ def therapy_resume(app, args, now, req_id):
     app.delivery.rebase(now)
     app.therapy = "running"
     app.maint = False  # Ctrl-C is data again (App._kbd_sync)
-    app._clear(al.MAINTENANCE, now)
-    app._event("therapy.resumed", {}, now)
+    app.clear_alarm(al.MAINTENANCE, now)
+    app.log_event("therapy.resumed", {}, now)
     app.save_state(now)
     return {"therapy": app.therapy}
 
 
 def motor_run(app, args, now, req_id):
     steps = args["steps"]
-    rate = args.get("rate_nl_day") or app._pullin_nl_day()
+    rate = args.get("rate_nl_day") or app.pullin_nl_day()
     if app.therapy == "running":
         # not BUSY (try again later): it cannot succeed until a clinician stops therapy
         raise proto.CommandError(proto.THERAPY_RUNNING, "stop therapy first (therapy.stop)")
@@ -113,7 +106,7 @@ def motor_run(app, args, now, req_id):
     if not isinstance(rate, int) or rate < 1 or rate > app.limits()["max_nl_day"]:
         raise proto.CommandError(proto.BAD_ARGS, "rate_nl_day must be 1..%d"
                                  % app.limits()["max_nl_day"])
-    app._stop_motor(now)
+    app.stop_motor(now)
     app.delivery.rebase(now)
     app.delivery.owed = 0
     app.bench = [ConstRate(rate), steps]
@@ -123,7 +116,7 @@ def motor_run(app, args, now, req_id):
 def alarm_test(app, args, now, req_id):
     app.alarms.alarm_test(now)
     app.next_tone_ms = now
-    app._event("alarm.test", {}, now)
+    app.log_event("alarm.test", {}, now)
     return {}
 
 
@@ -134,11 +127,13 @@ def ack(app, args, now, req_id):
     stalled = app.alarms.condition_active(al.STALL)
     if kind is None or kind == al.FAULT:
         _leave_guard(app, now)  # therapy stays stopped until therapy.resume
-    done = app.alarms.ack(kind)
+    from . import alarmctl
+
+    done = alarmctl.ack(app.alarms, kind)
     if stalled and (al.STALL in done or kind is None):
         # acknowledging a stall is the clinician's "retry": the motor runs again, and
         # STALL_RETRIES more stalled segments raise it again
-        app._retry_after_stall(now)
+        app.retry_after_stall(now)
     if al.BATTERY_FAULT in done or kind is None:
         if app.fallback and app.battery.avg_mv is not None and \
                 app.battery.avg_mv > app.battery.brownout_mv:
@@ -146,7 +141,7 @@ def ack(app, args, now, req_id):
             app.fallback = False
             app.delivery.rebase(now)
     app.next_tone_ms = now
-    app._dirty = True
+    app.dirty = True
     return {"acked": done}
 
 
@@ -163,19 +158,11 @@ def clock_get(app, args, now, req_id):
             "offset_s": c.offset_ms_at(c.epoch_ms_at(now)) // 1000, "set": c.valid}
 
 
-def log(app, args, now, req_id):
-    since = args.get("since", 0)
-    limit = args.get("limit", 20)
-    if not isinstance(since, int) or not isinstance(limit, int) or limit < 1 or limit > 50:
-        raise proto.CommandError(proto.BAD_ARGS, "since >= 0 and limit 1..50")
-    # streamed from the log file; with the budget it parses no more lines than fit
-    evs, nxt = app.events.since(since, limit, _LOG_BUDGET)
-    # the answer must fit one frame (proto.MAX_LINE): stop early, `next` says where
-    size = 0
-    for i in range(len(evs)):
-        size += len(canon.dumps(evs[i])) + 1
-        if size > _LOG_BUDGET and i > 0:
-            nxt = evs[i]["seq"]
-            evs = evs[:i]
-            break
-    return {"events": evs, "next": nxt}
+def alarms(app, args, now, req_id):
+    from . import alarmctl
+
+    return {"alarms": alarmctl.to_list(app.alarms)}
+
+
+def calib_get(app, args, now, req_id):
+    return {"step_pl": app.step_pl}

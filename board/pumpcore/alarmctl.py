@@ -2,21 +2,12 @@
 alarm list from the state record (boot), its protocol view (the `alarms` command) and
 acknowledging (the `ack` command).
 
-A transient module (see pumpcore.app.drop_transient): TonePlayer and Alarms import it inside
-the methods that need it, and on MicroPython it is dropped again after the App step or command
-that loaded it. Hence: functions only (taking the TonePlayer or the Alarms as their first
-argument), nothing of it kept in long-lived state; what they leave behind is plain data.
+Per call (pumpcore.loader; the rule: docs/architecture.md, "Memory"). Imported by App.__init__, pumpcore.admin and
+pumpcore.restore; functions taking plain settings or the Alarms.
 """
 
-from pumpcore.alarms import CRITICAL_KINDS, KINDS, NONE, AlarmError, is_critical
-
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
-
+from pumpcore import const
+from pumpcore.alarms import CRITICAL_KINDS, KINDS, is_critical
 
 # entry fields, as in pumpcore.alarms (its underscored consts are not module attributes on
 # MicroPython)
@@ -27,7 +18,7 @@ _ACKED = const(2)
 
 def _pos_int(name, v, lo=1):
     if not isinstance(v, int) or v < lo:
-        raise AlarmError("%s must be an integer >= %d" % (name, lo))
+        raise ValueError("%s must be an integer >= %d" % (name, lo))
     return v
 
 
@@ -38,8 +29,7 @@ def _total(pattern):
     return t
 
 
-def setup_player(
-    p,
+def patterns(
     hi_hz=880,
     lo_hz=660,
     critical_pairs=4,
@@ -52,7 +42,9 @@ def setup_player(
     blink_ms=500,
     test_gap_ms=1000,
 ):
-    """TonePlayer's settings, checked, as its patterns: tuples of (freq_hz, dur_ms)."""
+    """TonePlayer's settings, checked (ValueError if one is out of range), as what
+    TonePlayer(patterns) takes: (critical, single, critical_repeat_ms, single_repeat_ms,
+    blink_ms, test pattern, test_ms), a pattern a tuple of (freq_hz, dur_ms)."""
     _pos_int("hi_hz", hi_hz)
     _pos_int("lo_hz", lo_hz)
     _pos_int("critical_pairs", critical_pairs)
@@ -67,30 +59,22 @@ def setup_player(
         (hi_hz, single_on_ms),
     )
     if _pos_int("critical_repeat_ms", critical_repeat_ms) < _total(crit):
-        raise AlarmError("critical_repeat_ms is shorter than the pattern")
+        raise ValueError("critical_repeat_ms is shorter than the pattern")
     if _pos_int("single_repeat_ms", single_repeat_ms) < _total(single) + single_off_ms:
-        raise AlarmError("single_repeat_ms is shorter than the pattern")
-    p.critical_pattern = crit
-    p.single_pattern = single
-    p.critical_repeat_ms = critical_repeat_ms
-    p.single_repeat_ms = single_repeat_ms
-    p.blink_ms = blink_ms
-    p.test_pattern = crit + ((0, test_gap_ms),) + single if test_gap_ms else crit + single
-    p.test_ms = _total(p.test_pattern)
-    p.level = NONE
-    p._t0 = 0
-    p._test_t0 = None
+        raise ValueError("single_repeat_ms is shorter than the pattern")
+    test = crit + ((0, test_gap_ms),) + single if test_gap_ms else crit + single
+    return (crit, single, critical_repeat_ms, single_repeat_ms, blink_ms, test, _total(test))
 
 
 def ack(a, kind=None):
     """Acknowledge one kind (or all when None): silences it; one whose condition has
     cleared is removed. Returns the kinds acknowledged by this call."""
-    items = a._items
+    items = a.items
     if kind is not None:
         is_critical(kind)
         kinds = (kind,) if kind in items else ()
     else:
-        kinds = a._sorted()
+        kinds = a.active()
     done = []
     for k in kinds:
         e = items[k]
@@ -107,8 +91,8 @@ def ack(a, kind=None):
 def to_list(a):
     """The protocol view: [{kind, critical, active, acked, since_epoch_s}]."""
     out = []
-    for k in a._sorted():
-        e = a._items[k]
+    for k in a.active():
+        e = a.items[k]
         out.append(
             {
                 "kind": k,
@@ -123,9 +107,11 @@ def to_list(a):
 
 def restore(a, d):
     """Load what Alarms.to_dict() saved; unknown kinds (a newer firmware's) are skipped."""
-    a._items = {}
+    items = {}
     for it in d.get("alarms", ()):
         k = it[0]
         if k in KINDS:
-            a._items[k] = [it[1], bool(it[2]), bool(it[3]), it[4]]
-    a._gen += 1
+            items[k] = [it[1], bool(it[2]), bool(it[3]), it[4]]
+    a.items = items
+    a.gen += 1
+    return a

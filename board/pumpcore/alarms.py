@@ -13,17 +13,11 @@ A pattern starts at once when the severity changes or an alarm is (re)raised. ou
 returns what to drive now and the next time that changes, so the app sleeps until then.
 
 What runs only at boot or on a clinician's command (building the patterns, restoring the list,
-the `alarms` view, `ack`) is in pumpcore.alarmctl, a transient module the methods below import
-for the call (see pumpcore.app.drop_transient).
+the `alarms` view, `ack`) is in pumpcore.alarmctl, a per-call module (pumpcore.loader) its
+callers import: App.__init__, pumpcore.admin, pumpcore.restore.
 """
 
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
-
+from pumpcore import const
 
 EMPTY = "EMPTY"
 EOS = "EOS"
@@ -56,16 +50,13 @@ _ACKED = const(2)
 _CLEARED = const(3)
 
 
-class AlarmError(ValueError):
-    pass
-
 
 def is_critical(kind):
     if kind in CRITICAL_KINDS:
         return True
     if kind in NONCRITICAL_KINDS:
         return False
-    raise AlarmError("unknown alarm kind %r" % (kind,))
+    raise ValueError("unknown alarm kind %r" % (kind,))
 
 
 def severity(kind):
@@ -97,14 +88,15 @@ class TonePlayer:
     CRITICAL). Pure: feed it the level and now_ms; output(now_ms) tells what to drive and
     when that next changes. All durations in ms."""
 
-    def __init__(self, *args, **kw):
-        """Settings (keywords, all optional): hi_hz=880, lo_hz=660, critical_pairs=4,
-        critical_tone_ms=250, critical_repeat_ms=600_000, single_beeps=3, single_on_ms=500,
-        single_off_ms=500, single_repeat_ms=3_600_000, blink_ms=500, test_gap_ms=1000
-        (pumpcore.alarmctl.setup_player). AlarmError if one is out of range."""
-        from pumpcore import alarmctl
-
-        alarmctl.setup_player(self, *args, **kw)
+    def __init__(self, patterns):
+        """patterns: what pumpcore.alarmctl.patterns(...) makes of the settings (checked
+        there, at boot): (critical, single, critical_repeat_ms, single_repeat_ms, blink_ms,
+        test pattern, test_ms); a pattern is a tuple of (freq_hz, dur_ms)."""
+        (self.critical_pattern, self.single_pattern, self.critical_repeat_ms,
+         self.single_repeat_ms, self.blink_ms, self.test_pattern, self.test_ms) = patterns
+        self.level = NONE
+        self._t0 = 0
+        self._test_t0 = None
 
     def set_level(self, level, now_ms, restart=False):
         """Select the pattern; it (re)starts at now_ms if the level changed or restart."""
@@ -115,10 +107,6 @@ class TonePlayer:
     def alarm_test(self, now_ms):
         """Play the critical then the non-critical pattern once, from now_ms (LED on)."""
         self._test_t0 = now_ms
-
-    def testing(self, now_ms):
-        t = self._test_t0
-        return t is not None and 0 <= now_ms - t < self.test_ms
 
     def output(self, now_ms):
         """(freq_hz, led_on, next_ms): drive these now; nothing changes before next_ms
@@ -157,25 +145,24 @@ class Alarms:
     """The latched alarm list. Times: epoch_s wall clock (may be None if unknown) for the
     record, now_ms for the tone pattern."""
 
-    def __init__(self, player=None):
-        self.player = player if player is not None else TonePlayer()
-        self._items = {}  # kind -> [since_epoch_s, active, acked, cleared_epoch_s]
-        self._gen = 0  # bumped when an alarm is (re)raised: restarts the tone pattern
+    def __init__(self, player):
+        self.player = player
+        # kind -> [since_epoch_s, active, acked, cleared_epoch_s] (pumpcore.alarmctl reads and
+        # acknowledges them, and restores them at boot)
+        self.items = {}
+        self.gen = 0  # bumped when an alarm is (re)raised or restored: restarts the pattern
         self._played_gen = 0
 
     def __contains__(self, kind):
-        return kind in self._items
-
-    def __len__(self):
-        return len(self._items)
+        return kind in self.items
 
     def raise_(self, kind, epoch_s):
         """Raise (or re-raise) an alarm. Returns True if it became active now, False if its
         condition was already active (nothing changes)."""
         is_critical(kind)
-        e = self._items.get(kind)
+        e = self.items.get(kind)
         if e is None:
-            self._items[kind] = [epoch_s, True, False, None]
+            self.items[kind] = [epoch_s, True, False, None]
         elif e[_ACTIVE]:
             return False
         else:
@@ -183,88 +170,57 @@ class Alarms:
             e[_ACTIVE] = True
             e[_ACKED] = False
             e[_CLEARED] = None
-        self._gen += 1
+        self.gen += 1
         return True
 
     def condition_cleared(self, kind, epoch_s):
         """The condition behind an alarm has gone. An acknowledged alarm is removed; an
         unacknowledged one stays listed (latched) until ack. Returns True if it changed."""
         is_critical(kind)
-        e = self._items.get(kind)
+        e = self.items.get(kind)
         if e is None or not e[_ACTIVE]:
             return False
         if e[_ACKED]:
-            del self._items[kind]
+            del self.items[kind]
         else:
             e[_ACTIVE] = False
             e[_CLEARED] = epoch_s
         return True
 
-    def ack(self, kind=None):
-        """Acknowledge one kind (or all when None): silences it; one whose condition has
-        cleared is removed. Returns the kinds acknowledged by this call."""
-        from pumpcore import alarmctl
-
-        return alarmctl.ack(self, kind)
-
     # --- queries ----------------------------------------------------------------------------
-
-    def _sorted(self):
-        def key(k):
-            since = self._items[k][_SINCE]
-            return (0 if k in CRITICAL_KINDS else 1, -1 if since is None else since, k)
-
-        return sorted(self._items, key=key)
 
     def active(self):
         """Every listed kind (condition present or latched), critical first, oldest first."""
-        return self._sorted()
 
-    def unacked(self):
-        return [k for k in self._sorted() if not self._items[k][_ACKED]]
+        def key(k):
+            since = self.items[k][_SINCE]
+            return (0 if k in CRITICAL_KINDS else 1, -1 if since is None else since, k)
+
+        return sorted(self.items, key=key)
 
     def condition_active(self, kind):
-        e = self._items.get(kind)
+        e = self.items.get(kind)
         return e is not None and e[_ACTIVE]
-
-    def critical(self):
-        """True if any critical alarm is listed."""
-        for k in self._items:
-            if k in CRITICAL_KINDS:
-                return True
-        return False
 
     def level(self):
         """Highest severity among unacknowledged alarms (NONE, NONCRITICAL, CRITICAL)."""
         lv = NONE
-        for k, e in self._items.items():
+        for k, e in self.items.items():
             if not e[_ACKED]:
                 if k in CRITICAL_KINDS:
                     return CRITICAL
                 lv = NONCRITICAL
         return lv
 
-    def to_list(self):
-        """The protocol view: [{kind, critical, active, acked, since_epoch_s}]."""
-        from pumpcore import alarmctl
-
-        return alarmctl.to_list(self)
-
     # --- buzzer and LED ---------------------------------------------------------------------
 
     def output(self, now_ms):
         """(freq_hz, led_on, next_ms) for now; next_ms is when that next changes (None: not
         until an alarm changes). Call after every raise/ack/clear and at next_ms."""
-        restart = self._gen != self._played_gen
-        self._played_gen = self._gen
+        restart = self.gen != self._played_gen
+        self._played_gen = self.gen
         self.player.set_level(self.level(), now_ms, restart)
         return self.player.output(now_ms)
-
-    def next_tone(self, now_ms):
-        """(freq_hz, until_ms): the buzzer frequency now (0 = silent) and the next time the
-        output may change (None: not until an alarm changes)."""
-        f, _led, nxt = self.output(now_ms)
-        return f, nxt
 
     def alarm_test(self, now_ms):
         self.player.alarm_test(now_ms)
@@ -273,18 +229,7 @@ class Alarms:
 
     def to_dict(self):
         items = []
-        for k in self._sorted():
-            e = self._items[k]
+        for k in self.active():
+            e = self.items[k]
             items.append([k, e[_SINCE], e[_ACTIVE], e[_ACKED], e[_CLEARED]])
         return {"alarms": items}
-
-    def restore(self, d):
-        """Load what to_dict() saved; unknown kinds (a newer firmware's) are skipped."""
-        from pumpcore import alarmctl
-
-        alarmctl.restore(self, d)
-        return self
-
-    @classmethod
-    def from_dict(cls, d, player=None):
-        return cls(player).restore(d)

@@ -24,9 +24,9 @@ import gc
 import sys
 
 from . import alarms as al
-from . import dose, proto
+from . import dose, loader, proto
 from .battery import BatteryMonitor
-from .delivery import Delivery
+from .delivery import ConstRate, Delivery
 from .events import EventLog
 from .limiter import Limiter
 from .reservoir import Reservoir
@@ -34,69 +34,19 @@ from .schedule import DAY_MS, Clock
 from .server import Server
 from .store import Store
 
-# Commands run from a module imported for the call (App._overlay): pumpcore.program
-# (programming), pumpcore.restore (power-on), pumpcore.patient (the patient bolus) or pumpcore.admin
-# (the rest a clinician sends now and then, `log`). Plans are checked by App.check_plan.
-_PROGRAM = ("plan_set", "refill", "calib_set")
-_RESTORE = ("load", "load_keys")
-_ADMIN = ("clock_get", "clock_set", "therapy_stop", "therapy_resume", "motor_run",
-          "alarm_test", "ack", "log", "plan_get", "maintenance")
-# MicroPython: modules imported for one call are dropped after it (CPython keeps them)
-_DROP = sys.implementation.name == "micropython"
-_DROP_SOURCE = False  # tests: drop .py modules too
-_PACKAGES = ("pumpcore.", "hw.")
-
-
-def drop_transient(resident):
-    """Forget the modules of pumpcore and hw imported since `resident` (a list of sys.modules
-    names) that came from .mpy files (or any, with _DROP_SOURCE): the heap they took comes
-    back at the next collection, as long as nothing else refers to them. Such modules are
-    imported inside functions only, never kept in a global or an object. Returns how many
-    were dropped."""
-    mods = sys.modules
-    n = 0
-    for name in list(mods):
-        if name in resident:
-            continue
-        dot = name.find(".")
-        if dot < 0 or name[: dot + 1] not in _PACKAGES:
-            continue
-        if not (_DROP_SOURCE or getattr(mods[name], "__file__", "").endswith(".mpy")):
-            continue
-        del mods[name]
-        n += 1
-        pkg = mods.get(name[:dot])
-        short = name[dot + 1 :]
-        if pkg is not None and hasattr(pkg, short):
-            delattr(pkg, short)
-    return n
-
-
-FIRMWARE = "0.1.0"
+FIRMWARE = "0.1.0"  # as pumpcore.VERSION (bench/campaign_flash.py tags builds here)
+_COMMAND_MODULES = ("admin", "program", "patient", "status", "logpages")  # of pumpcore.loader.CALLS: the commands
 MAX_SLEEP_MS = 6 * 3_600_000  # re-check calendar alarms at least this often
 STALL_RETRIES = 3
 OCCLUSION_HYST_KPA = 20
 BATTERY_SETTLE_MS = 300_000
 
 
-class ConstRate:
-    """A constant rate source (minimum-rate fallback, bench runs)."""
-
-    def __init__(self, nl_day):
-        self.nl_day = nl_day
-
-    def rate_nl_day(self, t_ms):
-        return self.nl_day
-
-    def next_change_ms(self, t_ms):
-        return None
-
-
 class App:
     def __init__(self, board, keys=None, rand=None):
         self.board = board
-        # the modules loaded now stay; any imported later is transient (see _shed)
-        self._resident = list(sys.modules) if _DROP else None
+        # modules loaded at boot: any pumpcore/hw module past loader.RESIDENT is dropped (_shed)
+        self._n_mods = len(sys.modules)
         cfg = board.config
         self.cfg = cfg
         now = board.now_ms()
@@ -107,8 +57,11 @@ class App:
                                       bc.get("debounce", 8))
         self.battery_every_ms = bc.get("sample_ms", 3_600_000)
         tones = cfg.get("tones", {})
-        self.alarms = al.Alarms(al.TonePlayer(hi_hz=tones.get("hi_hz", 880),
-                                              lo_hz=tones.get("lo_hz", 660)))
+        from . import alarmctl  # per-call: the patterns are checked and built at boot only
+
+        self.alarms = al.Alarms(al.TonePlayer(alarmctl.patterns(
+            hi_hz=tones.get("hi_hz", 880), lo_hz=tones.get("lo_hz", 660))))
+        del alarmctl
         self.events = EventLog(self.store, 200)  # in the store's file, not in RAM
         self.reservoir = Reservoir(cfg["reservoir_nl"])
         self.clock = Clock()
@@ -139,7 +92,6 @@ class App:
         self.last_req = None  # ["id cmd args-CRC", result] of the last plan.set/refill
         self.gen = 0  # generation of the committed record set (the head)
         self.gens = {}  # {record: generation} as the head names them
-        self._auth_restore = None  # [failures, ms left] of the login throttle, from the record
         self.fallback = False
         self.stall_count = 0
         self.occluded = False
@@ -149,11 +101,12 @@ class App:
         self.tone_hz = -1
         self.led_on = None
         self.deadline_ms = now
-        self._dirty = False
+        self.dirty = False
         self._rand = rand or _urandom
         self.maint = False  # `maintenance` opened the REPL (Ctrl-C) until therapy.resume or a reset
         self._kbd = None  # Ctrl-C as last set on the board (None: not yet)
-        self._overlay("load", now)
+        # [failures, ms left, ceiling ms left] of the login throttle, from the state record
+        a = self._overlay("load", now)
         if self.store.exists("crash"):
             from . import fault  # the boot-loop guard: transient, dropped at once (no hole)
 
@@ -168,7 +121,6 @@ class App:
                 self.clock.set(now, rtc, 0)
         self.server = Server(self, keys if keys is not None else self._overlay("load_keys"),
                              self._info, self._rand)
-        a = self._auth_restore
         srv = self.server
         if a:
             # failed logins survive a reset: resetting the board (DTR on an ESP32, a power
@@ -250,7 +202,7 @@ class App:
         "calib"), as one set of a new generation (Store.commit: all or none)."""
         g = self.gen + 1
         recs = []
-        if also and _DROP:
+        if also and loader.DROP:
             gc.collect()  # programming: the largest set, written with the most code loaded
         for name in also:
             recs.append((name, {"plan": self.plan, "gen": g} if name == "plan"
@@ -277,7 +229,7 @@ class App:
         for name, _ in recs:
             gens[name] = g
         self.gen = g
-        self._dirty = False
+        self.dirty = False
 
     # ------------------------------------------------------------------ helpers
     def limits(self):
@@ -286,13 +238,13 @@ class App:
                 "pump_path_nl": self.cfg.get("pump_path_nl", 0), "step_pl": self.step_pl,
                 "max_step_hz": self.max_hz, "pullin_step_hz": self.pullin_hz}
 
-    def _pullin_nl_day(self):
+    def pullin_nl_day(self):
         return self.pullin_hz * 86_400 * self.step_pl // 1000
 
     def _info(self):
         return {"firmware": FIRMWARE, "board": self.cfg.get("board", "?"),
                 "uid": getattr(self.board, "uid", "0"), "step_pl": self.step_pl,
-                "limits": self.limits(), "mem_free": gc.mem_free() if _DROP else None}
+                "limits": self.limits(), "mem_free": gc.mem_free() if loader.DROP else None}
 
     def plan_crc(self):
         """The running plan's CRC, computed once per plan (a plan is replaced, never edited)."""
@@ -325,27 +277,27 @@ class App:
         if srv is not None:
             srv.event(kind, data)
 
-    def _alarm(self, kind, now):
+    def raise_alarm(self, kind, now):
         if self.alarms.raise_(kind, self.epoch(now)):
             self._event("alarm.raised", {"kind": kind, "critical": al.is_critical(kind)}, now)
-            self._dirty = True
+            self.dirty = True
             self.next_tone_ms = now
 
-    def _clear(self, kind, now):
+    def clear_alarm(self, kind, now):
         if self.alarms.condition_cleared(kind, self.epoch(now)):
             self._event("alarm.cleared", {"kind": kind}, now)
-            self._dirty = True
+            self.dirty = True
             self.next_tone_ms = now
 
-    def _safe(self, now, reason, alarm):
-        self._stop_motor(now)
+    def enter_safe(self, now, reason, alarm):
+        self.stop_motor(now)
         self.therapy = "safe"
         self.safe_reason = reason
         self.alarms.raise_(alarm, None)
-        self._dirty = True
+        self.dirty = True
 
     # ------------------------------------------------------------------ motor
-    def _pulses_done(self, now):
+    def pulses_done(self, now):
         s = self.seg
         if s is None:
             return 0
@@ -364,7 +316,7 @@ class App:
         self.limiter.settled()
         self.board.motor_enable(False)  # the driver draws no current between segments
 
-    def _stop_motor(self, now):
+    def stop_motor(self, now):
         """Abort the segment; uncommit the pulses that were not made."""
         if self.seg is None:
             return
@@ -385,7 +337,17 @@ class App:
         self._settle(made)
         self.save_count()
 
-    def _source(self, now):
+    def halt(self, now):
+        """Stop the motor with an exact account and integrate the ideal up to now with what
+        drives delivery: the opening of every command that changes it. Returns that source
+        (None: nothing drives delivery)."""
+        self.stop_motor(now)
+        src = self.source(now)
+        if src is not None:
+            self.delivery.advance(now, src)
+        return src
+
+    def source(self, now):
         """What drives delivery now, or None (no delivery: owed is not accumulated)."""
         if self.bench is not None:
             return self.bench[0]
@@ -428,7 +390,7 @@ class App:
 
     def _drive(self, now):
         """Start the next segment if the motor is idle. Returns the wake time without one."""
-        src = self._source(now)
+        src = self.source(now)
         sched = self.sched
         if src is not sched and sched is not None and sched.overlays:
             self.bolus_halted = True  # the bolus's volume is not being given
@@ -470,12 +432,12 @@ class App:
         if w is not None:
             if not self.alarms.condition_active(al.CAP_REACHED):
                 self._event("cap.reached", {"window": w[0], "ng": w[1], "cap_ng": w[2]}, now)
-                self._alarm(al.CAP_REACHED, now)
+                self.raise_alarm(al.CAP_REACHED, now)
             if not count:
                 self.delivery.drop_fraction()
                 return w[3]
         elif self.alarms.condition_active(al.CAP_REACHED):
-            self._clear(al.CAP_REACHED, now)
+            self.clear_alarm(al.CAP_REACHED, now)
         end_us = now * 1000 + first_us + (count - 1) * interval_us
         self.seg = [now, count, first_us, interval_us, (end_us + 999) // 1000]
         self.seg_src = src
@@ -517,7 +479,7 @@ class App:
         if srv.auth_failures != self._auth_failures:
             # (the rig-wide ceiling moves only with a failure, which changes this count)
             self._auth_failures = srv.auth_failures
-            self._dirty = True  # saved with the state record by tick()
+            self.dirty = True  # saved with the state record by tick()
         self.tick(now)
         self.server.write_output(self.board.write_serial)
         self._kbd_sync()
@@ -529,15 +491,13 @@ class App:
             raise f
 
     def _shed(self):
-        """Drop the modules imported since boot for one job (overlays, power-on code)."""
-        r = self._resident
-        if r is not None and len(sys.modules) > len(r):
-            if drop_transient(r):
+        """Drop the per-call modules imported for one job (pumpcore.loader.drop)."""
+        if loader.DROP and len(sys.modules) > self._n_mods:
+            if loader.drop():
                 gc.collect()
-            if len(sys.modules) > len(r):
-                # what stays (sources, other packages) is resident from now on: no scan of
-                # sys.modules at every step
-                self._resident = list(sys.modules)
+            # what stays (sources, other packages) stays from now on: no scan of sys.modules
+            # at every step
+            self._n_mods = len(sys.modules)
 
     def tick(self, now):
         b = self.board
@@ -549,10 +509,10 @@ class App:
                 self.stall_count += 1
                 self._event("stall", {"episode": self.stall_count}, now)
                 if self.stall_count >= STALL_RETRIES:
-                    self._alarm(al.STALL, now)
+                    self.raise_alarm(al.STALL, now)
             elif self.stall_count:
                 self.stall_count = 0
-                self._clear(al.STALL, now)
+                self.clear_alarm(al.STALL, now)
         # a wake-up that happens anyway within half a period early takes the battery sample
         if now >= self.next_battery_ms - (self.next_battery_ms - self.last_battery_ms) // 2:
             self._battery(now)
@@ -566,7 +526,7 @@ class App:
             wake = self._drive(now)
         if self.seg is not None:
             wake = self.seg[4]
-        if self._dirty:
+        if self.dirty:
             self.save_state(now)
         dl = now + MAX_SLEEP_MS
         if wake is not None and wake < dl:
@@ -590,48 +550,48 @@ class App:
         self.next_battery_ms = now + (BATTERY_SETTLE_MS if self.battery.settling()
                                       else self.battery_every_ms)
         for what, on in changes:
-            self._dirty = True
+            self.dirty = True
             if what == "eri":
-                (self._alarm if on else self._clear)(al.ERI, now)
+                (self.raise_alarm if on else self.clear_alarm)(al.ERI, now)
             elif what == "eos":
                 if on:
-                    self._stop_motor(now)
-                (self._alarm if on else self._clear)(al.EOS, now)
+                    self.stop_motor(now)
+                (self.raise_alarm if on else self.clear_alarm)(al.EOS, now)
             elif what == "fault" and on:
                 self.fallback = True
-                self._stop_motor(now)
-                self._alarm(al.BATTERY_FAULT, now)
+                self.stop_motor(now)
+                self.raise_alarm(al.BATTERY_FAULT, now)
 
     def _pressure(self, now):
         limit = self.cfg.get("pressure", {}).get("occlusion_kpa", 100)
         kpa = self.board.line_kpa()
         if not self.occluded and kpa >= limit:
             self.occluded = True
-            self._stop_motor(now)
-            self._alarm(al.OCCLUSION, now)
+            self.stop_motor(now)
+            self.raise_alarm(al.OCCLUSION, now)
         elif self.occluded and kpa < limit - OCCLUSION_HYST_KPA:
             self.occluded = False
             self.delivery.rebase(now)
-            self._clear(al.OCCLUSION, now)
+            self.clear_alarm(al.OCCLUSION, now)
 
     def _levels(self, now):
         lvl = self.reservoir.level()
         if self.plan is None:
             return
         if lvl == "empty":
-            self._alarm(al.EMPTY, now)
+            self.raise_alarm(al.EMPTY, now)
         elif al.EMPTY in self.alarms and self.alarms.condition_active(al.EMPTY):
-            self._clear(al.EMPTY, now)
+            self.clear_alarm(al.EMPTY, now)
         if lvl in ("low", "empty"):
-            self._alarm(al.LOW, now)
+            self.raise_alarm(al.LOW, now)
         elif self.alarms.condition_active(al.LOW):
-            self._clear(al.LOW, now)
+            self.clear_alarm(al.LOW, now)
         ep = self.epoch(now)
         if self.reservoir.refill_due(ep):
-            self._alarm(al.REFILL_BY, now)
+            self.raise_alarm(al.REFILL_BY, now)
         needs_clock = self.plan["basal"]["kind"] == "flex" or self.plan["periodic"] is not None
         if needs_clock and not self.clock.valid:
-            self._alarm(al.CLOCK, now)
+            self.raise_alarm(al.CLOCK, now)
 
     def _tones(self, now):
         if self.next_tone_ms is not None and now < self.next_tone_ms:
@@ -648,7 +608,7 @@ class App:
 
     def shutdown(self, now):
         """Interrupted (Ctrl-C for flashing): stop pulses, keep an exact account."""
-        self._stop_motor(now)
+        self.stop_motor(now)
         self.board.tone(0)
         self.board.led(False)
 
@@ -659,39 +619,30 @@ class App:
 
             fault.check_cmd(self, cmd)
         name = cmd.replace(".", "_")
-        fn = getattr(self, "cmd_" + name, None)
-        if fn is not None:
-            return fn(args, now, req_id)
+        if name == "status":
+            return self.cmd_status(args, now, req_id)
         if name == "plan_set":
             # the plan rules and the code that applies a plan are loaded one after the other,
             # never together: plan.set is the command that needs the most heap
             args = {"plan": self.check_plan(args["plan"])}
-        if name in _ADMIN or name in _PROGRAM or name == "bolus":
+        if loader.module_of(name) in _COMMAND_MODULES:
             return self._overlay(name, args, now, req_id)
         raise proto.CommandError(proto.UNKNOWN_CMD, "unknown command " + cmd)
 
     def _overlay(self, fn_name, *args):
-        """<module>.<fn_name>(self, *args) from pumpcore.program, .patient or .admin, loaded for
-        this call only: on MicroPython the precompiled modules (.mpy, as `pumprig flash`
+        """<module>.<fn_name>(self, *args) from the per-call module pumpcore.loader.CALLS names
+        for it (pumpcore.program, .patient, .admin, .restore), loaded for this call only: on MicroPython the precompiled modules (.mpy, as `pumprig flash`
         installs them) the call brought in are dropped after it (_shed), so a running pump
         keeps only its working code in the heap; a .mpy loads again in about a millisecond on
         the unix port. Sources (.py) stay loaded: compiling them again at every command would
         cost more heap than it frees."""
-        if _DROP:
+        if loader.DROP:
             # the request's decoder (pumpcore.parse) goes first; the code about to load gets
             # the largest free blocks there are
             self._shed()
             gc.collect()
         try:
-            if fn_name in _RESTORE:
-                from . import restore as mod
-            elif fn_name in _PROGRAM:
-                from . import program as mod
-            elif fn_name == "bolus":
-                from . import patient as mod
-            else:
-                from . import admin as mod
-            return getattr(mod, fn_name)(self, *args)
+            return loader.run(fn_name, self, *args)
         finally:
             self._shed()
 
@@ -704,7 +655,7 @@ class App:
         return self._check_stage(out, ctx, prefix, True)
 
     def _check_stage(self, plan, arg, prefix, windows):
-        if _DROP:
+        if loader.DROP:
             self._shed()
             gc.collect()
         try:
@@ -726,21 +677,21 @@ class App:
         finally:
             self._shed()
 
-    def _retry_after_stall(self, now):
+    def retry_after_stall(self, now):
         self.stall_count = 0
-        self._clear(al.STALL, now)
+        self.clear_alarm(al.STALL, now)
         self.delivery.rebase(now)
 
     def cmd_status(self, args, now, req_id):
         """Resident: the command a patient's and the host's tools poll (loading it for each
         call cost 0.3 ms of import and two collections: docs/benchmarks.md, `session`)."""
         ep = self.epoch(now)
-        src = self._source(now)
+        src = self.source(now)
         rate = src.rate_nl_day(now) if src is not None else 0
         steps = self.steps
         vol = self.reservoir.volume_nl
         if self.seg is not None:
-            done = self._pulses_done(now)
+            done = self.pulses_done(now)
             steps += done - self.seg[1]
             vol -= (done * self.step_pl + self.pl_left) // 1000
         if vol < 0:
@@ -771,22 +722,17 @@ class App:
             refill_by_epoch_s=self.reservoir.refill_by_epoch_s,
             lockout_until_epoch_s=self.clock.epoch_s(self.lockout_until_ms)
             if self.clock.valid and self.lockout_until_ms > now else None,
-            boluses_24h=self._boluses_24h(now), eri_days_left=bat.eri_days_left(ep),
+            boluses_24h=self.boluses_24h(now), eri_days_left=bat.eri_days_left(ep),
             stall_detect=getattr(self.board, "stall_detect", None), gen=self.gen,
             uncertain_nl=self.limiter.uncertain_nl,
         )
 
-    def _boluses_24h(self, now):
+    def boluses_24h(self, now):
         cut = now - DAY_MS
         if self.boluses and self.boluses[0] <= cut:
             self.boluses = [t for t in self.boluses if t > cut]
         return len(self.boluses)
 
-    def cmd_calib_get(self, args, now, req_id):
-        return {"step_pl": self.step_pl}
-
-    def cmd_alarms(self, args, now, req_id):
-        return {"alarms": self.alarms.to_list()}
 
 def _urandom(n):
     import os

@@ -16,13 +16,7 @@ login): it is not resident (see App._shed). The host imports it for mac_hex.
 from binascii import hexlify, unhexlify
 from hashlib import sha256
 
-try:
-    from micropython import const
-except ImportError:  # CPython
-
-    def const(x):
-        return x
-
+from pumpcore import const
 
 _BLOCK = const(64)
 NONCE_BYTES = const(16)

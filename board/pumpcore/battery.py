@@ -19,14 +19,11 @@ ERI = "eri"
 EOS = "eos"
 
 
-class BatteryError(ValueError):
-    pass
-
 
 class BatteryMonitor:
     def __init__(self, *args, **kw):
         """Settings (all optional): eri_mv=3300, eos_mv=3000, brownout_mv=2800, hyst_mv=50,
-        debounce=8, eri_days=90, shift=2 (pumpcore.batteryctl.setup); BatteryError if one is
+        debounce=8, eri_days=90, shift=2 (pumpcore.batteryctl.setup); ValueError if one is
         out of range."""
         from pumpcore import batteryctl
 
@@ -37,9 +34,9 @@ class BatteryMonitor:
     @property
     def avg_mv(self):
         """The smoothed cell voltage, None before the first sample."""
-        if self._acc is None:
+        if self.acc is None:
             return None
-        return self._acc >> self.shift
+        return self.acc >> self.shift
 
     @property
     def state(self):
@@ -71,20 +68,20 @@ class BatteryMonitor:
         average above both thresholds and their hysteresis) is taken here: what
         pumpcore.batteryctl.sample does then, without loading it at every hourly sample
         (tests/board/test_battery.py compares the two)."""
-        acc = self._acc
+        acc = self.acc
         n = self.debounce
         if (acc is not None and type(mv) is int and n > 0 and mv >= self.brownout_mv
-                and not (self.eri or self.eos or self.fault or self._n_below_eri
-                         or self._n_below_eos)):
+                and not (self.eri or self.eos or self.fault or self.n_below_eri
+                         or self.n_below_eos)):
             acc += mv - (acc >> self.shift)
             avg = acc >> self.shift
             h = self.hyst_mv
             if avg > self.eri_mv + h and avg > self.eos_mv + h:
-                self._acc = acc
+                self.acc = acc
                 self.last_mv = mv
                 self.last_ms = now_ms
-                self._n_above_eri = self._n_above_eri + 1 if self._n_above_eri < n else n
-                self._n_above_eos = self._n_above_eos + 1 if self._n_above_eos < n else n
+                self.n_above_eri = self.n_above_eri + 1 if self.n_above_eri < n else n
+                self.n_above_eos = self.n_above_eos + 1 if self.n_above_eos < n else n
                 return []
         from pumpcore import batteryctl
 
@@ -93,12 +90,12 @@ class BatteryMonitor:
     def settling(self):
         """True while a reading is on its way somewhere: the average still moving towards the
         last sample, or a debounce count started. The app then samples more often."""
-        if self.last_mv is None or self._acc is None:
+        if self.last_mv is None or self.acc is None:
             return False
         if abs(self.last_mv - self.avg_mv) > self.hyst_mv:
             return True
         n = self.debounce
-        for c in (self._n_below_eri, self._n_below_eos, self._n_above_eri, self._n_above_eos):
+        for c in (self.n_below_eri, self.n_below_eos, self.n_above_eri, self.n_above_eos):
             if 0 < c < n:
                 return True
         return False
@@ -123,15 +120,3 @@ class BatteryMonitor:
             "fault_epoch_s": self.fault_epoch_s,
             "fault_mv": self.fault_mv,
         }
-
-    def restore(self, d):
-        """Load state saved by to_dict() (debounce counters restart from zero)."""
-        from pumpcore import batteryctl
-
-        batteryctl.restore(self, d)
-        return self
-
-    @classmethod
-    def from_dict(cls, d, **config):
-        """BatteryMonitor(**config) with the state of d."""
-        return cls(**config).restore(d)

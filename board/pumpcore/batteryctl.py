@@ -1,10 +1,8 @@
 """The rarely run code of pumpcore.battery: the settings check, one sample (hourly, or every
-5 minutes while a reading settles), the ERI countdown and the restore at power-on. A transient
-module (see pumpcore.app.drop_transient): BatteryMonitor imports it inside the methods that
-need it; functions only, taking the monitor as their first argument.
+5 minutes while a reading settles), the ERI countdown and the restore at power-on.
+Per call (pumpcore.loader; the rule: docs/architecture.md, "Memory"). Functions taking the monitor.
 """
 
-from pumpcore.battery import BatteryError
 
 _DAY_S = 86400
 
@@ -28,13 +26,13 @@ def setup(
         ("shift", shift),
     ):
         if not isinstance(v, int) or v < 0:
-            raise BatteryError("%s must be an integer >= 0" % name)
+            raise ValueError("%s must be an integer >= 0" % name)
     if not isinstance(debounce, int) or debounce < 1:
-        raise BatteryError("debounce must be an integer >= 1")
+        raise ValueError("debounce must be an integer >= 1")
     if not eos_mv < eri_mv:
-        raise BatteryError("need eos_mv < eri_mv")
+        raise ValueError("need eos_mv < eri_mv")
     if shift > 8:
-        raise BatteryError("shift must be <= 8")
+        raise ValueError("shift must be <= 8")
     b.eri_mv = eri_mv
     b.eos_mv = eos_mv
     b.brownout_mv = brownout_mv
@@ -42,7 +40,7 @@ def setup(
     b.debounce = debounce
     b.eri_days = eri_days
     b.shift = shift
-    b._acc = None  # average * 2**shift; None until the first sample
+    b.acc = None  # average * 2**shift; None until the first sample
     b.last_mv = None
     b.last_ms = None
     b.eri = False
@@ -52,10 +50,10 @@ def setup(
     b.fault_epoch_s = None
     b.fault_mv = None
     # consecutive qualifying samples, capped at debounce
-    b._n_below_eri = 0
-    b._n_below_eos = 0
-    b._n_above_eri = 0
-    b._n_above_eos = 0
+    b.n_below_eri = 0
+    b.n_below_eos = 0
+    b.n_above_eri = 0
+    b.n_above_eos = 0
 
 
 def eri_days_left(b, epoch_s):
@@ -73,7 +71,7 @@ def eri_days_left(b, epoch_s):
 def sample(b, mv, now_ms, epoch_s):
     """Feed one raw ADC reading of the cell. Returns the flag changes (possibly [])."""
     if not isinstance(mv, int):
-        raise BatteryError("mv must be an integer")
+        raise ValueError("mv must be an integer")
     changes = []
     b.last_mv = mv
     b.last_ms = now_ms
@@ -84,30 +82,30 @@ def sample(b, mv, now_ms, epoch_s):
         changes.append(("fault", True))
 
     sh = b.shift
-    if b._acc is None:
-        b._acc = mv << sh
+    if b.acc is None:
+        b.acc = mv << sh
     else:
-        b._acc += mv - (b._acc >> sh)
+        b.acc += mv - (b.acc >> sh)
     avg = b.avg_mv
 
     n = b.debounce
-    b._n_below_eri = _count(b._n_below_eri, avg < b.eri_mv, n)
-    b._n_below_eos = _count(b._n_below_eos, avg < b.eos_mv, n)
-    b._n_above_eri = _count(b._n_above_eri, avg > b.eri_mv + b.hyst_mv, n)
-    b._n_above_eos = _count(b._n_above_eos, avg > b.eos_mv + b.hyst_mv, n)
+    b.n_below_eri = _count(b.n_below_eri, avg < b.eri_mv, n)
+    b.n_below_eos = _count(b.n_below_eos, avg < b.eos_mv, n)
+    b.n_above_eri = _count(b.n_above_eri, avg > b.eri_mv + b.hyst_mv, n)
+    b.n_above_eos = _count(b.n_above_eos, avg > b.eos_mv + b.hyst_mv, n)
 
     # worse: ERI before EOS; better: EOS off before ERI off
-    if not b.eri and b._n_below_eri >= n:
+    if not b.eri and b.n_below_eri >= n:
         b.eri = True
         b.eri_epoch_s = epoch_s
         changes.append(("eri", True))
-    if not b.eos and b._n_below_eos >= n:
+    if not b.eos and b.n_below_eos >= n:
         b.eos = True
         changes.append(("eos", True))
-    if b.eos and b._n_above_eos >= n:
+    if b.eos and b.n_above_eos >= n:
         b.eos = False
         changes.append(("eos", False))
-    if b.eri and not b.eos and b._n_above_eri >= n:
+    if b.eri and not b.eos and b.n_above_eri >= n:
         b.eri = False
         b.eri_epoch_s = None
         changes.append(("eri", False))
@@ -119,7 +117,7 @@ def sample(b, mv, now_ms, epoch_s):
 def restore(b, d):
     """Load state saved by to_dict() (debounce counters restart from zero)."""
     avg = d.get("avg_mv")
-    b._acc = None if avg is None else avg << b.shift
+    b.acc = None if avg is None else avg << b.shift
     b.eri = bool(d.get("eri", False))
     b.eos = bool(d.get("eos", False))
     if b.eos:
@@ -128,7 +126,7 @@ def restore(b, d):
     b.eri_epoch_s = d.get("eri_epoch_s")
     b.fault_epoch_s = d.get("fault_epoch_s")
     b.fault_mv = d.get("fault_mv")
-    b._n_below_eri = b._n_below_eos = b._n_above_eri = b._n_above_eos = 0
+    b.n_below_eri = b.n_below_eos = b.n_above_eri = b.n_above_eos = 0
     return b
 
 

@@ -5,15 +5,10 @@ and plan CRCs use this encoder: keys sorted, no spaces, ASCII only, integers onl
 boards have 32-bit floats and would not agree with the host).
 """
 
+import json
 from binascii import crc32
 
-try:
-    from micropython import const
-except ImportError:  # CPython
-
-    def const(x):
-        return x
-
+from pumpcore import const
 
 _CHUNK = const(128)  # characters encoded at a time by write()
 
@@ -152,3 +147,37 @@ def digest(v):
     """CRC32 of the canonical encoding of v, as 8 lowercase hex digits (computed chunk by
     chunk: the encoding is never built whole)."""
     return "%08x" % write(v, _ignore)
+
+
+# ------------------------------------------------ record lines (pumpcore.store, pumpcore.evlog)
+
+
+class StoreError(Exception):
+    pass
+
+
+class CorruptRecord(StoreError):
+    def __init__(self, name, why="CRC mismatch"):
+        super().__init__("corrupt record %s: %s" % (name, why))
+        self.name = name
+        self.why = why
+
+
+def check_line(line, name):
+    """Raise CorruptRecord unless line (bytes, with its newline) is exactly what encode()
+    makes, up to the JSON: the form and the CRC."""
+    n = len(line)
+    if n < 11 or line[n - 1] != 0x0A or line[n - 10] != 0x2A:  # "\n", "*"
+        raise CorruptRecord(name, "truncated or malformed")
+    if line[n - 9 : n - 1] != crc_hex(line[: n - 10]).encode():
+        raise CorruptRecord(name, "CRC mismatch")
+
+
+def decode(line, name="record"):
+    """The object in one record line (bytes, with its newline); CorruptRecord if the line is
+    not exactly what pumpcore.store.encode() makes."""
+    check_line(line, name)
+    try:
+        return json.loads(line[: len(line) - 10].decode())
+    except (ValueError, UnicodeError) as e:
+        raise CorruptRecord(name, "unparseable: %s" % (e,)) from None

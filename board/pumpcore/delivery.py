@@ -13,13 +13,7 @@ crossings are an arithmetic progression; first_us and interval_us are rounded do
 (a pulse is never late) and the count is limited so the lead never exceeds MAX_DRIFT_US.
 """
 
-try:
-    from micropython import const
-except ImportError:  # CPython
-
-    def const(x):
-        return x
-
+from pumpcore import const
 
 US_PER_DAY = const(86_400_000_000)
 MAX_DRIFT_US = const(500)
@@ -103,3 +97,16 @@ class Delivery:
         if interval_us < 1:
             interval_us = 1
         return (n, first_us, interval_us), None
+
+
+class ConstRate:
+    """A constant rate source (minimum-rate fallback, bench runs)."""
+
+    def __init__(self, nl_day):
+        self.nl_day = nl_day
+
+    def rate_nl_day(self, t_ms):
+        return self.nl_day
+
+    def next_change_ms(self, t_ms):
+        return None

@@ -28,3 +28,8 @@ def crc(plan):
     if plan is None:
         return "00000000"
     return canon.digest(plan)
+
+
+def bolus_rate_nl_day(nl, dur_ms):
+    """The rate (nL/day) that delivers `nl` in `dur_ms`, rounded to the nearest nL/day."""
+    return (nl * 86_400_000 + dur_ms // 2) // dur_ms

@@ -2,12 +2,9 @@
 compaction, reading the log back (`log`, EventLog.since/events), counting its lines, a record's
 .tmp recovery, making the data directory, removing a record.
 
-A transient module (see pumpcore.app.drop_transient): EventLog and Store import it inside the
-methods that need it, and on MicroPython it is dropped again after the App step or command that
-loaded it, so its code does not stay in the heap between the rare calls. Hence: functions only
-(taking the Store or the EventLog as their first argument), no classes, nothing of it kept in
-long-lived state; what must last between calls (the paging place of since()) is plain ints on
-the EventLog. Generators from here (iter_events) are consumed by their caller, never stored.
+Per call (pumpcore.loader; the rule: docs/architecture.md, "Memory"). Functions taking the Store or the EventLog;
+what lasts between calls (the paging place of since()) is plain ints on the EventLog.
+Generators from here (iter_events) are consumed by their caller, never stored.
 
 An event line is what Store.append_event writes: a record line (pumpcore.store.encode) of an
 event, with strictly increasing "seq". The log is only ever streamed, one line at a time
@@ -16,16 +13,9 @@ event, with strictly increasing "seq". The log is only ever streamed, one line a
 
 import os
 
-from pumpcore.events import SEQ_RECORD, EventError
-from pumpcore.store import CorruptRecord, _check, _missing, decode
-
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
-
+from pumpcore import const
+from pumpcore.canon import CorruptRecord, check_line, decode
+from pumpcore.events import SEQ_RECORD
 
 _LINE_MAX = const(4096)  # longest event line read as one line (longer ones are dropped)
 # read in pieces: an event line is far shorter, and a small heap may have no free block of
@@ -40,7 +30,7 @@ _SEQ_KEY = b'"seq":'
 def good_line(line):
     """True if the line passes its check (form and CRC; the JSON is not parsed)."""
     try:
-        _check(line, "")
+        check_line(line, "")
     except CorruptRecord:
         return False
     return True
@@ -105,7 +95,7 @@ def event_seq(line):
 
 def mkdirs(st):
     """Store._mkdirs: make st.root and its parents (those that exist are fine)."""
-    if st._dir_ok or not st.root:
+    if st.dir_ok or not st.root:
         return
     parts = st.root.split("/")
     cur = ""
@@ -117,7 +107,7 @@ def mkdirs(st):
             os.mkdir(cur)
         except OSError:
             pass  # exists (or a real problem the write will report)
-    st._dir_ok = True
+    st.dir_ok = True
 
 
 def remove(st, name):
@@ -129,7 +119,7 @@ def remove(st, name):
         except OSError:
             pass
     if name == st.events_name:
-        st._event_lines = 0
+        st.n_event_lines = 0
         st.events_gen += 1
 
 
@@ -138,7 +128,7 @@ def open_events(st):
     try:
         return open(st.path(st.events_name), "rb")
     except OSError as e:
-        if not _missing(e):
+        if not (e.args and e.args[0] == 2):  # ENOENT: no log
             raise
         return None
 
@@ -147,7 +137,7 @@ def load_tmp(st, name):
     """Store.load of a record with no file: the object in a complete name.tmp (power failed
     between remove and rename), else None (a torn first write: nothing was ever committed)."""
     try:
-        data = st._read(st.path(name) + ".tmp")
+        data = st.read(st.path(name) + ".tmp")
     except OSError:
         return None
     try:
@@ -166,11 +156,11 @@ def load_gen(st, name, gen):
         return rec
     path = st.path(name)
     try:
-        new = decode(st._read(path + ".new"), name)
+        new = decode(st.read(path + ".new"), name)
     except (OSError, CorruptRecord):
         new = None
     if isinstance(new, dict) and new.get("gen") == gen:
-        st._rename(path + ".new", path)
+        st.rename(path + ".new", path)
         return new
     if rec is None:
         raise CorruptRecord(name, "missing")
@@ -231,11 +221,11 @@ def rewrite(st, skip):
     Returns the lines written."""
     src = open_events(st)
     if src is None:
-        st._event_lines = 0
+        st.n_event_lines = 0
         return 0
     kept = 0
     try:
-        dst = st._open_w(st.path(st.events_name) + ".tmp")
+        dst = st.open_w(st.path(st.events_name) + ".tmp")
         try:
             for line, _, _ in _good_lines(src, skip):
                 dst.write(line)
@@ -244,14 +234,14 @@ def rewrite(st, skip):
             dst.close()
     finally:
         src.close()
-    st._commit(st.events_name)
-    st._event_lines = kept
+    st.commit_tmp(st.events_name)
+    st.n_event_lines = kept
     st.events_gen += 1
     return kept
 
 
 def scan(st):
-    """Store.scan_events: count the lines, find the highest good seq, drop the bad lines by a
+    """At boot: count the lines, find the highest good seq, drop the bad lines by a
     streamed rewrite (events_skipped, events_torn). Returns (lines, highest seq or 0)."""
     f = open_events(st)
     if f is None:
@@ -266,7 +256,7 @@ def scan(st):
     st.events_skipped = 0
     st.events_torn = False
     if f is None:
-        st._event_lines = 0
+        st.n_event_lines = 0
         return 0, 0
     total = 0
     top = 0
@@ -287,7 +277,7 @@ def scan(st):
             top = s
     finally:
         f.close()
-    st._event_lines = total
+    st.n_event_lines = total
     st.events_skipped = skipped
     st.events_torn = torn
     if skipped:
@@ -296,7 +286,7 @@ def scan(st):
 
 
 def iter_events(st, skip=0):
-    """Store.iter_events: the good events (strictly increasing seq), oldest first, after the
+    """The good events (strictly increasing seq), oldest first, after the
     first `skip` lines; a generator reading one line at a time."""
     f = open_events(st)
     if f is None:
@@ -322,13 +312,24 @@ def first_readable(log):
     return n if n > 0 else 0
 
 
-def since(log, seq, limit, budget):
-    """EventLog.since (see there). The place where it stops is kept on the EventLog as ints
-    (_h_seq, _h_off, _h_line, valid for the file generation _h_gen)."""
+def events(log):
+    """The readable events, oldest first: a generator reading the file line by line (consume
+    it, do not keep it)."""
+    return iter_events(log.store, first_readable(log))
+
+
+def since(log, seq=0, limit=50, budget=None):
+    """Events with seq >= `seq`, oldest first, at most `limit` (None: capacity), and, with a
+    `budget`, no more than fit in that many bytes of canonical JSON with a separator each (at
+    least one). Returns (events, next): `next` is the seq to ask for next time (after the last
+    returned event, the seq of the first one left out for the budget, or next_seq when nothing
+    was returned). Reads the file line by line and parses only the lines returned; starts
+    where the previous call stopped when it can: that place is kept on the EventLog as ints
+    (page_seq, page_off, page_line, valid for the file generation page_gen)."""
     if limit is None:
         limit = log.capacity
     if not isinstance(seq, int) or not isinstance(limit, int) or limit < 0:
-        raise EventError("seq and limit must be integers, limit >= 0")
+        raise ValueError("seq and limit must be integers, limit >= 0")
     out = []
     if not limit:
         return out, log.next_seq
@@ -337,10 +338,10 @@ def since(log, seq, limit, budget):
     off = 0
     idx = 0
     top = 0
-    if log._h_gen == st.events_gen and log._h_seq <= seq:
-        off = log._h_off  # every line before it has a seq below _h_seq, so below `seq`
-        idx = log._h_line
-        top = log._h_seq - 1
+    if log.page_gen == st.events_gen and log.page_seq <= seq:
+        off = log.page_off  # every line before it has a seq below _h_seq, so below `seq`
+        idx = log.page_line
+        top = log.page_seq - 1
     f = open_events(st)
     if f is None:
         return out, log.next_seq
@@ -383,8 +384,8 @@ def since(log, seq, limit, budget):
     finally:
         f.close()
     if h_seq:
-        log._h_seq, log._h_off, log._h_line = h_seq, h_off, h_line
-        log._h_gen = st.events_gen
+        log.page_seq, log.page_off, log.page_line = h_seq, h_off, h_line
+        log.page_gen = st.events_gen
     if nxt is not None:
         return out, nxt
     if out:
@@ -392,8 +393,12 @@ def since(log, seq, limit, budget):
     return out, log.next_seq
 
 
-def restore(log, next_seq):
-    """EventLog.restore (see there): the seqs reserved on file, then the scan of the file."""
+def restore(log, next_seq=1):
+    """At boot: scan the file (scan: counts its lines, drops torn or corrupt
+    ones) and continue after the highest seq in it. next_seq never goes below the given one,
+    nor below the seqs reserved on file when the file cannot vouch for its highest seq (no
+    good line in it, or a bad line other than a torn last one). OSError if the filesystem
+    fails (next_seq is then already past the reservation). Returns the EventLog."""
     st = log.store
     try:
         rec = st.load(SEQ_RECORD)
@@ -402,8 +407,8 @@ def restore(log, next_seq):
     reserved = rec.get("next_seq") if isinstance(rec, dict) else None
     if not isinstance(reserved, int):
         reserved = 0
-    log._reserved = reserved
-    log._h_gen = -1
+    log.reserved = reserved
+    log.page_gen = -1
     log.next_seq = next_seq if next_seq > reserved else reserved
     if log.next_seq < 1:
         log.next_seq = 1

@@ -1,5 +1,5 @@
-"""Faults of the main loop and the boot-loop guard (transient: imported when a crash is being
-recorded and once at power-on, then dropped; see pumpcore.app.drop_transient).
+"""Faults of the main loop and the boot-loop guard, imported when a crash is being recorded and
+once at power-on. Per call (pumpcore.loader; the rule: docs/architecture.md, "Memory").
 
 A crash of the loop (App.crash, called by main.py before it resets the board) is counted in the
 `crash` record: the last CRASH_LIMIT crashes, each [epoch_s or None, ms since boot]. At power-on
@@ -123,7 +123,7 @@ def boot_guard(app, now):
 
     reason = guard_reason(app.store)
     if reason is not None and app.therapy != "safe":
-        app._safe(now, reason, al.FAULT)
+        app.enter_safe(now, reason, al.FAULT)
 
 
 def record(app, exc, now):
@@ -138,9 +138,9 @@ def record(app, exc, now):
         return False
     ep = app.board.wall_epoch_s()
     info = count_crash(app.store, exc, ep if ep is not None else app.epoch(now), now)
-    app._event("fault", info, now)
+    app.log_event("fault", info, now)
     app.alarms.condition_cleared(al.FAULT, None)
-    app._alarm(al.FAULT, now)
+    app.raise_alarm(al.FAULT, now)
     app.alarms.condition_cleared(al.FAULT, None)  # latched: listed until acknowledged
     app.save_state(now)
     app.server.write_output(app.board.write_serial)

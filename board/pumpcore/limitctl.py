@@ -1,10 +1,9 @@
 """The rarely run half of the dose limiter (pumpcore.limiter): the dead volume a new plan
-declares (plan.set), the limiter restored from the `count` record (power-on), and the window
-figures (tests, diagnostics), and when a held delivery may start again. A transient module (see pumpcore.app.drop_transient): functions
-taking the Limiter, imported inside the functions that call them.
+declares (plan.set), the limiter restored from the `count` record (power-on), when a held
+delivery may start again, a pulse straddling two chunks. A per-call module (pumpcore.loader):
+functions taking the Limiter or plain data, imported inside the functions that call them; it
+imports nothing of pumpcore.limiter (no import circle).
 """
-
-from pumpcore.limiter import D_MS, D_N, H_MS, H_N, Limiter
 
 MAX_OFF_S = 400 * 86_400  # a longer time powered off is not plausible: counted as nothing
 
@@ -40,20 +39,6 @@ def on_plan(lim, plan, pump_path_nl):
             f.append(left)
             f.append(conc)
     lim.fifo = f
-
-
-def window_ng(lim, now_ms):
-    """[ng in the hour, ng in the day] as the limiter counts them at now_ms."""
-    t = now_ms + lim.off_ms
-    out = []
-    for w in (0, 1):
-        b, nb = (D_MS, D_N) if w else (H_MS, H_N)
-        s = lim.window_sum(w, t // b - nb)
-        y = lim.fly  # the segment in flight counts whole
-        if y is not None:
-            s += y[2] * y[3]
-        out.append(s)
-    return out
 
 
 def wake(lim, w, lo, room, b, nb):
@@ -92,12 +77,11 @@ def merge(f):
     del f[-2:]
 
 
-def restore(count, now_ms, rtc_s):
-    """The limiter of a `count` record at power-on. Its time resumes where the record left it,
+def restore(lim, count, now_ms, rtc_s):
+    """Power-on: the fresh Limiter `lim` takes the state of a `count` record. Its time resumes where the record left it,
     plus the time powered off by the RTC (if the board has one and its figure is plausible:
     after the record's, by at most MAX_OFF_S), rounded down; else plus nothing. The segment
     that was in flight (`fly_nl`) joins the uncertainty."""
-    lim = Limiter()
     d = count.get("lim")
     lt = now_ms
     if d is not None:
@@ -119,4 +103,3 @@ def restore(count, now_ms, rtc_s):
     lim.off_ms = lt - now_ms
     lim.anchor = None if rtc_s is None else [lt, rtc_s]
     lim.uncertain_nl += count.get("fly_nl", 0)
-    return lim

@@ -33,13 +33,7 @@ segment of every power cut. What runs only at power-on and plan.set (restore, on
 pumpcore.limitctl, a transient module.
 """
 
-try:
-    from micropython import const
-except ImportError:  # CPython
-
-    def const(x):
-        return x
-
+from pumpcore import const
 
 H_MS = const(120_000)  # the hour: 2-minute buckets
 H_N = const(30)

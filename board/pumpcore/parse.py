@@ -8,13 +8,7 @@ agree) and the error codes are proto's strings.
 
 from binascii import crc32
 
-try:
-    from micropython import const
-except ImportError:  # CPython
-
-    def const(x):
-        return x
-
+from pumpcore import const
 
 MAX_LINE = const(1024)  # proto.MAX_LINE
 MAX_ID = const(24)  # proto.MAX_ID

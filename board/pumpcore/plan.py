@@ -5,15 +5,9 @@ checks it as a whole and returns a normalised copy, or raises PlanError naming t
 reason; nothing is applied until a plan has passed. The host's TOML loader produces this form.
 """
 
+from pumpcore import const
+
 from .dose import crc, ng_to_nl, nl_to_ng, step_dose_ng_day  # noqa: F401  (one import for the host)
-
-try:
-    from micropython import const
-except ImportError:  # CPython
-
-    def const(x):
-        return x
-
 
 PLAN_VERSION = const(1)
 DAY_MS = const(86_400_000)

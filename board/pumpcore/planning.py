@@ -2,53 +2,21 @@
 windows, a patient bolus's windows, the concentration bridge after a refill, and the moves of a
 Schedule across a reset (load_dict, shift).
 
-Runs at boot, on plan.set, refill and a patient bolus only. A transient module (see
-pumpcore.app.drop_transient): Schedule imports it inside the methods that need it, and on
-MicroPython it is dropped again after the App step or command that loaded it. Hence: functions
-only (taking the Schedule as their first argument), nothing of it kept in long-lived state;
-what they produce is plain data on the Schedule (lists of (start_ms, end_ms, rate_nl_day)).
+Runs at boot, on plan.set, refill and a patient bolus only. Per call (pumpcore.loader; the rule: docs/architecture.md, "Memory").
+Functions taking the Schedule; what they produce is plain data on it (lists of (start_ms,
+end_ms, rate_nl_day)).
 """
 
-from pumpcore import dose
-from pumpcore.schedule import bolus_rate_nl_day
-
-try:
-    from micropython import const
-except ImportError:  # CPython
-
-    def const(x):
-        return x
-
+from pumpcore import const, dose
+from pumpcore.dose import bolus_rate_nl_day
+from pumpcore.patient import (  # noqa: F401  (a bolus's windows, with the motor's ramp)
+    RAMP_STAGE_MS,
+    RAMP_STAGES,
+    add_bolus,
+    bolus_windows,
+)
 
 _DAY_MS = const(86_400_000)
-RAMP_STAGES = const(4)
-RAMP_STAGE_MS = const(100)
-
-
-def bolus_windows(start_ms, nl, rate_nl_day, pullin_nl_day=0):
-    """Windows [(start_ms, end_ms, rate_nl_day)] delivering `nl` at `rate_nl_day`.
-
-    A rate above the motor's pull-in rate starts with a ramp of RAMP_STAGES stages of
-    RAMP_STAGE_MS each (acceleration); the full-rate window is then shortened so the bolus
-    volume is unchanged (to within rate x 1 ms).
-    """
-    out = []
-    t = start_ms
-    left = nl * _DAY_MS  # nL x ms/day still to deliver
-    if pullin_nl_day and rate_nl_day > pullin_nl_day:
-        for k in range(RAMP_STAGES):
-            r = pullin_nl_day + (rate_nl_day - pullin_nl_day) * k // RAMP_STAGES
-            if r * RAMP_STAGE_MS >= left:
-                break
-            out.append((t, t + RAMP_STAGE_MS, r))
-            left -= r * RAMP_STAGE_MS
-            t += RAMP_STAGE_MS
-    if left > 0 and rate_nl_day > 0:
-        dur = (left + rate_nl_day // 2) // rate_nl_day
-        if dur < 1:
-            dur = 1
-        out.append((t, t + dur, rate_nl_day))
-    return out
 
 
 def windows_volume_nl(windows):
@@ -72,12 +40,6 @@ def compile_start(sched):
     sched.start_windows = bolus_windows(sched.program_ms, nl, rate, sched.pullin_nl_day)
     if sched.start_windows:
         sched.basal_start_ms = sched.start_windows[-1][1]
-
-
-def add_bolus(sched, t_ms, nl, dur_ms):
-    wins = bolus_windows(t_ms, nl, bolus_rate_nl_day(nl, dur_ms), sched.pullin_nl_day)
-    sched.overlays.extend(wins)
-    return wins
 
 
 def start_bridge(sched, t_ms, old_conc, dead_nl):

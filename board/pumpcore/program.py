@@ -36,14 +36,11 @@ def plan_set(app, args, now, req_id):
     # checked by App.check_plan before this module was loaded (the two are never in the heap
     # together): from here on the new plan is applied whole
     new = args["plan"]
-    app._stop_motor(now)
-    src = app._source(now)
-    if src is not None:
-        app.delivery.advance(now, src)
+    app.halt(now)
     app.delivery.drop_fraction()
     app.delivery.rebase(now)
     app.plan = new
-    app.sched = Schedule(new, app.clock, now, app._pullin_nl_day())
+    app.sched = Schedule(new, app.clock, now, app.pullin_nl_day())
     app.limiter.new_plan(new, app.cfg.get("pump_path_nl", 0))
     app.reservoir.set_thresholds(new["reservoir"]["low_nl"], new["reservoir"]["empty_nl"])
     rbd = new["reservoir"]["refill_by_days"]
@@ -52,9 +49,9 @@ def plan_set(app, args, now, req_id):
         r.refill_by_epoch_s = r.refilled_epoch_s + rbd * 86_400  # drug stability
     app.bench = None
     if app.therapy == "safe" and app.alarms.condition_active(al.MEMORY):
-        app._clear(al.MEMORY, now)
+        app.clear_alarm(al.MEMORY, now)
     if app.alarms.condition_active(al.STALL):
-        app._retry_after_stall(now)
+        app.retry_after_stall(now)
     app.therapy = "running"
     app.safe_reason = None
     p = new["patient"]
@@ -64,7 +61,7 @@ def plan_set(app, args, now, req_id):
     # answered from them: App.call)
     app.last_req = [req_id, {"plan_crc": crc}]  # the request's key, committed with it
     app.save_state(now, ("plan",))
-    app._event("plan.changed", {"plan_crc": crc, "mode": new["basal"]["kind"]}, now)
+    app.log_event("plan.changed", {"plan_crc": crc, "mode": new["basal"]["kind"]}, now)
     return {"plan": new, "plan_crc": crc}
 
 
@@ -90,10 +87,7 @@ def refill(app, args, now, req_id):
         new = dict(app.plan)
         new["conc_ng_ml"] = conc
         new = app.check_plan(new)  # before any change: refused, the refill changes nothing
-    app._stop_motor(now)
-    src = app._source(now)
-    if src is not None:
-        app.delivery.advance(now, src)
+    app.halt(now)
     if rb is None and app.plan and app.plan["reservoir"]["refill_by_days"] and ep is not None:
         rb = ep + app.plan["reservoir"]["refill_by_days"] * 86_400
     app.reservoir.refill(vol, ep, rb)
@@ -103,21 +97,23 @@ def refill(app, args, now, req_id):
         old = app.plan["conc_ng_ml"]
         sd = app.sched.to_dict()
         app.plan = new
-        app.sched = Schedule(new, app.clock, now, app._pullin_nl_day())
-        app.sched.load_dict(sd)
+        app.sched = Schedule(new, app.clock, now, app.pullin_nl_day())
+        from . import planning
+
+        planning.load_dict(app.sched, sd)
         bridge_nl = app.cfg.get("pump_path_nl", 0) + new["catheter_nl"]
         if bridge_nl:
-            app.sched.start_bridge(now, old, bridge_nl)
+            planning.start_bridge(app.sched, now, old, bridge_nl)
     if app.plan and app.plan["patient"]:
         app.lockout_until_ms = now + app.plan["patient"]["lockout_s"] * 1000
     for k in (al.LOW, al.EMPTY, al.REFILL_BY):
-        app._clear(k, now)
+        app.clear_alarm(k, now)
     res = {"reservoir_nl": vol, "bridge_nl": bridge_nl}
     app.last_req = [req_id, res]  # the request's key, committed with it
     # reservoir, account, schedule (the bridge), plan (the concentration) and the request id
     # in one commit: a power cut leaves the refill whole or not begun
     app.save_state(now, ("plan",) if new is not None else ())
-    app._event("refill", {"volume_nl": vol, "conc_ng_ml": conc, "bridge_nl": bridge_nl}, now)
+    app.log_event("refill", {"volume_nl": vol, "conc_ng_ml": conc, "bridge_nl": bridge_nl}, now)
     return res
 
 
@@ -129,18 +125,15 @@ def calib_set(app, args, now, req_id):
         lim = app.limits()
         lim["max_nl_day"] = app.max_hz * 86_400 * v // 1000
         app.check_plan(app.plan, lim, "the running plan would break: ")
-    app._stop_motor(now)
-    src = app._source(now)
-    if src is not None:
-        app.delivery.advance(now, src)
+    app.halt(now)
     app.step_pl = v
     app.delivery.set_step_pl(v)
     if app.sched is not None:
-        app.sched.pullin_nl_day = app._pullin_nl_day()
+        app.sched.pullin_nl_day = app.pullin_nl_day()
     if app.therapy == "safe" and app.safe_reason and "calibration" in app.safe_reason:
         app.therapy = "stopped"
         app.safe_reason = None
-        app._clear(al.MEMORY, now)
+        app.clear_alarm(al.MEMORY, now)
     app.save_state(now, ("calib",))
-    app._event("calibrated", {"step_pl": v}, now)
+    app.log_event("calibrated", {"step_pl": v}, now)
     return {"step_pl": v}

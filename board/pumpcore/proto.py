@@ -15,15 +15,7 @@ it returns a Frame whose `error` is None or one of the codes below.
 docs/protocol.md is the reference; keep the two in step.
 """
 
-from pumpcore import canon
-
-try:
-    from micropython import const
-except ImportError:  # CPython
-
-    def const(x):
-        return x
-
+from pumpcore import canon, const
 
 PROTOCOL_VERSION = 2  # 2: requests after `auth` carry a session MAC and a sequence number
 MAX_LINE = const(1024)  # bytes per frame, the newline included
@@ -34,7 +26,6 @@ MAX_INT_DIGITS = const(18)
 MAC_HEX = const(32)  # a request's session MAC: 32 lowercase hex digits (16 bytes)
 NO_ID = "0"  # the id of an error response to a line whose id could not be read (reserved)
 MAX_MESSAGE = const(120)  # characters of an error message (encode_err cuts): always fits a frame
-_QUOTE = const(32)  # characters of an argument name quoted in a message
 
 # Error codes
 BAD_CRC = "BAD_CRC"
@@ -59,70 +50,24 @@ INTERNAL = "INTERNAL"
 BAD_MAC = "BAD_MAC"
 REPLAY = "REPLAY"
 
-ERROR_CODES = (
-    BAD_CRC, TOO_LONG, BAD_FRAME, UNKNOWN_CMD, BAD_ARGS, AUTH_REQUIRED, FORBIDDEN,
-    AUTH_FAILED, THROTTLED, BAD_MAC, REPLAY, PLAN_INVALID, LOCKOUT, MAX_24H, BOLUS_NOT_ALLOWED, CAP_EXCEEDED,
-    THERAPY_STOPPED, THERAPY_RUNNING, SAFE_STATE, BUSY, INTERNAL,
-)  # fmt: skip
-
 # Roles, lowest first: a role may do everything a lower one may.
 ROLE_NONE = "none"
 ROLE_PATIENT = "patient"
 ROLE_CLINICIAN = "clinician"
-ROLES = (ROLE_NONE, ROLE_PATIENT, ROLE_CLINICIAN)
+
+# The command dictionary (COMMANDS, INT_RANGES), ERROR_CODES, EVENTS, ROLES and role_rank live
+# in pumpcore.commands, loaded per request (the Server's check, beside the decoder) and not
+# resident: their tuples took about 5 KB of a board's heap. `proto.COMMANDS` etc. still work
+# (loaded at the first use, as MicroPython's asyncio declares its lazy names).
+_LAZY = ("COMMANDS", "INT_RANGES", "ERROR_CODES", "EVENTS", "ROLES", "role_rank")
 
 
-def role_rank(role):
-    """0 for none, 1 patient, 2 clinician, -1 for anything else."""
-    for i in range(len(ROLES)):
-        if ROLES[i] == role:
-            return i
-    return -1
+def __getattr__(name):
+    if name in _LAZY:
+        from pumpcore import commands
 
-
-# The command dictionary: name -> (role, required arg keys, optional arg keys).
-COMMANDS = {
-    "hello": (ROLE_NONE, (), ()),
-    "auth": (ROLE_NONE, ("role", "mac", "cnonce"), ()),
-    "status": (ROLE_PATIENT, (), ()),
-    "plan.get": (ROLE_PATIENT, (), ()),
-    "plan.set": (ROLE_CLINICIAN, ("plan",), ()),
-    "bolus": (ROLE_PATIENT, (), ()),
-    "refill": (ROLE_CLINICIAN, ("volume_nl",), ("conc_ng_ml", "refill_by_epoch_s")),
-    "calib.get": (ROLE_PATIENT, (), ()),
-    "calib.set": (ROLE_CLINICIAN, ("step_pl",), ()),
-    "alarms": (ROLE_PATIENT, (), ()),
-    "ack": (ROLE_CLINICIAN, (), ("kind",)),
-    "alarm.test": (ROLE_CLINICIAN, (), ()),
-    "log": (ROLE_PATIENT, (), ("since", "limit")),
-    "clock.get": (ROLE_PATIENT, (), ()),
-    "clock.set": (ROLE_CLINICIAN, ("epoch_s", "offset_s"), ("next_change_epoch_s", "next_offset_s")),
-    "therapy.stop": (ROLE_CLINICIAN, (), ()),
-    "therapy.resume": (ROLE_CLINICIAN, (), ()),
-    "motor.run": (ROLE_CLINICIAN, ("steps",), ("rate_nl_day",)),
-    "maintenance": (ROLE_CLINICIAN, (), ()),
-}
-
-# Every integer argument and its range (inclusive): name, low, high, flat (a dict would cost a
-# hash table in the resident heap). Commands then check their own, tighter rules. An optional
-# argument may also be null (absent). Epoch times: 2000-01-01 .. 2100-01-01 UTC.
-INT_RANGES = (
-    "volume_nl", 1, 1_000_000_000, "conc_ng_ml", 1, 1_000_000_000,
-    "refill_by_epoch_s", 946_684_800, 4_102_444_800, "step_pl", 1, 1_000_000_000,
-    "since", 0, 999_999_999, "limit", 1, 50,
-    "epoch_s", 946_684_800, 4_102_444_800, "offset_s", -86_400, 86_400,
-    "next_change_epoch_s", 946_684_800, 4_102_444_800, "next_offset_s", -86_400, 86_400,
-    "steps", 1, 10_000_000, "rate_nl_day", 1, 10_000_000_000_000,
-)  # fmt: skip
-
-
-# Events the firmware pushes unsolicited and logs (their payloads: host/pumprig/protocol.schema.json).
-EVENTS = (
-    "alarm.raised", "alarm.cleared", "alarm.test", "auth.ok", "auth.fail", "bolus.started",
-    "bolus.done", "bolus.refused", "bolus.late", "bolus.skipped", "calibrated", "cap.reached",
-    "clock.set", "cmd", "fault", "fault.cleared", "maintenance", "plan.changed", "refill",
-    "reset", "stall", "therapy.stopped", "therapy.resumed",
-)  # fmt: skip
+        return getattr(commands, name)
+    raise AttributeError(name)
 
 
 class CommandError(Exception):
@@ -137,33 +82,17 @@ class CommandError(Exception):
         return "%s: %s" % (self.code, self.message)
 
 
-def check_args(cmd, args):
-    """Raise CommandError(UNKNOWN_CMD | BAD_ARGS) unless args fit the dictionary entry and
-    every integer argument is within its range (INT_RANGES)."""
-    entry = COMMANDS.get(cmd)
-    if entry is None:
-        raise CommandError(UNKNOWN_CMD, "unknown command " + cmd)
-    if not isinstance(args, dict):
-        raise CommandError(BAD_ARGS, "arguments must be an object")
-    for k in entry[1]:
-        if k not in args:
-            raise CommandError(BAD_ARGS, "missing argument " + k)
-    for k in args:
-        if k not in entry[1] and k not in entry[2]:
-            raise CommandError(BAD_ARGS, "unexpected argument " + k[:_QUOTE])
-        i = 0
-        while i < len(INT_RANGES):
-            if INT_RANGES[i] == k:
-                v = args[k]
-                lo = INT_RANGES[i + 1]
-                hi = INT_RANGES[i + 2]
-                if v is None and k in entry[2]:
-                    break
-                if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-                    raise CommandError(BAD_ARGS, "%s must be an integer %d..%d" % (k, lo, hi))
-                break
-            i += 3
-    return entry
+def check_args(cmd, args, role=ROLE_CLINICIAN):
+    """The dictionary entry of `cmd` (role, required and optional argument names) if `role`
+    may run it with `args`, else CommandError: UNKNOWN_CMD, AUTH_REQUIRED or FORBIDDEN (the
+    role), BAD_ARGS (an argument missing, unexpected, or an integer out of its range). The
+    check is pumpcore.commands.check, loaded for the call."""
+    from pumpcore import commands
+
+    r = commands.check(cmd, args, role)
+    if r[1] is not None:
+        raise CommandError(r[1], r[2])
+    return commands.COMMANDS[cmd]
 
 
 # ---------------------------------------------------------------- frames

@@ -5,21 +5,12 @@ commanded to deliver, and errors only show up at the next refill (the aspirated 
 All volumes are integer nL, rates integer nL/day, times integer seconds.
 """
 
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
 
 
 OK = "ok"
 LOW = "low"
 EMPTY = "empty"
 
-
-class ReservoirError(ValueError):
-    pass
 
 
 class Reservoir:
@@ -40,9 +31,9 @@ class Reservoir:
         not in reservoirctl: plan.set, the command that needs the most heap, calls it."""
         for v in (low_nl, empty_nl):
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise ReservoirError("low_nl and empty_nl must be integers >= 0")
+                raise ValueError("low_nl and empty_nl must be integers >= 0")
         if empty_nl > low_nl or low_nl > self.capacity_nl:
-            raise ReservoirError("need 0 <= empty_nl <= low_nl <= capacity_nl")
+            raise ValueError("need 0 <= empty_nl <= low_nl <= capacity_nl")
         self.low_nl = low_nl
         self.empty_nl = empty_nl
 
@@ -51,7 +42,7 @@ class Reservoir:
     def on_delivered(self, nl):
         """Subtract a delivered volume (clamped at 0). Returns the new volume."""
         if not isinstance(nl, int) or isinstance(nl, bool) or nl < 0:
-            raise ReservoirError("nl must be an integer >= 0")
+            raise ValueError("nl must be an integer >= 0")
         v = self.volume_nl - nl
         self.volume_nl = v if v > 0 else 0
         return self.volume_nl

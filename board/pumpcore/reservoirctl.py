@@ -1,16 +1,15 @@
 """The rarely run code of pumpcore.reservoir: the settings checks, a refill, the projections
-(status) and the record form. A transient module (see pumpcore.app.drop_transient): Reservoir
-imports it inside the methods that need it; functions only, taking the reservoir first.
+(status) and the record form.
+Per call (pumpcore.loader; the rule: docs/architecture.md, "Memory"). Functions taking the reservoir.
 """
 
-from pumpcore.reservoir import ReservoirError
 
 _DAY_S = 86400
 
 
 def _check_int(name, v, lo=0):
     if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-        raise ReservoirError("%s must be an integer >= %d" % (name, lo))
+        raise ValueError("%s must be an integer >= %d" % (name, lo))
 
 
 def _ceil_div(a, b):
@@ -25,7 +24,7 @@ def setup(r, capacity_nl, low_nl=2_000_000, empty_nl=1_000_000, volume_nl=0):
     r.set_thresholds(low_nl, empty_nl)
     _check_int("volume_nl", volume_nl)
     if volume_nl > capacity_nl:
-        raise ReservoirError("volume_nl exceeds the capacity")
+        raise ValueError("volume_nl exceeds the capacity")
     r.volume_nl = volume_nl
     r.refilled_epoch_s = None
     r.refill_by_epoch_s = None
@@ -39,13 +38,13 @@ def refill(r, volume_nl, epoch_s, refill_by_epoch_s=None):
     """
     _check_int("volume_nl", volume_nl)
     if volume_nl > r.capacity_nl:
-        raise ReservoirError(
+        raise ValueError(
             "refill of %d nL exceeds the capacity of %d nL" % (volume_nl, r.capacity_nl)
         )
     if refill_by_epoch_s is not None:
         _check_int("refill_by_epoch_s", refill_by_epoch_s)
         if epoch_s is not None and refill_by_epoch_s <= epoch_s:
-            raise ReservoirError("refill-by date is not in the future")
+            raise ValueError("refill-by date is not in the future")
     old = r.volume_nl
     r.volume_nl = volume_nl
     r.refilled_epoch_s = epoch_s
@@ -99,7 +98,7 @@ def from_dict(cls, d):
     try:
         r = cls(d["capacity_nl"], d["low_nl"], d["empty_nl"], d["volume_nl"])
     except (KeyError, TypeError) as e:
-        raise ReservoirError("bad reservoir record: %r" % (e,)) from None
+        raise ValueError("bad reservoir record: %r" % (e,)) from None
     r.refilled_epoch_s = d.get("refilled_epoch_s")
     r.refill_by_epoch_s = d.get("refill_by_epoch_s")
     return r

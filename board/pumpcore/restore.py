@@ -17,13 +17,14 @@ def load(app, now):
     """Restore the records at power-on (App.__init__): the set the head names (Store.commit),
     each of the generation the head gives it. A blank board (no head, no record) starts empty;
     a record missing, unreadable or of another generation is corruption: MEMORY alarm, safe
-    state."""
+    state. Returns the login throttle of the state record ([failures, ms left, ceiling ms
+    left]) for the App to give its Server, or None."""
     from . import evlog
 
     st = app.store
     try:
         # only scans the file (next seq, line count, torn lines dropped): no events in RAM
-        app.events.restore()
+        evlog.restore(app.events)
     except (CorruptRecord, OSError):
         pass
     try:
@@ -34,7 +35,7 @@ def load(app, now):
     except (CorruptRecord, KeyError, TypeError):
         if not evlog.any_record(st, _RECORDS + ("head",)):
             return  # a blank board: nothing was ever committed
-        app._safe(now, "therapy record corrupt (head)", al.MEMORY)
+        app.enter_safe(now, "therapy record corrupt (head)", al.MEMORY)
         return
     cal_bad = False
     try:
@@ -44,12 +45,12 @@ def load(app, now):
     except (CorruptRecord, KeyError, TypeError):
         cal_bad = True
     try:
-        load_therapy(app, now)
+        return load_therapy(app, now)
     finally:
         # after the therapy records: restoring them must not bring back "running" (or
         # drop the MEMORY alarm) when the calibration failed its check
         if cal_bad:
-            app._safe(now, "calibration record corrupt", al.MEMORY)
+            app.enter_safe(now, "calibration record corrupt", al.MEMORY)
 
 
 def load_keys(app):
@@ -66,17 +67,19 @@ def load_keys(app):
 
 
 def load_therapy(app, now):
-    """Restore the therapy records at power-on (App._load)."""
+    """Restore the therapy records at power-on (load); returns the state record's login
+    throttle, or None."""
     from . import evlog
 
     st = app.store
     gens = app.gens
+    auth = None
     try:
         rec = evlog.load_gen(st, "plan", gens["plan"]) if "plan" in gens else None
         state = evlog.load_gen(st, "state", gens.get("state"))
         count = evlog.load_gen(st, "count", gens.get("count"))
     except CorruptRecord as e:
-        app._safe(now, "therapy record corrupt (%s)" % e.name, al.MEMORY)
+        app.enter_safe(now, "therapy record corrupt (%s)" % e.name, al.MEMORY)
         return
     try:
         if count is not None:
@@ -86,7 +89,7 @@ def load_therapy(app, now):
             app.pl_left = count["pl_left"]
             from . import limitctl
 
-            app.limiter = limitctl.restore(count, now, app.board.wall_epoch_s())
+            limitctl.restore(app.limiter, count, now, app.board.wall_epoch_s())
         if state is not None:
             # The plan is paused while the power is off: every board-ms instant moves by
             # the downtime. The last instant known for sure is where the count record left
@@ -106,14 +109,18 @@ def load_therapy(app, now):
             app.reservoir.empty_nl = state["res"]["empty_nl"]
             app.reservoir.refill_by_epoch_s = state["res"]["refill_by_epoch_s"]
             app.reservoir.refilled_epoch_s = state["res"]["refilled_epoch_s"]
-            app.alarms.restore(state["alarms"])
-            app.battery.restore(state["battery"])
+            from . import alarmctl
+
+            alarmctl.restore(app.alarms, state["alarms"])
+            from . import batteryctl
+
+            batteryctl.restore(app.battery, state["battery"])
             app.boluses = [t + delta for t in state["boluses"]]
             app.lockout_until_ms = state["lockout_until_ms"] + delta
             lb = state["last_bolus"] or []
             app.last_bolus = [lb] if lb and isinstance(lb[0], str) else lb  # older: one pair
             app.fallback = state["fallback"]
-            app._auth_restore = state.get("auth")
+            auth = state.get("auth")
             app.last_req = state["req"]
             was = state["therapy"]
             why = state.get("safe_reason")
@@ -128,11 +135,13 @@ def load_therapy(app, now):
             gc.collect()
             if plan is not None:
                 app.plan = plan
-                app.sched = Schedule(plan, app.clock, 0, app._pullin_nl_day())
-                app.sched.load_dict(sd)
+                app.sched = Schedule(plan, app.clock, 0, app.pullin_nl_day())
+                from . import planning
+
+                planning.load_dict(app.sched, sd)
                 if count is not None:
-                    app.sched.load_slots(count.get("slots"))  # newer than the state's
-                app.sched.shift(delta)
+                    planning.load_slots(app.sched, count.get("slots"))  # newer than the state's
+                planning.shift(app.sched, delta)
             if was == "running" and app.plan is not None:
                 app.therapy = "running"
                 app.alarms.raise_(al.RESET, app.clock.epoch_s(now))
@@ -140,6 +149,7 @@ def load_therapy(app, now):
                 app.therapy = "safe"
                 app.safe_reason = why
     except (KeyError, TypeError, ValueError):  # PlanError is a ValueError
-        app._safe(now, "therapy record unreadable", al.MEMORY)
-        return
+        app.enter_safe(now, "therapy record unreadable", al.MEMORY)
+        return None
     app.delivery.rebase(now)
+    return auth

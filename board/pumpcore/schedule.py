@@ -22,19 +22,15 @@ forward, `clock.set` forwards, an RTC after a power cut) is given late, whole, w
 jumped over by at most an hour, else skipped; the events say which (pumpcore.slots).
 
 What runs only at boot, plan.set, refill or a patient bolus (compiling the plan's start, bolus
-windows, the refill bridge, load_dict/shift after a reset) is in pumpcore.planning, a transient
-module the methods below import for the call (see pumpcore.app.drop_transient).
+windows, the refill bridge, load_dict/shift after a reset) is in pumpcore.planning, a per-call
+module (pumpcore.loader) that its callers import: Schedule() for a plan with a start, and
+pumpcore.program, .patient and .restore.
 """
 
+from pumpcore import const
+
 from . import dose
-
-try:
-    from micropython import const
-except ImportError:  # CPython
-
-    def const(x):
-        return x
-
+from .dose import bolus_rate_nl_day  # noqa: F401  (also for the host, as before)
 
 DAY_MS = const(86_400_000)
 
@@ -106,10 +102,6 @@ class Clock:
     def from_dict(cls, d):
         return cls(d["epoch_ms"], d["base_ms"], d["offset_s"], d["next_change_epoch_s"],
                    d["next_offset_s"], d["valid"])
-
-
-def bolus_rate_nl_day(nl, dur_ms):
-    return (nl * DAY_MS + dur_ms // 2) // dur_ms
 
 
 class Schedule:
@@ -318,23 +310,6 @@ class Schedule:
         if self.overlays and self.overlays[0][1] <= t_ms:
             self.overlays = [w for w in self.overlays if w[1] > t_ms]
 
-    def add_bolus(self, t_ms, nl, dur_ms):
-        from pumpcore import planning
-
-        return planning.add_bolus(self, t_ms, nl, dur_ms)
-
-    def start_bridge(self, t_ms, old_conc, dead_nl):
-        """Keep dosing at the old concentration until `dead_nl` has been pushed out."""
-        from pumpcore import planning
-
-        return planning.start_bridge(self, t_ms, old_conc, dead_nl)
-
-    def shift(self, delta_ms):
-        """Board time restarted (reset): move every board-ms instant by delta."""
-        from pumpcore import planning
-
-        planning.shift(self, delta_ms)
-
     def to_dict(self):
         return {
             "program_ms": self.program_ms, "basal_start_ms": self.basal_start_ms,
@@ -343,14 +318,3 @@ class Schedule:
             "bridge_conc": self.bridge_conc, "bridge_until_ms": self.bridge_until_ms,
             "slots": self.slots(),
         }
-
-    def load_dict(self, d):
-        from pumpcore import planning
-
-        planning.load_dict(self, d)
-
-    def load_slots(self, rec):
-        """slots() as recorded (a newer record than the one load_dict read, e.g. the count)."""
-        from pumpcore import planning
-
-        planning.load_slots(self, rec)

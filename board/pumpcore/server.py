@@ -22,18 +22,11 @@ pumpcore.session.link_down (the board saw the host close the port) or, where the
 idle_ms without a signed request. Few fields, one list: this object is resident.
 """
 
+import gc
 from binascii import hexlify
 from hashlib import sha256
 
-from pumpcore import proto
-
-try:
-    from micropython import const
-except ImportError:  # CPython
-
-    def const(x):
-        return x
-
+from pumpcore import const, loader, proto
 
 # Requests remembered for retries. A client waits for each answer, so a retry is of its latest
 # request; 4 leave room for a late retry, and each entry holds a response line (up to 1 KB).
@@ -49,11 +42,11 @@ class Server:
         from pumpcore import session  # at boot: not resident (dropped after the App boots)
 
         self.app = app
-        self._keys = session.key_table(keys)  # {role: key bytes}
-        self._info = info
-        self._rand = rand
+        self.keys = session.key_table(keys)  # {role: key bytes}
+        self.info = info
+        self.rand = rand
         self.role = proto.ROLE_NONE
-        self._nonce = None
+        self.nonce = None
         # the session after `auth`: [ipad, opad (pumpcore.auth.pads of the session key), the
         # last sequence number accepted, board time of the last signed request], or None
         self.sess = None
@@ -67,10 +60,11 @@ class Server:
         self._discard = None  # prefix of an over-long line being discarded, or None
         self._out = []
         self._out_bytes = 0
-        self._cache = []  # [(id, crc, response line)], oldest first
+        self.cache = []  # [(id, crc, response line)], oldest first
         self._seq = 0
         self.dropped_events = 0
         self.fault = None  # an exception a command raised, for the loop's fault handling
+        self.audit = False  # the request in hand is a clinician command (logged after it)
 
     # ------------------------------------------------------------------ I/O
 
@@ -167,7 +161,7 @@ class Server:
         if f.id == proto.NO_ID:
             self._reply_err(proto.NO_ID, proto.BAD_ARGS, "request id 0 is reserved")
             return
-        for fid, crc, resp in self._cache:
+        for fid, crc, resp in self.cache:
             if fid == f.id:
                 if crc == f.crc:
                     self._queue(resp)  # a retry: answer again, do not execute again
@@ -182,8 +176,9 @@ class Server:
                 return
             role = self.role
         if f.name == "hello":
-            self._cache = []  # a new session: ids of the old one mean nothing now
+            self.cache = []  # a new session: ids of the old one mean nothing now
         code = None
+        self.audit = False
         try:
             result = self._dispatch(f.id, f.name, f.body, now_ms, role)
             resp = proto.encode_ok(f.id, result)
@@ -197,14 +192,14 @@ class Server:
             code = proto.INTERNAL
             resp = proto.encode_err(f.id, proto.INTERNAL, "internal error (%s)" % type(e).__name__)
             self.fault = e  # App.step raises it after the answer is out (main loop: FAULT)
-        if role == proto.ROLE_CLINICIAN and proto.COMMANDS.get(f.name, "n")[0] == role:
+        if self.audit:
             # audit: who ran which clinician command, and how it ended (after it ran: the
             # heaviest commands get the heap as it was)
             self.app.log_event("cmd", {"cmd": f.name, "role": role, "code": code}, now_ms)
         if code not in _TRANSIENT:
-            if len(self._cache) >= _CACHE_SIZE:
-                self._cache.pop(0)
-            self._cache.append((f.id, f.crc, resp))
+            if len(self.cache) >= _CACHE_SIZE:
+                self.cache.pop(0)
+            self.cache.append((f.id, f.crc, resp))
         self._queue(resp)
 
     def _signed(self, line, f, now_ms):
@@ -238,17 +233,25 @@ class Server:
         return None
 
     def _dispatch(self, req_id, cmd, args, now_ms, role):
-        entry = proto.COMMANDS.get(cmd)
-        if entry is None:
-            raise proto.CommandError(proto.UNKNOWN_CMD, "unknown command " + cmd)
-        need = proto.role_rank(entry[0])
-        have = proto.role_rank(role)
-        if need > have:
-            if have <= 0:
-                raise proto.CommandError(proto.AUTH_REQUIRED, "%s needs the %s role" % (cmd, entry[0]))
-            raise proto.CommandError(proto.FORBIDDEN, "%s needs the %s role" % (cmd, entry[0]))
-        proto.check_args(cmd, args)
+        if cmd == "status" and not args and (role == proto.ROLE_PATIENT
+                                             or role == proto.ROLE_CLINICIAN):
+            # the command polled most: answered resident, no dictionary loaded (its check is
+            # this line: patient role or more, no arguments)
+            self.audit = False
+            return self.app.call(cmd, args, role, req_id, now_ms)
+        from pumpcore import commands  # per call: the dictionary, beside the decoder
+
+        need, err, why = commands.check(cmd, args, role)
+        del commands  # nothing here keeps it: it goes with the decoder (loader.drop)
+        if err is not None:
+            raise proto.CommandError(err, why)
+        # audit: who ran which clinician command, and how it ended (_line)
+        self.audit = role == proto.ROLE_CLINICIAN and need == role
         if cmd == "hello" or cmd == "auth":
+            if loader.DROP:
+                # the decoder and the dictionary go first: a login is the boot's heap peak
+                loader.drop()
+                gc.collect()
             from pumpcore import session  # for this call only (see pumpcore.session)
 
             if cmd == "hello":

@@ -1,9 +1,7 @@
 """The login path of the Server: the `hello` and `auth` commands (docs/protocol.md).
 
-A login happens once a session, so this code (and pumpcore.auth, which it imports) is not
-resident: Server._dispatch imports it for the call, and on MicroPython App._shed drops it after
-the step (see pumpcore.app.drop_transient). Everything it leaves behind is plain data on the
-Server: the keys (srv._keys, from key_table at boot), the nonce (srv._nonce), the role
+A login happens once a session: Per call (pumpcore.loader; the rule: docs/architecture.md, "Memory"). Everything it leaves behind is plain data on the
+Server: the keys (srv.keys, from key_table at boot), the nonce (srv.nonce), the role
 (srv.role), the session (srv.sess: the session key's pads, the last sequence number, the last
 signed request's time) and the throttle: this connection's failures in a row
 (srv.auth_failures) and the board time before which its next attempt is refused
@@ -12,15 +10,7 @@ last auth.fail logged, the failures not logged). Logins go to the App's event lo
 Nothing may keep a reference to this module or to its functions.
 """
 
-from pumpcore import auth, proto
-
-try:
-    from micropython import const
-except ImportError:  # CPython
-
-    def const(x):
-        return x
-
+from pumpcore import auth, const, proto
 
 AUDIT_FAIL_MS = const(60000)  # at most one auth.fail event a minute (the others are counted)
 # srv.guard
@@ -34,8 +24,8 @@ def end(srv):
     """The role ends: role none, no session, no challenge, no remembered requests."""
     srv.role = proto.ROLE_NONE
     srv.sess = None
-    srv._nonce = None
-    srv._cache = []
+    srv.nonce = None
+    srv.cache = []
 
 
 def link_down(srv):
@@ -62,12 +52,12 @@ def key_table(keys):
 
 def hello(srv):
     """A new session: role none, a fresh nonce; the board's info for the client."""
-    info = srv._info() if callable(srv._info) else srv._info
+    info = srv.info() if callable(srv.info) else srv.info
     res = dict(info) if info else {}
     end(srv)
-    srv._nonce = auth.new_nonce(srv._rand)
+    srv.nonce = auth.new_nonce(srv.rand)
     res["protocol"] = proto.PROTOCOL_VERSION
-    res["nonce"] = srv._nonce
+    res["nonce"] = srv.nonce
     res["plan_crc"] = srv.app.plan_crc()
     limits = dict(res.get("limits") or {})
     limits["max_line"] = proto.MAX_LINE
@@ -104,12 +94,12 @@ def login(srv, args, now_ms):
     if wait:
         raise proto.CommandError(proto.THROTTLED, "too many failures on this rig: retry in %d ms"
                                  % wait)  # fmt: skip
-    nonce = srv._nonce
-    srv._nonce = None  # one attempt per challenge
+    nonce = srv.nonce
+    srv.nonce = None  # one attempt per challenge
     if nonce is None:
         raise proto.CommandError(proto.AUTH_FAILED, "no challenge: send hello first")
-    key = srv._keys.get(role)
-    info = srv._info() if callable(srv._info) else srv._info
+    key = srv.keys.get(role)
+    info = srv.info() if callable(srv.info) else srv.info
     uid = (info or {}).get("uid", "")
     if key is None or not auth.verify(key, nonce, role, uid, cnonce, mac):
         srv.auth_until_ms = now_ms + auth.throttle_ms(srv.auth_failures)

@@ -1,10 +1,9 @@
 """The rarely run half of the periodic slots (pumpcore.schedule, Schedule.settle): recording
 the slots the clock has reached, and what to do with one the clock jumped over or shows again.
 
-Runs when a slot's start comes (a few times a day), at clock.set and after a reset: a transient
-module like pumpcore.planning, imported by Schedule.settle past its fast path and dropped after
-the App step (see pumpcore.app.drop_transient); a module of its own so that the heap a patient
-bolus or a plan.set needs (pumpcore.planning) does not grow with it. Functions only, taking the
+Runs when a slot's start comes (a few times a day), at clock.set and after a reset, imported by
+Schedule.settle past its fast path. Per call (pumpcore.loader; the rule: docs/architecture.md, "Memory"). A module of its own so that the heap a
+patient bolus or a plan.set needs (pumpcore.planning) does not grow with it. Functions only, taking the
 Schedule; what they produce is plain data on it (slot_day, slot_ms, seen_ms, due_ms).
 
 The rule (docs/plans.md): a periodic bolus starts at most once per slot and local day. A slot
@@ -12,13 +11,7 @@ the clock jumped over by at most LATE_MAX_MS is given late, whole, from the jump
 skipped. Events say which.
 """
 
-try:
-    from micropython import const
-except ImportError:  # CPython
-
-    def const(x):
-        return x
-
+from pumpcore import const
 
 _DAY_MS = const(86_400_000)
 # a periodic slot the clock jumped over by at most this much is given late, else skipped

@@ -13,14 +13,13 @@ The event log is an append-only file of such lines, one event each, with strictl
 holds the whole log, or a list of its lines, in RAM.
   append_event()   appends one line; says when the file has grown past events_max_lines
   compact_events() copies the last `keep` good lines to name.tmp and renames it over the log
-  scan_events()    at boot: counts the lines, finds the highest good seq, and drops the lines
+  evlog.scan()     at boot: counts the lines, finds the highest good seq, and drops the lines
                    that fail their check (typically a torn last line after a power cut) by the
                    same streamed rewrite, so new lines do not get glued to a torn one
-  iter_events()    the good events, oldest first (a generator)
+  evlog.iter_events()  the good events, oldest first (a generator)
 What runs at every step stays here (save, load, append_event); the rest (the scan, compaction,
 reading the log back, counting its lines, a .tmp recovery, making the directory, remove) is in
-pumpcore.evlog, a transient module imported inside the methods that call it (see
-pumpcore.app.drop_transient).
+pumpcore.evlog, a per-call module (pumpcore.loader).
 
 Only os functions the MicroPython ports have: open, rename, remove, stat, mkdir.
 """
@@ -29,28 +28,18 @@ import json
 import os
 from binascii import crc32
 
-from pumpcore.canon import crc_hex, dumps, write
-
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
-
+from pumpcore import const
+from pumpcore.canon import (  # noqa: F401  (the record line: re-exported)
+    CorruptRecord,
+    StoreError,
+    check_line,
+    crc_hex,
+    decode,
+    dumps,
+    write,
+)
 
 _ENOENT = const(2)
-
-
-class StoreError(Exception):
-    pass
-
-
-class CorruptRecord(StoreError):
-    def __init__(self, name, why="CRC mismatch"):
-        super().__init__("corrupt record %s: %s" % (name, why))
-        self.name = name
-        self.why = why
 
 
 def encode(obj):
@@ -82,26 +71,6 @@ def write_record(f, obj):
     f.write(b"}*%08x\n" % (crc & 0xFFFFFFFF))
 
 
-def _check(line, name):
-    """Raise CorruptRecord unless line (bytes, with its newline) is exactly what encode()
-    makes, up to the JSON: the form and the CRC."""
-    n = len(line)
-    if n < 11 or line[n - 1] != 0x0A or line[n - 10] != 0x2A:  # "\n", "*"
-        raise CorruptRecord(name, "truncated or malformed")
-    if line[n - 9 : n - 1] != crc_hex(line[: n - 10]).encode():
-        raise CorruptRecord(name, "CRC mismatch")
-
-
-def decode(line, name="record"):
-    """The object in one record line (bytes, with its newline); CorruptRecord if the line is
-    not exactly what encode() makes."""
-    _check(line, name)
-    try:
-        return json.loads(line[: len(line) - 10].decode())
-    except (ValueError, UnicodeError) as e:
-        raise CorruptRecord(name, "unparseable: %s" % (e,)) from None
-
-
 def _missing(e):
     return e.args and e.args[0] == _ENOENT
 
@@ -112,8 +81,8 @@ class Store:
         self._prefix = (root + "/") if root and not root.endswith("/") else root
         self.events_name = events_name
         self.events_max_lines = events_max_lines
-        self._dir_ok = False
-        self._event_lines = None  # lines in the event log, None until counted
+        self.dir_ok = False
+        self.n_event_lines = None  # lines in the event log, None until counted
         self.events_skipped = 0  # bad lines dropped by the last scan_events()
         self.events_torn = False  # ... and whether the last line was torn (no newline)
         self.events_gen = 0  # bumped whenever the event log is rewritten or removed
@@ -129,18 +98,18 @@ class Store:
 
         evlog.mkdirs(self)
 
-    def _open_w(self, path):
+    def open_w(self, path):
         """path opened for writing (the directory made if needed)."""
-        if not self._dir_ok:
+        if not self.dir_ok:
             self._mkdirs()
         try:
             return open(path, "wb")
         except OSError:
-            self._dir_ok = False
+            self.dir_ok = False
             self._mkdirs()
             return open(path, "wb")
 
-    def _rename(self, src, path):
+    def rename(self, src, path):
         """Rename src over path."""
         try:
             os.rename(src, path)
@@ -153,14 +122,14 @@ class Store:
                 pass
             os.rename(src, path)
 
-    def _commit(self, name):
+    def commit_tmp(self, name):
         """Rename name.tmp over name."""
         path = self.path(name)
-        self._rename(path + ".tmp", path)
+        self.rename(path + ".tmp", path)
 
     def _write_file(self, path, write):
         """write(f) into the file at path (made or truncated)."""
-        f = self._open_w(path)
+        f = self.open_w(path)
         try:
             write(f)
         finally:
@@ -169,7 +138,7 @@ class Store:
     def _write_atomic(self, name, write):
         """write(f) into name.tmp, then rename it over name."""
         self._write_file(self.path(name) + ".tmp", write)
-        self._commit(name)
+        self.commit_tmp(name)
 
     # --- records ----------------------------------------------------------------------------
 
@@ -197,9 +166,9 @@ class Store:
         self.save_small("head", head)
         for name, _ in recs:
             p = self.path(name)
-            self._rename(p + ".new", p)
+            self.rename(p + ".new", p)
 
-    def _read(self, path):
+    def read(self, path):
         f = open(path, "rb")
         try:
             return f.read()
@@ -210,7 +179,7 @@ class Store:
         """The saved object, None if there is no record, CorruptRecord if it fails its check."""
         path = self.path(name)
         try:
-            data = self._read(path)
+            data = self.read(path)
         except OSError as e:
             if not _missing(e):
                 raise
@@ -237,17 +206,17 @@ class Store:
 
     def event_lines(self):
         """Lines in the event log (counted once, then kept up to date)."""
-        if self._event_lines is None:
+        if self.n_event_lines is None:
             from pumpcore import evlog
 
-            self._event_lines = evlog.count_lines(self)
-        return self._event_lines
+            self.n_event_lines = evlog.count_lines(self)
+        return self.n_event_lines
 
     def append_event(self, ev):
         """Append one event line. Returns True when the log has grown past events_max_lines
         and should be compacted (compact_events)."""
         self.event_lines()
-        if not self._dir_ok:
+        if not self.dir_ok:
             self._mkdirs()
         f = open(self.path(self.events_name), "ab")
         try:
@@ -257,11 +226,8 @@ class Store:
             raise
         finally:
             f.close()
-        self._event_lines += 1
-        return self._event_lines > self.events_max_lines
-
-    def compaction_due(self):
-        return self.event_lines() > self.events_max_lines
+        self.n_event_lines += 1
+        return self.n_event_lines > self.events_max_lines
 
     # the rarely used event-log code: in pumpcore.evlog, loaded for the call
 
@@ -273,20 +239,3 @@ class Store:
 
         skip = self.event_lines() - keep
         return evlog.rewrite(self, skip if skip > 0 else 0)
-
-    def scan_events(self):
-        """At boot: count the lines of the event log and find its highest good seq, reading
-        one line at a time. Lines that fail their check (a torn last line after a power cut, a
-        flipped bit) or do not increase the seq are dropped by a streamed rewrite; their number
-        is kept in events_skipped (events_torn: the last line was torn). A complete name.tmp
-        with no log is taken as the log. Returns (lines, highest seq or 0)."""
-        from pumpcore import evlog
-
-        return evlog.scan(self)
-
-    def iter_events(self, skip=0):
-        """The good events of the log (strictly increasing seq), oldest first, after its first
-        `skip` lines: a generator that reads one line at a time (consume it, do not keep it)."""
-        from pumpcore import evlog
-
-        return evlog.iter_events(self, skip)

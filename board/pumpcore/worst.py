@@ -26,17 +26,10 @@ sampled. Daylight-saving changes and clock.set are not part of this check: the r
 limiter holds the caps whatever the clock does.
 """
 
-from .dose import ng_to_nl, step_dose_ng_day
+from pumpcore import const
+
+from .dose import bolus_rate_nl_day, ng_to_nl, step_dose_ng_day
 from .limiter import D_MS, H_MS
-from .schedule import bolus_rate_nl_day
-
-try:
-    from micropython import const
-except ImportError:  # CPython
-
-    def const(x):
-        return x
-
 
 DAY_MS = const(86_400_000)
 HOUR_MS = const(3_600_000)

@@ -6,8 +6,8 @@ by the app's own account.
 
 from _util import forget_module, raises, rmtree, tmpdir
 from fakeboard import FakeBoard, run_until
+from pumpcore import evlog, loader, proto
 from pumpcore import plan as planmod
-from pumpcore import proto
 from pumpcore.app import App
 
 DAY = 86_400_000
@@ -43,10 +43,10 @@ def test_p1_low_at_day_90_exactly():
         run_until(app, b, 90 * DAY + 1)
         assert "LOW" in app.alarms.active()
         assert b.pulses_at(90 * DAY) == 72_000  # 18 mL at 0.25 µL/step, counted by the board
-        low = [e for e in app.events.events() if e["kind"] == "alarm.raised"
+        low = [e for e in evlog.events(app.events) if e["kind"] == "alarm.raised"
                and e["data"]["kind"] == "LOW"]
         assert low and abs(low[0]["ms"] - 90 * DAY) <= 1, low
-        st = app.cmd_status({}, b.t_ms, "s")
+        st = app.call("status", {}, "clinician", "s", b.t_ms)
         assert st["reservoir_nl"] == 2_000_000
         assert st["stall_detect"] is None  # a board without a driver UART
         # EMPTY at 1.0 mL five days later, then delivery stops (on_empty = stop)
@@ -220,13 +220,12 @@ def _admin_round(drop_source):
     import gc
     import sys
 
-    from pumpcore import app as appmod
 
     mpy = sys.implementation.name == "micropython"
     for m in ("admin", "program"):  # not loaded when the pump boots, as on a board
         forget_module("pumpcore." + m)
-    old = appmod._DROP_SOURCE
-    appmod._DROP_SOURCE = drop_source
+    old = loader.DROP_SOURCE
+    loader.DROP_SOURCE = drop_source
     app, b, root = _app()
     try:
         _call(app, "clock.set", {"epoch_s": 1_767_225_600, "offset_s": 0})
@@ -242,7 +241,7 @@ def _admin_round(drop_source):
         loaded = "pumpcore.admin" in sys.modules or "pumpcore.program" in sys.modules
         return loaded, (gc.mem_alloc() - before) if mpy else None
     finally:
-        appmod._DROP_SOURCE = old
+        loader.DROP_SOURCE = old
         rmtree(root)
 
 
@@ -274,7 +273,7 @@ def test_a_refused_refill_changes_nothing():
         _call(app, "refill", {"volume_nl": 10_000_000})
         _call(app, "plan.set", {"plan": P1})
         run_until(app, b, DAY)
-        before = app.cmd_status({}, b.t_ms, "s")
+        before = app.call("status", {}, "clinician", "s", b.t_ms)
         crc = app.plan_crc()
         # a concentration at which the plan would need more than the mechanism can pump
         e = raises(proto.CommandError, _call, app, "refill",
@@ -283,7 +282,7 @@ def test_a_refused_refill_changes_nothing():
         e = raises(proto.CommandError, _call, app, "refill",
                    {"volume_nl": 20_000_000, "refill_by_epoch_s": 1_000})
         assert e.code == proto.BAD_ARGS
-        after = app.cmd_status({}, b.t_ms, "s")
+        after = app.call("status", {}, "clinician", "s", b.t_ms)
         assert app.plan_crc() == crc
         assert after["reservoir_nl"] == before["reservoir_nl"] < 10_000_000
         assert after["therapy"] == "running"

@@ -39,7 +39,7 @@ def _arm(app, nth):
     list whose first item counts the operations done so far."""
     st = app.store
     real_write = getattr(st, "_write_file", None)
-    real_rename = getattr(st, "_rename", None)
+    real_rename = getattr(st, "rename", None)
     n = [0]
 
     def write_file(path, write):
@@ -70,7 +70,7 @@ def _arm(app, nth):
 
     if hasattr(st, "_write_file"):
         st._write_file = write_file
-        st._rename = rename
+        st.rename = rename
     else:  # a store with one atomic write per record (the code before issue 11)
         def write_atomic(name, write):
             path = st.path(name)
@@ -185,7 +185,7 @@ def test_power_cut_at_every_point_of_plan_set():
             assert view in ("before", "after"), ("cut at op %d: %s" % (nth, view))
             seen[view] = seen.get(view, 0) + 1
             gen = getattr(app2, "gen", None)
-            steps0 = app2.cmd_status({}, 0, "s")["delivered_steps"]
+            steps0 = app2.call("status", {}, "clinician", "s", 0)["delivered_steps"]
             res = app2.call("plan.set", {"plan": P2}, "clinician", "pq-1", 0)
             assert res["plan_crc"] == new_crc and res["plan"] == app2.plan
             assert _plan_view(app2, new_crc, old_crc) == "after", nth
@@ -197,7 +197,7 @@ def test_power_cut_at_every_point_of_plan_set():
             assert sum(r * (e - s) for s, e, r in w) // DAY == 25_000, w
             app2.step(0)  # the loop's iteration after a command
             run_until(app2, b2, 20 * 60_000)
-            done = app2.cmd_status({}, b2.t_ms, "s")["delivered_steps"] - steps0
+            done = app2.call("status", {}, "clinician", "s", b2.t_ms)["delivered_steps"] - steps0
             assert done >= 100 - 40, (nth, done)
         finally:
             rmtree(root)
@@ -240,7 +240,7 @@ def test_a_retried_refill_after_a_reset_is_answered_not_applied():
 def _assert_memory_and_safe(app, b, what):
     assert app.therapy == "safe", what
     assert "MEMORY" in app.alarms.active(), what
-    st = app.cmd_status({}, 0, "s")
+    st = app.call("status", {}, "clinician", "s", 0)
     assert st["therapy"] == "safe" and "MEMORY" in st["alarms"], what
     assert "EMPTY" not in st["alarms"], what
     run_until(app, b, DAY)

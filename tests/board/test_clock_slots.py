@@ -12,6 +12,7 @@ steps of 0.25 uL a day) and 50 mcg over 15 min (100 steps) at 02:30 and 14:00.
 
 from _util import rmtree, tmpdir
 from fakeboard import FakeBoard, run_until
+from pumpcore import evlog
 from pumpcore.app import App
 
 DAY = 86_400_000
@@ -61,7 +62,7 @@ def _set_clock(app, epoch_s, offset_s=0):
 
 
 def _slot_events(app):
-    return [(e["kind"], e["data"]) for e in app.events.events() if e["kind"] in
+    return [(e["kind"], e["data"]) for e in evlog.events(app.events) if e["kind"] in
             ("bolus.late", "bolus.skipped")]
 
 

@@ -64,7 +64,7 @@ def test_each_damaged_record_goes_to_the_safe_state():
                 what = "%s/%s" % (name, label)
                 assert app.therapy == "safe", what
                 assert "MEMORY" in app.alarms.active(), what
-                st = app.cmd_status({}, 0, "s")
+                st = app.call("status", {}, "clinician", "s", 0)
                 assert st["therapy"] == "safe" and "MEMORY" in st["alarms"], what
                 e = raises(proto.CommandError, app.call, "therapy.resume", {}, "clinician",
                            "r", 0)
@@ -108,7 +108,7 @@ def test_a_clinician_plan_or_calibration_clears_it():
         app, b = _boot_damaged(root, "plan", bytes(d))
         assert app.therapy == "safe"
         # the therapy record held the reservoir too: the pump no longer trusts any volume
-        assert app.cmd_status({}, 0, "s")["reservoir_nl"] == 0
+        assert app.call("status", {}, "clinician", "s", 0)["reservoir_nl"] == 0
         app.call("refill", {"volume_nl": 20_000_000}, "clinician", "f2", 0)
         app.call("plan.set", {"plan": P1}, "clinician", "p2", 0)
         assert app.therapy == "running" and not app.alarms.condition_active("MEMORY")

@@ -5,8 +5,8 @@ import os
 import sys
 
 from _util import forget_module, raises, read_bytes, rmtree, tmpdir, write_bytes
-from pumpcore import canon
-from pumpcore.events import RESERVE, SEQ_RECORD, EventError, EventLog
+from pumpcore import canon, evlog, loader
+from pumpcore.events import RESERVE, SEQ_RECORD, EventLog
 from pumpcore.store import Store, encode
 
 EPOCH = 1_700_000_000
@@ -17,7 +17,7 @@ def with_log(fn, capacity=200, max_lines=None):
     try:
         root = d + "/data"
         st = Store(root, events_max_lines=max_lines or 2 * capacity)
-        fn(EventLog(st, capacity).restore(), root)
+        fn(evlog.restore(EventLog(st, capacity)), root)
     finally:
         rmtree(d)
 
@@ -34,8 +34,8 @@ def seqs(evs):
 
 def reopen(log, root):
     """The log as the next boot sees it."""
-    return EventLog(Store(root, events_max_lines=log.store.events_max_lines),
-                    log.capacity).restore()
+    return evlog.restore(EventLog(Store(root, events_max_lines=log.store.events_max_lines),
+                                  log.capacity))
 
 
 def test_add_builds_events_with_increasing_seq():
@@ -45,18 +45,18 @@ def test_add_builds_events_with_increasing_seq():
         assert e1 == {"seq": 1, "epoch_s": EPOCH, "ms": 12, "kind": "reset",
                       "data": {"cause": "power"}}
         assert e2["seq"] == 2 and e2["data"] == {} and e2["epoch_s"] is None
-        raises(EventError, log.add, "x", [1], EPOCH, 0)
-        raises(EventError, log.add, 5, {}, EPOCH, 0)
+        raises(ValueError, log.add, "x", [1], EPOCH, 0)
+        raises(ValueError, log.add, 5, {}, EPOCH, 0)
         assert log.next_seq == 3 and log.last_seq == 2  # refused adds use no seq
         # the events are in the file, one line each, not in RAM
         assert read_bytes(root + "/events.log") == encode(e1) + encode(e2)
-        assert list(log.events()) == [e1, e2]
+        assert list(evlog.events(log)) == [e1, e2]
         assert len(log) == 2
         # new() takes a seq without writing; append() writes it
         e3 = log.new("later", {}, EPOCH, 14)
         assert e3["seq"] == 3 and len(log) == 2
         log.append(e3)
-        assert seqs(log.events()) == [1, 2, 3]
+        assert seqs(evlog.events(log)) == [1, 2, 3]
 
     with_log(run, capacity=4)
 
@@ -66,8 +66,8 @@ def test_the_last_capacity_events_are_readable():
         fill(log, 7)  # the file holds 7 lines (bound 8), 4 are readable
         assert log.store.event_lines() == 7
         assert len(log) == 4
-        assert seqs(log.events()) == [4, 5, 6, 7]
-        assert seqs(log.since(0, None)[0]) == [4, 5, 6, 7]
+        assert seqs(evlog.events(log)) == [4, 5, 6, 7]
+        assert seqs(evlog.since(log, 0, None)[0]) == [4, 5, 6, 7]
         assert log.last_seq == 7
 
     with_log(run, capacity=4)
@@ -76,28 +76,28 @@ def test_the_last_capacity_events_are_readable():
 def test_since_pages_through():
     def run(log, root):
         fill(log, 10)  # readable: seq 3..10
-        ev, nxt = log.since(0, 3)
+        ev, nxt = evlog.since(log, 0, 3)
         assert seqs(ev) == [3, 4, 5] and nxt == 6
-        ev, nxt = log.since(nxt, 3)
+        ev, nxt = evlog.since(log, nxt, 3)
         assert seqs(ev) == [6, 7, 8] and nxt == 9
-        ev, nxt = log.since(nxt, 3)
+        ev, nxt = evlog.since(log, nxt, 3)
         assert seqs(ev) == [9, 10] and nxt == 11
-        ev, nxt = log.since(nxt, 3)
+        ev, nxt = evlog.since(log, nxt, 3)
         assert ev == [] and nxt == 11
         log.add("new", {}, EPOCH, 0)
-        ev, nxt = log.since(nxt, 3)
+        ev, nxt = evlog.since(log, nxt, 3)
         assert seqs(ev) == [11] and nxt == 12
-        ev, nxt = log.since(7, 0)
+        ev, nxt = evlog.since(log, 7, 0)
         assert ev == [] and nxt == 12
-        ev, _ = log.since(7, None)
+        ev, _ = evlog.since(log, 7, None)
         assert seqs(ev) == [7, 8, 9, 10, 11]
         # asking again for older seqs (the remembered place is only a shortcut)
-        ev, nxt = log.since(5, 2)
+        ev, nxt = evlog.since(log, 5, 2)
         assert seqs(ev) == [5, 6] and nxt == 7
-        ev, nxt = log.since(0, 1)
+        ev, nxt = evlog.since(log, 0, 1)
         assert seqs(ev) == [4] and nxt == 5  # seq 3 is past capacity now
-        raises(EventError, log.since, 0, -1)
-        raises(EventError, log.since, "0", 1)
+        raises(ValueError, evlog.since, log, 0, -1)
+        raises(ValueError, evlog.since, log, "0", 1)
 
     with_log(run, capacity=8, max_lines=16)
 
@@ -105,7 +105,7 @@ def test_since_pages_through():
 def test_since_from_the_future_resyncs():
     def run(log, root):
         fill(log, 3)
-        ev, nxt = log.since(500, 10)
+        ev, nxt = evlog.since(log, 500, 10)
         assert ev == [] and nxt == 4
 
     with_log(run)
@@ -114,18 +114,18 @@ def test_since_from_the_future_resyncs():
 def test_since_with_a_byte_budget():
     def run(log, root):
         fill(log, 20)
-        all_evs = list(log.events())
+        all_evs = list(evlog.events(log))
         sizes = [len(canon.dumps(e)) + 1 for e in all_evs]
         budget = sizes[0] + sizes[1] + sizes[2] + 1  # three fit, not four
-        ev, nxt = log.since(1, 10, budget)
+        ev, nxt = evlog.since(log, 1, 10, budget)
         assert ev == all_evs[:3] and nxt == 4
-        ev, nxt = log.since(nxt, 10, budget)
+        ev, nxt = evlog.since(log, nxt, 10, budget)
         assert seqs(ev) == [4, 5, 6] and nxt == 7
         # at least one event, even over the budget
-        ev, nxt = log.since(1, 10, 5)
+        ev, nxt = evlog.since(log, 1, 10, 5)
         assert seqs(ev) == [1] and nxt == 2
         # the budget stops before the limit does
-        ev, nxt = log.since(18, 10, 10_000)
+        ev, nxt = evlog.since(log, 18, 10, 10_000)
         assert seqs(ev) == [18, 19, 20] and nxt == 21
 
     with_log(run)
@@ -134,18 +134,18 @@ def test_since_with_a_byte_budget():
 def test_since_across_compaction():
     def run(log, root):
         fill(log, 6)  # at the bound
-        ev, nxt = log.since(0, 2)
+        ev, nxt = evlog.since(log, 0, 2)
         assert seqs(ev) == [3, 4] and nxt == 5
         fill(log, 1)  # 7 lines > 6: compacted to the last 4
         assert log.store.event_lines() == 4
         assert "events.log.tmp" not in os.listdir(root)
-        ev, nxt = log.since(nxt, 2)
+        ev, nxt = evlog.since(log, nxt, 2)
         assert seqs(ev) == [5, 6] and nxt == 7
         fill(log, 3)
-        ev, nxt = log.since(nxt, 50)
+        ev, nxt = evlog.since(log, nxt, 50)
         assert seqs(ev) == [7, 8, 9, 10] and nxt == 11
         # a reader that fell behind gets the oldest still kept
-        ev, nxt = log.since(2, 50)
+        ev, nxt = evlog.since(log, 2, 50)
         assert seqs(ev) == [7, 8, 9, 10]
 
     with_log(run, capacity=4, max_lines=6)
@@ -156,8 +156,8 @@ def test_compaction_keeps_the_newest_lines():
         fill(log, 9)  # compacted at the 7th line: 4 kept, then 2 more
         lines = read_bytes(root + "/events.log").split(b"\n")[:-1]
         assert len(lines) == 6 and log.store.event_lines() == 6
-        assert seqs(Store(root).iter_events()) == [4, 5, 6, 7, 8, 9]
-        assert seqs(log.events()) == [6, 7, 8, 9]
+        assert seqs(evlog.iter_events(Store(root))) == [4, 5, 6, 7, 8, 9]
+        assert seqs(evlog.events(log)) == [6, 7, 8, 9]
 
     with_log(run, capacity=4, max_lines=6)
 
@@ -167,7 +167,7 @@ def test_seq_continues_after_a_restart():
         fill(log, 5)
         log2 = reopen(log, root)
         assert log2.next_seq == 6  # no gap after a normal restart
-        assert seqs(log2.events()) == [2, 3, 4, 5]
+        assert seqs(evlog.events(log2)) == [2, 3, 4, 5]
         assert log2.add("after", {}, EPOCH, 0)["seq"] == 6
         # the seqs reserved on file are not rewritten for every event
         assert Store(root).load(SEQ_RECORD) == {"next_seq": 1 + RESERVE}
@@ -184,11 +184,11 @@ def test_seq_after_a_torn_last_line():
         write_bytes(path, raw[:-7])  # power cut while seq 3 was written (never sent)
         log2 = reopen(log, root)
         assert log2.store.events_skipped == 1 and log2.store.events_torn
-        assert seqs(log2.events()) == [1, 2]
+        assert seqs(evlog.events(log2)) == [1, 2]
         assert log2.next_seq == 3
         # repaired: the next line is not glued to the torn one
         log2.add("after", {}, EPOCH, 0)
-        assert seqs(reopen(log2, root).events()) == [1, 2, 3]
+        assert seqs(evlog.events(reopen(log2, root))) == [1, 2, 3]
 
     with_log(run)
 
@@ -199,13 +199,13 @@ def test_seq_is_never_reused_when_the_file_is_lost():
         os.remove(root + "/events.log")
         log2 = reopen(log, root)
         assert log2.next_seq >= 151
-        assert list(log2.events()) == []
+        assert list(evlog.events(log2)) == []
         ev = log2.add("after", {}, EPOCH, 0)
         assert ev["seq"] >= 151
         # and after the next restart it goes on from the new file
         log3 = reopen(log2, root)
         assert log3.next_seq == ev["seq"] + 1
-        assert seqs(log3.since(0, 5)[0]) == [ev["seq"]]
+        assert seqs(evlog.since(log3, 0, 5)[0]) == [ev["seq"]]
 
     with_log(run)
 
@@ -218,7 +218,7 @@ def test_seq_is_never_reused_when_the_newest_lines_are_corrupt():
         raw[len(raw) - 20] ^= 0x01  # a flipped bit in seq 5, a complete line: it was sent
         write_bytes(path, bytes(raw))
         log2 = reopen(log, root)
-        assert seqs(log2.events()) == [1, 2, 3, 4]
+        assert seqs(evlog.events(log2)) == [1, 2, 3, 4]
         assert log2.next_seq > 5
         # ... and a file with no good line at all
         write_bytes(path, b"garbage\n")
@@ -232,8 +232,8 @@ def test_out_of_order_and_duplicate_lines_are_dropped():
         st = log.store
         for s in (3, 3, 5, 4, 7):
             st.append_event({"seq": s, "epoch_s": None, "ms": s, "kind": "k", "data": {}})
-        assert seqs(log.events()) == [3, 5, 7]
-        assert seqs(log.since(4, 10)[0]) == [5, 7]
+        assert seqs(evlog.events(log)) == [3, 5, 7]
+        assert seqs(evlog.since(log, 4, 10)[0]) == [5, 7]
         log2 = reopen(log, root)
         assert log2.next_seq == 8 and log2.store.events_skipped == 2
         assert log2.store.event_lines() == 3
@@ -244,11 +244,11 @@ def test_out_of_order_and_duplicate_lines_are_dropped():
 def test_ram_does_not_grow_with_events():
     def run(log, root):
         fill(log, 10)
-        log.since(0, 50, 800)
+        evlog.since(log, 0, 50, 800)
         gc.collect()
         m10 = gc.mem_alloc() if hasattr(gc, "mem_alloc") else 0
         fill(log, 290)  # 300 lines in the file (bound 400), the last 200 readable
-        ev, nxt = log.since(0, 50, 800)
+        ev, nxt = evlog.since(log, 0, 50, 800)
         assert ev and ev[0]["seq"] == 101 and log.store.event_lines() == 300
         del ev
         gc.collect()
@@ -260,7 +260,7 @@ def test_ram_does_not_grow_with_events():
 
 
 def test_bad_capacity():
-    raises(EventError, EventLog, Store("/nonexistent-root-for-test"), 0)
+    raises(ValueError, EventLog, Store("/nonexistent-root-for-test"), 0)
 
 
 # ---------------------------------------------------------------------- the app's `log`
@@ -309,7 +309,7 @@ def test_app_log_across_compaction_restart_and_a_lost_file():
         app, b = _app(d)
         evs, nxt = _log_all(app, 400)
         assert seqs(evs) == [400, 401, 402] and evs[-1]["kind"] == "reset"
-        assert [e["kind"] for e in app.events.events()][-1] == "reset"
+        assert [e["kind"] for e in evlog.events(app.events)][-1] == "reset"
         # losing the file never reuses a seq
         os.remove(d + "/data/events.log")
         app, b = _app(d)
@@ -346,12 +346,11 @@ def test_the_rarely_used_log_code_is_transient():
     Under MicroPython a precompiled evlog (.mpy; here the sources stand in for it) is dropped
     after the step or command that loaded it, and `log` answers the same; appending an event
     does not load it. CPython keeps it."""
-    from pumpcore import app as appmod
 
     mpy = sys.implementation.name == "micropython"
     forget_module("pumpcore.evlog")
-    old = appmod._DROP_SOURCE
-    appmod._DROP_SOURCE = True
+    old = loader.DROP_SOURCE
+    loader.DROP_SOURCE = True
     d = tmpdir()
     try:
         app, b = _app(d)  # restore() scanned the file with evlog, then the boot shed it
@@ -383,7 +382,7 @@ def test_the_rarely_used_log_code_is_transient():
         res = app.call("log", {"since": res["next"], "limit": 2}, "clinician", "l", b.t_ms)
         app._shed()
         assert seqs(res["events"]) == [400, 401] and res["next"] == 402
-        assert app.events._h_seq == 402 and isinstance(app.events._h_off, int)
+        assert app.events.page_seq == 402 and isinstance(app.events.page_off, int)
         assert ("pumpcore.evlog" in sys.modules) != mpy
         del res, evs
         app.server.take_output()
@@ -399,5 +398,5 @@ def test_the_rarely_used_log_code_is_transient():
         assert seqs(evs) == [400, 401, 402] and evs[-1]["kind"] == "reset"
         assert ("pumpcore.evlog" in sys.modules) != mpy
     finally:
-        appmod._DROP_SOURCE = old
+        loader.DROP_SOURCE = old
         rmtree(d)

@@ -141,7 +141,7 @@ def _campaign(seed, cuts):
             # power on again: board time restarts at 0
             b = FakeBoard(root=root + "/")
             app = App(b, keys={})
-            st = app.cmd_status({}, 0, "s")
+            st = app.call("status", {}, "clinician", "s", 0)
             accounted = st["delivered_steps"]
             assert accounted >= pulsed, ("lost steps", k, accounted, pulsed)
             over = accounted - pulsed
@@ -158,7 +158,7 @@ def _campaign(seed, cuts):
         run_until(app, b, 36 * HOUR)
         plan_ms = b.t_ms - app.sched.program_ms
         assert plan_ms <= powered_ms + b.t_ms
-        st = app.cmd_status({}, b.t_ms, "s")
+        st = app.call("status", {}, "clinician", "s", b.t_ms)
         ideal = _ideal_steps(plan_ms, bolus_starts)
         assert abs(st["delivered_steps"] - ideal) <= 1, (st["delivered_steps"], ideal)
         pulsed = pulsed_before + b.pulses_at(b.t_ms)
@@ -199,7 +199,7 @@ def test_cut_in_the_middle_of_a_bolus_resumes_it():
         assert again["volume_nl"] == BOLUS_NL and len(app2.sched.overlays) == 1
         run_until(app2, b2, 4 * HOUR)
         plan_ms = b2.t_ms - app2.sched.program_ms
-        st = app2.cmd_status({}, b2.t_ms, "s")
+        st = app2.call("status", {}, "clinician", "s", b2.t_ms)
         ideal = _ideal_steps(plan_ms, [start])
         assert abs(st["delivered_steps"] - ideal) <= 1, (st["delivered_steps"], ideal)
         total = pulsed + b2.pulses_at(b2.t_ms)

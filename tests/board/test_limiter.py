@@ -7,9 +7,23 @@ catheter tip, never from the app's account or the limiter's own ledger.
 
 from _util import rmtree, tmpdir
 from fakeboard import FakeBoard, run_until
-from pumpcore import limitctl, program
+from pumpcore import evlog, limitctl, program
 from pumpcore import limiter as limmod
 from pumpcore.app import App
+
+
+def window_ng(lim, now_ms):
+    """[ng in the hour, ng in the day] as the limiter counts them at now_ms."""
+    t = now_ms + lim.off_ms
+    out = []
+    for w in (0, 1):
+        b, nb = (limmod.D_MS, limmod.D_N) if w else (limmod.H_MS, limmod.H_N)
+        s = lim.window_sum(w, t // b - nb)
+        y = lim.fly  # the segment in flight counts whole
+        if y is not None:
+            s += y[2] * y[3]
+        out.append(s)
+    return out
 
 MIN = 60_000
 HOUR = 3_600_000
@@ -112,7 +126,7 @@ def _set(app, plan, now=0):
 
 
 def _events(app, kind):
-    return [e for e in app.events.events() if e["kind"] == kind]
+    return [e for e in evlog.events(app.events) if e["kind"] == kind]
 
 
 def test_finding1_start_bolus_held_at_the_caps_and_resumed():
@@ -138,7 +152,7 @@ def test_finding1_start_bolus_held_at_the_caps_and_resumed():
         assert not app.alarms.condition_active("CAP_REACHED")
         assert "CAP_REACHED" in app.alarms.active()  # latched until a clinician acks it
         # what the schedule owed while held was dropped: no catch-up beyond the caps either
-        assert app.cmd_status({}, b.t_ms, "s")["delivered_steps"] == b.pulses_at(b.t_ms)
+        assert app.call("status", {}, "clinician", "s", b.t_ms)["delivered_steps"] == b.pulses_at(b.t_ms)
     finally:
         rmtree(root)
 
@@ -263,10 +277,10 @@ def test_prime_of_an_empty_line_counts_nothing_until_the_tip():
         assert b.pulses_at(MIN) >= 1200  # the whole prime
         # counted so far: only the first basal segment (40 steps of drug, charged when it was
         # committed); the 1200 steps of the prime pushed out the empty line
-        assert limitctl.window_ng(app.limiter, b.t_ms) == [40 * 500, 40 * 500]
+        assert window_ng(app.limiter, b.t_ms) == [40 * 500, 40 * 500]
         run_until(app, b, 2 * DAY)
         assert "CAP_REACHED" not in app.alarms.active()
-        assert limitctl.window_ng(app.limiter, b.t_ms)[1] <= 400_000 + 500
+        assert window_ng(app.limiter, b.t_ms)[1] <= 400_000 + 500
     finally:
         rmtree(root)
 
@@ -288,8 +302,8 @@ def test_bridge_after_refill_counts_the_old_concentration():
         n_total += n
         t += 1000
         if n_total == 1200:
-            assert limitctl.window_ng(lim, t) == [1200 * 125, 1200 * 125]
-    assert limitctl.window_ng(lim, t) == [1200 * 125 + 120 * 500] * 2
+            assert window_ng(lim, t) == [1200 * 125, 1200 * 125]
+    assert window_ng(lim, t) == [1200 * 125 + 120 * 500] * 2
     assert lim.fifo == [300_000_000, 2_000_000]
     # a prime: empty at the tip, the rest of the line holds the plan's drug
     limitctl.on_plan(lim, _plan(catheter_nl=100_000, start={"kind": "prime", "pump_nl": 0,
@@ -310,13 +324,13 @@ def test_fifo_stays_bounded_and_aborts_give_back():
         lim.settled()
     assert len(lim.fifo) <= 2 * limmod.MAX_CHUNKS
     assert sum(lim.fifo[0::2]) == 300_000_000
-    before = limitctl.window_ng(lim, 30_000)
+    before = window_ng(lim, 30_000)
     fifo = list(lim.fifo)
     n = lim.allow(30_000, 10, 0, 1000, 250_000, 5_000_000, caps)
     lim.commit()
-    assert n == 10 and limitctl.window_ng(lim, 30_000)[0] == before[0] + 10 * 2500
+    assert n == 10 and window_ng(lim, 30_000)[0] == before[0] + 10 * 2500
     lim.abort(3)  # 3 of the 10 pulses made: 7 given back, the line moved by 3 steps
-    assert limitctl.window_ng(lim, 30_000) == [before[0] + 3 * 2500, before[1] + 3 * 2500]
+    assert window_ng(lim, 30_000) == [before[0] + 3 * 2500, before[1] + 3 * 2500]
     assert lim.fifo != fifo and sum(lim.fifo[0::2]) == 300_000_000
     assert lim.fifo[0] == fifo[0] - 3 * 250_000
 
@@ -334,7 +348,7 @@ def test_finding9_power_cut_mid_segment_leaves_a_bounded_uncertainty():
         b.t_ms = seg[0] + (seg[4] - seg[0]) // 2  # the power fails halfway through it
         pulsed = b.pulses_at(b.t_ms)
         app2, b2 = _app(root)
-        st = app2.cmd_status({}, 0, "s")
+        st = app2.call("status", {}, "clinician", "s", 0)
         unc_steps = st["uncertain_nl"] * 1000 // 250_000
         assert st["uncertain_nl"] > 0
         assert st["delivered_steps"] - unc_steps <= pulsed < st["delivered_steps"]
@@ -369,6 +383,7 @@ def test_the_running_window_sums_match_the_rings():
             assert lim.window_sum(w, lim.top[w] - len(r) - 5) == sum(r), (i, w)
         if i % 50 == 49:
             count = {"lim": lim.to_dict(now), "fly_nl": 0}
-            lim = limitctl.restore(count, now, None)
+            lim = limmod.Limiter(now)
+            limitctl.restore(lim, count, now, None)
             for w, r in ((0, lim.h), (1, lim.d)):
                 assert lim.window_sum(w, lim.top[w] - len(r) + 1) == sum(r), (i, w)

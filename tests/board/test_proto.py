@@ -183,3 +183,19 @@ def test_command_error():
     e = proto.CommandError(proto.LOCKOUT, "next bolus at 10:00")
     assert e.code == "LOCKOUT" and e.message == "next bolus at 10:00"
     assert "LOCKOUT" in str(e)
+
+
+def test_the_command_dictionary_answers_with_protos_codes_and_roles():
+    """pumpcore.commands (the dictionary, loaded per request, not resident) imports nothing of
+    proto: its codes and roles, written as strings there, are proto's constants."""
+    from pumpcore import commands
+
+    for code in commands.ERROR_CODES:
+        assert getattr(proto, code) == code
+    assert commands.ROLES == (proto.ROLE_NONE, proto.ROLE_PATIENT, proto.ROLE_CLINICIAN)
+    assert proto.COMMANDS is commands.COMMANDS  # proto still offers the names (host)
+    assert commands.check("fly", {}, "clinician")[1] == proto.UNKNOWN_CMD
+    assert commands.check("plan.set", {"plan": {}}, "patient")[1] == proto.FORBIDDEN
+    assert commands.check("status", {}, "none")[1] == proto.AUTH_REQUIRED
+    assert commands.check("refill", {}, "clinician") == ("clinician", proto.BAD_ARGS,
+                                                         "missing argument volume_nl")

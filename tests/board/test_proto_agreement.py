@@ -5,7 +5,7 @@ Runs under CPython and MicroPython.
 
 from _util import ClientSession, raises, rmtree, tmpdir
 from fakeboard import FakeBoard, run_until
-from pumpcore import proto
+from pumpcore import evlog, proto
 from pumpcore.app import App
 
 P5 = {"drug": "morphine", "conc_ng_ml": 10_000_000,
@@ -33,9 +33,9 @@ def test_bolus_done_is_pushed_and_logged_with_the_volume_given():
         app.call("plan.set", {"plan": P5}, "clinician", "p1", 0)
         run_until(app, b, 2 * 3_600_000)
         res = app.call("bolus", {}, "patient", "b1", b.t_ms)
-        assert not [e for e in app.events.events() if e["kind"] == "bolus.done"]
+        assert not [e for e in evlog.events(app.events) if e["kind"] == "bolus.done"]
         run_until(app, b, b.t_ms + 600_000 + 5_000)  # the bolus's 10 min, and a little more
-        done = [e for e in app.events.events() if e["kind"] == "bolus.done"]
+        done = [e for e in evlog.events(app.events) if e["kind"] == "bolus.done"]
         assert len(done) == 1, done
         assert done[0]["data"] == {"dose_ng": 100_000, "volume_nl": res["volume_nl"],
                                    "halted": False}
@@ -44,7 +44,7 @@ def test_bolus_done_is_pushed_and_logged_with_the_volume_given():
         assert len(pushed) == 1 and b'"volume_nl":10000' in pushed[0], pushed
         # a later loop step does not send it again
         run_until(app, b, b.t_ms + 3_600_000)
-        assert len([e for e in app.events.events() if e["kind"] == "bolus.done"]) == 1
+        assert len([e for e in evlog.events(app.events) if e["kind"] == "bolus.done"]) == 1
     finally:
         rmtree(root)
 
@@ -64,7 +64,7 @@ def test_bolus_done_says_halted_when_therapy_stopped_during_the_bolus():
         run_until(app, b, b.t_ms + 60_000)
         app.call("therapy.resume", {}, "clinician", "s2", b.t_ms)
         run_until(app, b, b.t_ms + 600_000)
-        done = [e for e in app.events.events() if e["kind"] == "bolus.done"]
+        done = [e for e in evlog.events(app.events) if e["kind"] == "bolus.done"]
         assert len(done) == 1 and done[0]["data"]["halted"] is True, done
     finally:
         rmtree(root)

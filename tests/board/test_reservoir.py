@@ -1,5 +1,5 @@
 from _util import raises
-from pumpcore.reservoir import Reservoir, ReservoirError
+from pumpcore.reservoir import Reservoir
 
 DAY_S = 86400
 EPOCH = 1_700_000_000
@@ -43,14 +43,14 @@ def test_delivery_clamps_at_zero_and_rejects_negative():
     assert r.on_delivered(600) == 0
     assert r.volume_nl == 0
     assert r.level() == "empty"
-    raises(ReservoirError, r.on_delivered, -1)
+    raises(ValueError, r.on_delivered, -1)
 
 
 def test_refill_limits_and_returns_the_computed_remainder():
     r = full20()
     r.on_delivered(5_000_000)
-    raises(ReservoirError, r.refill, 20_000_001, EPOCH)
-    raises(ReservoirError, r.refill, -5, EPOCH)
+    raises(ValueError, r.refill, 20_000_001, EPOCH)
+    raises(ValueError, r.refill, -5, EPOCH)
     assert r.volume_nl == 15_000_000  # a refused refill changes nothing
     assert r.refill(20_000_000, EPOCH + 10) == 15_000_000
     assert r.volume_nl == 20_000_000
@@ -58,10 +58,10 @@ def test_refill_limits_and_returns_the_computed_remainder():
 
 
 def test_bad_thresholds():
-    raises(ReservoirError, Reservoir, 0)
-    raises(ReservoirError, Reservoir, 20_000_000, 1_000_000, 2_000_000)  # empty above low
-    raises(ReservoirError, Reservoir, 1_000_000, 2_000_000, 500_000)  # low above capacity
-    raises(ReservoirError, Reservoir, 20_000_000, volume_nl=20_000_001)
+    raises(ValueError, Reservoir, 0)
+    raises(ValueError, Reservoir, 20_000_000, 1_000_000, 2_000_000)  # empty above low
+    raises(ValueError, Reservoir, 1_000_000, 2_000_000, 500_000)  # low above capacity
+    raises(ValueError, Reservoir, 20_000_000, volume_nl=20_000_001)
 
 
 def test_seconds_to_rounds_up_and_handles_zero_rate():
@@ -93,7 +93,7 @@ def test_refill_by_date():
     r.refill(20_000_000, EPOCH, refill_by_epoch_s=EPOCH + 40 * DAY_S)
     assert not r.refill_due(EPOCH + 40 * DAY_S - 1)
     assert r.refill_due(EPOCH + 40 * DAY_S)
-    raises(ReservoirError, r.refill, 20_000_000, EPOCH, EPOCH)  # not in the future
+    raises(ValueError, r.refill, 20_000_000, EPOCH, EPOCH)  # not in the future
     r.refill(20_000_000, EPOCH + 41 * DAY_S)  # a refill without a date clears it
     assert r.refill_by_epoch_s is None
     assert not r.refill_due(EPOCH + 100 * DAY_S)
@@ -107,4 +107,4 @@ def test_round_trip():
     assert r2.to_dict() == r.to_dict()
     assert r2.volume_nl == 29_876_543
     assert r2.level() == "ok"
-    raises(ReservoirError, Reservoir.from_dict, {"capacity_nl": 1})
+    raises(ValueError, Reservoir.from_dict, {"capacity_nl": 1})

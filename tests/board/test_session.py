@@ -12,7 +12,7 @@ import sys
 from _util import forget_module, rmtree, tmpdir
 from fakeboard import FakeBoard
 from pumpcore import app as appmod
-from pumpcore import proto
+from pumpcore import loader, proto
 
 KEYS = {"clinician": "11" * 32, "patient": "22" * 32}
 WRONG = "33" * 32
@@ -61,8 +61,8 @@ class Rig:
 def test_login_loads_for_the_call_and_leaves_the_heap():
     from pumpcore import auth  # the test's own copy, for the client's MAC
 
-    old = appmod._DROP_SOURCE
-    appmod._DROP_SOURCE = True
+    old = loader.DROP_SOURCE
+    loader.DROP_SOURCE = True
     for name in LOGIN:
         if MPY:
             forget_module(name)
@@ -107,5 +107,5 @@ def test_login_loads_for_the_call_and_leaves_the_heap():
         # patient: its own key works, the clinician's does not
         assert r2.login(KEYS["patient"], 9000, "patient").body == {"role": "patient"}
     finally:
-        appmod._DROP_SOURCE = old
+        loader.DROP_SOURCE = old
         rmtree(root)

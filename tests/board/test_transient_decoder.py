@@ -10,7 +10,7 @@ import sys
 from _util import forget_module, login, rmtree, tmpdir
 from fakeboard import FakeBoard
 from pumpcore import app as appmod
-from pumpcore import parse, proto
+from pumpcore import loader, parse, proto
 
 MPY = sys.implementation.name == "micropython"
 
@@ -39,8 +39,8 @@ def test_decoder_errors_still_come_back_as_frames():
 
 
 def test_the_decoder_leaves_after_a_request():
-    old = appmod._DROP_SOURCE
-    appmod._DROP_SOURCE = True
+    old = loader.DROP_SOURCE
+    loader.DROP_SOURCE = True
     root = tmpdir()
     try:
         if MPY:
@@ -55,5 +55,5 @@ def test_the_decoder_leaves_after_a_request():
         outs = [proto.decode(x) for x in b.tx.split(b"\n") if x.startswith(b"=q1 ")]
         assert len(outs) == 1 and outs[0].error is None and outs[0].name == "ok", b.tx
     finally:
-        appmod._DROP_SOURCE = old
+        loader.DROP_SOURCE = old
         rmtree(root)

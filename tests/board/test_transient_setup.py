@@ -13,7 +13,7 @@ import sys
 from _util import ClientSession, forget_module, rmtree, tmpdir
 from fakeboard import FakeBoard
 from pumpcore import app as appmod
-from pumpcore import proto
+from pumpcore import loader, proto
 
 RARE = ("pumpcore.planning", "pumpcore.alarmctl")
 MPY = sys.implementation.name == "micropython"
@@ -63,8 +63,8 @@ class Rig:
 
 
 def test_schedule_and_alarm_setup_leave_after_boot_and_commands():
-    old = appmod._DROP_SOURCE
-    appmod._DROP_SOURCE = True
+    old = loader.DROP_SOURCE
+    loader.DROP_SOURCE = True
     if MPY:
         for name in RARE:
             forget_module(name)
@@ -104,5 +104,5 @@ def test_schedule_and_alarm_setup_leave_after_boot_and_commands():
         if not MPY:
             assert _loaded() == list(RARE)  # CPython keeps them
     finally:
-        appmod._DROP_SOURCE = old
+        loader.DROP_SOURCE = old
         rmtree(root)

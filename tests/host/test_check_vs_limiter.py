@@ -23,8 +23,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, os.path.join(ROOT, "tests", "board"))
 from _util import rmtree, tmpdir  # noqa: E402
 from fakeboard import FakeBoard, run_until  # noqa: E402
+from pumpcore import evlog, proto  # noqa: E402
 from pumpcore import plan as pm  # noqa: E402
-from pumpcore import proto  # noqa: E402
 from pumpcore import worst as wm  # noqa: E402
 from pumpcore.app import App  # noqa: E402
 from pumpcore.schedule import Clock  # noqa: E402
@@ -138,7 +138,7 @@ def _run(raw, at_min, first_bolus_min, days):
         res = app.call("plan.set", {"plan": plan}, "clinician", "p", now)  # the check passes
         clock = Clock()
         clock.set(now, EPOCH + at_min * 60, 0)
-        oracle = Oracle(res["plan"], now, clock, app.step_pl, app._pullin_nl_day(), 0)
+        oracle = Oracle(res["plan"], now, clock, app.step_pl, app.pullin_nl_day(), 0)
         err = StepError(oracle, app.step_pl)
         end = days * DAY
         pat = plan.get("patient")
@@ -170,7 +170,7 @@ def _run(raw, at_min, first_bolus_min, days):
             oracle.add_bolus(t_ms, nl, dur_ms)
         err.run_until(end * 1000)
         err.check_lag(end * 1000)
-        held = [e for e in app.events.events() if e["kind"] == "cap.reached"]
+        held = [e for e in evlog.events(app.events) if e["kind"] == "cap.reached"]
         assert "CAP_REACHED" not in app.alarms.active(), (held, plan)
         assert err.value() <= 1.0, (err.value(), err.worst_at_us, plan)
         return True

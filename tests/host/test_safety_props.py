@@ -263,6 +263,6 @@ def test_random_commands_never_crash_and_refusals_change_nothing(calls):
                 if cmd != "auth":  # a failed auth only counts towards its throttle
                     assert _snapshot(p.app) == before, (cmd, args, e.code)
             p.do("wait", 60_000)
-        st_ = p.app.cmd_status({}, p.b.t_ms, "s")
+        st_ = p.app.call("status", {}, "clinician", "s", p.b.t_ms)
         assert st_["therapy"] in ("running", "stopped", "safe")
     _with_pump(body)

@@ -176,6 +176,7 @@ def test_serial_input_wakes_the_firmware_without_moving_time():
     import serial
     with VirtualRig(blank=True, warp=True) as rig:
         for name in ("hw/sim.py", "hw/common.py", "hw/setup.py", "hw/tmc2209.py",
+                     "pumpcore/__init__.py",  # const, which the hw modules import
                      "boards/sim.json"):
             with open(os.path.join(ROOT, "board", name)) as f:
                 write(rig, name, f.read())

@@ -167,7 +167,7 @@ class Oracle:
     def add_bolus(self, t_ms, nl, dur_ms):
         self.advance(t_ms)
         self.sched.prune(t_ms)
-        self.sched.add_bolus(t_ms, nl, dur_ms)
+        planning.add_bolus(self.sched, t_ms, nl, dur_ms)
 
     def refill(self, t_ms, conc):
         if conc is None or conc == self.plan["conc_ng_ml"]:
@@ -177,7 +177,7 @@ class Oracle:
         sd = self.sched.to_dict()
         self.plan = dict(self.plan, conc_ng_ml=conc)
         self.sched = Schedule(dict(self.plan, periodic=None), self.clock, 0, self.pullin)
-        self.sched.load_dict(sd)
+        planning.load_dict(self.sched, sd)
         if self.dead_nl:
             planning.start_bridge(_Ideal(self), t_ms, old, self.dead_nl)
 
