@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_memory import restores_in, runs_in  # noqa: E402
 
-HEAP_K = 136  # KB: every heap from 134 KB up passed the run below (2026-12-04), as flashed
+HEAP_K = 140  # KB: 138 fails, 140 and 144 pass (2026-12-04, after merging the seam, speed and protocol work), as flashed
 
 
 def test_flashed_firmware_runs_30_days_and_restarts_in_the_target_heap():
@@ -50,4 +50,4 @@ def test_the_richest_plan_restores_in_the_target_heap():
 
 def test_the_check_fails_when_the_heap_is_too_small():
     ok, why = runs_in(64, True, 1)
-    assert not ok and ("crashed" in why or "memory" in why), why
+    assert not ok and ("crashed" in why or "memory" in why or "did not boot" in why), why

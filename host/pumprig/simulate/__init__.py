@@ -16,14 +16,14 @@ from ..firmware import board_dir  # the one firmware lookup (pumprig.firmware)
 from .command import add_parser, cmd_simulate, start_epoch
 from .oracle import LATE_MAX_MS, Oracle, PeriodicIdeal, StepError
 from .report import check_plot_path, format_summary, plot
-from .run import RunOptions, _connect, connect, open_rig, run, simulate
+from .run import RunOptions, connect, open_rig, run, simulate
 from .scenario import load_bolus_file, parse_fault
 
 _start_epoch = start_epoch  # the older name (demo, bench scripts)
 
 __all__ = [
     "LATE_MAX_MS", "Oracle", "PeriodicIdeal", "RunOptions",
-    "StepError", "_connect", "add_parser", "board_dir", "check_plot_path", "cmd_simulate",
+    "StepError", "add_parser", "board_dir", "check_plot_path", "cmd_simulate",
     "connect", "format_summary", "load_bolus_file", "open_rig",
     "parse_fault", "plot", "run", "simulate", "start_epoch",
 ]

@@ -104,11 +104,6 @@ def connect(link, home):
     return connect_virtual(link, home=home)
 
 
-def _connect(Client, link, home):
-    """The older spelling (some bench scripts pass the Client class)."""
-    return connect(link, home)
-
-
 def _relogin(cli, tries=100):
     """Log in again after the rig restarted (a power cut): its session is gone."""
     last = None
