@@ -29,14 +29,11 @@ def round_trips(f, n):
 
     from pumprig import farm as lgfarm
     from pumprig.client import Client
-    from pumprig.simulate import install_firmware
-    from pumprig.virtual.rig import VirtualRig
+    from pumprig.virtual.rig import open_rig
 
     os.environ.update(PUMPRIG_HOME=str(f.tmp / "client"), LG_COORDINATOR=f.coord)
-    vr = VirtualRig(blank=True).start()
+    vr = open_rig()  # the .mpy firmware, as flash installs it
     try:
-        install_firmware(vr.fs)
-        vr.world.reset()
         with lgfarm.hold("lg:" + PLACES[0]) as la, lgfarm.hold("lg:" + PLACES[1]) as lb, \
                 Client(la.url, role="patient") as a, Client(lb.url, role="patient") as b, \
                 Client(vr.link, role="patient", home=f.tmp / "client") as local:

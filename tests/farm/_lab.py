@@ -101,8 +101,9 @@ class Farm:
 def _start_host(farm, name, nodelay=False):
     """One exporter host: a virtual rig with the firmware, the relay, the exporter (its
     ser2net with TCP_NODELAY through `farm export --ser2net-nodelay` when nodelay)."""
-    from pumprig.simulate import install_firmware
     from pumprig.virtual.control import WorldClient
+    from pumprig.virtual.firmware import install as install_firmware
+    from pumprig.virtual.supervisor import find_micropython
 
     home = farm.home(name)
     env = farm.env(home)
@@ -113,7 +114,7 @@ def _start_host(farm, name, nodelay=False):
     ctl = state / "control.sock"
     wait_for(lambda: link.exists() and ctl.exists() and (home / "rigs" / (rig + ".json")).exists(),
           "the virtual rig on " + name, procs=[sim])
-    install_firmware(state / "fs")
+    install_firmware(str(state / "fs"), find_micropython())  # the .mpy set, as flash installs it
     with WorldClient(str(ctl)) as w:
         w.reset()
     yaml = home / "exporter.yaml"
