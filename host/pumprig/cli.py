@@ -17,7 +17,7 @@ import os
 import sys
 import time
 
-from pumprig import __version__, argtypes, bench, demo, farm_command, flash, simulate, units
+from pumprig import __version__, argtypes, bench, demo, farm_command, flash, simulate, tz, units
 from pumprig.errors import PumprigError
 from pumprig.virtual import command as sim_command
 
@@ -458,43 +458,11 @@ def cmd_log(args):
 # --------------------------------------------------------------------------- clock
 
 
-def _offset_fn(tz_name):
-    """offset_s(epoch_s) for a named zone, or the host's local zone."""
-    if tz_name:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            zone = ZoneInfo(tz_name)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise PumprigError("unknown time zone %r (use a name like Europe/Paris)" % tz_name) from None
-        return lambda t: int(dt.datetime.fromtimestamp(t, zone).utcoffset().total_seconds())
-    return lambda t: time.localtime(t).tm_gmtoff
-
-
-def next_offset_change(offset_at, now_s, horizon_days=400):
-    """(epoch_s, new offset_s) of the next UTC-offset change within the horizon, or None."""
-    cur = offset_at(now_s)
-    day = 86_400
-    t = now_s
-    for _ in range(horizon_days):
-        if offset_at(t + day) != cur:
-            lo, hi = t, t + day  # offset(lo) == cur, offset(hi) != cur
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                if offset_at(mid) == cur:
-                    lo = mid
-                else:
-                    hi = mid
-            return hi, offset_at(hi)
-        t += day
-    return None
-
-
 def cmd_clock_sync(args):
-    offset_at = _offset_fn(args.tz)
+    offset_at = tz.offset_fn(args.tz)
     with _client(args, _WRITE_ROLE) as c:
         now = int(time.time())
-        nxt = next_offset_change(offset_at, now)
+        nxt = tz.next_offset_change(offset_at, now)
         res = c.clock_set(now, offset_at(now), *(nxt or (None, None)))
     if args.json:
         _json_out(res)
