@@ -43,6 +43,8 @@ import sys
 import tempfile
 import time
 
+from _home import temp_home
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
@@ -111,12 +113,9 @@ class PowerLoss:
         from pumprig.virtual.rig import open_rig
 
         self._connect_fn = connect
-        home = tempfile.mkdtemp(prefix="pumprig-campaign-")
-        old_home = os.environ.get("PUMPRIG_HOME")
-        os.environ["PUMPRIG_HOME"] = home
-        self.home = home
         t_wall = time.monotonic()
-        try:
+        with temp_home("pumprig-campaign-") as home:
+            self.home = home
             with open_rig(warp=True, heap=self.heap, board_dir=self.firmware,
                           compile_mpy=self.mpy) as rig:
                 self.rig = rig
@@ -136,12 +135,6 @@ class PowerLoss:
                 self.fig["wdt_resets"] = self.w.wdt_resets
                 self.c.close()
                 self.w2.close()
-        finally:
-            if old_home is None:
-                os.environ.pop("PUMPRIG_HOME", None)
-            else:
-                os.environ["PUMPRIG_HOME"] = old_home
-            shutil.rmtree(home, ignore_errors=True)
         self.fig["wall_s"] = round(time.monotonic() - t_wall, 1)
         return self.fig
 
@@ -400,89 +393,80 @@ def program_cuts(cuts=20, seed=1, heap="384k", mpy=True):
     rng = random.Random(seed)
     fig = {"cuts": 0, "refill_cuts": 0, "plan_cuts": 0, "found_before": 0, "found_after": 0,
            "torn": 0, "retries_ok": 0}
-    home = tempfile.mkdtemp(prefix="pumprig-progcuts-")
-    old_home = os.environ.get("PUMPRIG_HOME")
-    os.environ["PUMPRIG_HOME"] = home
-    try:
-        with open_rig(warp=True, heap=heap, compile_mpy=mpy) as rig:
-            w = rig.world
-            w2 = WorldClient(rig.control)
-            c = _vconnect(rig.link, home=home)
-            c.calib_set(STEP_PL)
-            c.refill(20_000_000)
-            c.plan_set(PLAN_A)
-            c.plan_set(PLAN_B)
-            cur_b = True  # PLAN_B (with a start bolus) runs; a plan.set sends the other
-            conc = PLAN_A["conc_ng_ml"]
-            w.advance(by_ms=3_600_000)
-            for k in range(cuts):
-                w.advance(by_ms=600_000 + rng.randrange(3_600_000))
-                st0 = c.status()
-                if k % 2 == 0:
-                    new_conc = 500_000 if conc != 500_000 else 2_000_000
-                    cmd, args = "refill", {"volume_nl": 18_000_000, "conc_ng_ml": new_conc}
-                    fig["refill_cuts"] += 1
-                else:
-                    new_plan = dict(PLAN_A if cur_b else PLAN_B, conc_ng_ml=conc)
-                    cmd, args = "plan.set", {"plan": new_plan}
-                    fig["plan_cuts"] += 1
-                req = "pc%d-%d" % (k, rng.randrange(1 << 30))
-                line = c.frame(cmd, args, req)[1]  # signed in this session
-                c._write(line)
-                time.sleep(rng.random() * 0.006)
-                w2.power_cut()
-                fig["cuts"] += 1
-                c.close()
-                w.power_on()
-                c = _vconnect(rig.link, home=home)
-                st = c.status()
-                if cmd == "refill":
-                    before = st["conc_ng_ml"] == conc and st["mode"] != "bridge"
-                    after = st["conc_ng_ml"] == new_conc and st["mode"] == "bridge" and \
-                        17_900_000 <= st["reservoir_nl"] <= 18_000_000
-                else:
-                    before = st["plan_crc"] == st0["plan_crc"]
-                    after = st["plan_crc"] == dose.crc(_checked(new_plan)) and \
-                        st["gen"] > st0["gen"]
-                if st["therapy"] != "running" or "MEMORY" in st["alarms"] or \
-                        before == after:
-                    fig["torn"] += 1
-                    raise CampaignError("cut %d inside %s: the rig holds neither the state "
-                                        "before nor after: %s" % (k, cmd, st))
-                fig["found_before" if before else "found_after"] += 1
-                # the client's retry: same id, after logging in again (signed in the new
-                # session, as Client.request does); resent as it is while unanswered
-                line = c.frame(cmd, args, req)[1]
-                for _ in range(20):
-                    c._write(line)
-                    f = c._wait_response(req, time.monotonic() + 0.5)
-                    if f is not None:
-                        break
-                if f is None or f.name != "ok":
-                    raise CampaignError("cut %d: the retried %s failed: %s"
-                                        % (k, cmd, None if f is None else f.body))
-                st = c.status()
-                if cmd == "refill":
-                    if f.body.get("bridge_nl") != BRIDGE_NL or st["mode"] != "bridge" or \
-                            st["conc_ng_ml"] != new_conc:
-                        raise CampaignError("cut %d: refill retried: %s, status %s"
-                                            % (k, f.body, st))
-                    conc = new_conc
-                else:
-                    want = dose.crc(_checked(new_plan))
-                    if f.body.get("plan_crc") != want or st["plan_crc"] != want:
-                        raise CampaignError("cut %d: plan.set retried: %s" % (k, st))
-                    cur_b = not cur_b
-                fig["retries_ok"] += 1
-                c.ack()
+    with temp_home("pumprig-progcuts-") as home, \
+            open_rig(warp=True, heap=heap, compile_mpy=mpy) as rig:
+        w = rig.world
+        w2 = WorldClient(rig.control)
+        c = _vconnect(rig.link, home=home)
+        c.calib_set(STEP_PL)
+        c.refill(20_000_000)
+        c.plan_set(PLAN_A)
+        c.plan_set(PLAN_B)
+        cur_b = True  # PLAN_B (with a start bolus) runs; a plan.set sends the other
+        conc = PLAN_A["conc_ng_ml"]
+        w.advance(by_ms=3_600_000)
+        for k in range(cuts):
+            w.advance(by_ms=600_000 + rng.randrange(3_600_000))
+            st0 = c.status()
+            if k % 2 == 0:
+                new_conc = 500_000 if conc != 500_000 else 2_000_000
+                cmd, args = "refill", {"volume_nl": 18_000_000, "conc_ng_ml": new_conc}
+                fig["refill_cuts"] += 1
+            else:
+                new_plan = dict(PLAN_A if cur_b else PLAN_B, conc_ng_ml=conc)
+                cmd, args = "plan.set", {"plan": new_plan}
+                fig["plan_cuts"] += 1
+            req = "pc%d-%d" % (k, rng.randrange(1 << 30))
+            line = c.frame(cmd, args, req)[1]  # signed in this session
+            c._write(line)
+            time.sleep(rng.random() * 0.006)
+            w2.power_cut()
+            fig["cuts"] += 1
             c.close()
-            w2.close()
-    finally:
-        if old_home is None:
-            os.environ.pop("PUMPRIG_HOME", None)
-        else:
-            os.environ["PUMPRIG_HOME"] = old_home
-        shutil.rmtree(home, ignore_errors=True)
+            w.power_on()
+            c = _vconnect(rig.link, home=home)
+            st = c.status()
+            if cmd == "refill":
+                before = st["conc_ng_ml"] == conc and st["mode"] != "bridge"
+                after = st["conc_ng_ml"] == new_conc and st["mode"] == "bridge" and \
+                    17_900_000 <= st["reservoir_nl"] <= 18_000_000
+            else:
+                before = st["plan_crc"] == st0["plan_crc"]
+                after = st["plan_crc"] == dose.crc(_checked(new_plan)) and \
+                    st["gen"] > st0["gen"]
+            if st["therapy"] != "running" or "MEMORY" in st["alarms"] or \
+                    before == after:
+                fig["torn"] += 1
+                raise CampaignError("cut %d inside %s: the rig holds neither the state "
+                                    "before nor after: %s" % (k, cmd, st))
+            fig["found_before" if before else "found_after"] += 1
+            # the client's retry: same id, after logging in again (signed in the new
+            # session, as Client.request does); resent as it is while unanswered
+            line = c.frame(cmd, args, req)[1]
+            for _ in range(20):
+                c._write(line)
+                f = c._wait_response(req, time.monotonic() + 0.5)
+                if f is not None:
+                    break
+            if f is None or f.name != "ok":
+                raise CampaignError("cut %d: the retried %s failed: %s"
+                                    % (k, cmd, None if f is None else f.body))
+            st = c.status()
+            if cmd == "refill":
+                if f.body.get("bridge_nl") != BRIDGE_NL or st["mode"] != "bridge" or \
+                        st["conc_ng_ml"] != new_conc:
+                    raise CampaignError("cut %d: refill retried: %s, status %s"
+                                        % (k, f.body, st))
+                conc = new_conc
+            else:
+                want = dose.crc(_checked(new_plan))
+                if f.body.get("plan_crc") != want or st["plan_crc"] != want:
+                    raise CampaignError("cut %d: plan.set retried: %s" % (k, st))
+                cur_b = not cur_b
+            fig["retries_ok"] += 1
+            c.ack()
+        c.close()
+        w2.close()
     return fig
 
 
