@@ -427,7 +427,9 @@ def program_cuts(cuts=20, seed=1, heap="384k", mpy=True):
             c = _vconnect(rig.link, home=home)
             st = c.status()
             if cmd == "refill":
-                before = st["conc_ng_ml"] == conc and st["mode"] != "bridge"
+                # (a plan.set keeps an earlier refill's bridge: the line still holds it)
+                before = st["conc_ng_ml"] == conc and \
+                    st["reservoir_nl"] <= st0["reservoir_nl"]
                 after = st["conc_ng_ml"] == new_conc and st["mode"] == "bridge" and \
                     17_900_000 <= st["reservoir_nl"] <= 18_000_000
             else:
@@ -570,7 +572,8 @@ class CommandCuts(PowerLoss):
             # may or may not go on under the new plan)
             return {"plan_crc": st["plan_crc"], "start_bolus": st["mode"] == "bolus"}
         if kind == "refill":
-            return {"conc_ng_ml": st["conc_ng_ml"], "mode": st["mode"]}
+            # a start bolus under way shows as the mode while the bridge runs under it
+            return {"conc_ng_ml": st["conc_ng_ml"], "bridge": st["mode"] in ("bridge", "bolus")}
         if kind == "clock.set":
             return {"offset_s": self.c.clock_get()["offset_s"]}
         return {}
@@ -584,7 +587,7 @@ class CommandCuts(PowerLoss):
         if kind == "refill":
             self.conc = 5_000_000 if self.conc == 10_000_000 else 10_000_000
             return ({"volume_nl": 20_000_000, "conc_ng_ml": self.conc},
-                    {"conc_ng_ml": self.conc, "mode": "bridge"})
+                    {"conc_ng_ml": self.conc, "bridge": True})
         if kind == "clock.set":
             self.offset = 3600 - self.offset
             ep = self.c.clock_get()["epoch_s"]

@@ -313,6 +313,11 @@ class App:
         self.reservoir.on_delivered(pl // 1000)
         self.pl_left = pl % 1000
         self.seg = None
+        s = self.sched
+        if s is not None:
+            s.steps = self.steps  # the drug at the tip moves with the segment done
+            if s.bridges and s.steps >= s.bridges[-1][1]:
+                s.bridges = []  # the last old drug is out of the line
         self.limiter.settled()
         self.board.motor_enable(False)  # the driver draws no current between segments
 
@@ -386,6 +391,9 @@ class App:
                 break
         if self.bench is not None and self.bench[1] < n:
             n = self.bench[1]
+        b = self.sched.bridge_steps() if self.sched is not None else 0
+        if 0 < b < n:
+            n = b  # a segment ends where the next drug reaches the tip (its own rate)
         return n if n > 0 else 0
 
     def _drive(self, now):
@@ -503,7 +511,12 @@ class App:
         b = self.board
         moved = False
         if self.seg is not None and now >= self.seg[4] and not b.motor_busy():
-            self._settle(self.seg[1])
+            s = self.seg
+            if self.sched is not None and self.sched.bridges and self.seg_src is not None and \
+                    s[4] > self.delivery.t_ms:
+                # the segment's time at the drug it pushed: the tip may change with it (bridge)
+                self.delivery.advance(s[4], self.seg_src)
+            self._settle(s[1])
             moved = True
             if b.stalled():
                 self.stall_count += 1
