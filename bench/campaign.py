@@ -774,6 +774,8 @@ def main(argv=None):
                     help="power cuts inside refill and plan.set (half each)")
     ap.add_argument("--only-program-cuts", action="store_true",
                     help="run the cuts inside refill and plan.set only")
+    ap.add_argument("--only-command-cuts", action="store_true",
+                    help="run the cuts inside commands only, write only their section")
     ap.add_argument("--auth-only", action="store_true",
                     help="only the auth brute force (seconds), only its section")
     args = ap.parse_args(argv)
@@ -787,6 +789,14 @@ def main(argv=None):
             write_section("campaign-auth", "Auth brute-force throttle",
                           ".venv/bin/python bench/campaign.py --auth-only", _auth_body(auth, again))
         return 0
+    if args.only_command_cuts:
+        cfig, cc_ok = _command_cuts(args)
+        if not args.no_write and args.firmware is None:
+            write_section("campaign-command-cuts", "Power cuts inside commands",
+                          ".venv/bin/python bench/campaign.py --only-command-cuts "
+                          "--command-cuts %d --seed %d" % (args.command_cuts, args.seed),
+                          _command_cuts_body(cfig, cc_ok))
+        return 0 if cc_ok else 1
     print("power cuts inside refill/plan.set: %d" % args.program_cuts, flush=True)
     t0 = time.monotonic()
     try:
@@ -845,20 +855,7 @@ def main(argv=None):
     print(json.dumps(fig, indent=1, sort_keys=True))
     cc_ok = True
     if args.command_cuts:
-        print("power cuts inside commands: %d" % args.command_cuts, flush=True)
-        cc = CommandCuts(args.command_cuts, args.seed, mpy=args.source == "mpy",
-                         firmware=Path(args.firmware) if args.firmware else None,
-                         keep_going=True)
-        t_cc = time.monotonic()
-        try:
-            cfig = cc.run()
-        except CampaignError as e:
-            print("FAILED:", e)
-            cfig = cc.fig
-            cfig["failure"] = str(e).split("\n")[0]
-            cc_ok = False
-        cfig["wall_s"] = round(time.monotonic() - t_cc, 1)
-        print(json.dumps(cfig, indent=1, sort_keys=True))
+        cfig, cc_ok = _command_cuts(args)
     auth, again = auth_attack(), auth_attack(reconnect=True)
     print(json.dumps([auth, again], indent=1, sort_keys=True))
     if not args.no_write and args.firmware is None:
@@ -900,6 +897,27 @@ def main(argv=None):
                           _command_cuts_body(cfig, cc_ok))
         write_section("campaign-auth", "Auth brute-force throttle", cmd, _auth_body(auth, again))
     return 0 if ok and cc_ok and pc_fail is None else 1
+
+
+def _command_cuts(args):
+    """The cuts inside commands (CommandCuts, going on past a failed check): (figures, ok)."""
+    from pathlib import Path
+
+    print("power cuts inside commands: %d" % args.command_cuts, flush=True)
+    cc = CommandCuts(args.command_cuts, args.seed, mpy=args.source == "mpy",
+                     firmware=Path(args.firmware) if args.firmware else None, keep_going=True)
+    t_cc = time.monotonic()
+    ok = True
+    try:
+        cfig = cc.run()
+    except CampaignError as e:
+        print("FAILED:", e)
+        cfig = cc.fig
+        cfig["failure"] = str(e).split("\n")[0]
+        ok = False
+    cfig["wall_s"] = round(time.monotonic() - t_cc, 1)
+    print(json.dumps(cfig, indent=1, sort_keys=True))
+    return cfig, ok and not cfig.get("failures")
 
 
 def _command_cuts_body(f, ok):
