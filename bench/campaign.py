@@ -572,8 +572,13 @@ class CommandCuts(PowerLoss):
             # may or may not go on under the new plan)
             return {"plan_crc": st["plan_crc"], "start_bolus": st["mode"] == "bolus"}
         if kind == "refill":
-            # a start bolus under way shows as the mode while the bridge runs under it
-            return {"conc_ng_ml": st["conc_ng_ml"], "bridge": st["mode"] in ("bridge", "bolus")}
+            # the new concentration comes with its bridge (a start bolus under way shows as
+            # the mode while the bridge runs under it); an older refill's bridge may end at
+            # any time, so it is not part of the state before
+            v = {"conc_ng_ml": st["conc_ng_ml"]}
+            if st["conc_ng_ml"] == self.conc:
+                v["bridge"] = st["mode"] in ("bridge", "bolus")
+            return v
         if kind == "clock.set":
             return {"offset_s": self.c.clock_get()["offset_s"]}
         return {}
