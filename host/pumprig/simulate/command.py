@@ -36,7 +36,7 @@ def add_parser(sub):
     sp.add_argument("--boluses", metavar="FILE",
                     help="patient bolus requests, one time per line (e.g. 36h, 2d)")
     sp.add_argument("--fault", action="append", default=[], metavar="KIND@TIME[:DUR]",
-                    help="inject a fault: stall@30d:6h, occlusion@12h:30min, "
+                    help="inject a fault: stall@30d:2h, occlusion@12h:30min, "
                          "battery=3.2V@60d, power@45d (repeatable)")
     sp.add_argument("--plot", metavar="FILE.png",
                     help="draw delivery (ideal, measured, their difference), reservoir, battery")

@@ -8,7 +8,9 @@ from pathlib import Path
 from .. import units
 from ..errors import PumprigError
 
-_STALL_RULE = "the firmware raises STALL after 3 stalled segments in a row"
+# pumpcore.app: STALL_CONFIRM_MS, STALL_RETRIES
+_STALL_RULE = ("the firmware raises STALL once a stall seen at a segment's end or an hourly "
+               "check lasts 15 min, or after 3 stalled segments in a row")
 
 
 def _day(s) -> str:
@@ -16,19 +18,22 @@ def _day(s) -> str:
 
 
 def fault_line(f: dict) -> str:
-    """'stall at day 30.00 for 2 h: 1 stalled segment, no alarm (...)'."""
+    """'stall at day 30.00 for 2 h: alarm STALL after 58 min' or '...: 1 stalled segment, no
+    alarm (the rule)'."""
     what = f["kind"] if f["kind"] != "battery" else f"battery {f['mv'] / 1000:g} V"
     text = f"{what} at {_day(f['at_s'])}"
     if f.get("for_s"):
         text += f" for {units.format_duration_s(f['for_s'])}"
     said = []
-    if f["kind"] == "stall":
-        n = f.get("stall_episodes", 0)
+    n = f.get("stall_episodes", 0)
+    if f["kind"] == "stall" and (n or not f.get("alarms")):
         said.append(f"{n} stalled segment{'s' if n != 1 else ''}")
     if f.get("restarts"):
         said.append(f"rig restarted{' x%d' % f['restarts'] if f['restarts'] > 1 else ''}")
     if f.get("alarms"):
-        said.append("alarm " + ", ".join(f["alarms"]))
+        after = f.get("alarm_after_s")
+        said.append("alarm " + ", ".join(f["alarms"])
+                    + (f" after {units.format_duration_s(after)}" if after is not None else ""))
     else:
         said.append("no alarm" + (f" ({_STALL_RULE})" if f["kind"] == "stall" else ""))
     return text + ": " + ", ".join(said)
