@@ -1,7 +1,7 @@
 """Stall and occlusion: the alarm comes within its bound and the motor stops."""
 
 import pytest
-from _plans import dye_plan, start
+from pumprig_hil.plans import dye_plan, start
 from pumprig_hil.plugin import for_target
 
 pytestmark = [pytest.mark.needs_steps, pytest.mark.fresh_rig]
