@@ -89,6 +89,25 @@ def test_demo_out_in_a_missing_folder(capsys, home, tmp_path):
     assert "is a file" in err
 
 
+@needs_mpy
+def test_demo_prints_a_short_readable_account(capsys, home, tmp_path):
+    """First hour, `make demo` from a fresh clone: the flash step echoed mpremote's `cp
+    /tmp/pumprig-flash-.../x.mpy :x.mpy.new` for each of 43 files and said "board: linux, mpy
+    2822"; the summary named the plan by a bare hex number. Now: the steps, a few flash lines
+    in words, and "plan CRC"."""
+    rc, out, err = run(capsys, "demo", "--days", "2", "--out", str(tmp_path / "out"))
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert not [ln for ln in lines if ln.strip().startswith("cp ")], out
+    assert "   board: MicroPython on linux, .mpy v6.3" in lines, out
+    flash = lines[lines.index("2. flashing the firmware with pumprig flash") + 1:
+                  lines.index("3. programming p1-baclofen-continuous.toml")]
+    assert len(flash) <= 8, flash
+    (plan,) = [ln for ln in lines if ln.startswith("   plan ")]
+    assert plan.startswith("   plan CRC ") and "(baclofen), 2 days from" in plan, plan
+    assert (tmp_path / "out" / "demo-delivery.png").stat().st_size > 0
+
+
 # --- global options anywhere, --json everywhere -------------------------------------------------
 
 def test_global_options_go_before_or_after_the_command(capsys, fake):

@@ -41,7 +41,7 @@ def fault_line(f: dict) -> str:
 
 def format_summary(r: dict) -> list[str]:
     lines = [
-        f"plan {r['plan_crc']} ({r['drug']}), {r['days']} days from {r['start']}"
+        f"plan CRC {r['plan_crc']} ({r['drug']}), {r['days']} days from {r['start']}"
         + (f" ({r['tz']})" if r.get("tz") else ""),
         f"delivered      {r['delivered_ml']:.4f} mL measured by the rig "
         f"(ideal {r['ideal_ml']:.4f} mL, {r['delivered_steps']} steps)",
@@ -117,7 +117,7 @@ def plot(r: dict, path) -> str:
             zorder=2)
     a1.plot(days, ideal, color="black", lw=1.2, ls="--", label="ideal (plan)", zorder=3)
     a1.set_ylabel("cumulative delivery (mL)")
-    a1.set_title(f"{r['drug']} plan {r['plan_crc']}: {r['days']} days; "
+    a1.set_title(f"{r['drug']} plan (CRC {r['plan_crc']}): {r['days']} days; "
                  f"max step error {r['max_step_error']:.3f} steps of {r['step_pl'] / 1e6:g} µL")
     a2.axhline(0, color="black", lw=0.8)
     a2.plot(days, diff, color="tab:blue", marker=".", ms=3)
