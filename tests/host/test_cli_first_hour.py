@@ -82,11 +82,39 @@ def test_demo_out_in_a_missing_folder(capsys, home, tmp_path):
     """Finding: `demo --out` into a folder that cannot be created was a traceback."""
     (tmp_path / "afile").write_text("x")
     err = one_line(*run(capsys, "demo", "--out", str(tmp_path / "afile" / "out"))[::2])
-    assert "no folder" in err
+    assert "%s is a file, not a folder" % (tmp_path / "afile") in err
     err = one_line(*run(capsys, "demo", "--out", str(tmp_path / "nope" / "deeper"))[::2])
     assert "no folder %s" % (tmp_path / "nope") in err
     err = one_line(*run(capsys, "demo", "--out", str(tmp_path / "afile"))[::2])
     assert "is a file" in err
+
+
+@pytest.mark.parametrize("argv", [
+    ["bench", "--port", "sim", "--rate", "0.5 mL/day", "--duration", "10min", "--out"],
+    ["calibrate", "--port", "sim", "--out"],
+    ["sim", "--link", "LINK", "--state"],
+])
+def test_out_folders_are_checked_before_the_work(capsys, home, tmp_path, monkeypatch, argv):
+    """First hour, on this branch: `bench --out` and `calibrate --out` under a regular file
+    were a traceback (NotADirectoryError), raised after the whole run when the report was
+    written; under a missing folder they created the whole tree, as `sim --state` did. Now
+    each is one `pumprig:` line before any rig starts, and nothing is created."""
+    def boom(*a, **kw):
+        raise AssertionError("a rig started before --out/--state was checked")
+
+    monkeypatch.setattr("pumprig.bench.command.make_bench_rig", boom)
+    monkeypatch.setattr("pumprig.virtual.launcher.Rig", boom)
+    (tmp_path / "afile").write_text("x")
+    argv = [str(tmp_path / "link") if a == "LINK" else a for a in argv]
+    opt = argv[-1]
+    err = one_line(*run(capsys, *argv, str(tmp_path / "afile" / "r"))[::2])
+    assert err == "pumprig: %s %s: %s is a file, not a folder\n" % (
+        opt, tmp_path / "afile" / "r", tmp_path / "afile"), err
+    err = one_line(*run(capsys, *argv, str(tmp_path / "nope" / "r"))[::2])
+    assert "no folder %s (create it first, or give another %s)" % (tmp_path / "nope", opt) in err
+    assert not (tmp_path / "nope").exists()
+    err = one_line(*run(capsys, *argv, str(tmp_path / "afile"))[::2])
+    assert "afile: is a file, not a folder" in err
 
 
 @needs_mpy
