@@ -42,7 +42,7 @@ def run_demo(out_dir, plan_path=DEFAULT_PLAN, days=90):
     home.mkdir(exist_ok=True)
     os.environ["PUMPRIG_HOME"] = str(home)  # the demo rig's keys stay in the demo folder
     plan, meta = plans.load_plan_file(plan_path)
-    fill = meta.get("fill_nl", 20_000_000)
+    fill = simulate.fill_for_run(None, plan_path, meta)
 
     _say("1. starting a blank virtual rig (MicroPython unix port on a pseudo-terminal)")
     t0 = time.monotonic()

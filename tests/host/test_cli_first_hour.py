@@ -117,6 +117,27 @@ def test_out_folders_are_checked_before_the_work(capsys, home, tmp_path, monkeyp
     assert "afile: is a file, not a folder" in err
 
 
+def test_fills_are_checked_in_the_users_terms_before_the_run(capsys, home, no_run, tmp_path):
+    """First hour, on this branch: `simulate --fill "0 mL"` got "volume_nl must be an integer
+    1..1000000000 (BAD_ARGS)" from the rig; a plan file's `fill = "200 mL"` got "--fill 200 mL
+    is more than the rig's 20 mL reservoir", naming an option the user never gave, and a
+    scenario refill above the reservoir failed mid-run."""
+    err = one_line(*run(capsys, "simulate", P1, "--fill", "0 mL")[::2])
+    assert err == "pumprig: --fill: '0 mL' is no volume to fill; write it like '20 mL'\n"
+    err = one_line(*run(capsys, "simulate", P1, "--fill", "21 mL")[::2])
+    assert err == "pumprig: --fill: 21 mL is more than the virtual rig's 20 mL reservoir\n"
+    text = Path(P1).read_text()
+    big = tmp_path / "big.toml"
+    big.write_text(text.replace('fill = "20 mL"', 'fill = "200 mL"'))
+    err = one_line(*run(capsys, "simulate", str(big))[::2])
+    assert err == ("pumprig: %s: reservoir.fill: 200 mL is more than the virtual rig's 20 mL "
+                   "reservoir\n" % big)
+    refill = tmp_path / "refill.toml"
+    refill.write_text(text + '\n[scenario]\nevents = [{ at = "1 d", refill = "25 mL" }]\n')
+    err = one_line(*run(capsys, "simulate", str(refill))[::2])
+    assert "%s: scenario.events[0].refill: 25 mL is more than" % refill in err
+
+
 @needs_mpy
 def test_demo_prints_a_short_readable_account(capsys, home, tmp_path):
     """First hour, `make demo` from a fresh clone: the flash step echoed mpremote's `cp
