@@ -225,6 +225,18 @@ def test_refill_refusals_in_option_names_and_units():
                                        "future"), {"epoch_s": 1_800_000_000})
     assert text == "--refill-by must be a date in the future (the rig's clock reads " \
         "2027-01-15 08:00:00 UTC)"
+    # on this branch: the command dictionary's range check was passed through as it came
+    assert cli.device_text(DeviceError("BAD_ARGS", "conc_ng_ml must be an integer "
+                                       "1..1000000000")) == "--conc must be 1 ng/mL to 1 g/mL"
+
+
+def test_refill_with_no_concentration_is_refused_before_the_rig(capsys, fake):
+    """On this branch: `refill --conc "0 mg/mL"` got "--conc must be an integer
+    1..1000000000 (BAD_ARGS)" from the rig."""
+    err = one_line(*run(capsys, "refill", "--volume", "20 mL", "--conc", "0 mg/mL",
+                        "--port", fake.path)[::2])
+    assert err == "pumprig: --conc 0 mg/mL: give the new concentration, more than 0 mg/mL\n"
+    assert "refill" not in fake.app.calls
 
 
 def test_refill_by_in_the_past_is_refused_before_the_rig(capsys, fake):
