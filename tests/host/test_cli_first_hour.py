@@ -346,6 +346,18 @@ def test_simulate_stall_fault_is_in_the_summary_and_raises_stall(capsys, home):
     assert "STALL          critical" in out
 
 
+def test_fault_line_says_the_alarm_delay_in_hours_and_minutes():
+    """On this branch: "alarm ERI after 1.183333 h"."""
+    from pumprig.simulate.report import fault_line
+
+    f = {"kind": "battery", "mv": 3200, "at_s": 60 * 86_400, "alarms": ["ERI"]}
+    assert fault_line(dict(f, alarm_after_s=4260)).endswith(": alarm ERI after 1 h 11 min")
+    assert fault_line(dict(f, alarm_after_s=3060)).endswith(": alarm ERI after 51 min")
+    assert fault_line(dict(f, alarm_after_s=7200)).endswith(": alarm ERI after 2 h 0 min")
+    assert fault_line(dict(f, alarm_after_s=20)).endswith(": alarm ERI after 20 s")
+    assert fault_line(dict(f, alarm_after_s=None)).endswith(": alarm ERI")
+
+
 @needs_mpy
 def test_simulate_short_stall_says_why_no_alarm(capsys, home):
     """A stall shorter than the 15 min confirmation raises nothing; the summary says the rule."""

@@ -17,6 +17,14 @@ def _day(s) -> str:
     return "-" if s is None else f"day {s / 86_400:.2f}"
 
 
+def _h_min(s: int) -> str:
+    """4260 -> '1 h 11 min', 3060 -> '51 min', 20 -> '20 s' (to the minute from 1 min)."""
+    if s < 60:
+        return f"{s} s"
+    m = (s + 30) // 60
+    return f"{m // 60} h {m % 60} min" if m >= 60 else f"{m} min"
+
+
 def fault_line(f: dict) -> str:
     """'stall at day 30.00 for 2 h: alarm STALL after 58 min' or '...: 1 stalled segment, no
     alarm (the rule)'."""
@@ -33,7 +41,7 @@ def fault_line(f: dict) -> str:
     if f.get("alarms"):
         after = f.get("alarm_after_s")
         said.append("alarm " + ", ".join(f["alarms"])
-                    + (f" after {units.format_duration_s(after)}" if after is not None else ""))
+                    + (f" after {_h_min(after)}" if after is not None else ""))
     else:
         said.append("no alarm" + (f" ({_STALL_RULE})" if f["kind"] == "stall" else ""))
     return text + ": " + ", ".join(said)
