@@ -433,7 +433,7 @@ def add_parser(subparsers):
 def run(args):
     port = getattr(args, "port", None) or os.environ.get("PUMPRIG_PORT")
     if not port:
-        raise PortError("no port: give --port PORT")
+        raise PortError("no port: give --port PORT or set PUMPRIG_PORT (see `pumprig list`)")
 
     as_json = getattr(args, "json", False)
     out = sys.stderr if as_json else sys.stdout  # --json: stdout holds the JSON alone

@@ -117,6 +117,14 @@ def test_out_folders_are_checked_before_the_work(capsys, home, tmp_path, monkeyp
     assert "afile: is a file, not a folder" in err
 
 
+def test_flash_without_a_port_says_how_to_give_one(capsys, home):
+    """On this branch: `pumprig flash` said "no port: give --port PORT", where every other
+    command also names PUMPRIG_PORT and `pumprig list`."""
+    err = one_line(*run(capsys, "flash")[::2])
+    assert err == ("pumprig: no port: give --port PORT or set PUMPRIG_PORT (see `pumprig "
+                   "list`)\n")
+
+
 def test_fills_are_checked_in_the_users_terms_before_the_run(capsys, home, no_run, tmp_path):
     """First hour, on this branch: `simulate --fill "0 mL"` got "volume_nl must be an integer
     1..1000000000 (BAD_ARGS)" from the rig; a plan file's `fill = "200 mL"` got "--fill 200 mL
