@@ -84,6 +84,23 @@ def test_a_2h_stall_at_p1_rate_raises_stall_and_stops_the_motor():
             rmtree(root)
 
 
+def test_at_a_slow_rate_the_hourly_read_bounds_the_alarm():
+    """0.02 mL/day: a 10 µL segment lasts 12 h. The hourly battery wake reads DIAG."""
+    slow = {"drug": "baclofen", "conc_ng_ml": 2_000_000,
+            "basal": {"kind": "continuous", "ng_day": 40_000}}
+    app, b, root = _app(slow)
+    try:
+        run_until(app, b, DAY + 5 * HOUR)
+        assert app.seg is not None and app.seg[4] - b.t_ms > 2 * HOUR, "a long segment runs"
+        t0 = b.t_ms
+        b.stall = True
+        at = _run_in_steps(app, b, t0 + 3 * HOUR)
+        assert at is not None and STALL_CONFIRM_MS <= at - t0 <= HOUR + STALL_CONFIRM_MS + MIN
+        assert not _stalls(app), "no segment ended: the time rule alone raised it"
+    finally:
+        rmtree(root)
+
+
 def test_a_stall_shorter_than_the_confirm_time_raises_nothing():
     """DIAG stalled at one segment end, clear 10 min later: one stall event, no alarm, and
     the next stall is timed afresh."""
