@@ -304,6 +304,8 @@ def cmd_refill(args):
     if vol <= 0:
         raise PumprigError("--volume %s: give the volume put in, more than 0 mL" % args.volume)
     conc = plans.parse_conc(args.conc, "--conc") if args.conc else None
+    if conc is not None and conc <= 0:
+        raise PumprigError("--conc %s: give the new concentration, more than 0 mg/mL" % args.conc)
     by = plans.parse_date(args.refill_by, "--refill-by") if args.refill_by else None
     from pumprig.errors import ProtocolError
 
@@ -345,7 +347,8 @@ def device_text(err, st=None):
 
     text = err.detail
     for arg, (opt, fmt) in _ARG_WORDS.items():
-        m = re.fullmatch(re.escape(arg) + r" must be (\d+)\.\.(\d+)", text)
+        # the refill's own range check, or the command dictionary's ("an integer lo..hi")
+        m = re.fullmatch(re.escape(arg) + r" must be (?:an integer )?(\d+)\.\.(\d+)", text)
         if m:
             return "%s must be %s to %s" % (opt, fmt(m.group(1)), fmt(m.group(2)))
         if text.startswith(arg + " must be a time in the future"):

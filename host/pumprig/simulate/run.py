@@ -378,12 +378,16 @@ class _Run:
 
 def _fault_outcome(f: dict, events: list[dict], at_s) -> dict:
     """A fault and what the firmware did about it: the alarms it raised from the fault's start
-    to a day after its end, and (for a stall) the stalled segments it counted."""
+    to a day after its end, how long after its start the first came, and (for a stall) the
+    stalled segments it counted."""
     start = f["at_s"]
     end = start + (f.get("for_s") or 0) + 86_400
     seen = [e for e in events if start <= at_s(e) <= end]
     out = dict(f)
-    out["alarms"] = [e["data"]["kind"] for e in seen if e["kind"] == "alarm.raised"]
+    raised = [e for e in seen if e["kind"] == "alarm.raised"]
+    out["alarms"] = [e["data"]["kind"] for e in raised]
+    # how long after the fault began the firmware raised its first alarm (s, None: no alarm)
+    out["alarm_after_s"] = round(at_s(raised[0]) - start) if raised else None
     out["stall_episodes"] = sum(1 for e in seen if e["kind"] == "stall")
     out["restarts"] = sum(1 for e in seen if e["kind"] == "reset")
     return out
