@@ -636,3 +636,22 @@ def test_status_fast_path_refuses_arguments_a_bad_mac_and_a_replay():
     assert _status_calls(app) == [("status", "patient", "m2")]
     t.cs.seq = seq + 1
     assert t.req("status").name == "ok" and srv.role == proto.ROLE_PATIENT
+
+
+def test_the_retry_record_ends_with_an_expired_session():
+    """Where the board cannot see the link, a session ends after the idle time, and with it
+    its record of ids (docs/protocol.md): an exact replay of an answered frame after that gets
+    AUTH_REQUIRED, not the recorded answer (before: the record still answered until the next
+    signed request ended the session)."""
+    srv, app = _server()
+    srv.idle_ms = 300000
+    t = Talk(srv)
+    t.login("patient", TEST_KEY)
+    assert t.req("status", rid="s1").name == "ok"
+    answered = t.last
+    t.now_ms += 1000
+    assert t.send(answered, "s1").name == "ok"  # a retry within the session: recorded answer
+    t.now_ms += 300001
+    f = t.send(answered, "s1")
+    assert f.name == "err" and f.body["code"] == proto.AUTH_REQUIRED, f.body
+    assert srv.sess is None and srv.cache == [] and len(_status_calls(app)) == 1
