@@ -7,9 +7,26 @@
 # virtual rig's power-on, which reads this line, turns its pty's ISIG off before main.py runs),
 # so a Ctrl-C during boot cannot open the REPL of a pump about to resume therapy. The app opens
 # it while therapy is stopped (App._kbd_sync). The boot check runs first (no therapy yet) and
-# arms no watchdog: its safe state is never reset into a loop.
+# arms no watchdog: its safe state is never reset into a loop. Anything that raises between
+# the boot check and the loop goes to bootsafe.failed (the boot-loop guard before the app).
 import gc
 import sys
+
+_board = None  # the Board, once made (bootsafe.failed: motor, watchdog, reset)
+
+
+def _boot():
+    """The App, on the Board of hw/start.py."""
+    global _board
+    from hw import start
+
+    _board = start.make_board()
+    del start
+    from pumpcore import loader
+    from pumpcore.app import App
+
+    loader.drop()  # hw.start, hw.setup: power-on only
+    return App(_board)
 
 
 def run():
@@ -23,20 +40,19 @@ def run():
 
         bootsafe.run(bad)
         return
-    from hw import start
-
-    board = start.make_board()
-    del start
-    from pumpcore import loader
-    from pumpcore.app import App
-
-    loader.drop()  # hw.start, hw.setup: power-on only
     try:
-        app = App(board)
-    except Exception as e:  # noqa: BLE001
-        from pumpcore import fault
+        app = _boot()
+    except Exception as e:  # noqa: BLE001  (a board json, a peripheral, an import, MemoryError)
+        for m in list(sys.modules):
+            if m.startswith("pumpcore"):
+                del sys.modules[m]  # the heap bootsafe.py compiles in
+        gc.collect()
+        import bootsafe
 
-        fault.boot_failed(board, e)  # counted; a reset, or the guard's minimal safe state
+        # motor off, counted, logged, reset; or the boot-loop guard's safe state (answers)
+        bootsafe.failed(e, _board)
+        return
+    board = _board
     while True:
         try:
             app.step(board.now_ms())

@@ -14,6 +14,7 @@ import sys
 # that garbage fragments a small heap. Measured on the unix port with a 136 KB heap: largest
 # free block after loading 0.7 KB at once, 14 KB one by one (bench/bench_memory.py).
 _LAYERS = ("hw.pio_step", "hw.rp2", "hw.esp32", "hw.sim")  # RESIDENT's last entries
+wdt = None  # the watchdog make_board armed: bootsafe.failed feeds it if make_board raises
 
 
 def board_name():
@@ -29,6 +30,7 @@ def make_board():
 
     The watchdog is armed first, before any module of the app is imported: an import that
     never returns (a torn .mpy can spin) is reset like a hung loop."""
+    global wdt
     name = board_name()
     if name != "sim":  # the virtual rig turned its pty's ISIG off at power-on (see main.py)
         import micropython

@@ -83,8 +83,9 @@ def crashes(store):
     return c if isinstance(c, list) else []
 
 
-def count_crash(store, exc, epoch_s, uptime_ms):
-    """Add a crash to the record; returns the FAULT event's data."""
+def count_crash(store, exc, epoch_s, uptime_ms, strict=False):
+    """Add a crash to the record; returns the FAULT event's data. A failed save is ignored
+    (a full flash must not stop the reset), or raised with strict."""
     info = describe(exc)
     c = crashes(store)
     c.append([epoch_s, uptime_ms])
@@ -92,8 +93,9 @@ def count_crash(store, exc, epoch_s, uptime_ms):
     info["crashes"] = len(c)
     try:
         store.save("crash", {"crashes": c})
-    except Exception:  # noqa: S110  (a full flash must not stop the reset)
-        pass
+    except Exception:
+        if strict:
+            raise
     return info
 
 
@@ -145,32 +147,6 @@ def record(app, exc, now):
     app.save_state(now)
     app.server.write_output(app.board.write_serial)
     return True
-
-
-def boot_failed(board, exc):
-    """The App could not be built at power-on (main.py): count the crash and reset; once the
-    guard holds (CRASH_LIMIT within CRASH_WINDOW_S), stay instead in a minimal safe state that
-    needs no App: motor off, the critical two-tone alarm, the serial line read and not
-    answered, Ctrl-C allowed (no therapy runs: the REPL and `pumprig flash` can repair it), the
-    watchdog fed by the wait. Never returns."""
-    try:
-        board.motor_enable(False)
-        from .store import Store
-
-        st = Store(root=getattr(board, "fs_prefix", "") + "data")
-        count_crash(st, exc, board.wall_epoch_s(), board.now_ms())
-        held = tripped(crashes(st))
-    except Exception:
-        held = False
-    if not held:
-        board.reset()
-    board.kbd_intr(True)
-    hz = 880
-    while True:
-        board.tone(hz)
-        hz = 660 if hz == 880 else 880
-        board.read_serial()
-        board.wait(board.now_ms() + 250)
 
 
 def clear(store):

@@ -161,6 +161,16 @@ class Server:
         if f.id == proto.NO_ID:
             self._reply_err(proto.NO_ID, proto.BAD_ARGS, "request id 0 is reserved")
             return
+        s = self.sess
+        if s is not None and self.idle_ms is not None and now_ms - s[3] > self.idle_ms:
+            # idle too long: the session ends, its record of ids with it (no replay of an
+            # answered frame is answered from it after this)
+            from pumpcore import session  # rare: for the call
+
+            session.end(self)
+            if f.seq is not None:
+                self._reply_err(f.id, proto.AUTH_REQUIRED, "session expired: hello and auth again")
+                return
         for fid, crc, resp in self.cache:
             if fid == f.id:
                 if crc == f.crc:
@@ -208,12 +218,6 @@ class Server:
         s = self.sess
         if s is None:
             return proto.AUTH_REQUIRED, "no session: hello and auth first"
-        idle = self.idle_ms
-        if idle is not None and now_ms - s[3] > idle:
-            from pumpcore import session  # rare: for the call
-
-            session.end(self)
-            return proto.AUTH_REQUIRED, "session expired: hello and auth again"
         at = f.mac_at
         h = sha256(s[0])
         h.update(memoryview(line)[:at])

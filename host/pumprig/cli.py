@@ -148,6 +148,10 @@ def status_lines(st):
     if st.get("bad"):  # the FIRMWARE safe state (board/bootsafe.py)
         rows.append(("firmware check", "FAILED: %s: run `pumprig flash`"
                      % ", ".join(str(b) for b in st["bad"])))
+    f = st.get("fault")
+    if isinstance(f, dict):  # the boot-loop guard before the app (board/bootsafe.py)
+        rows.append(("boot failure", "%s at %s (%s): run `pumprig flash`"
+                     % (f.get("type"), f.get("where") or "?", st.get("safe_reason"))))
     return rows
 
 

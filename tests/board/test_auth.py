@@ -541,3 +541,117 @@ def test_back_off_of_a_quiet_line_decays_where_the_link_is_not_seen():
     t.now_ms += 240000  # 300 s since the last failure
     assert t.login("clinician", TEST_KEY).body["code"] == proto.AUTH_FAILED
     assert srv.auth_failures == 1  # started again from the first delay
+
+
+# ------------------------------------- the resident `status` fast path (Server._dispatch)
+
+
+def _status_calls(app):
+    return [c for c in app.calls if c[0] == "status"]
+
+
+def test_status_fast_path_needs_a_live_signed_session():
+    """`status` without arguments is answered without the command dictionary for a patient or
+    clinician session. Attacked: no login, a signature with no session behind it, a second
+    program's plain frame beside a live session, after the connection closed, after the idle
+    time, after a new hello, after a failed auth, and an exact retry of an answered frame once
+    the session ended. Each gets AUTH_REQUIRED and never reaches the app."""
+    srv, app = _server()
+    t = Talk(srv)
+    assert t.req("status").body["code"] == proto.AUTH_REQUIRED  # no login, plain frame
+    forged = ClientSession()
+    forged.pad = auth.pads(b"\x00" * 32)  # signed, with no session on the board
+    assert t.send(forged.line("f1", "status", {}, seq=1), "f1").body["code"] == \
+        proto.AUTH_REQUIRED
+    assert _status_calls(app) == []
+
+    t.login("patient", TEST_KEY)
+    assert t.req("status", rid="ok1").name == "ok"
+    answered = t.last
+    assert _status_calls(app) == [("status", "patient", "ok1")]
+    other = Talk(srv)  # a second program on the same line, without the key
+    other.n = 100
+    assert other.req("status").body["code"] == proto.AUTH_REQUIRED
+    # the retry record answers a retry of the same frame while the session lives (the answer
+    # already went over the line), and runs nothing
+    assert other.send(answered, "ok1").name == "ok" and len(_status_calls(app)) == 1
+
+    session.link_down(srv)  # the host closed the port
+    assert t.req("status").body["code"] == proto.AUTH_REQUIRED
+    assert other.send(answered, "ok1").body["code"] == proto.AUTH_REQUIRED  # record gone
+    assert len(_status_calls(app)) == 1
+
+    srv.idle_ms = 300000  # a board that cannot see the link: the idle time
+    t.login("clinician", CLIN_KEY)
+    t.now_ms += 300001
+    assert t.req("status").body["code"] == proto.AUTH_REQUIRED
+    assert srv.sess is None and srv.role == proto.ROLE_NONE
+
+    t.login("clinician", CLIN_KEY)
+    assert t.req("status").name == "ok" and len(_status_calls(app)) == 2
+    signer = t.cs.pad
+    other.req("hello")  # anyone may say hello: it ends the session
+    t.cs.pad = signer
+    assert t.req("status").body["code"] == proto.AUTH_REQUIRED
+
+    t.login("clinician", CLIN_KEY)
+    signer = t.cs.pad
+    t.login("clinician", TEST_KEY)  # a failed auth ends the session too
+    t.cs.pad = signer
+    assert t.req("status").body["code"] == proto.AUTH_REQUIRED
+    assert len(_status_calls(app)) == 2
+
+
+def test_status_fast_path_refuses_arguments_a_bad_mac_and_a_replay():
+    """Within a live session: `status` with arguments goes through the command check
+    (BAD_ARGS), a wrong MAC and a used sequence number are refused before anything runs, a
+    body that is not an object is a bad frame; none of them uses up a sequence number or ends
+    the session."""
+    from binascii import crc32
+
+    srv, app = _server()
+    t = Talk(srv)
+    t.login("patient", TEST_KEY)
+    for args in ({"x": 1}, {"since": 0}, {"x" * 300: 1}):
+        f = t.req("status", args)
+        assert f.body["code"] == proto.BAD_ARGS, (args, f.body)
+        assert len(f.body["message"]) <= proto.MAX_MESSAGE
+    assert _status_calls(app) == []
+    line = t.cs.line("m1", "status", {})
+    mac = line[-42:-10]
+    bad = mac[:-1] + (b"0" if mac[-1:] != b"0" else b"1")
+    body = line[:-42] + bad
+    f = t.send(body + b"*%08x\n" % (crc32(body) & 0xFFFFFFFF), "m1")
+    assert f.body["code"] == proto.BAD_MAC
+    seq = t.cs.seq
+    assert t.send(t.cs.line("m2", "status", {}, seq=seq), "m2").name == "ok"  # not used up
+    assert t.send(t.cs.line("m3", "status", {}, seq=seq), "m3").body["code"] == proto.REPLAY
+    assert t.send(t.cs.line("m4", "status", {}, seq=seq - 1), "m4").body["code"] == \
+        proto.REPLAY
+    for js in (b"[]", b"null", b"0"):
+        head = b"@j1 status %s|%d|" % (js, seq + 1)
+        b = head + auth.request_mac(t.cs.pad, head)
+        f = t.send(b + b"*%08x\n" % (crc32(b) & 0xFFFFFFFF), "j1")
+        assert f.body["code"] == proto.BAD_FRAME, (js, f.body)
+    assert _status_calls(app) == [("status", "patient", "m2")]
+    t.cs.seq = seq + 1
+    assert t.req("status").name == "ok" and srv.role == proto.ROLE_PATIENT
+
+
+def test_the_retry_record_ends_with_an_expired_session():
+    """Where the board cannot see the link, a session ends after the idle time, and with it
+    its record of ids (docs/protocol.md): an exact replay of an answered frame after that gets
+    AUTH_REQUIRED, not the recorded answer (before: the record still answered until the next
+    signed request ended the session)."""
+    srv, app = _server()
+    srv.idle_ms = 300000
+    t = Talk(srv)
+    t.login("patient", TEST_KEY)
+    assert t.req("status", rid="s1").name == "ok"
+    answered = t.last
+    t.now_ms += 1000
+    assert t.send(answered, "s1").name == "ok"  # a retry within the session: recorded answer
+    t.now_ms += 300001
+    f = t.send(answered, "s1")
+    assert f.name == "err" and f.body["code"] == proto.AUTH_REQUIRED, f.body
+    assert srv.sess is None and srv.cache == [] and len(_status_calls(app)) == 1

@@ -152,3 +152,140 @@ def test_odd_paths_are_quoted_as_printable_ascii():
     out = bootsafe.answer(bytes(proto.encode_request("h1", "status", None)).rstrip(b"\n"), info)
     f = proto.decode(out)
     assert f.error is None and f.body["bad"] == ["pump?core/?x?.mpy"]
+
+
+# ---- the boot-loop guard before the app exists (bootsafe.failed, main.py)
+
+_LOGMODS = ("__init__", "canon", "store", "events", "evlog", "proto", "logpages", "fault")
+
+
+class _Reset(BaseException):
+    """The board's reset: ends bootsafe.failed, as a real reset does."""
+
+
+def _pumpcore_modules():
+    """bootsafe drops pumpcore from sys.modules (its heap is for the safe state): the test
+    puts back the modules every other test holds."""
+    return {k: v for k, v in sys.modules.items() if k.startswith("pumpcore")}
+
+
+def _guard_fs():
+    files = {"main.py": b"x"}
+    for n in _LOGMODS:
+        files["pumpcore/%s.py" % n] = b"x"  # listed as intact: the store and the log open
+    return _fs(files)
+
+
+def _boom():
+    raise KeyError("tx")
+
+
+def _raised():
+    try:
+        _boom()
+    except KeyError as e:
+        return e
+
+
+def test_a_boot_failure_is_counted_logged_and_reset_then_the_guard_holds():
+    from fakeboard import FakeBoard
+    from pumpcore import fault
+    from pumpcore.store import Store
+
+    saved = _pumpcore_modules()
+    d, old = _guard_fs()
+    try:
+        b = FakeBoard()
+        enabled = []
+        b.motor_enable = enabled.append
+
+        def reset():
+            b.resets += 1
+            raise _Reset()
+
+        b.reset = reset
+        for n in (1, 2):
+            b.t_ms = 40 * n
+            try:
+                bootsafe.failed(_raised(), b)
+                raise AssertionError("no reset")
+            except _Reset:
+                pass
+            assert b.resets == n and enabled == [False] * n
+            sys.modules.update(saved)
+            c = fault.crashes(Store())
+            assert len(c) == n and c[-1] == [None, 40 * n]
+        # the third within minutes: the guard holds (no reset; the safe state follows)
+        info, reason = bootsafe._count(ValueError("x"), None, 5)
+        sys.modules.update(saved)
+        assert reason == "boot loop: 3 crashes within 10 min" and info["crashes"] == 3
+        assert info["type"] == "ValueError"
+        bootsafe._pages = True
+        try:
+            f = _ask("log", {"since": 0, "limit": 50})
+        finally:
+            bootsafe._pages = False
+            sys.modules.update(saved)
+        assert f.error is None and f.name == "ok", f.body
+        ev = [e for e in f.body["events"] if e["kind"] == "fault"]
+        assert [e["data"]["type"] for e in ev] == ["KeyError", "KeyError"]
+        assert [e["data"]["crashes"] for e in ev] == [1, 2] and [e["ms"] for e in ev] == [40, 80]
+        assert ev[0]["data"]["where"].endswith(" _boom"), ev[0]  # the place it was raised
+    finally:
+        sys.modules.update(saved)
+        _done(d, old)
+
+
+def test_a_crash_that_cannot_be_counted_holds_at_once():
+    """A boot that fails and cannot count its failures (the store unwritable) must not loop:
+    the guard holds at the first."""
+    saved = _pumpcore_modules()
+    d, old = _guard_fs()
+    try:
+        _write("data", b"a file where the store's directory goes")
+        info, reason = bootsafe._count(KeyError("tx"), None, 5)
+        assert reason is not None and reason.startswith("boot loop"), reason
+        assert info["type"] == "KeyError"
+    finally:
+        sys.modules.update(saved)
+        _done(d, old)
+
+
+GUARD_INFO = dict(INFO, safe_reason="boot loop: 3 crashes within 10 min", alarms=["FAULT"],
+                  bad=[], fault={"type": "KeyError", "where": "hw/setup.py:83 build_parts",
+                                 "text": "tx", "crashes": 3})
+
+
+def _ask_guard(cmd, args=None):
+    line = proto.encode_request("g1", cmd, args)
+    return proto.decode(bootsafe.answer(bytes(line).rstrip(b"\n"), GUARD_INFO))
+
+
+def test_the_boot_loop_state_answers_status_and_refuses_with_the_fault():
+    f = _ask_guard("status")
+    assert f.name == "ok" and f.body == GUARD_INFO
+    for cmd in ("auth", "therapy.stop", "plan.set", "ack"):
+        f = _ask_guard(cmd)
+        assert f.name == "err" and f.body["code"] == "SAFE_STATE", (cmd, f.body)
+        m = f.body["message"]
+        assert m.startswith("boot loop") and "KeyError at hw/setup.py:83" in m, m
+        assert "pumprig flash" in m and len(m) <= proto.MAX_MESSAGE
+    # the log's modules did not pass the check (here: none loaded): refused, never read
+    assert _ask_guard("log").body["code"] == "SAFE_STATE"
+
+
+def test_the_log_answer_checks_its_arguments():
+    saved = _pumpcore_modules()
+    d, old = _guard_fs()
+    bootsafe._pages = True
+    try:
+        for args in ({"since": -1}, {"limit": 0}, {"limit": 51}, {"since": "0"},
+                     {"since": True}, {"x": 1}, {"since": 2**40}):
+            f = _ask_guard("log", args)
+            assert f.name == "err" and f.body["code"] == "BAD_ARGS", (args, f.body)
+        f = _ask_guard("log", {"limit": 5})
+        assert f.name == "ok" and f.body == {"events": [], "next": 1}, f.body
+    finally:
+        bootsafe._pages = False
+        sys.modules.update(saved)
+        _done(d, old)

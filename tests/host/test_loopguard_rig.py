@@ -27,6 +27,9 @@ from pumprig.virtual.rig import VirtualRig  # noqa: E402
 
 DAY = 86_400_000
 HOUR = 3_600_000
+# the heap the memory test guards (tests/host/test_memory_rig.py, HEAP_K): a boot that fails
+# with every resident module loaded still compiles bootsafe.py in it (measured: 120 KB passes)
+GUARD_HEAP = "140k"
 P1 = {"drug": "baclofen", "conc_ng_ml": 2_000_000,
       "basal": {"kind": "continuous", "ng_day": 400_000}}  # 800 steps a day
 
@@ -243,14 +246,15 @@ def test_ctrl_c_during_boot_does_not_open_the_repl(home):
         c.close()
 
 
-def test_a_boot_that_keeps_failing_reaches_a_minimal_safe_state(home):
+def test_a_boot_that_keeps_failing_reaches_the_boot_loop_safe_state(home):
     """Finding 1: an App that cannot be built at power-on (here the board config lost an entry
     the app needs: a fault from the filesystem, no hook in the firmware) is counted like a
-    crash of the loop and reset; the third within minutes stays in a minimal safe state (motor
-    off, alarm tones, no reset loop, no REPL until Ctrl-C, which it then allows)."""
+    crash of the loop and reset; the third within minutes stays in the boot-loop safe state
+    (motor off, alarm tones, no reset loop, hello/status answered, no REPL until Ctrl-C, which
+    it then allows with the watchdog fed from a timer)."""
     import json
 
-    with VirtualRig(blank=True, warp=True) as rig:
+    with VirtualRig(blank=True, warp=True, heap=GUARD_HEAP) as rig:
         w = rig.world
         campaign.install(rig.fs)
         path = os.path.join(rig.fs, "boards", "sim.json")
@@ -264,15 +268,161 @@ def test_a_boot_that_keeps_failing_reaches_a_minimal_safe_state(home):
         write_manifest(rig.fs)  # a bad config flashed as such: the boot check passes
         boots = w.status()["boots"]
         w.reset()
-        _until(lambda: w.status()["boots"] >= boots + 3 and w.status()["waiting"],
-               "the boot failures did not settle")
-        w.advance(by_ms=60_000)
+        info = _safe_hello(rig)
+        assert info["alarms"] == ["FAULT"] and info["safe_reason"].startswith("boot loop")
+        assert info["fault"]["type"] == "KeyError" and "app" in info["fault"]["where"], info
+        assert info["motor"] is True
         st = w.status()
-        assert st["boots"] == boots + 3 and st["state"] == "running"
+        assert st["boots"] == boots + 3
         assert st["resets"].get("machine", 0) == 2 and w.wdt_resets == 0
-        assert any(h[1] for h in w.history()) and not w.measure()["enabled"]
+        assert not w.measure()["enabled"]
         import serial
 
         with serial.Serial(rig.link, timeout=5) as s:
             s.write(b"\r\x03")
             assert b">>> " in s.read_until(b">>> ")
+        _until(lambda: w.status()["state"] == "repl", "Ctrl-C did not open the REPL")
+        # at the REPL a timer feeds the armed watchdog: a minute passes without a reset
+        w.advance(by_ms=60_000)
+        st = w.status()
+        assert st["state"] == "repl" and st["boots"] == boots + 3 and w.wdt_resets == 0
+
+def _safe_hello(rig, timeout_s=30.0):
+    """The hello of a rig once it answers one with firmware "safe" (bounded wait)."""
+    from pumprig.client import Client
+    from pumprig.errors import PumprigError
+
+    end = time.monotonic() + timeout_s
+    info = None
+    while time.monotonic() < end:
+        try:
+            with Client(rig.link, role=None, timeout=1.0) as c:
+                info = c.info
+                if info.get("firmware") == "safe":
+                    return info
+        except PumprigError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("no safe state answered: %r" % (info,))
+
+
+def _break_make_board(rig):
+    """The board json flashed without the driver UART's tx pin: hw/start.make_board raises a
+    KeyError in hw/setup.py, after it armed the watchdog. Returns the json's original text."""
+    import json
+
+    from pumprig.flash import write_manifest
+
+    path = os.path.join(rig.fs, "boards", "sim.json")
+    with open(path) as f:
+        text = f.read()
+    cfg = json.loads(text)
+    del cfg["driver_uart"]["tx"]
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    write_manifest(rig.fs)  # flashed as such: the boot check passes, make_board fails
+    return text
+
+
+def _resume_after_guard(c, crc):
+    """The app booted into the guard's own safe state: a clinician leaves it, the plan runs."""
+    s = c.status()
+    assert s["firmware"] != "safe" and s["therapy"] == "safe", s
+    assert s["safe_reason"].startswith("boot loop") and "FAULT" in s["alarms"]
+    c.ack("FAULT")
+    c.therapy_resume()
+    s = c.status()
+    assert s["therapy"] == "running" and s["plan_crc"] == crc
+
+
+def test_a_failure_while_making_the_board_is_counted_logged_reset_then_held(home, capsys):
+    """Finding 1 before the app exists: a fault inside hw/start.make_board was left to the
+    watchdog: a boot loop with no event and no alarm. Now each such boot disables the motor,
+    counts the crash, logs a `fault` event with the type and place and resets cleanly; the third
+    within minutes holds the boot-loop safe state: motor off, FAULT sounding, the watchdog fed,
+    hello/status/log answered without a login, everything else refused with SAFE_STATE. In the
+    heap the memory test guards. Clearing the cause repairs it: the app boots into the guard's
+    own safe state, which a clinician leaves, and the plan resumes."""
+    from pumprig.client import Client
+    from pumprig.flash import write_manifest
+
+    with VirtualRig(blank=True, warp=True, heap=GUARD_HEAP) as rig:
+        w = rig.world
+        c = _running_rig(rig, home)
+        crc = c.status()["plan_crc"]
+        c.close()
+        text = _break_make_board(rig)
+        st0 = w.status()
+        w.reset()
+        info = _safe_hello(rig)
+        st = w.status()
+        assert st["boots"] == st0["boots"] + 3, st
+        assert st["resets"].get("machine", 0) == st0["resets"].get("machine", 0) + 2
+        assert w.wdt_resets == 0 and st["wdt_timeout_ms"] == 8000  # armed before the fault
+        assert info["therapy"] == "safe" and info["alarms"] == ["FAULT"]
+        assert info["safe_reason"].startswith("boot loop"), info
+        assert info["fault"]["type"] == "KeyError" and "setup" in info["fault"]["where"], info
+        assert not w.measure()["enabled"] and not w.measure()["motor_busy"]
+        with Client(rig.link, role=None, timeout=2.0) as c:
+            s = c.status()
+            assert s["therapy"] == "safe" and s["alarms"] == ["FAULT"]
+            faults = [e for e in c.log_all() if e["kind"] == "fault"]
+            assert [e["data"]["crashes"] for e in faults] == [1, 2, 3], faults
+            assert all(e["data"]["type"] == "KeyError" for e in faults)
+            for cmd in ("therapy.stop", "plan.get", "auth"):
+                with pytest.raises(DeviceError) as e:
+                    c.request(cmd)
+                assert e.value.code == proto.SAFE_STATE and "flash" in str(e.value), cmd
+            with pytest.raises(DeviceError) as e:
+                c.request("log", {"since": -1})
+            assert e.value.code == proto.BAD_ARGS
+        with pytest.raises(DeviceError) as e:
+            Client(rig.link, role="clinician", timeout=2.0).open()
+        assert e.value.code == proto.SAFE_STATE
+        # the CLI shows it without a login
+        from pumprig import cli
+
+        assert cli.main(["--port", rig.link, "--role", "none", "status"]) == 0
+        out = capsys.readouterr().out
+        row = [ln for ln in out.splitlines() if ln.startswith("boot failure ")]
+        assert row and "KeyError at hw/setup.py:" in row[0] and "boot loop" in row[0], out
+        # for 9 s (the watchdog's 8 s): no reset, the motor off, the buzzer sounds FAULT's
+        # two tones (2 s every 10 s)
+        tones = set()
+        end = time.monotonic() + 9
+        while time.monotonic() < end:
+            m = w.measure()
+            tones.add(m["buzzer_hz"])
+            assert not m["enabled"]
+            time.sleep(0.05)
+        assert {880, 660} <= tones, tones
+        st = w.status()
+        assert st["boots"] == st0["boots"] + 3 and w.wdt_resets == 0
+
+        with open(os.path.join(rig.fs, "boards", "sim.json"), "w") as f:
+            f.write(text)  # the cause cleared
+        write_manifest(rig.fs)
+        w.reset()
+        c = _vconnect(rig.link, home=home)
+        _resume_after_guard(c, crc)
+        c.close()
+
+
+def test_pumprig_flash_repairs_a_board_held_by_a_failing_make_board(home):
+    """The boot-loop safe state before the app: `pumprig flash` enters the REPL from it (Ctrl-C)
+    and rewrites the broken board json; the app then boots into the guard's safe state, which
+    a clinician leaves. (Default heap: the flash probe does not fit 140 KB on the rig.)"""
+    from pumprig.flash import flash
+
+    with VirtualRig(blank=True, warp=True) as rig:
+        c = _running_rig(rig, home)
+        crc = c.status()["plan_crc"]
+        c.close()
+        _break_make_board(rig)
+        rig.world.reset()
+        assert _safe_hello(rig)["alarms"] == ["FAULT"]
+        rep = flash(rig.link)
+        assert "boards/sim.json" in rep["copied"]
+        c = _vconnect(rig.link, home=home)
+        _resume_after_guard(c, crc)
+        c.close()

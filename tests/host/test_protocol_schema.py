@@ -229,25 +229,28 @@ def doc_frames():
 
 
 def test_the_firmware_safe_state_answers_fit_the_schema():
-    """board/bootsafe.py (the FIRMWARE safe state) answers hello, status and maintenance
-    itself: its `info` object, taken from its source, and its answers fit the schema."""
-    import ast
-
+    """board/bootsafe.py (the FIRMWARE safe state and the boot-loop guard before the app)
+    answers hello, status and maintenance itself: its info objects (bootsafe._info) and its
+    answers fit the schema."""
     path = ROOT / "board" / "bootsafe.py"
-    tree = ast.parse(path.read_text())
-    (expr,) = [n.value for n in ast.walk(tree) if isinstance(n, ast.Assign)
-               and [getattr(t, "id", None) for t in n.targets] == ["info"]]
-    info = eval(compile(ast.Expression(expr), str(path), "eval"),  # noqa: S307 (our source)
-                {"name": "pico", "uid": "e6614103e7452d2f", "bad": ["pumpcore/app.mpy"],
-                 "logged": True, "en": object()})
     spec = importlib.util.spec_from_file_location("bootsafe_for_schema", path)
     bootsafe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bootsafe)
-    for cmd, name in (("hello", "ok"), ("status", "ok"), ("maintenance", "ok"), ("auth", "err"),
-                      ("plan.set", "err")):
-        line = proto.encode_request("s1", cmd, {}).rstrip(b"\n")
-        f = proto.decode(bootsafe.answer(line, info))
-        assert f.error is None and f.name == name, (cmd, f)
-        assert protocol.check_response(cmd, f) == [], (cmd, f.body)
-        if cmd in ("hello", "status"):
-            assert protocol.problems("#/$defs/firmware_safe", f.body) == []
+    fault = {"type": "KeyError", "where": "hw/setup.py:83 build_parts", "text": "tx",
+             "crashes": 3}
+    infos = (bootsafe._info("pico", "e6614103e7452d2f", "FIRMWARE", ["pumpcore/app.mpy"], True,
+                            True, None),
+             bootsafe._info("sim", "00", "boot loop: 3 crashes within 10 min", [], True, True,
+                            fault))
+    for info in infos:
+        assert protocol.problems("#/$defs/firmware_safe", info) == [], info
+        for cmd, name in (("hello", "ok"), ("status", "ok"), ("maintenance", "ok"),
+                          ("auth", "err"), ("plan.set", "err"), ("log", "err")):
+            line = proto.encode_request("s1", cmd, {}).rstrip(b"\n")
+            f = proto.decode(bootsafe.answer(line, info))
+            assert f.error is None and f.name == name, (cmd, f)
+            assert protocol.check_response(cmd, f) == [], (cmd, f.body)
+            if cmd in ("hello", "status"):
+                assert protocol.problems("#/$defs/firmware_safe", f.body) == []
+    bad = dict(infos[1], safe_reason="crashed")
+    assert protocol.problems("#/$defs/firmware_safe", bad) != []

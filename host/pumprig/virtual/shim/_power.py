@@ -60,6 +60,11 @@ try:
 except Exception:  # noqa: S110  (no world, no terminal: nothing to set back)
     pass
 _world.kbd_intr(True)           # the REPL takes Ctrl-C, as a board's does
+# a round trip: the world has applied that before the REPL starts. The world sets ISIG by a
+# read-modify-write of the terminal's attributes; overlapping the REPL's own switch to raw mode
+# it would put ISIG back on inside the line editor, where a Ctrl-C (mpremote's first byte)
+# makes the interpreter exit, and the rig then soft-resets into main.py
+_world.epoch_s()
 _world._frozen = False
 _world.send("Q\n")              # at the REPL: no firmware loop waits on the world
 del sys.modules["_power"]       # the REPL's heap keeps nothing of the power-on
