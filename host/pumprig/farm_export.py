@@ -143,19 +143,11 @@ class _Handler(socketserver.StreamRequestHandler):
         """wipe_records: power cut, delete the board's records (keys kept), power on: what a
         HIL `fresh_rig` does to a virtual rig on its own host."""
         from pumprig.virtual.control import WorldClient
+        from pumprig.virtual.rig import wipe_records
 
         try:
             with WorldClient(target) as w:
-                w.power_cut()
-                data = os.path.join(state, "fs", "data")
-                for name in os.listdir(data):
-                    if name != "keys.json":
-                        p = os.path.join(data, name)
-                        if os.path.isdir(p):
-                            shutil.rmtree(p)
-                        else:
-                            os.remove(p)
-                w.power_on()
+                wipe_records(w, os.path.join(state, "fs"))
             return {"ok": True, "result": None}
         except (OSError, PumprigError) as e:
             return {"ok": False, "error": str(e)}
