@@ -27,6 +27,18 @@ PREFIX = "lg:"
 RFC2217_OPTS = "?ign_set_control"
 LG_TIMEOUT_S = 60.0
 
+# A bench's power relay on a place: the place's resource named `power`, of one of the labgrid
+# classes below (as a client sees them: an exporter's SysfsGPIO is a NetworkSysfsGPIO).
+# A power port is cut with `labgrid-client power off`. A digital output is the coil of a relay
+# in the board's supply, wired through its normally closed contact as a bench's own relay
+# (hil/pumprig_hil/instruments.py): asserted (`labgrid-client io high power`) cuts the power.
+POWER_PORTS = ("NetworkPowerPort", "PDUDaemonPort", "TasmotaPowerPort", "NetworkYKUSHPowerPort",
+               "NetworkUSBPowerPort", "NetworkSiSPMPowerPort")
+DIGITAL_OUTPUTS = ("HttpDigitalOutput", "ModbusTCPCoil", "WaveshareModbusTCPCoil",
+                   "Eth008DigitalOutput", "OneWirePIO", "NetworkDeditecRelais8",
+                   "NetworkSysfsGPIO", "NetworkLXAIOBusPIO", "NetworkHIDRelay")
+POWER = "power"
+
 
 class FarmError(PumprigError):
     """The farm (labgrid, its coordinator, a place) refused or is not there."""
@@ -230,6 +242,39 @@ class Lease:
         p = r.get("params") or {}
         return p.get("address"), int(p.get("port"))
 
+    @property
+    def power_switch(self):
+        """"port" (a power port), "output" (a relay's coil on a digital output) or None: how
+        the place's `power` resource switches the board's supply."""
+        r = self.resources.get(POWER)
+        cls = r.get("cls") if r else None
+        if cls in POWER_PORTS:
+            return "port"
+        if cls in DIGITAL_OUTPUTS:
+            return "output"
+        return None
+
+    def power(self, action):
+        """Switch the board's supply through labgrid-client: action on, off or get; returns
+        True when powered. FarmError when the place has no power resource pumprig knows."""
+        kind = self.power_switch
+        if kind is None:
+            r = self.resources.get(POWER)
+            raise FarmError(
+                "place %s has no power relay: %s (docs/farm.md, \"A bench's power relay\")"
+                % (self.place, "its `power` resource is a %s, not a power port or digital "
+                   "output labgrid switches" % r.get("cls") if r else "no resource named `power`"))
+        if kind == "port":
+            out = lg([POWER, action, "--name", POWER], place=self.place)
+            if action == "get":
+                return out.strip().endswith(" is on")
+            return action == "on"
+        level = {"on": "low", "off": "high", "get": "get"}[action]
+        out = lg(["io", level, POWER], place=self.place)
+        if action == "get":
+            return out.strip().endswith(" is low")
+        return action == "on"
+
     def refresh(self):
         info = parse_show(lg(["show"], place=self.place))
         self.resources = info["resources"]
@@ -363,19 +408,36 @@ def remote_world(lease, timeout_s=10.0):
     if ctl is None:
         raise FarmError("place %s has no control service: it is not a virtual rig exported "
                         "with `pumprig farm export --relay`" % lease.place)
+    from pumprig.farm_auth import Session
     from pumprig.virtual.control import WorldClient
 
+    where = "the control service of place %s at %s:%s" % (lease.place, ctl[0], ctl[1])
+
     class RemoteWorld(WorldClient):
-        """The same JSON-lines requests over TCP to the exporter host's relay."""
+        """The same JSON-lines requests over TCP to the exporter host's relay, each signed
+        with the rig's token from the key store (pumprig.farm_auth)."""
 
         def _connect(self):
             if self._sock is None:
                 try:
-                    self._sock = socket.create_connection(ctl, timeout=self.timeout_s)
+                    s = socket.create_connection(ctl, timeout=self.timeout_s)
                 except OSError as e:
-                    raise FarmError("cannot reach the control service of place %s at %s:%s: %s"
-                                    % (lease.place, ctl[0], ctl[1], e)) from e
+                    raise FarmError("cannot reach %s: %s" % (where, e)) from e
+                try:
+                    self._sock = s
+                    self.session = Session(self._readline(s), where)
+                except (OSError, PumprigError) as e:
+                    self.close()
+                    if isinstance(e, FarmError):
+                        raise
+                    raise FarmError("%s sent no challenge: %s" % (where, e)) from e
             return self._sock
+
+        def _encode(self, req):
+            return self.session.wrap(req)
+
+        def _decode(self, line):
+            return self.session.unwrap(line)
 
         def wipe_records(self):
             """Power cut, the board's records deleted (keys kept), power on."""

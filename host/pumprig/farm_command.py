@@ -22,7 +22,11 @@ def add_parser(subparsers):
                    help="first TCP port of the virtual rigs' control relays (default 20500)")
     e.add_argument("--balance", action="append", default=[], metavar="BOARD_SN=BALANCE_SN",
                    help="a board's balance, by USB serial numbers (repeatable)")
-    e.add_argument("--no-boards", action="store_true", help="virtual rigs only")
+    e.add_argument("--rigs", default=None, metavar="TOML",
+                   help="also export the bench rigs of this rigs file (hil/rigs.toml): console, "
+                        "balance and [rig.power], a labgrid power port or relay output")
+    e.add_argument("--no-boards", action="store_true",
+                   help="no boards found on USB (virtual rigs and --rigs only)")
     e.add_argument("--ser2net-nodelay", default=None, metavar="DIR",
                    help="also write DIR/ser2net, a wrapper that turns on TCP_NODELAY for "
                         "labgrid's ser2net (about 40 ms less per request); start the exporter "
@@ -54,8 +58,22 @@ def cmd_export(args):
         if not sep or not board or not bal:
             raise PumprigError("--balance %r: write BOARD_SERIAL=BALANCE_SERIAL" % item)
         balances[board] = bal
+    benches = {}
+    if args.rigs:
+        import tomllib
+
+        try:
+            with open(args.rigs, "rb") as f:
+                rigs = tomllib.load(f).get("rig", [])
+        except (OSError, ValueError) as e:
+            raise PumprigError("cannot read %s: %s" % (args.rigs, e)) from None
+        benches = fx.bench_groups(rigs, args.rigs)
+        listed = {r.get("serial") for r in rigs if r.get("serial")}
     boards = [] if args.no_boards else list_boards()
+    if benches:  # a board the rigs file lists is exported once, as that rig
+        boards = [b for b in boards if b.get("serial") not in listed]
     groups = fx.board_groups(boards, balances)
+    groups.update(benches)
     vgroups, relays = fx.virtual_groups(list_virtual(), address,
                                         args.control_port or fx.CONTROL_BASE_PORT)
     groups.update(vgroups)
@@ -76,7 +94,7 @@ def cmd_export(args):
         return 0
     r = fx.Relays(relays, address).start()
     sys.stderr.write("pumprig: control relays on %s ports %s (Ctrl-C to stop)\n"
-                     % (address, ", ".join(str(p) for p, _, _ in relays) or "none"))
+                     % (address, ", ".join(str(x[0]) for x in relays) or "none"))
     sys.stderr.flush()
     try:
         import signal

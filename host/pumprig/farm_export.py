@@ -1,6 +1,7 @@
 """The exporter side of a farm: labgrid exporter configuration for the rigs on this host, the
 udev rule for its boards, and the TCP relay that makes a virtual rig's control socket (power
-cut, world measurements, records wipe) reachable from other hosts.
+cut, world measurements, records wipe) reachable from other hosts, to clients that hold the
+rig's token (pumprig.farm_auth).
 
 Each rig is one exporter group, named after the rig; its resources have fixed names the client
 looks for (pumprig.farm.Lease): `console` (the rig's serial port), `balance` (the balance's
@@ -47,11 +48,58 @@ def board_groups(boards, balances=None):
     return out
 
 
+def power_resource(spec, where):
+    """A bench's `[rig.power]` table as an exporter resource: `cls` (a labgrid class that
+    pumprig.farm switches, named as the exporter knows it) and that class's own parameters."""
+    from pumprig.farm import DIGITAL_OUTPUTS, POWER_PORTS
+
+    cls = spec.get("cls") if isinstance(spec, dict) else None
+    known = POWER_PORTS + DIGITAL_OUTPUTS
+    if cls not in known and "Network%s" % cls not in known:
+        raise PumprigError(
+            "%s: [rig.power] cls must be a labgrid power port or digital output (%s), not %r"
+            % (where, ", ".join(sorted({c.replace("Network", "", 1) if c != "NetworkPowerPort"
+                                        else c for c in known})), cls))
+    return dict(spec)
+
+
+def bench_groups(rigs, where="rigs file"):
+    """Exporter groups for the bench rigs of a rigs file (hil/rigs.toml `[[rig]]` tables):
+    `console` by USB serial number (USBSerialPort) or port (RawSerialPort, a path under /dev),
+    `balance` from [rig.balance] (`serial` or `port`), `power` from [rig.power]."""
+    out = {}
+    for r in rigs:
+        if r.get("board") == "sim":
+            continue
+        name = r.get("name") or "?"
+        here = "%s, rig %s" % (where, name)
+        g = {"console": _serial_resource(r, 115200, here)}
+        bal = r.get("balance") or {}
+        if bal:
+            g["balance"] = _serial_resource(bal, int(bal.get("baudrate", 9600)), here + " balance")
+        if r.get("power") is not None:
+            g["power"] = power_resource(r["power"], here)
+        out[_group(name)] = g
+    return out
+
+
+def _serial_resource(d, speed, where):
+    if d.get("serial"):
+        return {"cls": "USBSerialPort", "match": {"ID_SERIAL_SHORT": d["serial"]}, "speed": speed}
+    port = d.get("port") or ""
+    if port and not port.startswith("/dev/"):
+        port = os.path.realpath(port)
+    if not port.startswith("/dev/"):
+        raise PumprigError("%s: give `serial` (a USB serial number) or `port` (a device under "
+                           "/dev/, which labgrid requires)" % where)
+    return {"cls": "RawSerialPort", "port": port, "speed": speed}
+
+
 def virtual_groups(rigs, address, base_port=CONTROL_BASE_PORT):
     """Exporter groups for running virtual rigs (pumprig.ports.list_virtual entries): their
     ptys as RawSerialPort (labgrid wants the /dev/pts/N path, not the link) and the control
     relay as a NetworkService at address:base_port+i. Returns (groups, relays) with relays
-    [(port, control socket path, state dir)]."""
+    [(port, control socket path, state dir, uid)]."""
     groups, relays = {}, []
     for i, r in enumerate(rigs):
         console = os.path.realpath(r["port"])
@@ -63,7 +111,7 @@ def virtual_groups(rigs, address, base_port=CONTROL_BASE_PORT):
         g["control"] = {"cls": "NetworkService", "address": address, "username": "pumprig",
                         "port": port}
         groups[_group(r["name"])] = g
-        relays.append((port, r.get("control"), r.get("state")))
+        relays.append((port, r.get("control"), r.get("state"), r.get("uid")))
     return groups, relays
 
 
@@ -103,30 +151,46 @@ def udev_rules(boards, group="dialout"):
 # ------------------------------------------------------------------------------ control relay
 
 class _Handler(socketserver.StreamRequestHandler):
+    """One client connection: the challenge, then signed requests only (pumprig.farm_auth);
+    the first refused one ends the connection."""
+
     def handle(self):
-        target, state = self.server.rig
+        from pumprig.farm_auth import ControlRefused, Guard, refusal
+
+        target, state, token, uid = self.server.rig
+        guard = Guard(token, uid)
         up = None
         try:
+            self.wfile.write(guard.hello())
+            self.wfile.flush()
             for line in self.rfile:
                 if not line.strip():
                     continue
                 try:
-                    req = json.loads(line)
+                    body = guard.check(line)
+                except ControlRefused as e:
+                    self.wfile.write(refusal(str(e)))
+                    self.wfile.flush()
+                    return
+                try:
+                    req = json.loads(body)
                 except ValueError:
-                    self._reply({"ok": False, "error": "not JSON"})
+                    req = None
+                if not isinstance(req, dict):
+                    self._reply(guard, {"ok": False, "error": "not a JSON object"})
                     continue
-                if isinstance(req, dict) and req.get("op") in LOCAL_OPS:
-                    self._reply(self._local(req, target, state))
+                if req.get("op") in LOCAL_OPS:
+                    self._reply(guard, self._local(req, target, state))
                     continue
                 if up is None:
                     up = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                     up.connect(target)
                     upr = up.makefile("rb")
-                up.sendall(line if line.endswith(b"\n") else line + b"\n")
+                up.sendall(body.encode() + b"\n")
                 reply = upr.readline()
                 if not reply:
                     break
-                self.wfile.write(reply)
+                self.wfile.write(guard.seal(reply.decode().rstrip("\n")))
                 self.wfile.flush()
         except OSError:
             pass
@@ -134,8 +198,8 @@ class _Handler(socketserver.StreamRequestHandler):
             if up is not None:
                 up.close()
 
-    def _reply(self, obj):
-        self.wfile.write((json.dumps(obj) + "\n").encode())
+    def _reply(self, guard, obj):
+        self.wfile.write(guard.seal(json.dumps(obj)))
         self.wfile.flush()
 
     @staticmethod
@@ -159,14 +223,24 @@ class _Server(socketserver.ThreadingTCPServer):
 
 
 class Relays:
-    """TCP relays to the control sockets of this host's virtual rigs, one port each."""
+    """TCP relays to the control sockets of this host's virtual rigs, one port each. Each
+    checks the rig's token (pumprig.farm_auth.rig_token: made at the first export, written to
+    the rig's state folder and to the key store of `home`)."""
 
-    def __init__(self, relays, address):
+    def __init__(self, relays, address, home=None):
+        from pumprig.farm_auth import rig_token
+
         self.servers = []
-        for port, control, state in relays:
-            s = _Server((address, port), _Handler)
-            s.rig = (control, state)
-            self.servers.append(s)
+        try:
+            for port, control, state, uid in relays:
+                token = rig_token(state, uid, home)
+                s = _Server((address, port), _Handler)
+                s.rig = (control, state, token, uid)
+                self.servers.append(s)
+        except BaseException:
+            for s in self.servers:
+                s.server_close()
+            raise
         self.threads = []
 
     def start(self):

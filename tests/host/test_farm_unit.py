@@ -89,7 +89,7 @@ def test_exporter_configuration_and_udev_rule(tmp_path):
     groups = farm_export.board_groups(boards, {"E6614103E7452D2F": "BAL1"})
     vg, relays = farm_export.virtual_groups(
         [{"name": "rig1", "port": str(link), "balance": None, "control": "/s/c.sock",
-          "state": "/s"}], "10.0.0.5", 30000)
+          "state": "/s", "uid": "ab12"}], "10.0.0.5", 30000)
     groups.update(vg)
     text = farm_export.exporter_yaml(groups)
     assert not text.lstrip().startswith("#")   # labgrid reads it as a Jinja2 template
@@ -99,7 +99,7 @@ def test_exporter_configuration_and_udev_rule(tmp_path):
     # the link is resolved: labgrid refuses a port path outside /dev
     assert "rig1:\n  console:\n    cls: \"RawSerialPort\"\n    port: %s" % json.dumps(str(pts)) in text
     assert "  control:\n    cls: \"NetworkService\"\n    address: \"10.0.0.5\"" in text
-    assert relays == [(30000, "/s/c.sock", "/s")]
+    assert relays == [(30000, "/s/c.sock", "/s", "ab12")]
     rules = farm_export.udev_rules(boards)
     assert ('ATTRS{idVendor}=="2e8a", ATTRS{idProduct}=="0005", ATTRS{serial}=="E6614103E7452D2F"'
             ', MODE="0660", GROUP="dialout", SYMLINK+="pumprig/E6614103E7452D2F"') in rules
