@@ -3,7 +3,9 @@
 Each pytest worker acquires its own place for the session (worker N tries place N first), and
 releases it at the end. A place exported with a control service is a virtual rig on another
 host (time warp, power cut, world measurements through pumprig.farm.remote_world); one without
-is a board on its serial port (and its balance, when the place has one).
+is a board on its serial port (and its balance, when the place has one), and its power relay
+when the place has a `power` resource (a labgrid power port or digital output, switched through
+labgrid-client: PlaceRelay).
 """
 
 from __future__ import annotations
@@ -35,6 +37,21 @@ class RemoteVirtualRig:
         self.world.close()
 
 
+class PlaceRelay:
+    """A bench's power relay on a place (the instruments' Relay interface): energised means the
+    supply is cut. Switched, and read back, through labgrid-client (pumprig.farm.Lease.power)."""
+
+    def __init__(self, lease):
+        self.lease = lease
+
+    def set(self, energise):
+        self.lease.power("off" if energise else "on")
+
+    @property
+    def energised(self):
+        return not self.lease.power("get")
+
+
 class PlaceLock:
     """A worker's place, held until release(); like inventory.RigLock, plus start()."""
 
@@ -45,8 +62,9 @@ class PlaceLock:
                                     instruments=frozenset(inv.FEATURES))
         else:
             bal = lease.balance_url
+            inst = (["balance"] if bal else []) + (["power_relay"] if lease.power_switch else [])
             self.spec = inv.RigSpec(name=lease.place, board="rp2040", port=lease.url,
-                                    instruments=frozenset(["balance"] if bal else []),
+                                    instruments=frozenset(inst),
                                     balance={"port": bal} if bal else {})
 
     def start(self, home):
@@ -55,7 +73,8 @@ class PlaceLock:
         from .rig import HilRig
 
         if not self.spec.is_sim:
-            return HilRig.start(self.spec, home)
+            relay = PlaceRelay(self.lease) if self.spec.has("power_relay") else None
+            return HilRig.start(self.spec, home, relay=relay)
         vrig = RemoteVirtualRig(self.lease)
         try:
             hr = HilRig(self.spec, home, vrig, SimInstruments(vrig))

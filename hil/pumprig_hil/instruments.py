@@ -424,18 +424,20 @@ class BenchInstruments(Instruments):
     """A real bench. `spec` is the rig's inventory entry (hil/rigs.toml).
 
     `modules` (board, digitalio, busio) may be given for tests; otherwise blinka is imported
-    here, after the adapter's environment variable is set."""
+    here, after the adapter's environment variable is set. `relay`: the power relay when it
+    is not on the adapter (a labgrid place's `power` resource, pumprig_hil.farm.PlaceRelay);
+    anything with set(energise) and `energised`."""
 
     target = "bench"
 
-    def __init__(self, spec, modules=None):
+    def __init__(self, spec, modules=None, relay=None):
         self.spec = spec
         self.features = frozenset(spec.instruments)
         self._t0 = time.monotonic()
         self._pins = {}
         self._i2c = None
         self.counter = None
-        self.relay = None
+        self.relay = relay
         self.dac = None
         self.adc = None
         self._balance = None
@@ -445,9 +447,11 @@ class BenchInstruments(Instruments):
         self.nominal_mv = int(bat.get("nominal_mv", 3700))
         self.divider = (int(bat.get("div_num", 2)), int(bat.get("div_den", 1)))
         self.buffer_gain = (int(bat.get("gain_num", 1)), int(bat.get("gain_den", 1)))
-        needs_gpio = self.features - {"balance"}
+        needs_gpio = self.features - {"balance"} - ({"power_relay"} if relay else set())
         if needs_gpio:
             self._setup_gpio(modules)
+        if relay is not None:
+            relay.set(False)  # the supply on
         if self.has("balance"):
             self._setup_balance()
 
@@ -488,7 +492,7 @@ class BenchInstruments(Instruments):
             self.counter = PollingStepCounter(pin("step", False), pin("dir", False),
                                               int(sc.get("stretch_us", 1000)))
             self.counter.start()
-        if self.has("power_relay"):
+        if self.has("power_relay") and self.relay is None:
             self.relay = Relay(pin("relay", True), bool(pins.get("relay_active_high", True)))
             self.relay.set(False)  # wired through the NC contact: de-energised = powered
         if self.has("stall_injection"):

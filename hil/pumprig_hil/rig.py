@@ -100,7 +100,8 @@ class HilRig:
 
     # ------------------------------------------------------------------ lifetime
     @classmethod
-    def start(cls, spec, home):
+    def start(cls, spec, home, relay=None):
+        """relay: a bench's power relay that is not on its GPIO adapter (a labgrid place's)."""
         if spec.is_sim:
             from pumprig.virtual.rig import open_rig
 
@@ -114,7 +115,7 @@ class HilRig:
                 raise
             return hr
         hr = cls(spec, home, None, None)
-        hr.inst = BenchInstruments(spec)
+        hr.inst = BenchInstruments(spec, relay=relay)
         try:
             hr.inst.clear_faults()
             hr.connect(wait_s=15)

@@ -4,6 +4,9 @@ rig on a place. `pumprig --port lg:PLACE <command>` itself is handled by pumprig
 import json
 import os
 import sys
+import time
+
+BENCH_OFF_S = 2.0  # a bench's supply stays cut this long in `farm power cycle` (labgrid's delay)
 
 
 def add_parser(subparsers):
@@ -37,8 +40,8 @@ def add_parser(subparsers):
     pl = sub.add_parser("places", help="places, their rigs and who holds them")
     pl.add_argument("--json", action="store_true")
     pl.set_defaults(func=cmd_places)
-    pw = sub.add_parser("power", help="power a virtual rig on a held place (for labgrid's "
-                                      "ExternalPowerDriver)")
+    pw = sub.add_parser("power", help="power a rig on a place: a virtual rig through its "
+                                      "control service, a bench through its `power` resource")
     pw.add_argument("action", choices=("on", "off", "cycle", "get"))
     pw.add_argument("--place", default=os.environ.get("LG_PLACE"),
                     help="a place this user already holds (default $LG_PLACE); or give "
@@ -150,11 +153,20 @@ def cmd_power(args):
         if not args.place:
             raise farm.FarmError("farm power needs --port lg:PLACE or --place PLACE")
         lease = farm.Lease(args.place).refresh()  # held by this user already: not acquired
-    with farm.remote_world(lease) as w:
+    if lease.control is None:       # a bench: its `power` resource, through labgrid-client
         if args.action in ("off", "cycle"):
-            w.power_cut()
+            lease.power("off")
+        if args.action == "cycle":
+            time.sleep(BENCH_OFF_S)
         if args.action in ("on", "cycle"):
-            w.power_on()
-        powered = bool(w.status().get("powered", True))
+            lease.power("on")
+        powered = lease.power("get")
+    else:
+        with farm.remote_world(lease) as w:
+            if args.action in ("off", "cycle"):
+                w.power_cut()
+            if args.action in ("on", "cycle"):
+                w.power_on()
+            powered = bool(w.status().get("powered", True))
     sys.stdout.write("power %s\n" % ("on" if powered else "off"))
     return 0
