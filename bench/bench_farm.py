@@ -44,6 +44,16 @@ def round_trips(f, n):
                         t = time.perf_counter()
                         c.status()
                         times[name].append((time.perf_counter() - t) * 1000)
+            # the control service: signed requests through place-a's relay (pumprig.farm_auth)
+            # against the local rig's control socket, interleaved the same way
+            times.update(control_remote=[], control_local=[])
+            with lgfarm.remote_world(la) as rw:
+                for _ in range(max(1, n // 10)):
+                    for name, w in (("control_remote", rw), ("control_local", vr.world)):
+                        for _ in range(10):
+                            t = time.perf_counter()
+                            w.measure()
+                            times[name].append((time.perf_counter() - t) * 1000)
     finally:
         vr.stop()
     return {k: statistics.median(v) for k, v in times.items()}, len(times["local"])
@@ -111,6 +121,10 @@ def main(argv=None):
         "| %.2f x |" % (n, rt["plain"], rt["local"], rt["plain"] / rt["local"]),
         "| status round trip, ser2net with TCP_NODELAY (median of %d) | %.2f ms | %.2f ms "
         "| %.2f x |" % (n, rt["nodelay"], rt["local"], rt["nodelay"] / rt["local"]),
+        "| control service `measure` round trip, signed, through the relay (median of %d) "
+        "| %.2f ms | %.2f ms (its control socket) | %.2f x |"
+        % (n, rt["control_remote"], rt["control_local"],
+           rt["control_remote"] / rt["control_local"]),
         "| whole `pumprig status` command, TCP_NODELAY (median of %d) | %.2f s | %.2f s "
         "| %.2f x |" % (a.commands, walls["remote"], walls["local"],
                          walls["remote"] / walls["local"]),
@@ -124,7 +138,10 @@ def main(argv=None):
         "reply sent in two segments then waits for the client's delayed ACK (about 40 ms on "
         "Linux); `pumprig farm export --ser2net-nodelay DIR` writes a ser2net wrapper that "
         "turns it on (docs/farm.md). The whole command adds labgrid-client's acquire, show "
-        "and release (a Python start-up each). HIL: two places on two exporter hosts against "
+        "and release (a Python start-up each). The control service: a virtual rig's world "
+        "measurements through its exporter host's relay, each request and reply signed with "
+        "the rig's token (HMAC-SHA256, pumprig.farm_auth), against a local rig's control "
+        "socket (unsigned, its owner's only). HIL: two places on two exporter hosts against "
         "two local virtual rigs (`--rig sim`), two workers each. All on one machine: a lab "
         "network adds its own latency."])
     sys.stdout.write(body + "\n")
