@@ -59,6 +59,29 @@ def round_trips(f, n):
     return {k: statistics.median(v) for k, v in times.items()}, len(times["local"])
 
 
+def auth_cost_us(f, n=2000):
+    """Median cost (µs) of the signatures of one control request and its reply, in process:
+    the client's wrap and unwrap, the relay's check and seal (pumprig.farm_auth)."""
+    import json
+
+    from pumprig import farm_auth
+    from pumprig.keys import KeyStore
+
+    home = f.tmp / "client"
+    uid = next(iter(json.loads(f.keys.read_text())))
+    guard = farm_auth.Guard(KeyStore(home).control_token(uid), uid)
+    session = farm_auth.Session(guard.hello(), "bench", home=home)
+    reply = json.dumps({"ok": True, "result": {"pulses_fwd": 123456, "pulses_rev": 0,
+                                               "volume_out_nl": 30864000, "time_ms": 86400000}})
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        guard.check(session.wrap({"op": "measure"}))
+        session.unwrap(guard.seal(reply))
+        times.append((time.perf_counter() - t) * 1e6)
+    return statistics.median(times)
+
+
 def command_walls(f, n):
     """Median wall time (s) of a whole `pumprig status` command: lg:PLACE (acquire, show,
     connect, request, release) against the local pty, interleaved."""
@@ -100,6 +123,7 @@ def main(argv=None):
         f = start_farm(Path(tmp) / "rt", nodelay=("hostB",))
         try:
             rt, n = round_trips(f, a.requests)
+            sign_us = auth_cost_us(f)
             walls = command_walls(f, a.commands)
         finally:
             f.stop()
@@ -125,6 +149,8 @@ def main(argv=None):
         "| %.2f ms | %.2f ms (its control socket) | %.2f x |"
         % (n, rt["control_remote"], rt["control_local"],
            rt["control_remote"] / rt["control_local"]),
+        "| of which signing a request and its reply, both ends, in process (median of 2000) "
+        "| %.1f µs | | |" % sign_us,
         "| whole `pumprig status` command, TCP_NODELAY (median of %d) | %.2f s | %.2f s "
         "| %.2f x |" % (a.commands, walls["remote"], walls["local"],
                          walls["remote"] / walls["local"]),

@@ -100,8 +100,9 @@ class HilRig:
 
     # ------------------------------------------------------------------ lifetime
     @classmethod
-    def start(cls, spec, home, relay=None):
-        """relay: a bench's power relay that is not on its GPIO adapter (a labgrid place's)."""
+    def start(cls, spec, home, inst=None):
+        """inst: a bench's instruments when they are not this host's GPIO adapter (a labgrid
+        place's, pumprig_hil.farm.PlaceLock.instruments)."""
         if spec.is_sim:
             from pumprig.virtual.rig import open_rig
 
@@ -115,7 +116,7 @@ class HilRig:
                 raise
             return hr
         hr = cls(spec, home, None, None)
-        hr.inst = BenchInstruments(spec, relay=relay)
+        hr.inst = inst if inst is not None else BenchInstruments(spec)
         try:
             hr.inst.clear_faults()
             hr.connect(wait_s=15)

@@ -233,14 +233,18 @@ class Lease:
     def balance_url(self):
         return self._serial_url("balance")
 
-    @property
-    def control(self):
-        """(host, port) of a virtual rig's control service, or None (a board)."""
-        r = self.resources.get("control")
+    def service(self, name):
+        """(host, port) of the place's NetworkService resource `name`, or None."""
+        r = self.resources.get(name)
         if not r or r.get("cls") != "NetworkService":
             return None
         p = r.get("params") or {}
         return p.get("address"), int(p.get("port"))
+
+    @property
+    def control(self):
+        """(host, port) of a virtual rig's control service, or None (a board)."""
+        return self.service("control")
 
     @property
     def power_switch(self):
@@ -404,18 +408,26 @@ def list_places():
 
 def remote_world(lease, timeout_s=10.0):
     """A WorldClient for the virtual rig on a held place, over its control service."""
-    ctl = lease.control
-    if ctl is None:
+    if lease.control is None:
         raise FarmError("place %s has no control service: it is not a virtual rig exported "
                         "with `pumprig farm export --relay`" % lease.place)
+    return remote_service(lease, "control", timeout_s)
+
+
+def remote_service(lease, name, timeout_s=10.0):
+    """A client of the place's service `name` (a NetworkService: a virtual rig's `control`, a
+    bench's `instruments`): JSON-lines requests over TCP, each signed with the rig's token from
+    the key store (pumprig.farm_auth). call(op, **args) returns the result or raises."""
+    ctl = lease.service(name)
+    if ctl is None:
+        raise FarmError("place %s has no %s service" % (lease.place, name))
     from pumprig.farm_auth import Session
     from pumprig.virtual.control import WorldClient
 
-    where = "the control service of place %s at %s:%s" % (lease.place, ctl[0], ctl[1])
+    where = "the %s service of place %s at %s:%s" % (name, lease.place, ctl[0], ctl[1])
 
-    class RemoteWorld(WorldClient):
-        """The same JSON-lines requests over TCP to the exporter host's relay, each signed
-        with the rig's token from the key store (pumprig.farm_auth)."""
+    class RemoteService(WorldClient):
+        what = where
 
         def _connect(self):
             if self._sock is None:
@@ -443,4 +455,4 @@ def remote_world(lease, timeout_s=10.0):
             """Power cut, the board's records deleted (keys kept), power on."""
             return self.call("wipe_records", wait_s=60)
 
-    return RemoteWorld(None, timeout_s=timeout_s)
+    return RemoteService(None, timeout_s=timeout_s)

@@ -35,7 +35,8 @@ def add_parser(subparsers):
                         "labgrid's ser2net (about 40 ms less per request); start the exporter "
                         "with PATH=DIR:$PATH")
     e.add_argument("--relay", action="store_true",
-                   help="then serve the virtual rigs' control sockets until Ctrl-C")
+                   help="then serve, until Ctrl-C, the virtual rigs' control sockets and the "
+                        "instrument services of the --rigs benches (their adapters opened here)")
     e.set_defaults(func=cmd_export)
     pl = sub.add_parser("places", help="places, their rigs and who holds them")
     pl.add_argument("--json", action="store_true")
@@ -61,7 +62,9 @@ def cmd_export(args):
         if not sep or not board or not bal:
             raise PumprigError("--balance %r: write BOARD_SERIAL=BALANCE_SERIAL" % item)
         balances[board] = bal
-    benches = {}
+    base = args.control_port or fx.CONTROL_BASE_PORT
+    vgroups, relays = fx.virtual_groups(list_virtual(), address, base)
+    benches, services, rigs = {}, [], []
     if args.rigs:
         import tomllib
 
@@ -70,15 +73,12 @@ def cmd_export(args):
                 rigs = tomllib.load(f).get("rig", [])
         except (OSError, ValueError) as e:
             raise PumprigError("cannot read %s: %s" % (args.rigs, e)) from None
-        benches = fx.bench_groups(rigs, args.rigs)
-        listed = {r.get("serial") for r in rigs if r.get("serial")}
+        benches, services = fx.bench_groups(rigs, args.rigs, address, base + len(relays))
+    listed = {r.get("serial") for r in rigs if r.get("serial")}
     boards = [] if args.no_boards else list_boards()
-    if benches:  # a board the rigs file lists is exported once, as that rig
-        boards = [b for b in boards if b.get("serial") not in listed]
-    groups = fx.board_groups(boards, balances)
+    # a board the rigs file lists is exported once, as that rig
+    groups = fx.board_groups([b for b in boards if b.get("serial") not in listed], balances)
     groups.update(benches)
-    vgroups, relays = fx.virtual_groups(list_virtual(), address,
-                                        args.control_port or fx.CONTROL_BASE_PORT)
     groups.update(vgroups)
     text = fx.exporter_yaml(groups)
     if args.out == "-":
@@ -95,9 +95,21 @@ def cmd_export(args):
         fx.write_ser2net_wrapper(args.ser2net_nodelay)
     if not args.relay:
         return 0
-    r = fx.Relays(relays, address).start()
+    from pumprig_hil.farm import bench_instruments
+
+    opened = []
+    try:
+        for port, rig, group in services:  # the adapters, opened here (blinka)
+            opened.append((port, group, bench_instruments(rig, "%s, rig %s" % (args.rigs,
+                                                                           rig.get("name")))))
+        r = fx.Relays(relays, address, benches=opened).start()
+    except BaseException:
+        for _, _, inst in opened:
+            inst.close()
+        raise
+    ports = [x[0] for x in relays] + [x[0] for x in services]
     sys.stderr.write("pumprig: control relays on %s ports %s (Ctrl-C to stop)\n"
-                     % (address, ", ".join(str(x[0]) for x in relays) or "none"))
+                     % (address, ", ".join(str(p) for p in ports) or "none"))
     sys.stderr.flush()
     try:
         import signal

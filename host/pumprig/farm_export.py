@@ -63,11 +63,16 @@ def power_resource(spec, where):
     return dict(spec)
 
 
-def bench_groups(rigs, where="rigs file"):
+def bench_groups(rigs, where="rigs file", address=None, first_port=None):
     """Exporter groups for the bench rigs of a rigs file (hil/rigs.toml `[[rig]]` tables):
     `console` by USB serial number (USBSerialPort) or port (RawSerialPort, a path under /dev),
-    `balance` from [rig.balance] (`serial` or `port`), `power` from [rig.power]."""
-    out = {}
+    `balance` from [rig.balance] (`serial` or `port`), `power` from [rig.power], and, with an
+    address, `instruments`: a NetworkService at address:first_port+i for each rig with
+    instruments on its GPIO adapter, which `Relays` serves. Returns (groups, services) with
+    services [(port, rig, group)]."""
+    from pumprig_hil.farm import service_features
+
+    out, services = {}, []
     for r in rigs:
         if r.get("board") == "sim":
             continue
@@ -79,8 +84,13 @@ def bench_groups(rigs, where="rigs file"):
             g["balance"] = _serial_resource(bal, int(bal.get("baudrate", 9600)), here + " balance")
         if r.get("power") is not None:
             g["power"] = power_resource(r["power"], here)
+        if address is not None and service_features(r):
+            port = first_port + len(services)
+            g["instruments"] = {"cls": "NetworkService", "address": address,
+                                "username": "pumprig", "port": port}
+            services.append((port, r, _group(name)))
         out[_group(name)] = g
-    return out
+    return out, services
 
 
 def _serial_resource(d, speed, where):
@@ -150,16 +160,15 @@ def udev_rules(boards, group="dialout"):
 
 # ------------------------------------------------------------------------------ control relay
 
-class _Handler(socketserver.StreamRequestHandler):
-    """One client connection: the challenge, then signed requests only (pumprig.farm_auth);
-    the first refused one ends the connection."""
+class _Signed(socketserver.StreamRequestHandler):
+    """One client connection: the challenge, then signed requests only (pumprig.farm_auth),
+    each answered by answer(guard, body) with the reply's JSON text; the first refused
+    request ends the connection."""
 
     def handle(self):
         from pumprig.farm_auth import ControlRefused, Guard, refusal
 
-        target, state, token, uid = self.server.rig
-        guard = Guard(token, uid)
-        up = None
+        guard = Guard(self.server.token, self.server.uid)
         try:
             self.wfile.write(guard.hello())
             self.wfile.flush()
@@ -172,35 +181,49 @@ class _Handler(socketserver.StreamRequestHandler):
                     self.wfile.write(refusal(str(e)))
                     self.wfile.flush()
                     return
-                try:
-                    req = json.loads(body)
-                except ValueError:
-                    req = None
-                if not isinstance(req, dict):
-                    self._reply(guard, {"ok": False, "error": "not a JSON object"})
-                    continue
-                if req.get("op") in LOCAL_OPS:
-                    self._reply(guard, self._local(req, target, state))
-                    continue
-                if up is None:
-                    up = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                    up.connect(target)
-                    upr = up.makefile("rb")
-                up.sendall(body.encode() + b"\n")
-                reply = upr.readline()
-                if not reply:
+                reply = self.answer(guard, body)
+                if reply is None:
                     break
-                self.wfile.write(guard.seal(reply.decode().rstrip("\n")))
+                self.wfile.write(guard.seal(reply))
                 self.wfile.flush()
         except OSError:
             pass
         finally:
-            if up is not None:
-                up.close()
+            self.done()
 
-    def _reply(self, guard, obj):
-        self.wfile.write(guard.seal(json.dumps(obj)))
-        self.wfile.flush()
+    def answer(self, guard, body):
+        raise NotImplementedError
+
+    def done(self):
+        pass
+
+
+class _Handler(_Signed):
+    """A virtual rig: requests forwarded to its control socket, LOCAL_OPS done here."""
+
+    up = None
+
+    def answer(self, guard, body):
+        target, state, _, _ = self.server.rig
+        try:
+            req = json.loads(body)
+        except ValueError:
+            req = None
+        if not isinstance(req, dict):
+            return json.dumps({"ok": False, "error": "not a JSON object"})
+        if req.get("op") in LOCAL_OPS:
+            return json.dumps(self._local(req, target, state))
+        if self.up is None:
+            self.up = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.up.connect(target)
+            self.upr = self.up.makefile("rb")
+        self.up.sendall(body.encode() + b"\n")
+        reply = self.upr.readline()
+        return reply.decode().rstrip("\n") if reply else None
+
+    def done(self):
+        if self.up is not None:
+            self.up.close()
 
     @staticmethod
     def _local(req, target, state):
@@ -222,21 +245,55 @@ class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
 
 
-class Relays:
-    """TCP relays to the control sockets of this host's virtual rigs, one port each. Each
-    checks the rig's token (pumprig.farm_auth.rig_token: made at the first export, written to
-    the rig's state folder and to the key store of `home`)."""
+class _InstrumentHandler(_Signed):
+    """A bench's instruments (a BenchInstruments on this host's GPIO adapter), one request at
+    a time (pumprig_hil.farm.serve)."""
 
-    def __init__(self, relays, address, home=None):
+    def answer(self, guard, body):
+        from pumprig_hil.farm import serve
+
+        try:
+            req = json.loads(body)
+        except ValueError:
+            req = None
+        if not isinstance(req, dict):
+            return json.dumps({"ok": False, "error": "not a JSON object"})
+        with self.server.lock:
+            return json.dumps(serve(self.server.instruments, req))
+
+
+class Relays:
+    """TCP services of this host's rigs, one port each, answering only clients that hold the
+    rig's token (pumprig.farm_auth.rig_token: made at the first export, written to the rig's
+    state folder and to the key store of `home`): relays to the control sockets of its virtual
+    rigs, and the instrument services of its benches.
+
+    relays: [(port, control socket, state dir, uid)]; benches: [(port, group, instruments)]
+    with instruments a BenchInstruments (pumprig_hil.farm.bench_instruments), its token kept in
+    $PUMPRIG_HOME/farm/GROUP/ under the key store id `bench-GROUP`."""
+
+    def __init__(self, relays, address, home=None, benches=()):
         from pumprig.farm_auth import rig_token
+        from pumprig.keys import pumprig_home
 
         self.servers = []
+        self.benches = []
         try:
             for port, control, state, uid in relays:
                 token = rig_token(state, uid, home)
                 s = _Server((address, port), _Handler)
                 s.rig = (control, state, token, uid)
+                s.token, s.uid = token, uid
                 self.servers.append(s)
+            for port, group, inst in benches:
+                state = pumprig_home(home) / "farm" / group
+                state.mkdir(mode=0o700, parents=True, exist_ok=True)
+                uid = "bench-" + group
+                s = _Server((address, port), _InstrumentHandler)
+                s.token, s.uid = rig_token(str(state), uid, home), uid
+                s.instruments, s.lock = inst, threading.Lock()
+                self.servers.append(s)
+                self.benches.append(inst)
         except BaseException:
             for s in self.servers:
                 s.server_close()
@@ -254,6 +311,8 @@ class Relays:
         for s in self.servers:
             s.shutdown()
             s.server_close()
+        for inst in self.benches:
+            inst.close()
 
 
 # ------------------------------------------------------------------------------ ser2net nodelay

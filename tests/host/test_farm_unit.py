@@ -305,7 +305,8 @@ def test_bench_rigs_are_exported_with_their_power_relay(tmp_path):
             {"name": "esp", "board": "esp32", "port": "/dev/ttyUSB1",
              "power": {"cls": "NetworkPowerPort", "model": "gude", "host": "pdu1", "index": 4}},
             {"name": "sim-x", "board": "sim"}]
-    groups = farm_export.bench_groups(rigs)
+    groups, services = farm_export.bench_groups(rigs)
+    assert services == []                      # no address: no instrument service
     assert groups == {
         "pico-1": {"console": {"cls": "USBSerialPort", "match": {"ID_SERIAL_SHORT": "E661"},
                                "speed": 115200},
@@ -314,6 +315,12 @@ def test_bench_rigs_are_exported_with_their_power_relay(tmp_path):
         "esp": {"console": {"cls": "RawSerialPort", "port": "/dev/ttyUSB1", "speed": 115200},
                 "power": {"cls": "NetworkPowerPort", "model": "gude", "host": "pdu1",
                           "index": 4}}}
+    # with an address: the instrument service of a rig with instruments on its adapter
+    rigs[1].update(adapter="ft232h", instruments=["steps", "power_relay", "stall_injection"])
+    groups, services = farm_export.bench_groups(rigs, "r.toml", "hostA.lab", 20600)
+    assert services == [(20600, rigs[1], "esp")] and "instruments" not in groups["pico-1"]
+    assert groups["esp"]["instruments"] == {"cls": "NetworkService", "address": "hostA.lab",
+                                            "username": "pumprig", "port": 20600}
     text = farm_export.exporter_yaml(groups)
     assert "  power:\n    cls: \"ModbusTCPCoil\"\n    host: \"10.0.0.9\"\n    coil: 2" in text
     # a GPIO of the exporter host is exported by labgrid as NetworkSysfsGPIO: accepted

@@ -164,6 +164,8 @@ class ControlServer:
 class WorldClient:
     """Reads the world's measurements and injects faults. `path` is the rig's control.sock."""
 
+    what = "virtual rig"  # who failed, in a failed request's message
+
     def __init__(self, path, timeout_s=10.0):
         self.path = path
         self.timeout_s = timeout_s
@@ -229,7 +231,7 @@ class WorldClient:
             self.close()
             raise
         if not reply.get("ok"):
-            raise SimError("virtual rig: %s failed: %s" % (op, reply.get("error")))
+            raise SimError("%s: %s failed: %s" % (self.what, op, reply.get("error")))
         return reply.get("result")
 
     def status(self):
