@@ -1,11 +1,13 @@
-"""The exporter side of a farm: labgrid exporter configuration for the rigs on this host, the
-udev rule for its boards, and the TCP relay that makes a virtual rig's control socket (power
-cut, world measurements, records wipe) reachable from other hosts, to clients that hold the
-rig's token (pumprig.farm_auth).
+"""The exporter side of a farm: labgrid exporter configuration for the rigs on this host (its
+boards, the benches of a rigs file with their power relays, its virtual rigs), the udev rule
+for its boards, and the TCP services that make a virtual rig's control socket (power cut,
+world measurements, records wipe) and a bench's GPIO instruments reachable from other hosts,
+to clients that hold the rig's token (pumprig.farm_auth).
 
 Each rig is one exporter group, named after the rig; its resources have fixed names the client
 looks for (pumprig.farm.Lease): `console` (the rig's serial port), `balance` (the balance's
-serial port, when there is one) and `control` (a virtual rig's control service).
+serial port, when there is one), `control` (a virtual rig's control service), `power` (a
+bench's relay, a labgrid resource) and `instruments` (a bench's instrument service).
 """
 
 import json
@@ -162,7 +164,7 @@ def udev_rules(boards, group="dialout"):
 
 class _Signed(socketserver.StreamRequestHandler):
     """One client connection: the challenge, then signed requests only (pumprig.farm_auth),
-    each answered by answer(guard, body) with the reply's JSON text; the first refused
+    each answered by answer(body) with the reply's JSON text; the first refused
     request ends the connection."""
 
     def handle(self):
@@ -181,7 +183,7 @@ class _Signed(socketserver.StreamRequestHandler):
                     self.wfile.write(refusal(str(e)))
                     self.wfile.flush()
                     return
-                reply = self.answer(guard, body)
+                reply = self.answer(body)
                 if reply is None:
                     break
                 self.wfile.write(guard.seal(reply))
@@ -191,7 +193,7 @@ class _Signed(socketserver.StreamRequestHandler):
         finally:
             self.done()
 
-    def answer(self, guard, body):
+    def answer(self, body):
         raise NotImplementedError
 
     def done(self):
@@ -203,8 +205,8 @@ class _Handler(_Signed):
 
     up = None
 
-    def answer(self, guard, body):
-        target, state, _, _ = self.server.rig
+    def answer(self, body):
+        target, state = self.server.rig
         try:
             req = json.loads(body)
         except ValueError:
@@ -249,7 +251,7 @@ class _InstrumentHandler(_Signed):
     """A bench's instruments (a BenchInstruments on this host's GPIO adapter), one request at
     a time (pumprig_hil.farm.serve)."""
 
-    def answer(self, guard, body):
+    def answer(self, body):
         from pumprig_hil.farm import serve
 
         try:
@@ -282,7 +284,7 @@ class Relays:
             for port, control, state, uid in relays:
                 token = rig_token(state, uid, home)
                 s = _Server((address, port), _Handler)
-                s.rig = (control, state, token, uid)
+                s.rig = (control, state)
                 s.token, s.uid = token, uid
                 self.servers.append(s)
             for port, group, inst in benches:
