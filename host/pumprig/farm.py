@@ -20,7 +20,7 @@ import subprocess
 import sys
 from contextlib import contextmanager
 
-from pumprig.errors import PumprigError
+from pumprig.errors import FarmError, PumprigError
 
 PREFIX = "lg:"
 # ser2net cannot set modem lines on a pty (a virtual rig): the client must not wait for it
@@ -38,10 +38,6 @@ DIGITAL_OUTPUTS = ("HttpDigitalOutput", "ModbusTCPCoil", "WaveshareModbusTCPCoil
                    "Eth008DigitalOutput", "OneWirePIO", "NetworkDeditecRelais8",
                    "NetworkSysfsGPIO", "NetworkLXAIOBusPIO", "NetworkHIDRelay")
 POWER = "power"
-
-
-class FarmError(PumprigError):
-    """The farm (labgrid, its coordinator, a place) refused or is not there."""
 
 
 class PlaceBusy(FarmError):

@@ -23,7 +23,7 @@ import json
 import os
 import secrets
 
-from pumprig.farm import FarmError
+from pumprig.errors import FarmError
 
 SCHEME = "pumprig-hmac-sha256"
 TOKEN_FILE = "control.key"
