@@ -11,13 +11,12 @@ labgrid-client: PlaceRelay).
 from __future__ import annotations
 
 import re
-import time
 
 from pumprig import farm
 from pumprig.errors import PumprigError
 
 from . import inventory as inv
-from .instruments import DENSITY_UG_PER_UL, InstrumentError, Instruments, StepCount
+from .instruments import InstrumentError, RealTimeInstruments, StepCount
 
 
 class RemoteVirtualRig:
@@ -187,15 +186,14 @@ def serve(inst, req):
         return {"ok": False, "error": "%s: %s" % (type(e).__name__, e)}
 
 
-class RemoteBenchInstruments(Instruments):
+class RemoteBenchInstruments(RealTimeInstruments):
     """A bench's instruments on another host: the GPIO adapter's through the exporter host's
     instrument service (signed requests, pumprig.farm_auth), the balance through the place's
     serial resource, the power relay through the place's `power` resource when it has one.
     Time is real: advance_s sleeps."""
 
-    target = "bench"
-
     def __init__(self, lease, service, features, relay=None):
+        super().__init__()
         self.lease = lease
         self.service = service
         self.remote = frozenset(features)
@@ -206,14 +204,8 @@ class RemoteBenchInstruments(Instruments):
         if lease.balance_url:
             feats.add("balance")
         self.features = frozenset(feats)
-        self._t0 = time.monotonic()
-        self._balance = None
-        self._zero_ug = 0
         if "balance" in feats:
-            from pumprig.balance import Balance
-
-            self._balance = Balance(lease.balance_url, timeout=5.0)
-            self._zero_ug = self._balance.weigh_stable()
+            self._open_balance(lease.balance_url)
 
     def _call(self, op, **args):
         try:
@@ -224,11 +216,6 @@ class RemoteBenchInstruments(Instruments):
     def steps(self):
         self._need("steps", "a STEP/DIR counter on the adapter")
         return StepCount(*self._call("steps"))
-
-    def volume_nl(self):
-        if self._balance is None:
-            return None
-        return (self._balance.weigh_stable() - self._zero_ug) * 1000 // DENSITY_UG_PER_UL
 
     def battery_mv(self):
         return self._call("battery_mv") if self.remote & {"battery_adc", "battery_dac"} else None
@@ -264,16 +251,6 @@ class RemoteBenchInstruments(Instruments):
         self._need("stall_injection", "a GPIO forcing the driver's DIAG line")
         self._call("stall", on=bool(on))
 
-    def balance(self):
-        return self._balance
-
-    def advance_s(self, s):
-        if s > 0:
-            time.sleep(s)
-
-    def now_s(self):
-        return time.monotonic() - self._t0
-
     def readings(self):
         out = {"target": "bench", "rig": self.lease.place, "now_s": round(self.now_s(), 3)}
         try:
@@ -292,6 +269,4 @@ class RemoteBenchInstruments(Instruments):
 
     def close(self):
         self.service.close()
-        if self._balance is not None:
-            self._balance.close()
-            self._balance = None
+        super().close()

@@ -164,7 +164,7 @@ def udev_rules(boards, group="dialout"):
 
 class _Signed(socketserver.StreamRequestHandler):
     """One client connection: the challenge, then signed requests only (pumprig.farm_auth),
-    each answered by answer(body) with the reply's JSON text; the first refused
+    each answered by answer(request, its JSON text) with the reply's JSON text; the first refused
     request ends the connection."""
 
     def handle(self):
@@ -183,7 +183,14 @@ class _Signed(socketserver.StreamRequestHandler):
                     self.wfile.write(refusal(str(e)))
                     self.wfile.flush()
                     return
-                reply = self.answer(body)
+                try:
+                    req = json.loads(body)
+                except ValueError:
+                    req = None
+                if isinstance(req, dict):
+                    reply = self.answer(req, body)
+                else:
+                    reply = json.dumps({"ok": False, "error": "not a JSON object"})
                 if reply is None:
                     break
                 self.wfile.write(guard.seal(reply))
@@ -193,7 +200,7 @@ class _Signed(socketserver.StreamRequestHandler):
         finally:
             self.done()
 
-    def answer(self, body):
+    def answer(self, req, body):
         raise NotImplementedError
 
     def done(self):
@@ -205,14 +212,8 @@ class _Handler(_Signed):
 
     up = None
 
-    def answer(self, body):
+    def answer(self, req, body):
         target, state = self.server.rig
-        try:
-            req = json.loads(body)
-        except ValueError:
-            req = None
-        if not isinstance(req, dict):
-            return json.dumps({"ok": False, "error": "not a JSON object"})
         if req.get("op") in LOCAL_OPS:
             return json.dumps(self._local(req, target, state))
         if self.up is None:
@@ -251,15 +252,9 @@ class _InstrumentHandler(_Signed):
     """A bench's instruments (a BenchInstruments on this host's GPIO adapter), one request at
     a time (pumprig_hil.farm.serve)."""
 
-    def answer(self, body):
+    def answer(self, req, body):
         from pumprig_hil.farm import serve
 
-        try:
-            req = json.loads(body)
-        except ValueError:
-            req = None
-        if not isinstance(req, dict):
-            return json.dumps({"ok": False, "error": "not a JSON object"})
         with self.server.lock:
             return json.dumps(serve(self.server.instruments, req))
 
