@@ -17,8 +17,11 @@ from pathlib import Path
 BIN = Path(sys.executable).parent
 PLACES = ("place-a", "place-b")
 # bench stand-ins on hostA (rigs file): a pty as the board's port, the power relay on the
-# stand-in below, as an HTTP digital output (place-c) and as a simplerest power port (place-d)
+# stand-in below, as an HTTP digital output (place-c) and as a simplerest power port (place-d);
+# place-c's stall and occlusion lines on hostA's GPIO adapter: blinka's modules replaced by
+# FAKE_BLINKA in its `farm export --relay`, which writes the pins' levels to Farm.pins
 BENCHES = {"place-c": "bench-c", "place-d": "bench-d"}
+FAKE_BLINKA = Path(__file__).resolve().parent / "fake_blinka"
 
 
 def _free_port():
@@ -88,9 +91,11 @@ class RelayStandIn:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def rigs_toml(self, ports):
-        """hostA's rigs file: the two benches, their ports and power relays."""
+        """hostA's rigs file: the two benches, their ports and power relays; bench-c's stall
+        and occlusion lines on a GPIO adapter (fake blinka, FAKE_BLINKA below)."""
         return (
-            '[[rig]]\nname = "bench-c"\nboard = "rp2040"\nport = "%s"\n'
+            '[[rig]]\nname = "bench-c"\nboard = "rp2040"\nport = "%s"\nadapter = "ft232h"\n'
+            'instruments = ["stall_injection", "occlusion_injection"]\n'
             '[rig.power]\ncls = "HttpDigitalOutput"\nurl = "%s/coil"\n'
             'body_asserted = "1"\nbody_deasserted = "0"\n\n'
             '[[rig]]\nname = "bench-d"\nboard = "rp2040"\nport = "%s"\n'
@@ -111,6 +116,7 @@ class Farm:
         self.keys = tmp / "shared" / "keys.json"   # a lab would mount this on every host
         self.relay = None
         self.ptys = []
+        self.pins = tmp / "hostA-pins.json"
 
     def env(self, home, **extra):
         e = dict(os.environ)
@@ -196,9 +202,12 @@ def _start_host(farm, name, nodelay=False, rigs=None):
     if nodelay:
         extra = ["--ser2net-nodelay", str(home / "bin")]
         xenv = dict(env, PATH=str(home / "bin") + os.pathsep + env.get("PATH", ""))
+    renv = env
+    if rigs:  # the rigs file's adapter: fake blinka, its pins' levels in farm.pins
+        renv = dict(env, PYTHONPATH=str(FAKE_BLINKA), FAKE_BLINKA_LOG=str(farm.pins))
     relay = farm.spawn([str(BIN / "pumprig"), "farm", "export", "--no-boards", "--address",
                         "127.0.0.1", "--control-port", str(port), "--relay", "--out", str(yaml)]
-                       + extra + (["--rigs", str(rigs)] if rigs else []), env, name + "-relay.log")
+                       + extra + (["--rigs", str(rigs)] if rigs else []), renv, name + "-relay.log")
     wait_for(lambda: "control relays" in farm.log(relay), "the relay on " + name, procs=[relay])
     exporter = farm.spawn([str(BIN / "labgrid-exporter"), "-c", farm.coord, "--name", name,
                            "--hostname", "127.0.0.1", str(yaml)], xenv, name + "-exporter.log")
@@ -234,7 +243,8 @@ def start_farm(tmp, nodelay=("hostB",)):
             f.lg("-p", place, "add-match", "hostA/%s/*" % group)
         procs = [f.coordinator] + [h["exporter"] for h in f.hosts.values()]
         want = ["%s/%s/NetworkService" % (n, h["rig"]) for n, h in f.hosts.items()]
-        want += ["hostA/bench-c/HttpDigitalOutput", "hostA/bench-d/NetworkPowerPort"]
+        want += ["hostA/bench-c/HttpDigitalOutput", "hostA/bench-d/NetworkPowerPort",
+                 "hostA/bench-c/NetworkService"]
         wait_for(lambda: all(w in f.lg("resources").stdout for w in want),
                  "both exporters' resources", procs=procs)
     except BaseException:

@@ -59,8 +59,12 @@ def test_exporter_configuration_names_the_rig_its_balance_and_its_control(farm):
     assert "  power:\n    cls: \"NetworkPowerPort\"\n    model: \"simplerest\"" in text
     # hostB's exporter found the nodelay wrapper first on its PATH; hostA runs ser2net as is
     assert (farm.hosts["hostB"]["home"] / "bin" / "ser2net").exists()
-    # the shared key store got both rigs' keys from their own hosts, and is private
-    assert len(json.loads(farm.keys.read_text())) == 2
+    # the shared key store got both rigs' keys and control tokens from their own hosts, and
+    # the token of hostA's bench instrument service; it is private
+    store = json.loads(farm.keys.read_text())
+    rigs = [e for u, e in store.items() if u != "bench-bench-c"]
+    assert len(rigs) == 2 and all(set(e) == {"patient", "clinician", "control"} for e in rigs)
+    assert set(store["bench-bench-c"]) == {"control"}
     assert os.stat(farm.keys).st_mode & 0o077 == 0
 
 
@@ -172,7 +176,9 @@ def test_a_bench_power_relay_through_labgrid(farm):
     """A bench's power relay exported from its rigs file: `farm power` and the HIL plugin's
     power cut switch it through labgrid-client and labgrid's own drivers (HttpDigitalOutput:
     PUT the asserted body; NetworkPowerPort simplerest: GET the outlet URL), and read it back.
-    The relay is a stand-in HTTP server (tests/farm/_lab.py): no board loses power here."""
+    The relay is a stand-in HTTP server (tests/farm/_lab.py): no board loses power here. The
+    bench's stall and occlusion lines are driven through its exporter host's instrument
+    service, on a fake blinka there."""
     relay = farm.relay
     # an HTTP digital output: asserted = coil energised = supply cut (NC contact)
     r = _pumprig(farm, "--port", "lg:place-c", "farm", "power", "off")
@@ -188,20 +194,29 @@ def test_a_bench_power_relay_through_labgrid(farm):
     # the HIL plugin on such a place: a board whose power_relay is the place's (no GPIO)
     env = farm.env(farm.tmp / "client")
     old = dict(os.environ)
-    os.environ.update(LG_COORDINATOR=env["LG_COORDINATOR"])
+    os.environ.update(LG_COORDINATOR=env["LG_COORDINATOR"], PUMPRIG_HOME=env["PUMPRIG_HOME"])
     try:
         sys.path.insert(0, str(REPO / "hil"))
         from pumprig_hil.farm import take_place
 
         lock = take_place("lg:place-c", "gw0")
         try:
-            assert lock.spec.board == "rp2040" and lock.spec.instruments == {"power_relay"}
+            assert lock.spec.board == "rp2040"
+            assert lock.spec.instruments == {"power_relay", "stall_injection",
+                                             "occlusion_injection"}
             inst = lock.instruments()               # what HilRig.start gets on this place
-            assert relay.coil == "0"                # BenchInstruments switched it on
+            inst.power_on()
+            assert relay.coil == "0"
             inst.power_cut()
             assert relay.coil == "1" and not inst.powered()
+            # the adapter's lines: hostA's instrument service (signed), its fake blinka pins
+            inst.stall(True)
+            inst.occlude(True)
+            assert json.loads(farm.pins.read_text()) == {"C3": True, "C4": True}
             inst.clear_faults()
             assert relay.coil == "0" and inst.readings()["power"] == "on"
+            assert json.loads(farm.pins.read_text()) == {"C3": False, "C4": False}
+            inst.close()
         finally:
             lock.release()
     finally:
