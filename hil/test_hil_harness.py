@@ -272,3 +272,77 @@ def test_step_plot_is_150_dpi_with_a_tolerance_band(tmp_path, monkeypatch):
                      ([10.0, 20.0], [-1.0, -1.5], [1.0, 1.5], "tolerance")]
     plain = report.plot_trace([(0, 0, "start"), (5, 3, None)], tmp_path / "b.png", "t", "sim")
     assert _png_size(plain) == (int(6.4 * 150), int(3.2 * 150))
+
+
+# ---------------------------------------------------------------------------- over a farm
+
+def test_a_bench_instrument_service_on_another_host(tmp_path, monkeypatch):
+    """A bench's GPIO instruments through its exporter host's instrument service (what
+    `pumprig farm export --rigs FILE --relay` serves, exported as the NetworkService
+    `instruments`), on fake blinka: the HIL plugin's instruments on the place drive the
+    adapter's pins and DAC there; a client without the bench's token is refused."""
+    import socket
+
+    from pumprig import farm, farm_auth, keys
+    from pumprig.farm_export import Relays
+    from pumprig_hil import farm as hilfarm
+
+    exporter, client = tmp_path / "exporter", tmp_path / "client"
+    store = tmp_path / "shared-keys.json"
+    for h in (exporter, client):
+        h.mkdir()
+        (h / "config.toml").write_text('keys = "%s"\n' % store)
+    rig = {"name": "b1", "board": "rp2040", "serial": "E6614103E7452D2F", "adapter": "ft232h",
+           "instruments": ["power_relay", "battery_dac", "battery_adc", "stall_injection",
+                           "occlusion_injection", "balance"],
+           "balance": {"port": "/dev/ttyUSB0"}}
+    mods, pins, buses = fake_blinka()
+    inst = hilfarm.bench_instruments(rig, "rigs.toml", modules=mods)
+    assert inst.features == hilfarm.service_features(rig) == {
+        "power_relay", "battery_dac", "battery_adc", "stall_injection", "occlusion_injection"}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    relays = Relays([], "127.0.0.1", home=exporter, benches=[(port, "b1", inst)]).start()
+    try:
+        lease = farm.Lease("bench1")
+        lease.resources = {"console": {"cls": "NetworkSerialPort",
+                                       "params": {"host": "127.0.0.1", "port": 1}},
+                           "instruments": {"cls": "NetworkService",
+                                           "params": {"address": "127.0.0.1", "port": port}}}
+        monkeypatch.setenv("PUMPRIG_HOME", str(client))
+        lock = hilfarm.PlaceLock(lease)
+        assert lock.spec.board == "rp2040" and lock.spec.instruments == inst.features
+        remote = lock.instruments()
+        assert isinstance(remote, hilfarm.RemoteBenchInstruments)
+        remote.power_cut()
+        assert pins["C2"].value is True and not remote.powered()
+        remote.stall(True)
+        remote.occlude(True)
+        assert pins["C3"].value and pins["C4"].value
+        remote.set_battery_mv(3000)
+        assert inst.dac.code == 2458
+        buses[0].regs[0x00] = 12000                # tap 1500 mV -> cell 3000 mV
+        assert remote.battery_mv() == 3000
+        remote.clear_faults()
+        assert not (pins["C2"].value or pins["C3"].value or pins["C4"].value)
+        assert inst.dac.code == 3031 and remote.powered()
+        with pytest.raises(ins.InstrumentError, match="has no steps"):
+            remote.steps()                         # not wired on this bench
+        assert remote.readings()["power"] == "on"
+        remote.close()
+        # the token: $PUMPRIG_HOME/farm/b1/control.key (0600) and the shared store
+        token = (exporter / "farm" / "b1" / farm_auth.TOKEN_FILE).read_text().strip()
+        assert keys.KeyStore(client).control_token("bench-b1") == token
+        # a client host with another key store cannot touch the pins
+        other = tmp_path / "other"
+        other.mkdir()
+        monkeypatch.setenv("PUMPRIG_HOME", str(other))
+        with pytest.raises(farm_auth.ControlRefused, match="no control token for rig bench-b1"):
+            hilfarm.PlaceLock(lease)
+        keys.KeyStore(other).save_control("bench-b1", "cd" * 32)
+        with pytest.raises(farm_auth.ControlRefused, match="wrong control token"):
+            hilfarm.PlaceLock(lease)
+        assert pins["C2"].value is False
+    finally:
+        relays.stop()

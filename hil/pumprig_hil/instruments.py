@@ -420,34 +420,69 @@ DEFAULT_PINS = {  # FT232H names; MCP2221 uses G0..G3, u2if a Pico's GP0..GP28
 }
 
 
-class BenchInstruments(Instruments):
-    """A real bench. `spec` is the rig's inventory entry (hil/rigs.toml).
-
-    `modules` (board, digitalio, busio) may be given for tests; otherwise blinka is imported
-    here, after the adapter's environment variable is set."""
+class RealTimeInstruments(Instruments):
+    """What every bench shares, wherever its adapter is: real time (advance_s sleeps) and the
+    balance on a serial port, zeroed when the instruments start."""
 
     target = "bench"
 
-    def __init__(self, spec, modules=None):
+    def __init__(self):
+        self._t0 = time.monotonic()
+        self._balance = None
+        self._balance_zero_ug = 0
+
+    def _open_balance(self, port, baudrate=9600, timeout_s=5.0):
+        from pumprig.balance import Balance
+
+        self._balance = Balance(port, baudrate=int(baudrate), timeout=float(timeout_s))
+        self._balance_zero_ug = self._balance.weigh_stable()
+
+    def balance(self):
+        return self._balance
+
+    def advance_s(self, s):
+        if s > 0:
+            time.sleep(s)
+
+    def now_s(self):
+        return time.monotonic() - self._t0
+
+    def close(self):
+        if self._balance is not None:
+            self._balance.close()
+            self._balance = None
+
+
+class BenchInstruments(RealTimeInstruments):
+    """A real bench. `spec` is the rig's inventory entry (hil/rigs.toml).
+
+    `modules` (board, digitalio, busio) may be given for tests; otherwise blinka is imported
+    here, after the adapter's environment variable is set. `relay`: the power relay when it
+    is not on the adapter (a labgrid place's `power` resource, pumprig_hil.farm.PlaceRelay);
+    anything with set(energise) and `energised`."""
+
+    target = "bench"
+
+    def __init__(self, spec, modules=None, relay=None):
+        super().__init__()
         self.spec = spec
         self.features = frozenset(spec.instruments)
-        self._t0 = time.monotonic()
         self._pins = {}
         self._i2c = None
         self.counter = None
-        self.relay = None
+        self.relay = relay
         self.dac = None
         self.adc = None
-        self._balance = None
-        self._balance_zero_ug = 0
         self._forced_mv = None
         bat = spec.battery or {}
         self.nominal_mv = int(bat.get("nominal_mv", 3700))
         self.divider = (int(bat.get("div_num", 2)), int(bat.get("div_den", 1)))
         self.buffer_gain = (int(bat.get("gain_num", 1)), int(bat.get("gain_den", 1)))
-        needs_gpio = self.features - {"balance"}
+        needs_gpio = self.features - {"balance"} - ({"power_relay"} if relay else set())
         if needs_gpio:
             self._setup_gpio(modules)
+        if relay is not None:
+            relay.set(False)  # the supply on
         if self.has("balance"):
             self._setup_balance()
 
@@ -488,7 +523,7 @@ class BenchInstruments(Instruments):
             self.counter = PollingStepCounter(pin("step", False), pin("dir", False),
                                               int(sc.get("stretch_us", 1000)))
             self.counter.start()
-        if self.has("power_relay"):
+        if self.has("power_relay") and self.relay is None:
             self.relay = Relay(pin("relay", True), bool(pins.get("relay_active_high", True)))
             self.relay.set(False)  # wired through the NC contact: de-energised = powered
         if self.has("stall_injection"):
@@ -507,23 +542,13 @@ class BenchInstruments(Instruments):
                                    int(i2c_cfg.get("adc_channel", 0)))
 
     def _setup_balance(self):
-        from pumprig.balance import Balance
-
         b = self.spec.balance or {}
-        self._balance = Balance(b["port"], baudrate=int(b.get("baudrate", 9600)),
-                                timeout=float(b.get("timeout_s", 5.0)))
-        self._balance_zero_ug = self._balance.weigh_stable()
+        self._open_balance(b["port"], b.get("baudrate", 9600), b.get("timeout_s", 5.0))
 
     # ---- the interface
     def steps(self):
         self._need("steps", "a STEP/DIR counter on the adapter")
         return self.counter.read()
-
-    def volume_nl(self):
-        if self._balance is None:
-            return None
-        ug = self._balance.weigh_stable() - self._balance_zero_ug
-        return ug * 1000 // DENSITY_UG_PER_UL
 
     def battery_mv(self):
         if self.adc is not None:
@@ -556,16 +581,6 @@ class BenchInstruments(Instruments):
         self._need("stall_injection", "a GPIO forcing the driver's DIAG line")
         self._pins["stall"].value = bool(on)
 
-    def balance(self):
-        return self._balance
-
-    def advance_s(self, s):
-        if s > 0:
-            time.sleep(s)
-
-    def now_s(self):
-        return time.monotonic() - self._t0
-
     def readings(self):
         out = {"target": "bench", "rig": self.spec.name, "now_s": round(self.now_s(), 3)}
         if self.counter is not None:
@@ -589,9 +604,7 @@ class BenchInstruments(Instruments):
     def close(self):
         if self.counter is not None:
             self.counter.stop()
-        if self._balance is not None:
-            self._balance.close()
-            self._balance = None
+        super().close()
         for p in self._pins.values():
             try:
                 p.deinit()

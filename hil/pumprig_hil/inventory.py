@@ -23,7 +23,7 @@ FEATURES = ("steps", "balance", "power_relay", "battery_dac", "battery_adc",
             "stall_injection", "occlusion_injection", "time_warp")
 BOARDS = ("rp2040", "esp32", "sim")
 _RIG_KEYS = {"name", "board", "port", "serial", "instruments", "adapter", "pins", "i2c",
-             "balance", "battery", "step_counter", "notes"}
+             "balance", "battery", "step_counter", "notes", "power"}
 ADAPTERS = {"ft232h": "BLINKA_FT232H", "mcp2221": "BLINKA_MCP2221", "u2if": "BLINKA_U2IF"}
 
 
@@ -44,6 +44,7 @@ class RigSpec:
     balance: dict = field(default_factory=dict)
     battery: dict = field(default_factory=dict)
     step_counter: dict = field(default_factory=dict)
+    power: dict = field(default_factory=dict)  # a labgrid power resource (`farm export --rigs`)
 
     @property
     def is_sim(self):
@@ -95,13 +96,17 @@ def _spec(d, where):
     if board != "sim" and needs_adapter and adapter is None:
         raise InventoryError("%s (%s): instruments %s need a GPIO adapter (adapter = ...)"
                              % (where, name, ", ".join(sorted(needs_adapter))))
+    if "power" in d and not isinstance((d.get("power") or {}).get("cls"), str):
+        raise InventoryError("%s (%s): [rig.power] needs cls, a labgrid resource class "
+                             "(docs/farm.md)" % (where, name))
     if "balance" in inst and board != "sim" and not (d.get("balance") or {}).get("port"):
         raise InventoryError("%s (%s): a balance needs [rig.balance] port" % (where, name))
     return RigSpec(name=name, board=board, port=d.get("port"), serial=d.get("serial"),
                    instruments=frozenset(inst), adapter=adapter, pins=dict(d.get("pins", {})),
                    i2c=dict(d.get("i2c", {})), balance=dict(d.get("balance", {})),
                    battery=dict(d.get("battery", {})),
-                   step_counter=dict(d.get("step_counter", {})))
+                   step_counter=dict(d.get("step_counter", {})),
+                   power=dict(d.get("power", {})))
 
 
 def load(path) -> list[RigSpec]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import time
 
 from pumpcore import proto
@@ -101,7 +100,9 @@ class HilRig:
 
     # ------------------------------------------------------------------ lifetime
     @classmethod
-    def start(cls, spec, home):
+    def start(cls, spec, home, inst=None):
+        """inst: a bench's instruments when they are not this host's GPIO adapter (a labgrid
+        place's, pumprig_hil.farm.PlaceLock.instruments)."""
         if spec.is_sim:
             from pumprig.virtual.rig import open_rig
 
@@ -115,7 +116,7 @@ class HilRig:
                 raise
             return hr
         hr = cls(spec, home, None, None)
-        hr.inst = BenchInstruments(spec)
+        hr.inst = inst if inst is not None else BenchInstruments(spec)
         try:
             hr.inst.clear_faults()
             hr.connect(wait_s=15)
@@ -268,19 +269,8 @@ class HilRig:
         """Pristine records (no plan, counters, alarms, bolus history or battery history),
         keys kept. Virtual rig: power cut, wipe data/, power on. Bench: interrupt the
         firmware through the raw REPL, delete the records, reset."""
-        if self.spec.is_sim and hasattr(self.vrig, "wipe_records"):
-            self.vrig.wipe_records()  # a virtual rig on another host (pumprig_hil/farm.py)
-        elif self.spec.is_sim:
-            self.inst.power_cut()
-            data = os.path.join(self.vrig.fs, "data")
-            for name in os.listdir(data):
-                if name != "keys.json":
-                    p = os.path.join(data, name)
-                    if os.path.isdir(p):
-                        shutil.rmtree(p)
-                    else:
-                        os.remove(p)
-            self.inst.power_on()
+        if self.spec.is_sim:
+            self.vrig.wipe_records()  # here, or on a farm's exporter host (pumprig_hil/farm.py)
         else:
             from pumprig.flash import _mpremote, wait_up
 

@@ -40,3 +40,7 @@ class SimError(PumprigError):
 
 class BalanceError(PumprigError):
     """The balance did not answer, or answered out of range."""
+
+
+class FarmError(PumprigError):
+    """The farm (labgrid, its coordinator, a place, a rig's service) refused or is not there."""

@@ -20,16 +20,24 @@ import subprocess
 import sys
 from contextlib import contextmanager
 
-from pumprig.errors import PumprigError
+from pumprig.errors import FarmError, PumprigError
 
 PREFIX = "lg:"
 # ser2net cannot set modem lines on a pty (a virtual rig): the client must not wait for it
 RFC2217_OPTS = "?ign_set_control"
 LG_TIMEOUT_S = 60.0
 
-
-class FarmError(PumprigError):
-    """The farm (labgrid, its coordinator, a place) refused or is not there."""
+# A bench's power relay on a place: the place's resource named `power`, of one of the labgrid
+# classes below (as a client sees them: an exporter's SysfsGPIO is a NetworkSysfsGPIO).
+# A power port is cut with `labgrid-client power off`. A digital output is the coil of a relay
+# in the board's supply, wired through its normally closed contact as a bench's own relay
+# (hil/pumprig_hil/instruments.py): asserted (`labgrid-client io high power`) cuts the power.
+POWER_PORTS = ("NetworkPowerPort", "PDUDaemonPort", "TasmotaPowerPort", "NetworkYKUSHPowerPort",
+               "NetworkUSBPowerPort", "NetworkSiSPMPowerPort")
+DIGITAL_OUTPUTS = ("HttpDigitalOutput", "ModbusTCPCoil", "WaveshareModbusTCPCoil",
+                   "Eth008DigitalOutput", "OneWirePIO", "NetworkDeditecRelais8",
+                   "NetworkSysfsGPIO", "NetworkLXAIOBusPIO", "NetworkHIDRelay")
+POWER = "power"
 
 
 class PlaceBusy(FarmError):
@@ -221,14 +229,51 @@ class Lease:
     def balance_url(self):
         return self._serial_url("balance")
 
-    @property
-    def control(self):
-        """(host, port) of a virtual rig's control service, or None (a board)."""
-        r = self.resources.get("control")
+    def service(self, name):
+        """(host, port) of the place's NetworkService resource `name`, or None."""
+        r = self.resources.get(name)
         if not r or r.get("cls") != "NetworkService":
             return None
         p = r.get("params") or {}
         return p.get("address"), int(p.get("port"))
+
+    @property
+    def control(self):
+        """(host, port) of a virtual rig's control service, or None (a board)."""
+        return self.service("control")
+
+    @property
+    def power_switch(self):
+        """"port" (a power port), "output" (a relay's coil on a digital output) or None: how
+        the place's `power` resource switches the board's supply."""
+        r = self.resources.get(POWER)
+        cls = r.get("cls") if r else None
+        if cls in POWER_PORTS:
+            return "port"
+        if cls in DIGITAL_OUTPUTS:
+            return "output"
+        return None
+
+    def power(self, action):
+        """Switch the board's supply through labgrid-client: action on, off or get; returns
+        True when powered. FarmError when the place has no power resource pumprig knows."""
+        kind = self.power_switch
+        if kind is None:
+            r = self.resources.get(POWER)
+            raise FarmError(
+                "place %s has no power relay: %s (docs/farm.md, \"A bench's power relay\")"
+                % (self.place, "its `power` resource is a %s, not a power port or digital "
+                   "output labgrid switches" % r.get("cls") if r else "no resource named `power`"))
+        if kind == "port":
+            out = lg([POWER, action, "--name", POWER], place=self.place)
+            if action == "get":
+                return out.strip().endswith(" is on")
+            return action == "on"
+        level = {"on": "low", "off": "high", "get": "get"}[action]
+        out = lg(["io", level, POWER], place=self.place)
+        if action == "get":
+            return out.strip().endswith(" is low")
+        return action == "on"
 
     def refresh(self):
         info = parse_show(lg(["show"], place=self.place))
@@ -359,26 +404,51 @@ def list_places():
 
 def remote_world(lease, timeout_s=10.0):
     """A WorldClient for the virtual rig on a held place, over its control service."""
-    ctl = lease.control
-    if ctl is None:
+    if lease.control is None:
         raise FarmError("place %s has no control service: it is not a virtual rig exported "
                         "with `pumprig farm export --relay`" % lease.place)
+    return remote_service(lease, "control", timeout_s)
+
+
+def remote_service(lease, name, timeout_s=10.0):
+    """A client of the place's service `name` (a NetworkService: a virtual rig's `control`, a
+    bench's `instruments`): JSON-lines requests over TCP, each signed with the rig's token from
+    the key store (pumprig.farm_auth). call(op, **args) returns the result or raises."""
+    ctl = lease.service(name)
+    if ctl is None:
+        raise FarmError("place %s has no %s service" % (lease.place, name))
+    from pumprig.farm_auth import Session
     from pumprig.virtual.control import WorldClient
 
-    class RemoteWorld(WorldClient):
-        """The same JSON-lines requests over TCP to the exporter host's relay."""
+    where = "the %s service of place %s at %s:%s" % (name, lease.place, ctl[0], ctl[1])
+
+    class RemoteService(WorldClient):
+        what = where
 
         def _connect(self):
             if self._sock is None:
                 try:
-                    self._sock = socket.create_connection(ctl, timeout=self.timeout_s)
+                    s = socket.create_connection(ctl, timeout=self.timeout_s)
                 except OSError as e:
-                    raise FarmError("cannot reach the control service of place %s at %s:%s: %s"
-                                    % (lease.place, ctl[0], ctl[1], e)) from e
+                    raise FarmError("cannot reach %s: %s" % (where, e)) from e
+                try:
+                    self._sock = s
+                    self.session = Session(self._readline(s), where)
+                except (OSError, PumprigError) as e:
+                    self.close()
+                    if isinstance(e, FarmError):
+                        raise
+                    raise FarmError("%s sent no challenge: %s" % (where, e)) from e
             return self._sock
+
+        def _encode(self, req):
+            return self.session.wrap(req)
+
+        def _decode(self, line):
+            return self.session.unwrap(line)
 
         def wipe_records(self):
             """Power cut, the board's records deleted (keys kept), power on."""
             return self.call("wipe_records", wait_s=60)
 
-    return RemoteWorld(None, timeout_s=timeout_s)
+    return RemoteService(None, timeout_s=timeout_s)

@@ -4,6 +4,9 @@ rig on a place. `pumprig --port lg:PLACE <command>` itself is handled by pumprig
 import json
 import os
 import sys
+import time
+
+BENCH_OFF_S = 2.0  # a bench's supply stays cut this long in `farm power cycle` (labgrid's delay)
 
 
 def add_parser(subparsers):
@@ -22,19 +25,24 @@ def add_parser(subparsers):
                    help="first TCP port of the virtual rigs' control relays (default 20500)")
     e.add_argument("--balance", action="append", default=[], metavar="BOARD_SN=BALANCE_SN",
                    help="a board's balance, by USB serial numbers (repeatable)")
-    e.add_argument("--no-boards", action="store_true", help="virtual rigs only")
+    e.add_argument("--rigs", default=None, metavar="TOML",
+                   help="also export the bench rigs of this rigs file (hil/rigs.toml): console, "
+                        "balance and [rig.power], a labgrid power port or relay output")
+    e.add_argument("--no-boards", action="store_true",
+                   help="no boards found on USB (virtual rigs and --rigs only)")
     e.add_argument("--ser2net-nodelay", default=None, metavar="DIR",
                    help="also write DIR/ser2net, a wrapper that turns on TCP_NODELAY for "
                         "labgrid's ser2net (about 40 ms less per request); start the exporter "
                         "with PATH=DIR:$PATH")
     e.add_argument("--relay", action="store_true",
-                   help="then serve the virtual rigs' control sockets until Ctrl-C")
+                   help="then serve, until Ctrl-C, the virtual rigs' control sockets and the "
+                        "instrument services of the --rigs benches (their adapters opened here)")
     e.set_defaults(func=cmd_export)
     pl = sub.add_parser("places", help="places, their rigs and who holds them")
     pl.add_argument("--json", action="store_true")
     pl.set_defaults(func=cmd_places)
-    pw = sub.add_parser("power", help="power a virtual rig on a held place (for labgrid's "
-                                      "ExternalPowerDriver)")
+    pw = sub.add_parser("power", help="power a rig on a place: a virtual rig through its "
+                                      "control service, a bench through its `power` resource")
     pw.add_argument("action", choices=("on", "off", "cycle", "get"))
     pw.add_argument("--place", default=os.environ.get("LG_PLACE"),
                     help="a place this user already holds (default $LG_PLACE); or give "
@@ -54,10 +62,23 @@ def cmd_export(args):
         if not sep or not board or not bal:
             raise PumprigError("--balance %r: write BOARD_SERIAL=BALANCE_SERIAL" % item)
         balances[board] = bal
+    base = args.control_port or fx.CONTROL_BASE_PORT
+    vgroups, relays = fx.virtual_groups(list_virtual(), address, base)
+    benches, services, rigs = {}, [], []
+    if args.rigs:
+        import tomllib
+
+        try:
+            with open(args.rigs, "rb") as f:
+                rigs = tomllib.load(f).get("rig", [])
+        except (OSError, ValueError) as e:
+            raise PumprigError("cannot read %s: %s" % (args.rigs, e)) from None
+        benches, services = fx.bench_groups(rigs, args.rigs, address, base + len(relays))
+    listed = {r.get("serial") for r in rigs if r.get("serial")}
     boards = [] if args.no_boards else list_boards()
-    groups = fx.board_groups(boards, balances)
-    vgroups, relays = fx.virtual_groups(list_virtual(), address,
-                                        args.control_port or fx.CONTROL_BASE_PORT)
+    # a board the rigs file lists is exported once, as that rig
+    groups = fx.board_groups([b for b in boards if b.get("serial") not in listed], balances)
+    groups.update(benches)
     groups.update(vgroups)
     text = fx.exporter_yaml(groups)
     if args.out == "-":
@@ -74,9 +95,21 @@ def cmd_export(args):
         fx.write_ser2net_wrapper(args.ser2net_nodelay)
     if not args.relay:
         return 0
-    r = fx.Relays(relays, address).start()
+    from pumprig_hil.farm import bench_instruments
+
+    opened = []
+    try:
+        for port, rig, group in services:  # the adapters, opened here (blinka)
+            opened.append((port, group, bench_instruments(rig, "%s, rig %s" % (args.rigs,
+                                                                           rig.get("name")))))
+        r = fx.Relays(relays, address, benches=opened).start()
+    except BaseException:
+        for _, _, inst in opened:
+            inst.close()
+        raise
+    ports = [x[0] for x in relays] + [x[0] for x in services]
     sys.stderr.write("pumprig: control relays on %s ports %s (Ctrl-C to stop)\n"
-                     % (address, ", ".join(str(p) for p, _, _ in relays) or "none"))
+                     % (address, ", ".join(str(p) for p in ports) or "none"))
     sys.stderr.flush()
     try:
         import signal
@@ -132,11 +165,20 @@ def cmd_power(args):
         if not args.place:
             raise farm.FarmError("farm power needs --port lg:PLACE or --place PLACE")
         lease = farm.Lease(args.place).refresh()  # held by this user already: not acquired
-    with farm.remote_world(lease) as w:
+    if lease.control is None:       # a bench: its `power` resource, through labgrid-client
         if args.action in ("off", "cycle"):
-            w.power_cut()
+            lease.power("off")
+        if args.action == "cycle":
+            time.sleep(BENCH_OFF_S)
         if args.action in ("on", "cycle"):
-            w.power_on()
-        powered = bool(w.status().get("powered", True))
+            lease.power("on")
+        powered = lease.power("get")
+    else:
+        with farm.remote_world(lease) as w:
+            if args.action in ("off", "cycle"):
+                w.power_cut()
+            if args.action in ("on", "cycle"):
+                w.power_on()
+            powered = bool(w.status().get("powered", True))
     sys.stdout.write("power %s\n" % ("on" if powered else "off"))
     return 0

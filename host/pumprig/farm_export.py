@@ -1,10 +1,13 @@
-"""The exporter side of a farm: labgrid exporter configuration for the rigs on this host, the
-udev rule for its boards, and the TCP relay that makes a virtual rig's control socket (power
-cut, world measurements, records wipe) reachable from other hosts.
+"""The exporter side of a farm: labgrid exporter configuration for the rigs on this host (its
+boards, the benches of a rigs file with their power relays, its virtual rigs), the udev rule
+for its boards, and the TCP services that make a virtual rig's control socket (power cut,
+world measurements, records wipe) and a bench's GPIO instruments reachable from other hosts,
+to clients that hold the rig's token (pumprig.farm_auth).
 
 Each rig is one exporter group, named after the rig; its resources have fixed names the client
 looks for (pumprig.farm.Lease): `console` (the rig's serial port), `balance` (the balance's
-serial port, when there is one) and `control` (a virtual rig's control service).
+serial port, when there is one), `control` (a virtual rig's control service), `power` (a
+bench's relay, a labgrid resource) and `instruments` (a bench's instrument service).
 """
 
 import json
@@ -47,11 +50,68 @@ def board_groups(boards, balances=None):
     return out
 
 
+def power_resource(spec, where):
+    """A bench's `[rig.power]` table as an exporter resource: `cls` (a labgrid class that
+    pumprig.farm switches, named as the exporter knows it) and that class's own parameters."""
+    from pumprig.farm import DIGITAL_OUTPUTS, POWER_PORTS
+
+    cls = spec.get("cls") if isinstance(spec, dict) else None
+    known = POWER_PORTS + DIGITAL_OUTPUTS
+    if cls not in known and "Network%s" % cls not in known:
+        raise PumprigError(
+            "%s: [rig.power] cls must be a labgrid power port or digital output (%s), not %r"
+            % (where, ", ".join(sorted({c.replace("Network", "", 1) if c != "NetworkPowerPort"
+                                        else c for c in known})), cls))
+    return dict(spec)
+
+
+def bench_groups(rigs, where="rigs file", address=None, first_port=None):
+    """Exporter groups for the bench rigs of a rigs file (hil/rigs.toml `[[rig]]` tables):
+    `console` by USB serial number (USBSerialPort) or port (RawSerialPort, a path under /dev),
+    `balance` from [rig.balance] (`serial` or `port`), `power` from [rig.power], and, with an
+    address, `instruments`: a NetworkService at address:first_port+i for each rig with
+    instruments on its GPIO adapter, which `Relays` serves. Returns (groups, services) with
+    services [(port, rig, group)]."""
+    from pumprig_hil.farm import service_features
+
+    out, services = {}, []
+    for r in rigs:
+        if r.get("board") == "sim":
+            continue
+        name = r.get("name") or "?"
+        here = "%s, rig %s" % (where, name)
+        g = {"console": _serial_resource(r, 115200, here)}
+        bal = r.get("balance") or {}
+        if bal:
+            g["balance"] = _serial_resource(bal, int(bal.get("baudrate", 9600)), here + " balance")
+        if r.get("power") is not None:
+            g["power"] = power_resource(r["power"], here)
+        if address is not None and service_features(r):
+            port = first_port + len(services)
+            g["instruments"] = {"cls": "NetworkService", "address": address,
+                                "username": "pumprig", "port": port}
+            services.append((port, r, _group(name)))
+        out[_group(name)] = g
+    return out, services
+
+
+def _serial_resource(d, speed, where):
+    if d.get("serial"):
+        return {"cls": "USBSerialPort", "match": {"ID_SERIAL_SHORT": d["serial"]}, "speed": speed}
+    port = d.get("port") or ""
+    if port and not port.startswith("/dev/"):
+        port = os.path.realpath(port)
+    if not port.startswith("/dev/"):
+        raise PumprigError("%s: give `serial` (a USB serial number) or `port` (a device under "
+                           "/dev/, which labgrid requires)" % where)
+    return {"cls": "RawSerialPort", "port": port, "speed": speed}
+
+
 def virtual_groups(rigs, address, base_port=CONTROL_BASE_PORT):
     """Exporter groups for running virtual rigs (pumprig.ports.list_virtual entries): their
     ptys as RawSerialPort (labgrid wants the /dev/pts/N path, not the link) and the control
     relay as a NetworkService at address:base_port+i. Returns (groups, relays) with relays
-    [(port, control socket path, state dir)]."""
+    [(port, control socket path, state dir, uid)]."""
     groups, relays = {}, []
     for i, r in enumerate(rigs):
         console = os.path.realpath(r["port"])
@@ -63,7 +123,7 @@ def virtual_groups(rigs, address, base_port=CONTROL_BASE_PORT):
         g["control"] = {"cls": "NetworkService", "address": address, "username": "pumprig",
                         "port": port}
         groups[_group(r["name"])] = g
-        relays.append((port, r.get("control"), r.get("state")))
+        relays.append((port, r.get("control"), r.get("state"), r.get("uid")))
     return groups, relays
 
 
@@ -102,60 +162,82 @@ def udev_rules(boards, group="dialout"):
 
 # ------------------------------------------------------------------------------ control relay
 
-class _Handler(socketserver.StreamRequestHandler):
+class _Signed(socketserver.StreamRequestHandler):
+    """One client connection: the challenge, then signed requests only (pumprig.farm_auth),
+    each answered by answer(request, its JSON text) with the reply's JSON text; the first refused
+    request ends the connection."""
+
     def handle(self):
-        target, state = self.server.rig
-        up = None
+        from pumprig.farm_auth import ControlRefused, Guard, refusal
+
+        guard = Guard(self.server.token, self.server.uid)
         try:
+            self.wfile.write(guard.hello())
+            self.wfile.flush()
             for line in self.rfile:
                 if not line.strip():
                     continue
                 try:
-                    req = json.loads(line)
+                    body = guard.check(line)
+                except ControlRefused as e:
+                    self.wfile.write(refusal(str(e)))
+                    self.wfile.flush()
+                    return
+                try:
+                    req = json.loads(body)
                 except ValueError:
-                    self._reply({"ok": False, "error": "not JSON"})
-                    continue
-                if isinstance(req, dict) and req.get("op") in LOCAL_OPS:
-                    self._reply(self._local(req, target, state))
-                    continue
-                if up is None:
-                    up = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                    up.connect(target)
-                    upr = up.makefile("rb")
-                up.sendall(line if line.endswith(b"\n") else line + b"\n")
-                reply = upr.readline()
-                if not reply:
+                    req = None
+                if isinstance(req, dict):
+                    reply = self.answer(req, body)
+                else:
+                    reply = json.dumps({"ok": False, "error": "not a JSON object"})
+                if reply is None:
                     break
-                self.wfile.write(reply)
+                self.wfile.write(guard.seal(reply))
                 self.wfile.flush()
         except OSError:
             pass
         finally:
-            if up is not None:
-                up.close()
+            self.done()
 
-    def _reply(self, obj):
-        self.wfile.write((json.dumps(obj) + "\n").encode())
-        self.wfile.flush()
+    def answer(self, req, body):
+        raise NotImplementedError
+
+    def done(self):
+        pass
+
+
+class _Handler(_Signed):
+    """A virtual rig: requests forwarded to its control socket, LOCAL_OPS done here."""
+
+    up = None
+
+    def answer(self, req, body):
+        target, state = self.server.rig
+        if req.get("op") in LOCAL_OPS:
+            return json.dumps(self._local(req, target, state))
+        if self.up is None:
+            self.up = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.up.connect(target)
+            self.upr = self.up.makefile("rb")
+        self.up.sendall(body.encode() + b"\n")
+        reply = self.upr.readline()
+        return reply.decode().rstrip("\n") if reply else None
+
+    def done(self):
+        if self.up is not None:
+            self.up.close()
 
     @staticmethod
     def _local(req, target, state):
         """wipe_records: power cut, delete the board's records (keys kept), power on: what a
         HIL `fresh_rig` does to a virtual rig on its own host."""
         from pumprig.virtual.control import WorldClient
+        from pumprig.virtual.rig import wipe_records
 
         try:
             with WorldClient(target) as w:
-                w.power_cut()
-                data = os.path.join(state, "fs", "data")
-                for name in os.listdir(data):
-                    if name != "keys.json":
-                        p = os.path.join(data, name)
-                        if os.path.isdir(p):
-                            shutil.rmtree(p)
-                        else:
-                            os.remove(p)
-                w.power_on()
+                wipe_records(w, os.path.join(state, "fs"))
             return {"ok": True, "result": None}
         except (OSError, PumprigError) as e:
             return {"ok": False, "error": str(e)}
@@ -166,15 +248,53 @@ class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
 
 
-class Relays:
-    """TCP relays to the control sockets of this host's virtual rigs, one port each."""
+class _InstrumentHandler(_Signed):
+    """A bench's instruments (a BenchInstruments on this host's GPIO adapter), one request at
+    a time (pumprig_hil.farm.serve)."""
 
-    def __init__(self, relays, address):
+    def answer(self, req, body):
+        from pumprig_hil.farm import serve
+
+        with self.server.lock:
+            return json.dumps(serve(self.server.instruments, req))
+
+
+class Relays:
+    """TCP services of this host's rigs, one port each, answering only clients that hold the
+    rig's token (pumprig.farm_auth.rig_token: made at the first export, written to the rig's
+    state folder and to the key store of `home`): relays to the control sockets of its virtual
+    rigs, and the instrument services of its benches.
+
+    relays: [(port, control socket, state dir, uid)]; benches: [(port, group, instruments)]
+    with instruments a BenchInstruments (pumprig_hil.farm.bench_instruments), its token kept in
+    $PUMPRIG_HOME/farm/GROUP/ under the key store id `bench-GROUP`."""
+
+    def __init__(self, relays, address, home=None, benches=()):
+        from pumprig.farm_auth import rig_token
+        from pumprig.keys import pumprig_home
+
         self.servers = []
-        for port, control, state in relays:
-            s = _Server((address, port), _Handler)
-            s.rig = (control, state)
-            self.servers.append(s)
+        self.benches = []
+        try:
+            for port, control, state, uid in relays:
+                token = rig_token(state, uid, home)
+                s = _Server((address, port), _Handler)
+                s.rig = (control, state)
+                s.token, s.uid = token, uid
+                self.servers.append(s)
+            for port, group, inst in benches:
+                state = pumprig_home(home) / "farm" / group
+                state.mkdir(mode=0o700, parents=True, exist_ok=True)
+                uid = "bench-" + group
+                s = _Server((address, port), _InstrumentHandler)
+                s.token, s.uid = rig_token(str(state), uid, home), uid
+                s.instruments, s.lock = inst, threading.Lock()
+                self.servers.append(s)
+                self.benches.append(inst)
+        except BaseException:
+            for s in self.servers:
+                s.server_close()
+            raise
         self.threads = []
 
     def start(self):
@@ -188,6 +308,8 @@ class Relays:
         for s in self.servers:
             s.shutdown()
             s.server_close()
+        for inst in self.benches:
+            inst.close()
 
 
 # ------------------------------------------------------------------------------ ser2net nodelay

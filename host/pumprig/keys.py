@@ -3,6 +3,9 @@ $PUMPRIG_HOME/config.toml) maps a board uid to its role keys.
 
     {"e6614103e7452d2f": {"patient": "<64 hex>", "clinician": "<64 hex>"}}
 
+A virtual rig exported to a farm also has "control": the token its control relay checks
+(pumprig.farm_auth).
+
 The file is written 0600 and atomically; keys are never printed or put in error messages.
 """
 
@@ -14,6 +17,7 @@ from pathlib import Path
 from pumprig.errors import AuthError
 
 ROLES = ("patient", "clinician")
+CONTROL = "control"  # a rig's farm control token (pumprig.farm_auth), not a protocol role
 KEY_BYTES = 32
 
 
@@ -113,11 +117,35 @@ class KeyStore:
             raise AuthError("no valid %s key for rig %s in %s" % (role, uid, self.path))
         return k
 
+    def control_token(self, uid):
+        """The control token of a rig's farm services (pumprig.farm_auth), or None."""
+        entry = self.get(uid)
+        k = entry.get(CONTROL) if entry else None
+        return k if _valid_key(k) else None
+
     def save(self, uid, keys):
-        """Store (replace) the keys of one board; the file stays 0600."""
+        """Store (replace) the role keys of one board; its control token is kept. The file
+        stays 0600."""
         for role, k in keys.items():
             if role not in ROLES or not _valid_key(k):
                 raise AuthError("refusing to store an invalid %s key" % role)
+
+        def replace(entry):
+            new = dict(keys)
+            if _valid_key(entry.get(CONTROL)):
+                new[CONTROL] = entry[CONTROL]
+            return new
+
+        return self._update(uid, replace)
+
+    def save_control(self, uid, token):
+        """Store the control token of one rig (its role keys kept)."""
+        if not _valid_key(token):
+            raise AuthError("refusing to store an invalid control token")
+        return self._update(uid, lambda entry: dict(entry, **{CONTROL: token}))
+
+    def _update(self, uid, change):
+        """data[uid] = change(data[uid] or {}), read-modify-write under the store's lock."""
         import fcntl
 
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -127,7 +155,8 @@ class KeyStore:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)
             data = self.load()
-            data[uid] = dict(keys)
+            entry = data.get(uid)
+            data[uid] = change(entry if isinstance(entry, dict) else {})
             tmp = self.path.with_name(self.path.name + ".tmp%d" % os.getpid())
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:

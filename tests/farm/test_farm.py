@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _lab import BIN, PLACES, start_farm, wait_for  # noqa: E402
+from _lab import BENCHES, BIN, PLACES, start_farm, wait_for  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,12 +37,12 @@ def _pumprig(farm, *args, timeout=120, **env):
                           env=farm.env(farm.tmp / "client", **env), timeout=timeout)
 
 
-def _holders(farm):
+def _holders(farm, places=PLACES):
     from pumprig.farm import parse_places
     from pumprig.farm_command import place_rows
 
     rows = place_rows(parse_places(farm.lg("-v", "places").stdout))
-    return {r["place"]: r["held_by"] for r in rows}
+    return {r["place"]: r["held_by"] for r in rows if r["place"] in places}
 
 
 def test_exporter_configuration_names_the_rig_its_balance_and_its_control(farm):
@@ -52,10 +52,19 @@ def test_exporter_configuration_names_the_rig_its_balance_and_its_control(farm):
     assert "%s:\n  console:\n    cls: \"RawSerialPort\"\n    port: \"/dev/pts/" % h["rig"] in text
     assert "  balance:\n    cls: \"RawSerialPort\"" in text
     assert "  control:\n    cls: \"NetworkService\"\n    address: \"127.0.0.1\"" in text
+    # the benches of hostA's rigs file: their ports and power relays, as labgrid resources
+    assert ("bench-c:\n  console:\n    cls: \"RawSerialPort\"\n    port: \"/dev/pts/" in text
+            and "  power:\n    cls: \"HttpDigitalOutput\"\n    url: \"%s/coil\"" % farm.relay.url
+            in text)
+    assert "  power:\n    cls: \"NetworkPowerPort\"\n    model: \"simplerest\"" in text
     # hostB's exporter found the nodelay wrapper first on its PATH; hostA runs ser2net as is
     assert (farm.hosts["hostB"]["home"] / "bin" / "ser2net").exists()
-    # the shared key store got both rigs' keys from their own hosts, and is private
-    assert len(json.loads(farm.keys.read_text())) == 2
+    # the shared key store got both rigs' keys and control tokens from their own hosts, and
+    # the token of hostA's bench instrument service; it is private
+    store = json.loads(farm.keys.read_text())
+    rigs = [e for u, e in store.items() if u != "bench-bench-c"]
+    assert len(rigs) == 2 and all(set(e) == {"patient", "clinician", "control"} for e in rigs)
+    assert set(store["bench-bench-c"]) == {"control"}
     assert os.stat(farm.keys).st_mode & 0o077 == 0
 
 
@@ -161,3 +170,56 @@ def test_hil_on_two_remote_places(farm):
     assert "started ser2net" in a and "started ser2net" in b
     wrapper = "Starting ser2net with: %s -d" % (farm.hosts["hostB"]["home"] / "bin" / "ser2net")
     assert wrapper in b and "Starting ser2net with: /usr/sbin/ser2net -d" in a
+
+
+def test_a_bench_power_relay_through_labgrid(farm):
+    """A bench's power relay exported from its rigs file: `farm power` and the HIL plugin's
+    power cut switch it through labgrid-client and labgrid's own drivers (HttpDigitalOutput:
+    PUT the asserted body; NetworkPowerPort simplerest: GET the outlet URL), and read it back.
+    The relay is a stand-in HTTP server (tests/farm/_lab.py): no board loses power here. The
+    bench's stall and occlusion lines are driven through its exporter host's instrument
+    service, on a fake blinka there."""
+    relay = farm.relay
+    # an HTTP digital output: asserted = coil energised = supply cut (NC contact)
+    r = _pumprig(farm, "--port", "lg:place-c", "farm", "power", "off")
+    assert r.returncode == 0 and r.stdout.strip() == "power off", r.stderr
+    assert ("PUT", "/coil", "1") in relay.requests and relay.coil == "1"
+    assert relay.requests[-1] == ("GET", "/coil", "")     # read back: `io get power`
+    # a power port: `labgrid-client power`
+    r = _pumprig(farm, "--port", "lg:place-d", "farm", "power", "off")
+    assert r.returncode == 0 and r.stdout.strip() == "power off", r.stderr
+    assert ("GET", "/pdu/3/0", "") in relay.requests and relay.outlet == "0"
+    r = _pumprig(farm, "--port", "lg:place-d", "farm", "power", "on")
+    assert r.stdout.strip() == "power on" and relay.outlet == "1"
+    # the HIL plugin on such a place: a board whose power_relay is the place's (no GPIO)
+    env = farm.env(farm.tmp / "client")
+    old = dict(os.environ)
+    os.environ.update(LG_COORDINATOR=env["LG_COORDINATOR"], PUMPRIG_HOME=env["PUMPRIG_HOME"])
+    try:
+        sys.path.insert(0, str(REPO / "hil"))
+        from pumprig_hil.farm import take_place
+
+        lock = take_place("lg:place-c", "gw0")
+        try:
+            assert lock.spec.board == "rp2040"
+            assert lock.spec.instruments == {"power_relay", "stall_injection",
+                                             "occlusion_injection"}
+            inst = lock.instruments()               # what HilRig.start gets on this place
+            inst.power_on()
+            assert relay.coil == "0"
+            inst.power_cut()
+            assert relay.coil == "1" and not inst.powered()
+            # the adapter's lines: hostA's instrument service (signed), its fake blinka pins
+            inst.stall(True)
+            inst.occlude(True)
+            assert json.loads(farm.pins.read_text()) == {"C3": True, "C4": True}
+            inst.clear_faults()
+            assert relay.coil == "0" and inst.readings()["power"] == "on"
+            assert json.loads(farm.pins.read_text()) == {"C3": False, "C4": False}
+            inst.close()
+        finally:
+            lock.release()
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    assert _holders(farm, BENCHES) == {"place-c": None, "place-d": None}

@@ -89,7 +89,7 @@ def test_exporter_configuration_and_udev_rule(tmp_path):
     groups = farm_export.board_groups(boards, {"E6614103E7452D2F": "BAL1"})
     vg, relays = farm_export.virtual_groups(
         [{"name": "rig1", "port": str(link), "balance": None, "control": "/s/c.sock",
-          "state": "/s"}], "10.0.0.5", 30000)
+          "state": "/s", "uid": "ab12"}], "10.0.0.5", 30000)
     groups.update(vg)
     text = farm_export.exporter_yaml(groups)
     assert not text.lstrip().startswith("#")   # labgrid reads it as a Jinja2 template
@@ -99,7 +99,7 @@ def test_exporter_configuration_and_udev_rule(tmp_path):
     # the link is resolved: labgrid refuses a port path outside /dev
     assert "rig1:\n  console:\n    cls: \"RawSerialPort\"\n    port: %s" % json.dumps(str(pts)) in text
     assert "  control:\n    cls: \"NetworkService\"\n    address: \"10.0.0.5\"" in text
-    assert relays == [(30000, "/s/c.sock", "/s")]
+    assert relays == [(30000, "/s/c.sock", "/s", "ab12")]
     rules = farm_export.udev_rules(boards)
     assert ('ATTRS{idVendor}=="2e8a", ATTRS{idProduct}=="0005", ATTRS{serial}=="E6614103E7452D2F"'
             ', MODE="0660", GROUP="dialout", SYMLINK+="pumprig/E6614103E7452D2F"') in rules
@@ -122,6 +122,10 @@ FAKE = textwrap.dedent('''\
         sys.exit(1)
     if "show" in cmd:
         sys.stdout.write(open(os.environ["FAKE_LG_SHOW"]).read())
+    if args[-2:] == ["get", "power"]:
+        sys.stdout.write("digital IO power for place pa is high\\n")
+    if args[-3:] == ["get", "--name", "power"]:
+        sys.stdout.write("power power for place pa is on\\n")
 ''')
 
 
@@ -290,3 +294,67 @@ def test_commands_that_use_no_port_do_not_take_the_place(fake_lg, monkeypatch):
         assert "acquire" not in _commands(log), args
     r = _pumprig("farm", "places", "--json")
     assert r.returncode == 0 and json.loads(r.stdout) == []   # the stand-in prints no place
+
+
+# ------------------------------------------------------------------ a bench's power relay
+
+def test_bench_rigs_are_exported_with_their_power_relay(tmp_path):
+    rigs = [{"name": "pico 1", "board": "rp2040", "serial": "E661", "instruments": ["balance"],
+             "balance": {"port": "/dev/ttyUSB0", "baudrate": 4800},
+             "power": {"cls": "ModbusTCPCoil", "host": "10.0.0.9", "coil": 2}},
+            {"name": "esp", "board": "esp32", "port": "/dev/ttyUSB1",
+             "power": {"cls": "NetworkPowerPort", "model": "gude", "host": "pdu1", "index": 4}},
+            {"name": "sim-x", "board": "sim"}]
+    groups, services = farm_export.bench_groups(rigs)
+    assert services == []                      # no address: no instrument service
+    assert groups == {
+        "pico-1": {"console": {"cls": "USBSerialPort", "match": {"ID_SERIAL_SHORT": "E661"},
+                               "speed": 115200},
+                   "balance": {"cls": "RawSerialPort", "port": "/dev/ttyUSB0", "speed": 4800},
+                   "power": {"cls": "ModbusTCPCoil", "host": "10.0.0.9", "coil": 2}},
+        "esp": {"console": {"cls": "RawSerialPort", "port": "/dev/ttyUSB1", "speed": 115200},
+                "power": {"cls": "NetworkPowerPort", "model": "gude", "host": "pdu1",
+                          "index": 4}}}
+    # with an address: the instrument service of a rig with instruments on its adapter
+    rigs[1].update(adapter="ft232h", instruments=["steps", "power_relay", "stall_injection"])
+    groups, services = farm_export.bench_groups(rigs, "r.toml", "hostA.lab", 20600)
+    assert services == [(20600, rigs[1], "esp")] and "instruments" not in groups["pico-1"]
+    assert groups["esp"]["instruments"] == {"cls": "NetworkService", "address": "hostA.lab",
+                                            "username": "pumprig", "port": 20600}
+    text = farm_export.exporter_yaml(groups)
+    assert "  power:\n    cls: \"ModbusTCPCoil\"\n    host: \"10.0.0.9\"\n    coil: 2" in text
+    # a GPIO of the exporter host is exported by labgrid as NetworkSysfsGPIO: accepted
+    assert farm_export.bench_groups([{"name": "g", "board": "rp2040", "port": "/dev/ttyACM0",
+                                      "power": {"cls": "SysfsGPIO", "index": 12}}])
+    with pytest.raises(farm.PumprigError, match=r"rig x: \[rig.power\] cls must be a labgrid "
+                                                r"power port or digital output .* not 'Relay'"):
+        farm_export.bench_groups([{"name": "x", "board": "rp2040", "port": "/dev/ttyACM0",
+                                   "power": {"cls": "Relay"}}])
+    with pytest.raises(farm.PumprigError, match="a device under /dev/"):
+        farm_export.bench_groups([{"name": "y", "board": "rp2040", "port": str(tmp_path)}])
+
+
+def _lease(cls):
+    lease = farm.Lease("pa")
+    lease.resources = {"power": {"cls": cls, "params": {}}}
+    return lease
+
+
+def test_a_place_power_relay_goes_through_labgrid_client(fake_lg):
+    log, _ = fake_lg
+    out = _lease("HttpDigitalOutput")
+    assert out.power_switch == "output"
+    assert out.power("off") is False and out.power("on") is True
+    assert out.power("get") is False            # the fake says "high": the coil cuts the supply
+    port = _lease("NetworkPowerPort")
+    assert port.power_switch == "port"
+    assert port.power("off") is False and port.power("get") is True
+    cmds = [line.split("-p pa ", 1)[1] for line in log.read_text().splitlines()]
+    assert cmds == ["io high power", "io low power", "io get power",
+                    "power off --name power", "power get --name power"]
+    with pytest.raises(farm.FarmError, match="place pa has no power relay: its `power` resource "
+                                             "is a NetworkSerialPort"):
+        _lease("NetworkSerialPort").power("off")
+    lease = farm.Lease("pa")
+    with pytest.raises(farm.FarmError, match="no resource named `power`"):
+        lease.power("get")

@@ -28,6 +28,7 @@ class ControlServer:
             pass
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(path)
+        os.chmod(path, 0o600)  # this user's only; other hosts go through the farm's relay
         self.sock.listen(8)
         self.sock.setblocking(False)
         sel.register(self.sock, selectors.EVENT_READ, "accept")
@@ -163,6 +164,8 @@ class ControlServer:
 class WorldClient:
     """Reads the world's measurements and injects faults. `path` is the rig's control.sock."""
 
+    what = "virtual rig"  # who failed, in a failed request's message
+
     def __init__(self, path, timeout_s=10.0):
         self.path = path
         self.timeout_s = timeout_s
@@ -192,6 +195,21 @@ class WorldClient:
     def __exit__(self, *exc):
         self.close()
 
+    def _readline(self, s):
+        while b"\n" not in self._buf:
+            data = s.recv(65536)
+            if not data:
+                raise SimError("the virtual rig closed its control socket")
+            self._buf += data
+        line, self._buf = self._buf.split(b"\n", 1)
+        return line
+
+    def _encode(self, req):
+        return (json.dumps(req) + "\n").encode()
+
+    def _decode(self, line):
+        return json.loads(line)
+
     def call(self, op, wait_s=None, **args):
         """One request; returns its result or raises SimError."""
         req = dict(args)
@@ -199,22 +217,21 @@ class WorldClient:
         s = self._connect()
         s.settimeout(wait_s if wait_s is not None else self.timeout_s)
         try:
-            s.sendall((json.dumps(req) + "\n").encode())
-            while b"\n" not in self._buf:
-                data = s.recv(65536)
-                if not data:
-                    raise SimError("the virtual rig closed its control socket")
-                self._buf += data
+            s.sendall(self._encode(req))
+            line = self._readline(s)
         except socket.timeout as e:
             self.close()
             raise SimError("the virtual rig did not answer %r in time" % op) from e
         except OSError as e:
             self.close()
             raise SimError("control socket error during %r: %s" % (op, e)) from e
-        line, self._buf = self._buf.split(b"\n", 1)
-        reply = json.loads(line)
+        try:
+            reply = self._decode(line)
+        except Exception:
+            self.close()
+            raise
         if not reply.get("ok"):
-            raise SimError("virtual rig: %s failed: %s" % (op, reply.get("error")))
+            raise SimError("%s: %s failed: %s" % (self.what, op, reply.get("error")))
         return reply.get("result")
 
     def status(self):

@@ -107,6 +107,10 @@ class VirtualRig:
         return link.connect(self.link, role=role, home=self.home, timeout=timeout,
                             wait_s=wait_s, cls=cls or link.VirtualClient)
 
+    def wipe_records(self):
+        """Power cut, the board's records deleted (keys kept), power on."""
+        wipe_records(self.world, self.fs)
+
     def _logtext(self):
         try:
             self._log.seek(0)
@@ -143,6 +147,22 @@ class VirtualRig:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def wipe_records(world, fs):
+    """Pristine records on a virtual rig, keys kept: power cut through `world` (a WorldClient),
+    everything in the board's data/ but keys.json deleted, power on. What a HIL `fresh_rig`
+    does, locally or on the exporter host of a farm."""
+    world.power_cut()
+    data = os.path.join(fs, "data")
+    for name in os.listdir(data):
+        if name != "keys.json":
+            p = os.path.join(data, name)
+            if os.path.isdir(p):
+                shutil.rmtree(p)
+            else:
+                os.remove(p)
+    world.power_on()
 
 
 def open_rig(state=None, blank=True, warp=False, heap="384k", name=None, link=None, home=None,
