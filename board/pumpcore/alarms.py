@@ -13,8 +13,8 @@ A pattern starts at once when the severity changes or an alarm is (re)raised. ou
 returns what to drive now and the next time that changes, so the app sleeps until then.
 
 What runs only at boot or on a clinician's command (building the patterns, restoring the list,
-the `alarms` view, `ack`) is in pumpcore.alarmctl, a per-call module (pumpcore.loader) its
-callers import: App.__init__, pumpcore.admin, pumpcore.restore.
+the `alarms` view, `ack`) is in pumpcore.alarmlist, a per-call module (pumpcore.loader) its
+callers import: App.__init__, pumpcore.clinician, pumpcore.restore.
 """
 
 from pumpcore import const
@@ -43,7 +43,7 @@ NONE = const(0)
 NONCRITICAL = const(1)
 CRITICAL = const(2)
 
-# entry fields (also in pumpcore.alarmctl)
+# entry fields (also in pumpcore.alarmlist)
 _SINCE = const(0)
 _ACTIVE = const(1)
 _ACKED = const(2)
@@ -89,7 +89,7 @@ class TonePlayer:
     when that next changes. All durations in ms."""
 
     def __init__(self, patterns):
-        """patterns: what pumpcore.alarmctl.patterns(...) makes of the settings (checked
+        """patterns: what pumpcore.alarmlist.patterns(...) makes of the settings (checked
         there, at boot): (critical, single, critical_repeat_ms, single_repeat_ms, blink_ms,
         test pattern, test_ms); a pattern is a tuple of (freq_hz, dur_ms)."""
         (self.critical_pattern, self.single_pattern, self.critical_repeat_ms,
@@ -147,7 +147,7 @@ class Alarms:
 
     def __init__(self, player):
         self.player = player
-        # kind -> [since_epoch_s, active, acked, cleared_epoch_s] (pumpcore.alarmctl reads and
+        # kind -> [since_epoch_s, active, acked, cleared_epoch_s] (pumpcore.alarmlist reads and
         # acknowledges them, and restores them at boot)
         self.items = {}
         self.gen = 0  # bumped when an alarm is (re)raised or restored: restarts the pattern

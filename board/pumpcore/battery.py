@@ -23,11 +23,11 @@ EOS = "eos"
 class BatteryMonitor:
     def __init__(self, *args, **kw):
         """Settings (all optional): eri_mv=3300, eos_mv=3000, brownout_mv=2800, hyst_mv=50,
-        debounce=8, eri_days=90, shift=2 (pumpcore.batteryctl.setup); ValueError if one is
+        debounce=8, eri_days=90, shift=2 (pumpcore.batterystate.setup); ValueError if one is
         out of range."""
-        from pumpcore import batteryctl
+        from pumpcore import batterystate
 
-        batteryctl.setup(self, *args, **kw)
+        batterystate.setup(self, *args, **kw)
 
     # --- state ------------------------------------------------------------------------------
 
@@ -51,9 +51,9 @@ class BatteryMonitor:
         None when not in ERI or the ERI start is unknown (wall clock not set)."""
         if not self.eri:
             return None
-        from pumpcore import batteryctl
+        from pumpcore import batterystate
 
-        return batteryctl.eri_days_left(self, epoch_s)
+        return batterystate.eri_days_left(self, epoch_s)
 
     def eri_end_epoch_s(self):
         if not self.eri or self.eri_epoch_s is None:
@@ -66,7 +66,7 @@ class BatteryMonitor:
         """Feed one raw ADC reading of the cell. Returns the flag changes (possibly []).
         A healthy cell's reading (no flag set, no count below a threshold started, the new
         average above both thresholds and their hysteresis) is taken here: what
-        pumpcore.batteryctl.sample does then, without loading it at every hourly sample
+        pumpcore.batterystate.sample does then, without loading it at every hourly sample
         (tests/board/test_battery.py compares the two)."""
         acc = self.acc
         n = self.debounce
@@ -83,9 +83,9 @@ class BatteryMonitor:
                 self.n_above_eri = self.n_above_eri + 1 if self.n_above_eri < n else n
                 self.n_above_eos = self.n_above_eos + 1 if self.n_above_eos < n else n
                 return []
-        from pumpcore import batteryctl
+        from pumpcore import batterystate
 
-        return batteryctl.sample(self, mv, now_ms, epoch_s)
+        return batterystate.sample(self, mv, now_ms, epoch_s)
 
     def settling(self):
         """True while a reading is on its way somewhere: the average still moving towards the

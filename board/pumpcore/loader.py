@@ -28,7 +28,7 @@ RESIDENT = (
 
 CALLS = (
     # clinician commands
-    "admin clock_get clock_set therapy_stop therapy_resume motor_run alarm_test ack "
+    "clinician clock_get clock_set therapy_stop therapy_resume motor_run alarm_test ack "
     "plan_get maintenance alarms calib_get",
     "logpages log",  # the event log's pages
     "program plan_set refill calib_set",  # programming: plans, refills, calibration
@@ -42,12 +42,12 @@ CALLS = (
     "worst",  # the worst hour and day at the catheter tip, drug names (stage 2)
     "planning",  # schedule compilation, boluses, the bridge, a record's schedule
     "slots",  # periodic slots the clock jumped over or shows again
-    "alarmctl",  # tone patterns, the alarm list's view, ack, restore
+    "alarmlist",  # tone patterns, the alarm list's view, ack, restore
     "evlog",  # the event log's boot scan, compaction, paging; a record's repair
     "fault",  # crash records and the boot-loop guard
-    "limitctl",  # the dose limiter's plan line, restore, wake time
-    "batteryctl",  # the battery monitor's settings, checks and restore
-    "reservoirctl",  # the reservoir's settings and rarer steps
+    "limitline",  # the dose limiter's plan line, restore, wake time
+    "batterystate",  # the battery monitor's settings, checks and restore
+    "reservoirfill",  # the reservoir's settings and rarer steps
 )
 
 # MicroPython drops per-call modules after their call (CPython keeps them)

@@ -1,5 +1,5 @@
 """Programming the pump: plans, refills (with a new concentration), calibration (restoring
-them at power-on is pumpcore.restore). Loaded for one call, like pumpcore.admin (App._overlay).
+them at power-on is pumpcore.restore). Loaded for one call, like pumpcore.clinician (App._overlay).
 Plans are checked by App.check_plan, which loads the plan rules for the check alone: plan.set
 arrives here with its plan checked, so the rules and this module are never in the heap together
 for the largest call. Every check comes before the first change: a refused command changes

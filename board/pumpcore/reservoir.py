@@ -17,18 +17,18 @@ class Reservoir:
     """Reservoir(capacity_nl, low_nl=2_000_000, empty_nl=1_000_000, volume_nl=0)
 
     level() is "low" at volume <= low_nl and "empty" at volume <= empty_nl. What runs now and
-    then (checks, refill, projections, the record form) is in pumpcore.reservoirctl, a
+    then (checks, refill, projections, the record form) is in pumpcore.reservoirfill, a
     transient module.
     """
 
     def __init__(self, *args, **kw):
-        from pumpcore import reservoirctl
+        from pumpcore import reservoirfill
 
-        reservoirctl.setup(self, *args, **kw)
+        reservoirfill.setup(self, *args, **kw)
 
     def set_thresholds(self, low_nl, empty_nl):
         """Programmable LOW and EMPTY volumes: 0 <= empty_nl <= low_nl <= capacity_nl. Here,
-        not in reservoirctl: plan.set, the command that needs the most heap, calls it."""
+        not in reservoirfill: plan.set, the command that needs the most heap, calls it."""
         for v in (low_nl, empty_nl):
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ValueError("low_nl and empty_nl must be integers >= 0")
@@ -53,9 +53,9 @@ class Reservoir:
         refill_by_epoch_s (drug stability date) replaces any earlier one; None clears it.
         Returns the computed volume before the refill (compare with what was aspirated).
         """
-        from pumpcore import reservoirctl
+        from pumpcore import reservoirfill
 
-        return reservoirctl.refill(self, volume_nl, epoch_s, refill_by_epoch_s)
+        return reservoirfill.refill(self, volume_nl, epoch_s, refill_by_epoch_s)
 
     # --- state ------------------------------------------------------------------------------
 
@@ -72,38 +72,38 @@ class Reservoir:
         rb = self.refill_by_epoch_s
         return rb is not None and epoch_s is not None and epoch_s >= rb
 
-    # --- projections (integer-exact; pumpcore.reservoirctl) ---------------------------------
+    # --- projections (integer-exact; pumpcore.reservoirfill) ---------------------------------
 
     def seconds_to(self, target_nl, rate_nl_day):
         """Seconds until the volume is <= target_nl at rate_nl_day (rounded up, so the volume
         has reached the target at that second). 0 if already there, None if never (rate 0)."""
-        from pumpcore import reservoirctl
+        from pumpcore import reservoirfill
 
-        return reservoirctl.seconds_to(self, target_nl, rate_nl_day)
+        return reservoirfill.seconds_to(self, target_nl, rate_nl_day)
 
     def days_to(self, target_nl, rate_nl_day):
         """Whole days until the target is reached (rounded up); 0 if there, None if never."""
-        from pumpcore import reservoirctl
+        from pumpcore import reservoirfill
 
-        return reservoirctl.days_to(self, target_nl, rate_nl_day)
+        return reservoirfill.days_to(self, target_nl, rate_nl_day)
 
     def projected_refill_epoch_s(self, now_epoch_s, rate_nl_day, extra_nl_day=0, target_nl=None):
         """Epoch at which LOW (or target_nl) is reached if the basal rate runs and every
         allowed patient bolus is taken (extra_nl_day). None if never or the clock is unknown."""
-        from pumpcore import reservoirctl
+        from pumpcore import reservoirfill
 
-        return reservoirctl.projected_refill_epoch_s(self, now_epoch_s, rate_nl_day,
+        return reservoirfill.projected_refill_epoch_s(self, now_epoch_s, rate_nl_day,
                                                      extra_nl_day, target_nl)
 
     # --- persistence ------------------------------------------------------------------------
 
     def to_dict(self):
-        from pumpcore import reservoirctl
+        from pumpcore import reservoirfill
 
-        return reservoirctl.to_dict(self)
+        return reservoirfill.to_dict(self)
 
     @classmethod
     def from_dict(cls, d):
-        from pumpcore import reservoirctl
+        from pumpcore import reservoirfill
 
-        return reservoirctl.from_dict(cls, d)
+        return reservoirfill.from_dict(cls, d)

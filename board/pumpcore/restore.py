@@ -87,9 +87,9 @@ def load_therapy(app, now):
             app.delivery.owed = count["owed"]
             app.reservoir.volume_nl = count["volume_nl"]
             app.pl_left = count["pl_left"]
-            from . import limitctl
+            from . import limitline
 
-            limitctl.restore(app.limiter, count, now, app.board.wall_epoch_s())
+            limitline.restore(app.limiter, count, now, app.board.wall_epoch_s())
         if state is not None:
             # The plan is paused while the power is off: every board-ms instant moves by
             # the downtime. The last instant known for sure is where the count record left
@@ -109,12 +109,12 @@ def load_therapy(app, now):
             app.reservoir.empty_nl = state["res"]["empty_nl"]
             app.reservoir.refill_by_epoch_s = state["res"]["refill_by_epoch_s"]
             app.reservoir.refilled_epoch_s = state["res"]["refilled_epoch_s"]
-            from . import alarmctl
+            from . import alarmlist
 
-            alarmctl.restore(app.alarms, state["alarms"])
-            from . import batteryctl
+            alarmlist.restore(app.alarms, state["alarms"])
+            from . import batterystate
 
-            batteryctl.restore(app.battery, state["battery"])
+            batterystate.restore(app.battery, state["battery"])
             app.boluses = [t + delta for t in state["boluses"]]
             app.lockout_until_ms = state["lockout_until_ms"] + delta
             lb = state["last_bolus"] or []

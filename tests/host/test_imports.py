@@ -233,8 +233,9 @@ def loader_tables():
 
 
 def test_board_has_no_import_circle():
-    """Issue 16: app/admin, alarms/alarmctl, events/evlog/store and schedule/planning imported
-    each other (a per-call module importing its caller at the top level)."""
+    """Issue 16: app/admin, alarms/alarmctl (now clinician, alarmlist), events/evlog/store and
+    schedule/planning imported each other (a per-call module importing its caller at the top
+    level)."""
     found = circles(imports(board_modules()))
     assert not found, "import circles in board/: %s" % sorted(found)
 

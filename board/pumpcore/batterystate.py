@@ -1,5 +1,6 @@
-"""The rarely run code of pumpcore.battery: the settings check, one sample (hourly, or every
-5 minutes while a reading settles), the ERI countdown and the restore at power-on.
+"""The battery monitor's state (pumpcore.battery): the settings check, a sample that moves a
+threshold count or a flag (a healthy cell's sample is BatteryMonitor.sample's), the ERI
+countdown and the restore at power-on.
 Per call (pumpcore.loader; the rule: docs/architecture.md, "Memory"). Functions taking the monitor.
 """
 

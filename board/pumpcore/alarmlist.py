@@ -1,8 +1,8 @@
-"""The rarely run code of pumpcore.alarms: building the tone patterns (boot), restoring the
-alarm list from the state record (boot), its protocol view (the `alarms` command) and
+"""The alarm list of pumpcore.alarms beyond raising and clearing: building the tone patterns
+(boot), restoring it from the state record (boot), its protocol view (the `alarms` command) and
 acknowledging (the `ack` command).
 
-Per call (pumpcore.loader; the rule: docs/architecture.md, "Memory"). Imported by App.__init__, pumpcore.admin and
+Per call (pumpcore.loader; the rule: docs/architecture.md, "Memory"). Imported by App.__init__, pumpcore.clinician and
 pumpcore.restore; functions taking plain settings or the Alarms.
 """
 

@@ -1,5 +1,5 @@
-"""The rarely run half of the dose limiter (pumpcore.limiter): the dead volume a new plan
-declares (plan.set), the limiter restored from the `count` record (power-on), when a held
+"""The dose limiter's line of drug (pumpcore.limiter) beyond a segment's charge: the dead volume
+a new plan declares (plan.set), a chunk merge, the limiter restored from the `count` record (power-on), when a held
 delivery may start again, a pulse straddling two chunks. A per-call module (pumpcore.loader):
 functions taking the Limiter or plain data, imported inside the functions that call them; it
 imports nothing of pumpcore.limiter (no import circle).

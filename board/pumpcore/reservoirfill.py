@@ -1,5 +1,5 @@
-"""The rarely run code of pumpcore.reservoir: the settings checks, a refill, the projections
-(status) and the record form.
+"""The reservoir's fill (pumpcore.reservoir): the settings checks, a refill, the projections of
+when it runs low (status) and the record form.
 Per call (pumpcore.loader; the rule: docs/architecture.md, "Memory"). Functions taking the reservoir.
 """
 
