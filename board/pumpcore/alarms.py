@@ -12,9 +12,9 @@ Output: the highest severity among unacknowledged alarms selects the pattern.
 A pattern starts at once when the severity changes or an alarm is (re)raised. output(now_ms)
 returns what to drive now and the next time that changes, so the app sleeps until then.
 
-What runs only at boot or on a clinician's command (building the patterns, restoring the list,
-the `alarms` view, `ack`) is in pumpcore.alarmlist, a per-call module (pumpcore.loader) its
-callers import: App.__init__, pumpcore.clinician, pumpcore.restore.
+What runs only at boot or on a clinician's command is per call (pumpcore.loader): building the
+patterns in pumpcore.settings (App.__init__); restoring the list, the `alarms` view and `ack`
+in pumpcore.alarmlist (pumpcore.restore, pumpcore.clinician).
 """
 
 from pumpcore import const
@@ -89,7 +89,7 @@ class TonePlayer:
     when that next changes. All durations in ms."""
 
     def __init__(self, patterns):
-        """patterns: what pumpcore.alarmlist.patterns(...) makes of the settings (checked
+        """patterns: what pumpcore.settings.tones(...) makes of the settings (checked
         there, at boot): (critical, single, critical_repeat_ms, single_repeat_ms, blink_ms,
         test pattern, test_ms); a pattern is a tuple of (freq_hz, dur_ms)."""
         (self.critical_pattern, self.single_pattern, self.critical_repeat_ms,

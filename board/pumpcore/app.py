@@ -57,11 +57,11 @@ class App:
                                       bc.get("debounce", 8))
         self.battery_every_ms = bc.get("sample_ms", 3_600_000)
         tones = cfg.get("tones", {})
-        from . import alarmlist  # per-call: the patterns are checked and built at boot only
+        from . import settings  # per-call: the patterns are checked and built at boot only
 
-        self.alarms = al.Alarms(al.TonePlayer(alarmlist.patterns(
+        self.alarms = al.Alarms(al.TonePlayer(settings.tones(
             hi_hz=tones.get("hi_hz", 880), lo_hz=tones.get("lo_hz", 660))))
-        del alarmlist
+        del settings
         self.events = EventLog(self.store, 200)  # in the store's file, not in RAM
         self.reservoir = Reservoir(cfg["reservoir_nl"])
         self.clock = Clock()

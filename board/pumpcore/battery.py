@@ -23,11 +23,18 @@ EOS = "eos"
 class BatteryMonitor:
     def __init__(self, *args, **kw):
         """Settings (all optional): eri_mv=3300, eos_mv=3000, brownout_mv=2800, hyst_mv=50,
-        debounce=8, eri_days=90, shift=2 (pumpcore.batterystate.setup); ValueError if one is
-        out of range."""
-        from pumpcore import batterystate
+        debounce=8, eri_days=90, shift=2, checked by pumpcore.settings.battery (ValueError
+        if one is out of range)."""
+        from pumpcore import settings
 
-        batterystate.setup(self, *args, **kw)
+        (self.eri_mv, self.eos_mv, self.brownout_mv, self.hyst_mv, self.debounce,
+         self.eri_days, self.shift) = settings.battery(*args, **kw)
+        # acc: the average * 2**shift, None until the first sample
+        self.acc = self.last_mv = self.last_ms = None
+        self.eri = self.eos = self.fault = False
+        self.eri_epoch_s = self.fault_epoch_s = self.fault_mv = None
+        # consecutive qualifying samples, capped at debounce
+        self.n_below_eri = self.n_below_eos = self.n_above_eri = self.n_above_eos = 0
 
     # --- state ------------------------------------------------------------------------------
 

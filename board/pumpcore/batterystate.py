@@ -1,60 +1,11 @@
-"""The battery monitor's state (pumpcore.battery): the settings check, a sample that moves a
-threshold count or a flag (a healthy cell's sample is BatteryMonitor.sample's), the ERI
+"""The battery monitor's state (pumpcore.battery): a sample that moves a threshold count or a
+flag (a healthy cell's sample is BatteryMonitor.sample's), the ERI
 countdown and the restore at power-on.
 Per call (pumpcore.loader; the rule: docs/architecture.md, "Memory"). Functions taking the monitor.
 """
 
 
 _DAY_S = 86400
-
-
-def setup(
-    b,
-    eri_mv=3300,
-    eos_mv=3000,
-    brownout_mv=2800,
-    hyst_mv=50,
-    debounce=8,
-    eri_days=90,
-    shift=2,
-):
-    for name, v in (
-        ("eri_mv", eri_mv),
-        ("eos_mv", eos_mv),
-        ("brownout_mv", brownout_mv),
-        ("hyst_mv", hyst_mv),
-        ("eri_days", eri_days),
-        ("shift", shift),
-    ):
-        if not isinstance(v, int) or v < 0:
-            raise ValueError("%s must be an integer >= 0" % name)
-    if not isinstance(debounce, int) or debounce < 1:
-        raise ValueError("debounce must be an integer >= 1")
-    if not eos_mv < eri_mv:
-        raise ValueError("need eos_mv < eri_mv")
-    if shift > 8:
-        raise ValueError("shift must be <= 8")
-    b.eri_mv = eri_mv
-    b.eos_mv = eos_mv
-    b.brownout_mv = brownout_mv
-    b.hyst_mv = hyst_mv
-    b.debounce = debounce
-    b.eri_days = eri_days
-    b.shift = shift
-    b.acc = None  # average * 2**shift; None until the first sample
-    b.last_mv = None
-    b.last_ms = None
-    b.eri = False
-    b.eos = False
-    b.fault = False
-    b.eri_epoch_s = None
-    b.fault_epoch_s = None
-    b.fault_mv = None
-    # consecutive qualifying samples, capped at debounce
-    b.n_below_eri = 0
-    b.n_below_eos = 0
-    b.n_above_eri = 0
-    b.n_above_eos = 0
 
 
 def eri_days_left(b, epoch_s):

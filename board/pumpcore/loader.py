@@ -42,12 +42,13 @@ CALLS = (
     "worst",  # the worst hour and day at the catheter tip, drug names (stage 2)
     "planning",  # schedule compilation, boluses, the bridge, a record's schedule
     "slots",  # periodic slots the clock jumped over or shows again
-    "alarmlist",  # tone patterns, the alarm list's view, ack, restore
+    "alarmlist",  # the alarm list's view, ack, restore
     "evlog",  # the event log's boot scan, compaction, paging; a record's repair
     "fault",  # crash records and the boot-loop guard
-    "limitline",  # the dose limiter's plan line, restore, wake time
-    "batterystate",  # the battery monitor's settings, checks and restore
-    "reservoirfill",  # the reservoir's settings and rarer steps
+    "limitline",  # the dose limiter's line a plan declares, restore, wake time
+    "batterystate",  # the battery monitor's thresholds and debounce, ERI countdown, restore
+    "reservoirfill",  # a refill's checks, the projections, the reservoir's record form
+    "settings",  # the battery's, reservoir's and tones' settings, checked at power-on
 )
 
 # MicroPython drops per-call modules after their call (CPython keeps them)

@@ -16,15 +16,19 @@ EMPTY = "empty"
 class Reservoir:
     """Reservoir(capacity_nl, low_nl=2_000_000, empty_nl=1_000_000, volume_nl=0)
 
-    level() is "low" at volume <= low_nl and "empty" at volume <= empty_nl. What runs now and
-    then (checks, refill, projections, the record form) is in pumpcore.reservoirfill, a
-    transient module.
+    level() is "low" at volume <= low_nl and "empty" at volume <= empty_nl. The settings are
+    checked by pumpcore.settings; a refill's checks, the projections and the record form are
+    in pumpcore.reservoirfill (both per call).
     """
 
     def __init__(self, *args, **kw):
-        from pumpcore import reservoirfill
+        """The settings checked by pumpcore.settings.reservoir (ValueError if one is out of
+        range)."""
+        from pumpcore import settings
 
-        reservoirfill.setup(self, *args, **kw)
+        self.capacity_nl, self.low_nl, self.empty_nl, self.volume_nl = settings.reservoir(
+            *args, **kw)
+        self.refilled_epoch_s = self.refill_by_epoch_s = None
 
     def set_thresholds(self, low_nl, empty_nl):
         """Programmable LOW and EMPTY volumes: 0 <= empty_nl <= low_nl <= capacity_nl. Here,
@@ -55,7 +59,12 @@ class Reservoir:
         """
         from pumpcore import reservoirfill
 
-        return reservoirfill.refill(self, volume_nl, epoch_s, refill_by_epoch_s)
+        reservoirfill.check_refill(self.capacity_nl, volume_nl, epoch_s, refill_by_epoch_s)
+        old = self.volume_nl
+        self.volume_nl = volume_nl
+        self.refilled_epoch_s = epoch_s
+        self.refill_by_epoch_s = refill_by_epoch_s
+        return old
 
     # --- state ------------------------------------------------------------------------------
 

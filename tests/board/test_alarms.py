@@ -1,11 +1,11 @@
 from _util import raises
-from pumpcore import alarmlist
+from pumpcore import alarmlist, settings
 from pumpcore import alarms as A
 from pumpcore.alarms import CRITICAL_KINDS, Alarms, TonePlayer
 
 
 def _player(**kw):
-    return TonePlayer(alarmlist.patterns(**kw))
+    return TonePlayer(settings.tones(**kw))
 
 
 def _alarms(player=None):
