@@ -54,13 +54,12 @@ def to_list(a):
     return out
 
 
-def restore(a, d):
-    """Load what Alarms.to_dict() saved; unknown kinds (a newer firmware's) are skipped."""
+def restore(d):
+    """The alarm list (Alarms.load takes it) of what Alarms.to_dict() saved; unknown kinds (a
+    newer firmware's) are skipped."""
     items = {}
     for it in d.get("alarms", ()):
         k = it[0]
         if k in KINDS:
             items[k] = [it[1], bool(it[2]), bool(it[3]), it[4]]
-    a.items = items
-    a.gen += 1
-    return a
+    return items

@@ -227,6 +227,11 @@ class Alarms:
 
     # --- persistence ------------------------------------------------------------------------
 
+    def load(self, items):
+        """Power-on: the list pumpcore.alarmlist.restore read from the state record."""
+        self.items = items
+        self.gen += 1
+
     def to_dict(self):
         items = []
         for k in self.active():

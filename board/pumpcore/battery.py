@@ -29,11 +29,16 @@ class BatteryMonitor:
 
         (self.eri_mv, self.eos_mv, self.brownout_mv, self.hyst_mv, self.debounce,
          self.eri_days, self.shift) = settings.battery(*args, **kw)
-        # acc: the average * 2**shift, None until the first sample
-        self.acc = self.last_mv = self.last_ms = None
-        self.eri = self.eos = self.fault = False
-        self.eri_epoch_s = self.fault_epoch_s = self.fault_mv = None
-        # consecutive qualifying samples, capped at debounce
+        self.last_mv = self.last_ms = None
+        self.load((None, False, False, False, None, None, None))
+
+    def load(self, st):
+        """(acc, eri, eos, fault, eri_epoch_s, fault_epoch_s, fault_mv): a new monitor's, or
+        what pumpcore.batterystate.restore read from the state record. acc is the average *
+        2**shift, None until the first sample. The debounce counts (consecutive qualifying
+        samples, capped at debounce) start from zero."""
+        (self.acc, self.eri, self.eos, self.fault, self.eri_epoch_s, self.fault_epoch_s,
+         self.fault_mv) = st
         self.n_below_eri = self.n_below_eos = self.n_above_eri = self.n_above_eos = 0
 
     # --- state ------------------------------------------------------------------------------

@@ -67,19 +67,13 @@ def sample(b, mv, now_ms, epoch_s):
 
 
 def restore(b, d):
-    """Load state saved by to_dict() (debounce counters restart from zero)."""
+    """The state BatteryMonitor.load takes, of what to_dict() saved (for the monitor `b`'s
+    smoothing shift)."""
     avg = d.get("avg_mv")
-    b.acc = None if avg is None else avg << b.shift
-    b.eri = bool(d.get("eri", False))
-    b.eos = bool(d.get("eos", False))
-    if b.eos:
-        b.eri = True
-    b.fault = bool(d.get("fault", False))
-    b.eri_epoch_s = d.get("eri_epoch_s")
-    b.fault_epoch_s = d.get("fault_epoch_s")
-    b.fault_mv = d.get("fault_mv")
-    b.n_below_eri = b.n_below_eos = b.n_above_eri = b.n_above_eos = 0
-    return b
+    eos = bool(d.get("eos", False))
+    return (None if avg is None else avg << b.shift, eos or bool(d.get("eri", False)), eos,
+            bool(d.get("fault", False)), d.get("eri_epoch_s"), d.get("fault_epoch_s"),
+            d.get("fault_mv"))
 
 
 def _count(c, cond, cap):

@@ -108,8 +108,7 @@ def motor_run(app, args, now, req_id):
         raise proto.CommandError(proto.BAD_ARGS, "rate_nl_day must be 1..%d"
                                  % app.limits()["max_nl_day"])
     app.stop_motor(now)
-    app.delivery.rebase(now)
-    app.delivery.owed = 0
+    app.delivery.rebase(now, 0)
     app.bench = [ConstRate(rate), steps]
     return {"steps": steps, "rate_nl_day": rate}
 

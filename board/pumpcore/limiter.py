@@ -63,6 +63,13 @@ class Limiter:
         # for the ring lists it was taken of (a restore assigns new lists)
         self._sum = [None, 0, None, 0]
 
+    def load(self, st):
+        """Power-on: the ledger pumpcore.limitline.restore read from the count record."""
+        (self.fifo, self.h, self.d, self.top, self.uncertain_nl, self.off_ms, self.anchor, y,
+         t) = st
+        if y is not None:
+            self.fold(y[0], y[1], y[2], y[3], t)
+
     def new_plan(self, plan, pump_path_nl):
         """plan.set: the line is declared anew (limitline.on_plan) before the next segment,
         when the code that programmed the plan has left the heap."""
@@ -132,7 +139,7 @@ class Limiter:
         if self._plan is not None:
             from pumpcore import limitline
 
-            limitline.on_plan(self, self._plan[0], self._plan[1])
+            self.fifo = limitline.on_plan(self.fifo, self._plan[0], self._plan[1])
             self._plan = None
         t0 = now_ms + self.off_ms
         t = t0 * 1000 + first_us

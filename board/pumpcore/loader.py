@@ -14,7 +14,9 @@ resident heap all day (about 2 KB as tuples on the 64-bit unix port). Nothing ke
           command that loaded it, and its heap comes back at the next collection.
 
 Per-call functions take public interfaces (the App, the Server, a Store) or plain data and
-return values; what lasts is plain data on its owner.
+return values; what lasts is plain data on its owner, which assigns its own fields
+(tests/host/test_imports.py lists the per-call functions that still assign an owner's fields,
+each with its reason).
 """
 
 import sys

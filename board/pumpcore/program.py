@@ -46,7 +46,8 @@ def plan_set(app, args, now, req_id):
     rbd = new["reservoir"]["refill_by_days"]
     r = app.reservoir
     if rbd and r.refill_by_epoch_s is None and r.refilled_epoch_s is not None:
-        r.refill_by_epoch_s = r.refilled_epoch_s + rbd * 86_400  # drug stability
+        # drug stability
+        r.set_fill(r.volume_nl, r.refilled_epoch_s, r.refilled_epoch_s + rbd * 86_400)
     app.bench = None
     if app.therapy == "safe" and app.alarms.condition_active(al.MEMORY):
         app.clear_alarm(al.MEMORY, now)

@@ -77,6 +77,5 @@ def from_dict(cls, d):
         r = cls(d["capacity_nl"], d["low_nl"], d["empty_nl"], d["volume_nl"])
     except (KeyError, TypeError) as e:
         raise ValueError("bad reservoir record: %r" % (e,)) from None
-    r.refilled_epoch_s = d.get("refilled_epoch_s")
-    r.refill_by_epoch_s = d.get("refill_by_epoch_s")
+    r.set_fill(r.volume_nl, d.get("refilled_epoch_s"), d.get("refill_by_epoch_s"))
     return r

@@ -140,7 +140,8 @@ def test_round_trip_keeps_latches():
     alarmlist.ack(a, "MEMORY")
     d = a.to_dict()
     d["alarms"].append(["FUTURE_KIND", EPOCH, True, False, None])  # a newer firmware's
-    b = alarmlist.restore(_alarms(), d)
+    b = _alarms()
+    b.load(alarmlist.restore(d))
     assert alarmlist.to_list(b) == alarmlist.to_list(a)
     assert b.level() == A.NONCRITICAL
 

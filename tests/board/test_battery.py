@@ -200,7 +200,7 @@ def test_round_trip():
     b.sample(2000, 1, EPOCH + 5)
     d = b.to_dict()
     b2 = BatteryMonitor(eri_mv=3300, eos_mv=3000, brownout_mv=2800, hyst_mv=50, debounce=1)
-    batterystate.restore(b2, d)
+    b2.load(batterystate.restore(b2, d))
     assert b2.to_dict() == d
     assert b2.state == b.state
     assert b2.fault and b2.eri_epoch_s == EPOCH
