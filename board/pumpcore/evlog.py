@@ -93,11 +93,11 @@ def event_seq(line):
 # ------------------------------------------------------------------ the Store's files
 
 
-def mkdirs(root):
-    """Store._mkdirs: make the directory root and its parents (those that exist are fine)."""
-    if not root:
+def mkdirs(st):
+    """Store._mkdirs: make st.root and its parents (those that exist are fine)."""
+    if st.dir_ok or not st.root:
         return
-    parts = root.split("/")
+    parts = st.root.split("/")
     cur = ""
     for i, p in enumerate(parts):
         cur = p if i == 0 else cur + "/" + p
@@ -107,15 +107,20 @@ def mkdirs(root):
             os.mkdir(cur)
         except OSError:
             pass  # exists (or a real problem the write will report)
+    st.dir_ok = True
 
 
-def remove(path):
-    """Store.remove: delete a record's file (and any leftover .tmp); missing is fine."""
+def remove(st, name):
+    """Store.remove: delete a record (and any leftover name.tmp); missing is fine."""
+    path = st.path(name)
     for p in (path, path + ".tmp"):
         try:
             os.remove(p)
         except OSError:
             pass
+    if name == st.events_name:
+        st.n_event_lines = 0
+        st.events_gen += 1
 
 
 def open_events(st):
@@ -216,7 +221,7 @@ def rewrite(st, skip):
     Returns the lines written."""
     src = open_events(st)
     if src is None:
-        st.set_event_lines(0)
+        st.n_event_lines = 0
         return 0
     kept = 0
     try:
@@ -230,14 +235,14 @@ def rewrite(st, skip):
     finally:
         src.close()
     st.commit_tmp(st.events_name)
-    st.set_event_lines(kept)
+    st.n_event_lines = kept
+    st.events_gen += 1
     return kept
 
 
 def scan(st):
     """At boot: count the lines, find the highest good seq, drop the bad lines by a
-    streamed rewrite. Returns (lines, highest seq or 0, bad lines dropped, whether the last
-    of them was the torn last line (no newline))."""
+    streamed rewrite (events_skipped, events_torn). Returns (lines, highest seq or 0)."""
     f = open_events(st)
     if f is None:
         # a complete name.tmp and no log: power failed between remove and rename
@@ -248,9 +253,11 @@ def scan(st):
             f = open_events(st)
         except OSError:
             pass
+    st.events_skipped = 0
+    st.events_torn = False
     if f is None:
-        st.set_event_lines(0)
-        return 0, 0, 0, False
+        st.n_event_lines = 0
+        return 0, 0
     total = 0
     top = 0
     skipped = 0
@@ -270,10 +277,12 @@ def scan(st):
             top = s
     finally:
         f.close()
-    st.set_event_lines(total)
+    st.n_event_lines = total
+    st.events_skipped = skipped
+    st.events_torn = torn
     if skipped:
         total = rewrite(st, 0)
-    return total, top, skipped, torn
+    return total, top
 
 
 def iter_events(st, skip=0):
@@ -403,9 +412,9 @@ def restore(log, next_seq=1):
     log.next_seq = next_seq if next_seq > reserved else reserved
     if log.next_seq < 1:
         log.next_seq = 1
-    _, top, skipped, torn = scan(st)
+    _, top = scan(st)
     log.last_seq = top
-    bad = skipped - (1 if torn else 0)
+    bad = st.events_skipped - (1 if st.events_torn else 0)
     nxt = top + 1
     if top and not bad:
         # the file vouches for its highest seq: no gap after a normal restart

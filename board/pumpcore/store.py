@@ -83,6 +83,8 @@ class Store:
         self.events_max_lines = events_max_lines
         self.dir_ok = False
         self.n_event_lines = None  # lines in the event log, None until counted
+        self.events_skipped = 0  # bad lines dropped by the last scan_events()
+        self.events_torn = False  # ... and whether the last line was torn (no newline)
         self.events_gen = 0  # bumped whenever the event log is rewritten or removed
 
     def path(self, name):
@@ -94,8 +96,7 @@ class Store:
         """Make the directory and its parents (the first write after boot, a failed open)."""
         from pumpcore import evlog
 
-        evlog.mkdirs(self.root)
-        self.dir_ok = True
+        evlog.mkdirs(self)
 
     def open_w(self, path):
         """path opened for writing (the directory made if needed)."""
@@ -199,15 +200,7 @@ class Store:
         """Delete a record (and any leftover name.tmp); missing is fine."""
         from pumpcore import evlog
 
-        evlog.remove(self.path(name))
-        if name == self.events_name:
-            self.set_event_lines(0)
-
-    def set_event_lines(self, n):
-        """The event log holds n lines now (counted at boot, rewritten or removed): pages read
-        before are stale (events_gen)."""
-        self.n_event_lines = n
-        self.events_gen += 1
+        evlog.remove(self, name)
 
     # --- event log --------------------------------------------------------------------------
 
