@@ -16,7 +16,6 @@ resets (boots that restore every record and scan the event log).
 import json
 import os
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -24,15 +23,14 @@ sys.path.insert(0, HERE)
 
 
 def run(days=30, heap="192k", alarm_tests=450, resets=5):
+    from _home import temp_home
     from bench_memory import DAY, HOUR, PLAN
     from pumprig.errors import DeviceError
     from pumprig.virtual.link import connect as _vconnect
     from pumprig.virtual.rig import open_rig
 
-    home = tempfile.mkdtemp(prefix="pumprig-wdt-")
-    os.environ["PUMPRIG_HOME"] = home
     t0 = time.monotonic()
-    with open_rig(warp=True, heap=heap) as rig:
+    with temp_home("pumprig-wdt-") as home, open_rig(warp=True, heap=heap) as rig:
         w = rig.world
         c = _vconnect(rig.link, home=home)
         c.clock_set(1_767_225_600, 3600)

@@ -43,6 +43,8 @@ import sys
 import tempfile
 import time
 
+from _home import temp_home
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
@@ -111,12 +113,9 @@ class PowerLoss:
         from pumprig.virtual.rig import open_rig
 
         self._connect_fn = connect
-        home = tempfile.mkdtemp(prefix="pumprig-campaign-")
-        old_home = os.environ.get("PUMPRIG_HOME")
-        os.environ["PUMPRIG_HOME"] = home
-        self.home = home
         t_wall = time.monotonic()
-        try:
+        with temp_home("pumprig-campaign-") as home:
+            self.home = home
             with open_rig(warp=True, heap=self.heap, board_dir=self.firmware,
                           compile_mpy=self.mpy) as rig:
                 self.rig = rig
@@ -136,12 +135,6 @@ class PowerLoss:
                 self.fig["wdt_resets"] = self.w.wdt_resets
                 self.c.close()
                 self.w2.close()
-        finally:
-            if old_home is None:
-                os.environ.pop("PUMPRIG_HOME", None)
-            else:
-                os.environ["PUMPRIG_HOME"] = old_home
-            shutil.rmtree(home, ignore_errors=True)
         self.fig["wall_s"] = round(time.monotonic() - t_wall, 1)
         return self.fig
 
@@ -400,89 +393,82 @@ def program_cuts(cuts=20, seed=1, heap="384k", mpy=True):
     rng = random.Random(seed)
     fig = {"cuts": 0, "refill_cuts": 0, "plan_cuts": 0, "found_before": 0, "found_after": 0,
            "torn": 0, "retries_ok": 0}
-    home = tempfile.mkdtemp(prefix="pumprig-progcuts-")
-    old_home = os.environ.get("PUMPRIG_HOME")
-    os.environ["PUMPRIG_HOME"] = home
-    try:
-        with open_rig(warp=True, heap=heap, compile_mpy=mpy) as rig:
-            w = rig.world
-            w2 = WorldClient(rig.control)
-            c = _vconnect(rig.link, home=home)
-            c.calib_set(STEP_PL)
-            c.refill(20_000_000)
-            c.plan_set(PLAN_A)
-            c.plan_set(PLAN_B)
-            cur_b = True  # PLAN_B (with a start bolus) runs; a plan.set sends the other
-            conc = PLAN_A["conc_ng_ml"]
-            w.advance(by_ms=3_600_000)
-            for k in range(cuts):
-                w.advance(by_ms=600_000 + rng.randrange(3_600_000))
-                st0 = c.status()
-                if k % 2 == 0:
-                    new_conc = 500_000 if conc != 500_000 else 2_000_000
-                    cmd, args = "refill", {"volume_nl": 18_000_000, "conc_ng_ml": new_conc}
-                    fig["refill_cuts"] += 1
-                else:
-                    new_plan = dict(PLAN_A if cur_b else PLAN_B, conc_ng_ml=conc)
-                    cmd, args = "plan.set", {"plan": new_plan}
-                    fig["plan_cuts"] += 1
-                req = "pc%d-%d" % (k, rng.randrange(1 << 30))
-                line = c.frame(cmd, args, req)[1]  # signed in this session
-                c._write(line)
-                time.sleep(rng.random() * 0.006)
-                w2.power_cut()
-                fig["cuts"] += 1
-                c.close()
-                w.power_on()
-                c = _vconnect(rig.link, home=home)
-                st = c.status()
-                if cmd == "refill":
-                    before = st["conc_ng_ml"] == conc and st["mode"] != "bridge"
-                    after = st["conc_ng_ml"] == new_conc and st["mode"] == "bridge" and \
-                        17_900_000 <= st["reservoir_nl"] <= 18_000_000
-                else:
-                    before = st["plan_crc"] == st0["plan_crc"]
-                    after = st["plan_crc"] == dose.crc(_checked(new_plan)) and \
-                        st["gen"] > st0["gen"]
-                if st["therapy"] != "running" or "MEMORY" in st["alarms"] or \
-                        before == after:
-                    fig["torn"] += 1
-                    raise CampaignError("cut %d inside %s: the rig holds neither the state "
-                                        "before nor after: %s" % (k, cmd, st))
-                fig["found_before" if before else "found_after"] += 1
-                # the client's retry: same id, after logging in again (signed in the new
-                # session, as Client.request does); resent as it is while unanswered
-                line = c.frame(cmd, args, req)[1]
-                for _ in range(20):
-                    c._write(line)
-                    f = c._wait_response(req, time.monotonic() + 0.5)
-                    if f is not None:
-                        break
-                if f is None or f.name != "ok":
-                    raise CampaignError("cut %d: the retried %s failed: %s"
-                                        % (k, cmd, None if f is None else f.body))
-                st = c.status()
-                if cmd == "refill":
-                    if f.body.get("bridge_nl") != BRIDGE_NL or st["mode"] != "bridge" or \
-                            st["conc_ng_ml"] != new_conc:
-                        raise CampaignError("cut %d: refill retried: %s, status %s"
-                                            % (k, f.body, st))
-                    conc = new_conc
-                else:
-                    want = dose.crc(_checked(new_plan))
-                    if f.body.get("plan_crc") != want or st["plan_crc"] != want:
-                        raise CampaignError("cut %d: plan.set retried: %s" % (k, st))
-                    cur_b = not cur_b
-                fig["retries_ok"] += 1
-                c.ack()
+    with temp_home("pumprig-progcuts-") as home, \
+            open_rig(warp=True, heap=heap, compile_mpy=mpy) as rig:
+        w = rig.world
+        w2 = WorldClient(rig.control)
+        c = _vconnect(rig.link, home=home)
+        c.calib_set(STEP_PL)
+        c.refill(20_000_000)
+        c.plan_set(PLAN_A)
+        c.plan_set(PLAN_B)
+        cur_b = True  # PLAN_B (with a start bolus) runs; a plan.set sends the other
+        conc = PLAN_A["conc_ng_ml"]
+        w.advance(by_ms=3_600_000)
+        for k in range(cuts):
+            w.advance(by_ms=600_000 + rng.randrange(3_600_000))
+            st0 = c.status()
+            if k % 2 == 0:
+                new_conc = 500_000 if conc != 500_000 else 2_000_000
+                cmd, args = "refill", {"volume_nl": 18_000_000, "conc_ng_ml": new_conc}
+                fig["refill_cuts"] += 1
+            else:
+                new_plan = dict(PLAN_A if cur_b else PLAN_B, conc_ng_ml=conc)
+                cmd, args = "plan.set", {"plan": new_plan}
+                fig["plan_cuts"] += 1
+            req = "pc%d-%d" % (k, rng.randrange(1 << 30))
+            line = c.frame(cmd, args, req)[1]  # signed in this session
+            c._write(line)
+            time.sleep(rng.random() * 0.006)
+            w2.power_cut()
+            fig["cuts"] += 1
             c.close()
-            w2.close()
-    finally:
-        if old_home is None:
-            os.environ.pop("PUMPRIG_HOME", None)
-        else:
-            os.environ["PUMPRIG_HOME"] = old_home
-        shutil.rmtree(home, ignore_errors=True)
+            w.power_on()
+            c = _vconnect(rig.link, home=home)
+            st = c.status()
+            if cmd == "refill":
+                # (a plan.set keeps an earlier refill's bridge: the line still holds it)
+                before = st["conc_ng_ml"] == conc and \
+                    st["reservoir_nl"] <= st0["reservoir_nl"]
+                after = st["conc_ng_ml"] == new_conc and st["mode"] == "bridge" and \
+                    17_900_000 <= st["reservoir_nl"] <= 18_000_000
+            else:
+                before = st["plan_crc"] == st0["plan_crc"]
+                after = st["plan_crc"] == dose.crc(_checked(new_plan)) and \
+                    st["gen"] > st0["gen"]
+            if st["therapy"] != "running" or "MEMORY" in st["alarms"] or \
+                    before == after:
+                fig["torn"] += 1
+                raise CampaignError("cut %d inside %s: the rig holds neither the state "
+                                    "before nor after: %s" % (k, cmd, st))
+            fig["found_before" if before else "found_after"] += 1
+            # the client's retry: same id, after logging in again (signed in the new
+            # session, as Client.request does); resent as it is while unanswered
+            line = c.frame(cmd, args, req)[1]
+            for _ in range(20):
+                c._write(line)
+                f = c._wait_response(req, time.monotonic() + 0.5)
+                if f is not None:
+                    break
+            if f is None or f.name != "ok":
+                raise CampaignError("cut %d: the retried %s failed: %s"
+                                    % (k, cmd, None if f is None else f.body))
+            st = c.status()
+            if cmd == "refill":
+                if f.body.get("bridge_nl") != BRIDGE_NL or st["mode"] != "bridge" or \
+                        st["conc_ng_ml"] != new_conc:
+                    raise CampaignError("cut %d: refill retried: %s, status %s"
+                                        % (k, f.body, st))
+                conc = new_conc
+            else:
+                want = dose.crc(_checked(new_plan))
+                if f.body.get("plan_crc") != want or st["plan_crc"] != want:
+                    raise CampaignError("cut %d: plan.set retried: %s" % (k, st))
+                cur_b = not cur_b
+            fig["retries_ok"] += 1
+            c.ack()
+        c.close()
+        w2.close()
     return fig
 
 
@@ -586,7 +572,13 @@ class CommandCuts(PowerLoss):
             # may or may not go on under the new plan)
             return {"plan_crc": st["plan_crc"], "start_bolus": st["mode"] == "bolus"}
         if kind == "refill":
-            return {"conc_ng_ml": st["conc_ng_ml"], "mode": st["mode"]}
+            # the new concentration comes with its bridge (a start bolus under way shows as
+            # the mode while the bridge runs under it); an older refill's bridge may end at
+            # any time, so it is not part of the state before
+            v = {"conc_ng_ml": st["conc_ng_ml"]}
+            if st["conc_ng_ml"] == self.conc:
+                v["bridge"] = st["mode"] in ("bridge", "bolus")
+            return v
         if kind == "clock.set":
             return {"offset_s": self.c.clock_get()["offset_s"]}
         return {}
@@ -600,7 +592,7 @@ class CommandCuts(PowerLoss):
         if kind == "refill":
             self.conc = 5_000_000 if self.conc == 10_000_000 else 10_000_000
             return ({"volume_nl": 20_000_000, "conc_ng_ml": self.conc},
-                    {"conc_ng_ml": self.conc, "mode": "bridge"})
+                    {"conc_ng_ml": self.conc, "bridge": True})
         if kind == "clock.set":
             self.offset = 3600 - self.offset
             ep = self.c.clock_get()["epoch_s"]
@@ -787,6 +779,8 @@ def main(argv=None):
                     help="power cuts inside refill and plan.set (half each)")
     ap.add_argument("--only-program-cuts", action="store_true",
                     help="run the cuts inside refill and plan.set only")
+    ap.add_argument("--only-command-cuts", action="store_true",
+                    help="run the cuts inside commands only, write only their section")
     ap.add_argument("--auth-only", action="store_true",
                     help="only the auth brute force (seconds), only its section")
     args = ap.parse_args(argv)
@@ -800,6 +794,14 @@ def main(argv=None):
             write_section("campaign-auth", "Auth brute-force throttle",
                           ".venv/bin/python bench/campaign.py --auth-only", _auth_body(auth, again))
         return 0
+    if args.only_command_cuts:
+        cfig, cc_ok = _command_cuts(args)
+        if not args.no_write and args.firmware is None:
+            write_section("campaign-command-cuts", "Power cuts inside commands",
+                          ".venv/bin/python bench/campaign.py --only-command-cuts "
+                          "--command-cuts %d --seed %d" % (args.command_cuts, args.seed),
+                          _command_cuts_body(cfig, cc_ok))
+        return 0 if cc_ok else 1
     print("power cuts inside refill/plan.set: %d" % args.program_cuts, flush=True)
     t0 = time.monotonic()
     try:
@@ -858,20 +860,7 @@ def main(argv=None):
     print(json.dumps(fig, indent=1, sort_keys=True))
     cc_ok = True
     if args.command_cuts:
-        print("power cuts inside commands: %d" % args.command_cuts, flush=True)
-        cc = CommandCuts(args.command_cuts, args.seed, mpy=args.source == "mpy",
-                         firmware=Path(args.firmware) if args.firmware else None,
-                         keep_going=True)
-        t_cc = time.monotonic()
-        try:
-            cfig = cc.run()
-        except CampaignError as e:
-            print("FAILED:", e)
-            cfig = cc.fig
-            cfig["failure"] = str(e).split("\n")[0]
-            cc_ok = False
-        cfig["wall_s"] = round(time.monotonic() - t_cc, 1)
-        print(json.dumps(cfig, indent=1, sort_keys=True))
+        cfig, cc_ok = _command_cuts(args)
     auth, again = auth_attack(), auth_attack(reconnect=True)
     print(json.dumps([auth, again], indent=1, sort_keys=True))
     if not args.no_write and args.firmware is None:
@@ -913,6 +902,27 @@ def main(argv=None):
                           _command_cuts_body(cfig, cc_ok))
         write_section("campaign-auth", "Auth brute-force throttle", cmd, _auth_body(auth, again))
     return 0 if ok and cc_ok and pc_fail is None else 1
+
+
+def _command_cuts(args):
+    """The cuts inside commands (CommandCuts, going on past a failed check): (figures, ok)."""
+    from pathlib import Path
+
+    print("power cuts inside commands: %d" % args.command_cuts, flush=True)
+    cc = CommandCuts(args.command_cuts, args.seed, mpy=args.source == "mpy",
+                     firmware=Path(args.firmware) if args.firmware else None, keep_going=True)
+    t_cc = time.monotonic()
+    ok = True
+    try:
+        cfig = cc.run()
+    except CampaignError as e:
+        print("FAILED:", e)
+        cfig = cc.fig
+        cfig["failure"] = str(e).split("\n")[0]
+        ok = False
+    cfig["wall_s"] = round(time.monotonic() - t_cc, 1)
+    print(json.dumps(cfig, indent=1, sort_keys=True))
+    return cfig, ok and not cfig.get("failures")
 
 
 def _command_cuts_body(f, ok):

@@ -7,7 +7,7 @@ takes about 6 samples to cross a threshold: each transition takes many hours of 
 these tests need a virtual rig's time warp. Waits are scaled from the board json."""
 
 import pytest
-from _plans import example, start
+from pumprig_hil.plans import example, start
 from pumprig_hil.plugin import for_target
 
 H = 3600

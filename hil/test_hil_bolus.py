@@ -1,8 +1,8 @@
 """Patient boluses: the volume of one bolus, and the lockout and daily maximum (P5-like)."""
 
 import pytest
-from _plans import dye_plan, example, start
 from pumprig.errors import DeviceError
+from pumprig_hil.plans import dye_plan, example, start
 from pumprig_hil.plugin import for_target
 
 pytestmark = [pytest.mark.needs_steps, pytest.mark.fresh_rig]

@@ -6,7 +6,7 @@ next_change_epoch_s / next_offset_s, or the clinician setting the clock): the fa
 must start then, not at W. Without a change the whole window stays slow (the control case)."""
 
 import pytest
-from _plans import dye_plan, start
+from pumprig_hil.plans import dye_plan, start
 from pumprig_hil.plugin import for_target
 from pumprig_hil.rig import EPOCH0
 

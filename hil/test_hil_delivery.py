@@ -6,7 +6,7 @@ firmware's own `delivered_steps` at the end.
 """
 
 import pytest
-from _plans import dye_plan, example, start
+from pumprig_hil.plans import dye_plan, example, start
 from pumprig_hil.plugin import for_target
 
 pytestmark = pytest.mark.needs_steps

@@ -1,14 +1,14 @@
 """Stall and occlusion: the alarm comes within its bound and the motor stops."""
 
 import pytest
-from _plans import dye_plan, start
+from pumprig_hil.plans import dye_plan, start
 from pumprig_hil.plugin import for_target
 
 pytestmark = [pytest.mark.needs_steps, pytest.mark.fresh_rig]
 
 SEGMENT = 40  # steps: max_segment_nl 10 µL at 0.25 µL a step
 # STALL after 3 segments ending with DIAG asserted (STALL_RETRIES), so within 4 segments of
-# pulses once DIAG is forced; OCCLUSION once the held volume reaches 100 kPa x 20 nL/kPa = 8
+# pulses once DIAG is forced (at 1 step/s this comes before the 15-min STALL_CONFIRM_MS rule); OCCLUSION once the held volume reaches 100 kPa x 20 nL/kPa = 8
 # steps (virtual line compliance), checked at the end of each segment: within 1 segment + 8
 # steps. A bench's line compliance differs: its bound is its own (here 3 segments).
 TOLERANCE = {"sim": {"stall": 4 * SEGMENT, "occlusion": SEGMENT + 8},

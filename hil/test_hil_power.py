@@ -1,7 +1,7 @@
 """Power cut in the middle of a patient bolus: no double delivery, no lost accounting."""
 
 import pytest
-from _plans import dye_plan, example, start
+from pumprig_hil.plans import dye_plan, example, start
 from pumprig_hil.plugin import for_target
 
 pytestmark = [pytest.mark.needs_steps, pytest.mark.needs_power_relay, pytest.mark.fresh_rig]

@@ -4,19 +4,19 @@ Robustness: damaged, junk, over-long and unauthorised requests get error frames 
 nothing. Conformance (issue 13): every command's answer and every event validated against the
 protocol schema (host/pumprig/protocol.schema.json), the error codes of bad frames, retries,
 the login throttle, the documented example frames and schema examples on the rig, and the plan
-CRC from the documented rule (hil/_plan_crc.py, standard library only) against the rig's.
+CRC from the documented rule (pumprig_hil/plan_crc.py, standard library only) against the rig's.
 Besides, every answer and event of every HIL test is validated (pumprig_hil.rig._CheckedClient).
 """
 
 import re
 from pathlib import Path
 
-import _plan_crc
 import pytest
-from _plans import dye_plan, start
 from pumpcore import proto
 from pumprig import protocol
 from pumprig.errors import AuthError, DeviceError
+from pumprig_hil import plan_crc
+from pumprig_hil.plans import dye_plan, start
 from pumprig_hil.plugin import require
 
 pytestmark = pytest.mark.protocol
@@ -246,13 +246,13 @@ def test_log_paging_behaves_as_documented(rig):
 def test_plan_crc_from_the_documented_rule_is_the_rigs(rig, ex):
     """The plan as written (defaults left out) is sent; the rig answers the canonical plan of
     the schema, and the CRC a few lines of standard library compute from the doc's rule
-    (hil/_plan_crc.py) is the rig's plan_crc (in the answer, plan.get and hello)."""
+    (pumprig_hil/plan_crc.py) is the rig's plan_crc (in the answer, plan.get and hello)."""
     c = rig.client
-    want = _plan_crc.plan_crc(ex["input"])
+    want = plan_crc.plan_crc(ex["input"])
     assert want == ex["plan_crc"]
     res = c.plan_set(ex["input"])
     assert res["plan_crc"] == want and res["plan"] == ex["plan"]
-    assert _plan_crc.normalise(ex["input"]) == res["plan"]
+    assert plan_crc.normalise(ex["input"]) == res["plan"]
     assert c.plan_get()["plan_crc"] == want
     assert c.hello()["plan_crc"] == want
     rig.connect(role="clinician")

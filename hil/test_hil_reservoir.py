@@ -2,7 +2,7 @@
 date the pump predicts, and the refill-by date."""
 
 import pytest
-from _plans import dye_plan, example, start
+from pumprig_hil.plans import dye_plan, example, start
 from pumprig_hil.plugin import for_target
 from pumprig_hil.rig import EPOCH0
 

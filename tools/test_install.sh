@@ -28,8 +28,12 @@ mkdir "$TMP/lab"
 cd "$TMP/lab"
 "$TMP/venv/bin/python" - <<'PY'
 import pumprig.firmware as f, pumprig_hil.plugin as p
-for path in (f.board_dir(), f.examples_dir(), p.__file__):
+import pumprig_hil.plans as plans, pumprig_hil.plan_crc as crc
+for path in (f.board_dir(), f.examples_dir(), p.__file__, plans.__file__, crc.__file__):
     assert "site-packages" in str(path), path
+plan = plans.dye_plan(21_600_000)
+assert crc.plan_crc(plan) == crc.plan_crc(crc.normalise(plan)), plan
+assert plans.example("p1")[0]["drug"] == "baclofen"
 print("firmware from", f.board_dir())
 PY
 "$TMP/venv/bin/pumprig" demo --days 3 --out "$TMP/lab/demo"
@@ -56,7 +60,8 @@ done
     || { cat "$TMP/flash.log" "$TMP/sim.log"; exit 1; }
 "$TMP/venv/bin/pumprig" --port "$TMP/lab/rig" status
 kill -INT $SIM; wait $SIM || true; SIM=
-cp "$REPO/hil/test_hil_protocol.py" "$REPO/hil/_plans.py" "$REPO/hil/_plan_crc.py" "$TMP/lab/"
+# the test file alone: its plans and the documented CRC rule come from the installed plugin
+cp "$REPO/hil/test_hil_protocol.py" "$TMP/lab/"
 "$TMP/venv/bin/pytest" -q -p no:cacheprovider --rig sim --hil-report "$TMP/lab/report" \
     test_hil_protocol.py
 grep -q "Rig uid" "$TMP/lab/report/index.html"

@@ -37,7 +37,10 @@ from .store import Store
 FIRMWARE = "0.1.0"  # as pumpcore.VERSION (bench/campaign_flash.py tags builds here)
 _COMMAND_MODULES = ("clinician", "program", "patient", "status", "logpages")  # of pumpcore.loader.CALLS: the commands
 MAX_SLEEP_MS = 6 * 3_600_000  # re-check calendar alarms at least this often
-STALL_RETRIES = 3
+STALL_RETRIES = 3  # STALL after this many segments in a row end with DIAG asserted
+# ... or once DIAG, read at a segment's end or at a battery sample while a segment runs, still
+# reads stalled this long after it was first seen so (no drug reaches the patient)
+STALL_CONFIRM_MS = 15 * 60_000
 OCCLUSION_HYST_KPA = 20
 BATTERY_SETTLE_MS = 300_000
 
@@ -94,6 +97,7 @@ class App:
         self.gens = {}  # {record: generation} as the head names them
         self.fallback = False
         self.stall_count = 0
+        self.stall_ms = None  # board ms DIAG was first read stalled (None: last read clear)
         self.occluded = False
         self.next_battery_ms = now
         self.last_battery_ms = now
@@ -313,6 +317,11 @@ class App:
         self.reservoir.on_delivered(pl // 1000)
         self.pl_left = pl % 1000
         self.seg = None
+        s = self.sched
+        if s is not None:
+            s.steps = self.steps  # the drug at the tip moves with the segment done
+            if s.bridges and s.steps >= s.bridges[-1][1]:
+                s.bridges = []  # the last old drug is out of the line
         self.limiter.settled()
         self.board.motor_enable(False)  # the driver draws no current between segments
 
@@ -386,6 +395,9 @@ class App:
                 break
         if self.bench is not None and self.bench[1] < n:
             n = self.bench[1]
+        b = self.sched.bridge_steps() if self.sched is not None else 0
+        if 0 < b < n:
+            n = b  # a segment ends where the next drug reaches the tip (its own rate)
         return n if n > 0 else 0
 
     def _drive(self, now):
@@ -500,21 +512,20 @@ class App:
             self._n_mods = len(sys.modules)
 
     def tick(self, now):
-        b = self.board
-        moved = False
-        if self.seg is not None and now >= self.seg[4] and not b.motor_busy():
-            self._settle(self.seg[1])
-            moved = True
-            if b.stalled():
-                self.stall_count += 1
-                self._event("stall", {"episode": self.stall_count}, now)
-                if self.stall_count >= STALL_RETRIES:
-                    self.raise_alarm(al.STALL, now)
-            elif self.stall_count:
-                self.stall_count = 0
-                self.clear_alarm(al.STALL, now)
+        s = self.seg
+        moved = s is not None and now >= s[4] and not self.board.motor_busy()
+        if moved:
+            if self.sched is not None and self.sched.bridges and self.seg_src is not None and \
+                    s[4] > self.delivery.t_ms:
+                # the segment's time at the drug it pushed: the tip may change with it (bridge)
+                self.delivery.advance(s[4], self.seg_src)
+            self._settle(s[1])
         # a wake-up that happens anyway within half a period early takes the battery sample
-        if now >= self.next_battery_ms - (self.next_battery_ms - self.last_battery_ms) // 2:
+        bat = now >= self.next_battery_ms - (self.next_battery_ms - self.last_battery_ms) // 2
+        st = self.stall_ms
+        if moved or s is not None and (bat or st is not None and now >= st + STALL_CONFIRM_MS):
+            self._stall(now, moved)
+        if bat:
             self._battery(now)
             if self.occluded:
                 self._pressure(now)  # waiting for the line to clear
@@ -526,6 +537,8 @@ class App:
             wake = self._drive(now)
         if self.seg is not None:
             wake = self.seg[4]
+            if self.stall_ms is not None and self.stall_ms + STALL_CONFIRM_MS < wake:
+                wake = self.stall_ms + STALL_CONFIRM_MS
         if self.dirty:
             self.save_state(now)
         dl = now + MAX_SLEEP_MS
@@ -542,6 +555,24 @@ class App:
             if now < t < dl:
                 dl = t
         self.deadline_ms = dl if dl > now else now + 1
+
+    def _stall(self, now, ended):
+        """Read DIAG at the end of a segment (`ended`) or while one runs; raise STALL (the
+        motor stopped) after STALL_RETRIES stalled segments in a row or STALL_CONFIRM_MS."""
+        if not self.board.stalled():
+            self.stall_ms = None
+            if ended and self.stall_count:
+                self.stall_count = 0
+                self.clear_alarm(al.STALL, now)
+            return
+        if self.stall_ms is None:
+            self.stall_ms = now
+        if ended:
+            self.stall_count += 1
+            self._event("stall", {"episode": self.stall_count}, now)
+        if self.stall_count >= STALL_RETRIES or now - self.stall_ms >= STALL_CONFIRM_MS:
+            self.stop_motor(now)
+            self.raise_alarm(al.STALL, now)
 
     def _battery(self, now):
         self.last_battery_ms = now
@@ -679,6 +710,7 @@ class App:
 
     def retry_after_stall(self, now):
         self.stall_count = 0
+        self.stall_ms = None
         self.clear_alarm(al.STALL, now)
         self.delivery.rebase(now)
 

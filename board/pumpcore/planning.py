@@ -42,23 +42,16 @@ def compile_start(sched):
         sched.basal_start_ms = sched.start_windows[-1][1]
 
 
-def start_bridge(sched, t_ms, old_conc, dead_nl):
-    """Keep dosing at the old concentration until `dead_nl` has been pushed out."""
-    sched.bridge_conc = old_conc
-    sched.bridge_until_ms = 1 << 62
-    need = dead_nl * _DAY_MS
-    t = t_ms
-    for _ in range(10_000):
-        r = sched.rate_nl_day(t)
-        nxt = sched.next_change_ms(t)
-        span = (nxt - t) if nxt is not None else _DAY_MS * 400
-        if r > 0 and r * span >= need:
-            sched.bridge_until_ms = t + (need + r - 1) // r
-            return sched.bridge_until_ms
-        need -= r * span
-        t += span
-    sched.bridge_until_ms = t
-    return t
+def add_bridge(sched, old_conc, dead_steps):
+    """A refill with a new concentration: the drug in the reservoir until now (`old_conc`)
+    fills the line behind the drugs still in it. Each is dosed at its own strength until the
+    account's steps have pushed it out of the tip (Schedule.conc_at). Returns the steps the
+    bridge lasts from now."""
+    now = sched.steps
+    live = [b for b in sched.bridges if b[1] > now]
+    live.append([old_conc, now + dead_steps])
+    sched.bridges = live
+    return dead_steps
 
 
 def shift(sched, delta_ms):
@@ -70,8 +63,6 @@ def shift(sched, delta_ms):
     sched.seen_ms += delta_ms
     if sched.slot_ms is not None:
         sched.slot_ms = [None if m is None else m + delta_ms for m in sched.slot_ms]
-    if sched.bridge_conc:
-        sched.bridge_until_ms += delta_ms
 
 
 def load_dict(sched, d):
@@ -79,8 +70,7 @@ def load_dict(sched, d):
     sched.basal_start_ms = d["basal_start_ms"]
     sched.start_windows = [tuple(w) for w in d["start_windows"]]
     sched.overlays = [tuple(w) for w in d["overlays"]]
-    sched.bridge_conc = d["bridge_conc"]
-    sched.bridge_until_ms = d["bridge_until_ms"]
+    sched.bridges = [list(b) for b in d["bridges"]]
     load_slots(sched, d.get("slots"))
 
 

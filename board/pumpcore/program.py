@@ -40,7 +40,12 @@ def plan_set(app, args, now, req_id):
     app.delivery.drop_fraction()
     app.delivery.rebase(now)
     app.plan = new
+    old = app.sched
     app.sched = Schedule(new, app.clock, now, app.pullin_nl_day())
+    app.sched.steps = app.steps
+    st = new["start"]
+    if old is not None and (st is None or st["kind"] != "prime"):
+        app.sched.bridges = old.bridges  # the line still holds them (a prime pushes them out)
     app.limiter.new_plan(new, app.cfg.get("pump_path_nl", 0))
     app.reservoir.set_thresholds(new["reservoir"]["low_nl"], new["reservoir"]["empty_nl"])
     rbd = new["reservoir"]["refill_by_days"]
@@ -99,12 +104,15 @@ def refill(app, args, now, req_id):
         sd = app.sched.to_dict()
         app.plan = new
         app.sched = Schedule(new, app.clock, now, app.pullin_nl_day())
+        app.sched.steps = app.steps
         from . import planning
 
         planning.load_dict(app.sched, sd)
         bridge_nl = app.cfg.get("pump_path_nl", 0) + new["catheter_nl"]
         if bridge_nl:
-            planning.start_bridge(app.sched, now, old, bridge_nl)
+            # the old drug fills the line behind any older one still in it: each is dosed at
+            # its strength until the steps pushed have moved it out of the tip
+            planning.add_bridge(app.sched, old, (bridge_nl * 1000 + app.step_pl - 1) // app.step_pl)
     if app.plan and app.plan["patient"]:
         app.lockout_until_ms = now + app.plan["patient"]["lockout_s"] * 1000
     for k in (al.LOW, al.EMPTY, al.REFILL_BY):

@@ -138,6 +138,7 @@ def load_therapy(app, now):
             if plan is not None:
                 app.plan = plan
                 app.sched = Schedule(plan, app.clock, 0, app.pullin_nl_day())
+                app.sched.steps = app.steps
                 from . import planning
 
                 planning.load_dict(app.sched, sd)

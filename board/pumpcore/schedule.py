@@ -108,7 +108,10 @@ class Schedule:
     """The ideal rate of a plan programmed at `program_ms`.
 
     overlays: patient-bolus windows [(start_ms, end_ms, rate_nl_day)] added on top of basal.
-    bridge: (old_conc_ng_ml, until_ms) after a refill with a new concentration.
+    bridges: [[conc_ng_ml, end_steps]], tip first, after refills with new concentrations: the
+    old drugs still in the pump path and catheter, each dosed at its own strength until the
+    account's steps (`steps`, kept current by the owner) reach its end: by volume pushed, not
+    by time, so stops, holds and boluses cannot end a bridge early or late.
     """
 
     def __init__(self, plan, clock, program_ms, pullin_nl_day=0):
@@ -118,8 +121,8 @@ class Schedule:
         self.pullin_nl_day = pullin_nl_day
         self.start_windows = []
         self.overlays = []
-        self.bridge_conc = 0
-        self.bridge_until_ms = 0
+        self.bridges = []
+        self.steps = 0  # the account's committed steps (App keeps it current)
         self.basal_start_ms = program_ms
         self.slot_day = None  # per periodic slot: the local day it was last started
         self.slot_ms = None  # per periodic slot: board ms its last bolus started (None: none)
@@ -132,9 +135,19 @@ class Schedule:
 
     # --- pieces -------------------------------------------------------------------------
     def conc_at(self, t_ms):
-        if self.bridge_conc and t_ms < self.bridge_until_ms:
-            return self.bridge_conc
+        """The concentration at the catheter tip (t_ms: the caller's time; the tip moves with
+        the steps pushed, not with time)."""
+        for conc, end in self.bridges:
+            if self.steps < end:
+                return conc
         return self.plan["conc_ng_ml"]
+
+    def bridge_steps(self):
+        """Steps until the next drug reaches the tip (0: no bridge)."""
+        for _c, end in self.bridges:
+            if self.steps < end:
+                return end - self.steps
+        return 0
 
     def in_start(self, t_ms):
         return t_ms < self.basal_start_ms
@@ -145,7 +158,7 @@ class Schedule:
             return "none"
         if self.in_start(t_ms):
             return p["start"]["kind"]
-        if self.bridge_conc and t_ms < self.bridge_until_ms:
+        if self.bridges and self.steps < self.bridges[-1][1]:
             return "bridge"
         return p["basal"]["kind"]
 
@@ -293,8 +306,6 @@ class Schedule:
                 cands.append(s)
             if e > t_ms:
                 cands.append(e)
-        if self.bridge_conc and self.bridge_until_ms > t_ms:
-            cands.append(self.bridge_until_ms)
         if b["kind"] == "flex" or self.plan["periodic"] is not None:
             c = self.clock.next_offset_change_ms(t_ms)
             if c is not None:
@@ -315,6 +326,6 @@ class Schedule:
             "program_ms": self.program_ms, "basal_start_ms": self.basal_start_ms,
             "start_windows": [list(w) for w in self.start_windows],
             "overlays": [list(w) for w in self.overlays],
-            "bridge_conc": self.bridge_conc, "bridge_until_ms": self.bridge_until_ms,
+            "bridges": self.bridges,
             "slots": self.slots(),
         }

@@ -17,7 +17,7 @@ import os
 import sys
 import time
 
-from pumprig import __version__, argtypes, bench, demo, farm_command, flash, simulate, units
+from pumprig import __version__, argtypes, bench, demo, farm_command, flash, simulate, tz, units
 from pumprig.errors import PumprigError
 from pumprig.virtual import command as sim_command
 
@@ -304,6 +304,8 @@ def cmd_refill(args):
     if vol <= 0:
         raise PumprigError("--volume %s: give the volume put in, more than 0 mL" % args.volume)
     conc = plans.parse_conc(args.conc, "--conc") if args.conc else None
+    if conc is not None and conc <= 0:
+        raise PumprigError("--conc %s: give the new concentration, more than 0 mg/mL" % args.conc)
     by = plans.parse_date(args.refill_by, "--refill-by") if args.refill_by else None
     from pumprig.errors import ProtocolError
 
@@ -345,7 +347,8 @@ def device_text(err, st=None):
 
     text = err.detail
     for arg, (opt, fmt) in _ARG_WORDS.items():
-        m = re.fullmatch(re.escape(arg) + r" must be (\d+)\.\.(\d+)", text)
+        # the refill's own range check, or the command dictionary's ("an integer lo..hi")
+        m = re.fullmatch(re.escape(arg) + r" must be (?:an integer )?(\d+)\.\.(\d+)", text)
         if m:
             return "%s must be %s to %s" % (opt, fmt(m.group(1)), fmt(m.group(2)))
         if text.startswith(arg + " must be a time in the future"):
@@ -458,43 +461,11 @@ def cmd_log(args):
 # --------------------------------------------------------------------------- clock
 
 
-def _offset_fn(tz_name):
-    """offset_s(epoch_s) for a named zone, or the host's local zone."""
-    if tz_name:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            zone = ZoneInfo(tz_name)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise PumprigError("unknown time zone %r (use a name like Europe/Paris)" % tz_name) from None
-        return lambda t: int(dt.datetime.fromtimestamp(t, zone).utcoffset().total_seconds())
-    return lambda t: time.localtime(t).tm_gmtoff
-
-
-def next_offset_change(offset_at, now_s, horizon_days=400):
-    """(epoch_s, new offset_s) of the next UTC-offset change within the horizon, or None."""
-    cur = offset_at(now_s)
-    day = 86_400
-    t = now_s
-    for _ in range(horizon_days):
-        if offset_at(t + day) != cur:
-            lo, hi = t, t + day  # offset(lo) == cur, offset(hi) != cur
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                if offset_at(mid) == cur:
-                    lo = mid
-                else:
-                    hi = mid
-            return hi, offset_at(hi)
-        t += day
-    return None
-
-
 def cmd_clock_sync(args):
-    offset_at = _offset_fn(args.tz)
+    offset_at = tz.offset_fn(args.tz)
     with _client(args, _WRITE_ROLE) as c:
         now = int(time.time())
-        nxt = next_offset_change(offset_at, now)
+        nxt = tz.next_offset_change(offset_at, now)
         res = c.clock_set(now, offset_at(now), *(nxt or (None, None)))
     if args.json:
         _json_out(res)

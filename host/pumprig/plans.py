@@ -100,6 +100,14 @@ def parse_volume_nl(text, field="volume") -> int:
     return _volume(text, field)
 
 
+def parse_fill_nl(text, field) -> int:
+    """A fill or refill volume: above 0 (the rig refuses an empty refill)."""
+    nl = _volume(text, field)
+    if nl <= 0:
+        raise PlanFileError(f"{field}: {text!r} is no volume to fill; write it like '20 mL'")
+    return nl
+
+
 def parse_duration_s(text, field="duration") -> int:
     return _duration(text, field)
 
@@ -273,7 +281,7 @@ def parse_plan(doc: dict) -> tuple[dict, dict]:
         if rs.get("on_empty") is not None:
             res["on_empty"] = rs.get("on_empty")
         if rs.get("fill") is not None:
-            meta["fill_nl"] = parse_volume_nl(rs.get("fill"), "reservoir.fill")
+            meta["fill_nl"] = parse_fill_nl(rs.get("fill"), "reservoir.fill")
         rs.done()
         plan["reservoir"] = res
 
@@ -304,7 +312,7 @@ def _scenario(sc) -> dict:
         f = _Field(e, f"scenario.events[{i}]", EVENT_KEYS)
         ev = {"at_s": parse_duration_s(f.get("at"), f.name("at"))}
         if f.get("refill") is not None:
-            ev["refill_nl"] = parse_volume_nl(f.get("refill"), f.name("refill"))
+            ev["refill_nl"] = parse_fill_nl(f.get("refill"), f.name("refill"))
             if f.get("concentration") is not None:
                 ev["conc_ng_ml"] = parse_conc(f.get("concentration"), f.name("concentration"))
         elif f.get("bolus") is not None:
@@ -470,7 +478,10 @@ def load_plan_file(path) -> tuple[dict, dict]:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise PlanFileError(f"{path}: not valid TOML ({e})") from None
-    raw, meta = parse_plan(doc)
+    try:
+        raw, meta = parse_plan(doc)
+    except PlanFileError as e:
+        raise PlanFileError(f"{path}: {e}") from None  # every message names the file
     try:
         plan = core.validate(raw)
     except core.PlanError as e:

@@ -100,7 +100,8 @@ def _refill_view(app):
     """'before' or 'after' the refill with the new concentration; anything else is a mix."""
     conc = app.plan["conc_ng_ml"]
     vol = app.reservoir.volume_nl
-    bridge = app.sched.bridge_conc
+    live = [c for c, end in app.sched.bridges if end > app.sched.steps]
+    bridge = live[-1] if live else 0
     if conc == OLD_CONC and bridge == 0 and vol < FILL_NL - 10_000 and vol > REFILL_NL:
         return "before"
     if conc == NEW_CONC and bridge == OLD_CONC and REFILL_NL - 20_000 <= vol <= REFILL_NL:
@@ -225,11 +226,11 @@ def test_a_retried_refill_after_a_reset_is_answered_not_applied():
         run_until(app, b, b.t_ms + 2 * HOUR)
         app2, b2 = _boot(root)
         vol = app2.reservoir.volume_nl
-        until = app2.sched.bridge_until_ms
+        until = [list(x) for x in app2.sched.bridges]
         assert vol < REFILL_NL
         again = app2.call("refill", args, "clinician", "rq-9", 0)
         assert again == res
-        assert app2.reservoir.volume_nl == vol and app2.sched.bridge_until_ms == until
+        assert app2.reservoir.volume_nl == vol and app2.sched.bridges == until
         # the same id with other arguments is another request, not a retry
         other = app2.call("refill", {"volume_nl": REFILL_NL}, "clinician", "rq-9", 0)
         assert other["bridge_nl"] == 0 and app2.reservoir.volume_nl == REFILL_NL

@@ -196,15 +196,17 @@ def test_refill_units(capsys, rig):
 
 
 def test_next_offset_change():
-    from zoneinfo import ZoneInfo  # noqa: F401
+    from pumprig import tz
 
-    off = cli._offset_fn("Europe/Paris")
+    off = tz.offset_fn("Europe/Paris")
     t0 = 1767225600  # 2026-01-01 00:00 UTC
-    when, new = cli.next_offset_change(off, t0)
+    when, new = tz.next_offset_change(off, t0)
     assert when == 1774746000 and new == 7200  # 2026-03-29 01:00 UTC, CET -> CEST
-    assert cli.next_offset_change(cli._offset_fn("UTC"), t0) is None
+    # from just before the autumn change: back to CET at 2026-10-25 01:00 UTC
+    assert tz.next_offset_change(off, 1792890000 - 5) == (1792890000, 3600)
+    assert tz.next_offset_change(tz.offset_fn("UTC"), t0) is None
     with pytest.raises(cli.PumprigError):
-        cli._offset_fn("Mars/Olympus")
+        tz.offset_fn("Mars/Olympus")
 
 
 def test_extension_list_is_importable():

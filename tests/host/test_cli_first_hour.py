@@ -82,11 +82,87 @@ def test_demo_out_in_a_missing_folder(capsys, home, tmp_path):
     """Finding: `demo --out` into a folder that cannot be created was a traceback."""
     (tmp_path / "afile").write_text("x")
     err = one_line(*run(capsys, "demo", "--out", str(tmp_path / "afile" / "out"))[::2])
-    assert "no folder" in err
+    assert "%s is a file, not a folder" % (tmp_path / "afile") in err
     err = one_line(*run(capsys, "demo", "--out", str(tmp_path / "nope" / "deeper"))[::2])
     assert "no folder %s" % (tmp_path / "nope") in err
     err = one_line(*run(capsys, "demo", "--out", str(tmp_path / "afile"))[::2])
     assert "is a file" in err
+
+
+@pytest.mark.parametrize("argv", [
+    ["bench", "--port", "sim", "--rate", "0.5 mL/day", "--duration", "10min", "--out"],
+    ["calibrate", "--port", "sim", "--out"],
+    ["sim", "--link", "LINK", "--state"],
+])
+def test_out_folders_are_checked_before_the_work(capsys, home, tmp_path, monkeypatch, argv):
+    """First hour, on this branch: `bench --out` and `calibrate --out` under a regular file
+    were a traceback (NotADirectoryError), raised after the whole run when the report was
+    written; under a missing folder they created the whole tree, as `sim --state` did. Now
+    each is one `pumprig:` line before any rig starts, and nothing is created."""
+    def boom(*a, **kw):
+        raise AssertionError("a rig started before --out/--state was checked")
+
+    monkeypatch.setattr("pumprig.bench.command.make_bench_rig", boom)
+    monkeypatch.setattr("pumprig.virtual.launcher.Rig", boom)
+    (tmp_path / "afile").write_text("x")
+    argv = [str(tmp_path / "link") if a == "LINK" else a for a in argv]
+    opt = argv[-1]
+    err = one_line(*run(capsys, *argv, str(tmp_path / "afile" / "r"))[::2])
+    assert err == "pumprig: %s %s: %s is a file, not a folder\n" % (
+        opt, tmp_path / "afile" / "r", tmp_path / "afile"), err
+    err = one_line(*run(capsys, *argv, str(tmp_path / "nope" / "r"))[::2])
+    assert "no folder %s (create it first, or give another %s)" % (tmp_path / "nope", opt) in err
+    assert not (tmp_path / "nope").exists()
+    err = one_line(*run(capsys, *argv, str(tmp_path / "afile"))[::2])
+    assert "afile: is a file, not a folder" in err
+
+
+def test_flash_without_a_port_says_how_to_give_one(capsys, home):
+    """On this branch: `pumprig flash` said "no port: give --port PORT", where every other
+    command also names PUMPRIG_PORT and `pumprig list`."""
+    err = one_line(*run(capsys, "flash")[::2])
+    assert err == ("pumprig: no port: give --port PORT or set PUMPRIG_PORT (see `pumprig "
+                   "list`)\n")
+
+
+def test_fills_are_checked_in_the_users_terms_before_the_run(capsys, home, no_run, tmp_path):
+    """First hour, on this branch: `simulate --fill "0 mL"` got "volume_nl must be an integer
+    1..1000000000 (BAD_ARGS)" from the rig; a plan file's `fill = "200 mL"` got "--fill 200 mL
+    is more than the rig's 20 mL reservoir", naming an option the user never gave, and a
+    scenario refill above the reservoir failed mid-run."""
+    err = one_line(*run(capsys, "simulate", P1, "--fill", "0 mL")[::2])
+    assert err == "pumprig: --fill: '0 mL' is no volume to fill; write it like '20 mL'\n"
+    err = one_line(*run(capsys, "simulate", P1, "--fill", "21 mL")[::2])
+    assert err == "pumprig: --fill: 21 mL is more than the virtual rig's 20 mL reservoir\n"
+    text = Path(P1).read_text()
+    big = tmp_path / "big.toml"
+    big.write_text(text.replace('fill = "20 mL"', 'fill = "200 mL"'))
+    err = one_line(*run(capsys, "simulate", str(big))[::2])
+    assert err == ("pumprig: %s: reservoir.fill: 200 mL is more than the virtual rig's 20 mL "
+                   "reservoir\n" % big)
+    refill = tmp_path / "refill.toml"
+    refill.write_text(text + '\n[scenario]\nevents = [{ at = "1 d", refill = "25 mL" }]\n')
+    err = one_line(*run(capsys, "simulate", str(refill))[::2])
+    assert "%s: scenario.events[0].refill: 25 mL is more than" % refill in err
+
+
+@needs_mpy
+def test_demo_prints_a_short_readable_account(capsys, home, tmp_path):
+    """First hour, `make demo` from a fresh clone: the flash step echoed mpremote's `cp
+    /tmp/pumprig-flash-.../x.mpy :x.mpy.new` for each of 43 files and said "board: linux, mpy
+    2822"; the summary named the plan by a bare hex number. Now: the steps, a few flash lines
+    in words, and "plan CRC"."""
+    rc, out, err = run(capsys, "demo", "--days", "2", "--out", str(tmp_path / "out"))
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert not [ln for ln in lines if ln.strip().startswith("cp ")], out
+    assert "   board: MicroPython on linux, .mpy v6.3" in lines, out
+    flash = lines[lines.index("2. flashing the firmware with pumprig flash") + 1:
+                  lines.index("3. programming p1-baclofen-continuous.toml")]
+    assert len(flash) <= 8, flash
+    (plan,) = [ln for ln in lines if ln.startswith("   plan ")]
+    assert plan.startswith("   plan CRC ") and "(baclofen), 2 days from" in plan, plan
+    assert (tmp_path / "out" / "demo-delivery.png").stat().st_size > 0
 
 
 # --- global options anywhere, --json everywhere -------------------------------------------------
@@ -157,6 +233,18 @@ def test_refill_refusals_in_option_names_and_units():
                                        "future"), {"epoch_s": 1_800_000_000})
     assert text == "--refill-by must be a date in the future (the rig's clock reads " \
         "2027-01-15 08:00:00 UTC)"
+    # on this branch: the command dictionary's range check was passed through as it came
+    assert cli.device_text(DeviceError("BAD_ARGS", "conc_ng_ml must be an integer "
+                                       "1..1000000000")) == "--conc must be 1 ng/mL to 1 g/mL"
+
+
+def test_refill_with_no_concentration_is_refused_before_the_rig(capsys, fake):
+    """On this branch: `refill --conc "0 mg/mL"` got "--conc must be an integer
+    1..1000000000 (BAD_ARGS)" from the rig."""
+    err = one_line(*run(capsys, "refill", "--volume", "20 mL", "--conc", "0 mg/mL",
+                        "--port", fake.path)[::2])
+    assert err == "pumprig: --conc 0 mg/mL: give the new concentration, more than 0 mg/mL\n"
+    assert "refill" not in fake.app.calls
 
 
 def test_refill_by_in_the_past_is_refused_before_the_rig(capsys, fake):
@@ -243,19 +331,49 @@ def test_simulate_power_fault_from_its_own_help(capsys, home):
 
 
 @needs_mpy
-def test_simulate_stall_fault_is_in_the_summary_and_a_long_one_raises_stall(capsys, home):
-    """Finding: `--fault stall@30d:2h` raised no alarm and the summary did not mention it. The
-    summary now says what the firmware did (a 2 h stall at P1's rate is one stalled segment,
-    below the 3 in a row STALL needs); a 6 h stall raises the critical STALL alarm."""
-    rc, out, err = run(capsys, "simulate", P1, "--days", "31", "--fault", "stall@30d:2h")
-    assert rc == 0, err
-    assert "fault          stall at day 30.00 for 2 h: 1 stalled segment, no alarm" in out, out
-    rc, out, err = run(capsys, "simulate", P1, "--days", "31", "--fault", "stall@30d:6h",
+def test_simulate_stall_fault_is_in_the_summary_and_raises_stall(capsys, home):
+    """Finding: `--fault stall@30d:2h` (the README's example) raised no alarm and the summary did
+    not mention the fault: at P1's rate a segment lasts 72 min and STALL came only after 3
+    stalled segments. The firmware now raises STALL once a stall it has seen lasts 15 min
+    (pumpcore.app.STALL_CONFIRM_MS): within the 2 h, and the summary names the fault and says
+    how long after it began the alarm came."""
+    rc, out, err = run(capsys, "simulate", P1, "--days", "31", "--fault", "stall@30d:2h",
                        "--json")
     assert rc == 0, err
     r = json.loads(out)
+    (f,) = r["faults"]
+    assert f["kind"] == "stall" and f["alarms"] == ["STALL"], f
+    # seen within the hour (segment end or battery sample), confirmed 15 min later
+    assert 15 * 60 <= f["alarm_after_s"] <= 75 * 60 + 60, f
     assert [a["kind"] for a in r["alarms"]] == ["STALL"]
-    assert r["faults"][0]["alarms"] == ["STALL"] and r["faults"][0]["stall_episodes"] >= 3
+    rc, out, err = run(capsys, "simulate", P1, "--days", "31", "--fault", "stall@30d:2h")
+    assert rc == 0, err
+    line = [ln for ln in out.splitlines() if ln.startswith("fault ")]
+    assert len(line) == 1 and line[0].startswith(
+        "fault          stall at day 30.00 for 2 h: ") and "alarm STALL after " in line[0], out
+    assert "STALL          critical" in out
+
+
+def test_fault_line_says_the_alarm_delay_in_hours_and_minutes():
+    """On this branch: "alarm ERI after 1.183333 h"."""
+    from pumprig.simulate.report import fault_line
+
+    f = {"kind": "battery", "mv": 3200, "at_s": 60 * 86_400, "alarms": ["ERI"]}
+    assert fault_line(dict(f, alarm_after_s=4260)).endswith(": alarm ERI after 1 h 11 min")
+    assert fault_line(dict(f, alarm_after_s=3060)).endswith(": alarm ERI after 51 min")
+    assert fault_line(dict(f, alarm_after_s=7200)).endswith(": alarm ERI after 2 h 0 min")
+    assert fault_line(dict(f, alarm_after_s=20)).endswith(": alarm ERI after 20 s")
+    assert fault_line(dict(f, alarm_after_s=None)).endswith(": alarm ERI")
+
+
+@needs_mpy
+def test_simulate_short_stall_says_why_no_alarm(capsys, home):
+    """A stall shorter than the 15 min confirmation raises nothing; the summary says the rule."""
+    rc, out, err = run(capsys, "simulate", P1, "--days", "31", "--fault", "stall@30d:5min")
+    assert rc == 0, err
+    assert "fault          stall at day 30.00 for 5 min: " in out, out
+    assert "no alarm (the firmware raises STALL once a stall" in out and "lasts 15 min" in out
+    assert "STALL          critical" not in out
 
 
 @needs_mpy

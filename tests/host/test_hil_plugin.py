@@ -138,9 +138,10 @@ def test_protocol_suite_on_a_bench_without_instruments_skips_cleanly(tmp_path):
     instruments gave 9 errors: the protocol suite's `running` fixture starts a plan, which
     reads the step counter, and nothing marked it so. Now those tests skip, naming the
     missing instrument, and no test errors. (The stub board here answers no protocol, so the
-    conformance tests that need only the serial line fail against it: they are not counted.)"""
-    for name in ("test_hil_protocol.py", "_plans.py", "_plan_crc.py"):
-        shutil.copy(ROOT / "hil" / name, tmp_path / name)
+    conformance tests that need only the serial line fail against it: they are not counted.)
+    The lab copies the test file alone: its plans and the documented CRC rule come from the
+    installed plugin (pumprig_hil.plans, pumprig_hil.plan_crc)."""
+    shutil.copy(ROOT / "hil" / "test_hil_protocol.py", tmp_path / "test_hil_protocol.py")
     _lab(tmp_path, [], 'rig = "bench-1"\n', {})
     r = _pytest(tmp_path, "test_hil_protocol.py")
     out = r.stdout + r.stderr

@@ -34,6 +34,12 @@ CASES = [
     ("low below empty", DRUG + BASAL + '[reservoir]\nlow = "1 mL"\nempty = "2 mL"\n',
      "reservoir.empty: must not be above reservoir.low"),
     ("missing dose", DRUG + '[basal]\nmode = "continuous"\n', "basal.dose: is required"),
+    # old: passed `plan check`; simulate then failed with "volume_nl must be an integer
+    # 1..1000000000 (BAD_ARGS)"
+    ("empty fill", DRUG + BASAL + '[reservoir]\nfill = "0 mL"\n',
+     "reservoir.fill: '0 mL' is no volume to fill; write it like '20 mL'"),
+    ("empty refill", DRUG + BASAL + '[scenario]\nevents = [{ at = "1 d", refill = "0 mL" }]\n',
+     "scenario.events[0].refill: '0 mL' is no volume to fill"),
 ]
 
 
@@ -46,5 +52,7 @@ def test_plan_check_speaks_the_plan_files_terms(tmp_path, capsys, text, words):
     assert rc == 1
     assert err.startswith("pumprig: ") and err.count("\n") == 1, err
     assert words in err, err
+    # old: a key or table typo, or a unit, was reported without the file's name
+    assert err.startswith("pumprig: %s: " % path), err
     assert "_nl" not in err and "_ng" not in err and "_s:" not in err, err
     assert "Traceback" not in out + err

@@ -23,11 +23,13 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
 
 
 def _stdlib_crc():
-    """hil/_plan_crc.py: the documented rule in standard library only (no project import)."""
-    spec = importlib.util.spec_from_file_location("_plan_crc", ROOT / "hil" / "_plan_crc.py")
+    """pumprig_hil/plan_crc.py: the documented rule in standard library only (no project
+    import), loaded from its file alone."""
+    path = ROOT / "hil" / "pumprig_hil" / "plan_crc.py"
+    spec = importlib.util.spec_from_file_location("doc_plan_crc", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    src = (ROOT / "hil" / "_plan_crc.py").read_text()
+    src = path.read_text()
     assert not re.search(r"^\s*(from|import)\s+(pumpcore|pumprig)", src, re.M)
     return mod
 
@@ -172,7 +174,7 @@ def test_plan_examples_are_what_the_plan_module_makes():
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
 def test_stdlib_crc_of_every_example_plan(path):
     """The documented normalisation and CRC, in a few lines of standard library
-    (hil/_plan_crc.py), give the plan module's CRC for every example plan's wire form; the
+    (hil/pumprig_hil/plan_crc.py), give the plan module's CRC for every example plan's wire form; the
     virtual rig's plan_crc for the same plans: hil/test_hil_protocol.py."""
     mod = _stdlib_crc()
     raw, _ = plans.parse_plan(tomllib.loads(path.read_text()))  # TOML -> the documented wire form

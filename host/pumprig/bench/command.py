@@ -14,6 +14,7 @@ import pumprig.bench.report as report
 import pumprig.bench.rig as benchrig
 from pumprig import argtypes, trumpet, units
 from pumprig.errors import PumprigError
+from pumprig.folders import make_folder
 from pumprig.progress import Phases
 
 # The package's modules are imported by their full names, never `from pumprig.bench import
@@ -215,6 +216,8 @@ def _run(args, out, err, progress):
     if command == "bench" and args.boluses and not args.bolus_volume:
         raise PumprigError("--boluses needs --bolus-volume")
     limit_set = limits.resolve(args.limits, args.limit)
+    if args.out:
+        make_folder(args.out, "--out")  # before the run: a bench run is hours long
 
     started = report.utc_now()
     rig = make_bench_rig(args)

@@ -21,6 +21,15 @@ def _wait(rig, seconds):
         rig.wait_until_s(rig.now_s() + seconds)
 
 
+def _weigh_steps(rig, balance, steps, settle_s):
+    """Mass in ug that ``steps`` motor steps put on the balance: stable reading before, the
+    steps, ``settle_s`` for the drop to fall and the reading to settle, stable reading after."""
+    before = balance.weigh_stable()
+    rig.run_steps(steps)
+    _wait(rig, settle_s)
+    return balance.weigh_stable() - before
+
+
 def _volume_nl(mass_ug, density):
     return mass_ug / density
 
@@ -56,11 +65,7 @@ def calibrate(rig, balance, steps=400, repeats=5, density=DEFAULT_DENSITY_G_ML, 
     previous = int(rig.get_step_pl())
     runs = []
     for k in range(repeats):
-        before = balance.weigh_stable()
-        rig.run_steps(steps)
-        _wait(rig, settle_s)
-        after = balance.weigh_stable()
-        mass = after - before
+        mass = _weigh_steps(rig, balance, steps, settle_s)
         if mass <= 0:
             raise BenchError("run %d of %d steps put %d ug on the balance: is the outlet in the "
                              "vessel and the line primed?" % (k + 1, steps, mass))
@@ -178,12 +183,9 @@ def bolus_series(rig, balance, count, volume_nl, density=DEFAULT_DENSITY_G_ML, s
     delivered = []
     masses = []
     for k in range(count):
-        before = balance.weigh_stable()
-        rig.run_steps(steps)
-        _wait(rig, settle_s)
-        after = balance.weigh_stable()
-        masses.append(after - before)
-        delivered.append(_volume_nl(after - before, density))
+        mass = _weigh_steps(rig, balance, steps, settle_s)
+        masses.append(mass)
+        delivered.append(_volume_nl(mass, density))
         if progress:
             progress("bolus", k + 1, count)
     stats = trumpet.bolus_stats(delivered, volume_nl)

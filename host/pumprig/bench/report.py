@@ -367,20 +367,21 @@ def _bands(results):
     return (tuple(rate) if rate else None), (tuple(trumpet) if trumpet else None)
 
 
+def _report_paths(out_dir, **own):
+    """``out_dir`` created; the paths of every report's summary.csv, results.json and
+    report.html, and of the report's ``own`` files, by key."""
+    os.makedirs(out_dir, exist_ok=True)
+    names = dict(summary_csv="summary.csv", json="results.json", html="report.html", **own)
+    return {k: os.path.join(out_dir, v) for k, v in names.items()}
+
+
 def write_report(results, out_dir):
     """Write a flow run's ``samples.csv``, ``summary.csv``, ``results.json``,
     ``startup.png``, ``trumpet.png`` and ``report.html`` (both plots embedded) into
     ``out_dir`` (created). ``results`` may carry ``record``, ``limits`` and ``acceptance``.
     Returns the paths by key."""
-    os.makedirs(out_dir, exist_ok=True)
-    paths = {
-        "csv": os.path.join(out_dir, "samples.csv"),
-        "summary_csv": os.path.join(out_dir, "summary.csv"),
-        "json": os.path.join(out_dir, "results.json"),
-        "startup_png": os.path.join(out_dir, "startup.png"),
-        "trumpet_png": os.path.join(out_dir, "trumpet.png"),
-        "html": os.path.join(out_dir, "report.html"),
-    }
+    paths = _report_paths(out_dir, csv="samples.csv", startup_png="startup.png",
+                          trumpet_png="trumpet.png")
     flows = results["startup"]["flow_ml_h"]
     rows = [["index", "t_s", "mass_ug", "flow_ml_h"]]
     for i, (t, m) in enumerate(results["samples"]):
@@ -427,13 +428,7 @@ def _calibration_items(res):
 def write_calibration_report(results, out_dir):
     """Write a calibration's ``runs.csv``, ``summary.csv``, ``results.json`` and
     ``report.html`` into ``out_dir`` (created). Returns the paths by key."""
-    os.makedirs(out_dir, exist_ok=True)
-    paths = {
-        "csv": os.path.join(out_dir, "runs.csv"),
-        "summary_csv": os.path.join(out_dir, "summary.csv"),
-        "json": os.path.join(out_dir, "results.json"),
-        "html": os.path.join(out_dir, "report.html"),
-    }
+    paths = _report_paths(out_dir, csv="runs.csv")
     rows = [["run", "steps", "mass_ug", "volume_nl", "step_pl"]]
     for k, r in enumerate(results["runs"]):
         rows.append([k + 1, results["steps"], r["mass_ug"], "%.3f" % r["volume_nl"],

@@ -13,7 +13,7 @@ ideal cumulative volume divided by the step size: `max_step_error`.
 """
 
 from ..firmware import board_dir  # the one firmware lookup (pumprig.firmware)
-from .command import add_parser, cmd_simulate, start_epoch
+from .command import add_parser, cmd_simulate, fill_for_run, start_epoch
 from .oracle import LATE_MAX_MS, Oracle, PeriodicIdeal, StepError
 from .report import check_plot_path, format_summary, plot
 from .run import RunOptions, connect, open_rig, run, simulate
@@ -24,6 +24,6 @@ _start_epoch = start_epoch  # the older name (demo, bench scripts)
 __all__ = [
     "LATE_MAX_MS", "Oracle", "PeriodicIdeal", "RunOptions",
     "StepError", "add_parser", "board_dir", "check_plot_path", "cmd_simulate",
-    "connect", "format_summary", "load_bolus_file", "open_rig",
+    "connect", "fill_for_run", "format_summary", "load_bolus_file", "open_rig",
     "parse_fault", "plot", "run", "simulate", "start_epoch",
 ]

@@ -21,6 +21,25 @@ def start_epoch(text: str | None) -> int:
     return parse_date(text, "--start")
 
 
+def fill_for_run(fill_text: str | None, plan_path, meta: dict) -> int:
+    """The starting fill in nL (--fill, else the plan file's reservoir.fill, else 20 mL),
+    checked with the plan file's scenario refills against the virtual rig's reservoir before
+    the run: the firmware's own refusal came mid-run, in its terms ("volume_nl must be ...")."""
+    from ..plans import board_limits, parse_fill_nl
+
+    cap = board_limits("sim")["reservoir_nl"]
+    fill = parse_fill_nl(fill_text, "--fill") if fill_text else meta.get("fill_nl", 20_000_000)
+    said = [("--fill" if fill_text else f"{plan_path}: reservoir.fill", fill)]
+    for i, ev in enumerate((meta.get("scenario") or {}).get("events", [])):
+        if "refill_nl" in ev:
+            said.append((f"{plan_path}: scenario.events[{i}].refill", ev["refill_nl"]))
+    for where, nl in said:
+        if nl > cap:
+            raise PumprigError(f"{where}: {nl / 1e6:g} mL is more than the virtual rig's "
+                               f"{cap / 1e6:g} mL reservoir")
+    return fill
+
+
 def add_parser(sub):
     sp = sub.add_parser(
         "simulate", help="run a plan for days or months on a virtual rig, in seconds",
@@ -36,7 +55,7 @@ def add_parser(sub):
     sp.add_argument("--boluses", metavar="FILE",
                     help="patient bolus requests, one time per line (e.g. 36h, 2d)")
     sp.add_argument("--fault", action="append", default=[], metavar="KIND@TIME[:DUR]",
-                    help="inject a fault: stall@30d:6h, occlusion@12h:30min, "
+                    help="inject a fault: stall@30d:2h, occlusion@12h:30min, "
                          "battery=3.2V@60d, power@45d (repeatable)")
     sp.add_argument("--plot", metavar="FILE.png",
                     help="draw delivery (ideal, measured, their difference), reservoir, battery")
@@ -44,7 +63,7 @@ def add_parser(sub):
 
 
 def cmd_simulate(args):
-    from ..plans import load_plan_file, parse_volume_nl
+    from ..plans import load_plan_file
 
     # everything the user gave is checked before the run, which can take a while
     if args.plot:
@@ -52,7 +71,7 @@ def cmd_simulate(args):
     plan, meta = load_plan_file(args.plan)
     if args.days < 1 or args.days > 3650:
         raise PumprigError("--days must be 1..3650")
-    fill = parse_volume_nl(args.fill, "--fill") if args.fill else meta.get("fill_nl", 20_000_000)
+    fill = fill_for_run(args.fill, args.plan, meta)
     boluses = load_bolus_file(args.boluses) if args.boluses else []
     faults = [parse_fault(f) for f in args.fault]
     if args.tz:

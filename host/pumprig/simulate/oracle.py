@@ -87,24 +87,32 @@ class PeriodicIdeal:
         return best
 
 
-class _Ideal:
-    """The oracle's rate as a schedule (what the bridge computation integrates): the base
-    schedule's attributes, the oracle's rate."""
+class _Sched(Schedule):
+    """The oracle's schedule: the firmware's Schedule with the refill bridge in world time.
+    The firmware ends a bridge by the steps it pushed; the ideal pushes the line at the plan's
+    own rates, so each old drug leaves the tip when the ideal volume has moved it out."""
 
-    def __init__(self, oracle):
-        object.__setattr__(self, "_o", oracle)
+    def __init__(self, plan, clock, program_ms, pullin_nl_day):
+        super().__init__(plan, clock, program_ms, pullin_nl_day)
+        self.tbridges: list = []  # [[conc_ng_ml, until_ms]], tip first
 
-    def rate_nl_day(self, t_ms):
-        return self._o.rate_nl_day(t_ms)
+    def conc_at(self, t_ms):
+        for conc, until in self.tbridges:
+            if t_ms < until:
+                return conc
+        return self.plan["conc_ng_ml"]
+
+    def activity(self, t_ms):
+        if self.tbridges and t_ms < self.tbridges[-1][1] and not self.in_start(t_ms):
+            return "bridge"
+        return super().activity(t_ms)
 
     def next_change_ms(self, t_ms):
-        return self._o.next_change_ms(t_ms)
-
-    def __getattr__(self, name):
-        return getattr(self._o.sched, name)
-
-    def __setattr__(self, name, value):
-        setattr(self._o.sched, name, value)
+        best = super().next_change_ms(t_ms)
+        for _conc, until in self.tbridges:
+            if until > t_ms and (best is None or until < best):
+                best = until
+        return best
 
 
 class Oracle:
@@ -123,7 +131,7 @@ class Oracle:
         self.step_pl = step_pl
         self.pullin = pullin_nl_day
         self.dead_nl = dead_nl
-        self.sched = Schedule(dict(plan, periodic=None), clock, program_ms, pullin_nl_day)
+        self.sched = _Sched(dict(plan, periodic=None), clock, program_ms, pullin_nl_day)
         self.periodic = None
         if plan.get("periodic"):
             self.periodic = PeriodicIdeal(plan["periodic"], clock, self.sched.basal_start_ms,
@@ -174,12 +182,55 @@ class Oracle:
             return
         self.advance(t_ms)
         old = self.plan["conc_ng_ml"]
+        # the line from the tip: what is left of the drugs still bridged, then the old drug
+        parts = []
+        left = self.dead_nl
+        t = t_ms
+        for c, until in self.sched.tbridges:
+            if until > t:
+                nl = min(self._volume_nl(t, until), left)
+                parts.append((c, nl))
+                left -= nl
+                t = until
+        if left > 0:
+            parts.append((old, left))
         sd = self.sched.to_dict()
         self.plan = dict(self.plan, conc_ng_ml=conc)
-        self.sched = Schedule(dict(self.plan, periodic=None), self.clock, 0, self.pullin)
+        self.sched = _Sched(dict(self.plan, periodic=None), self.clock, 0, self.pullin)
         planning.load_dict(self.sched, sd)
-        if self.dead_nl:
-            planning.start_bridge(_Ideal(self), t_ms, old, self.dead_nl)
+        if not self.dead_nl:
+            return
+        done: list = []
+        t = t_ms
+        for c, nl in parts:
+            self.sched.tbridges = done + [[c, 1 << 62]]
+            t = self._pushed_by(t, nl)
+            done.append([c, t])
+        self.sched.tbridges = done
+
+    def _volume_nl(self, t0, t1):
+        """nL the ideal pushes from t0 to t1."""
+        acc = 0
+        t = t0
+        while t < t1:
+            nxt = self.next_change_ms(t)
+            e = t1 if nxt is None or nxt > t1 else nxt
+            acc += self.rate_nl_day(t) * (e - t)
+            t = e
+        return acc // DAY_MS
+
+    def _pushed_by(self, t, nl):
+        """World ms at which the ideal has pushed `nl` from t."""
+        need = nl * DAY_MS
+        for _ in range(100_000):
+            r = self.rate_nl_day(t)
+            nxt = self.next_change_ms(t)
+            span = (nxt - t) if nxt is not None else DAY_MS * 400
+            if r > 0 and r * span >= need:
+                return t + (need + r - 1) // r
+            need -= r * span
+            t += span
+        return t
 
     def ideal_nl(self, t_ms):
         self.advance(t_ms)

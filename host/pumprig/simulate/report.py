@@ -8,27 +8,40 @@ from pathlib import Path
 from .. import units
 from ..errors import PumprigError
 
-_STALL_RULE = "the firmware raises STALL after 3 stalled segments in a row"
+# pumpcore.app: STALL_CONFIRM_MS, STALL_RETRIES
+_STALL_RULE = ("the firmware raises STALL once a stall seen at a segment's end or an hourly "
+               "check lasts 15 min, or after 3 stalled segments in a row")
 
 
 def _day(s) -> str:
     return "-" if s is None else f"day {s / 86_400:.2f}"
 
 
+def _h_min(s: int) -> str:
+    """4260 -> '1 h 11 min', 3060 -> '51 min', 20 -> '20 s' (to the minute from 1 min)."""
+    if s < 60:
+        return f"{s} s"
+    m = (s + 30) // 60
+    return f"{m // 60} h {m % 60} min" if m >= 60 else f"{m} min"
+
+
 def fault_line(f: dict) -> str:
-    """'stall at day 30.00 for 2 h: 1 stalled segment, no alarm (...)'."""
+    """'stall at day 30.00 for 2 h: alarm STALL after 58 min' or '...: 1 stalled segment, no
+    alarm (the rule)'."""
     what = f["kind"] if f["kind"] != "battery" else f"battery {f['mv'] / 1000:g} V"
     text = f"{what} at {_day(f['at_s'])}"
     if f.get("for_s"):
         text += f" for {units.format_duration_s(f['for_s'])}"
     said = []
-    if f["kind"] == "stall":
-        n = f.get("stall_episodes", 0)
+    n = f.get("stall_episodes", 0)
+    if f["kind"] == "stall" and (n or not f.get("alarms")):
         said.append(f"{n} stalled segment{'s' if n != 1 else ''}")
     if f.get("restarts"):
         said.append(f"rig restarted{' x%d' % f['restarts'] if f['restarts'] > 1 else ''}")
     if f.get("alarms"):
-        said.append("alarm " + ", ".join(f["alarms"]))
+        after = f.get("alarm_after_s")
+        said.append("alarm " + ", ".join(f["alarms"])
+                    + (f" after {_h_min(after)}" if after is not None else ""))
     else:
         said.append("no alarm" + (f" ({_STALL_RULE})" if f["kind"] == "stall" else ""))
     return text + ": " + ", ".join(said)
@@ -36,7 +49,7 @@ def fault_line(f: dict) -> str:
 
 def format_summary(r: dict) -> list[str]:
     lines = [
-        f"plan {r['plan_crc']} ({r['drug']}), {r['days']} days from {r['start']}"
+        f"plan CRC {r['plan_crc']} ({r['drug']}), {r['days']} days from {r['start']}"
         + (f" ({r['tz']})" if r.get("tz") else ""),
         f"delivered      {r['delivered_ml']:.4f} mL measured by the rig "
         f"(ideal {r['ideal_ml']:.4f} mL, {r['delivered_steps']} steps)",
@@ -112,7 +125,7 @@ def plot(r: dict, path) -> str:
             zorder=2)
     a1.plot(days, ideal, color="black", lw=1.2, ls="--", label="ideal (plan)", zorder=3)
     a1.set_ylabel("cumulative delivery (mL)")
-    a1.set_title(f"{r['drug']} plan {r['plan_crc']}: {r['days']} days; "
+    a1.set_title(f"{r['drug']} plan (CRC {r['plan_crc']}): {r['days']} days; "
                  f"max step error {r['max_step_error']:.3f} steps of {r['step_pl'] / 1e6:g} µL")
     a2.axhline(0, color="black", lw=0.8)
     a2.plot(days, diff, color="tab:blue", marker=".", ms=3)

@@ -18,6 +18,7 @@ from pumpcore import plan as core
 from pumpcore.schedule import DAY_MS, Clock
 
 from ..errors import PumprigError, SimError
+from ..tz import next_offset_change, offset_fn
 from .oracle import Oracle, StepError
 
 # Alarms after which delivery stops, so the ideal is no longer what the rig should deliver.
@@ -117,35 +118,14 @@ def _relogin(cli, tries=100):
     raise SimError(f"the firmware did not answer after the power came back: {last}")
 
 
-def _tz_offsets(tz, epoch_s):
+def _tz_offsets(tz_name, epoch_s):
     """(offset_s now, next change epoch_s or 0, offset after it)."""
-    if not tz:
+    if not tz_name:
         return 0, 0, 0
-    from zoneinfo import ZoneInfo
-
-    z = ZoneInfo(tz)
-
-    def off_at(s):
-        return int(dt.datetime.fromtimestamp(s, dt.timezone.utc).astimezone(z).utcoffset()
-                   .total_seconds())
-
-    off = off_at(epoch_s)
-    # find the next change within a year, to the second, by bisection on hours
-    step = 3600
-    s = epoch_s
-    for _ in range(24 * 400):
-        s += step
-        o = off_at(s)
-        if o != off:
-            lo, hi = s - step, s
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                if off_at(mid) == off:
-                    lo = mid
-                else:
-                    hi = mid
-            return off, hi, o
-    return off, 0, off
+    offset_at = offset_fn(tz_name)
+    nxt = next_offset_change(offset_at, epoch_s)
+    off = offset_at(epoch_s)
+    return (off, nxt[0], nxt[1]) if nxt else (off, 0, off)
 
 
 class _Run:
@@ -398,12 +378,16 @@ class _Run:
 
 def _fault_outcome(f: dict, events: list[dict], at_s) -> dict:
     """A fault and what the firmware did about it: the alarms it raised from the fault's start
-    to a day after its end, and (for a stall) the stalled segments it counted."""
+    to a day after its end, how long after its start the first came, and (for a stall) the
+    stalled segments it counted."""
     start = f["at_s"]
     end = start + (f.get("for_s") or 0) + 86_400
     seen = [e for e in events if start <= at_s(e) <= end]
     out = dict(f)
-    out["alarms"] = [e["data"]["kind"] for e in seen if e["kind"] == "alarm.raised"]
+    raised = [e for e in seen if e["kind"] == "alarm.raised"]
+    out["alarms"] = [e["data"]["kind"] for e in raised]
+    # how long after the fault began the firmware raised its first alarm (s, None: no alarm)
+    out["alarm_after_s"] = round(at_s(raised[0]) - start) if raised else None
     out["stall_episodes"] = sum(1 for e in seen if e["kind"] == "stall")
     out["restarts"] = sum(1 for e in seen if e["kind"] == "reset")
     return out

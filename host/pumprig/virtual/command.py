@@ -25,9 +25,12 @@ def run(args):
     registry)."""
     import signal
 
+    from pumprig.folders import check_folder
     from pumprig.virtual import launcher
     from pumprig.virtual.supervisor import pumprig_home
 
+    if args.state is not None:
+        check_folder(args.state, "--state")
     state = args.state or os.path.join(pumprig_home(), "state",
                                        os.path.basename(os.path.abspath(args.link)))
     rig = launcher.Rig(args.link, state, heap=args.heap, warp=args.warp, blank=args.blank)

@@ -1,4 +1,5 @@
-"""Plans and the ideal the HIL suites measure against (shared by the test modules)."""
+"""Plans and the ideal the HIL suites measure against, for this repository's suites and a
+lab's own: `from pumprig_hil.plans import dye_plan, example, start`."""
 
 from pumpcore.schedule import Clock
 from pumprig.firmware import examples_dir

@@ -1,6 +1,7 @@
 """The plan CRC from docs/protocol.md alone ("Normalisation", "The plan CRC"), standard library
 only: what a third-party client writes. No pumprig or pumpcore import, on purpose: the tests
-that use it show that the documented rule gives the firmware's plan_crc.
+that use it show that the documented rule gives the firmware's plan_crc. Installed with the HIL
+plugin: `from pumprig_hil import plan_crc`, or copy this one file into a client.
 """
 
 import json
