@@ -41,11 +41,10 @@ def plan_set(app, args, now, req_id):
     app.delivery.rebase(now)
     app.plan = new
     old = app.sched
-    app.sched = Schedule(new, app.clock, now, app.pullin_nl_day())
-    app.sched.steps = app.steps
     st = new["start"]
-    if old is not None and (st is None or st["kind"] != "prime"):
-        app.sched.bridges = old.bridges  # the line still holds them (a prime pushes them out)
+    # the line still holds the old bridges (a prime pushes them out)
+    keep = old.bridges if old is not None and (st is None or st["kind"] != "prime") else None
+    app.sched = Schedule(new, app.clock, now, app.pullin_nl_day(), app.steps, keep)
     app.limiter.new_plan(new, app.cfg.get("pump_path_nl", 0))
     app.reservoir.set_thresholds(new["reservoir"]["low_nl"], new["reservoir"]["empty_nl"])
     rbd = new["reservoir"]["refill_by_days"]
@@ -103,8 +102,7 @@ def refill(app, args, now, req_id):
         old = app.plan["conc_ng_ml"]
         sd = app.sched.to_dict()
         app.plan = new
-        app.sched = Schedule(new, app.clock, now, app.pullin_nl_day())
-        app.sched.steps = app.steps
+        app.sched = Schedule(new, app.clock, now, app.pullin_nl_day(), app.steps)
         from . import planning
 
         planning.load_dict(app.sched, sd)

@@ -137,8 +137,7 @@ def load_therapy(app, now):
             gc.collect()
             if plan is not None:
                 app.plan = plan
-                app.sched = Schedule(plan, app.clock, 0, app.pullin_nl_day())
-                app.sched.steps = app.steps
+                app.sched = Schedule(plan, app.clock, 0, app.pullin_nl_day(), app.steps)
                 from . import planning
 
                 planning.load_dict(app.sched, sd)

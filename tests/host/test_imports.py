@@ -91,7 +91,7 @@ OWNER_ASSIGNS = {
     ("session", "hello", "srv"): _SESSION,
     ("session", "login", "srv"): _SESSION,
     ("planning", "compile_start", "sched"): _RARE_HALF + "the Schedule's start windows",
-    ("planning", "start_bridge", "sched"): _RARE_HALF + "the Schedule's bridge",
+    ("planning", "add_bridge", "sched"): _RARE_HALF + "the Schedule's bridges",
     ("planning", "shift", "sched"): _RARE_HALF + "the Schedule's times moved by the downtime",
     ("planning", "load_dict", "sched"): _RARE_HALF + "the Schedule from the state record",
     ("planning", "load_slots", "sched"): _RARE_HALF + "the Schedule's periodic slots given",
