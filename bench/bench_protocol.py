@@ -4,7 +4,7 @@ Side by side, on one virtual rig (real time) whose firmware is running plan P1:
 
 - protocol: `Client.status()` round trips on an open, logged-in session (the median of N after
   a warm-up), and `Client.clock_get()`, a command whose code the firmware loads from its .mpy
-  for the call and drops after it (pumpcore.admin);
+  for the call and drops after it (pumpcore.clinician);
 - mpremote exec: what people do without a protocol, `mpremote connect PORT exec "<code>"`,
   the code reading the firmware's `data/count` and `data/plan` records, the plan CRC and the
   battery ADC, and printing them (as close to `status` as the REPL gets). The REPL is closed

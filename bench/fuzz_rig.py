@@ -273,7 +273,7 @@ class Fuzzer:
         c.open()
         try:
             st = c.status()
-            c.log(limit=1)  # loads and drops pumpcore.admin: a collection on either side
+            c.log(limit=1)  # loads and drops pumpcore.clinician: a collection on either side
             heap = c.hello().get("mem_free")
         finally:
             c.close()

@@ -1,7 +1,7 @@
 """What a board needs once, at power-on: its pins and peripherals, the REPL stream, the RTC.
 
 Kept out of hw.common so that main.py can drop it from the heap once the pump runs (like
-pumpcore.admin, it is loaded again if a later call needs it).
+pumpcore.clinician, it is loaded again if a later call needs it).
 """
 
 import sys

@@ -12,9 +12,9 @@ Output: the highest severity among unacknowledged alarms selects the pattern.
 A pattern starts at once when the severity changes or an alarm is (re)raised. output(now_ms)
 returns what to drive now and the next time that changes, so the app sleeps until then.
 
-What runs only at boot or on a clinician's command (building the patterns, restoring the list,
-the `alarms` view, `ack`) is in pumpcore.alarmctl, a per-call module (pumpcore.loader) its
-callers import: App.__init__, pumpcore.admin, pumpcore.restore.
+What runs only at boot or on a clinician's command is per call (pumpcore.loader): building the
+patterns in pumpcore.settings (App.__init__); restoring the list, the `alarms` view and `ack`
+in pumpcore.alarmlist (pumpcore.restore, pumpcore.clinician).
 """
 
 from pumpcore import const
@@ -43,7 +43,7 @@ NONE = const(0)
 NONCRITICAL = const(1)
 CRITICAL = const(2)
 
-# entry fields (also in pumpcore.alarmctl)
+# entry fields (also in pumpcore.alarmlist)
 _SINCE = const(0)
 _ACTIVE = const(1)
 _ACKED = const(2)
@@ -89,7 +89,7 @@ class TonePlayer:
     when that next changes. All durations in ms."""
 
     def __init__(self, patterns):
-        """patterns: what pumpcore.alarmctl.patterns(...) makes of the settings (checked
+        """patterns: what pumpcore.settings.tones(...) makes of the settings (checked
         there, at boot): (critical, single, critical_repeat_ms, single_repeat_ms, blink_ms,
         test pattern, test_ms); a pattern is a tuple of (freq_hz, dur_ms)."""
         (self.critical_pattern, self.single_pattern, self.critical_repeat_ms,
@@ -147,7 +147,7 @@ class Alarms:
 
     def __init__(self, player):
         self.player = player
-        # kind -> [since_epoch_s, active, acked, cleared_epoch_s] (pumpcore.alarmctl reads and
+        # kind -> [since_epoch_s, active, acked, cleared_epoch_s] (pumpcore.alarmlist reads and
         # acknowledges them, and restores them at boot)
         self.items = {}
         self.gen = 0  # bumped when an alarm is (re)raised or restored: restarts the pattern
@@ -226,6 +226,11 @@ class Alarms:
         self.player.alarm_test(now_ms)
 
     # --- persistence ------------------------------------------------------------------------
+
+    def load(self, items):
+        """Power-on: the list pumpcore.alarmlist.restore read from the state record."""
+        self.items = items
+        self.gen += 1
 
     def to_dict(self):
         items = []

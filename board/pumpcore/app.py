@@ -35,7 +35,7 @@ from .server import Server
 from .store import Store
 
 FIRMWARE = "0.1.0"  # as pumpcore.VERSION (bench/campaign_flash.py tags builds here)
-_COMMAND_MODULES = ("admin", "program", "patient", "status", "logpages")  # of pumpcore.loader.CALLS: the commands
+_COMMAND_MODULES = ("clinician", "program", "patient", "status", "logpages")  # of pumpcore.loader.CALLS: the commands
 MAX_SLEEP_MS = 6 * 3_600_000  # re-check calendar alarms at least this often
 STALL_RETRIES = 3  # STALL after this many segments in a row end with DIAG asserted
 # ... or once DIAG, read at a segment's end or at a battery sample while a segment runs, still
@@ -60,11 +60,11 @@ class App:
                                       bc.get("debounce", 8))
         self.battery_every_ms = bc.get("sample_ms", 3_600_000)
         tones = cfg.get("tones", {})
-        from . import alarmctl  # per-call: the patterns are checked and built at boot only
+        from . import settings  # per-call: the patterns are checked and built at boot only
 
-        self.alarms = al.Alarms(al.TonePlayer(alarmctl.patterns(
+        self.alarms = al.Alarms(al.TonePlayer(settings.tones(
             hi_hz=tones.get("hi_hz", 880), lo_hz=tones.get("lo_hz", 660))))
-        del alarmctl
+        del settings
         self.events = EventLog(self.store, 200)  # in the store's file, not in RAM
         self.reservoir = Reservoir(cfg["reservoir_nl"])
         self.clock = Clock()
@@ -662,7 +662,7 @@ class App:
 
     def _overlay(self, fn_name, *args):
         """<module>.<fn_name>(self, *args) from the per-call module pumpcore.loader.CALLS names
-        for it (pumpcore.program, .patient, .admin, .restore), loaded for this call only: on MicroPython the precompiled modules (.mpy, as `pumprig flash`
+        for it (pumpcore.program, .patient, .clinician, .restore), loaded for this call only: on MicroPython the precompiled modules (.mpy, as `pumprig flash`
         installs them) the call brought in are dropped after it (_shed), so a running pump
         keeps only its working code in the heap; a .mpy loads again in about a millisecond on
         the unix port. Sources (.py) stay loaded: compiling them again at every command would
@@ -730,7 +730,7 @@ class App:
             vol = 0
         low_ep = None
         if ep is not None and rate > 0:
-            # Reservoir.seconds_to(low_nl, rate) without loading pumpcore.reservoirctl
+            # Reservoir.seconds_to(low_nl, rate) without loading pumpcore.reservoirfill
             above = self.reservoir.volume_nl - self.reservoir.low_nl
             low_ep = ep + (-(-above * 86_400 // rate) if above > 0 else 0)
         mode = "none"

@@ -23,11 +23,23 @@ EOS = "eos"
 class BatteryMonitor:
     def __init__(self, *args, **kw):
         """Settings (all optional): eri_mv=3300, eos_mv=3000, brownout_mv=2800, hyst_mv=50,
-        debounce=8, eri_days=90, shift=2 (pumpcore.batteryctl.setup); ValueError if one is
-        out of range."""
-        from pumpcore import batteryctl
+        debounce=8, eri_days=90, shift=2, checked by pumpcore.settings.battery (ValueError
+        if one is out of range)."""
+        from pumpcore import settings
 
-        batteryctl.setup(self, *args, **kw)
+        (self.eri_mv, self.eos_mv, self.brownout_mv, self.hyst_mv, self.debounce,
+         self.eri_days, self.shift) = settings.battery(*args, **kw)
+        self.last_mv = self.last_ms = None
+        self.load((None, False, False, False, None, None, None))
+
+    def load(self, st):
+        """(acc, eri, eos, fault, eri_epoch_s, fault_epoch_s, fault_mv): a new monitor's, or
+        what pumpcore.batterystate.restore read from the state record. acc is the average *
+        2**shift, None until the first sample. The debounce counts (consecutive qualifying
+        samples, capped at debounce) start from zero."""
+        (self.acc, self.eri, self.eos, self.fault, self.eri_epoch_s, self.fault_epoch_s,
+         self.fault_mv) = st
+        self.n_below_eri = self.n_below_eos = self.n_above_eri = self.n_above_eos = 0
 
     # --- state ------------------------------------------------------------------------------
 
@@ -51,9 +63,9 @@ class BatteryMonitor:
         None when not in ERI or the ERI start is unknown (wall clock not set)."""
         if not self.eri:
             return None
-        from pumpcore import batteryctl
+        from pumpcore import batterystate
 
-        return batteryctl.eri_days_left(self, epoch_s)
+        return batterystate.eri_days_left(self, epoch_s)
 
     def eri_end_epoch_s(self):
         if not self.eri or self.eri_epoch_s is None:
@@ -66,7 +78,7 @@ class BatteryMonitor:
         """Feed one raw ADC reading of the cell. Returns the flag changes (possibly []).
         A healthy cell's reading (no flag set, no count below a threshold started, the new
         average above both thresholds and their hysteresis) is taken here: what
-        pumpcore.batteryctl.sample does then, without loading it at every hourly sample
+        pumpcore.batterystate.sample does then, without loading it at every hourly sample
         (tests/board/test_battery.py compares the two)."""
         acc = self.acc
         n = self.debounce
@@ -83,9 +95,9 @@ class BatteryMonitor:
                 self.n_above_eri = self.n_above_eri + 1 if self.n_above_eri < n else n
                 self.n_above_eos = self.n_above_eos + 1 if self.n_above_eos < n else n
                 return []
-        from pumpcore import batteryctl
+        from pumpcore import batterystate
 
-        return batteryctl.sample(self, mv, now_ms, epoch_s)
+        return batterystate.sample(self, mv, now_ms, epoch_s)
 
     def settling(self):
         """True while a reading is on its way somewhere: the average still moving towards the

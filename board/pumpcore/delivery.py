@@ -42,9 +42,12 @@ class Delivery:
             t = end
         self.t_ms = now_ms
 
-    def rebase(self, now_ms):
-        """Board time restarted or therapy resumed: integrate nothing for the gap."""
+    def rebase(self, now_ms, owed=None):
+        """Board time restarted or therapy resumed: integrate nothing for the gap. `owed`: the
+        volume owed from now on (the count record's at power-on, none for a bench run)."""
         self.t_ms = now_ms
+        if owed is not None:
+            self.owed = owed
 
     def drop_fraction(self):
         """Start a new plan with no volume owed from the old one (keeps at most one step)."""

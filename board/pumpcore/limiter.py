@@ -30,7 +30,7 @@ the rings hold only the past; at power-on its pulses count as made, none later t
 Persisted with the delivery account (App.save_count, before every segment) as `lim`.
 `uncertain_nl` bounds what the account counted but the motor may not have pulsed: the in-flight
 segment of every power cut. What runs only at power-on and plan.set (restore, on_plan) is in
-pumpcore.limitctl, a transient module.
+pumpcore.limitline, a transient module.
 """
 
 from pumpcore import const
@@ -63,8 +63,15 @@ class Limiter:
         # for the ring lists it was taken of (a restore assigns new lists)
         self._sum = [None, 0, None, 0]
 
+    def load(self, st):
+        """Power-on: the ledger pumpcore.limitline.restore read from the count record."""
+        (self.fifo, self.h, self.d, self.top, self.uncertain_nl, self.off_ms, self.anchor, y,
+         t) = st
+        if y is not None:
+            self.fold(y[0], y[1], y[2], y[3], t)
+
     def new_plan(self, plan, pump_path_nl):
-        """plan.set: the line is declared anew (limitctl.on_plan) before the next segment,
+        """plan.set: the line is declared anew (limitline.on_plan) before the next segment,
         when the code that programmed the plan has left the heap."""
         self._plan = (plan, pump_path_nl)
 
@@ -130,9 +137,9 @@ class Limiter:
         """How many of `count` pulses (a pulse after first_us, then every iv_us) may start now.
         Sets why and held; commit() then starts them."""
         if self._plan is not None:
-            from pumpcore import limitctl
+            from pumpcore import limitline
 
-            limitctl.on_plan(self, self._plan[0], self._plan[1])
+            self.fifo = limitline.on_plan(self.fifo, self._plan[0], self._plan[1])
             self._plan = None
         t0 = now_ms + self.off_ms
         t = t0 * 1000 + first_us
@@ -146,10 +153,10 @@ class Limiter:
                 if f[0] // step_pl < n:
                     n = f[0] // step_pl
             else:
-                from pumpcore import limitctl
+                from pumpcore import limitline
 
                 n = 1
-                conc = limitctl.straddle(f, step_pl, conc_in)
+                conc = limitline.straddle(f, step_pl, conc_in)
         ngp = (step_pl * conc + 999_999_999) // 1_000_000_000
         self.why = None
         for w in (0, 1):
@@ -191,9 +198,9 @@ class Limiter:
                     n = k + room
                     wake = None
                     if not n:
-                        from pumpcore import limitctl
+                        from pumpcore import limitline
 
-                        wake = limitctl.wake(self, w, j - nb, cap - ngp, b, nb)
+                        wake = limitline.wake(self, w, j - nb, cap - ngp, b, nb)
                     self.why = ["24h" if w else "1h", s, cap, wake]
                     break
                 k = e + 1
@@ -250,9 +257,9 @@ class Limiter:
             f.append(vol)
             f.append(conc)
         if len(f) > 2 * MAX_CHUNKS:
-            from pumpcore import limitctl
+            from pumpcore import limitline
 
-            limitctl.merge(f)
+            limitline.merge(f)
 
     def to_dict(self, now_ms):
         return {"t": now_ms + self.off_ms, "a": self.anchor, "f": self.fifo, "h": self.h,

@@ -14,7 +14,9 @@ resident heap all day (about 2 KB as tuples on the 64-bit unix port). Nothing ke
           command that loaded it, and its heap comes back at the next collection.
 
 Per-call functions take public interfaces (the App, the Server, a Store) or plain data and
-return values; what lasts is plain data on its owner.
+return values; what lasts is plain data on its owner, which assigns its own fields
+(tests/host/test_imports.py lists the per-call functions that still assign an owner's fields,
+each with its reason).
 """
 
 import sys
@@ -28,7 +30,7 @@ RESIDENT = (
 
 CALLS = (
     # clinician commands
-    "admin clock_get clock_set therapy_stop therapy_resume motor_run alarm_test ack "
+    "clinician clock_get clock_set therapy_stop therapy_resume motor_run alarm_test ack "
     "plan_get maintenance alarms calib_get",
     "logpages log",  # the event log's pages
     "program plan_set refill calib_set",  # programming: plans, refills, calibration
@@ -42,12 +44,13 @@ CALLS = (
     "worst",  # the worst hour and day at the catheter tip, drug names (stage 2)
     "planning",  # schedule compilation, boluses, the bridge, a record's schedule
     "slots",  # periodic slots the clock jumped over or shows again
-    "alarmctl",  # tone patterns, the alarm list's view, ack, restore
+    "alarmlist",  # the alarm list's view, ack, restore
     "evlog",  # the event log's boot scan, compaction, paging; a record's repair
     "fault",  # crash records and the boot-loop guard
-    "limitctl",  # the dose limiter's plan line, restore, wake time
-    "batteryctl",  # the battery monitor's settings, checks and restore
-    "reservoirctl",  # the reservoir's settings and rarer steps
+    "limitline",  # the dose limiter's line a plan declares, restore, wake time
+    "batterystate",  # the battery monitor's thresholds and debounce, ERI countdown, restore
+    "reservoirfill",  # a refill's checks, the projections, the reservoir's record form
+    "settings",  # the battery's, reservoir's and tones' settings, checked at power-on
 )
 
 # MicroPython drops per-call modules after their call (CPython keeps them)

@@ -1,7 +1,7 @@
 """The patient's bolus request: checked against the plan, the lockout and the 24 h maximum,
 then added to the schedule (a bolus's windows with the motor's ramp, which pumpcore.planning uses for a
 plan's start too). Loaded for the call (App._overlay) and dropped after it, like
-pumpcore.admin; a module of its own so that a bolus loads only this.
+pumpcore.clinician; a module of its own so that a bolus loads only this.
 """
 
 from . import alarms as al

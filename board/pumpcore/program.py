@@ -1,5 +1,5 @@
 """Programming the pump: plans, refills (with a new concentration), calibration (restoring
-them at power-on is pumpcore.restore). Loaded for one call, like pumpcore.admin (App._overlay).
+them at power-on is pumpcore.restore). Loaded for one call, like pumpcore.clinician (App._overlay).
 Plans are checked by App.check_plan, which loads the plan rules for the check alone: plan.set
 arrives here with its plan checked, so the rules and this module are never in the heap together
 for the largest call. Every check comes before the first change: a refused command changes
@@ -41,17 +41,17 @@ def plan_set(app, args, now, req_id):
     app.delivery.rebase(now)
     app.plan = new
     old = app.sched
-    app.sched = Schedule(new, app.clock, now, app.pullin_nl_day())
-    app.sched.steps = app.steps
     st = new["start"]
-    if old is not None and (st is None or st["kind"] != "prime"):
-        app.sched.bridges = old.bridges  # the line still holds them (a prime pushes them out)
+    # the line still holds the old bridges (a prime pushes them out)
+    keep = old.bridges if old is not None and (st is None or st["kind"] != "prime") else None
+    app.sched = Schedule(new, app.clock, now, app.pullin_nl_day(), app.steps, keep)
     app.limiter.new_plan(new, app.cfg.get("pump_path_nl", 0))
     app.reservoir.set_thresholds(new["reservoir"]["low_nl"], new["reservoir"]["empty_nl"])
     rbd = new["reservoir"]["refill_by_days"]
     r = app.reservoir
     if rbd and r.refill_by_epoch_s is None and r.refilled_epoch_s is not None:
-        r.refill_by_epoch_s = r.refilled_epoch_s + rbd * 86_400  # drug stability
+        # drug stability
+        r.set_fill(r.volume_nl, r.refilled_epoch_s, r.refilled_epoch_s + rbd * 86_400)
     app.bench = None
     if app.therapy == "safe" and app.alarms.condition_active(al.MEMORY):
         app.clear_alarm(al.MEMORY, now)
@@ -102,8 +102,7 @@ def refill(app, args, now, req_id):
         old = app.plan["conc_ng_ml"]
         sd = app.sched.to_dict()
         app.plan = new
-        app.sched = Schedule(new, app.clock, now, app.pullin_nl_day())
-        app.sched.steps = app.steps
+        app.sched = Schedule(new, app.clock, now, app.pullin_nl_day(), app.steps)
         from . import planning
 
         planning.load_dict(app.sched, sd)

@@ -82,14 +82,16 @@ def load_therapy(app, now):
         app.enter_safe(now, "therapy record corrupt (%s)" % e.name, al.MEMORY)
         return
     try:
+        r = app.reservoir
         if count is not None:
             app.steps = count["steps"]
-            app.delivery.owed = count["owed"]
-            app.reservoir.volume_nl = count["volume_nl"]
+            app.delivery.rebase(now, count["owed"])
+            r.set_fill(count["volume_nl"], r.refilled_epoch_s, r.refill_by_epoch_s)
             app.pl_left = count["pl_left"]
-            from . import limitctl
+            from . import limitline
 
-            limitctl.restore(app.limiter, count, now, app.board.wall_epoch_s())
+            app.limiter.load(limitline.restore(app.limiter, count, now,
+                                               app.board.wall_epoch_s()))
         if state is not None:
             # The plan is paused while the power is off: every board-ms instant moves by
             # the downtime. The last instant known for sure is where the count record left
@@ -100,21 +102,21 @@ def load_therapy(app, now):
             if count is not None and count.get("t_ms") is not None:
                 ref = count["t_ms"]
             delta = now - ref
-            app.clock = Clock.from_dict(state["clock"])
-            app.clock.base_ms += delta
+            c = state["clock"]
+            c["base_ms"] += delta
+            app.clock = Clock.from_dict(c)
             rtc = app.board.wall_epoch_s()
             if rtc is not None and app.clock.valid:
                 app.clock.rebase(now, rtc)
-            app.reservoir.low_nl = state["res"]["low_nl"]
-            app.reservoir.empty_nl = state["res"]["empty_nl"]
-            app.reservoir.refill_by_epoch_s = state["res"]["refill_by_epoch_s"]
-            app.reservoir.refilled_epoch_s = state["res"]["refilled_epoch_s"]
-            from . import alarmctl
+            res = state["res"]
+            r.set_thresholds(res["low_nl"], res["empty_nl"])
+            r.set_fill(r.volume_nl, res["refilled_epoch_s"], res["refill_by_epoch_s"])
+            from . import alarmlist
 
-            alarmctl.restore(app.alarms, state["alarms"])
-            from . import batteryctl
+            app.alarms.load(alarmlist.restore(state["alarms"]))
+            from . import batterystate
 
-            batteryctl.restore(app.battery, state["battery"])
+            app.battery.load(batterystate.restore(app.battery, state["battery"]))
             app.boluses = [t + delta for t in state["boluses"]]
             app.lockout_until_ms = state["lockout_until_ms"] + delta
             lb = state["last_bolus"] or []
@@ -131,12 +133,11 @@ def load_therapy(app, now):
             # the plan record's wrapper dropped. The plan is not checked against the plan
             # rules again (that module is the largest): it was checked when programmed,
             # and its record passed its CRC and carries the head's generation.
-            state = rec = None
+            state = rec = c = res = None
             gc.collect()
             if plan is not None:
                 app.plan = plan
-                app.sched = Schedule(plan, app.clock, 0, app.pullin_nl_day())
-                app.sched.steps = app.steps
+                app.sched = Schedule(plan, app.clock, 0, app.pullin_nl_day(), app.steps)
                 from . import planning
 
                 planning.load_dict(app.sched, sd)

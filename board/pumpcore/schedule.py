@@ -114,15 +114,15 @@ class Schedule:
     by time, so stops, holds and boluses cannot end a bridge early or late.
     """
 
-    def __init__(self, plan, clock, program_ms, pullin_nl_day=0):
+    def __init__(self, plan, clock, program_ms, pullin_nl_day=0, steps=0, bridges=None):
         self.plan = plan
         self.clock = clock
         self.program_ms = program_ms
         self.pullin_nl_day = pullin_nl_day
         self.start_windows = []
         self.overlays = []
-        self.bridges = []
-        self.steps = 0  # the account's committed steps (App keeps it current)
+        self.bridges = [] if bridges is None else bridges
+        self.steps = steps  # the account's committed steps (App keeps it current)
         self.basal_start_ms = program_ms
         self.slot_day = None  # per periodic slot: the local day it was last started
         self.slot_ms = None  # per periodic slot: board ms its last bolus started (None: none)

@@ -1,11 +1,11 @@
 from _util import raises
-from pumpcore import alarmctl
+from pumpcore import alarmlist, settings
 from pumpcore import alarms as A
 from pumpcore.alarms import CRITICAL_KINDS, Alarms, TonePlayer
 
 
 def _player(**kw):
-    return TonePlayer(alarmctl.patterns(**kw))
+    return TonePlayer(settings.tones(**kw))
 
 
 def _alarms(player=None):
@@ -71,16 +71,16 @@ def test_latch_needs_ack_and_clear_in_either_order():
     assert a.raise_("LOW", EPOCH)
     assert a.condition_cleared("LOW", EPOCH + 5)
     assert a.active() == ["LOW"]  # latched: still listed
-    assert alarmctl.to_list(a) == [
+    assert alarmlist.to_list(a) == [
         {"kind": "LOW", "critical": False, "active": False, "acked": False, "since_epoch_s": EPOCH}
     ]
-    assert alarmctl.ack(a, "LOW") == ["LOW"]
+    assert alarmlist.ack(a, "LOW") == ["LOW"]
     assert a.active() == []
     # other order: ack first, condition still present -> listed, silenced
     a.raise_("EMPTY", EPOCH)
-    assert alarmctl.ack(a) == ["EMPTY"]
+    assert alarmlist.ack(a) == ["EMPTY"]
     assert a.active() == ["EMPTY"]
-    assert alarmctl.to_list(a)[0]["acked"] is True
+    assert alarmlist.to_list(a)[0]["acked"] is True
     assert a.level() == A.NONE
     assert _critical(a)
     assert a.condition_cleared("EMPTY", EPOCH + 9)
@@ -91,9 +91,9 @@ def test_latch_needs_ack_and_clear_in_either_order():
 def test_reraise_of_an_active_alarm_does_nothing():
     a = _alarms()
     a.raise_("STALL", EPOCH)
-    alarmctl.ack(a, "STALL")
+    alarmlist.ack(a, "STALL")
     assert a.raise_("STALL", EPOCH + 100) is False
-    e = alarmctl.to_list(a)[0]
+    e = alarmlist.to_list(a)[0]
     assert e["acked"] is True and e["since_epoch_s"] == EPOCH  # not re-armed
     # a latched (cleared but unacked) alarm whose condition returns becomes active again
     a.raise_("LOW", EPOCH)
@@ -101,23 +101,23 @@ def test_reraise_of_an_active_alarm_does_nothing():
     assert a.raise_("LOW", EPOCH + 2) is True
     assert a.condition_active("LOW")
     # after it is gone, raising it again is a new alarm with a new start
-    alarmctl.ack(a, "LOW")
+    alarmlist.ack(a, "LOW")
     a.condition_cleared("LOW", EPOCH + 3)
     assert "LOW" not in a
     assert a.raise_("LOW", EPOCH + 4)
-    assert [x["since_epoch_s"] for x in alarmctl.to_list(a) if x["kind"] == "LOW"] == [EPOCH + 4]
+    assert [x["since_epoch_s"] for x in alarmlist.to_list(a) if x["kind"] == "LOW"] == [EPOCH + 4]
 
 
 def test_ack_reports_only_what_it_acknowledged():
     a = _alarms()
     a.raise_("LOW", EPOCH)
     a.raise_("ERI", EPOCH + 1)
-    assert alarmctl.ack(a, "EMPTY") == []  # not listed
-    assert alarmctl.ack(a, "LOW") == ["LOW"]
-    assert alarmctl.ack(a, "LOW") == []
-    assert alarmctl.ack(a) == ["ERI"]
-    assert alarmctl.ack(a) == []
-    raises(ValueError, alarmctl.ack, a, "NOPE")
+    assert alarmlist.ack(a, "EMPTY") == []  # not listed
+    assert alarmlist.ack(a, "LOW") == ["LOW"]
+    assert alarmlist.ack(a, "LOW") == []
+    assert alarmlist.ack(a) == ["ERI"]
+    assert alarmlist.ack(a) == []
+    raises(ValueError, alarmlist.ack, a, "NOPE")
     assert a.condition_cleared("CLOCK", EPOCH) is False  # never raised
 
 
@@ -128,7 +128,7 @@ def test_order_critical_first_then_oldest():
     a.raise_("STALL", EPOCH + 50)
     a.raise_("EMPTY", EPOCH + 20)
     assert a.active() == ["EMPTY", "STALL", "RESET", "LOW"]
-    assert [x["kind"] for x in alarmctl.to_list(a)] == a.active()
+    assert [x["kind"] for x in alarmlist.to_list(a)] == a.active()
     assert [k for k in a.active() if not a.items[k][2]] == a.active()
 
 
@@ -137,11 +137,12 @@ def test_round_trip_keeps_latches():
     a.raise_("MEMORY", EPOCH)
     a.raise_("LOW", EPOCH + 1)
     a.condition_cleared("LOW", EPOCH + 2)
-    alarmctl.ack(a, "MEMORY")
+    alarmlist.ack(a, "MEMORY")
     d = a.to_dict()
     d["alarms"].append(["FUTURE_KIND", EPOCH, True, False, None])  # a newer firmware's
-    b = alarmctl.restore(_alarms(), d)
-    assert alarmctl.to_list(b) == alarmctl.to_list(a)
+    b = _alarms()
+    b.load(alarmlist.restore(d))
+    assert alarmlist.to_list(b) == alarmlist.to_list(a)
     assert b.level() == A.NONCRITICAL
 
 
@@ -195,7 +196,7 @@ def test_silence_when_all_acked_and_pattern_restarts_on_new_alarm():
     assert a.output(0) == (0, False, None)
     a.raise_("LOW", EPOCH)
     assert a.output(100) == (HI, True, 600)
-    alarmctl.ack(a)
+    alarmlist.ack(a)
     assert a.output(200) == (0, False, None)
     # a new non-critical alarm starts its pattern at once
     a.raise_("ERI", EPOCH)
@@ -205,9 +206,9 @@ def test_silence_when_all_acked_and_pattern_restarts_on_new_alarm():
     assert a.output(10_100) == (HI, True, 10_350)
     assert a.output(10_350) == (LO, True, 10_600)
     # acking the critical one falls back to the non-critical pattern, restarted
-    alarmctl.ack(a, "EOS")
+    alarmlist.ack(a, "EOS")
     assert a.output(20_000) == (HI, True, 20_500)
-    alarmctl.ack(a)
+    alarmlist.ack(a)
     assert a.output(20_001) == (0, False, None)
 
 

@@ -214,7 +214,7 @@ def test_failed_logins_stay_throttled_across_a_reset():
 
 
 def _admin_round(drop_source):
-    """plan.set (accepted, then refused; pumpcore.program) and clock.get (pumpcore.admin)
+    """plan.set (accepted, then refused; pumpcore.program) and clock.get (pumpcore.clinician)
     through overlays; returns (either still loaded, heap grown in bytes or None off
     MicroPython)."""
     import gc
@@ -222,7 +222,7 @@ def _admin_round(drop_source):
 
 
     mpy = sys.implementation.name == "micropython"
-    for m in ("admin", "program"):  # not loaded when the pump boots, as on a board
+    for m in ("clinician", "program"):  # not loaded when the pump boots, as on a board
         forget_module("pumpcore." + m)
     old = loader.DROP_SOURCE
     loader.DROP_SOURCE = drop_source
@@ -238,7 +238,7 @@ def _admin_round(drop_source):
         assert e.code == proto.PLAN_INVALID
         assert _call(app, "clock.get")["set"] is True
         gc.collect()
-        loaded = "pumpcore.admin" in sys.modules or "pumpcore.program" in sys.modules
+        loaded = "pumpcore.clinician" in sys.modules or "pumpcore.program" in sys.modules
         return loaded, (gc.mem_alloc() - before) if mpy else None
     finally:
         loader.DROP_SOURCE = old
@@ -246,8 +246,8 @@ def _admin_round(drop_source):
 
 
 def test_admin_commands_load_for_one_call_and_leave_the_heap():
-    """Clinician commands run from pumpcore.admin, imported for the call. Under MicroPython a
-    precompiled admin (.mpy; here the sources stand in for it) is dropped after the call and
+    """Clinician commands run from pumpcore.clinician, imported for the call. Under MicroPython a
+    precompiled clinician (.mpy; here the sources stand in for it) is dropped after the call and
     its heap comes back; CPython keeps it."""
     import sys
 
@@ -255,12 +255,12 @@ def test_admin_commands_load_for_one_call_and_leave_the_heap():
     loaded, grown = _admin_round(drop_source=True)
     assert loaded != mpy
     if mpy:
-        # the plan record, the schedule and the events: about 2 KB; admin alone is ~8 KB
+        # the plan record, the schedule and the events: about 2 KB; clinician alone is ~8 KB
         assert grown < 4096, grown
 
 
 def test_admin_from_sources_stays_loaded():
-    """A .py admin is not dropped: compiling it again at every command would cost more heap
+    """A .py clinician is not dropped: compiling it again at every command would cost more heap
     than keeping it."""
     loaded, grown = _admin_round(drop_source=False)
     assert loaded

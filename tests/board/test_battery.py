@@ -1,5 +1,5 @@
 from _util import raises
-from pumpcore import batteryctl
+from pumpcore import batterystate
 from pumpcore.battery import BatteryMonitor
 
 DAY_S = 86400
@@ -200,7 +200,7 @@ def test_round_trip():
     b.sample(2000, 1, EPOCH + 5)
     d = b.to_dict()
     b2 = BatteryMonitor(eri_mv=3300, eos_mv=3000, brownout_mv=2800, hyst_mv=50, debounce=1)
-    batteryctl.restore(b2, d)
+    b2.load(batterystate.restore(b2, d))
     assert b2.to_dict() == d
     assert b2.state == b.state
     assert b2.fault and b2.eri_epoch_s == EPOCH
@@ -212,13 +212,13 @@ def test_round_trip():
 
 def test_the_healthy_fast_path_is_batteryctl_sample():
     """BatteryMonitor.sample takes a healthy cell's reading itself (loading
-    pumpcore.batteryctl at every hourly sample cost an import, a drop and a collection per
+    pumpcore.batterystate at every hourly sample cost an import, a drop and a collection per
     hour on a flashed board: docs/benchmarks.md, simulation side by side): the flags, the
-    average, the counts and the answer must be batteryctl.sample's, reading after reading,
+    average, the counts and the answer must be batterystate.sample's, reading after reading,
     through healthy spells, sags into ERI and EOS, brown-out dips and recoveries."""
     import random
 
-    from pumpcore import batteryctl
+    from pumpcore import batterystate
     from pumpcore.battery import BatteryMonitor
 
     def rnd(a, b):
@@ -238,7 +238,7 @@ def test_the_healthy_fast_path_is_batteryctl_sample():
             mv = level + rnd(-80, 80) if i % 211 else 2700  # a brown-out dip now and then
             before = a.n_above_eri, a.acc
             ca = a.sample(mv, i * 1000, 1_800_000_000 + i)
-            cb = batteryctl.sample(b, mv, i * 1000, 1_800_000_000 + i)
+            cb = batterystate.sample(b, mv, i * 1000, 1_800_000_000 + i)
             assert ca == cb, (debounce, i, mv, ca, cb)
             for f in fields:
                 assert getattr(a, f) == getattr(b, f), (debounce, i, f)

@@ -7,7 +7,7 @@ catheter tip, never from the app's account or the limiter's own ledger.
 
 from _util import rmtree, tmpdir
 from fakeboard import FakeBoard, run_until
-from pumpcore import evlog, limitctl, program
+from pumpcore import evlog, limitline, program
 from pumpcore import limiter as limmod
 from pumpcore.app import App
 
@@ -290,7 +290,7 @@ def test_bridge_after_refill_counts_the_old_concentration():
     500, the next at 2000; a prime's empty volume counts 0."""
     lim = limmod.Limiter()
     p = _plan(conc_ng_ml=500_000, catheter_nl=100_000)
-    limitctl.on_plan(lim, p, 200_000)
+    lim.fifo = limitline.on_plan(lim.fifo, p, 200_000)
     assert lim.fifo == [300_000_000, 500_000]
     caps = {"ng_1h": 10**12, "ng_24h": 10**12}
     t = 0
@@ -306,9 +306,8 @@ def test_bridge_after_refill_counts_the_old_concentration():
     assert window_ng(lim, t) == [1200 * 125 + 120 * 500] * 2
     assert lim.fifo == [300_000_000, 2_000_000]
     # a prime: empty at the tip, the rest of the line holds the plan's drug
-    limitctl.on_plan(lim, _plan(catheter_nl=100_000, start={"kind": "prime", "pump_nl": 0,
-                                                  "catheter_nl": 100_000, "nl_min": 1000}),
-                200_000)
+    lim.fifo = limitline.on_plan(lim.fifo, _plan(catheter_nl=100_000, start={
+        "kind": "prime", "pump_nl": 0, "catheter_nl": 100_000, "nl_min": 1000}), 200_000)
     assert lim.fifo == [100_000_000, 0, 200_000_000, 10_000_000]
 
 
@@ -316,7 +315,7 @@ def test_fifo_stays_bounded_and_aborts_give_back():
     """Many concentration changes: at most MAX_CHUNKS chunks (merged at the higher
     concentration), and an aborted segment un-charges the pulses it did not make."""
     lim = limmod.Limiter()
-    limitctl.on_plan(lim, _plan(catheter_nl=100_000), 200_000)
+    lim.fifo = limitline.on_plan(lim.fifo, _plan(catheter_nl=100_000), 200_000)
     caps = {"ng_1h": 10**12, "ng_24h": 10**12}
     for k in range(20):
         lim.allow(k * 1000, 4, 0, 1000, 250_000, 1_000 + k, caps)
@@ -384,6 +383,6 @@ def test_the_running_window_sums_match_the_rings():
         if i % 50 == 49:
             count = {"lim": lim.to_dict(now), "fly_nl": 0}
             lim = limmod.Limiter(now)
-            limitctl.restore(lim, count, now, None)
+            lim.load(limitline.restore(lim, count, now, None))
             for w, r in ((0, lim.h), (1, lim.d)):
                 assert lim.window_sum(w, lim.top[w] - len(r) + 1) == sum(r), (i, w)

@@ -249,15 +249,15 @@ def test_a_command_that_raises_is_answered_then_handled_as_a_fault():
         def broken(app, args, now, req_id):
             raise TypeError("bug")
 
-        from pumpcore import admin
+        from pumpcore import clinician
 
-        good = admin.calib_get
-        admin.calib_get = broken
+        good = clinician.calib_get
+        clinician.calib_get = broken
         try:
             b.rx = cs.line("c1", "calib.get", {})
             assert _loop(app, b, 61_000)
         finally:
-            admin.calib_get = good
+            clinician.calib_get = good
         fs = _frames(b.tx, "=!")
         errs = [f for f in fs if f.kind == "=" and f.id == "c1"]
         assert errs and errs[0].body["code"] == proto.INTERNAL

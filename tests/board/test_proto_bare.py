@@ -113,8 +113,8 @@ def test_changed_lines_with_a_good_crc():
 
 def test_a_signed_status_loads_no_module():
     """The whole hot path of `status` is resident: on the virtual rig each signed status
-    loaded pumpcore.parse (the decoder), pumpcore.admin (the command) and
-    pumpcore.reservoirctl (the time to LOW), then dropped them and collected (about 1 ms of a
+    loaded pumpcore.parse (the decoder), pumpcore.clinician (the command) and
+    pumpcore.reservoirfill (the time to LOW), then dropped them and collected (about 1 ms of a
     2.2 ms round trip, docs/benchmarks.md `session`). Fails on the code before: any of the
     three is imported again by the step."""
     from _util import login, rmtree, tmpdir
@@ -133,7 +133,7 @@ def test_a_signed_status_loads_no_module():
         app.call("plan.set", {"plan": plan}, "clinician", "p", 0)
         cs = login(app, key, "patient", now_ms=1000)
         line = cs.line("st1", "status", {})
-        names = ("pumpcore.parse", "pumpcore.admin", "pumpcore.reservoirctl", "pumpcore.auth")
+        names = ("pumpcore.parse", "pumpcore.clinician", "pumpcore.reservoirfill", "pumpcore.auth")
         for name in names:
             forget_module(name)
         b.rx = line
@@ -144,8 +144,10 @@ def test_a_signed_status_loads_no_module():
         assert len(out) == 1, b.tx
         st = proto.decode(out[0]).body
         assert st["therapy"] == "running" and st["low_epoch_s"] > 1798761600, st
-        # the time to LOW as Reservoir.seconds_to gives it (reservoirctl, loaded here)
-        s = app.reservoir.seconds_to(app.reservoir.low_nl, st["rate_nl_day"])
+        # the time to LOW as reservoirfill.seconds_to gives it (loaded here)
+        from pumpcore import reservoirfill
+
+        s = reservoirfill.seconds_to(app.reservoir, app.reservoir.low_nl, st["rate_nl_day"])
         assert st["low_epoch_s"] == st["epoch_s"] + s
     finally:
         rmtree(root)

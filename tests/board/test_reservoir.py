@@ -1,4 +1,5 @@
 from _util import raises
+from pumpcore import reservoirfill as rf
 from pumpcore.reservoir import Reservoir
 
 DAY_S = 86400
@@ -14,9 +15,9 @@ def full20():
 def test_p1_worked_example_low_after_exactly_90_days():
     # baclofen 400 mcg/day at 2000 mcg/mL = 200_000 nL/day; 20 mL fill; LOW at 2.0 mL
     r = full20()
-    assert r.seconds_to(2_000_000, 200_000) == 90 * DAY_S
-    assert r.days_to(2_000_000, 200_000) == 90
-    assert r.projected_refill_epoch_s(EPOCH, 200_000) == EPOCH + 90 * DAY_S
+    assert rf.seconds_to(r, 2_000_000, 200_000) == 90 * DAY_S
+    assert rf.days_to(r, 2_000_000, 200_000) == 90
+    assert rf.projected_refill_epoch_s(r, EPOCH, 200_000) == EPOCH + 90 * DAY_S
     for _day in range(89):
         r.on_delivered(200_000)
     assert r.volume_nl == 2_200_000
@@ -67,24 +68,24 @@ def test_bad_thresholds():
 def test_seconds_to_rounds_up_and_handles_zero_rate():
     r = Reservoir(20_000_000, volume_nl=3)
     # 3 nL above 0 at 2 nL/day: 1.5 days -> 129600 s exactly; 3 nL at 7 nL/day is not whole
-    assert r.seconds_to(0, 2) == 129_600
-    assert r.seconds_to(0, 7) == (3 * DAY_S + 6) // 7
-    assert r.days_to(0, 2) == 2
-    assert r.seconds_to(0, 0) is None
-    assert r.days_to(0, 0) is None
-    assert r.seconds_to(3, 0) == 0  # already there
-    assert r.seconds_to(5, 1) == 0
-    assert r.projected_refill_epoch_s(EPOCH, 0) == EPOCH  # already below LOW
+    assert rf.seconds_to(r, 0, 2) == 129_600
+    assert rf.seconds_to(r, 0, 7) == (3 * DAY_S + 6) // 7
+    assert rf.days_to(r, 0, 2) == 2
+    assert rf.seconds_to(r, 0, 0) is None
+    assert rf.days_to(r, 0, 0) is None
+    assert rf.seconds_to(r, 3, 0) == 0  # already there
+    assert rf.seconds_to(r, 5, 1) == 0
+    assert rf.projected_refill_epoch_s(r, EPOCH, 0) == EPOCH  # already below LOW
 
 
 def test_projection_counts_patient_boluses():
     r = full20()
     # basal 200_000 nL/day plus boluses worth 100_000 nL/day: LOW after 60 days
-    assert r.projected_refill_epoch_s(EPOCH, 200_000, 100_000) == EPOCH + 60 * DAY_S
+    assert rf.projected_refill_epoch_s(r, EPOCH, 200_000, 100_000) == EPOCH + 60 * DAY_S
     # one vendor projects to 3.0 mL
-    assert r.projected_refill_epoch_s(EPOCH, 200_000, 0, target_nl=3_000_000) == EPOCH + 85 * DAY_S
+    assert rf.projected_refill_epoch_s(r, EPOCH, 200_000, 0, target_nl=3_000_000) == EPOCH + 85 * DAY_S
     r2 = full20()
-    assert r2.projected_refill_epoch_s(EPOCH, 0, 0) is None
+    assert rf.projected_refill_epoch_s(r2, EPOCH, 0, 0) is None
 
 
 def test_refill_by_date():
@@ -103,8 +104,8 @@ def test_round_trip():
     r = Reservoir(40_000_000, low_nl=3_000_000, empty_nl=500_000)
     r.refill(30_000_000, EPOCH, EPOCH + 84 * DAY_S)
     r.on_delivered(123_457)
-    r2 = Reservoir.from_dict(r.to_dict())
-    assert r2.to_dict() == r.to_dict()
+    r2 = rf.from_dict(Reservoir, rf.to_dict(r))
+    assert rf.to_dict(r2) == rf.to_dict(r)
     assert r2.volume_nl == 29_876_543
     assert r2.level() == "ok"
-    raises(ValueError, Reservoir.from_dict, {"capacity_nl": 1})
+    raises(ValueError, rf.from_dict, Reservoir, {"capacity_nl": 1})

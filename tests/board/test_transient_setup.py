@@ -1,6 +1,7 @@
 """The rarely run code of the schedule and the alarms lives in pumpcore.planning (compiling a
 plan's start, a bolus's windows, the refill bridge, load_dict/shift at boot) and
-pumpcore.alarmctl (the tone patterns, restore at boot, the `alarms` list, ack), imported for
+pumpcore.alarmlist (restore at boot, the `alarms` list, ack) and pumpcore.settings (the tone
+patterns and the battery and reservoir settings at boot), imported for
 the call. Under MicroPython a precompiled module (.mpy; here the sources stand in for it, with
 app._DROP_SOURCE) leaves sys.modules after the boot and after each command that loaded it, and
 the pump works as before. CPython keeps the modules loaded.
@@ -15,7 +16,7 @@ from fakeboard import FakeBoard
 from pumpcore import app as appmod
 from pumpcore import loader, proto
 
-RARE = ("pumpcore.planning", "pumpcore.alarmctl")
+RARE = ("pumpcore.planning", "pumpcore.alarmlist", "pumpcore.settings")
 MPY = sys.implementation.name == "micropython"
 EPOCH = 1_767_225_600
 PLAN = {"drug": "baclofen", "conc_ng_ml": 2_000_000, "catheter_nl": 100_000,

@@ -44,6 +44,69 @@ REACH_INS = {
         "argparse has no public way to take '--pump-error -3%' as a value, not an option",
 }
 
+# --- per-call code assigning its owners' fields (issue 16), each with its reason --------------
+# Per-call functions take public interfaces or plain data and return values; the owner assigns
+# its own fields. A per-call function that assigns `x.field = ...` (also `x.a.field`, `x.f +=`,
+# through a local alias of x) where x is one of its parameters is listed here, as
+# (module, function, "x" or "x.a" as written) -> reason. Methods of classes the per-call module
+# defines itself assign their own `self`. Every entry must still occur (the list only shrinks).
+# Not covered: in-place changes to an owner's containers (`srv.guard[1] = now`).
+_APP_CMDS = ("the App's commands, loaded per call for the heap: they are the App's own therapy "
+             "state machine (therapy, plan, schedule, bench run, lockout, request key, tones "
+             "due); as App methods their bytecode would be resident all day")
+_RESTORE = ("power-on: the App's own fields from its committed records, once per boot before the "
+            "App runs; a resident App.load would keep this bytecode in the heap all day (the "
+            "owners inside the App take theirs through their own methods: Reservoir.set_fill, "
+            "set_thresholds, Alarms.load, BatteryMonitor.load, Limiter.load, Delivery.rebase)")
+_RARE_HALF = ("the owner's own state kept by its rarely run half, loaded per call for the heap, "
+              "called by the owner or at power-on only: ")
+_SESSION = ("the Server's login state (role, session key, nonce, throttle), moved out of the "
+            "resident Server for the heap; server.py is being changed on another branch at the "
+            "time of writing: returning these to the Server is left for after that merge")
+_EVLOG_STORE = (_RARE_HALF + "the Store's event-log counts (n_event_lines, events_gen, "
+                "events_skipped, events_torn) and dir_ok. Tried on this branch: evlog returning "
+                "them and the Store assigning its own (a set_event_lines method, the scan's "
+                "figures returned): the p9 restore in test_memory_rig's 140 KB then failed "
+                "paging the log out of memory in 3 of 17 runs, against 0 of 17 before and 0 of "
+                "16 with that part reverted (2026-12-05); left until the heap has more margin")
+OWNER_ASSIGNS = {
+    ("clinician", "therapy_stop", "app"): _APP_CMDS,
+    ("clinician", "maintenance", "app"): _APP_CMDS,
+    ("clinician", "_leave_guard", "app"): _APP_CMDS,
+    ("clinician", "therapy_resume", "app"): _APP_CMDS,
+    ("clinician", "motor_run", "app"): _APP_CMDS,
+    ("clinician", "alarm_test", "app"): _APP_CMDS,
+    ("clinician", "ack", "app"): _APP_CMDS,
+    ("program", "plan_set", "app"): _APP_CMDS,
+    ("program", "refill", "app"): _APP_CMDS,
+    ("program", "calib_set", "app"): _APP_CMDS,
+    ("program", "calib_set", "app.sched"):
+        "the Schedule's pull-in rate (the motor's ramp for boluses and a prime) after a new "
+        "calibration: one field, once per calib.set; a setter would be a resident method",
+    ("patient", "bolus", "app"): _APP_CMDS,
+    ("restore", "load", "app"): _RESTORE,
+    ("restore", "load_therapy", "app"): _RESTORE,
+    ("session", "end", "srv"): _SESSION,
+    ("session", "link_down", "srv"): _SESSION,
+    ("session", "hello", "srv"): _SESSION,
+    ("session", "login", "srv"): _SESSION,
+    ("planning", "compile_start", "sched"): _RARE_HALF + "the Schedule's start windows",
+    ("planning", "add_bridge", "sched"): _RARE_HALF + "the Schedule's bridges",
+    ("planning", "shift", "sched"): _RARE_HALF + "the Schedule's times moved by the downtime",
+    ("planning", "load_dict", "sched"): _RARE_HALF + "the Schedule from the state record",
+    ("planning", "load_slots", "sched"): _RARE_HALF + "the Schedule's periodic slots given",
+    ("slots", "settle", "sched"): _RARE_HALF + "the periodic slots across clock jumps",
+    ("evlog", "mkdirs", "st"): _EVLOG_STORE,
+    ("evlog", "remove", "st"): _EVLOG_STORE,
+    ("evlog", "rewrite", "st"): _EVLOG_STORE,
+    ("evlog", "scan", "st"): _EVLOG_STORE,
+    ("evlog", "since", "log"): _RARE_HALF + "the EventLog's paging cursor (page_*)",
+    ("evlog", "restore", "log"): _RARE_HALF + "the EventLog's seqs after the boot scan "
+                                              "(also bootsafe's)",
+    ("batterystate", "sample", "b"): _RARE_HALF + "the BatteryMonitor's thresholds and "
+        "debounce past a healthy sample (BatteryMonitor.sample's fast path is resident)",
+}
+
 # HOST-PENDING: reach-ins on host/ not fixed on this branch (vrig, benchpkg, cli restructure
 # these modules now). (module, "expr._attr") as found. The integrator shrinks this list.
 HOST_REACH_INS_PENDING: set = set()  # none left after the merges
@@ -215,6 +278,52 @@ def reach_ins(mods):
     return found
 
 
+def _root(node):
+    while isinstance(node, (ast.Attribute, ast.Subscript)):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def owner_assigns(path):
+    """{(function, "x" or "x.a" as written)}: attribute assignments in the module's functions
+    whose target is rooted at one of the function's parameters (or at a local alias of one,
+    `r = app.reservoir`); methods of the module's own classes are skipped (their `self`)."""
+    tree = ast.parse(path.read_text(), str(path))
+    found = set()
+
+    def visit(fn, outer):
+        a = fn.args
+        params = outer | {x.arg for x in a.posonlyargs + a.args + a.kwonlyargs}
+        alias = set()
+        for n in ast.walk(fn):
+            if isinstance(n, ast.Assign) and isinstance(n.value, (ast.Attribute, ast.Subscript)) \
+                    and _root(n.value) in params:
+                alias.update(t.id for t in n.targets if isinstance(t, ast.Name))
+        stack = list(fn.body)
+        while stack:
+            n = stack.pop()
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                if not isinstance(n, ast.Lambda):
+                    visit(n, params)  # a nested function: its own name, the outer parameters
+                continue
+            stack.extend(ast.iter_child_nodes(n))
+            if isinstance(n, ast.Assign):
+                targets = n.targets
+            elif isinstance(n, (ast.AugAssign, ast.AnnAssign)):
+                targets = [n.target]
+            else:
+                continue
+            for tg in targets:
+                for t in (tg.elts if isinstance(tg, ast.Tuple) else [tg]):
+                    if isinstance(t, ast.Attribute) and _root(t) in params | alias:
+                        found.add((fn.name, ast.unparse(t.value)))
+
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            visit(node, set())
+    return found
+
+
 def loader_tables():
     """(resident modules, per-call modules) as board/pumpcore/loader.py declares them
     (RESIDENT: one string of module names; CALLS: a tuple of strings, each a module and the
@@ -233,8 +342,9 @@ def loader_tables():
 
 
 def test_board_has_no_import_circle():
-    """Issue 16: app/admin, alarms/alarmctl, events/evlog/store and schedule/planning imported
-    each other (a per-call module importing its caller at the top level)."""
+    """Issue 16: app/admin, alarms/alarmctl (now clinician, alarmlist), events/evlog/store and
+    schedule/planning imported each other (a per-call module importing its caller at the top
+    level)."""
     found = circles(imports(board_modules()))
     assert not found, "import circles in board/: %s" % sorted(found)
 
@@ -289,6 +399,19 @@ def test_board_has_no_reach_ins():
     assert not found, "reach-ins into underscore attributes: %s" % sorted(found)
 
 
+def test_per_call_code_assigns_no_owner_fields_but_the_listed_ones():
+    """Issue 16: per-call code finished its owners' set-up and assigned their fields
+    (BatteryMonitor and Reservoir were set up in batteryctl/reservoirctl). A per-call function
+    returns values and the owner assigns them; what is left is listed with its reason."""
+    _, calls = loader_tables()
+    mods = board_modules()
+    found = {(m,) + f for m in calls for f in owner_assigns(mods["pumpcore." + m])}
+    assert found <= set(OWNER_ASSIGNS), "per-call code assigns its owners' fields: %s" % sorted(
+        found - set(OWNER_ASSIGNS))
+    assert set(OWNER_ASSIGNS) <= found, "fixed, drop from the list: %s" % sorted(
+        set(OWNER_ASSIGNS) - found)
+
+
 def test_host_reach_ins_are_only_the_listed_ones():
     found = {f for f in reach_ins(host_modules()) if f not in REACH_INS}
     assert found <= HOST_REACH_INS_PENDING, "new reach-ins in host/: %s" % sorted(
@@ -310,3 +433,12 @@ def test_the_checks_find_what_they_look_for(tmp_path):
     assert "pumpcore.b" in imports(mods, top_level_only=True)["pumpcore.a"]
     assert "pumpcore.a" not in imports(mods, top_level_only=True)["pumpcore.b"]
     assert reach_ins(mods) == {("pumpcore.a", "o._y"), ("pumpcore.b", "app._stop_motor")}
+    (pkg / "c.py").write_text(
+        "def f(app, n):\n    app.therapy = 'x'\n    r = app.reservoir\n    r.volume_nl += n\n"
+        "    app.x.y, k = 1, 2\n    m = {}\n    m.a = 1\n    app.items[0] = 1\n"
+        "    def g(v):\n        app.gen = v\n\nclass C:\n    def h(self, a):\n"
+        "        self.a = a\n")
+    assert owner_assigns(pkg / "c.py") == {("f", "app"), ("f", "r"), ("f", "app.x"),
+                                           ("g", "app")}
+    (pkg / "c.py").write_text("def f(app):\n    def g(v):\n        app.gen = v\n")
+    assert owner_assigns(pkg / "c.py") == {("g", "app")}

@@ -3,7 +3,7 @@
 The firmware is flashed with `pumprig flash` onto a virtual rig, then a module is truncated on
 the rig's filesystem (its state dir), as a cut during a copy leaves it. Before the boot check a
 torn app.mpy made the import spin at 100 % CPU before the watchdog was armed (hung forever), a
-torn program.mpy gave a watchdog boot loop, a torn admin.mpy hung every clinician command. Now
+torn program.mpy gave a watchdog boot loop, a torn clinician.mpy hung every clinician command. Now
 main.py's boot check (board/bootcheck.py) finds the file that does not match the manifest and
 holds the FIRMWARE safe state: motor disabled, `hello` and `status` answered (bounded wait) with
 the FIRMWARE alarm, an alarm.raised event in the log; `pumprig flash` (which enters the raw
@@ -55,7 +55,7 @@ def tear(rig, remote, keep=0.5):
 
 
 @pytest.mark.parametrize("module", ["pumpcore/app.mpy", "pumpcore/program.mpy",
-                                    "pumpcore/admin.mpy"])
+                                    "pumpcore/clinician.mpy"])
 def test_a_torn_module_gives_the_firmware_safe_state_and_flash_repairs_it(rig, module, capsys):
     from pumprig.client import Client
     from pumprig.errors import DeviceError

@@ -1,5 +1,5 @@
-"""The rarely run half of the dose limiter (pumpcore.limiter): the dead volume a new plan
-declares (plan.set), the limiter restored from the `count` record (power-on), when a held
+"""The dose limiter's line of drug (pumpcore.limiter) beyond a segment's charge: the dead volume
+a new plan declares (plan.set), a chunk merge, the limiter restored from the `count` record (power-on), when a held
 delivery may start again, a pulse straddling two chunks. A per-call module (pumpcore.loader):
 functions taking the Limiter or plain data, imported inside the functions that call them; it
 imports nothing of pumpcore.limiter (no import circle).
@@ -8,13 +8,14 @@ imports nothing of pumpcore.limiter (no import circle).
 MAX_OFF_S = 400 * 86_400  # a longer time powered off is not plausible: counted as nothing
 
 
-def on_plan(lim, plan, pump_path_nl):
-    """plan.set: the dead volume is pump path + catheter. A prime declares its volume
-    empty at the tip; otherwise what the line holds stays (a new line: the plan's drug)."""
+def on_plan(f, plan, pump_path_nl):
+    """plan.set: the line of chunks `f` (Limiter.fifo) as the new plan declares it, returned
+    (Limiter.allow takes it). The dead volume is pump path + catheter. A prime declares its
+    volume empty at the tip; otherwise what the line holds stays (a new line: the plan's
+    drug)."""
     conc = plan["conc_ng_ml"]
     dead = (pump_path_nl + plan["catheter_nl"]) * 1000
     st = plan["start"]
-    f = lim.fifo
     if st is not None and st["kind"] == "prime":
         e = (st["pump_nl"] + st["catheter_nl"]) * 1000
         if e > dead:
@@ -38,7 +39,7 @@ def on_plan(lim, plan, pump_path_nl):
         else:
             f.append(left)
             f.append(conc)
-    lim.fifo = f
+    return f
 
 
 def wake(lim, w, lo, room, b, nb):
@@ -78,12 +79,15 @@ def merge(f):
 
 
 def restore(lim, count, now_ms, rtc_s):
-    """Power-on: the fresh Limiter `lim` takes the state of a `count` record. Its time resumes where the record left it,
-    plus the time powered off by the RTC (if the board has one and its figure is plausible:
-    after the record's, by at most MAX_OFF_S), rounded down; else plus nothing. The segment
-    that was in flight (`fly_nl`) joins the uncertainty."""
+    """Power-on: the state of a `count` record that the fresh Limiter `lim` takes (Limiter.load:
+    fifo, h, d, top, uncertain_nl, off_ms, anchor, the segment in flight or None, its last
+    µs). Its time resumes where the record left it, plus the time powered off by the RTC (if
+    the board has one and its figure is plausible: after the record's, by at most MAX_OFF_S),
+    rounded down; else plus nothing. The segment that was in flight (`fly_nl`) joins the
+    uncertainty."""
     d = count.get("lim")
     lt = now_ms
+    st = [lim.fifo, lim.h, lim.d, lim.top, lim.uncertain_nl, 0, None, None, 0]
     if d is not None:
         lt = d["t"]
         a = d["a"]
@@ -91,15 +95,9 @@ def restore(lim, count, now_ms, rtc_s):
             est = a[0] + (rtc_s - a[1] - 1) * 1000
             if est > lt:
                 lt = est
-        lim.fifo = d["f"]
-        lim.h = d["h"]
-        lim.d = d["d"]
-        lim.top = d["top"]
-        lim.uncertain_nl = d["u"]
-        y = d["y"]
-        if y is not None:
-            # the segment in flight at the cut: counted whole, none of it after the boot
-            lim.fold(y[0], y[1], y[2], y[3], lt * 1000)
-    lim.off_ms = lt - now_ms
-    lim.anchor = None if rtc_s is None else [lt, rtc_s]
-    lim.uncertain_nl += count.get("fly_nl", 0)
+        # the segment in flight at the cut (y): counted whole, none of it after the boot
+        st = [d["f"], d["h"], d["d"], d["top"], d["u"], 0, None, d["y"], lt * 1000]
+    st[4] += count.get("fly_nl", 0)
+    st[5] = lt - now_ms
+    st[6] = None if rtc_s is None else [lt, rtc_s]
+    return st

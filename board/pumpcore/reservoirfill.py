@@ -1,5 +1,5 @@
-"""The rarely run code of pumpcore.reservoir: the settings checks, a refill, the projections
-(status) and the record form.
+"""The reservoir's fill (pumpcore.reservoir): a refill's checks, the projections of
+when it runs low (status) and the record form.
 Per call (pumpcore.loader; the rule: docs/architecture.md, "Memory"). Functions taking the reservoir.
 """
 
@@ -16,40 +16,18 @@ def _ceil_div(a, b):
     return -(-a // b)
 
 
-def setup(r, capacity_nl, low_nl=2_000_000, empty_nl=1_000_000, volume_nl=0):
-    _check_int("capacity_nl", capacity_nl, 1)
-    r.capacity_nl = capacity_nl
-    r.low_nl = 0
-    r.empty_nl = 0
-    r.set_thresholds(low_nl, empty_nl)
+def check_refill(capacity_nl, volume_nl, epoch_s, refill_by_epoch_s):
+    """A refill's figures, checked (ValueError): the volume within the capacity, a refill-by
+    date in the future. Reservoir.refill then takes them."""
     _check_int("volume_nl", volume_nl)
     if volume_nl > capacity_nl:
-        raise ValueError("volume_nl exceeds the capacity")
-    r.volume_nl = volume_nl
-    r.refilled_epoch_s = None
-    r.refill_by_epoch_s = None
-
-
-def refill(r, volume_nl, epoch_s, refill_by_epoch_s=None):
-    """The reservoir now holds volume_nl (the old remainder was aspirated).
-
-    refill_by_epoch_s (drug stability date) replaces any earlier one; None clears it.
-    Returns the computed volume before the refill (compare with what was aspirated).
-    """
-    _check_int("volume_nl", volume_nl)
-    if volume_nl > r.capacity_nl:
         raise ValueError(
-            "refill of %d nL exceeds the capacity of %d nL" % (volume_nl, r.capacity_nl)
+            "refill of %d nL exceeds the capacity of %d nL" % (volume_nl, capacity_nl)
         )
     if refill_by_epoch_s is not None:
         _check_int("refill_by_epoch_s", refill_by_epoch_s)
         if epoch_s is not None and refill_by_epoch_s <= epoch_s:
             raise ValueError("refill-by date is not in the future")
-    old = r.volume_nl
-    r.volume_nl = volume_nl
-    r.refilled_epoch_s = epoch_s
-    r.refill_by_epoch_s = refill_by_epoch_s
-    return old
 
 
 def seconds_to(r, target_nl, rate_nl_day):
@@ -99,6 +77,5 @@ def from_dict(cls, d):
         r = cls(d["capacity_nl"], d["low_nl"], d["empty_nl"], d["volume_nl"])
     except (KeyError, TypeError) as e:
         raise ValueError("bad reservoir record: %r" % (e,)) from None
-    r.refilled_epoch_s = d.get("refilled_epoch_s")
-    r.refill_by_epoch_s = d.get("refill_by_epoch_s")
+    r.set_fill(r.volume_nl, d.get("refilled_epoch_s"), d.get("refill_by_epoch_s"))
     return r

@@ -1,59 +1,11 @@
-"""The rarely run code of pumpcore.battery: the settings check, one sample (hourly, or every
-5 minutes while a reading settles), the ERI countdown and the restore at power-on.
+"""The battery monitor's state (pumpcore.battery): a sample that moves a threshold count or a
+flag (a healthy cell's sample is BatteryMonitor.sample's), the ERI
+countdown and the restore at power-on.
 Per call (pumpcore.loader; the rule: docs/architecture.md, "Memory"). Functions taking the monitor.
 """
 
 
 _DAY_S = 86400
-
-
-def setup(
-    b,
-    eri_mv=3300,
-    eos_mv=3000,
-    brownout_mv=2800,
-    hyst_mv=50,
-    debounce=8,
-    eri_days=90,
-    shift=2,
-):
-    for name, v in (
-        ("eri_mv", eri_mv),
-        ("eos_mv", eos_mv),
-        ("brownout_mv", brownout_mv),
-        ("hyst_mv", hyst_mv),
-        ("eri_days", eri_days),
-        ("shift", shift),
-    ):
-        if not isinstance(v, int) or v < 0:
-            raise ValueError("%s must be an integer >= 0" % name)
-    if not isinstance(debounce, int) or debounce < 1:
-        raise ValueError("debounce must be an integer >= 1")
-    if not eos_mv < eri_mv:
-        raise ValueError("need eos_mv < eri_mv")
-    if shift > 8:
-        raise ValueError("shift must be <= 8")
-    b.eri_mv = eri_mv
-    b.eos_mv = eos_mv
-    b.brownout_mv = brownout_mv
-    b.hyst_mv = hyst_mv
-    b.debounce = debounce
-    b.eri_days = eri_days
-    b.shift = shift
-    b.acc = None  # average * 2**shift; None until the first sample
-    b.last_mv = None
-    b.last_ms = None
-    b.eri = False
-    b.eos = False
-    b.fault = False
-    b.eri_epoch_s = None
-    b.fault_epoch_s = None
-    b.fault_mv = None
-    # consecutive qualifying samples, capped at debounce
-    b.n_below_eri = 0
-    b.n_below_eos = 0
-    b.n_above_eri = 0
-    b.n_above_eos = 0
 
 
 def eri_days_left(b, epoch_s):
@@ -115,19 +67,13 @@ def sample(b, mv, now_ms, epoch_s):
 
 
 def restore(b, d):
-    """Load state saved by to_dict() (debounce counters restart from zero)."""
+    """The state BatteryMonitor.load takes, of what to_dict() saved (for the monitor `b`'s
+    smoothing shift)."""
     avg = d.get("avg_mv")
-    b.acc = None if avg is None else avg << b.shift
-    b.eri = bool(d.get("eri", False))
-    b.eos = bool(d.get("eos", False))
-    if b.eos:
-        b.eri = True
-    b.fault = bool(d.get("fault", False))
-    b.eri_epoch_s = d.get("eri_epoch_s")
-    b.fault_epoch_s = d.get("fault_epoch_s")
-    b.fault_mv = d.get("fault_mv")
-    b.n_below_eri = b.n_below_eos = b.n_above_eri = b.n_above_eos = 0
-    return b
+    eos = bool(d.get("eos", False))
+    return (None if avg is None else avg << b.shift, eos or bool(d.get("eri", False)), eos,
+            bool(d.get("fault", False)), d.get("eri_epoch_s"), d.get("fault_epoch_s"),
+            d.get("fault_mv"))
 
 
 def _count(c, cond, cap):

@@ -1,4 +1,5 @@
-"""The App's rarely used half: clinician commands (status: App.cmd_status, resident; the log's pages:
+"""Clinician commands: the clock, therapy stop/resume, maintenance, a bench motor run, the alarm
+test, ack, the plan and calibration read back (status: App.cmd_status, resident; the log's pages:
 pumpcore.logpages).
 
 Per call (pumpcore.loader; the rule: docs/architecture.md, "Memory"). Every function takes the App
@@ -77,9 +78,9 @@ def _leave_guard(app, now):
 
 def therapy_resume(app, args, now, req_id):
     if _leave_guard(app, now):
-        from . import alarmctl
+        from . import alarmlist
 
-        alarmctl.ack(app.alarms, al.FAULT)
+        alarmlist.ack(app.alarms, al.FAULT)
     if app.therapy == "safe":
         raise proto.CommandError(proto.SAFE_STATE, "in the safe state (%s): program a plan"
                                  % app.safe_reason)
@@ -107,8 +108,7 @@ def motor_run(app, args, now, req_id):
         raise proto.CommandError(proto.BAD_ARGS, "rate_nl_day must be 1..%d"
                                  % app.limits()["max_nl_day"])
     app.stop_motor(now)
-    app.delivery.rebase(now)
-    app.delivery.owed = 0
+    app.delivery.rebase(now, 0)
     app.bench = [ConstRate(rate), steps]
     return {"steps": steps, "rate_nl_day": rate}
 
@@ -127,9 +127,9 @@ def ack(app, args, now, req_id):
     stalled = app.alarms.condition_active(al.STALL)
     if kind is None or kind == al.FAULT:
         _leave_guard(app, now)  # therapy stays stopped until therapy.resume
-    from . import alarmctl
+    from . import alarmlist
 
-    done = alarmctl.ack(app.alarms, kind)
+    done = alarmlist.ack(app.alarms, kind)
     if stalled and (al.STALL in done or kind is None):
         # acknowledging a stall is the clinician's "retry": the motor runs again, and
         # STALL_RETRIES more stalled segments raise it again
@@ -159,9 +159,9 @@ def clock_get(app, args, now, req_id):
 
 
 def alarms(app, args, now, req_id):
-    from . import alarmctl
+    from . import alarmlist
 
-    return {"alarms": alarmctl.to_list(app.alarms)}
+    return {"alarms": alarmlist.to_list(app.alarms)}
 
 
 def calib_get(app, args, now, req_id):
