@@ -356,7 +356,7 @@ def safe(files, bad, fault=None, reason="FIRMWARE", logged=None, board=None, wdt
     buf = bytearray()
     tone = -1
     # every `every` ms: FIRMWARE three short beeps (30 s), FAULT the critical two-tone, 4
-    # pairs of 250 ms (pumpcore.alarmctl), every 10 s; `busy`: the sounding part, polled finer
+    # pairs of 250 ms (pumpcore.alarmlist), every 10 s; `busy`: the sounding part, polled finer
     every, busy = (10000, 2100) if fault else (30000, 600)
     try:
         while True:

@@ -210,7 +210,7 @@ def test_round_trip():
     assert b2.avg_mv == b.avg_mv
 
 
-def test_the_healthy_fast_path_is_batteryctl_sample():
+def test_the_healthy_fast_path_is_batterystate_sample():
     """BatteryMonitor.sample takes a healthy cell's reading itself (loading
     pumpcore.batterystate at every hourly sample cost an import, a drop and a collection per
     hour on a flashed board: docs/benchmarks.md, simulation side by side): the flags, the
