@@ -54,8 +54,9 @@ class Server:
         self.auth_failures = 0
         self.auth_until_ms = 0
         # [rig-wide ceiling's drain time, last failure, last auth.fail logged, failures not
-        # logged] (board ms; see pumpcore.session)
-        self.guard = [0, 0, None, 0]
+        # logged, per role the last auth.ok logged and logins since] (board ms; see
+        # pumpcore.session)
+        self.guard = [0, 0, None, 0, {}]
         self._buf = bytearray()
         self._discard = None  # prefix of an over-long line being discarded, or None
         self._out = []

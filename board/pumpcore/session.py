@@ -13,11 +13,15 @@ Nothing may keep a reference to this module or to its functions.
 from pumpcore import auth, const, proto
 
 AUDIT_FAIL_MS = const(60000)  # at most one auth.fail event a minute (the others are counted)
+# at most one auth.ok event per role in 10 min (the others are counted in the next one): a
+# monitor logging in at every poll would push every other event out of the 200-event log
+AUDIT_OK_MS = const(600000)
 # srv.guard
 _G_UNTIL = const(0)  # the rig-wide ceiling's drain time (pumpcore.auth.global_wait_ms)
 _G_FAIL = const(1)  # board time of the last failure
 _G_LOGGED = const(2)  # board time of the last auth.fail logged, or None
 _G_UNLOGGED = const(3)  # failures since then, not logged
+_G_OK = const(4)  # per role: [board time of its last auth.ok logged, logins since, not logged]
 
 
 def end(srv):
@@ -122,9 +126,16 @@ def login(srv, args, now_ms):
     srv.role = role
     pad = auth.pads(auth.session_key(key, nonce, cnonce, role, uid))
     srv.sess = [pad[0], pad[1], 0, now_ms]
+    ok = g[_G_OK].get(role)
+    if ok is not None and now_ms - ok[0] < AUDIT_OK_MS and not g[_G_UNLOGGED]:
+        ok[1] += 1  # counted, logged with this role's next auth.ok
+        return {"role": role}
     data = {"role": role}
+    if ok is not None and ok[1]:
+        data["logins"] = ok[1] + 1  # this one and those not logged since the last
     if g[_G_UNLOGGED]:
         data["failures"] = g[_G_UNLOGGED]  # failures not yet in the log
         g[_G_UNLOGGED] = 0
+    g[_G_OK][role] = [now_ms, 0]
     srv.app.log_event("auth.ok", data, now_ms)
     return {"role": role}

@@ -525,6 +525,35 @@ def test_audit_events():
                                             "failures": 1})
 
 
+def test_a_login_at_every_poll_does_not_push_the_log_out():
+    """Finding (first-hour pass): `pumprig monitor` logs in at every poll; each login was an
+    auth.ok event, and in about 200 s of polling they pushed every other event (alarms
+    among them) out of the 200-event log. A role's logins within 10 min of its last logged
+    one are counted and logged with its next auth.ok; another role's login and a login after
+    failures are logged at once."""
+    srv, app = _server()
+    t = Talk(srv)
+    for _ in range(300):  # a monitor polling once a second for 5 minutes
+        assert t.login("patient", TEST_KEY).name == "ok"
+        session.link_down(srv)
+        t.now_ms += 1000
+    assert app.events == [("auth.ok", {"role": "patient"})]
+    t.login("clinician", TEST_KEY)  # the patient's key: wrong: logged (the first failure)
+    t.now_ms = srv.auth_until_ms  # the back-off after the failure
+    assert t.login("clinician", CLIN_KEY).name == "ok"  # another role: logged at once
+    assert app.events[-1] == ("auth.ok", {"role": "clinician"})
+    session.link_down(srv)
+    t.login("clinician", TEST_KEY)  # within the minute: counted, not logged
+    t.now_ms = srv.auth_until_ms
+    assert t.login("clinician", CLIN_KEY).name == "ok"  # unlogged failures: logged at once
+    assert app.events[-1] == ("auth.ok", {"role": "clinician", "failures": 1})
+    session.link_down(srv)
+    t.now_ms += session.AUDIT_OK_MS
+    t.login("patient", TEST_KEY)  # 10 min after the first: logged, with the count
+    assert app.events[-1] == ("auth.ok", {"role": "patient", "logins": 300})
+    assert len(app.events) == 5
+
+
 def test_back_off_of_a_quiet_line_decays_where_the_link_is_not_seen():
     """Finding 4 on boards without link sensing: a connection is what lies between quiet
     spells, so a back-off ends once the line has been quiet (no attempt) for the idle time."""
