@@ -34,39 +34,44 @@ KEEP_PY = ("main.py", "boot.py", "bootcheck.py", "bootsafe.py")
 MANIFEST_VERSION = 2
 BOOT_FIRST = ("bootcheck.py", "bootsafe.py", "main.py")   # renamed first in the commit
 
-# The board's platform, .mpy version, and the files its manifest lists as they are now
-# (remote path -> sha256 of the bytes on the board; a file that cannot be read is left out),
-# with any .py beside a listed .mpy (left by a cut flash: it would shadow the .mpy, so the
-# flash removes it unless it installs it).
+# The board's platform and .mpy version, the sha256 of its manifest, and the files the
+# manifest lists as they are now (remote path -> sha256 of the bytes on the board; a file that
+# cannot be read is left out), with any .py beside a listed .mpy (left by a cut flash: it would
+# shadow the .mpy, so the flash removes it unless it installs it). One line each, the files
+# read 512 bytes at a time and the manifest parsed from the file: nothing larger than a line
+# is built, for a board whose heap still holds the stopped firmware (a whole-answer string
+# of about 7 KB failed at a 140 KB heap on the virtual rig).
 _PROBE = (
-    "import sys, os\n"
-    "h = {}\n"
-    "t = None\n"
-    "try:\n"
-    " import json, hashlib, binascii\n"
-    " f = open('/%s')\n"
-    " t = f.read()\n"
+    "import sys\n"
+    "print('PUMPRIG', repr(sys.platform), getattr(sys.implementation, '_mpy', 0))\n"
+    "def _h(p):\n"
+    " import hashlib, binascii\n"
+    " d = hashlib.sha256()\n"
+    " f = open('/' + p, 'rb')\n"
+    " while True:\n"
+    "  b = f.read(512)\n"
+    "  if not b:\n"
+    "   break\n"
+    "  d.update(b)\n"
     " f.close()\n"
-    " m = json.loads(t)\n"
-    " l = list(m.get('files', m))\n"
-    " l += [p[:-3] + 'py' for p in l if p.endswith('.mpy')]\n"
-    " for p in l:\n"
-    "  try:\n"
-    "   d = hashlib.sha256()\n"
-    "   f = open('/' + p, 'rb')\n"
-    "   while True:\n"
-    "    b = f.read(512)\n"
-    "    if not b:\n"
-    "     break\n"
-    "    d.update(b)\n"
-    "   f.close()\n"
-    "   h[p] = binascii.hexlify(d.digest()).decode()\n"
-    "  except OSError:\n"
-    "   pass\n"
+    " return binascii.hexlify(d.digest()).decode()\n"
+    "try:\n"
+    " print('PUMPRIG-M', _h('%s'))\n"
+    " import json\n"
+    " f = open('/%s')\n"
+    " m = json.load(f)\n"
+    " f.close()\n"
+    " m = m.get('files', m)\n"
+    " for p in m:\n"
+    "  for q in ((p, p[:-3] + 'py') if p.endswith('.mpy') else (p,)):\n"
+    "   try:\n"
+    "    print('PUMPRIG-F', repr(q), _h(q))\n"
+    "   except OSError:\n"
+    "    pass\n"
     "except Exception:\n"
     " pass\n"
-    "print('PUMPRIG', repr((sys.platform, getattr(sys.implementation, '_mpy', 0), h, t)))\n"
-) % MANIFEST
+    "print('PUMPRIG-END')\n"
+) % (MANIFEST, MANIFEST)
 
 
 class FlashError(PumprigError):
@@ -135,22 +140,24 @@ def maintenance(port, home=None, timeout=0.5):
 
 def probe(port):
     """(sys.platform, sys.implementation._mpy, {remote path: sha256 of it on the board},
-    manifest text or None) of the board at port: the files its manifest lists, hashed as they
-    are now."""
+    sha256 of the board's manifest or None) of the board at port: the files its manifest
+    lists, hashed as they are now."""
     if "://" not in port and not os.path.exists(port):
         raise PortError("no such port: %s" % port)
     out = _mpremote(port, ["exec", _PROBE], timeout=30)
-    m = re.search(r"PUMPRIG (\(.*\))", out)
-    if not m:
-        raise ProtocolError("%s did not answer the probe like a MicroPython board" % port)
     import ast
+
+    head = re.search(r"^PUMPRIG (.+?) (\d+)\s*$", out, re.M)
+    if not head or not re.search(r"^PUMPRIG-END\s*$", out, re.M):
+        raise ProtocolError("%s did not answer the probe like a MicroPython board" % port)
     try:
-        platform, mpy, found, text = ast.literal_eval(m.group(1))
+        platform = ast.literal_eval(head.group(1))
+        found = {ast.literal_eval(m.group(1)): m.group(2)
+                 for m in re.finditer(r"^PUMPRIG-F (.+) ([0-9a-f]{64})\s*$", out, re.M)}
     except (ValueError, SyntaxError) as e:
         raise ProtocolError("unreadable probe answer from %s" % port) from e
-    if not isinstance(found, dict):
-        found = {}
-    return platform, mpy, found, text
+    m = re.search(r"^PUMPRIG-M ([0-9a-f]{64})\s*$", out, re.M)
+    return str(platform), int(head.group(2)), found, m.group(1) if m else None
 
 
 def file_entry(path):
@@ -307,7 +314,7 @@ def flash(port, board_dir=None, progress=None, compile_mpy=True, reset=True):
     if st is not None:
         say("firmware stopped for maintenance (therapy %s)" % st.get("therapy"))
     say("probing %s" % port)
-    platform, board_mpy, old, old_text = probe(port)
+    platform, board_mpy, old, old_sha = probe(port)
     say("board: MicroPython on %s, %s" % (platform, mpy_text(board_mpy)))
     tmp = tempfile.mkdtemp(prefix="pumprig-flash-")
     try:
@@ -323,7 +330,8 @@ def flash(port, board_dir=None, progress=None, compile_mpy=True, reset=True):
         report = {"platform": platform, "mpy": use_mpy, "copied": changed,
                   "unchanged": len(files) - len(changed), "removed": removed}
         text = manifest_text({r: [f[2], f[1]] for r, f in files.items()})
-        if not changed and not removed and old_text == text:
+        if not changed and not removed and \
+                old_sha == hashlib.sha256(text.encode()).hexdigest():
             say("nothing changed")
             if reset:
                 _mpremote(port, ["reset"], progress=None, timeout=30)

@@ -411,10 +411,11 @@ def test_a_failure_while_making_the_board_is_counted_logged_reset_then_held(home
 def test_pumprig_flash_repairs_a_board_held_by_a_failing_make_board(home):
     """The boot-loop safe state before the app: `pumprig flash` enters the REPL from it (Ctrl-C)
     and rewrites the broken board json; the app then boots into the guard's safe state, which
-    a clinician leaves. (Default heap: the flash probe does not fit 140 KB on the rig.)"""
+    a clinician leaves. In the memory target's heap: the flash probe answered in one string
+    of about 7 KB did not fit there; it answers a line at a time now."""
     from pumprig.flash import flash
 
-    with VirtualRig(blank=True, warp=True) as rig:
+    with VirtualRig(blank=True, warp=True, heap=GUARD_HEAP) as rig:
         c = _running_rig(rig, home)
         crc = c.status()["plan_crc"]
         c.close()
