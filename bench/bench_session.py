@@ -6,8 +6,8 @@ For the working tree and for git revision REV (extracted with `git archive` into
 directory), in turn and `--rounds` times: a virtual rig in real time runs plan P1 with the
 firmware installed as `pumprig flash` installs it (.mpy), and a logged-in patient session times
 `status` round trips (`--n` after a warm-up) and a clinician session times `clock.get`. Each
-tree runs in its own interpreter with its own `pumpcore` and `pumprig` first on sys.path, so
-the client and the firmware always match. The medians over all rounds go to docs/benchmarks.md
+tree runs in its own interpreter with its own `host` and `board` first on PYTHONPATH, so the
+client, the rig's launcher (world and shim) and the firmware always match. The medians over all rounds go to docs/benchmarks.md
 (section `session`).
 """
 
@@ -25,6 +25,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from _report import write_section  # noqa: E402
+from _trees import check_tree_env, tree_env  # noqa: E402
+from _trees import extract as _tree  # noqa: E402
 
 BASE = "f169ac0"  # main before signed requests
 COMMAND = ".venv/bin/python bench/bench_session.py --base %s" % BASE
@@ -236,15 +238,9 @@ def _sign_us(n=2000):
     return statistics.median(ts) * 1e6
 
 
-def _tree(rev, dest):
-    data = subprocess.run(["git", "archive", rev], cwd=ROOT, capture_output=True,
-                          check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(dest)], input=data, check=True)
-
-
 def _run(root, n):
     out = subprocess.run([sys.executable, "-c", ONE, str(root), str(n)], capture_output=True,
-                         text=True, timeout=600)
+                         text=True, timeout=600, env=tree_env(root))
     line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
     if not line:
         raise RuntimeError("run in %s failed: %s" % (root, (out.stdout + out.stderr)[-2000:]))
@@ -255,6 +251,8 @@ def run(base=BASE, n=300, rounds=3):
     tmp = Path(tempfile.mkdtemp(prefix="pumprig-bench-session-"))
     try:
         _tree(base, tmp)
+        for root in (tmp, ROOT):
+            check_tree_env(root)    # each tree's rig runs its own launcher, world and shim
         got = {"before": {"status": [], "clock": []}, "after": {"status": [], "clock": []}}
         for _ in range(rounds):
             for name, root in (("before", tmp), ("after", ROOT)):

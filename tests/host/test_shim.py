@@ -13,7 +13,8 @@ from pumprig.virtual import supervisor
 HAVE_MPY = os.path.exists(os.path.join(os.path.dirname(sys.executable), "micropython"))
 pytestmark = pytest.mark.skipif(not HAVE_MPY, reason="MicroPython unix port not installed")
 
-MODULES = ["_fs.mpy", "_power.mpy", "_uart.mpy", "_world.mpy", "machine.mpy"]
+MODULES = ["_fs.mpy", "_power.mpy", "_rare.mpy", "_repl.mpy", "_uart.mpy", "_world.mpy",
+           "machine.mpy"]
 # the heap in use as main.py starts (shim, interpreter, this main.py); it was 14.4 KB with the
 # shim compiled from source at every power-on, with bytes constants and all its helpers kept
 HEAP_BUDGET = 12 * 1024
@@ -194,3 +195,64 @@ def test_inputs_are_read_from_the_frozen_instant_in_warp_mode(cache, tmp_path):
     out = boot(d, tmp_path, main=SNAPSHOT, answers_text=answers)
     assert "SNAP 1 40000 1234" in out and "ASKED 0" in out, out
     assert (tmp_path / "to_world").read_text() == "N\nC 1\nW 100\nA 27\nW 200\nI 7\nC 1\nQ\n"
+
+
+RTC_PROBE = """import sys
+import machine
+r = machine.RTC()
+print("RTC", r.datetime(), "_rare" in sys.modules)
+r.datetime((2027, 3, 4, 3, 5, 6, 7, 0))
+print("ID", machine.unique_id().hex(), machine.reset_cause() == machine.PWRON_RESET)
+"""
+
+
+def test_rare_machine_names_load_at_use_and_the_world_does_the_calendar(cache, tmp_path):
+    """RTC, unique_id and reset_cause are in shim/_rare.py: loaded at each use and let go (the
+    firmware's heap never holds them while it runs); the RTC sends the date as given and reads
+    it as the world formats it."""
+    d = supervisor.shim_dir(supervisor.find_micropython())
+    out = boot(d, tmp_path, main=RTC_PROBE,
+               answers_text="T 0 1 0\nR 2027 1 1 4 0 0 0 0\n" + "T 0 1 0\n" * 10)
+    assert "RTC (2027, 1, 1, 4, 0, 0, 0, 0) False" in out, out
+    assert "ID 0123456789abcdef True" in out, out
+    assert (tmp_path / "to_world").read_text().startswith("N\nC 1\nr\ne 2027 3 4 5 6 7\n")
+
+
+def test_the_world_sets_and_reads_the_rtc_as_a_calendar():
+    import calendar
+
+    from pumprig.virtual.world import DEFAULT_CONFIG, World
+
+    w = World(DEFAULT_CONFIG, warp=True)
+    sent = []
+    w.wire.send = sent.append
+    w.handle(b"e 2027 3 4 5 6 7")
+    assert w.epoch_s() == calendar.timegm((2027, 3, 4, 5, 6, 7, 0, 0, 0))
+    w.handle(b"r")
+    assert sent == [b"R 2027 3 4 3 5 6 7 0\n"]      # 2027-03-04 is a Thursday (3, Monday 0)
+    w.handle(b"e 1798761600")                        # seconds since 1970, as before
+    assert w.epoch_s() == 1798761600
+
+
+HOLD = """import _world
+import machine
+_world.wait(100)
+machine.Pin(4, machine.Pin.OUT).value(0)
+_world.motor(3, 500, 2000, True)
+print("HELD", len(_world._held))
+_world.wait(200)
+print("AFTER", len(_world._held))
+machine.Pin(4).value(1)
+print("RUNNING", len(_world._held))
+"""
+
+
+def test_lines_wait_for_the_next_request_only_while_time_stands_still(cache, tmp_path):
+    """In warp mode the world applies a pin write or a motor segment at the instant time stands
+    still at, so the shim writes them with the next request (one pipe write, one wake-up of
+    the world); while time runs they go at once, when they happen."""
+    d = supervisor.shim_dir(supervisor.find_micropython())
+    out = boot(d, tmp_path, main=HOLD, answers_text="T 0 1 0\nT 100 1 0\nT 200 0 0\n")
+    assert "HELD 21" in out and "AFTER 0" in out and "RUNNING 0" in out, out
+    assert (tmp_path / "to_world").read_text().startswith(
+        "N\nC 1\nW 100\nO 4 0\nM 3 500 2000 1\nW 200\nO 4 1\n")

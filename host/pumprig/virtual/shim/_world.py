@@ -6,19 +6,45 @@
 # A Pico's silicon costs no heap; this module lives in the board's heap, so it keeps only what
 # hw/sim.py, the machine shim and the tests use. Protocol lines are str constants: short ones
 # are interned, a bytes constant would be an object each.
+#
+# While time stands still (warp: from a "T ... 1" answer to the next wait) the world applies
+# whatever the board sends at that same instant, so pin writes, PWM and motor segments (hold)
+# go out with the next request in one write: one pipe write and one wake-up of the world per
+# firmware step instead of three or four.
 _rx = open("/dev/fd/3", "rb")
-send = open("/dev/fd/4", "wb").write    # a request without an answer (a line ending in \n)
+_w = open("/dev/fd/4", "wb").write
+_held = ""              # lines held while time stands still, written before the next request
 _dirty = False          # a request was interrupted (Ctrl-C): drop stale answers before the next
 _frozen = False         # warp: time stands still until our next wait
 _now_ms = 0
 woke_by_serial = False  # the last wait ended because the host sent bytes
 link = 0                # "L <n>" lines the world sends unasked when the host closes the port
 _lp = None              # a poller on fd 3 for them (made at the first link_drops())
+_snap = b""
+
+
+def send(line):
+    """A request without an answer (a line ending in \\n), after the lines held."""
+    global _held
+    if _held:
+        line = _held + line
+        _held = ""
+    _w(line)
+
+
+def hold(line):
+    """send(), or while time stands still, with the next request (the same instant)."""
+    global _held
+    if _frozen and len(_held) < 200:
+        _held += line
+    else:
+        send(line)
 
 
 def _link(ans):
     global link
     link = int(ans[2:])
+
 
 # world time at this power-on: board.now_ms() counts from here
 send("N\n")
@@ -67,9 +93,6 @@ def _time(line):
     woke_by_serial = len(ans) > i + 3 and ans[i + 3] == 49
     _snap = ans
     return _now_ms
-
-
-_snap = b""
 
 
 def read_in(req, key):
@@ -127,13 +150,13 @@ def pin_id(p):
     i = getattr(p, "id", None)      # a machine.Pin (here, not in machine: _uart uses it too)
     if i is not None:
         return i
-    if isinstance(p, str):
-        return int(p[2:]) if p.startswith("GP") else int(p)
+    if isinstance(p, str) and p[:2] == "GP":
+        p = p[2:]
     return int(p)
 
 
 def motor(count, first_us, interval_us, forward):
-    send("M %d %d %d %d\n" % (count, first_us, interval_us, 1 if forward else 0))
+    hold("M %d %d %d %d\n" % (count, first_us, interval_us, 1 if forward else 0))
 
 
 def motor_stop():
@@ -141,7 +164,7 @@ def motor_stop():
 
 
 def pin_write(pin, value):
-    send("O %d %d\n" % (pin, 1 if value else 0))
+    hold("O %d %d\n" % (pin, 1 if value else 0))
 
 
 def kbd_intr(on):
