@@ -203,19 +203,29 @@ r = machine.RTC()
 print("RTC", r.datetime(), "_rare" in sys.modules)
 r.datetime((2027, 3, 4, 3, 5, 6, 7, 0))
 print("ID", machine.unique_id().hex(), machine.reset_cause() == machine.PWRON_RESET)
+p = machine.Pin(4)
+p.on()
+p.off()
+p.high()
+p.irq(None)
+p.toggle()
+print("PIN", "_rare" in sys.modules, hasattr(p, "nothing"), sys.path)
 """
 
 
 def test_rare_machine_names_load_at_use_and_the_world_does_the_calendar(cache, tmp_path):
-    """RTC, unique_id and reset_cause are in shim/_rare.py: loaded at each use and let go (the
+    """RTC, unique_id, reset_cause and Pin.on/off/high/irq/toggle are in shim/_rare.py: loaded at each use and let go (the
     firmware's heap never holds them while it runs); the RTC sends the date as given and reads
     it as the world formats it."""
     d = supervisor.shim_dir(supervisor.find_micropython())
     out = boot(d, tmp_path, main=RTC_PROBE,
-               answers_text="T 0 1 0\nR 2027 1 1 4 0 0 0 0\n" + "T 0 1 0\n" * 10)
+               answers_text="T 0 1 0\nR 2027 1 1 4 0 0 0 0\nV 1\n" + "T 0 1 0\n" * 10)
     assert "RTC (2027, 1, 1, 4, 0, 0, 0, 0) False" in out, out
     assert "ID 0123456789abcdef True" in out, out
-    assert (tmp_path / "to_world").read_text().startswith("N\nC 1\nr\ne 2027 3 4 5 6 7\n")
+    # Pin's rarely used methods too (the firmware drives pins with value())
+    assert "PIN False False ['', '.frozen', './lib']" in out, out
+    assert (tmp_path / "to_world").read_text().startswith(
+        "N\nC 1\nr\ne 2027 3 4 5 6 7\nO 4 1\nO 4 0\nO 4 1\nI 4\nO 4 0\n")
 
 
 def test_the_world_sets_and_reads_the_rtc_as_a_calendar():
@@ -259,12 +269,12 @@ def test_lines_wait_for_the_next_request_only_while_time_stands_still(cache, tmp
 
 
 # bench/bench_shim.py's figures for the precompiled shim, measured 2026-12-05 on the pinned unix
-# port: `import _world, machine` 8,096 B (9,216 B before RTC, unique_id, soft_reset and the rest
-# moved to _rare.py); the heap taken when main.py starts 9,696 B (10,848 B before, the REPL
-# setup now in _repl.py). The budgets leave about 600 B: a new class or a few functions more
-# in the resident shim fail here.
-IMPORT_BUDGET = 8700
-POWERON_BUDGET = 10300
+# port: `import _world, machine` 7,840 B (9,216 B before RTC, unique_id, soft_reset, Pin's
+# on/off/toggle and the rest moved to _rare.py); the heap taken when main.py starts 9,440 B
+# (10,848 B before, the REPL setup now in _repl.py). The budgets leave about 500 B: a new
+# class or a few functions more in the resident shim fail here.
+IMPORT_BUDGET = 8350
+POWERON_BUDGET = 9950
 
 
 def test_the_shim_stays_within_its_heap_budget(cache):

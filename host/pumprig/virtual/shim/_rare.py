@@ -13,7 +13,23 @@ def _none(*args, **kw):
     pass
 
 
-enable_irq = bootloader = _none
+enable_irq = bootloader = pin_irq = _none
+
+
+def pin_on(pin):
+    _world.pin_write(pin.id, 1)
+
+
+def pin_off(pin):
+    _world.pin_write(pin.id, 0)
+
+
+pin_high = pin_on
+pin_low = pin_off
+
+
+def pin_toggle(pin):
+    _world.pin_write(pin.id, not pin.value())
 
 
 class RTC:

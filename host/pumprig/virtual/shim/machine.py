@@ -4,8 +4,8 @@
 # A Pico's `machine` is C in flash; this one lives in the board's heap, so it keeps resident
 # only what the firmware's loop uses (Pin, ADC, PWM, WDT, reset). What runs once at power-on,
 # at the REPL or for maintenance (UART, RTC, unique_id, soft_reset, reset_cause, freq, the
-# sleeps and the IRQ switches) is in shim/_uart.py and shim/_rare.py, loaded at first use by
-# __getattr__ and let go again. Optional arguments a Pico takes positionally are *args (a
+# sleeps, the IRQ switches, and Pin's on, off, high, low, toggle and irq) is in shim/_uart.py
+# and shim/_rare.py, loaded at each use by __getattr__ and let go again. Optional arguments a Pico takes positionally are *args (a
 # default value costs a tuple and a larger function object); the built-in module's names are
 # looked up on it rather than copied.
 import sys
@@ -43,10 +43,6 @@ def __getattr__(name):
     return getattr(m, name)
 
 
-def _none(*args, **kw):
-    pass
-
-
 class Pin:
     IN = 0
     OUT = 1
@@ -72,19 +68,12 @@ class Pin:
         _world.pin_write(self.id, v[0])
 
     __call__ = value
-    irq = _none
 
-    def on(self):
-        _world.pin_write(self.id, 1)
-
-    def off(self):
-        _world.pin_write(self.id, 0)
-
-    high = on
-    low = off
-
-    def toggle(self):
-        _world.pin_write(self.id, not self.value())
+    def __getattr__(self, name):
+        # on, off, high, low, toggle, irq: shim/_rare.py's pin_<name> (the firmware drives its
+        # pins with value()); `__getattr__` here is the module's, which loads _rare
+        f = __getattr__("pin_" + name)
+        return lambda *a, **kw: f(self, *a, **kw)
 
     def __repr__(self):
         return "Pin(GPIO%d)" % self.id
