@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from _report import write_section  # noqa: E402
 from pumprig.virtual import supervisor  # noqa: E402
+from pumprig.virtual.wire import frame  # noqa: E402
 
 HEAP = "256k"
 IMPORT = ("import gc\ngc.collect()\na = gc.mem_alloc()\nimport _world\nimport machine\n"
@@ -47,6 +48,7 @@ def _stub_world(rx_fd, tx_fd):
     """Answer the shim's requests at once: time 0, frozen 0, no serial; 'P 0', 'E 0', 'V 0'."""
     answers = {b"N": b"T 0 0 0\n", b"W": b"T 0 0 0\n", b"w": b"T 0 0 0\n", b"E": b"E 0\n",
                b"S": b"P 0\n", b"I": b"V 0\n", b"A": b"V 0\n", b"Y": b"V 0\n", b"G": b"H\n"}
+    answers = {k: frame(v) for k, v in answers.items()}
     buf = b""
     with os.fdopen(rx_fd, "rb", buffering=0) as rx:
         while True:

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 from pumprig.virtual import supervisor
+from pumprig.virtual.wire import frame
 
 HAVE_MPY = os.path.exists(os.path.join(os.path.dirname(sys.executable), "micropython"))
 pytestmark = pytest.mark.skipif(not HAVE_MPY, reason="MicroPython unix port not installed")
@@ -36,15 +37,17 @@ def _mtimes(d):
     return {n: os.stat(os.path.join(d, n)).st_mtime_ns for n in os.listdir(d)}
 
 
-def boot(shim, tmp_path, main=PROBE, answers_text="T 0 1 0\n" * 100):
+def boot(shim, tmp_path, main=PROBE, answers_text="T 0 1 0\n" * 100, cut=b""):
     """Power the shim on as the launcher does, against a world that answers 'T' to everything
-    (or answers_text, line by line), with `main` as the board's main.py; returns the console
+    (or answers_text, line by line, each framed as the world frames it; `cut` after the first:
+    the rest of a line a Ctrl-C cut short), with `main` as the board's main.py; returns the console
     output (what the board asked the world is left in tmp_path/to_world)."""
     fs = tmp_path / "fs"
     fs.mkdir(exist_ok=True)
     (fs / "main.py").write_text(main)
     answers = tmp_path / "answers"
-    answers.write_text(answers_text)
+    lines = [frame(x.encode() + b"\n") for x in answers_text.splitlines()]
+    answers.write_bytes(b"".join(lines[:1]) + cut + b"".join(lines[1:]))
     env = dict(os.environ, PUMPRIG_FS=str(fs), PUMPRIG_UID="0123456789abcdef",
                PUMPRIG_MODE="power", MICROPYPATH="", PUMPRIG_SHIM=str(shim))
     r = subprocess.run(
@@ -289,3 +292,13 @@ def test_the_shim_stays_within_its_heap_budget(cache):
     # what is resident while the firmware runs is the smaller part of what is shipped
     resident = sum(got["files"][n] for n in ("_world.mpy", "machine.mpy", "_power.mpy"))
     assert resident < 0.75 * sum(got["files"].values()), got["files"]
+
+
+def test_a_line_cut_short_is_skipped_to_the_next_one(cache, tmp_path):
+    """World lines are framed (a length byte with its top bit set, then ASCII): after a Ctrl-C
+    cut a read short, the shim reads the rest of that line (there: lines are written whole,
+    so nothing waits) and goes on with the next, instead of taking text for a length."""
+    d = supervisor.shim_dir(supervisor.find_micropython())
+    out = boot(d, tmp_path, main="import _world\nprint('NOW', _world.wait(10))\n",
+               answers_text="T 0 1 0\nT 4321 1 0\n", cut=b"99 1 0\n")
+    assert "NOW 4321" in out, out

@@ -2,7 +2,8 @@
 watchdog and the balance, all living in the launcher process.
 
 The firmware reaches the world through two pipes (fd 3 world->board, fd 4 board->world) with a
-line protocol, one ASCII letter and space-separated integers per line. Board -> world:
+line protocol, one ASCII letter and space-separated integers per line; each world->board line
+goes with a byte 0x80 + its length in front (wire.frame). Board -> world:
 
     W <deadline_ms>           wait; answered by exactly one "T <now_ms> <frozen>"
     w <deadline_ms>           the same, feeding the watchdog now and while asleep (the wake-
@@ -43,8 +44,8 @@ while it waits for an answer, and ends the session.
     C <0|1>                   Ctrl-C on the serial line raises KeyboardInterrupt (1) or is data (0)
     u <tx_pin> <rx_pin>       machine.UART opened on these pins (no answer)
     U <hex>                   UART write (no answer)
-    G <n>                     UART read of up to n bytes, all there are if n < 0 -> "H <hex>"
-                              (just "H" when nothing came)
+    G <n>                     UART read of up to n bytes, all there are (up to 60) if n < 0
+                              -> "H <hex>" (just "H" when nothing came)
     Y                         UART bytes waiting -> "V <n>"
 
 Physics conventions: the driver is enabled when its EN pin is driven low (TMC2209, active low;
@@ -342,7 +343,7 @@ class World:
         elif op == b"u":
             self.driver.open_uart(args[0], args[1])
         elif op == b"G":
-            got = self.driver.read(args[0])
+            got = self.driver.read(args[0] if 0 <= args[0] < 60 else 60)  # a framed line
             send(b"H %s\n" % got.hex().encode() if got else b"H\n")
         elif op == b"Y":
             send(b"V %d\n" % len(self.driver.rx))

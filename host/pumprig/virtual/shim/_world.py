@@ -41,6 +41,17 @@ def hold(line):
         send(line)
 
 
+def _line():
+    """The world's next line: a byte 0x80 + its length, then the line (two reads; readline
+    would make a system call per byte). b"" when the world has gone."""
+    n = _rx.read(1)
+    if n and n[0] < 128:        # a Ctrl-C cut a line short: its rest is there (lines are
+        while n and n != b"\n":  # written whole), read it and return a line no one waits for
+            n = _rx.read(1)
+        return b"-"
+    return _rx.read(n[0] & 127) if n else b""
+
+
 def _link(ans):
     global link
     link = int(ans[2:])
@@ -48,10 +59,10 @@ def _link(ans):
 
 # world time at this power-on: board.now_ms() counts from here
 send("N\n")
-boot_ms = _rx.readline()                        # 'T <now_ms> <frozen> <serial>'
+boot_ms = _line()                               # 'T <now_ms> <frozen> <serial>'
 while boot_ms and boot_ms[0] == 76:             # an 'L' line came first
     _link(boot_ms)
-    boot_ms = _rx.readline()
+    boot_ms = _line()
 boot_ms = int(boot_ms[2:boot_ms.find(32, 2)]) if boot_ms.find(84) == 0 else 0
 
 
@@ -62,13 +73,13 @@ def _ask(line, letter):
         p = select.poll()
         p.register(_rx, select.POLLIN)
         while p.poll(0):
-            ans = _rx.readline()
+            ans = _line()
             if ans and ans[0] == 76:
                 _link(ans)
     _dirty = True
     send(line)
     while True:
-        ans = _rx.readline()
+        ans = _line()
         if not ans:
             raise OSError(5)        # the world went away
         if ans[0] == letter:
@@ -137,7 +148,7 @@ def link_drops():
         _lp = select.poll()
         _lp.register(_rx, select.POLLIN)
     while _lp.poll(0):
-        ans = _rx.readline()
+        ans = _line()
         if not ans:
             break
         if ans[0] == 76:
@@ -175,5 +186,5 @@ def kbd_intr(on):
 def reset(soft=False):
     """Ask the world to restart the interpreter, and wait to be killed."""
     send("Z\n" if soft else "R\n")
-    while _rx.readline():
+    while _rx.read(1):
         pass
