@@ -6,9 +6,9 @@ For the working tree and for git revision REV (extracted with `git archive` into
 directory), in turn and `--rounds` times: a virtual rig in real time runs plan P1 with the
 firmware installed as `pumprig flash` installs it (.mpy), and a logged-in patient session times
 `status` round trips (`--n` after a warm-up) and a clinician session times `clock.get`. Each
-tree runs in its own interpreter with its own `pumpcore` and `pumprig` first on sys.path, so
-the client and the firmware always match. The medians over all rounds go to docs/benchmarks.md
-(section `session`).
+tree runs in its own interpreter with its own `host` and `board` first on PYTHONPATH, so the
+client, the rig's launcher (world and shim) and the firmware always match. The medians over
+all rounds go to docs/benchmarks.md (section `session`).
 """
 
 import argparse
@@ -25,6 +25,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from _report import write_section  # noqa: E402
+from _trees import check_tree_env, tree_env  # noqa: E402
+from _trees import extract as _tree  # noqa: E402
 
 BASE = "f169ac0"  # main before signed requests
 COMMAND = ".venv/bin/python bench/bench_session.py --base %s" % BASE
@@ -148,12 +150,19 @@ if cs is not None:
 else:
     app.server.role = "patient"
 loaded = {}
-orig = A.drop_transient
-def dt(resident):
+# where the per-call modules are let go: pumpcore.loader.drop() since the seam (issue 16),
+# App's module function drop_transient(resident) before it
+if hasattr(A, "drop_transient"):
+    HOOK, NAME = A, "drop_transient"
+else:
+    from pumpcore import loader as HOOK
+    NAME = "drop"
+orig = getattr(HOOK, NAME)
+def dt(*resident):
     for n in sys.modules:
-        if n not in resident:
+        if (n not in resident[0]) if resident else not HOOK.resident(n):
             loaded[n] = loaded.get(n, 0) + 1
-    return orig(resident)
+    return orig(*resident)
 ts = []
 for k in range(%(batches)d):
     batch = [cs.line("s%%d" %% (100 * k + i), "status", {}) if cs else
@@ -163,13 +172,13 @@ for k in range(%(batches)d):
         if hasattr(sys.modules["pumpcore"], nm[9:]):
             delattr(sys.modules["pumpcore"], nm[9:])
     gc.collect()
-    A.drop_transient = dt if k else orig
+    setattr(HOOK, NAME, dt if k else orig)
     for line in batch:
         t = time.ticks_us()
         out = step(line)
         ts.append(time.ticks_diff(time.ticks_us(), t))
         assert b'"therapy":"running"' in out, out
-    A.drop_transient = orig
+    setattr(HOOK, NAME, orig)
 ts = ts[100:]
 ts.sort()
 print("RESULT", ts[len(ts) // 2], len(ts), " ".join("%%s:%%d" %% kv for kv in sorted(loaded.items())))
@@ -236,15 +245,9 @@ def _sign_us(n=2000):
     return statistics.median(ts) * 1e6
 
 
-def _tree(rev, dest):
-    data = subprocess.run(["git", "archive", rev], cwd=ROOT, capture_output=True,
-                          check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(dest)], input=data, check=True)
-
-
 def _run(root, n):
     out = subprocess.run([sys.executable, "-c", ONE, str(root), str(n)], capture_output=True,
-                         text=True, timeout=600)
+                         text=True, timeout=600, env=tree_env(root))
     line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
     if not line:
         raise RuntimeError("run in %s failed: %s" % (root, (out.stdout + out.stderr)[-2000:]))
@@ -255,6 +258,8 @@ def run(base=BASE, n=300, rounds=3):
     tmp = Path(tempfile.mkdtemp(prefix="pumprig-bench-session-"))
     try:
         _tree(base, tmp)
+        for root in (tmp, ROOT):
+            check_tree_env(root)    # each tree's rig runs its own launcher, world and shim
         got = {"before": {"status": [], "clock": []}, "after": {"status": [], "clock": []}}
         for _ in range(rounds):
             for name, root in (("before", tmp), ("after", ROOT)):

@@ -11,8 +11,9 @@ by running its loop on the unix port without the rig. Writes the figures to docs
 
 --base REV: side by side with git revision REV (extracted with `git archive` into a temporary
 directory). Each round runs one simulation on REV's tree and one on this tree, in turn, each in
-its own interpreter with that tree's `pumprig` and `pumpcore` first on sys.path (so client,
-world and firmware always match) and that tree's copy of the plan; the medians of the rounds,
+its own interpreter with that tree's `host` and `board` first on PYTHONPATH, so the rig's
+launcher process imports that tree's world and shim too (checked before the first round:
+client, world, shim and firmware always match) and that tree's copy of the plan; the medians of the rounds,
 their ratio and every run's max_step_error go to the section `simulate-side-by-side` (or
 `simulate-side-by-side-mpy`). Without --mpy a run is timed as above (simulate() starting its
 own rig, the firmware copied as .py sources); with --mpy the rig is started and the firmware
@@ -34,6 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from _report import write_section  # noqa: E402
+from _trees import check_tree_env, tree_env  # noqa: E402
+from _trees import extract as _tree  # noqa: E402
 from pumprig import simulate as S  # noqa: E402
 from pumprig.client import Client  # noqa: E402
 from pumprig.plans import load_plan_file  # noqa: E402
@@ -109,18 +112,12 @@ print("RESULT " + json.dumps({"wall": wall, "err": r["max_step_error"]}))
 """
 
 
-def _tree(rev, dest):
-    data = subprocess.run(["git", "archive", rev], cwd=ROOT, capture_output=True,
-                          check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(dest)], input=data, check=True)
-
-
 def _side_run(root, mpy):
     import json
 
     out = subprocess.run([sys.executable, "-c", SIDE % {"days": DAYS, "start": START},
                           str(root), "1" if mpy else "0"],
-                         capture_output=True, text=True, timeout=900)
+                         capture_output=True, text=True, timeout=900, env=tree_env(root))
     line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
     if not line:
         raise RuntimeError("run in %s failed: %s" % (root, (out.stdout + out.stderr)[-2000:]))
@@ -139,6 +136,8 @@ def side_by_side(base, rounds, mpy):
     try:
         _tree(base, tmp)
         trees = (("before", tmp), ("after", ROOT))
+        for _name, root in trees:
+            check_tree_env(root)
         for i in range(rounds):
             for name, root in trees:
                 r = _side_run(root, mpy)
@@ -169,7 +168,8 @@ def side_body(base, rounds, mpy, got):
     lines = [
         f"Plan `examples/{PLAN.name}`, {DAYS} days; {how}. {rounds} rounds, each one run on "
         f"the tree of `{base}` (its own host package, world and firmware: `git archive "
-        f"{base}`, run with its `host` and `board` first on sys.path) and one on this tree, "
+        f"{base}`, run with its `host` and `board` first on PYTHONPATH, the rig's launcher "
+        "included) and one on this tree, "
         "in turn.",
         "",
         "| tree | median wall time | runs (s) | firmware alone, .py sources (median of 3) |",

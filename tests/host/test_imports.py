@@ -34,9 +34,12 @@ REACH_INS = {
         "the virtual rig's link module (host/pumprig/virtual/shim/_world.py) is the board "
         "side of the world's wire protocol; its warp flag is read where the board waits. "
         "The shim is being reshaped on the vrig branch: move it behind a function there",
-    ("pumprig.virtual.shim._power", "_world._frozen"):
+    ("pumprig.virtual.shim._repl", "_world._frozen"):
         "the shim's power-on clears the world link's warp flag before the REPL (same wire "
         "module as hw.sim's exception above)",
+    ("pumprig.virtual.shim._rare", "_world._ask"):
+        "the shim's RTC reads the world's answer line through the link module's one request "
+        "function (as _uart; a public one would stay in the firmware's heap for a rare call)",
     ("pumprig.virtual.shim._uart", "_world._ask"):
         "the shim's UART asks the world through the link module's one request function "
         "(the board side of the world's wire protocol)",

@@ -244,7 +244,8 @@ class Rig:
 
     def stop(self, *_):
         self.running = False
-        raise Stop()
+        if not self.down:   # a SIGTERM during shutdown (the owner closes stdin, then signals)
+            raise Stop()    # must not cut it short: the registry entry would stay behind
 
     def shutdown(self):
         """Stop the interpreter, remove the links, the socket and the registry entry (once)."""

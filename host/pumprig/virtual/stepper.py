@@ -18,7 +18,10 @@ class Segment:
         self.start_us = start_us
         self.count = count
         self.first_us = first_us
-        self.interval_us = max(1, interval_us)
+        # 0: every pulse at first_us, as the board times it (hw/sim.py's end of a segment;
+        # rp2's PIO refuses such a segment, the world must not stretch it: a pulse after the
+        # board's end would be cut by its next segment)
+        self.interval_us = max(0, interval_us)
         self.forward = forward
         self.end = None         # pulses made when aborted (None: ran or runs to completion)
         self.settled = 0        # pulses already applied to the plunger
@@ -31,6 +34,8 @@ class Segment:
         t = t_us - self.start_us - self.first_us
         if t < 0:
             return 0
+        if not self.interval_us:
+            return self.limit()
         return min(self.limit(), t // self.interval_us + 1)
 
     def last_pulse_us(self):

@@ -36,7 +36,8 @@ SHIM_DIR = os.path.join(HERE, "shim")
 # The power-on, run with `-i -c` (the REPL follows) in the shim's directory: a script would
 # put its absolute directory first in sys.path, and so into every module path the heap keeps.
 BOOT = "__import__('_power')"
-SHIM_MODULES = ("_fs.py", "_power.py", "_uart.py", "_world.py", "machine.py")
+SHIM_MODULES = ("_fs.py", "_power.py", "_rare.py", "_repl.py", "_uart.py", "_world.py",
+                "machine.py")
 MPY_CROSS_FLAGS = ("-O3",)          # no asserts, no line-number tables
 HEAP_MIN = 16 * 1024                # below this the unix port cannot hold the shim
 HEAP_MAX = 1024 * 1024 * 1024

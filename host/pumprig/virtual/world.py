@@ -2,7 +2,8 @@
 watchdog and the balance, all living in the launcher process.
 
 The firmware reaches the world through two pipes (fd 3 world->board, fd 4 board->world) with a
-line protocol, one ASCII letter and space-separated integers per line. Board -> world:
+line protocol, one ASCII letter and space-separated integers per line; each world->board line
+goes with a byte 0x80 + its length in front (wire.frame). Board -> world:
 
     W <deadline_ms>           wait; answered by exactly one "T <now_ms> <frozen>"
     w <deadline_ms>           the same, feeding the watchdog now and while asleep (the wake-
@@ -14,13 +15,18 @@ may use the value until then without asking again. In warp mode "T" also carries
 that instant, " i<pin>:<v>" for DIAG and " a<pin>:<u16>" for the ADCs: they cannot change while
 time stands still, and the board reads them from there instead of asking (I, A) until its next
 wait. A fault the host sets meanwhile shows at the next wait, the same virtual instant.
+For the same reason the board holds its lines without an answer (O, F, M) while time stands
+still and writes them in front of its next request, in one write: they apply at that instant.
     E                         wall clock -> "E <epoch_s>"
 
 World -> board, unasked: "L <n>" when a host program has closed the serial port (n: times since
 the rig started; the launcher sees it through inotify), written before the bytes of whoever
 opens the port next are relayed. The board reads it without waiting (_world.link_drops) or
 while it waits for an answer, and ends the session.
-    e <epoch_s>               set the wall clock (RTC.datetime(tuple))
+    e <y> <m> <d> <h> <min> <s>   set the wall clock, UTC (RTC.datetime(tuple); the world does
+                              the calendar); "e <epoch_s>" sets it in s since 1970
+    r                         the wall clock as a board's RTC gives it -> "R <y> <m> <d>
+                              <weekday> <h> <min> <s> 0" (UTC, weekday 0 = Monday)
     M <n> <first_us> <interval_us> <fwd>   start a motor segment now (no answer)
     S                         stop the motor -> "P <pulses made by the aborted segment>"
     B                         motor busy -> "B 0|1"
@@ -38,8 +44,8 @@ while it waits for an answer, and ends the session.
     C <0|1>                   Ctrl-C on the serial line raises KeyboardInterrupt (1) or is data (0)
     u <tx_pin> <rx_pin>       machine.UART opened on these pins (no answer)
     U <hex>                   UART write (no answer)
-    G <n>                     UART read of up to n bytes, all there are if n < 0 -> "H <hex>"
-                              (just "H" when nothing came)
+    G <n>                     UART read of up to n bytes, all there are (up to 60) if n < 0
+                              -> "H <hex>" (just "H" when nothing came)
     Y                         UART bytes waiting -> "V <n>"
 
 Physics conventions: the driver is enabled when its EN pin is driven low (TMC2209, active low;
@@ -53,6 +59,7 @@ and the pipes' framing (wire.py). World ties them together: it answers the board
 keeps the watchdog, moves warp time (advance) and reports measurements.
 """
 
+import calendar
 import json
 import os
 import time
@@ -293,7 +300,12 @@ class World:
         elif op == b"E":
             send(b"E %d\n" % self.epoch_s())
         elif op == b"e":
-            self.set_epoch(args[0])
+            # the RTC set with (year, month, day, hours, minutes, seconds) UTC, or epoch s
+            self.set_epoch(calendar.timegm(tuple(args[:6]) + (0, 0, 0)) if len(args) >= 6
+                           else args[0])
+        elif op == b"r":
+            t = time.gmtime(self.epoch_s())
+            send(b"R %d %d %d %d %d %d %d 0\n" % (t[0], t[1], t[2], t[6], t[3], t[4], t[5]))
         elif op == b"M":
             self.motor_start(args[0], args[1], args[2], bool(args[3]))
         elif op == b"S":
@@ -331,7 +343,7 @@ class World:
         elif op == b"u":
             self.driver.open_uart(args[0], args[1])
         elif op == b"G":
-            got = self.driver.read(args[0])
+            got = self.driver.read(args[0] if 0 <= args[0] < 60 else 60)  # a framed line
             send(b"H %s\n" % got.hex().encode() if got else b"H\n")
         elif op == b"Y":
             send(b"V %d\n" % len(self.driver.rx))

@@ -1,13 +1,14 @@
 # Power-on of the virtual board, imported by the launcher's `micropython -i -c` in the shim's
 # directory: put the shim's silicon in place, make the board filesystem the root, run boot.py
 # and main.py as a board does (in __main__, the REPL's namespace), then fall through to the
-# REPL. The firmware runs inside this import: what it keeps in the heap is kept small.
+# REPL (shim/_repl.py). The firmware runs inside this import, so this module's code stays in
+# the heap as long as it does: what comes after main.py is in _repl.py, imported then.
 import gc
 import os
 import sys
 
 import _world
-import machine  # the shim, loaded before the board fs becomes the root
+import machine  # noqa: F401  (the shim, loaded before the board fs becomes the root)
 
 import __main__
 
@@ -41,30 +42,7 @@ for f in ("boot.py", "main.py"):
         sys.print_exception(e)
         break
 
-os.umount("/")                  # at the REPL: the filesystem lists sizes (shim/_fs.py)
-os.mount(machine.Fs(os.getenv("PUMPRIG_FS")), "/")
-try:
-    # the firmware's serial reads (hw/sim.py) set the terminal to return at once (VMIN 0);
-    # the REPL would take that for the end of its input and exit. Set back after a round
-    # trip, so that no kbd_intr of the firmware's is still being applied by the world (its
-    # read-modify-write of the attributes would undo this).
-    import termios
-
-    if not termios.tcgetattr(0)[6][6]:
-        _world.epoch_s()
-        a = termios.tcgetattr(0)
-        a[6][6] = 1
-        termios.tcsetattr(0, termios.TCSANOW, a)
-        del a
-    del termios
-except Exception:  # noqa: S110  (no world, no terminal: nothing to set back)
-    pass
-_world.kbd_intr(True)           # the REPL takes Ctrl-C, as a board's does
-# a round trip: the world has applied that before the REPL starts. The world sets ISIG by a
-# read-modify-write of the terminal's attributes; overlapping the REPL's own switch to raw mode
-# it would put ISIG back on inside the line editor, where a Ctrl-C (mpremote's first byte)
-# makes the interpreter exit, and the rig then soft-resets into main.py
-_world.epoch_s()
-_world._frozen = False
-_world.send("Q\n")              # at the REPL: no firmware loop waits on the world
-del sys.modules["_power"]       # the REPL's heap keeps nothing of the power-on
+os.umount("/")
+os.mount(os.VfsPosix(os.getenv("PUMPRIG_SHIM")), "/")   # the shim's directory, for _repl
+os.chdir("/")                   # a new mount: relative paths resolve after a chdir
+import _repl  # noqa: E402,F401  (the REPL's setup; it mounts the board fs back)

@@ -6,26 +6,63 @@
 # A Pico's silicon costs no heap; this module lives in the board's heap, so it keeps only what
 # hw/sim.py, the machine shim and the tests use. Protocol lines are str constants: short ones
 # are interned, a bytes constant would be an object each.
+#
+# While time stands still (warp: from a "T ... 1" answer to the next wait) the world applies
+# whatever the board sends at that same instant, so pin writes, PWM and motor segments (hold)
+# go out with the next request in one write: one pipe write and one wake-up of the world per
+# firmware step instead of three or four.
 _rx = open("/dev/fd/3", "rb")
-send = open("/dev/fd/4", "wb").write    # a request without an answer (a line ending in \n)
+_w = open("/dev/fd/4", "wb").write
+_held = ""              # lines held while time stands still, written before the next request
 _dirty = False          # a request was interrupted (Ctrl-C): drop stale answers before the next
 _frozen = False         # warp: time stands still until our next wait
 _now_ms = 0
 woke_by_serial = False  # the last wait ended because the host sent bytes
 link = 0                # "L <n>" lines the world sends unasked when the host closes the port
 _lp = None              # a poller on fd 3 for them (made at the first link_drops())
+_snap = b""
+
+
+def send(line):
+    """A request without an answer (a line ending in \\n), after the lines held."""
+    global _held
+    if _held:
+        line = _held + line
+        _held = ""
+    _w(line)
+
+
+def hold(line):
+    """send(), or while time stands still, with the next request (the same instant)."""
+    global _held
+    if _frozen and len(_held) < 200:
+        _held += line
+    else:
+        send(line)
+
+
+def _line():
+    """The world's next line: a byte 0x80 + its length, then the line (two reads; readline
+    would make a system call per byte). b"" when the world has gone."""
+    n = _rx.read(1)
+    if n and n[0] < 128:        # a Ctrl-C cut a line short: its rest is there (lines are
+        while n and n != b"\n":  # written whole), read it and return a line no one waits for
+            n = _rx.read(1)
+        return b"-"
+    return _rx.read(n[0] & 127) if n else b""
 
 
 def _link(ans):
     global link
     link = int(ans[2:])
 
+
 # world time at this power-on: board.now_ms() counts from here
 send("N\n")
-boot_ms = _rx.readline()                        # 'T <now_ms> <frozen> <serial>'
+boot_ms = _line()                               # 'T <now_ms> <frozen> <serial>'
 while boot_ms and boot_ms[0] == 76:             # an 'L' line came first
     _link(boot_ms)
-    boot_ms = _rx.readline()
+    boot_ms = _line()
 boot_ms = int(boot_ms[2:boot_ms.find(32, 2)]) if boot_ms.find(84) == 0 else 0
 
 
@@ -36,13 +73,13 @@ def _ask(line, letter):
         p = select.poll()
         p.register(_rx, select.POLLIN)
         while p.poll(0):
-            ans = _rx.readline()
+            ans = _line()
             if ans and ans[0] == 76:
                 _link(ans)
     _dirty = True
     send(line)
     while True:
-        ans = _rx.readline()
+        ans = _line()
         if not ans:
             raise OSError(5)        # the world went away
         if ans[0] == letter:
@@ -67,9 +104,6 @@ def _time(line):
     woke_by_serial = len(ans) > i + 3 and ans[i + 3] == 49
     _snap = ans
     return _now_ms
-
-
-_snap = b""
 
 
 def read_in(req, key):
@@ -114,7 +148,7 @@ def link_drops():
         _lp = select.poll()
         _lp.register(_rx, select.POLLIN)
     while _lp.poll(0):
-        ans = _rx.readline()
+        ans = _line()
         if not ans:
             break
         if ans[0] == 76:
@@ -127,13 +161,13 @@ def pin_id(p):
     i = getattr(p, "id", None)      # a machine.Pin (here, not in machine: _uart uses it too)
     if i is not None:
         return i
-    if isinstance(p, str):
-        return int(p[2:]) if p.startswith("GP") else int(p)
+    if isinstance(p, str) and p[:2] == "GP":
+        p = p[2:]
     return int(p)
 
 
 def motor(count, first_us, interval_us, forward):
-    send("M %d %d %d %d\n" % (count, first_us, interval_us, 1 if forward else 0))
+    hold("M %d %d %d %d\n" % (count, first_us, interval_us, 1 if forward else 0))
 
 
 def motor_stop():
@@ -141,7 +175,7 @@ def motor_stop():
 
 
 def pin_write(pin, value):
-    send("O %d %d\n" % (pin, 1 if value else 0))
+    hold("O %d %d\n" % (pin, 1 if value else 0))
 
 
 def kbd_intr(on):
@@ -152,5 +186,5 @@ def kbd_intr(on):
 def reset(soft=False):
     """Ask the world to restart the interpreter, and wait to be killed."""
     send("Z\n" if soft else "R\n")
-    while _rx.readline():
+    while _rx.read(1):
         pass
