@@ -126,7 +126,7 @@ def test_an_error_in_main_goes_to_the_repl_with_the_world_told(cache, tmp_path):
     assert "up" in out and "ValueError: boom" in out and 'File "main.py", line 3' in out
     assert ">>> " in out        # the REPL follows, as on a board
     # boot time; Ctrl-C on for main.py and the REPL (the launcher starts with it off); REPL
-    assert (tmp_path / "to_world").read_text() == "N\nC 1\nC 1\nQ\n"
+    assert (tmp_path / "to_world").read_text() == "N\nC 1\nC 1\nN\nQ\n"
 
 
 UART_PROBE = """import gc
@@ -194,10 +194,11 @@ def test_inputs_are_read_from_the_frozen_instant_in_warp_mode(cache, tmp_path):
                "T 100 1 0 i7:1 a26:40000\n"       # wait(100): frozen, with the inputs
                "V 1234\n"                         # ADC 27: asked
                "T 200 0 0\n"                      # wait(200): time runs
-               "V 0\n")                           # DIAG: asked
+               "V 0\n"                            # DIAG: asked
+               "T 300 0 0\n")                      # at the REPL: the round trip after Ctrl-C on
     out = boot(d, tmp_path, main=SNAPSHOT, answers_text=answers)
     assert "SNAP 1 40000 1234" in out and "ASKED 0" in out, out
-    assert (tmp_path / "to_world").read_text() == "N\nC 1\nW 100\nA 27\nW 200\nI 7\nC 1\nQ\n"
+    assert (tmp_path / "to_world").read_text() == "N\nC 1\nW 100\nA 27\nW 200\nI 7\nC 1\nN\nQ\n"
 
 
 RTC_PROBE = """import sys

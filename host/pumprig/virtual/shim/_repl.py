@@ -33,8 +33,8 @@ _world.kbd_intr(True)           # the REPL takes Ctrl-C, as a board's does
 # read-modify-write of the terminal's attributes; overlapping the REPL's own switch to raw mode
 # it would put ISIG back on inside the line editor, where a Ctrl-C (mpremote's first byte)
 # makes the interpreter exit, and the rig then soft-resets into main.py
-_world.epoch_s()
 _world._frozen = False
+_world.now_ms()                 # not frozen: asked of the world
 _world.send("Q\n")              # at the REPL: no firmware loop waits on the world
 for m in ("_power", "_repl", "_fs"):
     sys.modules.pop(m, None)    # the REPL's heap keeps nothing of the power-on
