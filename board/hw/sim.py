@@ -78,6 +78,12 @@ class SimBoard(common.CommonBoard):
         launch = self._launch_in_ms(now)
         if launch is not None and now + launch < deadline_ms:
             deadline_ms = now + (launch if launch > 0 else 0)
+        if self._hw_on and self._made_before + self._hw_count < self._seg_count:
+            # a long segment's next part is started when this one ends (hw.common's wait
+            # wakes every second for it; one sleep in the world would pass it by)
+            end = self._hw_end_us // 1000 + 1 - self._world_clock.boot_ms
+            if end < deadline_ms:
+                deadline_ms = end
         if deadline_ms <= now:
             self.feed()
             return

@@ -193,20 +193,16 @@ def test_one_hardware_segment_ends_where_the_world_ends_it(rig, count, first_us,
         check_done(world, first, count, first_us, interval_us, start_ms, wakes)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "open finding (board/hw/sim.py, not this branch's to edit): SimBoard.wait sleeps to the "
-    "app's deadline while a sub-segment is in flight, where hw.common's wait wakes at least "
-    "every second; so the next part of a gap over 1000 s starts only at the app's next wake "
-    "and its pulse is late (by up to the app's wake period, an hour). A _HW_MAX_US the "
-    "world never reaches (the world times any length) or a wake at the sub-segment's end "
-    "fixes it; this marker must go then (strict)"))
 @each(100)
 @given(count=st.integers(1, 4), first_us=st.integers(0, 2_500_000_000),
        interval_us=st.integers(900_000_000, 2_500_000_000))
 def test_segments_split_into_hardware_sub_segments_keep_the_timing(rig, count, first_us,
                                                                    interval_us):
     """Gaps longer than one hardware segment (hw/sim.py's _HW_MAX_US, 1000 s) are started
-    part by part by hw.common, from the board's wait()."""
+    part by part by hw.common, from the board's wait(). Finding: SimBoard.wait slept to the
+    app's deadline while a part was in flight, so the next part started only at the app's
+    next wake, its pulse late by up to the app's wake period (an hour); it wakes at the
+    part's end now."""
     board, world = rig()
     start_ms = world.now_us() // US
     first = len(world.stepper.segments)
