@@ -1,3 +1,4 @@
+import json
 import os
 
 from _util import raises, read_bytes, rmtree, tmpdir, write_bytes
@@ -252,6 +253,26 @@ def test_scan_recovers_the_log_from_a_complete_tmp():
         assert "events.log.tmp" not in os.listdir(root)
 
     with_store(run)
+
+
+def test_write_record_writes_a_large_value_item_by_item():
+    """A commit's records are written into a long-running, fragmented heap: a piece the size
+    of a whole value (the last 24 h of boluses, the limiter's ledger: about 650 bytes) ran out
+    of memory with 11 KB free (issue 11, finding 8, at 130 KB). Values that are dicts or lists
+    are written item by item, two levels deep; empty ones and nested ones read back."""
+    from pumpcore.store import write_record
+
+    last = [["req-%02d" % i, {"dose_ng": 100000, "dur_s": 600, "volume_nl": 10000 + i,
+                               "started_epoch_s": 1767236400 + i}] for i in range(8)]
+    obj = {"last_bolus": last, "lim": {"h": [[i, 6250 * i] for i in range(4)], "a": None},
+           "e": [], "d": {}, "n": [[[1, 2], [3]]], "gen": 3}
+    f = _Chunks()
+    write_record(f, obj)
+    line = b"".join(f.writes)
+    assert decode(line) == obj
+    assert len(line) > 800
+    biggest = max(len(w) for w in f.writes)
+    assert biggest <= max(len(json.dumps(x)) for x in last) + 2, biggest
 
 
 def test_a_record_by_write_record_reads_back_and_fails_when_damaged():
