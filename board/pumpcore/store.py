@@ -24,6 +24,7 @@ pumpcore.evlog, a per-call module (pumpcore.loader).
 Only os functions the MicroPython ports have: open, rename, remove, stat, mkdir.
 """
 
+import gc
 import json
 import os
 from binascii import crc32
@@ -171,9 +172,18 @@ class Store:
         """save() of a small record written often (the count record before every segment,
         about 700 bytes; the head): the runtime's json.dumps in one piece and one write
         (half the time of write_record's pieces on the unix port), the same atomic write."""
-        body = json.dumps(obj).encode()
-        body += b"*%08x\n" % (crc32(body) & 0xFFFFFFFF)
-        self._write_atomic(name, lambda f: f.write(body))
+        try:
+            body = json.dumps(obj).encode()
+            body += b"*%08x\n" % (crc32(body) & 0xFFFFFFFF)
+        except MemoryError:
+            # a fragmented heap without a block of the record's size (842 bytes failed with
+            # 18 KB free at 132 KB): in pieces, as a commit writes (nothing written yet)
+            body = None
+            gc.collect()
+        if body is None:
+            self._write_atomic(name, lambda f: write_record(f, obj))
+        else:
+            self._write_atomic(name, lambda f: f.write(body))
 
     def commit(self, head, recs):
         """Records that change together, all or none: each (name, obj) of recs is written to
