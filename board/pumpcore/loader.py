@@ -43,7 +43,8 @@ CALLS = (
     "planning",  # schedule compilation, boluses, the bridge, a record's schedule
     "slots",  # periodic slots the clock jumped over or shows again
     "alarmctl",  # tone patterns, the alarm list's view, ack, restore
-    "evlog",  # the event log's boot scan, compaction, paging; a record's repair
+    "evlog",  # the event log's boot scan, compaction; a record's repair
+    "evread",  # reading event lines, the log's pages (logpages loads it without evlog)
     "fault",  # crash records and the boot-loop guard
     "limitctl",  # the dose limiter's plan line, restore, wake time
     "batteryctl",  # the battery monitor's settings, checks and restore
