@@ -25,7 +25,6 @@ from pumpcore.evread import (  # noqa: F401  (re-exported: reading lines, the lo
     since,
 )
 
-
 # ------------------------------------------------------------------ the Store's files
 
 
