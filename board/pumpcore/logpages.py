@@ -1,6 +1,6 @@
-"""The `log` command: the event log's pages, streamed from its file (pumpcore.evlog). Per call
+"""The `log` command: the event log's pages, streamed from its file (pumpcore.evread). Per call
 (pumpcore.loader; the rule: docs/architecture.md, "Memory"), a module of its own: paging loads
-only this and evlog.
+only this and evread (not evlog's scan and compaction).
 """
 
 from . import canon, proto
@@ -16,9 +16,9 @@ def log(app, args, now, req_id):
     if not isinstance(since, int) or not isinstance(limit, int) or limit < 1 or limit > 50:
         raise proto.CommandError(proto.BAD_ARGS, "since >= 0 and limit 1..50")
     # streamed from the log file; with the budget it parses no more lines than fit
-    from . import evlog
+    from . import evread
 
-    evs, nxt = evlog.since(app.events, since, limit, _LOG_BUDGET)
+    evs, nxt = evread.since(app.events, since, limit, _LOG_BUDGET)
     # the answer must fit one frame (proto.MAX_LINE): stop early, `next` says where
     size = 0
     for i in range(len(evs)):

@@ -244,7 +244,11 @@ class Server:
             # this line: patient role or more, no arguments)
             self.audit = False
             return self.app.call(cmd, args, role, req_id, now_ms)
-        from pumpcore import commands  # per call: the dictionary, beside the decoder
+        if loader.DROP:
+            # the decoder (pumpcore.parse, 7 KB) is done with: the dictionary does not load
+            # beside it (the next collection frees it)
+            loader.drop()
+        from pumpcore import commands  # per call: the dictionary
 
         need, err, why = commands.check(cmd, args, role)
         del commands  # nothing here keeps it: it goes with the decoder (loader.drop)

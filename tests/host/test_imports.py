@@ -103,7 +103,7 @@ OWNER_ASSIGNS = {
     ("evlog", "remove", "st"): _EVLOG_STORE,
     ("evlog", "rewrite", "st"): _EVLOG_STORE,
     ("evlog", "scan", "st"): _EVLOG_STORE,
-    ("evlog", "since", "log"): _RARE_HALF + "the EventLog's paging cursor (page_*)",
+    ("evread", "since", "log"): _RARE_HALF + "the EventLog's paging cursor (page_*)",
     ("evlog", "restore", "log"): _RARE_HALF + "the EventLog's seqs after the boot scan "
                                               "(also bootsafe's)",
     ("batterystate", "sample", "b"): _RARE_HALF + "the BatteryMonitor's thresholds and "
