@@ -224,7 +224,9 @@ def test_log_in_every_format(capsys, rig, home):
 
     table = ok(capsys, rig, "log", "--format", "table").splitlines()
     assert table[0].split() == ["seq", "time", "ms", "kind", "data"]
-    assert len(table) == n + 1 + 3  # three more logins since (--json, csv, table)
+    # three more logins since (--json, csv, table), within 10 min of the last one logged for
+    # the role: counted in its next auth.ok, not logged each (pumpcore.session, AUDIT_OK_MS)
+    assert len(table) == n + 1
     assert [line.split()[0] for line in table[1 : n + 1]] == [str(q) for q in seqs]
     assert any("plan.changed" in line and "e28a3d80" in line for line in table[1:])
 

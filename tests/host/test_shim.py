@@ -171,8 +171,11 @@ def test_machine_uart_is_loaded_at_first_use_only(cache, tmp_path):
     assert path == "['', '.frozen', './lib']"       # the shim's mount is gone again
     assert int(n) < UART_BUDGET, "machine.UART takes %s bytes of the board's heap" % n
     again = [x for x in out.splitlines() if x.startswith("AGAIN ")]
-    # opened and let go three times more: nothing stays (the first use's names stay interned)
-    assert again and int(again[0].split()[1]) < 256, out
+    # opened and let go three times more: nothing stays (the first use's names stay interned).
+    # The unix port's collector is conservative (it scans the C stack): a stale word may keep
+    # a block or two alive (256 B seen once under load); loading the class again would keep
+    # the ~960 B measured above
+    assert again and int(again[0].split()[1]) <= 512, out
     assert (tmp_path / "to_world").read_text().startswith("N\nC 1\nu 0 1\nU 050002\nu 0 1\nU 05\n")
 
 
