@@ -38,6 +38,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
+from _home import temp_home  # noqa: E402
+
 PLAN = {"drug": "morphine", "conc_ng_ml": 10_000_000,
         "basal": {"kind": "flex", "segments": [[0, 1_500_000], [360, 2_500_000],
                                                [720, 2_000_000], [1080, 1_800_000]]},
@@ -73,10 +75,7 @@ def runs_in(heap_k, mpy, days, plan=None, reboot=False, firmware=None):
     from pumprig.virtual.link import connect as _vconnect
     from pumprig.virtual.rig import open_rig
 
-    home = tempfile.mkdtemp(prefix="pumprig-mem-")
-    old = os.environ.get("PUMPRIG_HOME")
-    os.environ["PUMPRIG_HOME"] = home
-    try:
+    with temp_home("pumprig-mem-") as home:
         with open_rig(warp=True, heap="%dk" % heap_k, board_dir=firmware,
                       compile_mpy=mpy) as rig:
             w = rig.world
@@ -128,12 +127,6 @@ def runs_in(heap_k, mpy, days, plan=None, reboot=False, firmware=None):
             except PumprigError as e:
                 return False, "stopped answering: %s" % e
             return _end(w, st)
-    finally:
-        if old is None:
-            os.environ.pop("PUMPRIG_HOME", None)
-        else:
-            os.environ["PUMPRIG_HOME"] = old
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def restores_in(heap_k, plan, days=1, program_heap_k=192):
@@ -145,11 +138,8 @@ def restores_in(heap_k, plan, days=1, program_heap_k=192):
     from pumprig.virtual.link import connect as _vconnect
     from pumprig.virtual.rig import VirtualRig, open_rig
 
-    home = tempfile.mkdtemp(prefix="pumprig-mem-")
-    state = os.path.join(home, "rig")
-    old = os.environ.get("PUMPRIG_HOME")
-    os.environ["PUMPRIG_HOME"] = home
-    try:
+    with temp_home("pumprig-mem-") as home:
+        state = os.path.join(home, "rig")
         with open_rig(state=state, warp=True, heap="%dk" % program_heap_k) as rig:
             w = rig.world
             why = _wait_boot(w)
@@ -187,12 +177,6 @@ def restores_in(heap_k, plan, days=1, program_heap_k=192):
             except PumprigError as e:
                 return False, "stopped answering after the restore: %s" % e
             return _end(w, st)
-    finally:
-        if old is None:
-            os.environ.pop("PUMPRIG_HOME", None)
-        else:
-            os.environ["PUMPRIG_HOME"] = old
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def _end(w, st):

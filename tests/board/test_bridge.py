@@ -46,16 +46,22 @@ def _refill(app, b, conc, req):
     return b.pulses_at(b.t_ms), res
 
 
+def _a_day_on_a(root):
+    """(app, board): PLAN programmed with A in the reservoir and the line, run for a day."""
+    b = FakeBoard(root=root + "/")
+    app = App(b, keys={})
+    app.call("refill", {"volume_nl": 20_000_000}, "clinician", "r0", 0)
+    app.call("plan.set", {"plan": PLAN}, "clinician", "p0", 0)
+    run_until(app, b, DAY)
+    return app, b
+
+
 def _run(second_after_ms):
     """Refill to B after a day, to C `second_after_ms` later; returns (drug at the tip in the
     day after the second refill, ng; the prescribed day, ng; CAP_REACHED events)."""
     root = tmpdir()
     try:
-        b = FakeBoard(root=root + "/")
-        app = App(b, keys={})
-        app.call("refill", {"volume_nl": 20_000_000}, "clinician", "r0", 0)
-        app.call("plan.set", {"plan": PLAN}, "clinician", "p0", 0)
-        run_until(app, b, DAY)
+        app, b = _a_day_on_a(root)
         changes = [(0, A)]
         k, res = _refill(app, b, B, "r1")
         assert res["bridge_nl"] == DEAD_STEPS * STEP_NL, res
@@ -98,11 +104,7 @@ def test_third_drug_in_the_line_and_a_reset_inside_the_bridges():
     restored account."""
     root = tmpdir()
     try:
-        b = FakeBoard(root=root + "/")
-        app = App(b, keys={})
-        app.call("refill", {"volume_nl": 20_000_000}, "clinician", "r0", 0)
-        app.call("plan.set", {"plan": PLAN}, "clinician", "p0", 0)
-        run_until(app, b, DAY)
+        app, b = _a_day_on_a(root)
         changes = [(0, A)]
         k, _ = _refill(app, b, B, "r1")
         changes.append((k, B))
@@ -143,11 +145,7 @@ def test_a_stop_longer_than_the_bridge_does_not_end_it():
     concentration's volume: twice the prescribed dose until the dose limiter held it."""
     root = tmpdir()
     try:
-        b = FakeBoard(root=root + "/")
-        app = App(b, keys={})
-        app.call("refill", {"volume_nl": 20_000_000}, "clinician", "r0", 0)
-        app.call("plan.set", {"plan": PLAN}, "clinician", "p0", 0)
-        run_until(app, b, DAY)
+        app, b = _a_day_on_a(root)
         changes = [(0, A)]
         k, _ = _refill(app, b, B, "r1")
         changes.append((k, B))
