@@ -17,7 +17,6 @@ import json
 import os
 import random
 import sys
-import tempfile
 import time
 from binascii import crc32
 
@@ -368,23 +367,16 @@ def check(r):
 
 
 def run(n, seed=1, heap="384k", progress=None):
+    from _home import temp_home
     from pumprig.virtual.rig import VirtualRig
 
-    home = tempfile.mkdtemp(prefix="pumprig-fuzz-")
-    old = os.environ.get("PUMPRIG_HOME")
-    os.environ["PUMPRIG_HOME"] = home
-    try:
-        with VirtualRig(blank=True, warp=True, heap=heap) as rig:
-            fz = Fuzzer(rig, home)
-            fz.start_therapy()
-            r = fz.run(n, seed)
-            r["per_kind"] = dict(sorted(fz.kinds.items()))
-            return r
-    finally:
-        if old is None:
-            os.environ.pop("PUMPRIG_HOME", None)
-        else:
-            os.environ["PUMPRIG_HOME"] = old
+    with temp_home("pumprig-fuzz-") as home, \
+            VirtualRig(blank=True, warp=True, heap=heap) as rig:
+        fz = Fuzzer(rig, home)
+        fz.start_therapy()
+        r = fz.run(n, seed)
+        r["per_kind"] = dict(sorted(fz.kinds.items()))
+        return r
 
 
 def body(r):
