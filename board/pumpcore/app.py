@@ -766,7 +766,7 @@ class App:
             if self.clock.valid and self.lockout_until_ms > now else None,
             boluses_24h=self.boluses_24h(now), eri_days_left=bat.eri_days_left(ep),
             stall_detect=getattr(self.board, "stall_detect", None), gen=self.gen,
-            uncertain_nl=self.limiter.uncertain_nl,
+            uncertain_nl=self.limiter.uncertain_nl, log_next=self.events.next_seq,
         )
 
     def boluses_24h(self, now):

@@ -78,9 +78,16 @@ class Monitor:
         try:
             with self.open_client() as c:
                 st = c.status()
+                end = st.get("log_next")  # the seq the next event gets (older firmware: None)
                 if self.since is None:
                     self.since = max(0, log_end(c) - self.recent)
-                new, self.since = read_new(c, self.since)
+                new = []
+                if end != self.since:  # nothing logged since the last update: no `log`
+                    new, self.since = read_new(c, self.since)
+                    if isinstance(end, int):
+                        # seqs below `end` that were not returned do not exist (a restart
+                        # skips the seqs it had reserved)
+                        self.since = max(self.since, end)
         except PumprigError as e:
             self.problem = str(e)
             return False

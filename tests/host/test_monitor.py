@@ -73,6 +73,49 @@ def test_first_view_shows_the_last_events_already_in_the_log_then_new_ones():
     assert read_new(log, 42) == ([], 42)
 
 
+def test_an_update_asks_log_only_when_status_says_an_event_was_logged():
+    """`status` carries `log_next` (the seq the next event gets): a poll of a rig that logged
+    nothing costs one request, and a restart's skipped seqs are not asked for again."""
+    log = FakeLog(range(0, 10))
+    nxt = [10]
+
+    class Ctx:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+
+        def status(self):
+            return {"mode": "continuous", "log_next": nxt[0]}
+
+        def log(self, since=None, limit=None):
+            return log.log(since, limit)
+
+    mon = Monitor(Ctx, recent=3)
+    assert mon.update()
+    assert [e["seq"] for e in mon.events] == [7, 8, 9]
+    calls = log.calls
+    for _ in range(5):
+        assert mon.update()
+    assert log.calls == calls                 # nothing new: no `log` request
+    log.seqs += [10]
+    nxt[0] = 11
+    assert mon.update()
+    assert [e["seq"] for e in mon.events] == [8, 9, 10]
+    # a restart reserved seqs 11..49: the next event is 50
+    nxt[0] = 50
+    assert mon.update()
+    assert mon.since == 50
+    calls = log.calls
+    assert mon.update()
+    assert log.calls == calls
+    log.seqs += [50]
+    nxt[0] = 51
+    assert mon.update()
+    assert [e["seq"] for e in mon.events] == [9, 10, 50]
+
+
 def test_a_failed_update_keeps_the_view_and_says_why():
     def busy():
         raise PumprigError("port /dev/x is busy")

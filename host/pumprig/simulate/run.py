@@ -282,7 +282,11 @@ class _Run:
         m = self.world.measure()
         evs = []
         if self.powered:  # a rig without power answers nothing
-            evs, self.log_since = _drain_log(self.cli, self.log_since)
+            self.last_status = self.cli.status()
+            # the log is read only when an event was logged since the last read (a `log` loads
+            # its code on the rig for the call: most days of a steady plan log nothing)
+            if self.last_status.get("log_next", self.log_since + 1) != self.log_since:
+                evs, self.log_since = _drain_log(self.cli, self.log_since)
         self.events.extend(evs)
         day_alarms = []
         for e in evs:
@@ -297,8 +301,6 @@ class _Run:
         self.catch_up(day_end)
         steps = m["pulses_fwd"]
         ideal_nl = self.oracle.ideal_nl(day_end)
-        if self.powered:
-            self.last_status = self.cli.status()
         st = self.last_status
         day_steps = steps - self.prev_steps
         vol_nl = day_steps * self.step // 1000
