@@ -54,9 +54,34 @@ def round_trips(f, n):
                             t = time.perf_counter()
                             w.measure()
                             times[name].append((time.perf_counter() - t) * 1000)
+            check_us = holder_check_us(f, la)
     finally:
         vr.stop()
-    return {k: statistics.median(v) for k, v in times.items()}, len(times["local"])
+    out = {k: statistics.median(v) for k, v in times.items()}
+    out["check_us"] = check_us
+    return out, len(times["local"])
+
+
+def holder_check_us(f, lease, n=2000):
+    """Median cost (µs) of the relay's check that a request comes from the place's holder
+    (pumprig.farm_holders.PlaceWatch, its view of the coordinator's places), in process."""
+    from pumprig.farm import identity
+    from pumprig.farm_holders import PlaceWatch, resource_path
+
+    watch = PlaceWatch(f.coord, "hostA")
+    try:
+        if not watch.ready.wait(10):
+            raise SystemExit("bench_farm: no view of the coordinator: %s" % watch.error)
+        path = resource_path("hostA", f.hosts["hostA"]["rig"], "control")
+        who = identity()
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            watch.check(path, who)
+            times.append((time.perf_counter() - t) * 1e6)
+    finally:
+        watch.stop()
+    return statistics.median(times)
 
 
 def auth_cost_us(f, n=2000):
@@ -158,6 +183,8 @@ def main(argv=None):
            rt["control_remote"] / rt["control_local"]),
         "| of which signing a request and its reply, both ends, in process (median of 2000) "
         "| %.1f µs | | |" % sign_us,
+        "| of which the relay's check that the client holds the place, in process (median of "
+        "2000) | %.1f µs | | |" % rt["check_us"],
         "| whole `pumprig status` command, TCP_NODELAY (median of %d) | %.2f s | %.2f s "
         "| %.2f x |" % (a.commands, walls["remote"], walls["local"],
                          walls["remote"] / walls["local"]),
@@ -174,8 +201,9 @@ def main(argv=None):
         "turns it on (docs/farm.md). The whole command adds labgrid-client's acquire, show "
         "and release (a Python start-up each). The control service: a virtual rig's world "
         "measurements through its exporter host's relay, each request and reply signed with "
-        "the rig's token (HMAC-SHA256, pumprig.farm_auth), against a local rig's control "
-        "socket (unsigned, its owner's only). HIL: two places on two exporter hosts against "
+        "the rig's token (HMAC-SHA256, pumprig.farm_auth) and obeyed only from the place's "
+        "holder (the relay's view of the coordinator's places, pumprig.farm_holders), against "
+        "a local rig's control socket (unsigned, its owner's only). HIL: two places on two exporter hosts against "
         "two local virtual rigs (`--rig sim`), two workers each. All on one machine: a lab "
         "network adds its own latency. Load average %.1f at the start, %.1f at the end (2 "
         "cores, shared)." % (load0, load1) + (

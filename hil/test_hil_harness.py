@@ -285,6 +285,7 @@ def test_a_bench_instrument_service_on_another_host(tmp_path, monkeypatch):
 
     from pumprig import farm, farm_auth, keys
     from pumprig.farm_export import Relays
+    from pumprig.farm_holders import FixedPlaces, resource_path
     from pumprig_hil import farm as hilfarm
 
     exporter, client = tmp_path / "exporter", tmp_path / "client"
@@ -303,7 +304,10 @@ def test_a_bench_instrument_service_on_another_host(tmp_path, monkeypatch):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    relays = Relays([], "127.0.0.1", home=exporter, benches=[(port, "b1", inst)]).start()
+    held = FixedPlaces({"bench1": (farm.identity(), frozenset(),
+                                   frozenset({resource_path("hostA", "b1", "instruments")}))})
+    relays = Relays([], "127.0.0.1", held, "hostA", home=exporter,
+                    benches=[(port, "b1", inst)]).start()
     try:
         lease = farm.Lease("bench1")
         lease.resources = {"console": {"cls": "NetworkSerialPort",

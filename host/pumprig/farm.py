@@ -84,6 +84,15 @@ def coordinator():
     return os.environ.get("LG_COORDINATOR") or "127.0.0.1:20408"
 
 
+def identity():
+    """This client as labgrid names it (the holder of the places it acquires): HOST/USER from
+    LG_HOSTNAME and LG_USERNAME, else this host's name and the login name."""
+    import getpass
+
+    return "%s/%s" % (os.environ.get("LG_HOSTNAME") or socket.gethostname(),
+                      os.environ.get("LG_USERNAME") or getpass.getuser())
+
+
 def lg(args, place=None, token=None, timeout=LG_TIMEOUT_S):
     """Run one labgrid-client command; its stdout, or FarmError with labgrid's own words."""
     argv = [client_exe(), "-x", coordinator()]
@@ -413,7 +422,9 @@ def remote_world(lease, timeout_s=10.0):
 def remote_service(lease, name, timeout_s=10.0):
     """A client of the place's service `name` (a NetworkService: a virtual rig's `control`, a
     bench's `instruments`): JSON-lines requests over TCP, each signed with the rig's token from
-    the key store (pumprig.farm_auth). call(op, **args) returns the result or raises."""
+    the key store (pumprig.farm_auth) and naming this client as the place's holder (the service
+    obeys only the holder: pumprig.farm_holders). call(op, **args) returns the result or
+    raises."""
     ctl = lease.service(name)
     if ctl is None:
         raise FarmError("place %s has no %s service" % (lease.place, name))
@@ -421,6 +432,7 @@ def remote_service(lease, name, timeout_s=10.0):
     from pumprig.virtual.control import WorldClient
 
     where = "the %s service of place %s at %s:%s" % (name, lease.place, ctl[0], ctl[1])
+    holder = identity()
 
     class RemoteService(WorldClient):
         what = where
@@ -442,7 +454,7 @@ def remote_service(lease, name, timeout_s=10.0):
             return self._sock
 
         def _encode(self, req):
-            return self.session.wrap(req)
+            return self.session.wrap(dict(req, holder=holder))
 
         def _decode(self, line):
             return self.session.unwrap(line)

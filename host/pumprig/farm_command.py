@@ -36,7 +36,11 @@ def add_parser(subparsers):
                         "with PATH=DIR:$PATH")
     e.add_argument("--relay", action="store_true",
                    help="then serve, until Ctrl-C, the virtual rigs' control sockets and the "
-                        "instrument services of the --rigs benches (their adapters opened here)")
+                        "instrument services of the --rigs benches (their adapters opened here), "
+                        "to the holder of each one's place ($LG_COORDINATOR says who)")
+    e.add_argument("--exporter-name", default=None, metavar="NAME",
+                   help="the name labgrid-exporter runs under here (its --name; default this "
+                        "host's name, as labgrid's): --relay finds its places by it")
     e.set_defaults(func=cmd_export)
     pl = sub.add_parser("places", help="places, their rigs and who holds them")
     pl.add_argument("--json", action="store_true")
@@ -95,18 +99,30 @@ def cmd_export(args):
         fx.write_ser2net_wrapper(args.ser2net_nodelay)
     if not args.relay:
         return 0
+    import socket
+
     from pumprig_hil.farm import bench_instruments
 
+    from pumprig import farm
+    from pumprig.farm_holders import PlaceWatch
+
+    exporter = args.exporter_name or socket.gethostname()
+    watch = PlaceWatch(farm.coordinator(), exporter)
     opened = []
     try:
         for port, rig, group in services:  # the adapters, opened here (blinka)
             opened.append((port, group, bench_instruments(rig, "%s, rig %s" % (args.rigs,
                                                                            rig.get("name")))))
-        r = fx.Relays(relays, address, benches=opened).start()
+        r = fx.Relays(relays, address, watch, exporter, benches=opened).start()
     except BaseException:
+        watch.stop()
         for _, _, inst in opened:
             inst.close()
         raise
+    if not watch.ready.wait(10):
+        sys.stderr.write("pumprig: no answer yet from the labgrid coordinator at %s (%s): every "
+                         "request is refused until it answers\n" % (farm.coordinator(),
+                                                                     watch.error))
     ports = [x[0] for x in relays] + [x[0] for x in services]
     sys.stderr.write("pumprig: control relays on %s ports %s (Ctrl-C to stop)\n"
                      % (address, ", ".join(str(p) for p in ports) or "none"))

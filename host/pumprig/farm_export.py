@@ -111,7 +111,7 @@ def virtual_groups(rigs, address, base_port=CONTROL_BASE_PORT):
     """Exporter groups for running virtual rigs (pumprig.ports.list_virtual entries): their
     ptys as RawSerialPort (labgrid wants the /dev/pts/N path, not the link) and the control
     relay as a NetworkService at address:base_port+i. Returns (groups, relays) with relays
-    [(port, control socket path, state dir, uid)]."""
+    [(port, control socket path, state dir, uid, group)]."""
     groups, relays = {}, []
     for i, r in enumerate(rigs):
         console = os.path.realpath(r["port"])
@@ -123,7 +123,7 @@ def virtual_groups(rigs, address, base_port=CONTROL_BASE_PORT):
         g["control"] = {"cls": "NetworkService", "address": address, "username": "pumprig",
                         "port": port}
         groups[_group(r["name"])] = g
-        relays.append((port, r.get("control"), r.get("state"), r.get("uid")))
+        relays.append((port, r.get("control"), r.get("state"), r.get("uid"), _group(r["name"])))
     return groups, relays
 
 
@@ -164,8 +164,9 @@ def udev_rules(boards, group="dialout"):
 
 class _Signed(socketserver.StreamRequestHandler):
     """One client connection: the challenge, then signed requests only (pumprig.farm_auth),
-    each answered by answer(request, its JSON text) with the reply's JSON text; the first refused
-    request ends the connection."""
+    each from the holder of the service's place (its `holder` field, checked by the server's
+    `holders`: pumprig.farm_holders), answered by answer(request, its JSON text) with the
+    reply's JSON text; the first refused request ends the connection."""
 
     def handle(self):
         from pumprig.farm_auth import ControlRefused, Guard, refusal
@@ -179,14 +180,18 @@ class _Signed(socketserver.StreamRequestHandler):
                     continue
                 try:
                     body = guard.check(line)
+                    try:
+                        req = json.loads(body)
+                    except ValueError:
+                        req = None
+                    if isinstance(req, dict):
+                        # the place's holder only; the rest of the request goes on as it came
+                        self.server.holders.check(self.server.path, req.pop("holder", None))
+                        body = json.dumps(req)
                 except ControlRefused as e:
                     self.wfile.write(refusal(str(e)))
                     self.wfile.flush()
                     return
-                try:
-                    req = json.loads(body)
-                except ValueError:
-                    req = None
                 if isinstance(req, dict):
                     reply = self.answer(req, body)
                 else:
@@ -262,25 +267,30 @@ class _InstrumentHandler(_Signed):
 class Relays:
     """TCP services of this host's rigs, one port each, answering only clients that hold the
     rig's token (pumprig.farm_auth.rig_token: made at the first export, written to the rig's
-    state folder and to the key store of `home`): relays to the control sockets of its virtual
-    rigs, and the instrument services of its benches.
+    state folder and to the key store of `home`) and hold the labgrid place the service belongs
+    to (`holders`, a pumprig.farm_holders.PlaceWatch on the coordinator; this exporter's
+    resources are named after `exporter`, labgrid-exporter's --name): relays to the control
+    sockets of its virtual rigs, and the instrument services of its benches.
 
-    relays: [(port, control socket, state dir, uid)]; benches: [(port, group, instruments)]
-    with instruments a BenchInstruments (pumprig_hil.farm.bench_instruments), its token kept in
-    $PUMPRIG_HOME/farm/GROUP/ under the key store id `bench-GROUP`."""
+    relays: [(port, control socket, state dir, uid, group)]; benches: [(port, group,
+    instruments)] with instruments a BenchInstruments (pumprig_hil.farm.bench_instruments), its
+    token kept in $PUMPRIG_HOME/farm/GROUP/ under the key store id `bench-GROUP`."""
 
-    def __init__(self, relays, address, home=None, benches=()):
+    def __init__(self, relays, address, holders, exporter, home=None, benches=()):
         from pumprig.farm_auth import rig_token
+        from pumprig.farm_holders import resource_path
         from pumprig.keys import pumprig_home
 
         self.servers = []
         self.benches = []
+        self.holders = holders
         try:
-            for port, control, state, uid in relays:
+            for port, control, state, uid, group in relays:
                 token = rig_token(state, uid, home)
                 s = _Server((address, port), _Handler)
                 s.rig = (control, state)
                 s.token, s.uid = token, uid
+                s.holders, s.path = holders, resource_path(exporter, group, "control")
                 self.servers.append(s)
             for port, group, inst in benches:
                 state = pumprig_home(home) / "farm" / group
@@ -288,6 +298,7 @@ class Relays:
                 uid = "bench-" + group
                 s = _Server((address, port), _InstrumentHandler)
                 s.token, s.uid = rig_token(str(state), uid, home), uid
+                s.holders, s.path = holders, resource_path(exporter, group, "instruments")
                 s.instruments, s.lock = inst, threading.Lock()
                 self.servers.append(s)
                 self.benches.append(inst)
@@ -310,6 +321,9 @@ class Relays:
             s.server_close()
         for inst in self.benches:
             inst.close()
+        stop = getattr(self.holders, "stop", None)
+        if stop is not None:
+            stop()
 
 
 # ------------------------------------------------------------------------------ ser2net nodelay

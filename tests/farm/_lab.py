@@ -206,7 +206,8 @@ def _start_host(farm, name, nodelay=False, rigs=None):
     if rigs:  # the rigs file's adapter: fake blinka, its pins' levels in farm.pins
         renv = dict(env, PYTHONPATH=str(FAKE_BLINKA), FAKE_BLINKA_LOG=str(farm.pins))
     relay = farm.spawn([str(BIN / "pumprig"), "farm", "export", "--no-boards", "--address",
-                        "127.0.0.1", "--control-port", str(port), "--relay", "--out", str(yaml)]
+                        "127.0.0.1", "--control-port", str(port), "--relay", "--out", str(yaml),
+                        "--exporter-name", name]
                        + extra + (["--rigs", str(rigs)] if rigs else []), renv, name + "-relay.log")
     wait_for(lambda: "control relays" in farm.log(relay), "the relay on " + name, procs=[relay])
     exporter = farm.spawn([str(BIN / "labgrid-exporter"), "-c", farm.coord, "--name", name,

@@ -37,6 +37,14 @@ def _pumprig(farm, *args, timeout=120, **env):
                           env=farm.env(farm.tmp / "client", **env), timeout=timeout)
 
 
+def _powered(farm, host):
+    """The virtual rig of `host`, read through its own control socket on that host."""
+    from pumprig.virtual.control import WorldClient
+
+    with WorldClient(str(farm.hosts[host]["home"] / "state" / "control.sock")) as w:
+        return bool(w.status()["powered"])
+
+
 def _holders(farm, places=PLACES):
     from pumprig.farm import parse_places
     from pumprig.farm_command import place_rows
@@ -90,6 +98,17 @@ def test_a_place_held_by_another_client_is_not_used(farm):
 
             with pytest.raises(inventory.InventoryError, match="held by elsewhere/intruder"):
                 take_place("lg:place-a", "gw0")
+            # the rig's control relay: the shared store's token is not enough while another
+            # client holds the place (the relay asks the coordinator: pumprig.farm_holders)
+            os.environ.update(PUMPRIG_HOME=env["PUMPRIG_HOME"])
+            from pumprig.farm_auth import ControlRefused
+
+            seen = lgfarm.Lease("place-a").refresh()     # `show`: its resources, not held
+            with lgfarm.remote_world(seen) as w, pytest.raises(
+                    ControlRefused, match="place place-a is held by elsewhere/intruder, not by "
+                                          "this client"):
+                w.power_cut()
+            assert _powered(farm, "hostA")
             lease = lgfarm.acquire_any(list(PLACES))
             assert lease.place == "place-b"
             assert lease.url.startswith("rfc2217://127.0.0.1:")
@@ -105,6 +124,16 @@ def test_a_place_held_by_another_client_is_not_used(farm):
         assert _holders(farm) == {"place-a": "elsewhere/intruder", "place-b": None}
     finally:
         farm.lg("-p", "place-a", "release", user="intruder")
+    # released: no one holds it, so no one uses its relay
+    old = dict(os.environ)
+    os.environ.update(PUMPRIG_HOME=str(farm.tmp / "client"))
+    try:
+        with lgfarm.remote_world(seen) as w, pytest.raises(
+                ControlRefused, match="belongs to no acquired place"):
+            w.measure()
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
 
 
 def test_commands_on_places_and_list_farm(farm):
@@ -150,16 +179,19 @@ def test_wait_goes_through_a_reservation(farm):
 
 def test_hil_on_two_remote_places(farm):
     """pytest hil --rig lg:place-a,place-b -n 2: each worker holds its own place for the
-    session; the power-cut test runs on a remote virtual rig; both places are released."""
+    session; the power-cut test and the battery brown-out (a forced cell voltage, a wipe and
+    a 30-day-aged cell through the relay) run on remote virtual rigs; both places are
+    released."""
     mark = len(farm.log(farm.coordinator))
     r = subprocess.run([str(BIN / "pytest"), "-q", "-p", "no:cacheprovider", "-n", "2",
                         "hil/test_hil_power.py",
                         "hil/test_hil_clock.py::test_clock_get_reports_the_offset_in_force",
+                        "hil/test_hil_battery.py::test_brownout_falls_back_to_the_minimum_rate",
                         "--rig", "lg:place-a,place-b"],
                        cwd=REPO, capture_output=True, text=True, timeout=300,
                        env=farm.env(farm.tmp / "client", LG_USERNAME="hil-run"))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
-    assert re.search(r"\b2 passed\b", r.stdout), r.stdout[-500:]
+    assert re.search(r"\b4 passed\b", r.stdout), r.stdout[-500:]
     log = farm.log(farm.coordinator)[mark:]
     for place in PLACES:
         assert re.search(r"%s: place acquired by \S+/hil-run" % place, log), log[-2000:]
@@ -223,3 +255,22 @@ def test_a_bench_power_relay_through_labgrid(farm):
         os.environ.clear()
         os.environ.update(old)
     assert _holders(farm, BENCHES) == {"place-c": None, "place-d": None}
+
+
+def test_a_relay_without_a_view_of_the_coordinator_refuses_everything():
+    """No coordinator answering: who holds the place is unknown, so nothing is obeyed."""
+    import socket
+
+    from pumprig.farm_auth import ControlRefused
+    from pumprig.farm_holders import PlaceWatch, resource_path
+
+    with socket.socket() as s:          # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = "127.0.0.1:%d" % s.getsockname()[1]
+    watch = PlaceWatch(dead, "hostZ", ready_wait_s=1.0)
+    try:
+        with pytest.raises(ControlRefused, match="no view of the labgrid coordinator at %s"
+                           % dead):
+            watch.check(resource_path("hostZ", "rig-z", "control"), "hostC/ana")
+    finally:
+        watch.stop()

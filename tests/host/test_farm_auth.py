@@ -1,6 +1,9 @@
 """Issue 15: the farm's control relay takes only requests signed with the rig's token
-(pumprig.farm_auth). A real virtual rig behind a relay on 127.0.0.1; clients with the token,
-with none, with a wrong one, and an eavesdropper replaying a captured power cut."""
+(pumprig.farm_auth), from the client that holds the rig's place (pumprig.farm_holders). A real
+virtual rig behind a relay on 127.0.0.1; clients with the token, with none, with a wrong one,
+an eavesdropper replaying a captured power cut, and a client with the token whose place
+someone else holds. (Who holds the place comes from a fixed view here; from the coordinator in
+tests/farm/test_farm.py.)"""
 
 import json
 import os
@@ -11,6 +14,7 @@ import threading
 import pytest
 from pumprig import farm, farm_auth, keys
 from pumprig.farm_export import Relays
+from pumprig.farm_holders import FixedPlaces, resource_path
 from pumprig.virtual.rig import VirtualRig
 
 
@@ -37,18 +41,25 @@ def relay(tmp_path_factory):
     port = _free_port()
     with open(os.path.join(vr.state, "uid")) as f:
         uid = f.read().strip()
-    r = Relays([(port, vr.control, vr.state, uid)], "127.0.0.1", home=home).start()
+    held = FixedPlaces({})
+    r = Relays([(port, vr.control, vr.state, uid, "vr1")], "127.0.0.1", held, "hostX",
+               home=home).start()
     try:
-        yield {"vr": vr, "port": port, "uid": uid, "home": home, "tmp": tmp}
+        yield {"vr": vr, "port": port, "uid": uid, "home": home, "tmp": tmp, "held": held}
     finally:
         r.stop()
         vr.stop()
 
 
+PATH = resource_path("hostX", "vr1", "control")
+
+
 @pytest.fixture
 def powered(relay):
-    """The rig powered at the start and checked after the test through its local socket."""
+    """The rig powered at the start and checked after the test through its local socket; its
+    place `pa` held by this client."""
     relay["vr"].world.power_on()
+    relay["held"].places = {"pa": (farm.identity(), frozenset(), frozenset({PATH}))}
     return lambda: bool(relay["vr"].world.status()["powered"])
 
 
@@ -81,6 +92,8 @@ def test_the_token_is_private_and_in_the_store(relay):
 
 
 def test_a_client_with_the_shared_store_cuts_the_power(relay, powered, monkeypatch):
+    monkeypatch.setenv("LG_USERNAME", "ana")        # labgrid's name for this client
+    relay["held"].places = {"pa": (farm.identity(), frozenset(), frozenset({PATH}))}
     monkeypatch.setenv("PUMPRIG_HOME", str(relay["home"]))
     with farm.remote_world(_lease(relay["port"])) as w:
         w.power_cut()
@@ -133,7 +146,7 @@ def test_a_captured_power_cut_cannot_be_replayed(relay, powered):
     with socket.create_connection(("127.0.0.1", relay["port"]), timeout=5) as s:
         f = s.makefile("rwb")
         hello = json.loads(f.readline())
-        body = json.dumps({"op": "power_cut"})
+        body = json.dumps({"op": "power_cut", "holder": farm.identity()})
         captured = json.dumps({"seq": 1, "body": body,
                                "mac": farm_auth.mac(token, "req", hello["nonce"], 1, body)})
         f.write(captured.encode() + b"\n")
@@ -180,3 +193,46 @@ def test_a_reply_not_signed_with_the_token_is_not_believed(relay, monkeypatch):
     finally:
         t.join(5)
         srv.close()
+
+
+def test_a_client_that_does_not_hold_the_place_is_refused(relay, powered, monkeypatch):
+    """The token is not enough: the place is held by someone else (or by no one), so its rig
+    is not used; a client the holder allowed (`labgrid-client allow`) is obeyed."""
+    monkeypatch.setenv("PUMPRIG_HOME", str(relay["home"]))   # the shared store: the token
+    monkeypatch.setenv("LG_HOSTNAME", "hostC")
+    monkeypatch.setenv("LG_USERNAME", "ben")
+    relay["held"].places = {"pa": ("elsewhere/intruder", frozenset(), frozenset({PATH}))}
+    with farm.remote_world(_lease(relay["port"])) as w:
+        with pytest.raises(farm_auth.ControlRefused) as e:
+            w.power_cut()
+    assert str(e.value).startswith(
+        "the control service of place pa at 127.0.0.1:%d refused this client: place pa is "
+        "held by elsewhere/intruder, not by this client (hostC/ben)" % relay["port"])
+    assert powered()
+    relay["held"].places = {"pa": (None, frozenset(), frozenset())}      # released
+    with farm.remote_world(_lease(relay["port"])) as w:
+        with pytest.raises(farm_auth.ControlRefused, match="belongs to no acquired place"):
+            w.measure()
+    relay["held"].places = {"pa": ("elsewhere/intruder", frozenset({"hostC/ben"}),
+                                   frozenset({PATH}))}
+    with farm.remote_world(_lease(relay["port"])) as w:
+        w.power_cut()
+        assert not powered()
+        w.power_on()
+    assert powered()
+
+
+def test_a_request_naming_no_holder_is_refused(relay, powered):
+    """A signed request without `holder` (a client before the check) is refused."""
+    token = keys.KeyStore(relay["home"]).control_token(relay["uid"])
+    with socket.create_connection(("127.0.0.1", relay["port"]), timeout=5) as s:
+        f = s.makefile("rwb")
+        hello = json.loads(f.readline())
+        body = json.dumps({"op": "power_cut"})
+        f.write(json.dumps({"seq": 1, "body": body, "mac": farm_auth.mac(
+            token, "req", hello["nonce"], 1, body)}).encode() + b"\n")
+        f.flush()
+        reply = json.loads(f.readline())
+        assert reply["refused"] is True and "names no holder" in reply["error"]
+        assert f.readline() == b""       # closed
+    assert powered()

@@ -99,7 +99,7 @@ def test_exporter_configuration_and_udev_rule(tmp_path):
     # the link is resolved: labgrid refuses a port path outside /dev
     assert "rig1:\n  console:\n    cls: \"RawSerialPort\"\n    port: %s" % json.dumps(str(pts)) in text
     assert "  control:\n    cls: \"NetworkService\"\n    address: \"10.0.0.5\"" in text
-    assert relays == [(30000, "/s/c.sock", "/s", "ab12")]
+    assert relays == [(30000, "/s/c.sock", "/s", "ab12", "rig1")]
     rules = farm_export.udev_rules(boards)
     assert ('ATTRS{idVendor}=="2e8a", ATTRS{idProduct}=="0005", ATTRS{serial}=="E6614103E7452D2F"'
             ', MODE="0660", GROUP="dialout", SYMLINK+="pumprig/E6614103E7452D2F"') in rules
