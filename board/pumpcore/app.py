@@ -417,9 +417,7 @@ class App:
         if src is not sched and sched is not None and sched.overlays:
             self.bolus_halted = True  # the bolus's volume is not being given
         if src is None:
-            self.delivery.rebase(now)
-            if self.delivery.owed > self.delivery.q:
-                self.delivery.owed = self.delivery.q
+            self.delivery.pause(now)
             return None
         self.delivery.advance(now, src)
         lim = self.limiter
@@ -525,9 +523,10 @@ class App:
         s = self.seg
         moved = s is not None and now >= s[4] and not self.board.motor_busy()
         if moved:
-            if self.sched is not None and self.sched.bridges and self.seg_src is not None and \
-                    s[4] > self.delivery.t_ms:
-                # the segment's time at the drug it pushed: the tip may change with it (bridge)
+            if self.seg_src is not None and s[4] > self.delivery.t_ms:
+                # the ideal up to the segment's end with what drove it: the pulses it made are
+                # covered by it even when nothing drives delivery from here on (a pause), and
+                # the tip may change with the drug it pushed (bridge)
                 self.delivery.advance(s[4], self.seg_src)
             self._settle(s[1])
         # a wake-up that happens anyway within half a period early takes the battery sample

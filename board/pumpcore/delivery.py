@@ -26,6 +26,7 @@ class Delivery:
         self.q = 86_400_000 * step_pl
         self.t_ms = t_ms
         self.owed = owed
+        self.paused = False
 
     def set_step_pl(self, step_pl):
         """New calibration: the volume owed is kept, only its unit of steps changes."""
@@ -33,8 +34,11 @@ class Delivery:
         self.q = 86_400_000 * step_pl
 
     def advance(self, now_ms, sched):
-        """Integrate the ideal rate from t_ms to now_ms."""
+        """Integrate the ideal rate from t_ms (paused: from now_ms) to now_ms."""
         t = self.t_ms
+        if self.paused:
+            self.paused = False
+            t = now_ms
         while t < now_ms:
             nxt = sched.next_change_ms(t)
             end = now_ms if nxt is None or nxt > now_ms else nxt
@@ -46,8 +50,20 @@ class Delivery:
         """Board time restarted or therapy resumed: integrate nothing for the gap. `owed`: the
         volume owed from now on (the count record's at power-on, none for a bench run)."""
         self.t_ms = now_ms
+        self.paused = False
         if owed is not None:
             self.owed = owed
+
+    def pause(self, now_ms):
+        """Nothing drives delivery from now_ms (reservoir empty with on_empty = stop, EOS, a
+        stall, an occlusion, therapy stopped): the next advance() integrates from the instant
+        it is called, however long after. The change that ends a pause may come with no
+        wake-up before it (a refill, the battery sample that clears EOS): what the plan asked
+        for meanwhile is never made up. Keeps at most one step owed."""
+        self.t_ms = now_ms
+        self.paused = True
+        if self.owed > self.q:
+            self.owed = self.q
 
     def drop_fraction(self):
         """Start a new plan with no volume owed from the old one (keeps at most one step)."""
