@@ -107,6 +107,18 @@ def _ws(s, i):
     return i
 
 
+def _char(v):
+    """The one-character string of code point v (<= 0xFFFF), not interned: MicroPython's chr()
+    makes a qstr that stays for good, so distinct \\u escapes in requests (one login away, or
+    none: the arguments are decoded before the role is checked) took about 16 bytes of heap each
+    until a reset (2,000 of them: 31 KB). "%c" is no way out: MicroPython's keeps the low byte."""
+    if v < 0x80:
+        return bytes((v,)).decode()
+    if v < 0x800:
+        return bytes((0xC0 | v >> 6, 0x80 | v & 0x3F)).decode()
+    return bytes((0xE0 | v >> 12, 0x80 | v >> 6 & 0x3F, 0x80 | v & 0x3F)).decode()
+
+
 def _parse_str(s, i):
     # s[i] == '"'
     i += 1
@@ -147,7 +159,7 @@ def _parse_str(s, i):
                 v = v * 16 + d
             if 0xD800 <= v <= 0xDFFF:
                 raise _JsonError("surrogate in \\u escape")
-            out.append(chr(v))
+            out.append(_char(v))
             i = b + 6
         else:
             e = _ESC.get(c)
