@@ -723,7 +723,7 @@ def auth_attack(minutes=10, seed=1, step_ms=10, reconnect=False):
     the rig-wide ceiling left). Returns the figures."""
     sys.path.insert(0, os.path.join(ROOT, "tests", "board"))
     from fakeboard import FakeBoard
-    from pumpcore import proto, session
+    from pumpcore import proto
     from pumpcore.app import App
 
     rng = random.Random(seed)
@@ -738,7 +738,7 @@ def auth_attack(minutes=10, seed=1, step_ms=10, reconnect=False):
         end = minutes * 60_000
         while now < end:
             if reconnect:
-                session.link_down(srv)
+                srv.end(True)
             sent += 1
             srv.feed(proto.encode_request("h%d" % sent, "hello", {}), now)
             srv.take_output()

@@ -63,9 +63,6 @@ _RESTORE = ("power-on: the App's own fields from its committed records, once per
             "set_thresholds, Alarms.load, BatteryMonitor.load, Limiter.load, Delivery.rebase)")
 _RARE_HALF = ("the owner's own state kept by its rarely run half, loaded per call for the heap, "
               "called by the owner or at power-on only: ")
-_SESSION = ("the Server's login state (role, session key, nonce, throttle), moved out of the "
-            "resident Server for the heap; server.py is being changed on another branch at the "
-            "time of writing: returning these to the Server is left for after that merge")
 _EVLOG_STORE = (_RARE_HALF + "the Store's event-log counts (n_event_lines, events_gen, "
                 "events_skipped, events_torn) and dir_ok. Tried on this branch: evlog returning "
                 "them and the Store assigning its own (a set_event_lines method, the scan's "
@@ -89,10 +86,6 @@ OWNER_ASSIGNS = {
     ("patient", "bolus", "app"): _APP_CMDS,
     ("restore", "load", "app"): _RESTORE,
     ("restore", "load_therapy", "app"): _RESTORE,
-    ("session", "end", "srv"): _SESSION,
-    ("session", "link_down", "srv"): _SESSION,
-    ("session", "hello", "srv"): _SESSION,
-    ("session", "login", "srv"): _SESSION,
     ("planning", "compile_start", "sched"): _RARE_HALF + "the Schedule's start windows",
     ("planning", "add_bridge", "sched"): _RARE_HALF + "the Schedule's bridges",
     ("planning", "shift", "sched"): _RARE_HALF + "the Schedule's times moved by the downtime",
