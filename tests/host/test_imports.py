@@ -93,8 +93,6 @@ OWNER_ASSIGNS = {
     ("evread", "since", "log"): _RARE_HALF + "the EventLog's paging cursor (page_*)",
     ("evlog", "restore", "log"): _RARE_HALF + "the EventLog's seqs after the boot scan "
                                               "(also bootsafe's)",
-    ("batterystate", "sample", "b"): _RARE_HALF + "the BatteryMonitor's thresholds and "
-        "debounce past a healthy sample (BatteryMonitor.sample's fast path is resident)",
 }
 
 # HOST-PENDING: reach-ins on host/ not fixed on this branch (vrig, benchpkg, cli restructure
