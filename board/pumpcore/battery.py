@@ -68,11 +68,6 @@ class BatteryMonitor:
 
         return batterystate.eri_days_left(self, epoch_s)
 
-    def eri_end_epoch_s(self):
-        if not self.eri or self.eri_epoch_s is None:
-            return None
-        return self.eri_epoch_s + self.eri_days * 86400
-
     # --- input ------------------------------------------------------------------------------
 
     def sample(self, mv, now_ms, epoch_s):

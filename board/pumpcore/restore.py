@@ -24,7 +24,7 @@ def load(app, now):
     st = app.store
     try:
         # only scans the file (next seq, line count, torn lines dropped): no events in RAM
-        evlog.restore(app.events)
+        app.events.load(evlog.restore(app.events))
     except (CorruptRecord, OSError):
         pass
     try:

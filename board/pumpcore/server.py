@@ -2,7 +2,7 @@
 
     srv = Server(app, keys, info, rand)
     srv.feed(data, now_ms)        # whatever arrived on the serial line
-    out = srv.take_output()       # frames to write back
+    srv.write_output(write)       # the frames to write back, each to write(bytes)
     srv.event("alarm.raised", {"kind": "LOW"})
 
 app.call(cmd, args, role, req_id, now_ms) -> dict (raises proto.CommandError) and
@@ -97,15 +97,6 @@ class Server:
             line = bytes(self._buf)
             self._buf = bytearray()
             self._line(line, now_ms)
-
-    def take_output(self):
-        """Frames queued since the last call, as bytes."""
-        if not self._out:
-            return b""
-        out = b"".join(self._out)
-        self._out = []
-        self._out_bytes = 0
-        return out
 
     def write_output(self, write):
         """Hand each queued frame to write(bytes), without joining them first (on a board

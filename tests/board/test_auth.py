@@ -2,7 +2,7 @@
 
 from binascii import hexlify
 
-from _util import ClientSession, raises
+from _util import ClientSession, raises, take_output
 from pumpcore import auth, proto, server, session
 
 # The documented test key (docs/protocol.md): never a real pump's key.
@@ -144,7 +144,7 @@ class Talk:
 
     def raw(self, data):
         self.srv.feed(data, self.now_ms)
-        out = self.srv.take_output()
+        out = take_output(self.srv)
         return [proto.decode(line) for line in out.split(b"\n") if line]
 
     def req(self, cmd, args=None, rid=None):
@@ -358,14 +358,14 @@ def test_feed_in_pieces_and_bounded():
     line = proto.encode_request("p1", "hello", {})
     for i in range(len(line)):
         srv.feed(line[i : i + 1], 0)
-    f = proto.decode(srv.take_output())
+    f = proto.decode(take_output(srv))
     assert f.id == "p1" and f.body["protocol"] == proto.PROTOCOL_VERSION
     # a long run of bytes without a newline: the buffer stays bounded
     for _ in range(50):
         srv.feed(b"@z9 " + b"y" * 500, 0)
         assert len(srv._buf) <= proto.MAX_LINE
     srv.feed(b"\n" + proto.encode_request("p2", "hello", {}), 0)
-    fs = [proto.decode(x) for x in srv.take_output().split(b"\n") if x]
+    fs = [proto.decode(x) for x in take_output(srv).split(b"\n") if x]
     assert [(f.id, f.name) for f in fs] == [("z9", "err"), ("p2", "ok")]
     assert fs[0].body["code"] == proto.TOO_LONG
 
@@ -374,12 +374,12 @@ def test_events():
     srv, app = _server()
     assert srv.event("alarm.raised", {"kind": "LOW"}) == 1
     assert srv.event("refill", {}) == 2
-    fs = [proto.decode(x) for x in srv.take_output().split(b"\n") if x]
+    fs = [proto.decode(x) for x in take_output(srv).split(b"\n") if x]
     assert [(f.kind, f.id, f.name) for f in fs] == [("!", "1", "alarm.raised"), ("!", "2", "refill")]
-    assert srv.take_output() == b""
+    assert take_output(srv) == b""
     for _ in range(500):
         srv.event("alarm.raised", {"kind": "LOW"})
-    assert len(srv.take_output()) <= 8192 and srv.dropped_events > 0
+    assert len(take_output(srv)) <= 8192 and srv.dropped_events > 0
 
 
 # ------------------------------------------------- issue 12: sessions, throttle, audit

@@ -175,7 +175,7 @@ def test_eri_countdown():
     assert b.eri_days_left(EPOCH + 89 * DAY_S + 1) == 1
     assert b.eri_days_left(EPOCH + 90 * DAY_S) == 0
     assert b.eri_days_left(EPOCH + 400 * DAY_S) == 0
-    assert b.eri_end_epoch_s() == EPOCH + 90 * DAY_S
+    assert b.eri_epoch_s == EPOCH  # the countdown runs from the first ERI sample
 
 
 def test_eri_start_waits_for_a_wall_clock():

@@ -7,7 +7,7 @@ from pumpcore import proto
 from pumprig import keys as keystore
 from pumprig.client import Client
 from pumprig.errors import AuthError, DeviceError, PortError, ProtocolError, RigTimeout
-from rigpty import CLINICIAN_KEY, KEYS, PATIENT_KEY, UID, PtyRig
+from rigpty import CLINICIAN_KEY, KEYS, PATIENT_KEY, UID, PtyRig, take_output
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ def test_retry_reuses_id_and_executes_once(rig):
             orig_feed(data, now_ms)
             if state["lost"] == 0:
                 state["lost"] = 1
-                rig.srv.take_output()  # the response vanishes on the line
+                take_output(rig.srv)  # the response vanishes on the line
 
         rig.srv.feed = feed
         res = c.bolus()
