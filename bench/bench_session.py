@@ -92,9 +92,11 @@ srv = server.Server(App(), {"patient": "11" * 32}, {"uid": "u"}, lambda n: bytes
 from _util import ClientSession
 cs = ClientSession()
 srv.feed(proto.encode_request("h", "hello", {}), 0)
-hello = proto.decode(srv.take_output().split(b"\n")[0] + b"\n").body
+o = []
+srv.write_output(o.append)
+hello = proto.decode(b"".join(o).split(b"\n")[0] + b"\n").body
 srv.feed(proto.encode_request("a", "auth", cs.auth_args("11" * 32, hello, "patient")), 0)
-srv.take_output()
+srv.write_output(o.append)
 cs.logged_in()
 line = cs.line("s1", "status", {})[:-1]
 f = proto.decode(line)

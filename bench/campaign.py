@@ -722,8 +722,9 @@ def auth_attack(minutes=10, seed=1, step_ms=10, reconnect=False):
     new connection (the port closed and opened again: a fresh per-connection back-off, only
     the rig-wide ceiling left). Returns the figures."""
     sys.path.insert(0, os.path.join(ROOT, "tests", "board"))
+    from _util import take_output
     from fakeboard import FakeBoard
-    from pumpcore import proto, session
+    from pumpcore import proto
     from pumpcore.app import App
 
     rng = random.Random(seed)
@@ -738,17 +739,17 @@ def auth_attack(minutes=10, seed=1, step_ms=10, reconnect=False):
         end = minutes * 60_000
         while now < end:
             if reconnect:
-                session.link_down(srv)
+                srv.end(True)
             sent += 1
             srv.feed(proto.encode_request("h%d" % sent, "hello", {}), now)
-            srv.take_output()
+            take_output(srv)
             sent += 1
             mac = "%064x" % rng.getrandbits(256)
             cnonce = "%032x" % rng.getrandbits(128)
             srv.feed(proto.encode_request("a%d" % sent, "auth",
                                           {"role": "clinician", "mac": mac, "cnonce": cnonce}),
                      now)
-            out = [proto.decode(x + b"\n") for x in srv.take_output().split(b"\n")
+            out = [proto.decode(x + b"\n") for x in take_output(srv).split(b"\n")
                    if x.startswith(b"=")][0]  # the answer (events may come first)
             code = out.body.get("code") if out.name == "err" else None
             if code == proto.THROTTLED:

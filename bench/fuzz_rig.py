@@ -226,6 +226,20 @@ KINDS = [k_long_arg_name, k_long_arg_value, k_bad_crc, k_bad_json, k_deep_nestin
          k_duplicate_keys]
 
 
+def every_char():
+    """Frames with every character a fuzz frame can bring, where the decoder reads them one
+    at a time. MicroPython interns a one-character string (a str's item, chr()) for good: the
+    first of each character the fuzz sends adds a name, and at a qstr pool boundary that name
+    takes a 14 KB pool. The warm-up sends these so that no character is new after it."""
+    out = []
+    for c in range(1, 0x80):
+        out.append(req("wc%d" % c, "status", b'{"s":"' + bytes([c]) + b'"}'))
+        out.append(req("wu%d" % c, "status", b'{"s":"\\u%04x"}' % c))
+        out.append(req(chr(c) if c > 0x20 and c != 0x2A else "w", "status", b"{}"))
+        out.append(req("wn%d" % c, "st" + chr(c), b"{}"))
+    return out
+
+
 def frames(seed, n):
     """Yield (kind name, bytes) for n frames, derandomized by seed."""
     rng = random.Random(seed)
@@ -297,7 +311,7 @@ class Fuzzer:
         c = Client(self.rig.link, role="patient", home=self.home, timeout=10.0)
         c.open()
         try:
-            buf = [data for _kind, data in frames(seed + 1_000_003, n)]
+            buf = [data for _kind, data in frames(seed + 1_000_003, n)] + every_char()
             for i in range(0, len(buf), self.batch):
                 self._send(c, buf[i:i + self.batch])
         finally:

@@ -205,8 +205,9 @@ def _log(rid, body):
         from pumpcore.events import EventLog
         from pumpcore.store import Store
 
-        res = logpages.log(_App(evlog.restore(EventLog(Store(), 200))),
-                           {"since": since, "limit": limit}, 0, rid)
+        log = EventLog(Store(), 200)
+        log.load(evlog.restore(log))
+        res = logpages.log(_App(log), {"since": since, "limit": limit}, 0, rid)
         return proto.encode_ok(rid, res)
     except Exception as e:
         return _frame("=%s err" % rid, {"code": "INTERNAL",
@@ -235,7 +236,8 @@ def _log_event(files, bad, kind, data, epoch_s, now_ms):
         from pumpcore.events import EventLog
         from pumpcore.store import Store
 
-        log = evlog.restore(EventLog(Store(), 200))
+        log = EventLog(Store(), 200)
+        log.load(evlog.restore(log))
         log.add(kind, data, epoch_s, now_ms)
         return True
     except Exception:  # the log is best effort here

@@ -491,10 +491,8 @@ class App:
                 # before them ends the session before they are read
                 n = self.board.link_drops()
                 if n != self._link:
-                    from . import session  # rare: for the call
-
                     self._link = n
-                    session.link_down(srv)
+                    srv.end(True)  # the session ends with the connection
             srv.feed(data, now)
         if srv.auth_failures != self._auth_failures:
             # (the rig-wide ceiling moves only with a failure, which changes this count)

@@ -29,17 +29,18 @@ class BatteryMonitor:
 
         (self.eri_mv, self.eos_mv, self.brownout_mv, self.hyst_mv, self.debounce,
          self.eri_days, self.shift) = settings.battery(*args, **kw)
-        self.last_mv = self.last_ms = None
-        self.load((None, False, False, False, None, None, None))
+        self.load((None, False, False, False, None, None, None, 0, 0, 0, 0, None, None))
 
     def load(self, st):
-        """(acc, eri, eos, fault, eri_epoch_s, fault_epoch_s, fault_mv): a new monitor's, or
-        what pumpcore.batterystate.restore read from the state record. acc is the average *
-        2**shift, None until the first sample. The debounce counts (consecutive qualifying
-        samples, capped at debounce) start from zero."""
+        """(acc, eri, eos, fault, eri_epoch_s, fault_epoch_s, fault_mv, n_below_eri,
+        n_below_eos, n_above_eri, n_above_eos, last_mv, last_ms): a new monitor's, what
+        pumpcore.batterystate.restore read from the state record, or the state after a
+        sample (pumpcore.batterystate.sample). acc is the average * 2**shift, None until the
+        first sample; the debounce counts are consecutive qualifying samples, capped at
+        debounce; last_mv, last_ms the last sample (None: none yet)."""
         (self.acc, self.eri, self.eos, self.fault, self.eri_epoch_s, self.fault_epoch_s,
-         self.fault_mv) = st
-        self.n_below_eri = self.n_below_eos = self.n_above_eri = self.n_above_eos = 0
+         self.fault_mv, self.n_below_eri, self.n_below_eos, self.n_above_eri, self.n_above_eos,
+         self.last_mv, self.last_ms) = st
 
     # --- state ------------------------------------------------------------------------------
 
@@ -67,11 +68,6 @@ class BatteryMonitor:
 
         return batterystate.eri_days_left(self, epoch_s)
 
-    def eri_end_epoch_s(self):
-        if not self.eri or self.eri_epoch_s is None:
-            return None
-        return self.eri_epoch_s + self.eri_days * 86400
-
     # --- input ------------------------------------------------------------------------------
 
     def sample(self, mv, now_ms, epoch_s):
@@ -97,7 +93,9 @@ class BatteryMonitor:
                 return []
         from pumpcore import batterystate
 
-        return batterystate.sample(self, mv, now_ms, epoch_s)
+        st, changes = batterystate.sample(self, mv, now_ms, epoch_s)
+        self.load(st)
+        return changes
 
     def settling(self):
         """True while a reading is on its way somewhere: the average still moving towards the

@@ -15,8 +15,10 @@ before any line with a seq at or past the previous reservation is appended. rest
 start below it when the file cannot vouch for its highest seq.
 
 Resident is what runs at every event (new, append, add); the boot scan (evlog.restore),
-reading the log back (evlog.since, evlog.events) and compaction are in pumpcore.evlog, a
-per-call module (pumpcore.loader) its callers import; its paging place is plain ints here.
+reading the log back (evread.since, evlog.events) and compaction are in pumpcore.evlog and
+pumpcore.evread, per-call modules (pumpcore.loader) their callers import. They return the
+EventLog's state (the seqs after the boot scan, the paging place after a page) as plain ints,
+which load() assigns.
 """
 
 from pumpcore import const
@@ -32,21 +34,17 @@ class EventLog:
             raise ValueError("capacity must be an integer >= 1")
         self.store = store
         self.capacity = capacity
-        self.next_seq = 1
-        self.last_seq = 0  # highest seq appended to (or found in) the file, 0 if none
-        self.reserved = 0  # seqs below this are covered by the SEQ_RECORD on file
-        # where the last page (pumpcore.evlog.since) stopped: lines before byte page_off (the
-        # first page_line lines) all have seq < page_seq; valid while the file is not
-        # rewritten (store.events_gen == page_gen)
-        self.page_seq = 0
-        self.page_off = 0
-        self.page_line = 0
-        self.page_gen = -1
+        self.load((1, 0, 0, 0, 0, 0, -1))
 
-    def __len__(self):
-        """Events readable (lines in the file, at most capacity)."""
-        n = self.store.event_lines()
-        return n if n < self.capacity else self.capacity
+    def load(self, st):
+        """(next_seq, last_seq, reserved, page_seq, page_off, page_line, page_gen): a new
+        log's, or what pumpcore.evlog.restore (the boot scan) or pumpcore.evread.since (a
+        page) returned. last_seq: the highest seq appended to (or found in) the file, 0 if
+        none; seqs below `reserved` are covered by the SEQ_RECORD on file. Where the last page
+        stopped: lines before byte page_off (the first page_line lines) all have seq <
+        page_seq; valid while the file is not rewritten (store.events_gen == page_gen)."""
+        (self.next_seq, self.last_seq, self.reserved, self.page_seq, self.page_off,
+         self.page_line, self.page_gen) = st
 
     # ------------------------------------------------------------------ writing
     def new(self, kind, data, epoch_s, now_ms):
@@ -80,6 +78,3 @@ class EventLog:
         ev = self.new(kind, data, epoch_s, now_ms)
         self.append(ev)
         return ev
-
-    def to_dict(self):
-        return {"capacity": self.capacity, "next_seq": self.next_seq}

@@ -2,9 +2,10 @@
 compaction, reading the log back (`log`, EventLog.since/events), counting its lines, a record's
 .tmp recovery, making the data directory, removing a record.
 
-Per call (pumpcore.loader; the rule: docs/architecture.md, "Memory"). Functions taking the Store or the EventLog;
-what lasts between calls (the paging place of since()) is plain ints on the EventLog.
-Generators from here (iter_events) are consumed by their caller, never stored.
+Per call (pumpcore.loader; the rule: docs/architecture.md, "Memory"). Functions reading the
+Store or the EventLog and returning values: the Store assigns its own counts (Store._mkdirs,
+remove, compact_events), the EventLog its own seqs (EventLog.load). Generators from here
+(iter_events) are consumed by their caller, never stored.
 
 An event line is what Store.append_event writes: a record line (pumpcore.store.encode) of an
 event, with strictly increasing "seq". The log is only ever streamed, one line at a time
@@ -28,11 +29,12 @@ from pumpcore.evread import (  # noqa: F401  (re-exported: reading lines, the lo
 # ------------------------------------------------------------------ the Store's files
 
 
-def mkdirs(st):
-    """Store._mkdirs: make st.root and its parents (those that exist are fine)."""
-    if st.dir_ok or not st.root:
-        return
-    parts = st.root.split("/")
+def mkdirs(root):
+    """Store._mkdirs: make the directory root and its parents (those that exist are fine).
+    True if there was one to make (root is not "")."""
+    if not root:
+        return False
+    parts = root.split("/")
     cur = ""
     for i, p in enumerate(parts):
         cur = p if i == 0 else cur + "/" + p
@@ -42,20 +44,16 @@ def mkdirs(st):
             os.mkdir(cur)
         except OSError:
             pass  # exists (or a real problem the write will report)
-    st.dir_ok = True
+    return True
 
 
-def remove(st, name):
-    """Store.remove: delete a record (and any leftover name.tmp); missing is fine."""
-    path = st.path(name)
+def remove(path):
+    """Store.remove: delete the file at path and any leftover path.tmp; missing is fine."""
     for p in (path, path + ".tmp"):
         try:
             os.remove(p)
         except OSError:
             pass
-    if name == st.events_name:
-        st.n_event_lines = 0
-        st.events_gen += 1
 
 
 def load_tmp(st, name):
@@ -141,12 +139,11 @@ def _good_lines(f, skip):
 
 
 def rewrite(st, skip):
-    """Copy the good lines (complete, CRC right, seq above the previous one) after the first
-    `skip` lines of the event log to name.tmp, one at a time, and rename it over the log.
-    Returns the lines written."""
+    """Store.compact_events: copy the good lines (complete, CRC right, seq above the previous
+    one) after the first `skip` lines of the event log to name.tmp, one at a time, and rename
+    it over the log. Returns the lines written (0 if there is no log)."""
     src = open_events(st)
     if src is None:
-        st.n_event_lines = 0
         return 0
     kept = 0
     try:
@@ -160,14 +157,13 @@ def rewrite(st, skip):
     finally:
         src.close()
     st.commit_tmp(st.events_name)
-    st.n_event_lines = kept
-    st.events_gen += 1
     return kept
 
 
 def scan(st):
-    """At boot: count the lines, find the highest good seq, drop the bad lines by a
-    streamed rewrite (events_skipped, events_torn). Returns (lines, highest seq or 0)."""
+    """At boot: count the lines, find the highest good seq, drop the bad lines (through
+    Store.compact_events: a streamed rewrite). Returns (lines, highest seq or 0, bad lines
+    dropped, whether the last line was torn)."""
     f = open_events(st)
     if f is None:
         # a complete name.tmp and no log: power failed between remove and rename
@@ -178,11 +174,8 @@ def scan(st):
             f = open_events(st)
         except OSError:
             pass
-    st.events_skipped = 0
-    st.events_torn = False
     if f is None:
-        st.n_event_lines = 0
-        return 0, 0
+        return 0, 0, 0, False
     total = 0
     top = 0
     skipped = 0
@@ -202,12 +195,9 @@ def scan(st):
             top = s
     finally:
         f.close()
-    st.n_event_lines = total
-    st.events_skipped = skipped
-    st.events_torn = torn
     if skipped:
-        total = rewrite(st, 0)
-    return total, top
+        total = st.compact_events(total)  # all the good lines
+    return total, top, skipped, torn
 
 
 def iter_events(st, skip=0):
@@ -238,11 +228,12 @@ def events(log):
 
 
 def restore(log, next_seq=1):
-    """At boot: scan the file (scan: counts its lines, drops torn or corrupt
-    ones) and continue after the highest seq in it. next_seq never goes below the given one,
-    nor below the seqs reserved on file when the file cannot vouch for its highest seq (no
-    good line in it, or a bad line other than a torn last one). OSError if the filesystem
-    fails (next_seq is then already past the reservation). Returns the EventLog."""
+    """At boot: scan the file (scan: counts its lines, drops torn or corrupt ones) and
+    continue after the highest seq in it. next_seq never goes below the given one, nor below
+    the seqs reserved on file when the file cannot vouch for its highest seq (no good line in
+    it, a bad line other than a torn last one, or a filesystem failing the scan). Returns the
+    EventLog's state for EventLog.load: (next_seq, last_seq, reserved, page_seq, page_off,
+    page_line, page_gen). OSError if the reservation's record cannot be read."""
     st = log.store
     try:
         rec = st.load(SEQ_RECORD)
@@ -251,18 +242,19 @@ def restore(log, next_seq=1):
     reserved = rec.get("next_seq") if isinstance(rec, dict) else None
     if not isinstance(reserved, int):
         reserved = 0
-    log.reserved = reserved
-    log.page_gen = -1
-    log.next_seq = next_seq if next_seq > reserved else reserved
-    if log.next_seq < 1:
-        log.next_seq = 1
-    _, top = scan(st)
-    log.last_seq = top
-    bad = st.events_skipped - (1 if st.events_torn else 0)
-    nxt = top + 1
+    nxt = next_seq if next_seq > reserved else reserved
+    if nxt < 1:
+        nxt = 1
+    try:
+        _, top, skipped, torn = scan(st)
+        st.event_lines()  # the Store counts its lines now, while this module is loaded
+    except OSError:
+        return nxt, 0, reserved, 0, 0, 0, -1  # no seq below the reservation is used again
+    bad = skipped - (1 if torn else 0)
     if top and not bad:
         # the file vouches for its highest seq: no gap after a normal restart
-        log.next_seq = nxt if nxt > next_seq else next_seq
-    elif nxt > log.next_seq:
-        log.next_seq = nxt
-    return log
+        nxt = top + 1 if top + 1 > next_seq else next_seq
+    elif top + 1 > nxt:
+        nxt = top + 1
+    # (next_seq, last_seq, reserved, page_seq, page_off, page_line, page_gen): no page yet
+    return nxt, top, reserved, 0, 0, 0, -1

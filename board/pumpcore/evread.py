@@ -96,30 +96,32 @@ def first_readable(log):
 def since(log, seq=0, limit=50, budget=None):
     """Events with seq >= `seq`, oldest first, at most `limit` (None: capacity), and, with a
     `budget`, no more than fit in that many bytes of canonical JSON with a separator each (at
-    least one). Returns (events, next): `next` is the seq to ask for next time (after the last
-    returned event, the seq of the first one left out for the budget, or next_seq when nothing
-    was returned). Reads the file line by line and parses only the lines returned; starts
-    where the previous call stopped when it can: that place is kept on the EventLog as ints
-    (page_seq, page_off, page_line, valid for the file generation page_gen)."""
+    least one). Returns (events, next, state): `next` is the seq to ask for next time (after
+    the last returned event, the seq of the first one left out for the budget, or next_seq
+    when nothing was returned). Reads the file line by line and parses only the lines
+    returned; starts where the previous call stopped when it can: that place is kept on the
+    EventLog as ints (page_seq, page_off, page_line, valid for the file generation page_gen),
+    and `state` is the EventLog's state with this page's place for EventLog.load (None: the
+    place did not move)."""
     if limit is None:
         limit = log.capacity
     if not isinstance(seq, int) or not isinstance(limit, int) or limit < 0:
         raise ValueError("seq and limit must be integers, limit >= 0")
     out = []
     if not limit:
-        return out, log.next_seq
+        return out, log.next_seq, None
     st = log.store
     first = first_readable(log)  # index of the first readable line
     off = 0
     idx = 0
     top = 0
     if log.page_gen == st.events_gen and log.page_seq <= seq:
-        off = log.page_off  # every line before it has a seq below _h_seq, so below `seq`
+        off = log.page_off  # every line before it has a seq below page_seq, so below `seq`
         idx = log.page_line
         top = log.page_seq - 1
     f = open_events(st)
     if f is None:
-        return out, log.next_seq
+        return out, log.next_seq, None
     nxt = None
     size = 0
     # the hint for the next call: right after the last good line below the next `seq`
@@ -158,11 +160,11 @@ def since(log, seq=0, limit=50, budget=None):
                 break
     finally:
         f.close()
+    page = None
     if h_seq:
-        log.page_seq, log.page_off, log.page_line = h_seq, h_off, h_line
-        log.page_gen = st.events_gen
+        page = (log.next_seq, log.last_seq, log.reserved, h_seq, h_off, h_line, st.events_gen)
     if nxt is not None:
-        return out, nxt
+        return out, nxt, page
     if out:
-        return out, out[-1]["seq"] + 1
-    return out, log.next_seq
+        return out, out[-1]["seq"] + 1, page
+    return out, log.next_seq, page

@@ -18,7 +18,9 @@ def log(app, args, now, req_id):
     # streamed from the log file; with the budget it parses no more lines than fit
     from . import evread
 
-    evs, nxt = evread.since(app.events, since, limit, _LOG_BUDGET)
+    evs, nxt, st = evread.since(app.events, since, limit, _LOG_BUDGET)
+    if st is not None:
+        app.events.load(st)  # where this page stopped: the next starts there
     # the answer must fit one frame (proto.MAX_LINE): stop early, `next` says where
     size = 0
     for i in range(len(evs)):

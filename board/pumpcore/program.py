@@ -99,18 +99,18 @@ def refill(app, args, now, req_id):
     app.pl_left = 0
     bridge_nl = 0
     if new is not None:
-        old = app.plan["conc_ng_ml"]
-        sd = app.sched.to_dict()
-        app.plan = new
-        app.sched = Schedule(new, app.clock, now, app.pullin_nl_day(), app.steps)
         from . import planning
 
-        planning.load_dict(app.sched, sd)
+        sd = app.sched.to_dict()
         bridge_nl = app.cfg.get("pump_path_nl", 0) + new["catheter_nl"]
         if bridge_nl:
             # the old drug fills the line behind any older one still in it: each is dosed at
             # its strength until the steps pushed have moved it out of the tip
-            planning.add_bridge(app.sched, old, (bridge_nl * 1000 + app.step_pl - 1) // app.step_pl)
+            sd["bridges"] = planning.add_bridge(sd["bridges"], app.steps, app.plan["conc_ng_ml"],
+                                                (bridge_nl * 1000 + app.step_pl - 1) // app.step_pl)
+        app.plan = new
+        app.sched = Schedule(new, app.clock, now, app.pullin_nl_day(), app.steps, None,
+                             planning.state(new, sd, now))
     if app.plan and app.plan["patient"]:
         app.lockout_until_ms = now + app.plan["patient"]["lockout_s"] * 1000
     for k in (al.LOW, al.EMPTY, al.REFILL_BY):

@@ -24,7 +24,7 @@ def load(app, now):
     st = app.store
     try:
         # only scans the file (next seq, line count, torn lines dropped): no events in RAM
-        evlog.restore(app.events)
+        app.events.load(evlog.restore(app.events))
     except (CorruptRecord, OSError):
         pass
     try:
@@ -136,14 +136,14 @@ def load_therapy(app, now):
             state = rec = c = res = None
             gc.collect()
             if plan is not None:
-                app.plan = plan
-                app.sched = Schedule(plan, app.clock, 0, app.pullin_nl_day(), app.steps)
                 from . import planning
 
-                planning.load_dict(app.sched, sd)
-                if count is not None:
-                    planning.load_slots(app.sched, count.get("slots"))  # newer than the state's
-                planning.shift(app.sched, delta)
+                # the state record's schedule moved by the downtime (the count record's slots
+                # are newer than the state's)
+                sd = planning.state(plan, sd, 0, count.get("slots") if count is not None
+                                    else None, delta)  # fmt: skip
+                app.plan = plan
+                app.sched = Schedule(plan, app.clock, 0, app.pullin_nl_day(), app.steps, None, sd)
             if was == "running" and app.plan is not None:
                 app.therapy = "running"
                 app.alarms.raise_(al.RESET, app.clock.epoch_s(now))

@@ -22,9 +22,10 @@ forward, `clock.set` forwards, an RTC after a power cut) is given late, whole, w
 jumped over by at most an hour, else skipped; the events say which (pumpcore.slots).
 
 What runs only at boot, plan.set, refill or a patient bolus (compiling the plan's start, bolus
-windows, the refill bridge, load_dict/shift after a reset) is in pumpcore.planning, a per-call
-module (pumpcore.loader) that its callers import: Schedule() for a plan with a start, and
-pumpcore.program, .patient and .restore.
+windows, the refill bridge, the state from a record across a refill or a reset) is in
+pumpcore.planning, a per-call module (pumpcore.loader) that its callers import: Schedule() for
+a plan with a start, and pumpcore.program, .patient and .restore. Its functions return plain
+data, which the Schedule assigns to its own fields (its constructor's `state`).
 """
 
 from pumpcore import const
@@ -114,24 +115,29 @@ class Schedule:
     by time, so stops, holds and boluses cannot end a bridge early or late.
     """
 
-    def __init__(self, plan, clock, program_ms, pullin_nl_day=0, steps=0, bridges=None):
+    def __init__(self, plan, clock, program_ms, pullin_nl_day=0, steps=0, bridges=None,
+                 state=None):
+        """A plan programmed at program_ms (its start compiled by pumpcore.planning), or with
+        `state` the Schedule's state from its record (pumpcore.planning.state): program_ms,
+        basal_start_ms, start_windows, overlays, bridges, slot_day (per periodic slot: the
+        local day it was last started), slot_ms (per periodic slot: board ms its last bolus
+        started, None: none), seen_ms (the last settle())."""
         self.plan = plan
         self.clock = clock
-        self.program_ms = program_ms
         self.pullin_nl_day = pullin_nl_day
-        self.start_windows = []
-        self.overlays = []
-        self.bridges = [] if bridges is None else bridges
         self.steps = steps  # the account's committed steps (App keeps it current)
-        self.basal_start_ms = program_ms
-        self.slot_day = None  # per periodic slot: the local day it was last started
-        self.slot_ms = None  # per periodic slot: board ms its last bolus started (None: none)
-        self.seen_ms = program_ms  # the last settle()
         self.due_ms = 0  # settle() has nothing to do before this (unless the clock is set)
-        if plan and plan["start"] is not None:
-            from pumpcore import planning
+        if state is None:
+            wins = []
+            basal = program_ms
+            if plan and plan["start"] is not None:
+                from pumpcore import planning
 
-            planning.compile_start(self)
+                wins, basal = planning.compile_start(plan, program_ms, pullin_nl_day)
+            state = (program_ms, basal, wins, [], [] if bridges is None else bridges, None, None,
+                     program_ms)
+        (self.program_ms, self.basal_start_ms, self.start_windows, self.overlays, self.bridges,
+         self.slot_day, self.slot_ms, self.seen_ms) = state
 
     # --- pieces -------------------------------------------------------------------------
     def conc_at(self, t_ms):
@@ -247,7 +253,8 @@ class Schedule:
             return None  # no slot start since the last look, and the clock was not set
         from pumpcore import slots
 
-        return slots.settle(self, t_ms)
+        self.slot_day, self.slot_ms, self.seen_ms, self.due_ms, out = slots.settle(self, t_ms)
+        return out
 
     def slots(self):
         """What settle() recorded, as plain data for a record (None: no periodic boluses)."""

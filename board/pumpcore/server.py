@@ -2,7 +2,7 @@
 
     srv = Server(app, keys, info, rand)
     srv.feed(data, now_ms)        # whatever arrived on the serial line
-    out = srv.take_output()       # frames to write back
+    srv.write_output(write)       # the frames to write back, each to write(bytes)
     srv.event("alarm.raised", {"kind": "LOW"})
 
 app.call(cmd, args, role, req_id, now_ms) -> dict (raises proto.CommandError) and
@@ -11,15 +11,16 @@ a callable returning one) merged into the hello result: firmware, board, uid, st
 rand(n) -> n random bytes.
 
 `hello` and `auth` run in pumpcore.session, imported for the call (not resident: a login
-happens once a session). The login throttle is plain data here: auth_failures (failed attempts
-in a row on this connection), auth_until_ms (board time before which `auth` is refused with
-THROTTLED), guard (the rig-wide ceiling and the audit's counters: pumpcore.session).
+happens once a session); it returns values and the Server assigns its login state from them.
+The login throttle is plain data here: auth_failures (failed attempts in a row on this
+connection), auth_until_ms (board time before which `auth` is refused with THROTTLED), guard
+(the rig-wide ceiling and the audit's counters: pumpcore.session).
 
 A session: after `auth`, the role applies only to requests signed with the session key and a
 sequence number above the last one (_signed; docs/protocol.md). A request without the trailer
-runs with role none. The session ends at the next `hello`, a failed `auth`,
-pumpcore.session.link_down (the board saw the host close the port) or, where the board cannot see that (idle_ms set), after
-idle_ms without a signed request. Few fields, one list: this object is resident.
+runs with role none. The session ends (end()) at the next `hello`, a failed `auth`, end(True)
+(the board saw the host close the port) or, where the board cannot see that (idle_ms set),
+after idle_ms without a signed request. Few fields, one list: this object is resident.
 """
 
 import gc
@@ -45,14 +46,9 @@ class Server:
         self.keys = session.key_table(keys)  # {role: key bytes}
         self.info = info
         self.rand = rand
-        self.role = proto.ROLE_NONE
-        self.nonce = None
-        # the session after `auth`: [ipad, opad (pumpcore.auth.pads of the session key), the
-        # last sequence number accepted, board time of the last signed request], or None
-        self.sess = None
         self.idle_ms = None  # a session quiet this long ends (None: the board sees the link)
-        self.auth_failures = 0
-        self.auth_until_ms = 0
+        # role, nonce (the challenge), sess, cache, auth_failures, auth_until_ms: end()
+        self.end(True)
         # [rig-wide ceiling's drain time, last failure, last auth.fail logged, failures not
         # logged, per role the last auth.ok logged and logins since] (board ms; see
         # pumpcore.session)
@@ -61,7 +57,6 @@ class Server:
         self._discard = None  # prefix of an over-long line being discarded, or None
         self._out = []
         self._out_bytes = 0
-        self.cache = []  # [(id, crc, response line)], oldest first
         self._seq = 0
         self.dropped_events = 0
         self.fault = None  # an exception a command raised, for the loop's fault handling
@@ -103,15 +98,6 @@ class Server:
             self._buf = bytearray()
             self._line(line, now_ms)
 
-    def take_output(self):
-        """Frames queued since the last call, as bytes."""
-        if not self._out:
-            return b""
-        out = b"".join(self._out)
-        self._out = []
-        self._out_bytes = 0
-        return out
-
     def write_output(self, write):
         """Hand each queued frame to write(bytes), without joining them first (on a board
         heap a large join may find no contiguous block)."""
@@ -136,6 +122,20 @@ class Server:
             return 0
         self._queue(line)
         return self._seq
+
+    def end(self, link_down=False):
+        """The role ends: role none, no session, no challenge, no remembered requests. With
+        link_down (the host closed the port), the next connection also starts without this
+        one's back-off, under the same rig-wide ceiling."""
+        self.role = proto.ROLE_NONE
+        # the session after `auth`: [ipad, opad (pumpcore.auth.pads of the session key), the
+        # last sequence number accepted, board time of the last signed request], or None
+        self.sess = None
+        self.nonce = None  # the challenge of the last hello, until an auth tries it
+        self.cache = []  # requests remembered for retries: [(id, crc, response line)]
+        if link_down:
+            self.auth_failures = 0
+            self.auth_until_ms = 0
 
     # ------------------------------------------------------------ internals
 
@@ -166,9 +166,7 @@ class Server:
         if s is not None and self.idle_ms is not None and now_ms - s[3] > self.idle_ms:
             # idle too long: the session ends, its record of ids with it (no replay of an
             # answered frame is answered from it after this)
-            from pumpcore import session  # rare: for the call
-
-            session.end(self)
+            self.end()
             if f.seq is not None:
                 self._reply_err(f.id, proto.AUTH_REQUIRED, "session expired: hello and auth again")
                 return
@@ -263,8 +261,12 @@ class Server:
                 gc.collect()
             from pumpcore import session  # for this call only (see pumpcore.session)
 
-            if cmd == "hello":
-                return session.hello(self)
-            return session.login(self, args, now_ms)
+            # the login state after it, and the answer (pumpcore.session)
+            (self.auth_failures, self.auth_until_ms, self.nonce, self.role, self.sess, self.cache,
+             self.guard, r) = session.hello(self) if cmd == "hello" else session.login(
+                 self, args, now_ms)
+            if isinstance(r, proto.CommandError):
+                raise r
+            return r
         result = self.app.call(cmd, args, role, req_id, now_ms)
         return {} if result is None else result

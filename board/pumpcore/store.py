@@ -14,8 +14,8 @@ holds the whole log, or a list of its lines, in RAM.
   append_event()   appends one line; says when the file has grown past events_max_lines
   compact_events() copies the last `keep` good lines to name.tmp and renames it over the log
   evlog.scan()     at boot: counts the lines, finds the highest good seq, and drops the lines
-                   that fail their check (typically a torn last line after a power cut) by the
-                   same streamed rewrite, so new lines do not get glued to a torn one
+                   that fail their check (typically a torn last line after a power cut) by
+                   compact_events, so new lines do not get glued to a torn one
   evlog.iter_events()  the good events, oldest first (a generator)
 What runs at every step stays here (save, load, append_event); the rest (the scan, compaction,
 reading the log back, counting its lines, a .tmp recovery, making the directory, remove) is in
@@ -105,8 +105,6 @@ class Store:
         self.events_max_lines = events_max_lines
         self.dir_ok = False
         self.n_event_lines = None  # lines in the event log, None until counted
-        self.events_skipped = 0  # bad lines dropped by the last scan_events()
-        self.events_torn = False  # ... and whether the last line was torn (no newline)
         self.events_gen = 0  # bumped whenever the event log is rewritten or removed
 
     def path(self, name):
@@ -118,7 +116,7 @@ class Store:
         """Make the directory and its parents (the first write after boot, a failed open)."""
         from pumpcore import evlog
 
-        evlog.mkdirs(self)
+        self.dir_ok = evlog.mkdirs(self.root)
 
     def open_w(self, path):
         """path opened for writing (the directory made if needed)."""
@@ -137,7 +135,7 @@ class Store:
             os.rename(src, path)
         except OSError:
             # a filesystem whose rename does not replace (FAT): remove then rename; load()
-            # and scan_events() recover from the .tmp if power fails in between
+            # and pumpcore.evlog.scan recover from the .tmp if power fails in between
             try:
                 os.remove(path)
             except OSError:
@@ -231,7 +229,10 @@ class Store:
         """Delete a record (and any leftover name.tmp); missing is fine."""
         from pumpcore import evlog
 
-        evlog.remove(self, name)
+        evlog.remove(self.path(name))
+        if name == self.events_name:
+            self.n_event_lines = 0
+            self.events_gen += 1
 
     # --- event log --------------------------------------------------------------------------
 
@@ -269,4 +270,6 @@ class Store:
         from pumpcore import evlog
 
         skip = self.event_lines() - keep
-        return evlog.rewrite(self, skip if skip > 0 else 0)
+        self.n_event_lines = evlog.rewrite(self, skip if skip > 0 else 0)
+        self.events_gen += 1
+        return self.n_event_lines

@@ -27,6 +27,14 @@ def raises(exc_type, fn, *args, **kw):
     raise AssertionError("%s did not raise %s" % (getattr(fn, "__name__", fn), exc_type.__name__))
 
 
+def take_output(srv):
+    """The frames a Server queued since the last call, as bytes: what the App hands the serial
+    line with Server.write_output."""
+    out = []
+    srv.write_output(out.append)
+    return b"".join(out)
+
+
 _counter = [0]
 
 

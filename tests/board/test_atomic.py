@@ -241,6 +241,8 @@ def test_a_retried_refill_after_a_reset_is_answered_not_applied():
 def _assert_memory_and_safe(app, b, what):
     assert app.therapy == "safe", what
     assert "MEMORY" in app.alarms.active(), what
+    # never a plan without its schedule: a refill or a resume would fail on it
+    assert (app.plan is None) == (app.sched is None), what
     st = app.call("status", {}, "clinician", "s", 0)
     assert st["therapy"] == "safe" and "MEMORY" in st["alarms"], what
     assert "EMPTY" not in st["alarms"], what

@@ -2,7 +2,7 @@
 
 from binascii import hexlify
 
-from _util import ClientSession, raises
+from _util import ClientSession, raises, take_output
 from pumpcore import auth, proto, server, session
 
 # The documented test key (docs/protocol.md): never a real pump's key.
@@ -100,8 +100,11 @@ class FakeApp:
         self.calls = []
         self.counter = 0
         self.events = []
+        self.full = False  # log_event raises MemoryError (a heap without room for the event)
 
     def log_event(self, kind, data, now):
+        if self.full:
+            raise MemoryError
         self.events.append((kind, data))
 
     def plan_crc(self):
@@ -141,7 +144,7 @@ class Talk:
 
     def raw(self, data):
         self.srv.feed(data, self.now_ms)
-        out = self.srv.take_output()
+        out = take_output(self.srv)
         return [proto.decode(line) for line in out.split(b"\n") if line]
 
     def req(self, cmd, args=None, rid=None):
@@ -220,6 +223,31 @@ def test_wrong_key_throttled():
     t.now_ms += 1000
     assert t.login("patient", TEST_KEY).name == "ok"
     assert all(c[0] != "auth" for c in app.calls) and app.calls == []
+
+
+def test_a_failed_login_counts_when_its_audit_event_cannot_be_logged():
+    """The Server assigns its login state from what pumpcore.session.login returns, and the
+    audit event is logged before that: a MemoryError while logging auth.fail must neither
+    leave the failure uncounted nor the challenge open for another try. The failure not
+    logged goes with the next auth.fail."""
+    srv, app = _server()
+    t = Talk(srv)
+    hello = t.req("hello").body
+    args = t.cs.auth_args(TEST_KEY, hello, "clinician")  # the patient's key: wrong
+    app.full = True
+    f = t.req("auth", args)
+    assert f.body == {"code": proto.AUTH_FAILED, "message": "wrong key for clinician"}
+    assert srv.auth_failures == 1 and srv.auth_until_ms == t.now_ms + 1000
+    assert srv.nonce is None and srv.role == "none" and app.events == []
+    app.full = False
+    t.now_ms += 1000
+    f = t.req("auth", args)  # the same answer to the same challenge: no challenge left
+    assert f.body == {"code": proto.AUTH_FAILED, "message": "no challenge: send hello first"}
+    assert srv.auth_failures == 1
+    assert t.login("clinician", TEST_KEY).body["code"] == proto.AUTH_FAILED
+    assert srv.auth_failures == 2
+    assert app.events == [("auth.fail", {"role": "clinician", "failures": 2,
+                                         "reason": "wrong key"})]
 
 
 def test_throttle_state_doubles_to_60s_and_resets():
@@ -330,14 +358,14 @@ def test_feed_in_pieces_and_bounded():
     line = proto.encode_request("p1", "hello", {})
     for i in range(len(line)):
         srv.feed(line[i : i + 1], 0)
-    f = proto.decode(srv.take_output())
+    f = proto.decode(take_output(srv))
     assert f.id == "p1" and f.body["protocol"] == proto.PROTOCOL_VERSION
     # a long run of bytes without a newline: the buffer stays bounded
     for _ in range(50):
         srv.feed(b"@z9 " + b"y" * 500, 0)
         assert len(srv._buf) <= proto.MAX_LINE
     srv.feed(b"\n" + proto.encode_request("p2", "hello", {}), 0)
-    fs = [proto.decode(x) for x in srv.take_output().split(b"\n") if x]
+    fs = [proto.decode(x) for x in take_output(srv).split(b"\n") if x]
     assert [(f.id, f.name) for f in fs] == [("z9", "err"), ("p2", "ok")]
     assert fs[0].body["code"] == proto.TOO_LONG
 
@@ -346,12 +374,12 @@ def test_events():
     srv, app = _server()
     assert srv.event("alarm.raised", {"kind": "LOW"}) == 1
     assert srv.event("refill", {}) == 2
-    fs = [proto.decode(x) for x in srv.take_output().split(b"\n") if x]
+    fs = [proto.decode(x) for x in take_output(srv).split(b"\n") if x]
     assert [(f.kind, f.id, f.name) for f in fs] == [("!", "1", "alarm.raised"), ("!", "2", "refill")]
-    assert srv.take_output() == b""
+    assert take_output(srv) == b""
     for _ in range(500):
         srv.event("alarm.raised", {"kind": "LOW"})
-    assert len(srv.take_output()) <= 8192 and srv.dropped_events > 0
+    assert len(take_output(srv)) <= 8192 and srv.dropped_events > 0
 
 
 # ------------------------------------------------- issue 12: sessions, throttle, audit
@@ -426,12 +454,12 @@ def test_malformed_trailer_is_bad_frame():
 
 
 def test_link_down_and_idle_end_the_session():
-    """Finding 2: the role ends with the connection (link_down), or after the idle time
+    """Finding 2: the role ends with the connection (Server.end(True)), or after the idle time
     where the board cannot see the link."""
     srv, app = _server()
     t = Talk(srv)
     t.login("clinician", CLIN_KEY)
-    session.link_down(srv)
+    srv.end(True)
     f = t.req("therapy.stop")
     assert f.body["code"] == proto.AUTH_REQUIRED and app.calls == []
     srv.idle_ms = 300000
@@ -453,7 +481,7 @@ def test_throttle_per_connection_under_a_rig_wide_ceiling():
         attacker.now_ms = srv.auth_until_ms
     assert srv.auth_until_ms - attacker.now_ms == 0 and srv.auth_failures == 3
     attacker.login("clinician", TEST_KEY)  # a 4th: this connection now waits 8 s
-    session.link_down(srv)  # the attacker's program closes the port
+    srv.end(True)  # the attacker's program closes the port
     clin = Talk(srv)
     clin.now_ms = attacker.now_ms  # right away
     assert clin.login("clinician", CLIN_KEY).body == {"role": "clinician"}
@@ -461,11 +489,11 @@ def test_throttle_per_connection_under_a_rig_wide_ceiling():
     t = clin.now_ms
     for i in range(60):
         t += 60000
-        session.link_down(srv)
+        srv.end(True)
         a = Talk(srv)
         a.now_ms = t
         assert a.login("clinician", TEST_KEY).body["code"] == proto.AUTH_FAILED
-        session.link_down(srv)
+        srv.end(True)
         c = Talk(srv)
         c.now_ms = t + 1
         assert c.login("clinician", CLIN_KEY).name == "ok", i
@@ -473,13 +501,13 @@ def test_throttle_per_connection_under_a_rig_wide_ceiling():
     t += 60000
     refused = 0
     for _ in range(12):
-        session.link_down(srv)
+        srv.end(True)
         a = Talk(srv)
         a.now_ms = t
         code = a.login("clinician", TEST_KEY).body["code"]
         refused += code == proto.THROTTLED
     assert refused == 2
-    session.link_down(srv)
+    srv.end(True)
     c = Talk(srv)
     c.now_ms = t + auth.GLOBAL_STEP_MS - 1
     assert c.login("clinician", CLIN_KEY).body["code"] == proto.THROTTLED
@@ -519,7 +547,7 @@ def test_audit_events():
     for _, data in app.events:
         assert TEST_KEY not in repr(data) and CLIN_KEY not in repr(data)
     t.now_ms += 61000
-    session.link_down(srv)
+    srv.end(True)
     t.login("patient", CLIN_KEY)
     assert app.events[-1] == ("auth.fail", {"role": "patient", "reason": "wrong key",
                                             "failures": 1})
@@ -535,19 +563,19 @@ def test_a_login_at_every_poll_does_not_push_the_log_out():
     t = Talk(srv)
     for _ in range(300):  # a monitor polling once a second for 5 minutes
         assert t.login("patient", TEST_KEY).name == "ok"
-        session.link_down(srv)
+        srv.end(True)
         t.now_ms += 1000
     assert app.events == [("auth.ok", {"role": "patient"})]
     t.login("clinician", TEST_KEY)  # the patient's key: wrong: logged (the first failure)
     t.now_ms = srv.auth_until_ms  # the back-off after the failure
     assert t.login("clinician", CLIN_KEY).name == "ok"  # another role: logged at once
     assert app.events[-1] == ("auth.ok", {"role": "clinician"})
-    session.link_down(srv)
+    srv.end(True)
     t.login("clinician", TEST_KEY)  # within the minute: counted, not logged
     t.now_ms = srv.auth_until_ms
     assert t.login("clinician", CLIN_KEY).name == "ok"  # unlogged failures: logged at once
     assert app.events[-1] == ("auth.ok", {"role": "clinician", "failures": 1})
-    session.link_down(srv)
+    srv.end(True)
     t.now_ms += session.AUDIT_OK_MS
     t.login("patient", TEST_KEY)  # 10 min after the first: logged, with the count
     assert app.events[-1] == ("auth.ok", {"role": "patient", "logins": 300})
@@ -605,7 +633,7 @@ def test_status_fast_path_needs_a_live_signed_session():
     # already went over the line), and runs nothing
     assert other.send(answered, "ok1").name == "ok" and len(_status_calls(app)) == 1
 
-    session.link_down(srv)  # the host closed the port
+    srv.end(True)  # the host closed the port
     assert t.req("status").body["code"] == proto.AUTH_REQUIRED
     assert other.send(answered, "ok1").body["code"] == proto.AUTH_REQUIRED  # record gone
     assert len(_status_calls(app)) == 1

@@ -4,7 +4,7 @@ import gc
 import os
 import sys
 
-from _util import forget_module, raises, read_bytes, rmtree, tmpdir, write_bytes
+from _util import forget_module, raises, read_bytes, rmtree, take_output, tmpdir, write_bytes
 from pumpcore import canon, evlog, loader
 from pumpcore.events import RESERVE, SEQ_RECORD, EventLog
 from pumpcore.store import Store, encode
@@ -12,12 +12,28 @@ from pumpcore.store import Store, encode
 EPOCH = 1_700_000_000
 
 
+def restored(st, capacity):
+    """An EventLog on st after the boot scan (pumpcore.evlog.restore), as the App restores it."""
+    log = EventLog(st, capacity)
+    log.load(evlog.restore(log))
+    return log
+
+
+def page(log, *args):
+    """evread.since, with the EventLog taking the place the page stopped at (as the `log`
+    command's pumpcore.logpages does): (events, next)."""
+    evs, nxt, st = evlog.since(log, *args)
+    if st is not None:
+        log.load(st)
+    return evs, nxt
+
+
 def with_log(fn, capacity=200, max_lines=None):
     d = tmpdir()
     try:
         root = d + "/data"
         st = Store(root, events_max_lines=max_lines or 2 * capacity)
-        fn(evlog.restore(EventLog(st, capacity)), root)
+        fn(restored(st, capacity), root)
     finally:
         rmtree(d)
 
@@ -34,8 +50,7 @@ def seqs(evs):
 
 def reopen(log, root):
     """The log as the next boot sees it."""
-    return evlog.restore(EventLog(Store(root, events_max_lines=log.store.events_max_lines),
-                                  log.capacity))
+    return restored(Store(root, events_max_lines=log.store.events_max_lines), log.capacity)
 
 
 def test_add_builds_events_with_increasing_seq():
@@ -51,10 +66,10 @@ def test_add_builds_events_with_increasing_seq():
         # the events are in the file, one line each, not in RAM
         assert read_bytes(root + "/events.log") == encode(e1) + encode(e2)
         assert list(evlog.events(log)) == [e1, e2]
-        assert len(log) == 2
+        assert len(list(evlog.events(log))) == 2
         # new() takes a seq without writing; append() writes it
         e3 = log.new("later", {}, EPOCH, 14)
-        assert e3["seq"] == 3 and len(log) == 2
+        assert e3["seq"] == 3 and len(list(evlog.events(log))) == 2
         log.append(e3)
         assert seqs(evlog.events(log)) == [1, 2, 3]
 
@@ -65,9 +80,9 @@ def test_the_last_capacity_events_are_readable():
     def run(log, root):
         fill(log, 7)  # the file holds 7 lines (bound 8), 4 are readable
         assert log.store.event_lines() == 7
-        assert len(log) == 4
+        assert len(list(evlog.events(log))) == 4
         assert seqs(evlog.events(log)) == [4, 5, 6, 7]
-        assert seqs(evlog.since(log, 0, None)[0]) == [4, 5, 6, 7]
+        assert seqs(page(log, 0, None)[0]) == [4, 5, 6, 7]
         assert log.last_seq == 7
 
     with_log(run, capacity=4)
@@ -76,28 +91,28 @@ def test_the_last_capacity_events_are_readable():
 def test_since_pages_through():
     def run(log, root):
         fill(log, 10)  # readable: seq 3..10
-        ev, nxt = evlog.since(log, 0, 3)
+        ev, nxt = page(log, 0, 3)
         assert seqs(ev) == [3, 4, 5] and nxt == 6
-        ev, nxt = evlog.since(log, nxt, 3)
+        ev, nxt = page(log, nxt, 3)
         assert seqs(ev) == [6, 7, 8] and nxt == 9
-        ev, nxt = evlog.since(log, nxt, 3)
+        ev, nxt = page(log, nxt, 3)
         assert seqs(ev) == [9, 10] and nxt == 11
-        ev, nxt = evlog.since(log, nxt, 3)
+        ev, nxt = page(log, nxt, 3)
         assert ev == [] and nxt == 11
         log.add("new", {}, EPOCH, 0)
-        ev, nxt = evlog.since(log, nxt, 3)
+        ev, nxt = page(log, nxt, 3)
         assert seqs(ev) == [11] and nxt == 12
-        ev, nxt = evlog.since(log, 7, 0)
+        ev, nxt = page(log, 7, 0)
         assert ev == [] and nxt == 12
-        ev, _ = evlog.since(log, 7, None)
+        ev, _ = page(log, 7, None)
         assert seqs(ev) == [7, 8, 9, 10, 11]
         # asking again for older seqs (the remembered place is only a shortcut)
-        ev, nxt = evlog.since(log, 5, 2)
+        ev, nxt = page(log, 5, 2)
         assert seqs(ev) == [5, 6] and nxt == 7
-        ev, nxt = evlog.since(log, 0, 1)
+        ev, nxt = page(log, 0, 1)
         assert seqs(ev) == [4] and nxt == 5  # seq 3 is past capacity now
-        raises(ValueError, evlog.since, log, 0, -1)
-        raises(ValueError, evlog.since, log, "0", 1)
+        raises(ValueError, page, log, 0, -1)
+        raises(ValueError, page, log, "0", 1)
 
     with_log(run, capacity=8, max_lines=16)
 
@@ -105,7 +120,7 @@ def test_since_pages_through():
 def test_since_from_the_future_resyncs():
     def run(log, root):
         fill(log, 3)
-        ev, nxt = evlog.since(log, 500, 10)
+        ev, nxt = page(log, 500, 10)
         assert ev == [] and nxt == 4
 
     with_log(run)
@@ -117,15 +132,15 @@ def test_since_with_a_byte_budget():
         all_evs = list(evlog.events(log))
         sizes = [len(canon.dumps(e)) + 1 for e in all_evs]
         budget = sizes[0] + sizes[1] + sizes[2] + 1  # three fit, not four
-        ev, nxt = evlog.since(log, 1, 10, budget)
+        ev, nxt = page(log, 1, 10, budget)
         assert ev == all_evs[:3] and nxt == 4
-        ev, nxt = evlog.since(log, nxt, 10, budget)
+        ev, nxt = page(log, nxt, 10, budget)
         assert seqs(ev) == [4, 5, 6] and nxt == 7
         # at least one event, even over the budget
-        ev, nxt = evlog.since(log, 1, 10, 5)
+        ev, nxt = page(log, 1, 10, 5)
         assert seqs(ev) == [1] and nxt == 2
         # the budget stops before the limit does
-        ev, nxt = evlog.since(log, 18, 10, 10_000)
+        ev, nxt = page(log, 18, 10, 10_000)
         assert seqs(ev) == [18, 19, 20] and nxt == 21
 
     with_log(run)
@@ -134,18 +149,18 @@ def test_since_with_a_byte_budget():
 def test_since_across_compaction():
     def run(log, root):
         fill(log, 6)  # at the bound
-        ev, nxt = evlog.since(log, 0, 2)
+        ev, nxt = page(log, 0, 2)
         assert seqs(ev) == [3, 4] and nxt == 5
         fill(log, 1)  # 7 lines > 6: compacted to the last 4
         assert log.store.event_lines() == 4
         assert "events.log.tmp" not in os.listdir(root)
-        ev, nxt = evlog.since(log, nxt, 2)
+        ev, nxt = page(log, nxt, 2)
         assert seqs(ev) == [5, 6] and nxt == 7
         fill(log, 3)
-        ev, nxt = evlog.since(log, nxt, 50)
+        ev, nxt = page(log, nxt, 50)
         assert seqs(ev) == [7, 8, 9, 10] and nxt == 11
         # a reader that fell behind gets the oldest still kept
-        ev, nxt = evlog.since(log, 2, 50)
+        ev, nxt = page(log, 2, 50)
         assert seqs(ev) == [7, 8, 9, 10]
 
     with_log(run, capacity=4, max_lines=6)
@@ -171,7 +186,7 @@ def test_seq_continues_after_a_restart():
         assert log2.add("after", {}, EPOCH, 0)["seq"] == 6
         # the seqs reserved on file are not rewritten for every event
         assert Store(root).load(SEQ_RECORD) == {"next_seq": 1 + RESERVE}
-        assert log2.to_dict() == {"capacity": 4, "next_seq": 7}
+        assert (log2.capacity, log2.next_seq) == (4, 7)
 
     with_log(run, capacity=4)
 
@@ -183,9 +198,9 @@ def test_seq_after_a_torn_last_line():
         raw = read_bytes(path)
         write_bytes(path, raw[:-7])  # power cut while seq 3 was written (never sent)
         log2 = reopen(log, root)
-        assert log2.store.events_skipped == 1 and log2.store.events_torn
         assert seqs(evlog.events(log2)) == [1, 2]
-        assert log2.next_seq == 3
+        assert log2.next_seq == 3  # a torn last line was never sent: its seq is used again
+        assert read_bytes(path).count(b"\n") == 2 and log2.store.event_lines() == 2  # dropped
         # repaired: the next line is not glued to the torn one
         log2.add("after", {}, EPOCH, 0)
         assert seqs(evlog.events(reopen(log2, root))) == [1, 2, 3]
@@ -205,7 +220,7 @@ def test_seq_is_never_reused_when_the_file_is_lost():
         # and after the next restart it goes on from the new file
         log3 = reopen(log2, root)
         assert log3.next_seq == ev["seq"] + 1
-        assert seqs(evlog.since(log3, 0, 5)[0]) == [ev["seq"]]
+        assert seqs(page(log3, 0, 5)[0]) == [ev["seq"]]
 
     with_log(run)
 
@@ -233,9 +248,12 @@ def test_out_of_order_and_duplicate_lines_are_dropped():
         for s in (3, 3, 5, 4, 7):
             st.append_event({"seq": s, "epoch_s": None, "ms": s, "kind": "k", "data": {}})
         assert seqs(evlog.events(log)) == [3, 5, 7]
-        assert seqs(evlog.since(log, 4, 10)[0]) == [5, 7]
+        assert seqs(page(log, 4, 10)[0]) == [5, 7]
+        # the boot scan: 5 lines, the highest seq 7, 2 dropped (a repeat, one out of order),
+        # the last line not torn
+        assert evlog.scan(Store(root)) == (3, 7, 2, False)
         log2 = reopen(log, root)
-        assert log2.next_seq == 8 and log2.store.events_skipped == 2
+        assert log2.next_seq == 8
         assert log2.store.event_lines() == 3
 
     with_log(run)
@@ -244,11 +262,11 @@ def test_out_of_order_and_duplicate_lines_are_dropped():
 def test_ram_does_not_grow_with_events():
     def run(log, root):
         fill(log, 10)
-        evlog.since(log, 0, 50, 800)
+        page(log, 0, 50, 800)
         gc.collect()
         m10 = gc.mem_alloc() if hasattr(gc, "mem_alloc") else 0
         fill(log, 290)  # 300 lines in the file (bound 400), the last 200 readable
-        ev, nxt = evlog.since(log, 0, 50, 800)
+        ev, nxt = page(log, 0, 50, 800)
         assert ev and ev[0]["seq"] == 101 and log.store.event_lines() == 300
         del ev
         gc.collect()
@@ -324,12 +342,12 @@ def test_app_ram_does_not_grow_with_events():
     try:
         app, b = _app(d)
         _events(app, b, 9)
-        app.server.take_output()
+        take_output(app.server)
         _log_all(app)
         gc.collect()
         m10 = gc.mem_alloc() if hasattr(gc, "mem_alloc") else 0
         _events(app, b, 290)
-        app.server.take_output()
+        take_output(app.server)
         _log_all(app)
         gc.collect()
         m300 = gc.mem_alloc() if hasattr(gc, "mem_alloc") else 0
@@ -358,7 +376,7 @@ def test_the_rarely_used_log_code_is_transient():
         _events(app, b, 399)  # 400 lines: at the bound, no compaction
         if mpy:
             assert "pumpcore.evlog" not in sys.modules  # appending is resident code
-        app.server.take_output()
+        take_output(app.server)
         gc.collect()
         m0 = gc.mem_alloc() if mpy else 0
         evs, nxt = _log_all(app)
@@ -385,7 +403,7 @@ def test_the_rarely_used_log_code_is_transient():
         assert app.events.page_seq == 402 and isinstance(app.events.page_off, int)
         assert ("pumpcore.evlog" in sys.modules) != mpy
         del res, evs
-        app.server.take_output()
+        take_output(app.server)
         gc.collect()
         if mpy:
             # nothing kept a reference to the dropped module: its heap came back

@@ -4,6 +4,7 @@ simple PRNG. The decoder must never raise, and both runtimes must reach identica
 
 from binascii import crc32
 
+from _util import take_output
 from pumpcore import proto, server
 
 N_INPUTS = 20000
@@ -128,9 +129,9 @@ def _login(srv, now_ms):
 
     cs = ClientSession()
     srv.feed(cs.line("lh", "hello", {}), now_ms)
-    hello = proto.decode(srv.take_output())
+    hello = proto.decode(take_output(srv))
     srv.feed(cs.line("la", "auth", cs.auth_args(_CLINICIAN_KEY, hello.body, "clinician")), now_ms)
-    f = proto.decode(srv.take_output())
+    f = proto.decode(take_output(srv))
     assert f.name == "ok" and f.body["role"] == "clinician", f.body
     cs.logged_in()
     return cs
@@ -146,7 +147,7 @@ def test_server_garbage_stream():
             m = _fix_crc(m)
         srv.feed(m, 0)
         assert len(srv._buf) < proto.MAX_LINE
-        out = srv.take_output()
+        out = take_output(srv)
         for line in out.split(b"\n"):
             if line:
                 f = proto.decode(line)
@@ -192,7 +193,7 @@ def test_server_answers_oversized_and_out_of_range_requests_within_a_frame():
         except proto.CommandError:
             continue  # would not fit a frame: the sender cannot even build it
         srv.feed(line, i)
-        out = srv.take_output()
+        out = take_output(srv)
         for ln in out.split(b"\n"):
             if ln:
                 assert len(ln) + 1 <= proto.MAX_LINE

@@ -139,14 +139,14 @@ def test_event_line_seq_is_read_without_parsing():
 
 def test_event_log_append_and_iterate():
     def run(st, root):
-        assert evlog.scan(st) == (0, 0)
+        assert evlog.scan(st) == (0, 0, 0, False)
         assert list(evlog.iter_events(st)) == []
         for s in range(1, 6):
             assert st.append_event(ev(s)) is False
         assert list(evlog.iter_events(st)) == [ev(s) for s in range(1, 6)]
         assert seqs(evlog.iter_events(st, 3)) == [4, 5]  # after the first 3 lines
         st2 = Store(root)
-        assert evlog.scan(st2) == (5, 5) and st2.events_skipped == 0
+        assert evlog.scan(st2) == (5, 5, 0, False)
         assert st2.event_lines() == 5
 
     with_store(run)
@@ -163,13 +163,12 @@ def test_torn_last_line_is_skipped_counted_and_repaired():
             write_bytes(path, raw[: len(raw) - cut])
             st2 = Store(root)
             assert seqs(evlog.iter_events(st2)) == [1, 2], cut  # reading skips it too
-            assert evlog.scan(st2) == (2, 2), cut
-            assert st2.events_skipped == 1 and st2.events_torn
+            assert evlog.scan(st2) == (2, 2, 1, True), cut
             assert "events.log.tmp" not in os.listdir(root)
             # repaired: the next line is not glued to the torn one
             st2.append_event(ev(4))
             st3 = Store(root)
-            assert evlog.scan(st3) == (3, 4) and st3.events_skipped == 0
+            assert evlog.scan(st3) == (3, 4, 0, False)
             assert seqs(evlog.iter_events(st3)) == [1, 2, 4]
 
     with_store(run)
@@ -185,8 +184,7 @@ def test_corrupt_middle_line_is_skipped():
         write_bytes(path, bytes(raw))
         assert seqs(evlog.iter_events(Store(root))) == [1, 3]
         st2 = Store(root)
-        assert evlog.scan(st2) == (2, 3)
-        assert st2.events_skipped == 1 and not st2.events_torn
+        assert evlog.scan(st2) == (2, 3, 1, False)
         assert read_bytes(path) == encode(ev(1)) + encode(ev(3))
 
     with_store(run)
@@ -201,7 +199,7 @@ def test_overlong_line_is_skipped():
         st.append_event(ev(3))
         assert seqs(evlog.iter_events(Store(root))) == [1, 3]
         st2 = Store(root)
-        assert evlog.scan(st2) == (2, 3) and st2.events_skipped == 1
+        assert evlog.scan(st2) == (2, 3, 1, False)
 
     with_store(run)
 
@@ -248,7 +246,7 @@ def test_scan_recovers_the_log_from_a_complete_tmp():
         # compaction on a non-replacing rename: power failed between remove and rename
         os.rename(path, path + ".tmp")
         st2 = Store(root)
-        assert evlog.scan(st2) == (3, 3)
+        assert evlog.scan(st2) == (3, 3, 0, False)
         assert seqs(evlog.iter_events(st2)) == [1, 2, 3]
         assert "events.log.tmp" not in os.listdir(root)
 

@@ -15,6 +15,13 @@ CLINICIAN_KEY = "c1" * 32
 KEYS = {UID: {"patient": PATIENT_KEY, "clinician": CLINICIAN_KEY}}
 
 
+def take_output(srv):
+    """The frames the Server queued since the last call, as bytes (Server.write_output)."""
+    out = []
+    srv.write_output(out.append)
+    return b"".join(out)
+
+
 class FakeApp:
     def __init__(self):
         self.calls = []
@@ -121,7 +128,7 @@ class PtyRig:
                 self.drop -= 1
                 continue
             self.srv.feed(data, self.now_ms)
-            out = self.srv.take_output()
+            out = take_output(self.srv)
             if out:
                 if self.garbage:
                     out, self.garbage = self.garbage + out, b""

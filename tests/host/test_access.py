@@ -26,6 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 sys.path.insert(0, os.path.join(ROOT, "tests", "board"))
 import campaign  # noqa: E402
+from _util import take_output  # noqa: E402
 from fakeboard import FakeBoard  # noqa: E402
 from pumpcore.app import App  # noqa: E402
 
@@ -48,7 +49,7 @@ def test_brute_force_across_connections_meets_the_ceiling():
 
 
 def _frames(srv):
-    return [proto.decode(x + b"\n") for x in srv.take_output().split(b"\n") if x]
+    return [proto.decode(x + b"\n") for x in take_output(srv).split(b"\n") if x]
 
 
 def test_a_right_mac_inside_the_delay_is_not_even_read(tmp_path):

@@ -3,11 +3,11 @@
 import os
 
 import pytest
-from pumpcore import proto, session
+from pumpcore import proto
 from pumprig import keys as keystore
 from pumprig.client import Client
 from pumprig.errors import AuthError, DeviceError, PortError, ProtocolError, RigTimeout
-from rigpty import CLINICIAN_KEY, KEYS, PATIENT_KEY, UID, PtyRig
+from rigpty import CLINICIAN_KEY, KEYS, PATIENT_KEY, UID, PtyRig, take_output
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ def test_retry_reuses_id_and_executes_once(rig):
             orig_feed(data, now_ms)
             if state["lost"] == 0:
                 state["lost"] = 1
-                rig.srv.take_output()  # the response vanishes on the line
+                take_output(rig.srv)  # the response vanishes on the line
 
         rig.srv.feed = feed
         res = c.bolus()
@@ -176,14 +176,14 @@ def test_a_refill_is_resent_with_the_same_id_after_the_rig_reset(rig):
     by its committed request key; a command without a persisted key is not resent."""
     with Client(rig.path, role="clinician", keys=KEYS, timeout=0.3) as c:
         rig.drop = 1  # the request is lost with the power...
-        session.end(rig.srv)  # ...and the rig restarts: no session, no role
+        rig.srv.end()  # ...and the rig restarts: no session, no role
         res = c.refill(18_000_000, 500_000)
         assert res["bridge_nl"] == 300000
         assert rig.app.calls.count("refill") == 1
         sent = [proto.decode(line + b"\n") for chunk in rig.received
                 for line in chunk.split(b"\n") if b" refill " in line]
         assert len(sent) == 3 and len({f.id for f in sent}) == 1  # lost, refused, answered
-        session.end(rig.srv)
+        rig.srv.end()
         with pytest.raises(AuthError):
             c.clock_set(1_767_225_600, 0)
 
@@ -200,13 +200,13 @@ def test_session_ended_by_a_late_close_is_logged_into_again(rig, monkeypatch):
         r = real(self, cmd, args, retries)
         if cmd == "hello" and not ended:
             ended.append(cmd)
-            session.end(rig.srv)          # the previous program's close, seen after our hello
+            rig.srv.end()          # the previous program's close, seen after our hello
         return r
 
     monkeypatch.setattr(Client, "request", request)
     with Client(rig.path, role="patient", keys=KEYS, timeout=1.0) as c:
         assert ended and rig.srv.role == "patient"
-        session.end(rig.srv)              # ... or seen after our login
+        rig.srv.end()              # ... or seen after our login
         assert c.status()["reservoir_nl"] == 18500000
         assert rig.srv.role == "patient"
 
@@ -214,5 +214,5 @@ def test_session_ended_by_a_late_close_is_logged_into_again(rig, monkeypatch):
 def test_a_read_after_the_session_ended_logs_in_again(rig):
     """The second case alone: a status after the session ended under it (was AUTH_REQUIRED)."""
     with Client(rig.path, role="patient", keys=KEYS, timeout=1.0) as c:
-        session.end(rig.srv)
+        rig.srv.end()
         assert c.status()["reservoir_nl"] == 18500000

@@ -60,18 +60,8 @@ _APP_CMDS = ("the App's commands, loaded per call for the heap: they are the App
 _RESTORE = ("power-on: the App's own fields from its committed records, once per boot before the "
             "App runs; a resident App.load would keep this bytecode in the heap all day (the "
             "owners inside the App take theirs through their own methods: Reservoir.set_fill, "
-            "set_thresholds, Alarms.load, BatteryMonitor.load, Limiter.load, Delivery.rebase)")
-_RARE_HALF = ("the owner's own state kept by its rarely run half, loaded per call for the heap, "
-              "called by the owner or at power-on only: ")
-_SESSION = ("the Server's login state (role, session key, nonce, throttle), moved out of the "
-            "resident Server for the heap; server.py is being changed on another branch at the "
-            "time of writing: returning these to the Server is left for after that merge")
-_EVLOG_STORE = (_RARE_HALF + "the Store's event-log counts (n_event_lines, events_gen, "
-                "events_skipped, events_torn) and dir_ok. Tried on this branch: evlog returning "
-                "them and the Store assigning its own (a set_event_lines method, the scan's "
-                "figures returned): the p9 restore in test_memory_rig's 140 KB then failed "
-                "paging the log out of memory in 3 of 17 runs, against 0 of 17 before and 0 of "
-                "16 with that part reverted (2026-12-05); left until the heap has more margin")
+            "set_thresholds, Alarms.load, BatteryMonitor.load, Limiter.load, EventLog.load, "
+            "Delivery.rebase, Schedule(..., state))")
 OWNER_ASSIGNS = {
     ("clinician", "therapy_stop", "app"): _APP_CMDS,
     ("clinician", "maintenance", "app"): _APP_CMDS,
@@ -89,25 +79,6 @@ OWNER_ASSIGNS = {
     ("patient", "bolus", "app"): _APP_CMDS,
     ("restore", "load", "app"): _RESTORE,
     ("restore", "load_therapy", "app"): _RESTORE,
-    ("session", "end", "srv"): _SESSION,
-    ("session", "link_down", "srv"): _SESSION,
-    ("session", "hello", "srv"): _SESSION,
-    ("session", "login", "srv"): _SESSION,
-    ("planning", "compile_start", "sched"): _RARE_HALF + "the Schedule's start windows",
-    ("planning", "add_bridge", "sched"): _RARE_HALF + "the Schedule's bridges",
-    ("planning", "shift", "sched"): _RARE_HALF + "the Schedule's times moved by the downtime",
-    ("planning", "load_dict", "sched"): _RARE_HALF + "the Schedule from the state record",
-    ("planning", "load_slots", "sched"): _RARE_HALF + "the Schedule's periodic slots given",
-    ("slots", "settle", "sched"): _RARE_HALF + "the periodic slots across clock jumps",
-    ("evlog", "mkdirs", "st"): _EVLOG_STORE,
-    ("evlog", "remove", "st"): _EVLOG_STORE,
-    ("evlog", "rewrite", "st"): _EVLOG_STORE,
-    ("evlog", "scan", "st"): _EVLOG_STORE,
-    ("evread", "since", "log"): _RARE_HALF + "the EventLog's paging cursor (page_*)",
-    ("evlog", "restore", "log"): _RARE_HALF + "the EventLog's seqs after the boot scan "
-                                              "(also bootsafe's)",
-    ("batterystate", "sample", "b"): _RARE_HALF + "the BatteryMonitor's thresholds and "
-        "debounce past a healthy sample (BatteryMonitor.sample's fast path is resident)",
 }
 
 # HOST-PENDING: reach-ins on host/ not fixed on this branch (vrig, benchpkg, cli restructure

@@ -92,8 +92,8 @@ class _Sched(Schedule):
     The firmware ends a bridge by the steps it pushed; the ideal pushes the line at the plan's
     own rates, so each old drug leaves the tip when the ideal volume has moved it out."""
 
-    def __init__(self, plan, clock, program_ms, pullin_nl_day):
-        super().__init__(plan, clock, program_ms, pullin_nl_day)
+    def __init__(self, plan, clock, program_ms, pullin_nl_day, state=None):
+        super().__init__(plan, clock, program_ms, pullin_nl_day, state=state)
         self.tbridges: list = []  # [[conc_ng_ml, until_ms]], tip first
 
     def conc_at(self, t_ms):
@@ -196,8 +196,8 @@ class Oracle:
             parts.append((old, left))
         sd = self.sched.to_dict()
         self.plan = dict(self.plan, conc_ng_ml=conc)
-        self.sched = _Sched(dict(self.plan, periodic=None), self.clock, 0, self.pullin)
-        planning.load_dict(self.sched, sd)
+        plan = dict(self.plan, periodic=None)
+        self.sched = _Sched(plan, self.clock, 0, self.pullin, planning.state(plan, sd, 0))
         if not self.dead_nl:
             return
         done: list = []
