@@ -514,11 +514,12 @@ class App:
 
     def _shed(self):
         """Drop the per-call modules imported for one job (pumpcore.loader.drop)."""
-        if loader.DROP and len(sys.modules) > self._n_mods:
+        if loader.DROP and len(sys.modules) != self._n_mods:
             if loader.drop():
                 gc.collect()
             # what stays (sources, other packages) stays from now on: no scan of sys.modules
-            # at every step
+            # at every step. (!=, not >: a per-call function may drop modules itself, the
+            # restore does, and a count below the mark would hide the next module loaded)
             self._n_mods = len(sys.modules)
 
     def tick(self, now):
