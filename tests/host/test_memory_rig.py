@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from bench_memory import restores_in, runs_in  # noqa: E402
 
 # KB, as flashed (2026-12-05, branch heap2): at 128 KB the 30 days and restart passed 43 of 45
-# runs with gc.threshold(4096), then 16 of 16 with gc.threshold(2048); p9's restore 11 of 11;
+# runs with gc.threshold(4096), then 27 of 27 with gc.threshold(2048); p9's restore 9 of 9;
 # 126 KB fails. No step of margin: near the boundary a fragmented heap's layout decides.
 # Before (2197817): 132 KB. See docs/benchmarks.md, "memory-compare".
 HEAP_K = 128
