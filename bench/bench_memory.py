@@ -462,14 +462,17 @@ def restart(args):
         "| examples/p9 programmed (plan.set: the plan rules loaded) and run a day: smallest "
         "heap (4 KB steps) | %s |\n\n"
         "The restore is its own transient module (`pumpcore.restore`), does not load the plan "
-        "rules again, drops the state record and collects the heap before the schedule is "
-        "built; event lines are read in 256-byte pieces and a `log` answer carries about 480 "
-        "bytes of events, so a long-running (fragmented) heap still has blocks for them. "
-        "p9 is programmed in a larger heap for the restore figure (its plan.set, with the "
-        "plan rules loaded, is the command that needs the most heap).\n"
+        "rules again, drops the state record, its other per-call modules (evlog after the log "
+        "scan, limitline, alarmlist, batterystate after their use) and collects the heap "
+        "before the schedule's code loads; `log` pages and `refill` (integer arguments) are "
+        "decoded resident (`proto.decode_bare`), without the decoder; event lines are read in "
+        "256-byte pieces and a `log` answer carries about 480 bytes of events, so a "
+        "long-running (fragmented) heap still has blocks for them. p9 is programmed in a "
+        "larger heap for the restore figure (its plan.set, with the plan rules loaded, is the "
+        "command that needs the most heap). Load average %.1f on 2 cores at the end.\n"
         % (args.days, "ok" if ok30 else "**failed**", why30,
            "%d KB" % restore_p9 if restore_p9 else "> 160 KB",
-           "%d KB" % program_p9 if program_p9 else "> 192 KB"))
+           "%d KB" % program_p9 if program_p9 else "> 192 KB", os.getloadavg()[0]))
     write_section("memory-restart", "Firmware memory: restart with a plan stored",
                   "make bench  (.venv/bin/python bench/bench_memory.py --days %d)"
                   % args.days, body)
@@ -523,8 +526,9 @@ def compare(args):
         "Smallest heap from which every larger one in the table passes: before %s, after %s. "
         "Near the boundary the layout of a fragmented heap decides (a few hundred bytes "
         "more or less moves the failure to another request), so the figure holds to about "
-        "2 KB.\n" % (args.days, args.days, rev_id, rev_id, rows, smallest(res["before"]),
-                     smallest(res["after"])))
+        "2 KB. Load average %.1f on 2 cores at the end.\n"
+        % (args.days, args.days, rev_id, rev_id, rows, smallest(res["before"]),
+           smallest(res["after"]), os.getloadavg()[0]))
     write_section("memory-compare", "Firmware memory: 30 days and a restart, before and after",
                   ".venv/bin/python bench/bench_memory.py --compare %s" % args.compare, body)
 

@@ -149,14 +149,16 @@ class App:
         self._kbd_sync()
         self._shed()
         if loader.DROP and gc.mem_free() + gc.mem_alloc() < _SMALL_HEAP:
-            # a small heap: a collection after every 4 KB allocated, so garbage (a command's
+            # a small heap: a collection after every 2 KB allocated, so garbage (a command's
             # code, its decoded request) is reclaimed before new blocks spread over the heap
             # and what lives long is placed among fewer holes. On the virtual rig
             # (2026-12-05) the 30 days and restart and p9's restore then passed at 132 KB,
-            # where without it 132 KB failed 3 runs of 4. Not in a large heap (the virtual
-            # rig's default 384 KB, the tests): there it only costs time (a 90-day
-            # simulation about 1.2 times as long)
-            gc.threshold(4096)
+            # where without it 132 KB failed 3 runs of 4; with 2 KB rather than 4 KB (branch
+            # heap2, 128 KB): the 30 days and restart 16 of 16 runs (4 KB: 43 of 45) and p9's
+            # plan.set 4 of 4 (4 KB: 1 of 4), a 30-day run about 1.15 times as long. Not in a
+            # large heap (the virtual rig's default 384 KB, the tests): there it only costs
+            # time (with 4 KB, a 90-day simulation about 1.2 times as long)
+            gc.threshold(2048)
 
     # ------------------------------------------------------------------ faults
     def crash(self, exc):
@@ -510,11 +512,12 @@ class App:
 
     def _shed(self):
         """Drop the per-call modules imported for one job (pumpcore.loader.drop)."""
-        if loader.DROP and len(sys.modules) > self._n_mods:
+        if loader.DROP and len(sys.modules) != self._n_mods:
             if loader.drop():
                 gc.collect()
             # what stays (sources, other packages) stays from now on: no scan of sys.modules
-            # at every step
+            # at every step. (!=, not >: a per-call function may drop modules itself, the
+            # restore does, and a count below the mark would hide the next module loaded)
             self._n_mods = len(sys.modules)
 
     def tick(self, now):

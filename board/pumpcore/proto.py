@@ -222,11 +222,13 @@ def _hex_ok(d, i, j):
 
 
 def decode_bare(d):
-    """The Frame parse.decode makes of a valid request with no arguments (`@<id> <cmd> {}`,
-    signed or not: `status`, `clock.get`, `alarms`, ...), without loading the decoder (a
-    module import, then its drop and a collection, cost more than the rest of a `status`
-    round trip); None for any other line, which parse.decode then judges. It accepts only
-    lines made entirely of the parts it checks, each checked as parse.decode checks it
+    """The Frame parse.decode makes of a valid request whose arguments are none or
+    non-negative integers (`@<id> <cmd> {}`, `@<id> log {"limit":50,"since":0}`, signed or
+    not: `status`, `log`, `refill`, ...), without loading the decoder (a module import, then
+    its drop and a collection, cost more than the rest of a `status` round trip, and the
+    decoder is the largest module a request loads: paging the log after a restart ran out of
+    heap loading it); None for any other line, which parse.decode then judges. It accepts
+    only lines made entirely of the parts it checks, each checked as parse.decode checks it
     (tests/board/test_proto_bare.py compares the two)."""
     n = len(d)
     if n and d[n - 1] == 10:
@@ -248,9 +250,33 @@ def decode_bare(d):
         o = d[i]
         if not (48 <= o <= 57 or 97 <= o <= 122 or o == 46 or o == 95):
             return None
-    e = sp2 + 3
-    if d[sp2 + 1] != 123 or d[sp2 + 2] != 125:  # {}
+    args = {}
+    if d[sp2 + 1] != 123:  # {
         return None
+    e = sp2 + 2
+    if d[e] != 125:  # not {}: "key":digits pairs, no spaces (d[star] is "*": no scan passes it)
+        while True:
+            if d[e] != 34:  # "
+                return None
+            j = e + 1
+            while j < star and (97 <= d[j] <= 122 or 48 <= d[j] <= 57 or d[j] == 95):
+                j += 1
+            if j == e + 1 or d[j] != 34 or d[j + 1] != 58:  # ":
+                return None
+            i = j + 2
+            k = i
+            while k < star and 48 <= d[k] <= 57:
+                k += 1
+            if k == i or k - i > MAX_INT_DIGITS or (d[i] == 48 and k - i > 1):
+                return None
+            args[d[e + 1 : j].decode()] = int(d[i:k])  # a repeated key: the last, as parse
+            e = k + 1
+            if d[k] == 125:  # }
+                break
+            if d[k] != 44:  # ,
+                return None
+    else:
+        e += 1
     m = star - MAC_HEX
     if e != star:  # |<seq>|<mac>: a sequence number of 1 to 9 digits, not starting with 0
         if m - e < 3 or m - e > 11 or d[e] != 124 or d[m - 1] != 124 or d[e + 1] == 48:
@@ -263,7 +289,7 @@ def decode_bare(d):
     crc = "%08x" % canon.crc_of(d[:star])
     if crc.encode() != d[star + 1 : n]:
         return None  # BAD_CRC: parse.decode says so
-    f = Frame(REQUEST, d[1:sp1].decode(), d[sp1 + 1 : sp2].decode(), {}, None, None, crc)
+    f = Frame(REQUEST, d[1:sp1].decode(), d[sp1 + 1 : sp2].decode(), args, None, None, crc)
     if e != star:
         f.seq = int(d[e + 1 : m - 1])
         f.mac_at = m

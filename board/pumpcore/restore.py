@@ -7,6 +7,7 @@ heap together (a board has room for one of them with a plan in it).
 import gc
 
 from . import alarms as al
+from . import loader
 from .schedule import Clock, Schedule
 from .store import CorruptRecord
 
@@ -27,19 +28,23 @@ def load(app, now):
         app.events.load(evlog.restore(app.events))
     except (CorruptRecord, OSError):
         pass
+    evlog = None
+    _forget()  # the records are decoded where the scan's code was, below the free heap
     try:
         head = st.load("head")
         gens = head["gens"]
         app.gen = head["gen"]
         app.gens = gens
     except (CorruptRecord, KeyError, TypeError):
+        from . import evlog
+
         if not evlog.any_record(st, _RECORDS + ("head",)):
             return  # a blank board: nothing was ever committed
         app.enter_safe(now, "therapy record corrupt (head)", al.MEMORY)
         return
     cal_bad = False
     try:
-        cal = evlog.load_gen(st, "calib", gens["calib"])
+        cal = _load_gen(st, "calib", gens["calib"])
         app.step_pl = cal["step_pl"]
         app.delivery.set_step_pl(app.step_pl)
     except (CorruptRecord, KeyError, TypeError):
@@ -51,6 +56,25 @@ def load(app, now):
         # drop the MEMORY alarm) when the calibration failed its check
         if cal_bad:
             app.enter_safe(now, "calibration record corrupt", al.MEMORY)
+
+
+def _forget():
+    """Drop the per-call modules loaded so far (this one too: its running functions keep what
+    they use) and collect: what loads next takes their place (a board's heap, loader.DROP)."""
+    if loader.DROP:
+        loader.drop()
+    gc.collect()
+
+
+def _load_gen(st, name, gen):
+    """evlog.load_gen(st, name, gen), with evlog loaded only when the record is not the one the
+    head names (a committed name.new, or corruption): the common case needs no module."""
+    rec = st.load(name)
+    if isinstance(rec, dict) and rec.get("gen") == gen:
+        return rec
+    from . import evlog
+
+    return evlog.load_gen(st, name, gen)
 
 
 def load_keys(app):
@@ -69,15 +93,13 @@ def load_keys(app):
 def load_therapy(app, now):
     """Restore the therapy records at power-on (load); returns the state record's login
     throttle, or None."""
-    from . import evlog
-
     st = app.store
     gens = app.gens
     auth = None
     try:
-        rec = evlog.load_gen(st, "plan", gens["plan"]) if "plan" in gens else None
-        state = evlog.load_gen(st, "state", gens.get("state"))
-        count = evlog.load_gen(st, "count", gens.get("count"))
+        rec = _load_gen(st, "plan", gens["plan"]) if "plan" in gens else None
+        state = _load_gen(st, "state", gens.get("state"))
+        count = _load_gen(st, "count", gens.get("count"))
     except CorruptRecord as e:
         app.enter_safe(now, "therapy record corrupt (%s)" % e.name, al.MEMORY)
         return
@@ -92,6 +114,7 @@ def load_therapy(app, now):
 
             app.limiter.load(limitline.restore(app.limiter, count, now,
                                                app.board.wall_epoch_s()))
+            del limitline
         if state is not None:
             # The plan is paused while the power is off: every board-ms instant moves by
             # the downtime. The last instant known for sure is where the count record left
@@ -114,9 +137,11 @@ def load_therapy(app, now):
             from . import alarmlist
 
             app.alarms.load(alarmlist.restore(state["alarms"]))
+            del alarmlist
             from . import batterystate
 
             app.battery.load(batterystate.restore(app.battery, state["battery"]))
+            del batterystate
             app.boluses = [t + delta for t in state["boluses"]]
             app.lockout_until_ms = state["lockout_until_ms"] + delta
             lb = state["last_bolus"] or []
@@ -134,7 +159,8 @@ def load_therapy(app, now):
             # rules again (that module is the largest): it was checked when programmed,
             # and its record passed its CRC and carries the head's generation.
             state = rec = c = res = None
-            gc.collect()
+            # limitline, alarmlist, batterystate: planning loads in the heap they took
+            _forget()
             if plan is not None:
                 from . import planning
 
