@@ -6,6 +6,7 @@ proto stays its only user; the limits repeat proto's (tests/board/test_proto.py 
 agree) and the error codes are proto's strings.
 """
 
+import json
 from binascii import crc32
 
 from pumpcore import const
@@ -107,18 +108,6 @@ def _ws(s, i):
     return i
 
 
-def _char(v):
-    """The one-character string of code point v (<= 0xFFFF), not interned: MicroPython's chr()
-    makes a qstr that stays for good, so distinct \\u escapes in requests (one login away, or
-    none: the arguments are decoded before the role is checked) took about 16 bytes of heap each
-    until a reset (2,000 of them: 31 KB). "%c" is no way out: MicroPython's keeps the low byte."""
-    if v < 0x80:
-        return bytes((v,)).decode()
-    if v < 0x800:
-        return bytes((0xC0 | v >> 6, 0x80 | v & 0x3F)).decode()
-    return bytes((0xE0 | v >> 12, 0x80 | v >> 6 & 0x3F, 0x80 | v & 0x3F)).decode()
-
-
 def _parse_str(s, i):
     # s[i] == '"'
     i += 1
@@ -159,7 +148,10 @@ def _parse_str(s, i):
                 v = v * 16 + d
             if 0xD800 <= v <= 0xDFFF:
                 raise _JsonError("surrogate in \\u escape")
-            out.append(_char(v))
+            # not chr(v): MicroPython interns the one-character string chr() makes, for good
+            # (a qstr): distinct escapes in requests (decoded before the role is checked)
+            # kept ~16 bytes of heap each until a reset. The runtime's json makes a plain one.
+            out.append(json.loads('"%s"' % s[b : b + 6]))
             i = b + 6
         else:
             e = _ESC.get(c)
