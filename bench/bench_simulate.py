@@ -164,7 +164,9 @@ def side_body(base, rounds, mpy, got):
     how = ("the firmware installed as `pumprig flash` installs it (.mpy), the rig started "
            "before the clock starts: the simulation alone is timed" if mpy else
            "each run timed as `pumprig simulate` runs it: simulate() starts its own virtual "
-           "rig and copies the firmware as .py sources")
+           "rig and installs its firmware (f169ac0: copies the .py sources, compiled by the rig "
+           "at power-on and first use; this tree: the .mpy build `pumprig flash` installs, "
+           "compiled once and cached, as issue 16 asks)")
     lines = [
         f"Plan `examples/{PLAN.name}`, {DAYS} days; {how}. {rounds} rounds, each one run on "
         f"the tree of `{base}` (its own host package, world and firmware: `git archive "
@@ -213,11 +215,10 @@ def side_body(base, rounds, mpy, got):
     if not mpy:
         lines += [
             "",
-            "With .py sources the run also compiles the firmware at power-on and at first use "
-            "(313 KB of sources against 217 KB: rig start to first answer 0.31 s before, "
-            "0.30 to 0.45 s now), and the host signs its requests and the firmware audits "
-            "each clinician command (`log` pages: about 0.5 ms more each); with the firmware "
-            "as flashed (`--mpy`) neither compile is timed.",
+            "So this figure also holds the install and the first answer: the rig start, the "
+            "copy of f169ac0's 217 KB of sources or of this tree's .mpy build, the power-on "
+            "and the first login; with `--mpy` (the section below) both trees run the .mpy "
+            "build and only the simulation is timed.",
         ]
     return "\n".join(lines)
 
