@@ -46,10 +46,10 @@ def test_log_end_finds_the_last_event_in_few_requests(seqs):
     assert c.calls <= 2 * 17 + 2           # exponential + binary search: ~2 log2(n)
 
 
-def test_first_view_shows_the_last_events_already_in_the_log_then_new_ones():
-    log = FakeLog(range(0, 40))
+def _conn(log, status):
+    """A connection factory as Monitor takes it: a context manager with status() and log()."""
 
-    class Ctx:
+    class Conn:
         def __enter__(self):
             return self
 
@@ -57,12 +57,17 @@ def test_first_view_shows_the_last_events_already_in_the_log_then_new_ones():
             return False
 
         def status(self):
-            return {"mode": "continuous"}
+            return status()
 
         def log(self, since=None, limit=None):
             return log.log(since, limit)
 
-    mon = Monitor(Ctx, recent=5)
+    return Conn
+
+
+def test_first_view_shows_the_last_events_already_in_the_log_then_new_ones():
+    log = FakeLog(range(0, 40))
+    mon = Monitor(_conn(log, lambda: {"mode": "continuous"}), recent=5)
     assert mon.update()
     assert [e["seq"] for e in mon.events] == [35, 36, 37, 38, 39]
     log.seqs += [40, 41]
@@ -78,21 +83,7 @@ def test_an_update_asks_log_only_when_status_says_an_event_was_logged():
     nothing costs one request, and a restart's skipped seqs are not asked for again."""
     log = FakeLog(range(0, 10))
     nxt = [10]
-
-    class Ctx:
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *a):
-            return False
-
-        def status(self):
-            return {"mode": "continuous", "log_next": nxt[0]}
-
-        def log(self, since=None, limit=None):
-            return log.log(since, limit)
-
-    mon = Monitor(Ctx, recent=3)
+    mon = Monitor(_conn(log, lambda: {"mode": "continuous", "log_next": nxt[0]}), recent=3)
     assert mon.update()
     assert [e["seq"] for e in mon.events] == [7, 8, 9]
     calls = log.calls
